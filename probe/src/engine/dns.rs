@@ -1,0 +1,644 @@
+//! DNS lookups (df-002-dnst): the system resolver, raw DNS over UDP, and DNS over HTTPS.
+//!
+//! The UDP lookup is the one that sees injection. A censor on the path races a forged answer ahead
+//! of the real one (OONI ts-017 E003); a resolver library keeps the first datagram and drops the
+//! rest. We keep reading the socket for a window after the first answer (OONI: 500 ms) and record
+//! every datagram with its arrival time and raw bytes, parsed or not.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use hickory_proto::op::{Message, MessageType, Query};
+use hickory_proto::rr::{Name, RData, RecordType};
+use http::Request;
+use http_body_util::Full;
+use serde_json::Map;
+use tokio::net::UdpSocket;
+use url::Url;
+
+use super::{EngineConfig, TlsContext, Trace, http as http_step, tcp, tls};
+use crate::failure::{GaiError, Operation, StepError};
+use crate::ooni::{DnsAnswer, DnsQuery};
+
+/// A resolver the engine can ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolver {
+    /// `getaddrinfo(3)`, i.e. whatever the system is configured with.
+    System,
+    /// Raw DNS over UDP to this address.
+    Udp(SocketAddr),
+    /// DNS over HTTPS (RFC 8484) to this URL.
+    Doh(Url),
+}
+
+impl fmt::Display for Resolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Resolver::System => f.write_str("system resolver"),
+            Resolver::Udp(addr) => write!(f, "udp://{addr}"),
+            Resolver::Doh(url) => write!(f, "{url}"),
+        }
+    }
+}
+
+/// The outcome of looking a name up with one resolver.
+#[derive(Debug, Default)]
+pub struct Lookup {
+    /// One record per query (A and AAAA; a single `ANY` for getaddrinfo), first answer of each.
+    pub queries: Vec<DnsQuery>,
+    /// Every later datagram for the same query, with its own arrival time.
+    pub duplicates: Vec<DnsQuery>,
+    /// Addresses from the first answers, in order, without repeats.
+    pub addrs: Vec<IpAddr>,
+    /// Why no address was found; `None` when at least one was.
+    pub error: Option<StepError>,
+}
+
+/// Looks `host` up with `resolver`.
+pub async fn lookup(
+    resolver: &Resolver,
+    host: &str,
+    config: &EngineConfig,
+    tls: &TlsContext,
+    trace: &Trace,
+    tags: Option<Vec<String>>,
+) -> Lookup {
+    let timeout = config.timeouts.dns;
+    match resolver {
+        Resolver::System => system(host, timeout, trace, tags).await,
+        Resolver::Udp(server) => {
+            let window = config.late_reply_window;
+            let tid = trace.transaction();
+            let (a, aaaa) = tokio::join!(
+                udp(*server, host, RecordType::A, timeout, window, trace, &tags, tid),
+                udp(*server, host, RecordType::AAAA, timeout, window, trace, &tags, tid),
+            );
+            merge(vec![a, aaaa])
+        }
+        Resolver::Doh(url) => {
+            let tid = trace.transaction();
+            let (a, aaaa) = tokio::join!(
+                doh(url, host, RecordType::A, config, tls, trace, &tags, tid),
+                doh(url, host, RecordType::AAAA, config, tls, trace, &tags, tid),
+            );
+            merge(vec![a, aaaa])
+        }
+    }
+}
+
+/// Combines per-type lookups: addresses from all, and an error only if none found an address.
+/// The A lookup's error wins, since a censor's answer to A is what a browser acts on.
+fn merge(parts: Vec<Lookup>) -> Lookup {
+    let mut out = Lookup::default();
+    let mut errors = Vec::new();
+    for part in parts {
+        out.queries.extend(part.queries);
+        out.duplicates.extend(part.duplicates);
+        for addr in part.addrs {
+            if !out.addrs.contains(&addr) {
+                out.addrs.push(addr);
+            }
+        }
+        errors.extend(part.error);
+    }
+    if out.addrs.is_empty() {
+        out.error = errors.into_iter().next();
+    }
+    out
+}
+
+async fn system(
+    host: &str,
+    timeout: Duration,
+    trace: &Trace,
+    tags: Option<Vec<String>>,
+) -> Lookup {
+    let t0 = trace.clock.secs();
+    let name = host.to_string();
+    let task = tokio::task::spawn_blocking(move || {
+        let hints = dns_lookup::AddrInfoHints {
+            socktype: dns_lookup::SockType::Stream.into(),
+            ..dns_lookup::AddrInfoHints::default()
+        };
+        dns_lookup::getaddrinfo(Some(&name), None, Some(hints)).map(|iter| {
+            iter.filter_map(Result::ok)
+                .map(|ai| ai.sockaddr.ip())
+                .collect::<Vec<_>>()
+        })
+    });
+    let result = match tokio::time::timeout(timeout, task).await {
+        Ok(Ok(Ok(addrs))) if !addrs.is_empty() => Ok(addrs),
+        Ok(Ok(Ok(_))) => Err(StepError::Getaddrinfo {
+            host: host.to_string(),
+            kind: GaiError::NoData,
+            code: 0,
+        }),
+        Ok(Ok(Err(e))) => Err(gai_error(host, &e)),
+        Ok(Err(join)) => Err(StepError::Io {
+            op: Operation::Resolve,
+            target: host.to_string(),
+            source: std::io::Error::other(join.to_string()),
+        }),
+        Err(_) => Err(StepError::Timeout {
+            op: Operation::Resolve,
+            target: host.to_string(),
+            after: timeout,
+        }),
+    };
+    let mut lookup = Lookup::default();
+    let mut query = DnsQuery {
+        answers: None,
+        engine: "getaddrinfo".into(),
+        failure: None,
+        getaddrinfo_error: None,
+        hostname: host.to_string(),
+        query_type: "ANY".into(),
+        raw_response: None,
+        rcode: None,
+        resolver_address: String::new(),
+        resolver_hostname: None,
+        resolver_port: None,
+        t0: Some(t0),
+        t: trace.clock.secs(),
+        tags,
+        transaction_id: Some(trace.transaction()),
+        x_dns_id: None,
+        extra: Map::new(),
+    };
+    match result {
+        Ok(addrs) => {
+            for addr in addrs {
+                if !lookup.addrs.contains(&addr) {
+                    lookup.addrs.push(addr);
+                }
+            }
+            query.answers = Some(lookup.addrs.iter().map(|a| address_answer(*a)).collect());
+        }
+        Err(e) => {
+            query.failure = Some(e.failure().to_string());
+            if let StepError::Getaddrinfo { code, .. } = &e {
+                query.getaddrinfo_error = Some(i64::from(*code));
+            }
+            lookup.error = Some(e);
+        }
+    }
+    lookup.queries.push(query);
+    lookup
+}
+
+fn gai_error(host: &str, e: &dns_lookup::LookupError) -> StepError {
+    use dns_lookup::LookupErrorKind as K;
+    let kind = match e.kind() {
+        K::NoName => GaiError::NoName,
+        K::NoData => GaiError::NoData,
+        K::Again => GaiError::Again,
+        K::Fail => GaiError::Fail,
+        K::System | K::IO => GaiError::System,
+        _ => GaiError::Other,
+    };
+    StepError::Getaddrinfo {
+        host: host.to_string(),
+        kind,
+        code: e.error_num(),
+    }
+}
+
+/// Builds a recursive query for `host` (RFC 1035 section 4.1).
+fn build_query(host: &str, qtype: RecordType) -> Result<Message, StepError> {
+    let name = Name::from_ascii(host)
+        .or_else(|_| Name::from_utf8(host))
+        .map_err(|e| StepError::DnsMalformed {
+            server: String::new(),
+            reason: format!("cannot encode name {host:?}: {e}"),
+        })?;
+    let mut message = Message::query();
+    message.metadata.recursion_desired = true;
+    message.add_query(Query::query(name, qtype));
+    Ok(message)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn udp(
+    server: SocketAddr,
+    host: &str,
+    qtype: RecordType,
+    timeout: Duration,
+    window: Duration,
+    trace: &Trace,
+    tags: &Option<Vec<String>>,
+    transaction_id: i64,
+) -> Lookup {
+    let t0 = trace.clock.secs();
+    let target = server.to_string();
+    let template = |t: f64| DnsQuery {
+        answers: None,
+        engine: "udp".into(),
+        failure: None,
+        getaddrinfo_error: None,
+        hostname: host.to_string(),
+        query_type: qtype.to_string(),
+        raw_response: None,
+        rcode: None,
+        resolver_address: target.clone(),
+        resolver_hostname: None,
+        resolver_port: None,
+        t0: Some(t0),
+        t,
+        tags: tags.clone(),
+        transaction_id: Some(transaction_id),
+        x_dns_id: None,
+        extra: Map::new(),
+    };
+    let fail = |error: StepError| {
+        let mut query = template(trace.clock.secs());
+        query.failure = Some(error.failure().to_string());
+        Lookup {
+            queries: vec![query],
+            error: Some(error),
+            ..Lookup::default()
+        }
+    };
+    let io_error = |source| StepError::Io {
+        op: Operation::DnsRoundTrip,
+        target: target.clone(),
+        source,
+    };
+
+    let query = match build_query(host, qtype) {
+        Ok(q) => q,
+        Err(e) => return fail(e),
+    };
+    let wire = match query.to_vec() {
+        Ok(w) => w,
+        Err(e) => {
+            return fail(StepError::DnsMalformed {
+                server: target.clone(),
+                reason: e.to_string(),
+            });
+        }
+    };
+    let bind: SocketAddr = if server.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = match UdpSocket::bind(bind).await {
+        Ok(s) => s,
+        Err(e) => return fail(io_error(e)),
+    };
+    if let Err(e) = socket.connect(server).await {
+        return fail(io_error(e));
+    }
+    if let Err(e) = socket.send(&wire).await {
+        return fail(io_error(e));
+    }
+
+    // Read until the deadline; once something arrived, only for the late-reply window more.
+    let overall = tokio::time::Instant::now() + timeout;
+    let mut deadline = overall;
+    let mut datagrams: Vec<(f64, Vec<u8>)> = Vec::new();
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
+            Ok(Ok(n)) => {
+                datagrams.push((trace.clock.secs(), buf[..n].to_vec()));
+                if datagrams.len() == 1 {
+                    deadline = (tokio::time::Instant::now() + window).min(overall);
+                }
+            }
+            // An ICMP port-unreachable surfaces as ECONNREFUSED on a connected socket.
+            Ok(Err(e)) if datagrams.is_empty() => return fail(io_error(e)),
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    if datagrams.is_empty() {
+        return fail(StepError::Timeout {
+            op: Operation::DnsRoundTrip,
+            target: target.clone(),
+            after: timeout,
+        });
+    }
+
+    let mut lookup = Lookup::default();
+    for (t, raw) in datagrams {
+        let mut record = template(t);
+        let parsed = read_response(&raw, query.metadata.id, &target);
+        record.raw_response = Some(base64::engine::general_purpose::STANDARD.encode(&raw));
+        record.x_dns_id = parsed.id;
+        record.rcode = parsed.rcode.map(i64::from);
+        record.answers = (!parsed.answers.is_empty()).then_some(parsed.answers);
+        record.failure = parsed.error.as_ref().map(|e| e.failure().to_string());
+        if lookup.queries.is_empty() {
+            lookup.addrs = parsed.addrs;
+            lookup.error = parsed.error;
+            lookup.queries.push(record);
+        } else {
+            lookup.duplicates.push(record);
+        }
+    }
+    lookup
+}
+
+/// What one DNS response message says.
+#[derive(Debug, Default)]
+struct Parsed {
+    id: Option<u16>,
+    rcode: Option<u16>,
+    answers: Vec<DnsAnswer>,
+    addrs: Vec<IpAddr>,
+    error: Option<StepError>,
+}
+
+fn read_response(raw: &[u8], expected_id: u16, server: &str) -> Parsed {
+    let mut out = Parsed::default();
+    let malformed = |reason: String| StepError::DnsMalformed {
+        server: server.to_string(),
+        reason,
+    };
+    let message = match Message::from_vec(raw) {
+        Ok(m) => m,
+        Err(e) => {
+            out.error = Some(malformed(e.to_string()));
+            return out;
+        }
+    };
+    out.id = Some(message.metadata.id);
+    let rcode = u16::from(message.metadata.response_code);
+    out.rcode = Some(rcode);
+    if message.metadata.message_type != MessageType::Response {
+        out.error = Some(malformed("not a response".into()));
+        return out;
+    }
+    if message.metadata.id != expected_id {
+        out.error = Some(malformed(format!(
+            "reply with wrong query id {} (sent {expected_id})",
+            message.metadata.id
+        )));
+        return out;
+    }
+    for record in &message.answers {
+        match &record.data {
+            RData::A(a) => {
+                out.addrs.push(IpAddr::V4(a.0));
+                out.answers.push(with_ttl(address_answer(IpAddr::V4(a.0)), record.ttl));
+            }
+            RData::AAAA(aaaa) => {
+                out.addrs.push(IpAddr::V6(aaaa.0));
+                out.answers
+                    .push(with_ttl(address_answer(IpAddr::V6(aaaa.0)), record.ttl));
+            }
+            RData::CNAME(cname) => out.answers.push(DnsAnswer {
+                answer_type: "CNAME".into(),
+                asn: None,
+                as_org_name: None,
+                ipv4: None,
+                ipv6: None,
+                hostname: Some(cname.0.to_string()),
+                ttl: Some(record.ttl),
+                extra: Map::new(),
+            }),
+            _ => {}
+        }
+    }
+    if rcode != 0 {
+        out.error = Some(StepError::DnsResponseCode {
+            server: server.to_string(),
+            rcode,
+        });
+    } else if out.addrs.is_empty() {
+        out.error = Some(StepError::DnsNoAnswer {
+            server: server.to_string(),
+        });
+    }
+    out
+}
+
+fn address_answer(addr: IpAddr) -> DnsAnswer {
+    let (answer_type, ipv4, ipv6) = match addr {
+        IpAddr::V4(v4) => ("A", Some(v4.to_string()), None),
+        IpAddr::V6(v6) => ("AAAA", None, Some(v6.to_string())),
+    };
+    DnsAnswer {
+        answer_type: answer_type.into(),
+        asn: None,
+        as_org_name: None,
+        ipv4,
+        ipv6,
+        hostname: None,
+        ttl: None,
+        extra: Map::new(),
+    }
+}
+
+fn with_ttl(mut answer: DnsAnswer, ttl: u32) -> DnsAnswer {
+    answer.ttl = Some(ttl);
+    answer
+}
+
+/// DNS over HTTPS (RFC 8484 section 4.1: POST with `application/dns-message`), over a connection
+/// the engine makes itself, so a failure is attributed to the step that failed.
+#[allow(clippy::too_many_arguments)]
+async fn doh(
+    url: &Url,
+    host: &str,
+    qtype: RecordType,
+    config: &EngineConfig,
+    tls_ctx: &TlsContext,
+    trace: &Trace,
+    tags: &Option<Vec<String>>,
+    transaction_id: i64,
+) -> Lookup {
+    let t0 = trace.clock.secs();
+    let mut record = DnsQuery {
+        answers: None,
+        engine: "doh".into(),
+        failure: None,
+        getaddrinfo_error: None,
+        hostname: host.to_string(),
+        query_type: qtype.to_string(),
+        raw_response: None,
+        rcode: None,
+        resolver_address: url.to_string(),
+        resolver_hostname: None,
+        resolver_port: None,
+        t0: Some(t0),
+        t: t0,
+        tags: tags.clone(),
+        transaction_id: Some(transaction_id),
+        x_dns_id: None,
+        extra: Map::new(),
+    };
+    let result = doh_round_trip(url, host, qtype, config, tls_ctx, trace).await;
+    record.t = trace.clock.secs();
+    let mut lookup = Lookup::default();
+    match result {
+        Ok((raw, id)) => {
+            let parsed = read_response(&raw, id, url.as_str());
+            record.raw_response = Some(base64::engine::general_purpose::STANDARD.encode(&raw));
+            record.x_dns_id = parsed.id;
+            record.rcode = parsed.rcode.map(i64::from);
+            record.answers = (!parsed.answers.is_empty()).then_some(parsed.answers);
+            record.failure = parsed.error.as_ref().map(|e| e.failure().to_string());
+            lookup.addrs = parsed.addrs;
+            lookup.error = parsed.error;
+        }
+        Err(e) => {
+            record.failure = Some(e.failure().to_string());
+            lookup.error = Some(e);
+        }
+    }
+    lookup.queries.push(record);
+    lookup
+}
+
+async fn doh_round_trip(
+    url: &Url,
+    host: &str,
+    qtype: RecordType,
+    config: &EngineConfig,
+    tls_ctx: &TlsContext,
+    trace: &Trace,
+) -> Result<(Vec<u8>, u16), StepError> {
+    let target = url.to_string();
+    let server_name = url.host_str().unwrap_or_default().trim_matches(['[', ']']);
+    let port = url.port_or_known_default().unwrap_or(443);
+    // The DoH server's own name goes through the system resolver unless it is an address.
+    let ips: Vec<IpAddr> = match server_name.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => {
+            let found = system(server_name, config.timeouts.dns, trace, None).await;
+            match found.error {
+                Some(e) => return Err(e),
+                None => found.addrs,
+            }
+        }
+    };
+    let query = build_query(host, qtype)?;
+    // RFC 8484 section 4.1: the id SHOULD be 0 for cache friendliness; any value is valid.
+    let id = query.metadata.id;
+    let wire = query.to_vec().map_err(|e| StepError::DnsMalformed {
+        server: target.clone(),
+        reason: e.to_string(),
+    })?;
+    let mut last_error = None;
+    for ip in ips {
+        let addr = SocketAddr::new(ip, port);
+        let (_, stream) = tcp::connect(addr, trace, config.timeouts.tcp_connect, None, 0).await;
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                last_error = Some(e);
+                continue;
+            }
+        };
+        let spec = tls::HandshakeSpec {
+            server_name,
+            addr,
+            alpn: &[b"http/1.1"],
+            timeout: config.timeouts.tls_handshake,
+            tags: None,
+            transaction_id: 0,
+        };
+        let stream = match tls::handshake(tls_ctx, stream, spec, trace).await.result {
+            Ok(s) => s,
+            Err(e) => {
+                last_error = Some(e);
+                continue;
+            }
+        };
+        let request = Request::post(http_step::origin_form(url))
+            .header("Host", http_step::host_header(url))
+            .header("Content-Type", "application/dns-message")
+            .header("Accept", "application/dns-message")
+            .body(Full::new(Bytes::from(wire)))
+            .map_err(|e| StepError::DnsMalformed {
+                server: target.clone(),
+                reason: e.to_string(),
+            })?;
+        let exchange = http_step::exchange(
+            stream,
+            request,
+            &addr.to_string(),
+            config.timeouts.dns,
+            64 * 1024,
+        )
+        .await;
+        if let Some(e) = exchange.error {
+            return Err(e);
+        }
+        let status = exchange.head.map(|h| h.status.as_u16()).unwrap_or(0);
+        if status != 200 {
+            return Err(StepError::DnsMalformed {
+                server: target,
+                reason: format!("HTTP status {status}"),
+            });
+        }
+        return Ok((exchange.body, id));
+    }
+    Err(last_error.unwrap_or(StepError::DnsNoAnswer { server: target }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::Record;
+    use hickory_proto::rr::rdata::A;
+
+    fn response(id: u16, rcode: hickory_proto::op::ResponseCode, addrs: &[[u8; 4]]) -> Vec<u8> {
+        let mut m = Message::response(id, hickory_proto::op::OpCode::Query);
+        m.metadata.response_code = rcode;
+        for a in addrs {
+            m.add_answer(Record::from_rdata(
+                Name::from_ascii("example.org.").expect("name"),
+                60,
+                RData::A(A::from(std::net::Ipv4Addr::from(*a))),
+            ));
+        }
+        m.to_vec().expect("encode")
+    }
+
+    #[test]
+    fn answers_are_read_with_ttl() {
+        let raw = response(7, hickory_proto::op::ResponseCode::NoError, &[[10, 10, 34, 34]]);
+        let parsed = read_response(&raw, 7, "s");
+        assert!(parsed.error.is_none());
+        assert_eq!(parsed.addrs, vec![IpAddr::from([10, 10, 34, 34])]);
+        assert_eq!(parsed.answers[0].ipv4.as_deref(), Some("10.10.34.34"));
+        assert_eq!(parsed.answers[0].ttl, Some(60));
+    }
+
+    #[test]
+    fn nxdomain_and_empty_answers() {
+        let raw = response(7, hickory_proto::op::ResponseCode::NXDomain, &[]);
+        let parsed = read_response(&raw, 7, "s");
+        assert_eq!(
+            parsed.error.expect("error").failure().to_string(),
+            "dns_nxdomain_error"
+        );
+        let raw = response(7, hickory_proto::op::ResponseCode::NoError, &[]);
+        let parsed = read_response(&raw, 7, "s");
+        assert_eq!(
+            parsed.error.expect("error").failure().to_string(),
+            "dns_no_answer"
+        );
+    }
+
+    #[test]
+    fn garbage_and_wrong_id_are_misbehaviour() {
+        let parsed = read_response(b"\x00\x01garbage", 7, "s");
+        assert_eq!(
+            parsed.error.expect("error").failure().to_string(),
+            "dns_server_misbehaving"
+        );
+        let raw = response(8, hickory_proto::op::ResponseCode::NoError, &[[1, 2, 3, 4]]);
+        let parsed = read_response(&raw, 7, "s");
+        assert!(parsed.addrs.is_empty());
+        assert_eq!(
+            parsed.error.expect("error").failure().to_string(),
+            "dns_server_misbehaving"
+        );
+    }
+}

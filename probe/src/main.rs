@@ -1,0 +1,148 @@
+//! `vantage`: the volunteer's probe.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use url::Url;
+use vantage_probe::engine::{EngineConfig, Resolver, TlsContext};
+use vantage_probe::web_connectivity::{WebConnectivityPlan, measure};
+
+/// Vantage measures Internet censorship and shutdowns from where you are.
+#[derive(Debug, Parser)]
+#[command(name = "vantage", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Measure one URL in detail and print the measurement as OONI-format JSON.
+    ///
+    /// Every step is recorded separately: DNS answers (with late, possibly injected, replies),
+    /// TCP connects to each address, TLS handshakes with the peer certificates, and the HTTP
+    /// response (status, headers, title, body hash), following redirects one by one.
+    Measure(MeasureArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct MeasureArgs {
+    /// The URL to measure, e.g. https://example.org/
+    url: String,
+
+    /// Ask this DNS resolver over UDP (IP:PORT) instead of the system resolver. Every reply is
+    /// recorded, including late duplicates an injector may have sent.
+    #[arg(long, value_name = "IP:PORT")]
+    resolver: Option<String>,
+
+    /// Also resolve over DNS-over-HTTPS with this URL, e.g. https://1.1.1.1/dns-query
+    #[arg(long, value_name = "URL")]
+    doh: Option<String>,
+
+    /// Extra trusted CA certificates (PEM), in addition to Mozilla's roots.
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
+
+    /// Deadline in seconds for each TCP connect, TLS handshake and HTTP exchange.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    timeout: f64,
+
+    /// Deadline in seconds for each DNS lookup.
+    #[arg(long, value_name = "SECS", default_value_t = 4.0)]
+    dns_timeout: f64,
+
+    /// Print the measurement on one line (JSONL) instead of indented.
+    #[arg(long)]
+    compact: bool,
+}
+
+fn seconds(value: f64, flag: &str) -> Result<Duration> {
+    if !(value.is_finite() && value > 0.0 && value <= 3600.0) {
+        bail!("{flag} must be a number of seconds between 0 and 3600, got {value}");
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+/// Turns arguments into a validated plan, before any network I/O.
+fn plan(args: &MeasureArgs) -> Result<(WebConnectivityPlan, TlsContext)> {
+    let mut config = EngineConfig::default();
+    let timeout = seconds(args.timeout, "--timeout")?;
+    config.timeouts.tcp_connect = timeout;
+    config.timeouts.tls_handshake = timeout;
+    config.timeouts.http = timeout;
+    config.timeouts.dns = seconds(args.dns_timeout, "--dns-timeout")?;
+
+    let mut resolvers = Vec::new();
+    match &args.resolver {
+        Some(r) => {
+            let addr: SocketAddr = r
+                .parse()
+                .with_context(|| format!("--resolver {r:?} is not an IP:PORT address"))?;
+            resolvers.push(Resolver::Udp(addr));
+        }
+        None => resolvers.push(Resolver::System),
+    }
+    if let Some(d) = &args.doh {
+        let url = Url::parse(d).with_context(|| format!("--doh {d:?} is not a URL"))?;
+        if url.scheme() != "https" {
+            bail!("--doh {d:?} must be an https:// URL");
+        }
+        resolvers.push(Resolver::Doh(url));
+    }
+    let extra_roots = match &args.ca_file {
+        Some(path) => TlsContext::load_pem(path)?,
+        None => Vec::new(),
+    };
+    let tls = TlsContext::new(extra_roots)?;
+    let plan = WebConnectivityPlan::new(&args.url, resolvers, config)?;
+    Ok((plan, tls))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Measure(args) => {
+            let (plan, tls) = plan(&args)?;
+            let measurement = measure(&plan, &tls).await;
+            let json = if args.compact {
+                serde_json::to_string(&measurement)
+            } else {
+                serde_json::to_string_pretty(&measurement)
+            }
+            .context("cannot serialise the measurement")?;
+            println!("{json}");
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

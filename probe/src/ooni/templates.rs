@@ -1,0 +1,336 @@
+//! The test templates OONI nests inside `test_keys` (`ooni/spec` `data-formats/`):
+//! DNS queries (df-002-dnst), TCP connects (df-005-tcpconnect), TLS handshakes
+//! (df-006-tlshandshake) and HTTP transactions (df-001-httpt).
+//!
+//! All `t0`/`t` values are seconds since `measurement_start_time`, taken from a monotonic clock.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Bytes that are not valid UTF-8, as OONI encodes them: `{"format":"base64","data":"..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinaryData {
+    /// Always `"base64"`.
+    pub format: String,
+    /// Standard base64.
+    pub data: String,
+}
+
+impl BinaryData {
+    /// Encodes raw bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        use base64::Engine as _;
+        BinaryData {
+            format: "base64".into(),
+            data: base64::engine::general_purpose::STANDARD.encode(bytes),
+        }
+    }
+}
+
+/// A body or header value: a string when it is UTF-8, else [`BinaryData`] (df-001).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MaybeBinary {
+    /// Valid UTF-8.
+    Text(String),
+    /// Anything else.
+    Binary(BinaryData),
+}
+
+impl MaybeBinary {
+    /// Text when `bytes` is UTF-8, base64 otherwise.
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => MaybeBinary::Text(text.to_string()),
+            Err(_) => MaybeBinary::Binary(BinaryData::from_bytes(bytes)),
+        }
+    }
+}
+
+impl Default for MaybeBinary {
+    fn default() -> Self {
+        MaybeBinary::Text(String::new())
+    }
+}
+
+/// One DNS lookup (df-002-dnst).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DnsQuery {
+    /// Addresses and names in the answer; `null` on failure.
+    pub answers: Option<Vec<DnsAnswer>>,
+    /// `getaddrinfo`, `udp`, `doh`, ...
+    pub engine: String,
+    /// OONI failure string.
+    pub failure: Option<String>,
+    /// Raw `EAI_*` code when the system resolver failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub getaddrinfo_error: Option<i64>,
+    /// The name looked up.
+    pub hostname: String,
+    /// `A`, `AAAA`, or `ANY` for getaddrinfo.
+    pub query_type: String,
+    /// The DNS response message, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_response: Option<String>,
+    /// Response code of the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rcode: Option<i64>,
+    /// `ip:port` for UDP, the URL for DoH, empty for the system resolver.
+    pub resolver_address: String,
+    /// Unused by OONI's current probes; kept for compatibility.
+    #[serde(default)]
+    pub resolver_hostname: Option<String>,
+    /// Unused by OONI's current probes; kept for compatibility.
+    #[serde(default)]
+    pub resolver_port: Option<String>,
+    /// When the query was sent.
+    #[serde(default)]
+    pub t0: Option<f64>,
+    /// When this response arrived (or the step failed).
+    pub t: f64,
+    /// `classic`, `depth=N`, ...
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// Groups events of one transaction.
+    #[serde(default)]
+    pub transaction_id: Option<i64>,
+    /// DNS message id, as a Vantage extension: injected answers usually reuse it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x_dns_id: Option<u16>,
+    /// Other fields, kept as they came.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// One record of a DNS answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DnsAnswer {
+    /// `A`, `AAAA`, `CNAME`, ...
+    pub answer_type: String,
+    /// ASN of the address, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asn: Option<u32>,
+    /// AS organisation of the address, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_org_name: Option<String>,
+    /// For `A`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<String>,
+    /// For `AAAA`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<String>,
+    /// For `CNAME` and `PTR`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// TTL in seconds; `null` when the resolver does not tell.
+    #[serde(default)]
+    pub ttl: Option<u32>,
+    /// Other fields (e.g. SOA details), kept as they came.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// One TCP connect (df-005-tcpconnect).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TcpConnect {
+    /// Address connected to.
+    pub ip: String,
+    /// Port connected to.
+    pub port: u16,
+    /// Outcome.
+    pub status: TcpStatus,
+    /// When the SYN went out.
+    #[serde(default)]
+    pub t0: Option<f64>,
+    /// When the handshake completed or failed.
+    pub t: f64,
+    /// `classic`, `depth=N`, ...
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// Groups events of one transaction.
+    #[serde(default)]
+    pub transaction_id: Option<i64>,
+    /// Other fields, kept as they came.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// Outcome of a TCP connect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TcpStatus {
+    /// Set by OONI's legacy analysis; absent in what we write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<bool>,
+    /// OONI failure string.
+    pub failure: Option<String>,
+    /// Whether the handshake completed.
+    pub success: bool,
+}
+
+/// One TLS handshake (df-006-tlshandshake).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TlsHandshake {
+    /// `tcp`.
+    #[serde(default)]
+    pub network: Option<String>,
+    /// `ip:port`.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// IANA cipher suite name; empty on failure.
+    pub cipher_suite: String,
+    /// OONI failure string.
+    pub failure: Option<String>,
+    /// ALPN protocol; empty when none.
+    pub negotiated_protocol: String,
+    /// Whether verification was skipped (never, in Vantage).
+    #[serde(default)]
+    pub no_tls_verify: bool,
+    /// The peer's chain, leaf first, as base64 DER. Recorded even when verification failed.
+    pub peer_certificates: Option<Vec<BinaryData>>,
+    /// SNI sent.
+    pub server_name: String,
+    /// When the ClientHello went out.
+    #[serde(default)]
+    pub t0: Option<f64>,
+    /// When the handshake completed or failed.
+    pub t: f64,
+    /// `classic`, `depth=N`, ...
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// `TLSv1.3`, `TLSv1.2`; empty on failure.
+    pub tls_version: String,
+    /// Groups events of one transaction.
+    #[serde(default)]
+    pub transaction_id: Option<i64>,
+    /// The TLS alert received from the peer, if any (Vantage extension), e.g. `handshake_failure`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x_alert: Option<String>,
+    /// Other fields, kept as they came.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// One HTTP request and its response (df-001-httpt).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpTransaction {
+    /// `tcp`.
+    #[serde(default)]
+    pub network: Option<String>,
+    /// `ip:port` of the connection used.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// ALPN negotiated for this connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpn: Option<String>,
+    /// OONI failure string.
+    pub failure: Option<String>,
+    /// What we sent.
+    pub request: HttpRequest,
+    /// What came back; on failure, what came back before it.
+    pub response: Option<HttpResponse>,
+    /// When the request started.
+    #[serde(default)]
+    pub t0: Option<f64>,
+    /// When the body was read (or the step failed).
+    pub t: f64,
+    /// `classic`, `depth=N`, ...
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// Groups events of one transaction.
+    #[serde(default)]
+    pub transaction_id: Option<i64>,
+    /// Other fields, kept as they came.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// An HTTP request as sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpRequest {
+    /// Always empty for GET.
+    #[serde(default)]
+    pub body: MaybeBinary,
+    /// Whether `body` was cut.
+    #[serde(default)]
+    pub body_is_truncated: bool,
+    /// Headers in the order sent.
+    pub headers_list: Vec<(String, MaybeBinary)>,
+    /// Headers as a map (last value wins).
+    pub headers: BTreeMap<String, MaybeBinary>,
+    /// `GET`.
+    pub method: String,
+    /// Tor details; `is_tor` is false for us.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tor: Option<Value>,
+    /// `tcp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x_transport: Option<String>,
+    /// Full URL.
+    pub url: String,
+    /// Other fields, kept as they came.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// An HTTP response as received.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpResponse {
+    /// The body, up to the cap.
+    #[serde(default)]
+    pub body: Option<MaybeBinary>,
+    /// Whether the body was cut at the cap.
+    #[serde(default)]
+    pub body_is_truncated: bool,
+    /// Status code; 0 when none was received.
+    pub code: i64,
+    /// Headers in the order received.
+    #[serde(default)]
+    pub headers_list: Vec<(String, MaybeBinary)>,
+    /// Headers as a map (last value wins).
+    #[serde(default)]
+    pub headers: BTreeMap<String, MaybeBinary>,
+    /// Bytes of body received (before any cut), a Vantage extension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x_body_length: Option<u64>,
+    /// Lower-case hex SHA-256 of the body bytes received, a Vantage extension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x_body_sha256: Option<String>,
+    /// The page's `<title>`, a Vantage extension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x_title: Option<String>,
+    /// Other fields, kept as they came.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_text_or_base64() {
+        assert_eq!(
+            serde_json::to_string(&MaybeBinary::from_bytes(b"hi")).expect("ser"),
+            "\"hi\""
+        );
+        let bin = MaybeBinary::from_bytes(&[0xff, 0x00]);
+        assert_eq!(
+            serde_json::to_string(&bin).expect("ser"),
+            r#"{"format":"base64","data":"/wA="}"#
+        );
+        let back: MaybeBinary =
+            serde_json::from_str(r#"{"format":"base64","data":"/wA="}"#).expect("de");
+        assert_eq!(back, bin);
+    }
+
+    #[test]
+    fn unknown_fields_survive() {
+        let raw = r#"{"ip":"1.2.3.4","port":443,"status":{"failure":null,"success":true},"t":0.5,"x_new":7}"#;
+        let tcp: TcpConnect = serde_json::from_str(raw).expect("de");
+        assert_eq!(tcp.extra.get("x_new"), Some(&Value::from(7)));
+        let back = serde_json::to_value(&tcp).expect("ser");
+        assert_eq!(back["x_new"], 7);
+    }
+}

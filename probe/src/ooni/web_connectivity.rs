@@ -1,0 +1,218 @@
+//! `web_connectivity` test keys and the control (test helper) messages
+//! (`ooni/spec` `nettests/ts-017-web-connectivity.md`; `ooni/probe-cli` `internal/model/th.go`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::templates::{DnsQuery, HttpTransaction, TcpConnect, TlsHandshake};
+
+/// Name and version we write for this test. The version follows OONI's v0.5 ("LTE") layout of
+/// `test_keys`, which is what researchers' tools expect today.
+pub const TEST_NAME: &str = "web_connectivity";
+/// See [`TEST_NAME`].
+pub const TEST_VERSION: &str = "0.5.28";
+
+/// `test_keys` of a `web_connectivity` measurement.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct WebConnectivityTestKeys {
+    /// `redirect`: redirects are followed step by step.
+    #[serde(default)]
+    pub agent: Option<String>,
+    /// The resolver the system uses, when known.
+    #[serde(default)]
+    pub client_resolver: Option<String>,
+    /// Every DNS lookup, first response of each.
+    #[serde(default)]
+    pub queries: Option<Vec<DnsQuery>>,
+    /// Every TCP connect.
+    #[serde(default)]
+    pub tcp_connect: Option<Vec<TcpConnect>>,
+    /// Every TLS handshake.
+    #[serde(default)]
+    pub tls_handshakes: Option<Vec<TlsHandshake>>,
+    /// HTTP transactions, latest first (df-001: a redirect chain is in reverse time order).
+    #[serde(default)]
+    pub requests: Option<Vec<HttpTransaction>>,
+    /// Responses that arrived after the first one to the same UDP query, each with its arrival
+    /// time: the trace of an injector racing the real resolver (OONI's v0.5 key).
+    #[serde(default)]
+    pub x_dns_duplicate_responses: Option<Vec<DnsQuery>>,
+    /// What we asked the test helper.
+    #[serde(default)]
+    pub x_control_request: Option<ControlRequest>,
+    /// What the test helper saw; `null` when there was no control.
+    #[serde(default)]
+    pub control: Option<ControlResponse>,
+    /// Why there is no control.
+    #[serde(default)]
+    pub control_failure: Option<String>,
+    /// Failure of the classic DNS lookup.
+    #[serde(default)]
+    pub dns_experiment_failure: Option<String>,
+    /// `consistent`, `inconsistent`, or `null`.
+    #[serde(default)]
+    pub dns_consistency: Option<String>,
+    /// Failure of the final HTTP request (or of the connection it needed).
+    #[serde(default)]
+    pub http_experiment_failure: Option<String>,
+    /// Whether the body lengths of probe and control match.
+    #[serde(default)]
+    pub body_length_match: Option<bool>,
+    /// Ratio of the shorter body to the longer one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_proportion: Option<f64>,
+    /// Whether uncommon headers match.
+    #[serde(default)]
+    pub headers_match: Option<bool>,
+    /// Whether status codes match.
+    #[serde(default)]
+    pub status_code_match: Option<bool>,
+    /// Whether titles match.
+    #[serde(default)]
+    pub title_match: Option<bool>,
+    /// `false`, a blocking type (`dns`, `tcp_ip`, `http-failure`, `http-diff`, ...) or `null`.
+    #[serde(default)]
+    pub blocking: Option<Blocking>,
+    /// Whether the site is accessible from here; `null` when unknown.
+    #[serde(default)]
+    pub accessible: Option<bool>,
+    /// Other fields (`network_events`, `x_doh`, `x_dns_flags`, ...), kept as they came.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// OONI's `blocking` key: `false` or a blocking type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Blocking {
+    /// `false` (a `true` never appears, but is accepted).
+    Flag(bool),
+    /// `dns`, `tcp_ip`, `http-failure`, `http-diff`, or Vantage's `tls`.
+    Kind(String),
+}
+
+/// OONI's `THRequest`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlRequest {
+    /// The URL to measure.
+    pub http_request: String,
+    /// Headers the helper should send.
+    #[serde(default)]
+    pub http_request_headers: BTreeMap<String, Vec<String>>,
+    /// `ip:port` endpoints the probe resolved.
+    #[serde(default)]
+    pub tcp_connect: Option<Vec<String>>,
+    /// Whether to try HTTP/3.
+    #[serde(default)]
+    pub x_quic_enabled: Option<bool>,
+    /// Other fields, kept as they came.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// OONI's `THResponse`. Failure strings here use the helper's legacy vocabulary
+/// (`dns_name_error`, `dns_server_failure`, `dns_lookup_error`, ...; `research/ooni.md` 2.2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlResponse {
+    /// Per endpoint.
+    #[serde(default)]
+    pub tcp_connect: BTreeMap<String, ControlTcpConnect>,
+    /// Per endpoint.
+    #[serde(default)]
+    pub tls_handshake: Option<BTreeMap<String, ControlTlsHandshake>>,
+    /// Per endpoint.
+    #[serde(default)]
+    pub quic_handshake: Option<Map<String, Value>>,
+    /// The final page.
+    pub http_request: ControlHttpRequest,
+    /// HTTP/3 result, unused.
+    #[serde(default)]
+    pub http3_request: Option<Value>,
+    /// The helper's DNS lookup.
+    pub dns: ControlDns,
+    /// Per address: ASN and flags (1 probe, 2 helper, 4 bogon, 8 valid for domain).
+    #[serde(default)]
+    pub ip_info: Option<BTreeMap<String, IpInfo>>,
+    /// Other fields, kept as they came.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// Control TCP connect outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlTcpConnect {
+    /// Success.
+    pub status: bool,
+    /// Legacy failure string.
+    pub failure: Option<String>,
+}
+
+/// Control TLS handshake outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlTlsHandshake {
+    /// SNI used.
+    pub server_name: String,
+    /// Success.
+    pub status: bool,
+    /// Failure string.
+    pub failure: Option<String>,
+}
+
+/// Control HTTP result; `-1` for `body_length` and `status_code` on failure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlHttpRequest {
+    /// Body length, `-1` on failure.
+    pub body_length: i64,
+    /// Alt-Svc h3 endpoint, if any.
+    #[serde(default)]
+    pub discovered_h3_endpoint: Option<String>,
+    /// Legacy failure string.
+    pub failure: Option<String>,
+    /// Page title.
+    #[serde(default)]
+    pub title: String,
+    /// Response headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Status, `-1` on failure.
+    pub status_code: i64,
+}
+
+/// Control DNS result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlDns {
+    /// Legacy failure string.
+    pub failure: Option<String>,
+    /// Addresses.
+    #[serde(default)]
+    pub addrs: Vec<String>,
+}
+
+/// Per-address information from the helper.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IpInfo {
+    /// ASN, 0 when unknown.
+    pub asn: u32,
+    /// Bit mask: 1 resolved by probe, 2 resolved by helper, 4 bogon, 8 valid for the domain.
+    pub flags: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocking_is_false_or_a_kind() {
+        let tk: WebConnectivityTestKeys =
+            serde_json::from_str(r#"{"blocking":false}"#).expect("false");
+        assert_eq!(tk.blocking, Some(Blocking::Flag(false)));
+        let tk: WebConnectivityTestKeys =
+            serde_json::from_str(r#"{"blocking":"http-diff"}"#).expect("kind");
+        assert_eq!(tk.blocking, Some(Blocking::Kind("http-diff".into())));
+        let tk: WebConnectivityTestKeys =
+            serde_json::from_str(r#"{"blocking":null}"#).expect("null");
+        assert_eq!(tk.blocking, None);
+    }
+}
