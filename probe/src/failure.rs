@@ -333,7 +333,10 @@ fn classify_rcode(rcode: u16) -> Failure {
 /// Socket errors, by the portable `ErrorKind` that std derives from errno.
 pub fn classify_io(error: &io::Error) -> Failure {
     // tokio-rustls hands rustls' verdict back inside an io::Error (InvalidData).
-    if let Some(tls) = error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+    if let Some(tls) = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    {
         return classify_tls(tls);
     }
     match error.kind() {
@@ -398,31 +401,43 @@ pub fn classify_hyper(error: &hyper::Error) -> Failure {
     }
 }
 
-static ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
-    // IPv4 with an optional port; IPv6 in brackets with a port, or bare with at least two
-    // colons between hex groups. Over-matching is acceptable: OONI's scrubber over-matches too.
+static CANDIDATE: LazyLock<Regex> = LazyLock::new(|| {
+    // Candidates only; each is confirmed by std's address parsers below, so that text such as
+    // `std::io::Error` or a version number is left alone.
     Regex::new(
-        r"(?x)
-        \[[0-9A-Fa-f:.]+\](?::\d{1,5})?
-        | \b\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?\b
-        | (?:[0-9A-Fa-f]{1,4})?(?::[0-9A-Fa-f]{0,4}){2,7}(?:\d{1,3}(?:\.\d{1,3}){3})?",
+        r"\[[0-9A-Fa-f:.]+\](?::\d{1,5})?|(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?|[0-9A-Fa-f]*:[0-9A-Fa-f:.]*:[0-9A-Fa-f.]*",
     )
     .expect("static regex compiles")
 });
 
-/// Replaces every IPv4 or IPv6 address (with its port) in `text` by `[scrubbed]`.
+/// Whether a candidate (with optional brackets and port) is an IP address.
+fn is_address(candidate: &str) -> bool {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    candidate.parse::<IpAddr>().is_ok()
+        || candidate.parse::<SocketAddr>().is_ok()
+        || candidate
+            .rsplit_once(':')
+            .is_some_and(|(ip, port)| ip.parse::<Ipv4Addr>().is_ok() && port.parse::<u16>().is_ok())
+}
+
+/// Replaces every IPv4 or IPv6 address (with its port) in `text` by `[scrubbed]`, as OONI's
+/// `internal/scrubber` does.
 pub fn scrub_addresses(text: &str) -> String {
-    ADDRESS
-        .replace_all(text, |caps: &regex::Captures<'_>| {
-            let m = &caps[0];
-            // "::" alone or a bare run of colons is not an address ("std::io").
-            if m.chars().all(|c| c == ':') {
-                m.to_string()
-            } else {
-                "[scrubbed]".to_string()
-            }
-        })
-        .into_owned()
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for m in CANDIDATE.find_iter(text) {
+        let before = text[..m.start()].chars().next_back();
+        let after = text[m.end()..].chars().next();
+        if word(before) || word(after) || !is_address(m.as_str()) {
+            continue;
+        }
+        out.push_str(&text[last..m.start()]);
+        out.push_str("[scrubbed]");
+        last = m.end();
+    }
+    out.push_str(&text[last..]);
+    out
 }
 
 #[cfg(test)]
@@ -596,7 +611,10 @@ mod tests {
             (AlertDescription::UnrecognisedName, "ssl_invalid_hostname"),
             (AlertDescription::UnknownCA, "ssl_unknown_authority"),
             (AlertDescription::BadCertificate, "ssl_invalid_certificate"),
-            (AlertDescription::CertificateExpired, "ssl_invalid_certificate"),
+            (
+                AlertDescription::CertificateExpired,
+                "ssl_invalid_certificate",
+            ),
             (AlertDescription::HandshakeFailure, "ssl_failed_handshake"),
             (AlertDescription::ProtocolVersion, "ssl_failed_handshake"),
         ];
@@ -643,5 +661,11 @@ mod tests {
         assert_eq!(scrub_addresses("version 1.2.3"), "version 1.2.3");
         assert_eq!(scrub_addresses("to 10.0.0.1 now"), "to [scrubbed] now");
         assert_eq!(scrub_addresses("at fe80::1%eth0"), "at [scrubbed]%eth0");
+        assert_eq!(
+            scrub_addresses("peer [::1]:8080 gone"),
+            "peer [scrubbed] gone"
+        );
+        assert_eq!(scrub_addresses("2001:db8::7 refused"), "[scrubbed] refused");
+        assert_eq!(scrub_addresses("Chrome/122.0.0.0"), "Chrome/[scrubbed]");
     }
 }

@@ -138,7 +138,10 @@ struct Observations {
 }
 
 /// Runs the measurement. Network failures are results, not errors: they are in the measurement.
-pub async fn measure(plan: &WebConnectivityPlan, tls_ctx: &TlsContext) -> WebConnectivityMeasurement {
+pub async fn measure(
+    plan: &WebConnectivityPlan,
+    tls_ctx: &TlsContext,
+) -> WebConnectivityMeasurement {
     let started = SystemTime::now();
     let trace = Arc::new(Trace::new());
     let mut obs = Observations::default();
@@ -156,7 +159,8 @@ pub async fn measure(plan: &WebConnectivityPlan, tls_ctx: &TlsContext) -> WebCon
             }
         };
         let port = url.port_or_known_default().unwrap_or(80);
-        let endpoints: Vec<SocketAddr> = addrs.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+        let endpoints: Vec<SocketAddr> =
+            addrs.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
         let (conn, peer, alpn, tid) =
             match open_first(plan, &url, &endpoints, depth, tls_ctx, &trace, &mut obs).await {
                 Ok(found) => found,
@@ -240,7 +244,13 @@ async fn resolve(
         Some(Host::Ipv4(ip)) => return Ok(vec![IpAddr::V4(ip)]),
         Some(Host::Ipv6(ip)) => return Ok(vec![IpAddr::V6(ip)]),
         Some(Host::Domain(d)) => d.to_string(),
-        None => return Err(StepError::BadRedirect { location: url.to_string() }.failure().to_string()),
+        None => {
+            return Err(StepError::BadRedirect {
+                location: url.to_string(),
+            }
+            .failure()
+            .to_string());
+        }
     };
     if let Some(known) = cache.get(&host) {
         return known.clone();
@@ -249,7 +259,15 @@ async fn resolve(
     let mut first_failure = None;
     for (i, resolver) in plan.resolvers.iter().enumerate() {
         let classic = i == 0 && depth == 0;
-        let lookup = dns::lookup(resolver, &host, &plan.config, tls_ctx, trace, tags(classic, depth)).await;
+        let lookup = dns::lookup(
+            resolver,
+            &host,
+            &plan.config,
+            tls_ctx,
+            trace,
+            tags(classic, depth),
+        )
+        .await;
         let failure = lookup.error.as_ref().map(|e| e.failure().to_string());
         if classic {
             obs.dns_experiment_failure = failure.clone();
@@ -285,17 +303,30 @@ async fn open_first(
     trace: &Arc<Trace>,
     obs: &mut Observations,
 ) -> Result<(Conn, SocketAddr, Option<String>, i64), String> {
-    let server_name = url.host_str().unwrap_or_default().trim_matches(['[', ']']).to_string();
+    let server_name = url
+        .host_str()
+        .unwrap_or_default()
+        .trim_matches(['[', ']'])
+        .to_string();
     let https = url.scheme() == "https";
     let mut opened: Vec<(SocketAddr, i64, Opened)> = Vec::new();
     if depth == 0 {
         let mut set = tokio::task::JoinSet::new();
         for (i, addr) in endpoints.iter().copied().enumerate() {
-            let (trace, tls_ctx, name, config) =
-                (trace.clone(), tls_ctx.clone(), server_name.clone(), plan.config.clone());
+            let (trace, tls_ctx, name, config) = (
+                trace.clone(),
+                tls_ctx.clone(),
+                server_name.clone(),
+                plan.config.clone(),
+            );
             set.spawn(async move {
                 let tid = trace.transaction();
-                (i, addr, tid, open(addr, https, &name, &config, &tls_ctx, &trace, depth, tid).await)
+                (
+                    i,
+                    addr,
+                    tid,
+                    open(addr, https, &name, &config, &tls_ctx, &trace, depth, tid).await,
+                )
             });
         }
         let mut results = Vec::new();
@@ -309,7 +340,17 @@ async fn open_first(
     } else {
         for addr in endpoints.iter().copied() {
             let tid = trace.transaction();
-            let o = open(addr, https, &server_name, &plan.config, tls_ctx, trace, depth, tid).await;
+            let o = open(
+                addr,
+                https,
+                &server_name,
+                &plan.config,
+                tls_ctx,
+                trace,
+                depth,
+                tid,
+            )
+            .await;
             let ok = o.conn.is_ok();
             opened.push((addr, tid, o));
             if ok {
@@ -322,7 +363,11 @@ async fn open_first(
     let mut first_failure = None;
     for (addr, tid, o) in opened {
         obs.tcp_connect.push(o.tcp);
-        let alpn = o.tls.as_ref().map(|t| t.negotiated_protocol.clone()).filter(|p| !p.is_empty());
+        let alpn = o
+            .tls
+            .as_ref()
+            .map(|t| t.negotiated_protocol.clone())
+            .filter(|p| !p.is_empty());
         obs.tls_handshakes.extend(o.tls);
         match o.conn {
             Ok(conn) if chosen.is_none() => chosen = Some((conn, addr, alpn, tid)),
@@ -346,16 +391,30 @@ async fn open(
     depth: usize,
     tid: i64,
 ) -> Opened {
-    let (tcp_record, stream) =
-        tcp::connect(addr, trace, config.timeouts.tcp_connect, tags(depth == 0, depth), tid).await;
+    let (tcp_record, stream) = tcp::connect(
+        addr,
+        trace,
+        config.timeouts.tcp_connect,
+        tags(depth == 0, depth),
+        tid,
+    )
+    .await;
     let stream = match stream {
         Ok(s) => s,
         Err(e) => {
-            return Opened { tcp: tcp_record, tls: None, conn: Err(e) };
+            return Opened {
+                tcp: tcp_record,
+                tls: None,
+                conn: Err(e),
+            };
         }
     };
     if !https {
-        return Opened { tcp: tcp_record, tls: None, conn: Ok(Conn::Plain(stream)) };
+        return Opened {
+            tcp: tcp_record,
+            tls: None,
+            conn: Ok(Conn::Plain(stream)),
+        };
     }
     let spec = tls::HandshakeSpec {
         server_name,
@@ -451,7 +510,10 @@ mod tests {
         let m = measure(&p, &tls).await;
         let tk = &m.test_keys;
         assert_eq!(tk.queries.as_ref().map(Vec::len), Some(0));
-        assert_eq!(tk.http_experiment_failure.as_deref(), Some("connection_refused"));
+        assert_eq!(
+            tk.http_experiment_failure.as_deref(),
+            Some("connection_refused")
+        );
         assert_eq!(tk.control_failure.as_deref(), Some(NO_TEST_HELPER));
         assert_eq!(m.probe_ip, "127.0.0.1");
     }

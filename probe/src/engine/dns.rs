@@ -73,8 +73,26 @@ pub async fn lookup(
             let window = config.late_reply_window;
             let tid = trace.transaction();
             let (a, aaaa) = tokio::join!(
-                udp(*server, host, RecordType::A, timeout, window, trace, &tags, tid),
-                udp(*server, host, RecordType::AAAA, timeout, window, trace, &tags, tid),
+                udp(
+                    *server,
+                    host,
+                    RecordType::A,
+                    timeout,
+                    window,
+                    trace,
+                    &tags,
+                    tid
+                ),
+                udp(
+                    *server,
+                    host,
+                    RecordType::AAAA,
+                    timeout,
+                    window,
+                    trace,
+                    &tags,
+                    tid
+                ),
             );
             merge(vec![a, aaaa])
         }
@@ -110,12 +128,7 @@ fn merge(parts: Vec<Lookup>) -> Lookup {
     out
 }
 
-async fn system(
-    host: &str,
-    timeout: Duration,
-    trace: &Trace,
-    tags: Option<Vec<String>>,
-) -> Lookup {
+async fn system(host: &str, timeout: Duration, trace: &Trace, tags: Option<Vec<String>>) -> Lookup {
     let t0 = trace.clock.secs();
     let name = host.to_string();
     let task = tokio::task::spawn_blocking(move || {
@@ -383,7 +396,8 @@ fn read_response(raw: &[u8], expected_id: u16, server: &str) -> Parsed {
         match &record.data {
             RData::A(a) => {
                 out.addrs.push(IpAddr::V4(a.0));
-                out.answers.push(with_ttl(address_answer(IpAddr::V4(a.0)), record.ttl));
+                out.answers
+                    .push(with_ttl(address_answer(IpAddr::V4(a.0)), record.ttl));
             }
             RData::AAAA(aaaa) => {
                 out.addrs.push(IpAddr::V6(aaaa.0));
@@ -602,7 +616,11 @@ mod tests {
 
     #[test]
     fn answers_are_read_with_ttl() {
-        let raw = response(7, hickory_proto::op::ResponseCode::NoError, &[[10, 10, 34, 34]]);
+        let raw = response(
+            7,
+            hickory_proto::op::ResponseCode::NoError,
+            &[[10, 10, 34, 34]],
+        );
         let parsed = read_response(&raw, 7, "s");
         assert!(parsed.error.is_none());
         assert_eq!(parsed.addrs, vec![IpAddr::from([10, 10, 34, 34])]);

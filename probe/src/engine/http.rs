@@ -206,7 +206,10 @@ where
     };
     let t = trace.clock.secs();
 
-    let next = exchange.head.as_ref().and_then(|head| redirect_target(url, head));
+    let next = exchange
+        .head
+        .as_ref()
+        .and_then(|head| redirect_target(url, head));
     let response = Some(response_record(&exchange));
     let record = HttpTransaction {
         network: Some("tcp".into()),

@@ -219,7 +219,15 @@ where
         x_alert: None,
         extra: Map::new(),
     };
-    let result = run(ctx, io, spec.server_name, spec.addr, spec.alpn, spec.timeout).await;
+    let result = run(
+        ctx,
+        io,
+        spec.server_name,
+        spec.addr,
+        spec.alpn,
+        spec.timeout,
+    )
+    .await;
     record.t = trace.clock.secs();
     let result = match result {
         Ok((stream, slot)) => {

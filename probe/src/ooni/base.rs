@@ -158,9 +158,10 @@ impl FromStr for CountryCode {
     type Err = FieldError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.as_bytes() {
-            [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
-                Ok(CountryCode([a.to_ascii_uppercase(), b.to_ascii_uppercase()]))
-            }
+            [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => Ok(CountryCode([
+                a.to_ascii_uppercase(),
+                b.to_ascii_uppercase(),
+            ])),
             _ => Err(FieldError::CountryCode(s.to_string())),
         }
     }

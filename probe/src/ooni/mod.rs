@@ -14,8 +14,8 @@ pub use templates::{
 };
 pub use web_connectivity::{
     Blocking, ControlDns, ControlHttpRequest, ControlRequest, ControlResponse, ControlTcpConnect,
-    ControlTlsHandshake, IpInfo, TEST_NAME as WEB_CONNECTIVITY, TEST_VERSION as WEB_CONNECTIVITY_VERSION,
-    WebConnectivityTestKeys,
+    ControlTlsHandshake, IpInfo, TEST_NAME as WEB_CONNECTIVITY,
+    TEST_VERSION as WEB_CONNECTIVITY_VERSION, WebConnectivityTestKeys,
 };
 
 /// A `web_connectivity` measurement.
