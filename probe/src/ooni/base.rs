@@ -24,7 +24,7 @@ pub const SCRUBBED_PROBE_IP: &str = "127.0.0.1";
 pub struct Measurement<TK> {
     /// Free metadata (platform, architecture, engine_name, ...). Values are usually strings, but
     /// df-000 tells consumers not to assume so.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub annotations: Map<String, Value>,
     /// `"0.2.0"`.
     pub data_format_version: String,
@@ -197,10 +197,8 @@ pub fn default_annotations() -> Map<String, Value> {
         "x86" => "386",
         other => other,
     };
-    let platform = match std::env::consts::OS {
-        "macos" => "macos",
-        other => other,
-    };
+    // std's OS names (`linux`, `macos`, `windows`, `freebsd`, ...) are df-000's platform names.
+    let platform = std::env::consts::OS;
     let mut map = Map::new();
     map.insert("architecture".into(), architecture.into());
     map.insert("engine_name".into(), "vantage".into());

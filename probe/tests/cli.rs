@@ -1,0 +1,132 @@
+//! The real `vantage` binary, as a researcher runs it.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use vantage_fixtures::dns::{Behaviour, DnsFixture};
+use vantage_fixtures::http::{BLOCKPAGE, HttpFixture, Response};
+
+const VANTAGE: &str = env!("CARGO_BIN_EXE_vantage");
+
+async fn vantage(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new(VANTAGE)
+            .args(&args)
+            .output()
+            .expect("run vantage")
+    })
+    .await
+    .expect("join")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn measure_prints_a_valid_measurement() {
+    let server = HttpFixture::fixed(Response::html(BLOCKPAGE)).await;
+    let url = format!("http://127.0.0.1:{}/", server.addr.port());
+    let out = vantage(&["measure", &url]).await;
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let m: Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    assert_eq!(m["test_name"], "web_connectivity");
+    assert_eq!(m["input"], url);
+    assert_eq!(m["probe_ip"], "127.0.0.1");
+    let response = &m["test_keys"]["requests"][0]["response"];
+    assert_eq!(response["code"], 200);
+    assert_eq!(response["x_title"], "Access Denied");
+    assert_eq!(m["test_keys"]["tcp_connect"][0]["status"]["success"], true);
+    // And it reads back into the library's types.
+    let _: vantage_probe::ooni::WebConnectivityMeasurement =
+        serde_json::from_slice(&out.stdout).expect("typed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn measure_compact_is_one_line_and_uses_the_given_resolver() {
+    let dns = DnsFixture::start(vec![("censored.test", Behaviour::NxDomain)]).await;
+    let resolver = dns.addr.to_string();
+    let out = vantage(&[
+        "measure",
+        "--compact",
+        "--resolver",
+        &resolver,
+        "http://censored.test/",
+    ])
+    .await;
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    assert_eq!(text.lines().count(), 1, "JSONL");
+    let m: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(
+        m["test_keys"]["dns_experiment_failure"],
+        "dns_nxdomain_error"
+    );
+    assert_eq!(m["test_keys"]["queries"][0]["resolver_address"], resolver);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_a_one_line_error() {
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["measure", "not-a-url"],
+            "error: invalid URL \"not-a-url\": relative URL without a base",
+        ),
+        (
+            &["measure", "gopher://example.org/"],
+            "error: unsupported URL scheme \"gopher\"",
+        ),
+        (
+            &["measure", "--resolver", "8.8.8.8", "http://example.org/"],
+            "error: --resolver \"8.8.8.8\" is not an IP:PORT address",
+        ),
+        (
+            &[
+                "measure",
+                "--doh",
+                "http://127.0.0.1/dns-query",
+                "http://example.org/",
+            ],
+            "error: --doh \"http://127.0.0.1/dns-query\" must be an https:// URL",
+        ),
+        (
+            &["measure", "--timeout", "0", "http://example.org/"],
+            "error: --timeout must be a number of seconds between 0 and 3600, got 0",
+        ),
+        (
+            &[
+                "measure",
+                "--ca-file",
+                "/nonexistent/ca.pem",
+                "http://example.org/",
+            ],
+            "error: cannot read CA certificates from /nonexistent/ca.pem",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = vantage(args).await;
+        assert!(!out.status.success(), "{args:?} should fail");
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line, got {err:?}");
+        assert!(err.starts_with(want), "{args:?}: {err:?}");
+        assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn help_explains_measure() {
+    let out = vantage(&["measure", "--help"]).await;
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--resolver",
+        "--doh",
+        "--ca-file",
+        "--timeout",
+        "--dns-timeout",
+        "--compact",
+    ] {
+        assert!(help.contains(flag), "--help mentions {flag}");
+    }
+}

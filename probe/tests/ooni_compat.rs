@@ -1,0 +1,181 @@
+//! Data-format compatibility with OONI: real web_connectivity measurements from OONI's own test
+//! data (`../shared/ooni/webconnectivity/`, read in place) must read into our types and write back
+//! without losing anything, and our own output must round-trip through the same types.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+use vantage_fixtures::http::{BLOCKPAGE, HttpFixture, Response};
+use vantage_probe::engine::{EngineConfig, Resolver, TlsContext};
+use vantage_probe::ooni::{Blocking, WebConnectivityMeasurement};
+use vantage_probe::web_connectivity::{WebConnectivityPlan, measure};
+
+/// `../shared/` beside the repository, as in CI; `VANTAGE_SHARED_DIR` overrides it.
+fn shared_dir() -> PathBuf {
+    match std::env::var_os("VANTAGE_SHARED_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
+    }
+}
+
+/// Asserts `ours` carries everything `original` does. Missing and `null` are the same to OONI's
+/// consumers (df-000), and `0` and `0.0` are the same number.
+fn assert_lossless(original: &Value, ours: &Value, path: &str) {
+    match (original, ours) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (key, value) in a {
+                let here = format!("{path}.{key}");
+                match b.get(key) {
+                    Some(other) => assert_lossless(value, other, &here),
+                    None => assert!(value.is_null(), "{here} was dropped: {value}"),
+                }
+            }
+            for (key, value) in b {
+                if !a.contains_key(key) {
+                    assert!(value.is_null(), "{path}.{key} was invented: {value}");
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            assert_eq!(a.len(), b.len(), "{path}: array length changed");
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                assert_lossless(x, y, &format!("{path}[{i}]"));
+            }
+        }
+        (Value::Number(a), Value::Number(b)) => {
+            assert_eq!(a.as_f64(), b.as_f64(), "{path}: number changed");
+        }
+        (a, b) => assert_eq!(a, b, "{path}: value changed"),
+    }
+}
+
+#[test]
+fn every_ooni_measurement_reads_into_our_types_without_loss() {
+    let dir = shared_dir().join("ooni/webconnectivity");
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
+        panic!(
+            "OONI fixtures not found at {} ({e}); CI keeps ../shared beside the repository",
+            dir.display()
+        )
+    });
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    assert_eq!(
+        files.len(),
+        56,
+        "the 56 measurements of shared/ooni/webconnectivity"
+    );
+
+    let mut blocking_kinds = std::collections::BTreeSet::new();
+    for path in &files {
+        let name = path.display();
+        let raw = std::fs::read_to_string(path).expect("readable fixture");
+        let original: Value = serde_json::from_str(&raw).expect("fixture is JSON");
+        let m: WebConnectivityMeasurement =
+            serde_json::from_str(&raw).unwrap_or_else(|e| panic!("{name}: {e}"));
+
+        // The fields we model land in typed fields, not in the catch-all.
+        let tk = &m.test_keys;
+        for key in [
+            "queries",
+            "tcp_connect",
+            "tls_handshakes",
+            "requests",
+            "control",
+            "blocking",
+        ] {
+            assert!(!tk.extra.contains_key(key), "{name}: {key} not modelled");
+        }
+        let count = |key: &str| original["test_keys"][key].as_array().map_or(0, Vec::len);
+        assert_eq!(
+            tk.queries.as_ref().map_or(0, Vec::len),
+            count("queries"),
+            "{name}"
+        );
+        assert_eq!(
+            tk.tcp_connect.as_ref().map_or(0, Vec::len),
+            count("tcp_connect"),
+            "{name}"
+        );
+        assert_eq!(
+            tk.requests.as_ref().map_or(0, Vec::len),
+            count("requests"),
+            "{name}"
+        );
+        assert_eq!(m.probe_asn.to_string(), original["probe_asn"], "{name}");
+        assert_eq!(m.probe_cc.as_str(), original["probe_cc"], "{name}");
+        if let Some(Blocking::Kind(kind)) = &tk.blocking {
+            blocking_kinds.insert(kind.clone());
+        }
+
+        let ours = serde_json::to_value(&m).expect("serialise");
+        assert_lossless(
+            &original,
+            &ours,
+            &path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+    }
+    // OONI's verdict vocabulary is read, not flattened.
+    for kind in ["dns", "http-diff", "http-failure", "tcp_ip"] {
+        assert!(
+            blocking_kinds.contains(kind),
+            "no {kind} verdict read; got {blocking_kinds:?}"
+        );
+    }
+}
+
+#[test]
+fn malformed_measurements_are_rejected_with_a_reason() {
+    let err = serde_json::from_str::<WebConnectivityMeasurement>("{\"test_keys\": {}}")
+        .expect_err("missing fields");
+    assert!(err.to_string().contains("missing field"), "{err}");
+    let bad_asn = r#"{"data_format_version":"0.2.0","input":null,"measurement_start_time":"2024-01-01 00:00:00",
+        "probe_asn":"ASX","probe_cc":"IT","probe_ip":"127.0.0.1","software_name":"x","software_version":"1",
+        "test_keys":{},"test_name":"web_connectivity","test_runtime":0,"test_version":"0.5.28"}"#;
+    let err = serde_json::from_str::<WebConnectivityMeasurement>(bad_asn).expect_err("bad asn");
+    assert!(err.to_string().contains("invalid ASN \"ASX\""), "{err}");
+}
+
+#[tokio::test]
+async fn our_output_round_trips_through_the_same_types() {
+    let server = HttpFixture::fixed(Response::html(BLOCKPAGE)).await;
+    let url = format!("http://127.0.0.1:{}/", server.addr.port());
+    let plan = WebConnectivityPlan::new(&url, vec![Resolver::System], EngineConfig::default())
+        .expect("plan");
+    let m = measure(&plan, &TlsContext::new(vec![]).expect("tls")).await;
+
+    let text = serde_json::to_string(&m).expect("serialise");
+    let back: WebConnectivityMeasurement =
+        serde_json::from_str(&text).expect("read our own output");
+    assert_eq!(back, m);
+    assert_eq!(
+        serde_json::to_string(&back).expect("again"),
+        text,
+        "byte-identical"
+    );
+
+    let v: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(v["data_format_version"], "0.2.0");
+    assert_eq!(v["probe_ip"], "127.0.0.1");
+    assert_eq!(v["probe_asn"], "AS0");
+    assert_eq!(v["probe_cc"], "ZZ");
+    assert_eq!(v["software_name"], "vantage");
+    assert_eq!(v["test_name"], "web_connectivity");
+    assert_eq!(v["input"], url);
+    assert_eq!(v["annotations"]["engine_name"], "vantage");
+    assert_eq!(v["test_keys"]["control"], Value::Null);
+    assert_eq!(
+        v["test_keys"]["control_failure"],
+        "test_helper_not_configured"
+    );
+    let start = v["measurement_start_time"].as_str().expect("start time");
+    assert_eq!(start.len(), 19, "YYYY-MM-DD HH:MM:SS: {start}");
+    assert_eq!(&start[10..11], " ");
+}
