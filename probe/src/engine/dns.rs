@@ -128,6 +128,42 @@ fn merge(parts: Vec<Lookup>) -> Lookup {
     out
 }
 
+/// Which lookup a [`DnsQuery`] record describes.
+struct QuerySpec<'a> {
+    engine: &'a str,
+    hostname: &'a str,
+    query_type: &'a str,
+    resolver_address: &'a str,
+    t0: f64,
+    tags: Option<Vec<String>>,
+    transaction_id: i64,
+}
+
+impl QuerySpec<'_> {
+    /// A record with no answer yet, stamped `t`.
+    fn record(&self, t: f64) -> DnsQuery {
+        DnsQuery {
+            answers: None,
+            engine: self.engine.into(),
+            failure: None,
+            getaddrinfo_error: None,
+            hostname: self.hostname.into(),
+            query_type: self.query_type.into(),
+            raw_response: None,
+            rcode: None,
+            resolver_address: self.resolver_address.into(),
+            resolver_hostname: None,
+            resolver_port: None,
+            t0: Some(self.t0),
+            t,
+            tags: self.tags.clone(),
+            transaction_id: Some(self.transaction_id),
+            x_dns_id: None,
+            extra: Map::new(),
+        }
+    }
+}
+
 async fn system(host: &str, timeout: Duration, trace: &Trace, tags: Option<Vec<String>>) -> Lookup {
     let t0 = trace.clock.secs();
     let name = host.to_string();
@@ -161,26 +197,17 @@ async fn system(host: &str, timeout: Duration, trace: &Trace, tags: Option<Vec<S
             after: timeout,
         }),
     };
-    let mut lookup = Lookup::default();
-    let mut query = DnsQuery {
-        answers: None,
-        engine: "getaddrinfo".into(),
-        failure: None,
-        getaddrinfo_error: None,
-        hostname: host.to_string(),
-        query_type: "ANY".into(),
-        raw_response: None,
-        rcode: None,
-        resolver_address: String::new(),
-        resolver_hostname: None,
-        resolver_port: None,
-        t0: Some(t0),
-        t: trace.clock.secs(),
+    let spec = QuerySpec {
+        engine: "getaddrinfo",
+        hostname: host,
+        query_type: "ANY",
+        resolver_address: "",
+        t0,
         tags,
-        transaction_id: Some(trace.transaction()),
-        x_dns_id: None,
-        extra: Map::new(),
+        transaction_id: trace.transaction(),
     };
+    let mut lookup = Lookup::default();
+    let mut query = spec.record(trace.clock.secs());
     match result {
         Ok(addrs) => {
             for addr in addrs {
@@ -246,25 +273,17 @@ async fn udp(
 ) -> Lookup {
     let t0 = trace.clock.secs();
     let target = server.to_string();
-    let template = |t: f64| DnsQuery {
-        answers: None,
-        engine: "udp".into(),
-        failure: None,
-        getaddrinfo_error: None,
-        hostname: host.to_string(),
-        query_type: qtype.to_string(),
-        raw_response: None,
-        rcode: None,
-        resolver_address: target.clone(),
-        resolver_hostname: None,
-        resolver_port: None,
-        t0: Some(t0),
-        t,
+    let query_type = qtype.to_string();
+    let spec = QuerySpec {
+        engine: "udp",
+        hostname: host,
+        query_type: &query_type,
+        resolver_address: &target,
+        t0,
         tags: tags.clone(),
-        transaction_id: Some(transaction_id),
-        x_dns_id: None,
-        extra: Map::new(),
+        transaction_id,
     };
+    let template = |t: f64| spec.record(t);
     let fail = |error: StepError| {
         let mut query = template(trace.clock.secs());
         query.failure = Some(error.failure().to_string());
@@ -338,12 +357,7 @@ async fn udp(
     let mut lookup = Lookup::default();
     for (t, raw) in datagrams {
         let mut record = template(t);
-        let parsed = read_response(&raw, query.metadata.id, &target);
-        record.raw_response = Some(base64::engine::general_purpose::STANDARD.encode(&raw));
-        record.x_dns_id = parsed.id;
-        record.rcode = parsed.rcode.map(i64::from);
-        record.answers = (!parsed.answers.is_empty()).then_some(parsed.answers);
-        record.failure = parsed.error.as_ref().map(|e| e.failure().to_string());
+        let parsed = read_response(&raw, query.metadata.id, &target).record_into(&mut record, &raw);
         if lookup.queries.is_empty() {
             lookup.addrs = parsed.addrs;
             lookup.error = parsed.error;
@@ -363,6 +377,22 @@ struct Parsed {
     answers: Vec<DnsAnswer>,
     addrs: Vec<IpAddr>,
     error: Option<StepError>,
+}
+
+impl Parsed {
+    /// Writes the response into `record` (answers, rcode, id, failure, raw bytes) and keeps
+    /// what the caller still needs: the addresses and the error.
+    fn record_into(self, record: &mut DnsQuery, raw: &[u8]) -> Parsed {
+        record.raw_response = Some(base64::engine::general_purpose::STANDARD.encode(raw));
+        record.x_dns_id = self.id;
+        record.rcode = self.rcode.map(i64::from);
+        record.failure = self.error.as_ref().map(|e| e.failure().to_string());
+        record.answers = (!self.answers.is_empty()).then_some(self.answers);
+        Parsed {
+            answers: Vec::new(),
+            ..self
+        }
+    }
 }
 
 fn read_response(raw: &[u8], expected_id: u16, server: &str) -> Parsed {
@@ -466,36 +496,24 @@ async fn doh(
     transaction_id: i64,
 ) -> Lookup {
     let t0 = trace.clock.secs();
-    let mut record = DnsQuery {
-        answers: None,
-        engine: "doh".into(),
-        failure: None,
-        getaddrinfo_error: None,
-        hostname: host.to_string(),
-        query_type: qtype.to_string(),
-        raw_response: None,
-        rcode: None,
-        resolver_address: url.to_string(),
-        resolver_hostname: None,
-        resolver_port: None,
-        t0: Some(t0),
-        t: t0,
+    let query_type = qtype.to_string();
+    let resolver_address = url.to_string();
+    let spec = QuerySpec {
+        engine: "doh",
+        hostname: host,
+        query_type: &query_type,
+        resolver_address: &resolver_address,
+        t0,
         tags: tags.clone(),
-        transaction_id: Some(transaction_id),
-        x_dns_id: None,
-        extra: Map::new(),
+        transaction_id,
     };
+    let mut record = spec.record(t0);
     let result = doh_round_trip(url, host, qtype, config, tls_ctx, trace).await;
     record.t = trace.clock.secs();
     let mut lookup = Lookup::default();
     match result {
         Ok((raw, id)) => {
-            let parsed = read_response(&raw, id, url.as_str());
-            record.raw_response = Some(base64::engine::general_purpose::STANDARD.encode(&raw));
-            record.x_dns_id = parsed.id;
-            record.rcode = parsed.rcode.map(i64::from);
-            record.answers = (!parsed.answers.is_empty()).then_some(parsed.answers);
-            record.failure = parsed.error.as_ref().map(|e| e.failure().to_string());
+            let parsed = read_response(&raw, id, url.as_str()).record_into(&mut record, &raw);
             lookup.addrs = parsed.addrs;
             lookup.error = parsed.error;
         }
