@@ -1,13 +1,10 @@
 //! The Vantage aggregator: verified ingest of signed measurements, scoring against a control,
 //! the shutdown and blocking timeline, and the researcher API.
 //!
-//! This crate is a skeleton for now; it builds on the probe library, whose engine will serve as
-//! the control vantage point (DESIGN "Aggregator").
+//! It builds on the probe library: its test helper measures with the probe's engine, as OONI's
+//! helper uses OONI's engine, and it scores with the probe library's rules (DESIGN "Aggregator").
 
 #![warn(missing_docs)]
 
-/// The probe library version this aggregator was built with, reported by `--version` so an
-/// operator can tell which engine their control vantage point runs.
-pub fn engine_version() -> &'static str {
-    vantage_probe::ooni::DATA_FORMAT_VERSION
-}
+pub mod score;
+pub mod server;

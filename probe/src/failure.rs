@@ -63,6 +63,8 @@ pub enum Failure {
     DnsServerMisbehaving,
     /// `EAI_AGAIN`.
     DnsTemporaryFailure,
+    /// Every address was a bogon and the engine was told not to connect to bogons.
+    DnsBogonError,
     /// `EAI_FAIL`.
     DnsNonRecoverableFailure,
     /// The certificate is not valid for the name we asked for (or the server sent alert 112).
@@ -109,6 +111,7 @@ impl Failure {
             Failure::DnsServfailError => "dns_servfail_error",
             Failure::DnsServerMisbehaving => "dns_server_misbehaving",
             Failure::DnsTemporaryFailure => "dns_temporary_failure",
+            Failure::DnsBogonError => "dns_bogon_error",
             Failure::DnsNonRecoverableFailure => "dns_non_recoverable_failure",
             Failure::SslInvalidHostname => "ssl_invalid_hostname",
             Failure::SslUnknownAuthority => "ssl_unknown_authority",
@@ -251,6 +254,14 @@ pub enum StepError {
         /// The `Location` header as received.
         location: String,
     },
+    /// Every address is a bogon, and bogons are not to be connected to.
+    #[error("connect {host}: only bogon addresses ({addrs})")]
+    OnlyBogons {
+        /// The name.
+        host: String,
+        /// Its addresses.
+        addrs: String,
+    },
     /// The redirect chain was longer than we follow.
     #[error("http_round_trip: more than {limit} redirects")]
     TooManyRedirects {
@@ -269,6 +280,7 @@ impl StepError {
             | StepError::DnsNoAnswer { .. }
             | StepError::DnsMalformed { .. } => Operation::DnsRoundTrip,
             StepError::Tls { .. } => Operation::TlsHandshake,
+            StepError::OnlyBogons { .. } => Operation::Connect,
             StepError::Http { .. }
             | StepError::BadRedirect { .. }
             | StepError::TooManyRedirects { .. } => Operation::HttpRoundTrip,
@@ -315,6 +327,7 @@ pub fn classify(error: &StepError) -> Failure {
         StepError::DnsMalformed { .. } => Failure::DnsServerMisbehaving,
         StepError::Tls { source, .. } => classify_tls(source),
         StepError::Http { source, .. } => classify_hyper(source),
+        StepError::OnlyBogons { .. } => Failure::DnsBogonError,
         StepError::BadRedirect { .. } => Failure::HttpInvalidRedirectLocationHost,
         StepError::TooManyRedirects { .. } => Failure::HttpTooManyRedirects,
     }
@@ -632,6 +645,16 @@ mod tests {
         let inner = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
         let wrapped = io::Error::new(io::ErrorKind::InvalidData, inner);
         assert_eq!(classify_io(&wrapped), Failure::SslUnknownAuthority);
+    }
+
+    #[test]
+    fn bogon_refusal() {
+        let e = StepError::OnlyBogons {
+            host: "intranet.example".into(),
+            addrs: "10.0.0.1".into(),
+        };
+        assert_eq!(s(&e), "dns_bogon_error");
+        assert_eq!(e.operation(), Operation::Connect);
     }
 
     #[test]

@@ -9,6 +9,8 @@
 pub mod engine;
 pub mod failure;
 pub mod ooni;
+pub mod th;
+pub mod verdict;
 pub mod web_connectivity;
 
 pub use failure::{Failure, Operation, StepError};

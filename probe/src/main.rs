@@ -43,6 +43,11 @@ struct MeasureArgs {
     #[arg(long, value_name = "URL")]
     doh: Option<String>,
 
+    /// Ask this test helper (OONI's protocol, e.g. http://aggregator:8080/api/v1/th) to measure
+    /// the same URL from an uncensored network, for comparison.
+    #[arg(long, value_name = "URL")]
+    th: Option<String>,
+
     /// Extra trusted CA certificates (PEM), in addition to Mozilla's roots.
     #[arg(long, value_name = "PEM")]
     ca_file: Option<PathBuf>,
@@ -98,7 +103,14 @@ fn plan(args: &MeasureArgs) -> Result<(WebConnectivityPlan, TlsContext)> {
         None => Vec::new(),
     };
     let tls = TlsContext::new(extra_roots)?;
-    let plan = WebConnectivityPlan::new(&args.url, resolvers, config)?;
+    let mut plan = WebConnectivityPlan::new(&args.url, resolvers, config)?;
+    if let Some(th) = &args.th {
+        let url = Url::parse(th).with_context(|| format!("--th {th:?} is not a URL"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            bail!("--th {th:?} must be an http:// or https:// URL");
+        }
+        plan = plan.with_test_helper(url);
+    }
     Ok((plan, tls))
 }
 

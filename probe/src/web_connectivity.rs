@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use url::{Host, Url};
 
+use crate::engine::bogon::is_bogon;
 use crate::engine::{
     EngineConfig, Resolver, TlsContext, Trace, dns, http as http_step, tags, tcp, tls,
 };
@@ -66,6 +67,7 @@ pub struct WebConnectivityPlan {
     url: Url,
     resolvers: Vec<Resolver>,
     config: EngineConfig,
+    test_helper: Option<Url>,
 }
 
 impl WebConnectivityPlan {
@@ -99,7 +101,14 @@ impl WebConnectivityPlan {
             url,
             resolvers,
             config,
+            test_helper: None,
         })
+    }
+
+    /// Asks the test helper at `helper` for a control measurement (OONI's `THRequest`).
+    pub fn with_test_helper(mut self, helper: Url) -> Self {
+        self.test_helper = Some(helper);
+        self
     }
 
     /// The URL to measure.
@@ -149,9 +158,22 @@ pub async fn measure(
     let mut url = plan.url.clone();
     let mut final_failure: Option<String> = None;
 
+    let mut control = None;
+
     for depth in 0..=plan.config.max_redirects {
-        let addrs = match resolve(plan, &url, depth, tls_ctx, &trace, &mut obs, &mut resolved).await
-        {
+        let resolved_here =
+            resolve(plan, &url, depth, tls_ctx, &trace, &mut obs, &mut resolved).await;
+        if depth == 0 {
+            control = spawn_control(plan, tls_ctx, resolved_here.as_deref().unwrap_or_default());
+        }
+        let addrs = match resolved_here {
+            Ok(addrs) => addrs,
+            Err(failure) => {
+                final_failure = Some(failure);
+                break;
+            }
+        };
+        let addrs = match refuse_bogons(&plan.config, &url, addrs) {
             Ok(addrs) => addrs,
             Err(failure) => {
                 final_failure = Some(failure);
@@ -203,6 +225,14 @@ pub async fn measure(
 
     // df-001: a redirect chain is listed latest first.
     obs.requests.reverse();
+    let (x_control_request, control, control_failure) = match control {
+        None => (None, None, Some(NO_TEST_HELPER.to_string())),
+        Some((request, task)) => match task.await {
+            Ok(Ok(response)) => (Some(request), Some(response), None),
+            Ok(Err(failure)) => (Some(request), None, Some(failure)),
+            Err(e) => (Some(request), None, Some(format!("unknown_failure: {e}"))),
+        },
+    };
     let test_keys = WebConnectivityTestKeys {
         agent: Some("redirect".into()),
         client_resolver: None,
@@ -211,9 +241,9 @@ pub async fn measure(
         tls_handshakes: Some(obs.tls_handshakes),
         requests: Some(obs.requests),
         x_dns_duplicate_responses: Some(obs.duplicates),
-        x_control_request: None,
-        control: None,
-        control_failure: Some(NO_TEST_HELPER.into()),
+        x_control_request,
+        control,
+        control_failure,
         dns_experiment_failure: obs.dns_experiment_failure,
         dns_consistency: None,
         http_experiment_failure: final_failure,
@@ -227,6 +257,49 @@ pub async fn measure(
         extra: Map::new(),
     };
     envelope(plan, started, trace.clock.secs(), test_keys)
+}
+
+type ControlTask = tokio::task::JoinHandle<Result<crate::ooni::ControlResponse, String>>;
+
+/// Starts the call to the test helper, if one is configured, with the endpoints resolved here
+/// (an empty list when DNS failed, as OONI's probe does).
+fn spawn_control(
+    plan: &WebConnectivityPlan,
+    tls_ctx: &TlsContext,
+    addrs: &[IpAddr],
+) -> Option<(crate::ooni::ControlRequest, ControlTask)> {
+    let helper = plan.test_helper.clone()?;
+    let port = plan.url.port_or_known_default().unwrap_or(80);
+    let endpoints: Vec<SocketAddr> = addrs.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+    let request = crate::th::request_for(&plan.url, &endpoints);
+    let (sent, config, tls_ctx) = (request.clone(), plan.config.clone(), tls_ctx.clone());
+    let task =
+        tokio::spawn(async move { crate::th::call(&helper, &sent, &config, &tls_ctx).await });
+    Some((request, task))
+}
+
+/// Drops bogon addresses when the engine must not connect to them (a test helper).
+fn refuse_bogons(
+    config: &EngineConfig,
+    url: &Url,
+    addrs: Vec<IpAddr>,
+) -> Result<Vec<IpAddr>, String> {
+    if config.connect_to_bogons {
+        return Ok(addrs);
+    }
+    let public: Vec<IpAddr> = addrs.iter().copied().filter(|a| !is_bogon(*a)).collect();
+    if public.is_empty() {
+        let e = StepError::OnlyBogons {
+            host: url.host_str().unwrap_or_default().to_string(),
+            addrs: addrs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        return Err(e.failure().to_string());
+    }
+    Ok(public)
 }
 
 /// Addresses for `url`'s host: the literal address, or the union of every resolver's answers.
@@ -393,6 +466,7 @@ async fn open(
 ) -> Opened {
     let (tcp_record, stream) = tcp::connect(
         addr,
+        config.local_addr,
         trace,
         config.timeouts.tcp_connect,
         tags(depth == 0, depth),
@@ -463,7 +537,9 @@ fn envelope(
         resolver_network_name: None,
         software_name: "vantage".into(),
         software_version: env!("CARGO_PKG_VERSION").into(),
-        test_helpers: None,
+        test_helpers: plan.test_helper.as_ref().map(
+            |th| serde_json::json!({"backend": {"address": th.as_str(), "type": th.scheme()}}),
+        ),
         test_keys,
         test_name: WEB_CONNECTIVITY.into(),
         test_runtime: runtime_secs,

@@ -10,16 +10,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use base64::Engine as _;
-use bytes::Bytes;
 use hickory_proto::op::{Message, MessageType, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
-use http::Request;
-use http_body_util::Full;
 use serde_json::Map;
 use tokio::net::UdpSocket;
 use url::Url;
 
-use super::{EngineConfig, TlsContext, Trace, http as http_step, tcp, tls};
+use super::{EngineConfig, TlsContext, Trace, client};
 use crate::failure::{GaiError, Operation, StepError};
 use crate::ooni::{DnsAnswer, DnsQuery};
 
@@ -534,83 +531,42 @@ async fn doh_round_trip(
     tls_ctx: &TlsContext,
     trace: &Trace,
 ) -> Result<(Vec<u8>, u16), StepError> {
-    let target = url.to_string();
-    let server_name = url.host_str().unwrap_or_default().trim_matches(['[', ']']);
-    let port = url.port_or_known_default().unwrap_or(443);
-    // The DoH server's own name goes through the system resolver unless it is an address.
-    let ips: Vec<IpAddr> = match server_name.parse::<IpAddr>() {
-        Ok(ip) => vec![ip],
-        Err(_) => {
-            let found = system(server_name, config.timeouts.dns, trace, None).await;
-            match found.error {
-                Some(e) => return Err(e),
-                None => found.addrs,
-            }
-        }
-    };
     let query = build_query(host, qtype)?;
     // RFC 8484 section 4.1: the id SHOULD be 0 for cache friendliness; any value is valid.
     let id = query.metadata.id;
     let wire = query.to_vec().map_err(|e| StepError::DnsMalformed {
-        server: target.clone(),
+        server: url.to_string(),
         reason: e.to_string(),
     })?;
-    let mut last_error = None;
-    for ip in ips {
-        let addr = SocketAddr::new(ip, port);
-        let (_, stream) = tcp::connect(addr, trace, config.timeouts.tcp_connect, None, 0).await;
-        let stream = match stream {
-            Ok(s) => s,
-            Err(e) => {
-                last_error = Some(e);
-                continue;
-            }
-        };
-        let spec = tls::HandshakeSpec {
-            server_name,
-            addr,
-            alpn: &[b"http/1.1"],
-            timeout: config.timeouts.tls_handshake,
-            tags: None,
-            transaction_id: 0,
-        };
-        let stream = match tls::handshake(tls_ctx, stream, spec, trace).await.result {
-            Ok(s) => s,
-            Err(e) => {
-                last_error = Some(e);
-                continue;
-            }
-        };
-        let request = Request::post(http_step::origin_form(url))
-            .header("Host", http_step::host_header(url))
-            .header("Content-Type", "application/dns-message")
-            .header("Accept", "application/dns-message")
-            .body(Full::new(Bytes::from(wire)))
-            .map_err(|e| StepError::DnsMalformed {
-                server: target.clone(),
-                reason: e.to_string(),
-            })?;
-        let exchange = http_step::exchange(
-            stream,
-            request,
-            &addr.to_string(),
-            config.timeouts.dns,
-            64 * 1024,
-        )
-        .await;
-        if let Some(e) = exchange.error {
-            return Err(e);
-        }
-        let status = exchange.head.map(|h| h.status.as_u16()).unwrap_or(0);
-        if status != 200 {
-            return Err(StepError::DnsMalformed {
-                server: target,
-                reason: format!("HTTP status {status}"),
-            });
-        }
-        return Ok((exchange.body, id));
+    let post = client::Post {
+        url,
+        body: wire,
+        content_type: "application/dns-message",
+        accept: "application/dns-message",
+        timeout: config.timeouts.dns,
+        body_cap: 64 * 1024,
+    };
+    let reply = client::post(post, config, tls_ctx, trace).await?;
+    if reply.status != 200 {
+        return Err(StepError::DnsMalformed {
+            server: url.to_string(),
+            reason: format!("HTTP status {}", reply.status),
+        });
     }
-    Err(last_error.unwrap_or(StepError::DnsNoAnswer { server: target }))
+    Ok((reply.body, id))
+}
+
+/// The system resolver's addresses for `host`, or why there are none.
+pub(crate) async fn resolve_system(
+    host: &str,
+    timeout: Duration,
+    trace: &Trace,
+) -> Result<Vec<IpAddr>, StepError> {
+    let found = system(host, timeout, trace, None).await;
+    match found.error {
+        Some(e) => Err(e),
+        None => Ok(found.addrs),
+    }
 }
 
 #[cfg(test)]

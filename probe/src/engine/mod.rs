@@ -5,6 +5,8 @@
 //! hickory-proto over our own sockets, TCP connects are ours, TLS runs over our TCP stream, and
 //! HTTP runs over our TLS (or TCP) stream with hyper's connection API.
 
+pub mod bogon;
+pub mod client;
 pub mod dns;
 pub mod http;
 pub mod tcp;
@@ -53,6 +55,14 @@ pub struct EngineConfig {
     pub body_cap_bytes: usize,
     /// Redirects followed one by one; OONI follows at most 10 (ts-017 E002).
     pub max_redirects: usize,
+    /// Local address to connect from, e.g. to measure through one interface of a multi-homed
+    /// host. `None` lets the kernel choose.
+    pub local_addr: Option<std::net::IpAddr>,
+    /// Whether to connect to bogon addresses (RFC 6890 special-purpose ranges). A probe does,
+    /// since a censor's bogon answer is what a user's browser would try; a test helper must not,
+    /// or it can be made to scan its operator's private network. Refused endpoints fail with
+    /// `dns_bogon_error`.
+    pub connect_to_bogons: bool,
 }
 
 impl Default for EngineConfig {
@@ -62,6 +72,8 @@ impl Default for EngineConfig {
             late_reply_window: Duration::from_millis(500),
             body_cap_bytes: 512 * 1024,
             max_redirects: 10,
+            local_addr: None,
+            connect_to_bogons: true,
         }
     }
 }

@@ -4,26 +4,27 @@
 //! censor that drops SYNs shows as `generic_timeout_error`, one that forges RSTs as
 //! `connection_refused`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use serde_json::Map;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use super::Trace;
 use crate::failure::{Operation, StepError};
 use crate::ooni::{TcpConnect, TcpStatus};
 
-/// Connects to `addr` within `timeout`, recording the attempt.
+/// Connects to `addr` within `timeout`, from `local` when given, recording the attempt.
 pub async fn connect(
     addr: SocketAddr,
+    local: Option<IpAddr>,
     trace: &Trace,
     timeout: Duration,
     tags: Option<Vec<String>>,
     transaction_id: i64,
 ) -> (TcpConnect, Result<TcpStream, StepError>) {
     let t0 = trace.clock.secs();
-    let result = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+    let result = match tokio::time::timeout(timeout, open(addr, local)).await {
         Ok(Ok(stream)) => Ok(stream),
         Ok(Err(source)) => Err(StepError::Io {
             op: Operation::Connect,
@@ -56,6 +57,19 @@ pub async fn connect(
     (record, result)
 }
 
+async fn open(addr: SocketAddr, local: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(local) = local else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(local, 0))?;
+    socket.connect(addr).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,7 +81,7 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         drop(listener);
         let trace = Trace::new();
-        let (record, result) = connect(addr, &trace, Duration::from_secs(2), None, 1).await;
+        let (record, result) = connect(addr, None, &trace, Duration::from_secs(2), None, 1).await;
         assert!(result.is_err());
         assert!(!record.status.success);
         assert_eq!(record.status.failure.as_deref(), Some("connection_refused"));
@@ -82,10 +96,24 @@ mod tests {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let trace = Trace::new();
-        let (record, result) = connect(addr, &trace, Duration::from_secs(2), None, 7).await;
+        let (record, result) = connect(addr, None, &trace, Duration::from_secs(2), None, 7).await;
         assert!(result.is_ok());
         assert!(record.status.success);
         assert_eq!(record.status.failure, None);
         assert_eq!(record.transaction_id, Some(7));
+    }
+
+    #[tokio::test]
+    async fn connects_from_the_chosen_local_address() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let trace = Trace::new();
+        let local = IpAddr::from([127, 0, 0, 2]);
+        let (_, result) = connect(addr, Some(local), &trace, Duration::from_secs(2), None, 1).await;
+        assert!(result.is_ok());
+        let (_, peer) = listener.accept().await.expect("accept");
+        assert_eq!(peer.ip(), local);
     }
 }

@@ -1,0 +1,219 @@
+//! The scoring rules, as data: an ordered table of (rule id, conditions, outcome); the first rule
+//! whose conditions all hold decides. Two versioned sets:
+//!
+//! - [`OONI`] reproduces OONI's classic web_connectivity verdicts (ts-017 v0.5.28,
+//!   `webconnectivitylte/analysisclassic.go`; `research/ooni.md` 3.3), so our numbers can be
+//!   compared with theirs.
+//! - [`VANTAGE`] is the same table with Vantage's fixes as separate rules, each named: TLS
+//!   interference is `tls`, not `http-failure`; injected duplicate DNS answers are DNS tampering;
+//!   a known CAPTCHA or geo-block page is not a blockpage; and (in DNS consistency) an address
+//!   that completed a TLS handshake for the host is the host's.
+//!
+//! A stored verdict names the set and version that produced it, so history can be rescored.
+
+/// A condition over a measurement's facts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cond {
+    /// No control (no helper, or it failed).
+    NoControl,
+    /// The probe's classic lookup returned only bogons; the control resolved a public address.
+    ProbeDnsOnlyBogons,
+    /// A later UDP answer to the same query differs from the first (injection).
+    InjectedDnsAnswers,
+    /// The deciding step is an HTTP response without error.
+    HttpOk,
+    /// ... received over TLS.
+    OverTls,
+    /// The deciding step is a failed HTTP exchange.
+    HttpFailed,
+    /// The deciding step is a failed TLS handshake.
+    TlsFailed,
+    /// The deciding step is a failed TCP connect.
+    TcpFailed,
+    /// The deciding step is a failed DNS lookup.
+    DnsFailed,
+    /// The final page matches a false-positive (`fp`) fingerprint.
+    FalsePositivePage,
+    /// HTTP diff says the probe got the control's page.
+    SamePage,
+    /// The control's HTTP request failed.
+    ControlHttpFailed,
+    /// The control fetched the page.
+    ControlHttpOk,
+    /// The control's TLS handshake to the failing endpoint failed.
+    ControlTlsFailed,
+    /// The control's TLS handshake to the failing endpoint succeeded.
+    ControlTlsOk,
+    /// The control's TCP connect to the failing endpoint failed.
+    ControlTcpFailed,
+    /// The control's TCP connect to the failing endpoint succeeded.
+    ControlTcpOk,
+    /// The control's DNS lookup failed.
+    ControlDnsFailed,
+    /// The probe got `dns_no_answer` and the control resolved nothing.
+    ProbeNoAnswerControlEmpty,
+}
+
+/// What a rule concludes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// `blocking=false, accessible=true`.
+    Accessible,
+    /// `blocking=false, accessible=false`: down for the control too.
+    Down,
+    /// `blocking=null, accessible=null`.
+    Undetermined,
+    /// `blocking=<type>, accessible=false`.
+    Blocked(&'static str),
+}
+
+/// One rule.
+#[derive(Debug, Clone, Copy)]
+pub struct Rule {
+    /// Stable id, stored with the verdict.
+    pub id: &'static str,
+    /// All must hold.
+    pub when: &'static [Cond],
+    /// The conclusion.
+    pub then: Outcome,
+}
+
+/// A versioned rule set.
+#[derive(Debug, Clone, Copy)]
+pub struct RuleSet {
+    /// `ooni` or `vantage`.
+    pub name: &'static str,
+    /// Version string stored with every verdict.
+    pub version: &'static str,
+    /// The rules, in order.
+    pub rules: &'static [Rule],
+    /// DNS consistency accepts an address proven by a TLS handshake for the host.
+    pub tls_proves_address: bool,
+    /// A confirmed fingerprint turns a verdict that is not a block into one.
+    pub fingerprints_decide: bool,
+}
+
+use Cond::*;
+use Outcome::*;
+
+const fn rule(id: &'static str, when: &'static [Cond], then: Outcome) -> Rule {
+    Rule { id, when, then }
+}
+
+/// OONI's classic web_connectivity rules.
+pub const OONI: RuleSet = RuleSet {
+    name: "ooni",
+    version: "ooni-classic-0.5.28",
+    rules: &[
+        rule("dns-bogon-answer", &[ProbeDnsOnlyBogons], Blocked("dns")),
+        rule("https-page", &[HttpOk, OverTls], Accessible),
+        rule("no-control", &[NoControl], Undetermined),
+        rule(
+            "http-unexpected-success",
+            &[HttpOk, ControlHttpFailed],
+            Blocked("http-diff"),
+        ),
+        rule("http-same-page", &[HttpOk, SamePage], Accessible),
+        rule("http-diff", &[HttpOk], Blocked("http-diff")),
+        rule("http-down", &[HttpFailed, ControlHttpFailed], Down),
+        rule("http-failure", &[HttpFailed], Blocked("http-failure")),
+        rule("tls-down", &[TlsFailed, ControlTlsFailed], Down),
+        rule(
+            "tls-interference",
+            &[TlsFailed, ControlTlsOk],
+            Blocked("http-failure"),
+        ),
+        rule(
+            "tls-failure-control-page",
+            &[TlsFailed, ControlHttpOk],
+            Blocked("http-failure"),
+        ),
+        rule("tcp-down", &[TcpFailed, ControlTcpFailed], Down),
+        rule("tcp-blocked", &[TcpFailed, ControlTcpOk], Blocked("tcp_ip")),
+        rule(
+            "tcp-failure-control-page",
+            &[TcpFailed, ControlHttpOk],
+            Blocked("http-failure"),
+        ),
+        rule("dns-down", &[DnsFailed, ControlDnsFailed], Down),
+        rule(
+            "dns-down-no-answer",
+            &[DnsFailed, ProbeNoAnswerControlEmpty],
+            Down,
+        ),
+        rule("dns-blocked", &[DnsFailed], Blocked("dns")),
+        rule("down-for-control", &[ControlHttpFailed], Down),
+        rule("undetermined", &[], Undetermined),
+    ],
+    tls_proves_address: false,
+    fingerprints_decide: false,
+};
+
+/// OONI's rules with Vantage's fixes.
+pub const VANTAGE: RuleSet = RuleSet {
+    name: "vantage",
+    version: "vantage-1",
+    rules: &[
+        // Fix: injected answers are tampering even when the first answer looks plausible.
+        rule(
+            "dns-injected-answers",
+            &[InjectedDnsAnswers],
+            Blocked("dns"),
+        ),
+        rule("dns-bogon-answer", &[ProbeDnsOnlyBogons], Blocked("dns")),
+        rule("https-page", &[HttpOk, OverTls], Accessible),
+        // Fix: a CDN challenge or a site's own geo-block is not a censor's blockpage.
+        rule(
+            "false-positive-page",
+            &[HttpOk, FalsePositivePage],
+            Accessible,
+        ),
+        rule("no-control", &[NoControl], Undetermined),
+        rule(
+            "http-unexpected-success",
+            &[HttpOk, ControlHttpFailed],
+            Blocked("http-diff"),
+        ),
+        rule("http-same-page", &[HttpOk, SamePage], Accessible),
+        rule("http-diff", &[HttpOk], Blocked("http-diff")),
+        rule("http-down", &[HttpFailed, ControlHttpFailed], Down),
+        rule("http-failure", &[HttpFailed], Blocked("http-failure")),
+        rule("tls-down", &[TlsFailed, ControlTlsFailed], Down),
+        // Fix: TLS interference is its own type, not `http-failure`.
+        rule(
+            "tls-interference",
+            &[TlsFailed, ControlTlsOk],
+            Blocked("tls"),
+        ),
+        rule(
+            "tls-failure-control-page",
+            &[TlsFailed, ControlHttpOk],
+            Blocked("tls"),
+        ),
+        rule("tcp-down", &[TcpFailed, ControlTcpFailed], Down),
+        rule("tcp-blocked", &[TcpFailed, ControlTcpOk], Blocked("tcp_ip")),
+        rule(
+            "tcp-failure-control-page",
+            &[TcpFailed, ControlHttpOk],
+            Blocked("http-failure"),
+        ),
+        rule("dns-down", &[DnsFailed, ControlDnsFailed], Down),
+        rule(
+            "dns-down-no-answer",
+            &[DnsFailed, ProbeNoAnswerControlEmpty],
+            Down,
+        ),
+        rule("dns-blocked", &[DnsFailed], Blocked("dns")),
+        rule("down-for-control", &[ControlHttpFailed], Down),
+        rule("undetermined", &[], Undetermined),
+    ],
+    tls_proves_address: true,
+    fingerprints_decide: true,
+};
+
+impl RuleSet {
+    /// The set named `name` (`ooni` or `vantage`).
+    pub fn by_name(name: &str) -> Option<RuleSet> {
+        [OONI, VANTAGE].into_iter().find(|s| s.name == name)
+    }
+}
