@@ -239,9 +239,7 @@ impl Fingerprints {
             "full" => Pattern::Full(raw),
             "prefix" => Pattern::Prefix(raw),
             "contains" => Pattern::Contains(raw),
-            "regexp" => {
-                Pattern::Regexp(Regex::new(&raw).map_err(|e| format!("bad regexp {raw:?}: {e}"))?)
-            }
+            "regexp" => Pattern::Regexp(compile(&raw)?),
             t => return Err(format!("unknown pattern_type {t:?}")),
         };
         Ok(Fingerprint {
@@ -341,6 +339,16 @@ impl Fingerprints {
     }
 }
 
+/// Compiles a fingerprint's regular expression. OONI's are Python's `re`, where a `{` that does
+/// not start a valid repetition is a literal brace (`{"msg":.*"id":`); Rust's regex refuses those,
+/// so a pattern that fails is retried with its braces escaped.
+fn compile(raw: &str) -> Result<Regex, String> {
+    Regex::new(raw).or_else(|e| {
+        Regex::new(&raw.replace('{', r"\{").replace('}', r"\}"))
+            .map_err(|_| format!("bad regexp {raw:?}: {e}"))
+    })
+}
+
 /// Text of a body or header value; base64 bodies are decoded (lossily) first.
 fn text_of(value: &MaybeBinary) -> String {
     match value {
@@ -383,6 +391,13 @@ mod tests {
             msgs[2].starts_with("t.csv:5: unknown location_found"),
             "{msgs:?}"
         );
+    }
+
+    #[test]
+    fn python_style_literal_braces_are_accepted() {
+        let r = compile(r#"{"msg":.*"id":"#).expect("compiles as Python would");
+        assert!(r.is_match(r#"{"msg":"blocked","id":7}"#));
+        assert!(compile("a{2}").expect("quantifier").is_match("xaax"));
     }
 
     #[test]
