@@ -34,27 +34,20 @@ struct Item {
     value: Result<Value, String>,
 }
 
-/// Splits `text` into measurements: one document, an array, or JSONL.
+/// Splits `text` into measurements: one document or an array when the whole text is one JSON
+/// value, else JSONL.
 fn items(text: &str) -> Vec<Item> {
-    let trimmed = text.trim_start();
-    if trimmed.starts_with('[') || !trimmed.contains('\n') || !looks_like_jsonl(text) {
-        if let Ok(value) = serde_json::from_str::<Value>(text) {
-            let line = text.len() - trimmed.len();
-            let first = text[..line].matches('\n').count() + 1;
-            return match value {
-                Value::Array(values) => values
-                    .into_iter()
-                    .map(|v| Item {
-                        line: first,
-                        value: Ok(v),
-                    })
-                    .collect(),
-                v => vec![Item {
-                    line: first,
-                    value: Ok(v),
-                }],
-            };
-        }
+    if let Ok(value) = serde_json::from_str::<Value>(text) {
+        let lead = text.len() - text.trim_start().len();
+        let line = text[..lead].matches('\n').count() + 1;
+        let values = match value {
+            Value::Array(values) => values,
+            v => vec![v],
+        };
+        return values
+            .into_iter()
+            .map(|v| Item { line, value: Ok(v) })
+            .collect();
     }
     text.lines()
         .enumerate()
@@ -64,13 +57,6 @@ fn items(text: &str) -> Vec<Item> {
             value: serde_json::from_str(l).map_err(|e| format!("not JSON: {e}")),
         })
         .collect()
-}
-
-/// JSONL when the first non-empty line is a complete JSON value on its own.
-fn looks_like_jsonl(text: &str) -> bool {
-    text.lines()
-        .find(|l| !l.trim().is_empty())
-        .is_some_and(|l| serde_json::from_str::<Value>(l).is_ok())
 }
 
 /// Scores every measurement in `text`, writing one JSON line per verdict to `out` (unless

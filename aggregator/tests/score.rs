@@ -315,3 +315,38 @@ fn score_cli_reads_a_document_and_summarises() {
         String::from_utf8_lossy(&out.stderr).starts_with("error: cannot read /nonexistent.jsonl")
     );
 }
+
+#[test]
+fn injected_duplicate_answer_is_dns_tampering() {
+    let mut m = load("generated-successWithHTTP.json");
+    let udp_a = m
+        .test_keys
+        .queries
+        .iter()
+        .flatten()
+        .find(|q| q.engine == "udp" && q.query_type == "A")
+        .cloned()
+        .expect("a UDP A query");
+    let mut late = udp_a.clone();
+    late.t += 0.1;
+    for a in late.answers.iter_mut().flatten() {
+        a.ipv4 = Some("10.10.34.34".into());
+    }
+    m.test_keys.x_dns_duplicate_responses = Some(vec![late]);
+    let fps = Fingerprints::builtin();
+    let ours = score(&m, &VANTAGE, &fps);
+    assert_eq!(ours.blocking, Some(Blocking::Kind("dns".into())));
+    assert_eq!(ours.rule, "dns-injected-answers");
+    assert_eq!(
+        ours.ooni_rules_blocking,
+        Some(Some(Blocking::Flag(false))),
+        "OONI's rules miss it"
+    );
+    // A duplicate that repeats the same answer is a retransmission, not an injection.
+    let mut same = m.clone();
+    same.test_keys.x_dns_duplicate_responses = Some(vec![udp_a]);
+    assert_eq!(
+        score(&same, &VANTAGE, &fps).blocking,
+        Some(Blocking::Flag(false))
+    );
+}

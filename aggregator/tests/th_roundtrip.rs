@@ -45,7 +45,13 @@ impl Drop for Server {
 
 fn start_aggregator(ca: &Path) -> Server {
     let mut child = Command::new(AGGREGATOR)
-        .args(["serve", "--listen", "127.0.0.1:0", "--th-local-addr", "127.0.0.2"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--th-local-addr",
+            "127.0.0.2",
+        ])
         .args(["--th-allow-private", "--th-timeout", "3", "--ca-file"])
         .arg(ca)
         .stdout(Stdio::piped())
@@ -53,7 +59,9 @@ fn start_aggregator(ca: &Path) -> Server {
         .expect("start vantage-aggregator");
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read listen line");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read listen line");
     let base = line
         .trim()
         .strip_prefix("vantage-aggregator listening on ")
@@ -68,22 +76,44 @@ fn start_aggregator(ca: &Path) -> Server {
 /// Measures `url` through the helper and scores the result with `rules`.
 fn measure_and_score(dir: &Path, th: &str, ca: &Path, url: &str, rules: &str) -> (Value, Value) {
     let out = Command::new(vantage())
-        .args(["measure", "--compact", "--timeout", "3", "--th", th, "--ca-file"])
+        .args([
+            "measure",
+            "--compact",
+            "--timeout",
+            "3",
+            "--th",
+            th,
+            "--ca-file",
+        ])
         .arg(ca)
         .arg(url)
         .output()
         .expect("run vantage");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let measurement: Value = serde_json::from_slice(&out.stdout).expect("measurement JSON");
-    let file = dir.join(format!("m-{}.jsonl", url.len() + rules.len() + url.bytes().map(usize::from).sum::<usize>()));
+    let file = dir.join(format!(
+        "m-{}.jsonl",
+        url.len() + rules.len() + url.bytes().map(usize::from).sum::<usize>()
+    ));
     std::fs::write(&file, &out.stdout).expect("write");
     let out = Command::new(AGGREGATOR)
         .args(["score", "--rules", rules])
         .arg(&file)
         .output()
         .expect("run score");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    (measurement, serde_json::from_slice(&out.stdout).expect("verdict JSON"))
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        measurement,
+        serde_json::from_slice(&out.stdout).expect("verdict JSON"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -110,11 +140,36 @@ async fn control_tells_censorship_from_a_site_that_is_down() {
     let th = server.th.clone();
 
     let cases = [
-        (format!("http://127.0.0.1:{}/", open.addr.port()), "vantage", Value::Bool(false), Value::Bool(true)),
-        (format!("http://127.0.0.1:{}/", http_censored.addr.port()), "vantage", "http-failure".into(), Value::Bool(false)),
-        (format!("https://127.0.0.1:{}/", tls_censored.addr.port()), "vantage", "tls".into(), Value::Bool(false)),
-        (format!("https://127.0.0.1:{}/", tls_censored.addr.port()), "ooni", "http-failure".into(), Value::Bool(false)),
-        (format!("http://127.0.0.1:{}/", down.port()), "vantage", Value::Bool(false), Value::Bool(false)),
+        (
+            format!("http://127.0.0.1:{}/", open.addr.port()),
+            "vantage",
+            Value::Bool(false),
+            Value::Bool(true),
+        ),
+        (
+            format!("http://127.0.0.1:{}/", http_censored.addr.port()),
+            "vantage",
+            "http-failure".into(),
+            Value::Bool(false),
+        ),
+        (
+            format!("https://127.0.0.1:{}/", tls_censored.addr.port()),
+            "vantage",
+            "tls".into(),
+            Value::Bool(false),
+        ),
+        (
+            format!("https://127.0.0.1:{}/", tls_censored.addr.port()),
+            "ooni",
+            "http-failure".into(),
+            Value::Bool(false),
+        ),
+        (
+            format!("http://127.0.0.1:{}/", down.port()),
+            "vantage",
+            Value::Bool(false),
+            Value::Bool(false),
+        ),
     ];
     for (url, rules, blocking, accessible) in cases {
         let (dir, th, ca_path) = (dir.clone(), th.clone(), ca_path.clone());
@@ -124,11 +179,19 @@ async fn control_tells_censorship_from_a_site_that_is_down() {
                 .await
                 .expect("join");
         let tk = &m["test_keys"];
-        assert_eq!(tk["control_failure"], Value::Null, "{url}: {}", tk["control_failure"]);
+        assert_eq!(
+            tk["control_failure"],
+            Value::Null,
+            "{url}: {}",
+            tk["control_failure"]
+        );
         assert!(tk["control"].is_object(), "{url}");
         assert_eq!(tk["x_control_request"]["http_request"], url);
         assert_eq!(verdict["blocking"], blocking, "{url} ({rules}): {verdict}");
-        assert_eq!(verdict["accessible"], accessible, "{url} ({rules}): {verdict}");
+        assert_eq!(
+            verdict["accessible"], accessible,
+            "{url} ({rules}): {verdict}"
+        );
     }
     drop(server);
 }
@@ -160,7 +223,11 @@ fn helper_rejects_malformed_requests() {
     let ca = TestCa::new("unused");
     ca.write_pem(&dir.join("ca.pem"));
     let server = start_aggregator(&dir.join("ca.pem"));
-    let base = server.th.trim_end_matches("/api/v1/th").trim_start_matches("http://").to_string();
+    let base = server
+        .th
+        .trim_end_matches("/api/v1/th")
+        .trim_start_matches("http://")
+        .to_string();
     let post = |body: &str| -> String {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(&base).expect("connect");
@@ -177,7 +244,8 @@ fn helper_rejects_malformed_requests() {
     let reply = post("{not json");
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
     assert!(reply.contains("malformed THRequest"), "{reply}");
-    let reply = post(r#"{"http_request":"gopher://x/","http_request_headers":{},"tcp_connect":[]}"#);
+    let reply =
+        post(r#"{"http_request":"gopher://x/","http_request_headers":{},"tcp_connect":[]}"#);
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
     assert!(reply.contains("unsupported URL scheme"), "{reply}");
     let big = format!(r#"{{"http_request":"{}"}}"#, "a".repeat(100_000));

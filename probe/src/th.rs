@@ -90,16 +90,18 @@ pub async fn answer(
         Some(Host::Ipv6(ip)) => vec![IpAddr::V6(ip)],
         _ => {
             let mut addrs = Vec::new();
-            for q in tk.queries.iter().flatten() {
-                let depth0 = q.tags.iter().flatten().any(|t| t == "depth=0");
-                for a in q.answers.iter().flatten().filter(|_| depth0) {
-                    if let Some(ip) = a.ipv4.as_deref().or(a.ipv6.as_deref()) {
-                        if let Ok(ip) = ip.parse::<IpAddr>() {
-                            if !addrs.contains(&ip) {
-                                addrs.push(ip);
-                            }
-                        }
-                    }
+            let depth0 =
+                |q: &&crate::ooni::DnsQuery| q.tags.iter().flatten().any(|t| t == "depth=0");
+            for ip in tk
+                .queries
+                .iter()
+                .flatten()
+                .filter(depth0)
+                .flat_map(|q| q.answers.iter().flatten())
+                .filter_map(crate::ooni::DnsAnswer::ip)
+            {
+                if !addrs.contains(&ip) {
+                    addrs.push(ip);
                 }
             }
             addrs

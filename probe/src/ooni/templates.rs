@@ -132,6 +132,13 @@ pub struct DnsAnswer {
     pub extra: Map<String, Value>,
 }
 
+impl DnsAnswer {
+    /// The address of an `A` or `AAAA` answer.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.ipv4.as_deref().or(self.ipv6.as_deref())?.parse().ok()
+    }
+}
+
 /// One TCP connect (df-005-tcpconnect).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TcpConnect {

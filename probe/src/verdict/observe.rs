@@ -137,16 +137,14 @@ impl<'a> Observations<'a> {
             .iter()
             .filter(|q| classic(whole, q.tags.as_ref()) && depth(q.tags.as_ref()) == 0)
         {
-            for a in q.answers.iter().flatten() {
-                if let Some(ip) = a
-                    .ipv4
-                    .as_deref()
-                    .or(a.ipv6.as_deref())
-                    .and_then(|s| s.parse::<IpAddr>().ok())
-                {
-                    if !probe_addrs.contains(&ip) {
-                        probe_addrs.push(ip);
-                    }
+            for ip in q
+                .answers
+                .iter()
+                .flatten()
+                .filter_map(crate::ooni::DnsAnswer::ip)
+            {
+                if !probe_addrs.contains(&ip) {
+                    probe_addrs.push(ip);
                 }
             }
         }
@@ -176,7 +174,7 @@ impl<'a> Observations<'a> {
                     .answers
                     .iter()
                     .flatten()
-                    .filter_map(|a| a.ipv4.as_deref().or(a.ipv6.as_deref())?.parse().ok())
+                    .filter_map(crate::ooni::DnsAnswer::ip)
                     .collect();
                 (addrs, q.failure.clone())
             })
