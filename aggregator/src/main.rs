@@ -178,13 +178,7 @@ async fn shutdown_signal() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    vantage_probe::init_logging();
     let result = match cli.command {
         Command::Score(args) => score(&args),
         Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()

@@ -14,3 +14,15 @@ pub mod verdict;
 pub mod web_connectivity;
 
 pub use failure::{Failure, Operation, StepError};
+
+/// Logs to stderr, at the level `RUST_LOG` asks for (default `warn`), for both binaries; stdout
+/// is kept for results.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+}
