@@ -9,6 +9,7 @@
 pub mod engine;
 pub mod failure;
 pub mod ooni;
+pub mod test_lists;
 pub mod th;
 pub mod verdict;
 pub mod web_connectivity;

@@ -179,3 +179,38 @@ async fn our_output_round_trips_through_the_same_types() {
     assert_eq!(start.len(), 19, "YYYY-MM-DD HH:MM:SS: {start}");
     assert_eq!(&start[10..11], " ");
 }
+
+#[test]
+fn citizen_lab_lists_read_with_every_problem_located() {
+    use vantage_probe::test_lists::TestList;
+    let dir = shared_dir().join("test-lists/citizenlab/lists");
+    let mut lists = 0;
+    let mut urls = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !name.ends_with(".csv") {
+            continue;
+        }
+        if name.starts_with("00-LEGEND") {
+            // The legends are CSV of another shape: refused as test lists, with the reason.
+            let err = TestList::read(&path).expect_err("legend is not a list");
+            assert!(err.to_string().contains(":1: not a test list"), "{err}");
+            continue;
+        }
+        let (list, problems) = TestList::read(&path).unwrap_or_else(|e| panic!("{e}"));
+        for p in &problems {
+            assert!(
+                p.to_string().starts_with(&path.display().to_string()),
+                "{p}"
+            );
+        }
+        lists += 1;
+        urls += list.entries.len();
+    }
+    assert!(lists >= 140, "{lists} lists");
+    assert!(urls > 10_000, "{urls} URLs");
+}

@@ -1,0 +1,272 @@
+//! Test lists in the Citizen Lab CSV format (`citizenlab/test-lists`; `research/ooni.md` 6):
+//! `url,category_code,category_description,date_added,source,notes`.
+//!
+//! The header must be exactly that, so a file of another kind is refused rather than half-read.
+//! A bad row (wrong number of fields, a URL that cannot be measured) is reported with its file and
+//! line and skipped; the rest of the list is still usable, because one typo in a volunteer's list
+//! should not stop a measurement run. Citizen Lab's lists are CC BY-NC-SA 4.0: Vantage reads the
+//! format and does not ship their lists.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use url::Url;
+
+/// The header of a Citizen Lab list.
+pub const HEADER: [&str; 6] = [
+    "url",
+    "category_code",
+    "category_description",
+    "date_added",
+    "source",
+    "notes",
+];
+
+/// A problem with a list, naming the file and line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {reason}")]
+    Read {
+        /// The file.
+        file: String,
+        /// Why.
+        reason: String,
+    },
+    /// The file is not UTF-8.
+    #[error("{file}:{line}: invalid UTF-8")]
+    Utf8 {
+        /// The file.
+        file: String,
+        /// 1-based line of the first invalid byte.
+        line: usize,
+    },
+    /// The first line is not the Citizen Lab header.
+    #[error("{file}:1: not a test list: the first line must be {}", HEADER.join(","))]
+    Header {
+        /// The file.
+        file: String,
+    },
+    /// One row is unusable and was skipped.
+    #[error("{file}:{line}: {reason}")]
+    Row {
+        /// The file.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// One URL of a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The URL, as written in the list.
+    pub url: String,
+    /// Citizen Lab category code, e.g. `NEWS`, `HUMR`.
+    pub category_code: String,
+    /// Its description.
+    pub category_description: String,
+    /// When it was added.
+    pub date_added: String,
+    /// Who added it.
+    pub source: String,
+    /// Free notes.
+    pub notes: String,
+    /// 1-based line in its file.
+    pub line: usize,
+}
+
+/// A parsed list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TestList {
+    /// Usable entries, in file order.
+    pub entries: Vec<Entry>,
+}
+
+impl TestList {
+    /// Reads a list from a file. `Err` when the file as a whole is unusable; row problems come
+    /// back beside the list.
+    pub fn read(path: &Path) -> Result<(TestList, Vec<ListError>), ListError> {
+        let file = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| ListError::Read {
+            file: file.clone(),
+            reason: e.to_string(),
+        })?;
+        Self::parse(&file, &bytes)
+    }
+
+    /// Parses a list's bytes; `file` names it in errors.
+    pub fn parse(file: &str, bytes: &[u8]) -> Result<(TestList, Vec<ListError>), ListError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| ListError::Utf8 {
+            file: file.to_string(),
+            line: bytes[..e.valid_up_to()]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1,
+        })?;
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .from_reader(text.as_bytes());
+        let header_ok = reader
+            .headers()
+            .map(|h| h.iter().map(str::trim).eq(HEADER.iter().copied()))
+            .unwrap_or(false);
+        if !header_ok {
+            return Err(ListError::Header {
+                file: file.to_string(),
+            });
+        }
+        let mut list = TestList::default();
+        let mut problems = Vec::new();
+        for record in reader.records() {
+            let row = |line: u64, reason: String| ListError::Row {
+                file: file.to_string(),
+                line: usize::try_from(line).unwrap_or(usize::MAX),
+                reason,
+            };
+            let record = match record {
+                Ok(r) => r,
+                Err(e) => {
+                    problems.push(row(e.position().map_or(0, |p| p.line()), e.to_string()));
+                    continue;
+                }
+            };
+            let line = record.position().map_or(0, |p| p.line());
+            if record.len() != HEADER.len() {
+                problems.push(row(
+                    line,
+                    format!("expected {} fields, found {}", HEADER.len(), record.len()),
+                ));
+                continue;
+            }
+            let field = |i: usize| record.get(i).unwrap_or_default().trim().to_string();
+            let url = field(0);
+            if let Err(reason) = measurable(&url) {
+                problems.push(row(line, reason));
+                continue;
+            }
+            list.entries.push(Entry {
+                url,
+                category_code: field(1),
+                category_description: field(2),
+                date_added: field(3),
+                source: field(4),
+                notes: field(5),
+                line: usize::try_from(line).unwrap_or(usize::MAX),
+            });
+        }
+        Ok((list, problems))
+    }
+
+    /// Keeps the entries in `categories` (all when empty), without repeated URLs, at most `max`.
+    pub fn select(&self, categories: &[String], max: Option<usize>) -> Vec<Entry> {
+        let wanted: BTreeSet<String> = categories.iter().map(|c| c.to_ascii_uppercase()).collect();
+        let mut seen = BTreeSet::new();
+        self.entries
+            .iter()
+            .filter(|e| wanted.is_empty() || wanted.contains(&e.category_code.to_ascii_uppercase()))
+            .filter(|e| seen.insert(e.url.clone()))
+            .take(max.unwrap_or(usize::MAX))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Whether a list URL can be measured: http or https with a host.
+fn measurable(url: &str) -> Result<(), String> {
+    let parsed = Url::parse(url).map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!(
+            "invalid URL {url:?}: only http and https can be measured"
+        ));
+    }
+    if parsed.host().is_none() {
+        return Err(format!("invalid URL {url:?}: no host"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "url,category_code,category_description,date_added,source,notes\n";
+
+    #[test]
+    fn good_list_is_read_in_order() {
+        let text = format!(
+            "{HEAD}https://example.org/,NEWS,News Media,2024-01-01,vantage,\nhttp://example.net/a,\"HUMR\",Human Rights Issues,2024-01-02,vantage,\"a, b\"\n"
+        );
+        let (list, problems) = TestList::parse("x.csv", text.as_bytes()).expect("list");
+        assert!(problems.is_empty());
+        assert_eq!(list.entries.len(), 2);
+        assert_eq!(list.entries[1].notes, "a, b");
+        assert_eq!(list.entries[1].line, 3);
+    }
+
+    #[test]
+    fn missing_header_names_file_and_line() {
+        let err = TestList::parse("cc.csv", b"https://example.org/,NEWS,News,2024,x,\n")
+            .expect_err("no header");
+        assert_eq!(
+            err.to_string(),
+            "cc.csv:1: not a test list: the first line must be url,category_code,category_description,date_added,source,notes"
+        );
+    }
+
+    #[test]
+    fn bad_url_and_short_row_are_skipped_with_their_line() {
+        let text = format!(
+            "{HEAD}https://ok.example/,NEWS,News,2024,x,\nnot a url,NEWS,News,2024,x,\nftp://files.example/,FILE,File,2024,x,\nhttps://short.example/,NEWS\n"
+        );
+        let (list, problems) = TestList::parse("l.csv", text.as_bytes()).expect("list");
+        assert_eq!(list.entries.len(), 1);
+        let msgs: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(msgs.len(), 3, "{msgs:?}");
+        assert!(
+            msgs[0].starts_with("l.csv:3: invalid URL \"not a url\""),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs[1].starts_with("l.csv:4: invalid URL \"ftp://files.example/\""),
+            "{msgs:?}"
+        );
+        assert_eq!(msgs[2], "l.csv:5: expected 6 fields, found 2");
+    }
+
+    #[test]
+    fn invalid_utf8_names_the_line() {
+        let mut bytes = format!("{HEAD}https://ok.example/,NEWS,News,2024,x,\n").into_bytes();
+        bytes.extend_from_slice(b"https://bad.example/\xff,NEWS,News,2024,x,\n");
+        let err = TestList::parse("u.csv", &bytes).expect_err("utf-8");
+        assert_eq!(err.to_string(), "u.csv:3: invalid UTF-8");
+    }
+
+    #[test]
+    fn select_filters_by_category_dedupes_and_caps() {
+        let text = format!(
+            "{HEAD}https://a.example/,NEWS,N,1,x,\nhttps://b.example/,HUMR,H,1,x,\nhttps://a.example/,NEWS,N,1,x,\nhttps://c.example/,news,N,1,x,\n"
+        );
+        let (list, _) = TestList::parse("s.csv", text.as_bytes()).expect("list");
+        let news: Vec<String> = list
+            .select(&["news".into()], None)
+            .into_iter()
+            .map(|e| e.url)
+            .collect();
+        assert_eq!(news, ["https://a.example/", "https://c.example/"]);
+        assert_eq!(list.select(&[], Some(2)).len(), 2);
+    }
+
+    #[test]
+    fn missing_file_is_a_clear_error() {
+        let err = TestList::read(Path::new("/nonexistent/list.csv")).expect_err("missing");
+        assert!(
+            err.to_string()
+                .starts_with("/nonexistent/list.csv: cannot read:")
+        );
+    }
+}
