@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod engine;
+pub mod envelope;
 pub mod failure;
 pub mod ooni;
 pub mod test_lists;
