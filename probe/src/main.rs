@@ -27,6 +27,42 @@ enum Command {
     /// TCP connects to each address, TLS handshakes with the peer certificates, and the HTTP
     /// response (status, headers, title, body hash), following redirects one by one.
     Measure(MeasureArgs),
+    /// Show this probe's public key, creating its signing key on first use.
+    ///
+    /// Every result is signed with this key so that nobody can forge or alter it on the way.
+    /// The key is pseudonymous: it is not linked to you unless you share it.
+    Id(IdArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct IdArgs {
+    /// Where Vantage keeps its key and results (default: $VANTAGE_DATA_DIR, else
+    /// $XDG_DATA_HOME/vantage, else ~/.local/share/vantage).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+/// The data directory: the flag, `VANTAGE_DATA_DIR`, `XDG_DATA_HOME/vantage`, or
+/// `~/.local/share/vantage` (XDG Base Directory defaults).
+fn data_dir(flag: Option<&PathBuf>) -> Result<PathBuf> {
+    if let Some(dir) = flag {
+        return Ok(dir.clone());
+    }
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(dir) = env("VANTAGE_DATA_DIR") {
+        return Ok(dir);
+    }
+    if let Some(dir) = env("XDG_DATA_HOME") {
+        return Ok(dir.join("vantage"));
+    }
+    match env("HOME") {
+        Some(home) => Ok(home.join(".local/share/vantage")),
+        None => bail!("cannot find a data directory: set --data-dir or VANTAGE_DATA_DIR"),
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -116,6 +152,15 @@ fn plan(args: &MeasureArgs) -> Result<(WebConnectivityPlan, TlsContext)> {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Id(args) => {
+            let path = data_dir(args.data_dir.as_ref())?.join("identity.key");
+            let (identity, created) = vantage_probe::envelope::Identity::load_or_create(&path)?;
+            if created {
+                eprintln!("created a new signing key in {}", path.display());
+            }
+            println!("{}", identity.public_key());
+            Ok(())
+        }
         Command::Measure(args) => {
             let (plan, tls) = plan(&args)?;
             let measurement = measure(&plan, &tls).await;

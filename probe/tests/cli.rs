@@ -130,3 +130,46 @@ async fn help_explains_measure() {
         assert!(help.contains(flag), "--help mentions {flag}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn id_creates_a_private_key_once_and_prints_the_same_public_key() {
+    let dir = std::env::temp_dir().join(format!("vantage-id-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_string_lossy().into_owned();
+    let first = vantage(&["id", "--data-dir", &d]).await;
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stderr(&first).starts_with("created a new signing key in "),
+        "{}",
+        stderr(&first)
+    );
+    let key = String::from_utf8_lossy(&first.stdout).trim().to_string();
+    assert_eq!(key.len(), 44, "base64 of 32 bytes: {key}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.join("identity.key"))
+            .expect("key file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let again = vantage(&["id", "--data-dir", &d]).await;
+    assert!(again.status.success());
+    assert!(stderr(&again).is_empty(), "no creation the second time");
+    assert_eq!(String::from_utf8_lossy(&again.stdout).trim(), key);
+
+    std::fs::write(dir.join("identity.key"), "not a key").expect("corrupt");
+    let bad = vantage(&["id", "--data-dir", &d]).await;
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("not a base64 Ed25519 secret key"),
+        "{}",
+        stderr(&bad)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("identity.key")).expect("kept"),
+        "not a key",
+        "a bad key is never overwritten"
+    );
+}
