@@ -2,10 +2,9 @@
 //! helper (connecting from 127.0.0.2, a different "network"), `vantage measure --th`, and
 //! `vantage-aggregator score` on what the probe printed.
 
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -13,65 +12,12 @@ use vantage_fixtures::http::{HttpFixture, Response};
 use vantage_fixtures::tcp::closed_port;
 use vantage_fixtures::tls::{TestCa, TlsFixture};
 
-const AGGREGATOR: &str = env!("CARGO_BIN_EXE_vantage-aggregator");
+mod common;
+
+use common::{AGGREGATOR, start_aggregator, vantage};
+
 /// The probe's address on loopback; the helper connects from 127.0.0.2.
 const PROBE_NET: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-/// The `vantage` binary, built beside this package's binary.
-fn vantage() -> PathBuf {
-    let path = Path::new(AGGREGATOR).with_file_name("vantage");
-    if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "vantage-probe", "--bin", "vantage"])
-            .status()
-            .expect("run cargo");
-        assert!(status.success(), "cannot build the vantage binary");
-    }
-    path
-}
-
-/// The aggregator, killed on drop.
-struct Server {
-    child: Child,
-    th: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_aggregator(ca: &Path) -> Server {
-    let mut child = Command::new(AGGREGATOR)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--th-local-addr",
-            "127.0.0.2",
-        ])
-        .args(["--th-allow-private", "--th-timeout", "3", "--ca-file"])
-        .arg(ca)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start vantage-aggregator");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read listen line");
-    let base = line
-        .trim()
-        .strip_prefix("vantage-aggregator listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    Server {
-        child,
-        th: format!("{base}/api/v1/th"),
-    }
-}
 
 /// Measures `url` through the helper and scores the result with `rules`.
 fn measure_and_score(dir: &Path, th: &str, ca: &Path, url: &str, rules: &str) -> (Value, Value) {

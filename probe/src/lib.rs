@@ -10,8 +10,11 @@ pub mod engine;
 pub mod envelope;
 pub mod failure;
 pub mod ooni;
+pub mod run;
+pub mod store;
 pub mod test_lists;
 pub mod th;
+pub mod upload;
 pub mod verdict;
 pub mod web_connectivity;
 

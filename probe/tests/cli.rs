@@ -173,3 +173,111 @@ async fn id_creates_a_private_key_once_and_prints_the_same_public_key() {
         "a bad key is never overwritten"
     );
 }
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("vantage-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_refuses_broken_lists_naming_file_and_line() {
+    let dir = temp_dir("lists");
+    let data = dir.join("data").to_string_lossy().into_owned();
+    let no_header = dir.join("noheader.csv");
+    std::fs::write(&no_header, "https://example.org/,NEWS,News,2024,x,\n").expect("write");
+    let mut bad_utf8 = b"url,category_code,category_description,date_added,source,notes\n".to_vec();
+    bad_utf8.extend_from_slice(b"https://ex\xffample.org/,NEWS,News,2024,x,\n");
+    let utf8 = dir.join("utf8.csv");
+    std::fs::write(&utf8, bad_utf8).expect("write");
+    let only_bad = dir.join("badurl.csv");
+    std::fs::write(
+        &only_bad,
+        "url,category_code,category_description,date_added,source,notes\nnot a url,NEWS,News,2024,x,\n",
+    )
+    .expect("write");
+    let cases = [
+        (
+            &no_header,
+            format!("{}:1: not a test list", no_header.display()),
+        ),
+        (&utf8, format!("{}:2: invalid UTF-8", utf8.display())),
+        (
+            &only_bad,
+            format!("{}:2: invalid URL \"not a url\"", only_bad.display()),
+        ),
+    ];
+    for (path, want) in cases {
+        let p = path.to_string_lossy().into_owned();
+        let out = vantage(&[
+            "run",
+            "--yes",
+            "--no-upload",
+            "--data-dir",
+            &data,
+            "--list",
+            &p,
+        ])
+        .await;
+        assert_eq!(out.status.code(), Some(2), "{p}");
+        assert!(stderr(&out).contains(&want), "{p}: {}", stderr(&out));
+        assert!(out.stdout.is_empty());
+    }
+    // Nothing was measured, so nothing was stored.
+    let out = vantage(&["status", "--data-dir", &data]).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("results: 0"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_asks_for_consent_before_measuring() {
+    let dir = temp_dir("consent");
+    let data = dir.join("data").to_string_lossy().into_owned();
+    let out = vantage(&["run", "--no-upload", "--data-dir", &data, "--cc", "IR"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: vantage run needs your informed consent: run it once in a terminal, or pass --yes"
+    );
+    assert!(
+        !dir.join("data/vantage.db").exists(),
+        "nothing measured or stored"
+    );
+    let out = vantage(&[
+        "run",
+        "--no-upload",
+        "--yes",
+        "--data-dir",
+        &data,
+        "--cc",
+        "XX",
+    ])
+    .await;
+    assert!(
+        stderr(&out).contains("no test list for \"XX\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lists_import_checks_and_keeps_the_list() {
+    let dir = temp_dir("import");
+    let data = dir.join("data").to_string_lossy().into_owned();
+    let list = dir.join("ir.csv");
+    std::fs::write(
+        &list,
+        "url,category_code,category_description,date_added,source,notes\nhttp://127.0.0.1:9/,NEWS,News,2024,x,\nnope,NEWS,News,2024,x,\n",
+    )
+    .expect("write");
+    let p = list.to_string_lossy().into_owned();
+    let out = vantage(&["lists", "import", &p, "--data-dir", &data]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("imported 1 URLs"));
+    assert!(
+        stderr(&out).contains(&format!("{p}:3: invalid URL")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(dir.join("data/lists/ir.csv").exists());
+}

@@ -1,0 +1,196 @@
+//! Helpers shared by the end-to-end tests: the real binaries and a scripted ingest server.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use vantage_probe::envelope::verify;
+
+pub const AGGREGATOR: &str = env!("CARGO_BIN_EXE_vantage-aggregator");
+
+/// The `vantage` binary beside this package's binary, brought up to date once per test run:
+/// `cargo test -p vantage-aggregator` alone would otherwise test a stale probe.
+pub fn vantage() -> PathBuf {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    BUILD.call_once(|| {
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "vantage-probe",
+                "--bin",
+                "vantage",
+            ])
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "cannot build the vantage binary");
+    });
+    Path::new(AGGREGATOR).with_file_name("vantage")
+}
+
+/// A fresh temporary directory for one test.
+pub fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vantage-e2e-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("tempdir");
+    dir
+}
+
+/// The aggregator, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub th: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `vantage-aggregator serve` with its helper connecting from 127.0.0.2.
+pub fn start_aggregator(ca: &Path) -> Server {
+    let mut child = Command::new(AGGREGATOR)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--th-local-addr",
+            "127.0.0.2",
+        ])
+        .args(["--th-allow-private", "--th-timeout", "3", "--ca-file"])
+        .arg(ca)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start vantage-aggregator");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read listen line");
+    let base = line
+        .trim()
+        .strip_prefix("vantage-aggregator listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    Server {
+        child,
+        th: format!("{base}/api/v1/th"),
+        base,
+    }
+}
+
+/// What the test ingest server does with the next request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    /// HTTP 500.
+    Fail,
+    /// Never answers.
+    Stall,
+    /// Verifies and records every line.
+    Accept,
+}
+
+/// A test ingest server: `POST /api/v1/measurements` answering per line, after a script of
+/// failures; every verified id it accepted, in order (repeats would show up twice).
+#[derive(Clone, Default)]
+pub struct Ingest {
+    pub script: Arc<Mutex<VecDeque<Behaviour>>>,
+    pub received: Arc<Mutex<Vec<String>>>,
+    pub requests: Arc<Mutex<usize>>,
+}
+
+async fn ingest(State(state): State<Ingest>, body: String) -> Response {
+    *state.requests.lock().expect("lock") += 1;
+    let next = state
+        .script
+        .lock()
+        .expect("lock")
+        .pop_front()
+        .unwrap_or(Behaviour::Accept);
+    match next {
+        Behaviour::Fail => return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
+        Behaviour::Stall => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        Behaviour::Accept => {}
+    }
+    let mut results = Vec::new();
+    for line in body.lines().filter(|l| !l.is_empty()) {
+        match verify(line) {
+            Ok(v) => {
+                let mut received = state.received.lock().expect("lock");
+                let status = if received.contains(&v.id.to_string()) {
+                    "duplicate"
+                } else {
+                    received.push(v.id.to_string());
+                    "accepted"
+                };
+                results.push(serde_json::json!({"id": v.id.as_str(), "status": status}));
+            }
+            Err(e) => results.push(
+                serde_json::json!({"id": null, "status": "rejected", "reason": e.to_string()}),
+            ),
+        }
+    }
+    axum::Json(serde_json::json!({ "results": results })).into_response()
+}
+
+impl Ingest {
+    /// Serves on `addr` (port 0 for any) and returns the bound address.
+    pub async fn serve(&self, addr: SocketAddr) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("bind ingest");
+        let bound = listener.local_addr().expect("addr");
+        let app = axum::Router::new()
+            .route("/api/v1/measurements", axum::routing::post(ingest))
+            .with_state(self.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        bound
+    }
+}
+
+/// `vantage results list --json` for a data directory: (id, input) pairs.
+pub fn stored(data: &Path) -> Vec<(String, String)> {
+    let out = Command::new(vantage())
+        .args([
+            "results",
+            "list",
+            "--json",
+            "--limit",
+            "100000",
+            "--data-dir",
+        ])
+        .arg(data)
+        .output()
+        .expect("run vantage results");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+            (
+                v["id"].as_str().expect("id").to_string(),
+                v["input"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}

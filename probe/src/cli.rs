@@ -1,0 +1,641 @@
+//! The `vantage` subcommands. Arguments are turned into a validated plan before any network I/O.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use url::Url;
+use vantage_probe::engine::{EngineConfig, Resolver, TlsContext};
+use vantage_probe::envelope::Identity;
+use vantage_probe::ooni::{Asn, Blocking, CountryCode};
+use vantage_probe::run::{Finished, RunPlan, builtin_list, layer};
+use vantage_probe::store::Store;
+use vantage_probe::test_lists::{Entry, TestList};
+use vantage_probe::upload::{UploadConfig, upload as upload_outbox};
+use vantage_probe::web_connectivity::{WebConnectivityPlan, measure as measure_one};
+
+/// Where Vantage keeps its key, its results and imported lists.
+#[derive(Debug, clap::Args)]
+pub struct DataArgs {
+    /// Data directory (default: $VANTAGE_DATA_DIR, else $XDG_DATA_HOME/vantage, else
+    /// ~/.local/share/vantage).
+    #[arg(long, value_name = "DIR", global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+impl DataArgs {
+    fn dir(&self) -> Result<PathBuf> {
+        data_dir(self.data_dir.as_ref())
+    }
+}
+
+/// How the engine measures, shared by `measure` and `run`.
+#[derive(Debug, clap::Args)]
+pub struct EngineArgs {
+    /// Ask this DNS resolver over UDP (IP:PORT) instead of the system resolver. Every reply is
+    /// recorded, including late duplicates an injector may have sent.
+    #[arg(long, value_name = "IP:PORT")]
+    resolver: Option<String>,
+
+    /// Also resolve over DNS-over-HTTPS with this URL, e.g. https://1.1.1.1/dns-query
+    #[arg(long, value_name = "URL")]
+    doh: Option<String>,
+
+    /// Extra trusted CA certificates (PEM), in addition to Mozilla's roots.
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
+
+    /// Deadline in seconds for each TCP connect, TLS handshake and HTTP exchange.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    timeout: f64,
+
+    /// Deadline in seconds for each DNS lookup.
+    #[arg(long, value_name = "SECS", default_value_t = 4.0)]
+    dns_timeout: f64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MeasureArgs {
+    /// The URL to measure, e.g. https://example.org/
+    url: String,
+
+    #[command(flatten)]
+    engine: EngineArgs,
+
+    /// Ask this test helper (OONI's protocol, e.g. http://aggregator:8080/api/v1/th) to measure
+    /// the same URL from an uncensored network, for comparison.
+    #[arg(long, value_name = "URL")]
+    th: Option<String>,
+
+    /// Print the measurement on one line (JSONL) instead of indented.
+    #[arg(long)]
+    compact: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Measure the URLs of this list (Citizen Lab CSV format).
+    #[arg(long, value_name = "FILE", conflicts_with = "cc")]
+    list: Option<PathBuf>,
+
+    /// Measure this country's list plus the global one (imported lists first, then built-in).
+    #[arg(long, value_name = "CC")]
+    cc: Option<String>,
+
+    /// Only URLs of this category code (e.g. NEWS, HUMR); repeat for several.
+    #[arg(long = "category", value_name = "CODE")]
+    categories: Vec<String>,
+
+    /// At most this many URLs.
+    #[arg(long, value_name = "N")]
+    max: Option<usize>,
+
+    /// Measurements at once. The default suits a home connection.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    concurrency: usize,
+
+    /// The aggregator (e.g. https://vantage.example.org/): its test helper provides the
+    /// control, and results are uploaded there.
+    #[arg(long, value_name = "URL", env = "VANTAGE_AGGREGATOR")]
+    aggregator: Option<String>,
+
+    /// Keep results on this machine only; upload later with `vantage upload`.
+    #[arg(long)]
+    no_upload: bool,
+
+    /// Print one JSON result per line instead of the summary.
+    #[arg(long)]
+    json: bool,
+
+    /// Accept the informed-consent text without being asked (for unattended use).
+    #[arg(long)]
+    yes: bool,
+
+    /// Country code to write into measurements (default ZZ, unknown).
+    #[arg(long, value_name = "CC")]
+    probe_cc: Option<String>,
+
+    /// Network to write into measurements, e.g. AS3269 (default AS0, unknown).
+    #[arg(long, value_name = "ASN")]
+    probe_asn: Option<String>,
+
+    #[command(flatten)]
+    engine: EngineArgs,
+
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UploadArgs {
+    /// The aggregator to upload to.
+    #[arg(long, value_name = "URL", env = "VANTAGE_AGGREGATOR")]
+    aggregator: String,
+
+    /// Deadline in seconds for each upload request.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    timeout: u64,
+
+    /// Failed attempts in a row before giving up until next time.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    max_attempts: u32,
+
+    /// First retry delay in milliseconds; it doubles after each failure (with jitter).
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    retry_base_ms: u64,
+
+    /// Extra trusted CA certificates (PEM) for the aggregator.
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ResultsArgs {
+    #[command(subcommand)]
+    command: Option<ResultsCommand>,
+
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ResultsCommand {
+    /// The most recent results, one per line (the default).
+    List {
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One result's signed envelope (a unique id prefix is enough).
+    Show {
+        /// The id or a prefix of it.
+        id: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListsArgs {
+    #[command(subcommand)]
+    command: ListsCommand,
+
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ListsCommand {
+    /// Check a downloaded Citizen Lab list and keep a copy; `<cc>.csv` then replaces the
+    /// built-in list for that country.
+    Import {
+        /// The CSV file.
+        path: PathBuf,
+    },
+}
+
+/// The data directory: the flag, `VANTAGE_DATA_DIR`, `XDG_DATA_HOME/vantage`, or
+/// `~/.local/share/vantage` (XDG Base Directory defaults).
+pub fn data_dir(flag: Option<&PathBuf>) -> Result<PathBuf> {
+    if let Some(dir) = flag {
+        return Ok(dir.clone());
+    }
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(dir) = env("VANTAGE_DATA_DIR") {
+        return Ok(dir);
+    }
+    if let Some(dir) = env("XDG_DATA_HOME") {
+        return Ok(dir.join("vantage"));
+    }
+    match env("HOME") {
+        Some(home) => Ok(home.join(".local/share/vantage")),
+        None => bail!("cannot find a data directory: set --data-dir or VANTAGE_DATA_DIR"),
+    }
+}
+
+fn seconds(value: f64, flag: &str) -> Result<Duration> {
+    if !(value.is_finite() && value > 0.0 && value <= 3600.0) {
+        bail!("{flag} must be a number of seconds between 0 and 3600, got {value}");
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+impl EngineArgs {
+    fn plan(&self) -> Result<(EngineConfig, Vec<Resolver>, TlsContext)> {
+        let mut config = EngineConfig::default();
+        let timeout = seconds(self.timeout, "--timeout")?;
+        config.timeouts.tcp_connect = timeout;
+        config.timeouts.tls_handshake = timeout;
+        config.timeouts.http = timeout;
+        config.timeouts.dns = seconds(self.dns_timeout, "--dns-timeout")?;
+        let mut resolvers = Vec::new();
+        match &self.resolver {
+            Some(r) => {
+                let addr: SocketAddr = r
+                    .parse()
+                    .with_context(|| format!("--resolver {r:?} is not an IP:PORT address"))?;
+                resolvers.push(Resolver::Udp(addr));
+            }
+            None => resolvers.push(Resolver::System),
+        }
+        if let Some(d) = &self.doh {
+            let url = Url::parse(d).with_context(|| format!("--doh {d:?} is not a URL"))?;
+            if url.scheme() != "https" {
+                bail!("--doh {d:?} must be an https:// URL");
+            }
+            resolvers.push(Resolver::Doh(url));
+        }
+        let tls = tls_context(self.ca_file.as_deref())?;
+        Ok((config, resolvers, tls))
+    }
+}
+
+fn tls_context(ca_file: Option<&Path>) -> Result<TlsContext> {
+    let extra_roots = match ca_file {
+        Some(path) => TlsContext::load_pem(path)?,
+        None => Vec::new(),
+    };
+    Ok(TlsContext::new(extra_roots)?)
+}
+
+fn http_url(value: &str, flag: &str) -> Result<Url> {
+    let url = Url::parse(value).with_context(|| format!("{flag} {value:?} is not a URL"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        bail!("{flag} {value:?} must be an http:// or https:// URL");
+    }
+    Ok(url)
+}
+
+/// The aggregator's base URL, with a trailing slash so paths join under it.
+fn aggregator_url(value: &str) -> Result<Url> {
+    let mut url = http_url(value, "--aggregator")?;
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+pub async fn measure(args: MeasureArgs) -> Result<ExitCode> {
+    let (config, resolvers, tls) = args.engine.plan()?;
+    let mut plan = WebConnectivityPlan::new(&args.url, resolvers, config)?;
+    if let Some(th) = &args.th {
+        plan = plan.with_test_helper(http_url(th, "--th")?);
+    }
+    let measurement = measure_one(&plan, &tls).await;
+    let json = if args.compact {
+        serde_json::to_string(&measurement)
+    } else {
+        serde_json::to_string_pretty(&measurement)
+    }
+    .context("cannot serialise the measurement")?;
+    println!("{json}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn id(args: &DataArgs) -> Result<ExitCode> {
+    let path = args.dir()?.join("identity.key");
+    let (identity, created) = Identity::load_or_create(&path)?;
+    if created {
+        eprintln!("created a new signing key in {}", path.display());
+    }
+    println!("{}", identity.public_key());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open_store(dir: &Path) -> Result<Store> {
+    Ok(Store::open(&dir.join("vantage.db"))?)
+}
+
+/// Reads a list file, printing each skipped row; an unusable file is an error.
+fn read_list(path: &Path) -> Result<Vec<Entry>> {
+    let (list, problems) = TestList::read(path)?;
+    for p in &problems {
+        eprintln!("warning: {p} (skipped)");
+    }
+    Ok(list.entries)
+}
+
+fn list_for(args: &RunArgs, dir: &Path) -> Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    if let Some(path) = &args.list {
+        entries = read_list(path)?;
+    } else {
+        let cc = args.cc.as_deref().unwrap_or("global").to_ascii_lowercase();
+        let names: Vec<&str> = if cc == "global" {
+            vec!["global"]
+        } else {
+            vec![cc.as_str(), "global"]
+        };
+        for name in names {
+            let imported = dir.join("lists").join(format!("{name}.csv"));
+            if imported.exists() {
+                entries.extend(read_list(&imported)?);
+            } else if let Some(text) = builtin_list(name) {
+                let (list, _) = TestList::parse(name, text.as_bytes())?;
+                entries.extend(list.entries);
+            } else if name != "global" {
+                bail!(
+                    "no test list for {:?}: import one with `vantage lists import {name}.csv` or use --list FILE",
+                    name.to_ascii_uppercase()
+                );
+            }
+        }
+    }
+    let list = TestList { entries };
+    let selected = list.select(&args.categories, args.max);
+    if selected.is_empty() {
+        bail!("nothing to measure: the list is empty or no URL has the chosen categories");
+    }
+    Ok(selected)
+}
+
+const CONSENT: &str = "\
+Vantage measures whether websites and apps are blocked where you are, and records evidence of it.
+
+What it does: it connects to the sites on a test list (news, human rights, social media, ...)
+from your connection, as a browser would, and records what happened (DNS answers, connections,
+pages). Results are signed with a key kept on this computer.
+
+What is shared: if you upload, the results go to the aggregator you chose and may be published.
+Your IP address is never written into a result, but your network (ISP) and country are.
+
+Risks: anyone watching your connection (your ISP, your employer, your government) can see that
+you visited these sites, and running a censorship measurement tool may be illegal or dangerous
+where you live. OONI's guidance on the risks applies to Vantage too.
+
+Do you understand and want to continue? [y/N] ";
+
+/// Asks for informed consent once per data directory (as OONI does).
+fn consent(dir: &Path, yes: bool) -> Result<()> {
+    let marker = dir.join("consent");
+    if marker.exists() {
+        return Ok(());
+    }
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            bail!(
+                "vantage run needs your informed consent: run it once in a terminal, or pass --yes"
+            );
+        }
+        eprint!("{CONSENT}");
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes" | "Yes") {
+            bail!("not measuring: consent was not given");
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::write(&marker, "consent given\n")
+        .with_context(|| format!("cannot write {}", marker.display()))
+}
+
+pub async fn run(args: RunArgs) -> Result<ExitCode> {
+    // Plan everything before touching the network.
+    let dir = args.data.dir()?;
+    let entries = list_for(&args, &dir)?;
+    let (engine, resolvers, tls) = args.engine.plan()?;
+    let aggregator = args.aggregator.as_deref().map(aggregator_url).transpose()?;
+    let probe_cc: CountryCode = args.probe_cc.as_deref().unwrap_or("ZZ").parse()?;
+    let probe_asn: Asn = args.probe_asn.as_deref().unwrap_or("AS0").parse()?;
+    if args.concurrency == 0 || args.concurrency > 256 {
+        bail!("--concurrency must be between 1 and 256");
+    }
+    let test_helper = aggregator
+        .as_ref()
+        .map(|a| a.join("api/v1/th"))
+        .transpose()?;
+    consent(&dir, args.yes)?;
+    let (identity, _) = Identity::load_or_create(&dir.join("identity.key"))?;
+    let mut store = open_store(&dir)?;
+    let plan = RunPlan {
+        entries,
+        concurrency: args.concurrency,
+        engine: engine.clone(),
+        resolvers,
+        test_helper,
+        probe_cc,
+        probe_asn,
+    };
+
+    let started = Instant::now();
+    let bar = indicatif::ProgressBar::new(plan.entries.len() as u64);
+    if args.json || !std::io::stderr().is_terminal() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let json = args.json;
+    let finished = vantage_probe::run::run(&plan, &tls, &identity, &mut store, |done| {
+        if json {
+            let mut line = serde_json::to_value(&done.verdict).unwrap_or_default();
+            line["id"] = done.id.as_str().into();
+            println!("{line}");
+        }
+        bar.set_message(done.verdict.input.clone().unwrap_or_default());
+        bar.inc(1);
+    })
+    .await?;
+    bar.finish_and_clear();
+    if !json {
+        print_summary(&finished, started.elapsed(), &dir);
+    }
+
+    if let (Some(url), false) = (aggregator, args.no_upload) {
+        let report = upload_outbox(&mut store, &UploadConfig::new(url), &engine, &tls).await?;
+        if !json {
+            println!(
+                "Uploaded {} results ({} already there, {} refused); {} waiting.",
+                report.accepted, report.duplicate, report.rejected, report.remaining
+            );
+        }
+        if let Some(e) = report.error {
+            eprintln!("warning: upload stopped: {e}; `vantage upload` will retry");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(finished: &[Finished], took: Duration, dir: &Path) {
+    let mut accessible = 0;
+    let mut down = 0;
+    let mut unknown = 0;
+    let mut blocked = Vec::new();
+    for f in finished {
+        match (&f.verdict.blocking, f.verdict.accessible) {
+            (Some(b @ Blocking::Kind(_)), _) => blocked.push((f, b)),
+            (Some(Blocking::Flag(false)), Some(true)) => accessible += 1,
+            (Some(Blocking::Flag(_)), _) => down += 1,
+            (None, _) => unknown += 1,
+        }
+    }
+    println!(
+        "Measured {} URLs in {:.1} s: {} blocked, {} accessible, {} down for everyone, {} undetermined.",
+        finished.len(),
+        took.as_secs_f64(),
+        blocked.len(),
+        accessible,
+        down,
+        unknown
+    );
+    if !blocked.is_empty() {
+        println!("Blocked:");
+        blocked.sort_by(|a, b| a.0.verdict.input.cmp(&b.0.verdict.input));
+        for (f, b) in blocked {
+            let how = layer(b).unwrap_or("?");
+            let confirmed = if f.verdict.confirmed {
+                format!(
+                    ", confirmed blockpage ({})",
+                    f.verdict.fingerprints.join(", ")
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "  {}  {how}{confirmed}",
+                f.verdict.input.as_deref().unwrap_or("?")
+            );
+        }
+    }
+    if unknown > 0 {
+        println!("Undetermined results have no control measurement: use --aggregator to get one.");
+    }
+    println!("Results are stored in {}.", dir.display());
+}
+
+pub async fn upload(args: UploadArgs) -> Result<ExitCode> {
+    let dir = args.data.dir()?;
+    let mut config = UploadConfig::new(aggregator_url(&args.aggregator)?);
+    config.timeout = Duration::from_secs(args.timeout.max(1));
+    config.max_attempts = args.max_attempts.max(1);
+    config.backoff = Duration::from_millis(args.retry_base_ms.max(1));
+    let tls = tls_context(args.ca_file.as_deref())?;
+    let mut store = open_store(&dir)?;
+    let report = upload_outbox(&mut store, &config, &EngineConfig::default(), &tls).await?;
+    println!(
+        "Uploaded {} results ({} already there, {} refused); {} waiting.",
+        report.accepted, report.duplicate, report.rejected, report.remaining
+    );
+    match report.error {
+        Some(e) => {
+            eprintln!("error: upload stopped: {e}");
+            Ok(ExitCode::from(1))
+        }
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+pub fn results(args: ResultsArgs) -> Result<ExitCode> {
+    let store = open_store(&args.data.dir()?)?;
+    match args.command.unwrap_or(ResultsCommand::List {
+        limit: 50,
+        json: false,
+    }) {
+        ResultsCommand::List { limit, json } => {
+            for r in store.list(limit)? {
+                if json {
+                    let line = serde_json::json!({
+                        "id": r.id, "input": r.input, "measured_at": r.measured_at,
+                        "blocking": r.blocking.as_deref().and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok()),
+                        "accessible": r.accessible, "confirmed": r.confirmed, "upload": r.upload_state,
+                    });
+                    println!("{line}");
+                } else {
+                    println!(
+                        "{}  {}  {:<14} {:<9} {}",
+                        &r.id[..r.id.len().min(12)],
+                        r.measured_at,
+                        r.blocking.as_deref().unwrap_or("null").trim_matches('"'),
+                        r.upload_state,
+                        r.input.as_deref().unwrap_or("")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ResultsCommand::Show { id } => {
+            let found = store.find(&id)?;
+            match found.as_slice() {
+                [one] => {
+                    println!("{}", one.envelope);
+                    Ok(ExitCode::SUCCESS)
+                }
+                [] => bail!("no result with id {id:?}"),
+                _ => bail!("id {id:?} matches several results: give more of it"),
+            }
+        }
+    }
+}
+
+pub fn status(args: &DataArgs) -> Result<ExitCode> {
+    let dir = args.dir()?;
+    let key = dir.join("identity.key");
+    if key.exists() {
+        let (identity, _) = Identity::load_or_create(&key)?;
+        println!("key: {}", identity.public_key());
+    } else {
+        println!("key: none yet (created by the first `vantage run` or `vantage id`)");
+    }
+    let status = open_store(&dir)?.status()?;
+    println!("results: {}", status.results);
+    println!("waiting for upload: {}", status.pending);
+    if status.rejected > 0 {
+        println!("refused by the aggregator: {}", status.rejected);
+    }
+    println!(
+        "last upload: {}",
+        status
+            .last_upload
+            .map_or("never".to_string(), |t| format!("unix time {t}"))
+    );
+    if let Some(e) = status.last_error {
+        println!("last upload error: {e}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn lists(args: ListsArgs) -> Result<ExitCode> {
+    let dir = args.data.dir()?.join("lists");
+    match args.command {
+        ListsCommand::Import { path } => {
+            let (list, problems) = TestList::read(&path)?;
+            for p in &problems {
+                eprintln!("warning: {p} (skipped)");
+            }
+            if list.entries.is_empty() {
+                bail!("{}: no usable URL in the list", path.display());
+            }
+            let name = path
+                .file_name()
+                .context("the list path has no file name")?
+                .to_string_lossy()
+                .to_ascii_lowercase();
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let target = dir.join(&name);
+            std::fs::copy(&path, &target)
+                .with_context(|| format!("cannot copy to {}", target.display()))?;
+            println!(
+                "imported {} URLs from {} as {}",
+                list.entries.len(),
+                path.display(),
+                target.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

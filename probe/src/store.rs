@@ -1,0 +1,451 @@
+//! The probe's local store: every signed result, and an outbox of what still has to reach the
+//! aggregator. One SQLite file (bundled SQLite, so the Pi's system library does not matter).
+//!
+//! WAL with `synchronous=FULL`: a result is written in one transaction, with its outbox row,
+//! before the probe reports it, so a kill (or power cut) at any moment loses no completed
+//! measurement (DESIGN "Probe"). Schema changes are numbered migrations keyed on
+//! `PRAGMA user_version`.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Migrations, in order; entry `n` moves the schema from version `n` to `n + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: results and the outbox.
+    "CREATE TABLE results (
+        id TEXT PRIMARY KEY,
+        input TEXT,
+        test_name TEXT NOT NULL,
+        measured_at TEXT NOT NULL,
+        blocking TEXT,
+        accessible INTEGER,
+        confirmed INTEGER NOT NULL DEFAULT 0,
+        verdict TEXT NOT NULL,
+        envelope TEXT NOT NULL,
+        stored_at INTEGER NOT NULL
+    );
+    CREATE TABLE outbox (
+        id TEXT PRIMARY KEY REFERENCES results(id),
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        reason TEXT,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX outbox_pending ON outbox(state);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+];
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite refused.
+    #[error("local store {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: String,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// The file is from a newer Vantage.
+    #[error(
+        "local store {path} has schema version {found}, newer than this vantage ({known}); upgrade vantage"
+    )]
+    TooNew {
+        /// The database file.
+        path: String,
+        /// Its version.
+        found: i64,
+        /// Ours.
+        known: i64,
+    },
+}
+
+/// One stored result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredResult {
+    /// Measurement id.
+    pub id: String,
+    /// The URL.
+    pub input: Option<String>,
+    /// `web_connectivity`, ...
+    pub test_name: String,
+    /// `measurement_start_time`.
+    pub measured_at: String,
+    /// The verdict's blocking value as JSON (`false`, `"dns"`, `null`).
+    pub blocking: Option<String>,
+    /// The verdict's accessible value.
+    pub accessible: Option<bool>,
+    /// Whether a fingerprint confirmed it.
+    pub confirmed: bool,
+    /// The verdict as JSON.
+    pub verdict: String,
+    /// The signed envelope line.
+    pub envelope: String,
+    /// Outbox state: `pending`, `accepted`, `duplicate`, `rejected`.
+    pub upload_state: String,
+}
+
+/// What `vantage status` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// Results stored.
+    pub results: u64,
+    /// Results waiting to be uploaded.
+    pub pending: u64,
+    /// Results the aggregator refused (not retried).
+    pub rejected: u64,
+    /// Unix time of the last successful upload.
+    pub last_upload: Option<String>,
+    /// The last upload error.
+    pub last_error: Option<String>,
+}
+
+/// A new result to store.
+#[derive(Debug, Clone)]
+pub struct NewResult<'a> {
+    /// Measurement id.
+    pub id: &'a str,
+    /// The URL.
+    pub input: Option<&'a str>,
+    /// Test name.
+    pub test_name: &'a str,
+    /// Start time.
+    pub measured_at: &'a str,
+    /// Blocking as JSON.
+    pub blocking: Option<&'a str>,
+    /// Accessible.
+    pub accessible: Option<bool>,
+    /// Confirmed.
+    pub confirmed: bool,
+    /// Verdict JSON.
+    pub verdict: &'a str,
+    /// Envelope line.
+    pub envelope: &'a str,
+}
+
+/// The store.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: String,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let display = path.display().to_string();
+        let err = |source| StoreError::Sqlite {
+            path: display.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let mut conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
+        let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+        if version > known {
+            return Err(StoreError::TooNew {
+                path: display,
+                found: version,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(version).unwrap_or(0))
+        {
+            let tx = conn.transaction().map_err(err)?;
+            tx.execute_batch(sql).map_err(err)?;
+            tx.pragma_update(
+                None,
+                "user_version",
+                i64::try_from(i + 1).unwrap_or(i64::MAX),
+            )
+            .map_err(err)?;
+            tx.commit().map_err(err)?;
+        }
+        Ok(Store {
+            conn,
+            path: display,
+        })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Stores a result and queues it for upload, in one transaction. Storing the same id again
+    /// changes nothing.
+    pub fn insert(&mut self, r: &NewResult<'_>) -> Result<bool, StoreError> {
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        let added = tx
+            .execute(
+                "INSERT OR IGNORE INTO results (id, input, test_name, measured_at, blocking, accessible,
+                 confirmed, verdict, envelope, stored_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+                params![
+                    r.id,
+                    r.input,
+                    r.test_name,
+                    r.measured_at,
+                    r.blocking,
+                    r.accessible,
+                    r.confirmed,
+                    r.verdict,
+                    r.envelope,
+                    now()
+                ],
+            )
+            .and_then(|n| {
+                if n > 0 {
+                    tx.execute(
+                        "INSERT INTO outbox (id, updated_at) VALUES (?1, ?2)",
+                        params![r.id, now()],
+                    )?;
+                }
+                Ok(n > 0)
+            })
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(added)
+    }
+
+    const SELECT: &'static str =
+        "SELECT r.id, r.input, r.test_name, r.measured_at, r.blocking, r.accessible,
+        r.confirmed, r.verdict, r.envelope, o.state FROM results r JOIN outbox o ON o.id = r.id";
+
+    fn row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredResult> {
+        Ok(StoredResult {
+            id: row.get(0)?,
+            input: row.get(1)?,
+            test_name: row.get(2)?,
+            measured_at: row.get(3)?,
+            blocking: row.get(4)?,
+            accessible: row.get(5)?,
+            confirmed: row.get(6)?,
+            verdict: row.get(7)?,
+            envelope: row.get(8)?,
+            upload_state: row.get(9)?,
+        })
+    }
+
+    /// The most recent results first, at most `limit`.
+    pub fn list(&self, limit: usize) -> Result<Vec<StoredResult>, StoreError> {
+        let sql = format!("{} ORDER BY r.rowid DESC LIMIT ?1", Self::SELECT);
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        stmt.query_map([limit], Self::row)
+            .and_then(Iterator::collect)
+            .map_err(|e| self.err(e))
+    }
+
+    /// The result whose id starts with `prefix`, if exactly one does.
+    pub fn find(&self, prefix: &str) -> Result<Vec<StoredResult>, StoreError> {
+        let sql = format!(
+            "{} WHERE r.id LIKE ?1 || '%' ORDER BY r.rowid LIMIT 2",
+            Self::SELECT
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let prefix: String = prefix
+            .chars()
+            .filter(char::is_ascii_hexdigit)
+            .collect::<String>()
+            .to_ascii_lowercase();
+        stmt.query_map([prefix], Self::row)
+            .and_then(Iterator::collect)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Up to `limit` results waiting for upload, oldest first: (id, envelope line).
+    pub fn pending(&self, limit: usize) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT o.id, r.envelope FROM outbox o JOIN results r ON r.id = o.id
+                 WHERE o.state = 'pending' ORDER BY o.rowid LIMIT ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        stmt.query_map([limit], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(Iterator::collect)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records the aggregator's answer for each id: `accepted`, `duplicate` or `rejected`.
+    pub fn record_outcomes(
+        &mut self,
+        outcomes: &[(String, String, Option<String>)],
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        for (id, state, reason) in outcomes {
+            tx.execute(
+                "UPDATE outbox SET state = ?2, reason = ?3, attempts = attempts + 1, updated_at = ?4
+                 WHERE id = ?1",
+                params![id, state, reason, now()],
+            )
+            .map_err(err)?;
+        }
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('last_upload', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [now().to_string()],
+        )
+        .map_err(err)?;
+        tx.execute("DELETE FROM meta WHERE key = 'last_error'", [])
+            .map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    /// Remembers why the last upload attempt failed.
+    pub fn record_error(&mut self, error: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('last_error', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [error],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Counts and the last upload's outcome.
+    pub fn status(&self) -> Result<Status, StoreError> {
+        let count = |sql: &str| -> Result<u64, StoreError> {
+            self.conn
+                .query_row(sql, [], |r| r.get::<_, i64>(0))
+                .map(|n| u64::try_from(n).unwrap_or(0))
+                .map_err(|e| self.err(e))
+        };
+        let meta = |key: &str| -> Result<Option<String>, StoreError> {
+            self.conn
+                .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+                .map_err(|e| self.err(e))
+        };
+        Ok(Status {
+            results: count("SELECT count(*) FROM results")?,
+            pending: count("SELECT count(*) FROM outbox WHERE state = 'pending'")?,
+            rejected: count("SELECT count(*) FROM outbox WHERE state = 'rejected'")?,
+            last_upload: meta("last_upload")?,
+            last_error: meta("last_error")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("vantage-store-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir.join("vantage.db")
+    }
+
+    fn result(id: &str) -> NewResult<'_> {
+        NewResult {
+            id,
+            input: Some("https://example.org/"),
+            test_name: "web_connectivity",
+            measured_at: "2026-01-01 00:00:00",
+            blocking: Some("\"dns\""),
+            accessible: Some(false),
+            confirmed: false,
+            verdict: "{}",
+            envelope: "{\"v\":1}",
+        }
+    }
+
+    #[test]
+    fn results_are_queued_once_and_outcomes_recorded() {
+        let path = temp("queue");
+        let mut store = Store::open(&path).expect("open");
+        assert!(store.insert(&result("aa01")).expect("insert"));
+        assert!(store.insert(&result("bb02")).expect("insert"));
+        assert!(
+            !store.insert(&result("aa01")).expect("again"),
+            "same id twice"
+        );
+        let pending = store.pending(10).expect("pending");
+        assert_eq!(
+            pending.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(),
+            ["aa01", "bb02"]
+        );
+        store
+            .record_outcomes(&[
+                ("aa01".into(), "accepted".into(), None),
+                (
+                    "bb02".into(),
+                    "rejected".into(),
+                    Some("bad signature".into()),
+                ),
+            ])
+            .expect("record");
+        assert!(
+            store.pending(10).expect("pending").is_empty(),
+            "rejected is not retried"
+        );
+        let status = store.status().expect("status");
+        assert_eq!((status.results, status.pending, status.rejected), (2, 0, 1));
+        assert!(status.last_upload.is_some());
+        store.record_error("connection_refused").expect("error");
+        assert_eq!(
+            store.status().expect("s").last_error.as_deref(),
+            Some("connection_refused")
+        );
+        assert_eq!(store.find("AA").expect("find")[0].upload_state, "accepted");
+    }
+
+    #[test]
+    fn reopening_keeps_everything_and_newer_schemas_are_refused() {
+        let path = temp("reopen");
+        {
+            let mut store = Store::open(&path).expect("open");
+            store.insert(&result("cc03")).expect("insert");
+        }
+        let store = Store::open(&path).expect("reopen");
+        assert_eq!(store.list(10).expect("list").len(), 1);
+        drop(store);
+        let conn = Connection::open(&path).expect("raw");
+        conn.pragma_update(None, "user_version", 99).expect("bump");
+        drop(conn);
+        let err = Store::open(&path).expect_err("too new");
+        assert!(
+            err.to_string()
+                .contains("schema version 99, newer than this vantage"),
+            "{err}"
+        );
+    }
+}

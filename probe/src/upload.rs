@@ -1,0 +1,224 @@
+//! Uploading the outbox to the aggregator (DESIGN "Aggregator", ingest).
+//!
+//! `POST {aggregator}/api/v1/measurements` with a body of signed envelope lines (JSONL). The
+//! aggregator answers 200 with one outcome per line:
+//!
+//! ```text
+//! {"results":[{"id":"<hex>","status":"accepted"|"duplicate"|"rejected","reason":"..."}]}
+//! ```
+//!
+//! `accepted` and `duplicate` both mean the aggregator has it (uploads are idempotent by id), so
+//! the result leaves the outbox; `rejected` leaves it too, with the reason kept, because sending a
+//! line with a bad signature again would fail again forever. Anything else (refused connection,
+//! a stall past the deadline, HTTP 5xx, an answer that is not the JSON above) is retried with
+//! exponential backoff and jitter, so that many probes coming back online after a shutdown do not
+//! all retry at the same instant.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::engine::{EngineConfig, TlsContext, Trace, client};
+use crate::store::{Store, StoreError};
+
+/// How to upload.
+#[derive(Debug, Clone)]
+pub struct UploadConfig {
+    /// The aggregator's base URL.
+    pub aggregator: Url,
+    /// Envelopes per request.
+    pub batch: usize,
+    /// Deadline for one request.
+    pub timeout: Duration,
+    /// Attempts in a row that may fail before giving up for now.
+    pub max_attempts: u32,
+    /// First backoff; doubled after each failure, up to `max_backoff`.
+    pub backoff: Duration,
+    /// Largest backoff.
+    pub max_backoff: Duration,
+}
+
+impl UploadConfig {
+    /// Defaults for `aggregator`.
+    pub fn new(aggregator: Url) -> Self {
+        UploadConfig {
+            aggregator,
+            batch: 100,
+            timeout: Duration::from_secs(30),
+            max_attempts: 8,
+            backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What an upload run achieved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UploadReport {
+    /// Newly accepted by the aggregator.
+    pub accepted: u64,
+    /// The aggregator already had them.
+    pub duplicate: u64,
+    /// Refused; not retried.
+    pub rejected: u64,
+    /// Still waiting.
+    pub remaining: u64,
+    /// The last error, when the run gave up.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Answer {
+    results: Vec<LineOutcome>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LineOutcome {
+    id: Option<String>,
+    status: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Why one request failed.
+#[derive(Debug, thiserror::Error)]
+enum Attempt {
+    #[error("{0}")]
+    Transport(String),
+    #[error("aggregator answered HTTP {0}")]
+    Status(u16),
+    #[error("aggregator answer is not the expected JSON: {0}")]
+    Answer(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The delay before attempt `n` (1-based) after a failure: `base * 2^(n-1)`, capped, with
+/// ±50% jitter.
+pub fn backoff(config: &UploadConfig, failures: u32) -> Duration {
+    use ring::rand::SecureRandom as _;
+    let exp = config
+        .backoff
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(config.max_backoff);
+    let mut b = [0u8; 1];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    // 0.5 ..= 1.5 times the delay.
+    exp.mul_f64(0.5 + f64::from(b[0]) / 255.0)
+}
+
+/// Sends everything pending in `store`, oldest first.
+pub async fn upload(
+    store: &mut Store,
+    config: &UploadConfig,
+    engine: &EngineConfig,
+    tls: &TlsContext,
+) -> Result<UploadReport, StoreError> {
+    let mut report = UploadReport::default();
+    let mut failures = 0;
+    let mut batch = config.batch.max(1);
+    loop {
+        let pending = store.pending(batch)?;
+        if pending.is_empty() {
+            break;
+        }
+        match send(store, &pending, config, engine, tls, &mut report).await {
+            Ok(()) => failures = 0,
+            Err(Attempt::Status(413)) if batch > 1 => batch = (batch / 2).max(1),
+            Err(Attempt::Store(e)) => return Err(e),
+            Err(e) => {
+                failures += 1;
+                let message = e.to_string();
+                store.record_error(&message)?;
+                tracing::warn!(attempt = failures, "upload failed: {message}");
+                if failures >= config.max_attempts {
+                    report.error = Some(message);
+                    break;
+                }
+                tokio::time::sleep(backoff(config, failures)).await;
+            }
+        }
+    }
+    report.remaining = store.status()?.pending;
+    Ok(report)
+}
+
+async fn send(
+    store: &mut Store,
+    pending: &[(String, String)],
+    config: &UploadConfig,
+    engine: &EngineConfig,
+    tls: &TlsContext,
+    report: &mut UploadReport,
+) -> Result<(), Attempt> {
+    let mut body = String::new();
+    for (_, line) in pending {
+        body.push_str(line);
+        body.push('\n');
+    }
+    let url = config
+        .aggregator
+        .join("api/v1/measurements")
+        .map_err(|e| Attempt::Transport(e.to_string()))?;
+    let post = client::Post {
+        url: &url,
+        body: body.into_bytes(),
+        content_type: "application/x-ndjson",
+        accept: "application/json",
+        timeout: config.timeout,
+        body_cap: 4 << 20,
+    };
+    let reply = client::post(post, engine, tls, &Trace::new())
+        .await
+        .map_err(|e| Attempt::Transport(format!("{}: {e}", e.failure())))?;
+    if reply.status != 200 {
+        return Err(Attempt::Status(reply.status));
+    }
+    let answer: Answer =
+        serde_json::from_slice(&reply.body).map_err(|e| Attempt::Answer(e.to_string()))?;
+    let mut outcomes = Vec::new();
+    for line in answer.results {
+        let Some(id) = line.id else { continue };
+        if !pending.iter().any(|(p, _)| *p == id) {
+            continue;
+        }
+        let state = match line.status.as_str() {
+            "accepted" => {
+                report.accepted += 1;
+                "accepted"
+            }
+            "duplicate" => {
+                report.duplicate += 1;
+                "duplicate"
+            }
+            "rejected" => {
+                report.rejected += 1;
+                "rejected"
+            }
+            other => return Err(Attempt::Answer(format!("unknown status {other:?}"))),
+        };
+        outcomes.push((id, state.to_string(), line.reason));
+    }
+    if outcomes.is_empty() {
+        return Err(Attempt::Answer("no outcome for any line sent".into()));
+    }
+    store.record_outcomes(&outcomes)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let mut c = UploadConfig::new(Url::parse("http://127.0.0.1/").expect("url"));
+        c.backoff = Duration::from_secs(1);
+        c.max_backoff = Duration::from_secs(10);
+        for (n, base) in [(1, 1.0), (2, 2.0), (3, 4.0), (5, 10.0), (30, 10.0)] {
+            let d = backoff(&c, n).as_secs_f64();
+            assert!((base * 0.5..=base * 1.5).contains(&d), "attempt {n}: {d}");
+        }
+    }
+}
