@@ -348,3 +348,115 @@ async fn upload_survives_refusal_errors_and_stalls() {
         "500 and the stall were retried"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_go_through_a_socks5_proxy_and_whoami_locates_the_probe() {
+    let dir = tempdir("socks");
+    let data = dir.join("data");
+    let site = HttpFixture::fixed(Response::html("<title>ok</title>")).await;
+    let urls: Vec<String> = (0..3)
+        .map(|i| format!("http://127.0.0.1:{}/{i}", site.addr.port()))
+        .collect();
+    let list = dir.join("list.csv");
+    write_list(&list, &urls);
+    let ingest = Ingest::default();
+    let server = ingest.serve(SocketAddr::from(([127, 0, 0, 1], 0))).await;
+    let proxy = vantage_fixtures::socks::Socks5Proxy::start().await;
+
+    // Without a proxy, the aggregator's whoami says where the probe is; uploads go direct.
+    let out = tokio::task::spawn_blocking({
+        let (data, list) = (data.clone(), list.clone());
+        move || {
+            vantage_cmd(&data)
+                .args(["run", "--yes", "--json", "--list"])
+                .arg(&list)
+                .args(["--aggregator", &format!("http://{server}/")])
+                .output()
+                .expect("run")
+        }
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first: Value = serde_json::from_str(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .expect("a result"),
+    )
+    .expect("json");
+    assert_eq!(first["probe_cc"], "IT", "from whoami");
+    let id = first["id"].as_str().expect("id").to_string();
+    let show = vantage_cmd(&data)
+        .args(["results", "show", &id])
+        .output()
+        .expect("show");
+    let envelope = String::from_utf8(show.stdout).expect("utf-8");
+    let m: Value = serde_json::from_str(
+        vantage_probe::envelope::verify(envelope.trim())
+            .expect("verify")
+            .measurement,
+    )
+    .expect("measurement");
+    assert_eq!(
+        (m["probe_cc"].as_str(), m["probe_asn"].as_str()),
+        (Some("IT"), Some("AS3269"))
+    );
+    assert_eq!(m["probe_ip"], "127.0.0.1");
+    assert_eq!(ingest.received.lock().expect("lock").len(), 3);
+    assert!(proxy.connects.lock().expect("lock").is_empty());
+
+    // Through the proxy: the upload arrives, the proxy saw the aggregator's name, and the run
+    // does not ask whoami (it would locate the proxy), so the pinned values are used.
+    let out = tokio::task::spawn_blocking({
+        let (data, list) = (data.clone(), list.clone());
+        let proxy = proxy.addr.to_string();
+        move || {
+            vantage_cmd(&data)
+                .args([
+                    "run",
+                    "--yes",
+                    "--json",
+                    "--probe-cc",
+                    "DE",
+                    "--probe-asn",
+                    "AS3320",
+                    "--list",
+                ])
+                .arg(&list)
+                .args([
+                    "--aggregator",
+                    &format!("http://{server}/"),
+                    "--socks5",
+                    &proxy,
+                ])
+                .output()
+                .expect("run")
+        }
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: Value = serde_json::from_str(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .expect("a result"),
+    )
+    .expect("json");
+    assert_eq!(line["probe_cc"], "DE");
+    assert_eq!(ingest.received.lock().expect("lock").len(), 6);
+    assert_eq!(
+        proxy.connects.lock().expect("lock").clone(),
+        vec![server.to_string()],
+        "one upload, through the proxy"
+    );
+}

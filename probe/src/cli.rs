@@ -106,6 +106,10 @@ pub struct RunArgs {
     #[arg(long)]
     no_upload: bool,
 
+    /// Upload through this SOCKS5 proxy, e.g. Tor at 127.0.0.1:9050. Measurements never use it.
+    #[arg(long, value_name = "IP:PORT", env = "VANTAGE_SOCKS5")]
+    socks5: Option<SocketAddr>,
+
     /// Print one JSON result per line instead of the summary.
     #[arg(long)]
     json: bool,
@@ -114,12 +118,14 @@ pub struct RunArgs {
     #[arg(long)]
     yes: bool,
 
-    /// Country code to write into measurements (default ZZ, unknown).
-    #[arg(long, value_name = "CC")]
+    /// Country code to write into measurements. Default: asked of the aggregator (whoami), else
+    /// ZZ (unknown).
+    #[arg(long, value_name = "CC", env = "VANTAGE_PROBE_CC")]
     probe_cc: Option<String>,
 
-    /// Network to write into measurements, e.g. AS3269 (default AS0, unknown).
-    #[arg(long, value_name = "ASN")]
+    /// Network to write into measurements, e.g. AS3269. Default: asked of the aggregator
+    /// (whoami), else AS0 (unknown).
+    #[arg(long, value_name = "ASN", env = "VANTAGE_PROBE_ASN")]
     probe_asn: Option<String>,
 
     #[command(flatten)]
@@ -150,6 +156,10 @@ pub struct UploadArgs {
     /// Extra trusted CA certificates (PEM) for the aggregator.
     #[arg(long, value_name = "PEM")]
     ca_file: Option<PathBuf>,
+
+    /// Upload through this SOCKS5 proxy, e.g. Tor at 127.0.0.1:9050.
+    #[arg(long, value_name = "IP:PORT", env = "VANTAGE_SOCKS5")]
+    socks5: Option<SocketAddr>,
 
     #[command(flatten)]
     data: DataArgs,
@@ -408,8 +418,8 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let entries = list_for(&args, &dir)?;
     let (engine, resolvers, tls) = args.engine.plan()?;
     let aggregator = args.aggregator.as_deref().map(aggregator_url).transpose()?;
-    let probe_cc: CountryCode = args.probe_cc.as_deref().unwrap_or("ZZ").parse()?;
-    let probe_asn: Asn = args.probe_asn.as_deref().unwrap_or("AS0").parse()?;
+    let pinned_cc: Option<CountryCode> = args.probe_cc.as_deref().map(str::parse).transpose()?;
+    let pinned_asn: Option<Asn> = args.probe_asn.as_deref().map(str::parse).transpose()?;
     if args.concurrency == 0 || args.concurrency > 256 {
         bail!("--concurrency must be between 1 and 256");
     }
@@ -420,6 +430,15 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     consent(&dir, args.yes)?;
     let (identity, _) = Identity::load_or_create(&dir.join("identity.key"))?;
     let mut store = open_store(&dir)?;
+    let (probe_cc, probe_asn) = locate(
+        pinned_cc,
+        pinned_asn,
+        aggregator.as_ref(),
+        args.socks5.is_some(),
+        &engine,
+        &tls,
+    )
+    .await;
     let plan = RunPlan {
         entries,
         concurrency: args.concurrency,
@@ -452,11 +471,13 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     .await?;
     bar.finish_and_clear();
     if !json {
-        print_summary(&finished, started.elapsed(), &dir);
+        print_summary(&finished, started.elapsed(), &dir, aggregator.is_some());
     }
 
     if let (Some(url), false) = (aggregator, args.no_upload) {
-        let report = upload_outbox(&mut store, &UploadConfig::new(url), &engine, &tls).await?;
+        let mut config = UploadConfig::new(url);
+        config.socks5 = args.socks5;
+        let report = upload_outbox(&mut store, &config, &engine, &tls).await?;
         if !json {
             println!(
                 "Uploaded {} results ({} already there, {} refused); {} waiting.",
@@ -470,7 +491,44 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_summary(finished: &[Finished], took: Duration, dir: &Path) {
+/// Country and network for measurements: pinned values first, then the aggregator's whoami
+/// (not through a proxy, which would locate the proxy), else unknown (`ZZ`, `AS0`).
+async fn locate(
+    cc: Option<CountryCode>,
+    asn: Option<Asn>,
+    aggregator: Option<&Url>,
+    proxied: bool,
+    engine: &EngineConfig,
+    tls: &TlsContext,
+) -> (CountryCode, Asn) {
+    if let (Some(cc), Some(asn)) = (cc, asn) {
+        return (cc, asn);
+    }
+    let asked = match aggregator {
+        Some(_) if proxied => {
+            eprintln!(
+                "note: uploads go through a proxy, so the aggregator cannot tell where you are; \
+                 pin --probe-cc and --probe-asn"
+            );
+            None
+        }
+        Some(url) => match vantage_probe::upload::whoami(url, engine, tls).await {
+            Ok(w) => Some(w),
+            Err(e) => {
+                eprintln!("note: cannot ask the aggregator where you are ({e}); using unknown");
+                None
+            }
+        },
+        None => None,
+    };
+    (
+        cc.or(asked.as_ref().map(|w| w.probe_cc))
+            .unwrap_or(CountryCode::UNKNOWN),
+        asn.or(asked.map(|w| w.probe_asn)).unwrap_or_default(),
+    )
+}
+
+fn print_summary(finished: &[Finished], took: Duration, dir: &Path, controlled: bool) {
     let mut accessible = 0;
     let mut down = 0;
     let mut unknown = 0;
@@ -512,7 +570,15 @@ fn print_summary(finished: &[Finished], took: Duration, dir: &Path) {
         }
     }
     if unknown > 0 {
-        println!("Undetermined results have no control measurement: use --aggregator to get one.");
+        if controlled {
+            println!(
+                "Undetermined results have no control: the aggregator's test helper did not answer."
+            );
+        } else {
+            println!(
+                "Undetermined results have no control measurement: use --aggregator to get one."
+            );
+        }
     }
     println!("Results are stored in {}.", dir.display());
 }
@@ -523,6 +589,7 @@ pub async fn upload(args: UploadArgs) -> Result<ExitCode> {
     config.timeout = Duration::from_secs(args.timeout.max(1));
     config.max_attempts = args.max_attempts.max(1);
     config.backoff = Duration::from_millis(args.retry_base_ms.max(1));
+    config.socks5 = args.socks5;
     let tls = tls_context(args.ca_file.as_deref())?;
     let mut store = open_store(&dir)?;
     let report = upload_outbox(&mut store, &config, &EngineConfig::default(), &tls).await?;

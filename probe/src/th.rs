@@ -332,15 +332,10 @@ pub async fn call(
 ) -> Result<ControlResponse, String> {
     let body = serde_json::to_vec(request).map_err(|e| format!("unknown_failure: {e}"))?;
     let trace = Trace::new();
-    let post = client::Post {
-        url: helper,
-        body,
-        content_type: "application/json",
-        accept: "application/json",
-        timeout: CALL_TIMEOUT,
-        body_cap: 16 << 20,
-    };
-    let reply = client::post(post, config, tls_ctx, &trace)
+    let mut call = client::Call::post(helper, body, "application/json", "application/json");
+    call.timeout = CALL_TIMEOUT;
+    call.body_cap = 16 << 20;
+    let reply = client::send(call, config, tls_ctx, &trace)
         .await
         .map_err(|e| e.failure().to_string())?;
     if reply.status != 200 {

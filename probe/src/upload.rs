@@ -20,6 +20,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::engine::{EngineConfig, TlsContext, Trace, client};
+use crate::ooni::{Asn, CountryCode};
 use crate::store::{Store, StoreError};
 
 /// How to upload.
@@ -37,6 +38,8 @@ pub struct UploadConfig {
     pub backoff: Duration,
     /// Largest backoff.
     pub max_backoff: Duration,
+    /// SOCKS5 proxy for uploads (e.g. Tor at 127.0.0.1:9050).
+    pub socks5: Option<std::net::SocketAddr>,
 }
 
 impl UploadConfig {
@@ -49,6 +52,7 @@ impl UploadConfig {
             max_attempts: 8,
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(60),
+            socks5: None,
         }
     }
 }
@@ -161,15 +165,16 @@ async fn send(
         .aggregator
         .join("api/v1/measurements")
         .map_err(|e| Attempt::Transport(e.to_string()))?;
-    let post = client::Post {
-        url: &url,
-        body: body.into_bytes(),
-        content_type: "application/x-ndjson",
-        accept: "application/json",
-        timeout: config.timeout,
-        body_cap: 4 << 20,
-    };
-    let reply = client::post(post, engine, tls, &Trace::new())
+    let mut call = client::Call::post(
+        &url,
+        body.into_bytes(),
+        "application/x-ndjson",
+        "application/json",
+    );
+    call.timeout = config.timeout;
+    call.body_cap = 4 << 20;
+    call.socks5 = config.socks5;
+    let reply = client::send(call, engine, tls, &Trace::new())
         .await
         .map_err(|e| Attempt::Transport(format!("{}: {e}", e.failure())))?;
     if reply.status != 200 {
@@ -205,6 +210,37 @@ async fn send(
     }
     store.record_outcomes(&outcomes)?;
     Ok(())
+}
+
+/// What `GET /api/v1/whoami` answers: the caller's network and country, which the aggregator
+/// looks up from the connection's address and then forgets.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct WhoAmI {
+    /// `AS<n>`.
+    pub probe_asn: Asn,
+    /// Two letters.
+    pub probe_cc: CountryCode,
+}
+
+/// Asks the aggregator where this probe is. Never through a proxy: that would locate the proxy.
+pub async fn whoami(
+    aggregator: &Url,
+    engine: &EngineConfig,
+    tls: &TlsContext,
+) -> Result<WhoAmI, String> {
+    let url = aggregator
+        .join("api/v1/whoami")
+        .map_err(|e| e.to_string())?;
+    let mut call = client::Call::get(&url, "application/json");
+    call.timeout = engine.timeouts.http;
+    call.body_cap = 64 * 1024;
+    let reply = client::send(call, engine, tls, &Trace::new())
+        .await
+        .map_err(|e| e.failure().to_string())?;
+    if reply.status != 200 {
+        return Err(format!("aggregator answered HTTP {}", reply.status));
+    }
+    serde_json::from_slice(&reply.body).map_err(|e| format!("unexpected whoami answer: {e}"))
 }
 
 #[cfg(test)]

@@ -538,15 +538,15 @@ async fn doh_round_trip(
         server: url.to_string(),
         reason: e.to_string(),
     })?;
-    let post = client::Post {
+    let mut call = client::Call::post(
         url,
-        body: wire,
-        content_type: "application/dns-message",
-        accept: "application/dns-message",
-        timeout: config.timeouts.dns,
-        body_cap: 64 * 1024,
-    };
-    let reply = client::post(post, config, tls_ctx, trace).await?;
+        wire,
+        "application/dns-message",
+        "application/dns-message",
+    );
+    call.timeout = config.timeouts.dns;
+    call.body_cap = 64 * 1024;
+    let reply = client::send(call, config, tls_ctx, trace).await?;
     if reply.status != 200 {
         return Err(StepError::DnsMalformed {
             server: url.to_string(),
