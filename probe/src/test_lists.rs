@@ -108,18 +108,9 @@ impl TestList {
                 + 1,
         })?;
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let mut reader = csv::ReaderBuilder::new()
-            .flexible(true)
-            .from_reader(text.as_bytes());
-        let header_ok = reader
-            .headers()
-            .map(|h| h.iter().map(str::trim).eq(HEADER.iter().copied()))
-            .unwrap_or(false);
-        if !header_ok {
-            return Err(ListError::Header {
-                file: file.to_string(),
-            });
-        }
+        let mut reader = with_header(text, &HEADER).ok_or_else(|| ListError::Header {
+            file: file.to_string(),
+        })?;
         let mut list = TestList::default();
         let mut problems = Vec::new();
         for record in reader.records() {
@@ -174,6 +165,19 @@ impl TestList {
             .cloned()
             .collect()
     }
+}
+
+/// A CSV reader over `text` if its first line is exactly `header` (fields trimmed); rows may
+/// have other lengths, so the caller can report them rather than fail the file. Shared by the
+/// test-list and fingerprint readers, which both refuse a file of another kind outright.
+pub(crate) fn with_header<'a>(text: &'a str, header: &[&str]) -> Option<csv::Reader<&'a [u8]>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let ok = reader
+        .headers()
+        .is_ok_and(|h| h.iter().map(str::trim).eq(header.iter().copied()));
+    ok.then_some(reader)
 }
 
 /// Whether a list URL can be measured: http or https with a host.

@@ -175,16 +175,8 @@ impl Fingerprints {
         file: &str,
         text: &str,
     ) -> Result<(Fingerprints, Vec<FingerprintError>), FingerprintError> {
-        let mut reader = csv::ReaderBuilder::new()
-            .flexible(true)
-            .from_reader(text.as_bytes());
-        let header_ok = reader
-            .headers()
-            .map(|h| h.iter().map(str::trim).eq(HEADER.iter().copied()))
-            .unwrap_or(false);
-        if !header_ok {
-            return Err(FingerprintError::Header { file: file.into() });
-        }
+        let mut reader = crate::test_lists::with_header(text, &HEADER)
+            .ok_or_else(|| FingerprintError::Header { file: file.into() })?;
         let mut set = Fingerprints::default();
         let mut errors = Vec::new();
         for record in reader.records() {
