@@ -6,5 +6,8 @@
 
 #![warn(missing_docs)]
 
+pub mod db;
+pub mod geo;
+pub mod ingest;
 pub mod score;
 pub mod server;

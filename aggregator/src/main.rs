@@ -8,8 +8,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use std::sync::Arc;
 use vantage_aggregator::score::{score_text, write_summary};
-use vantage_aggregator::server::{AppState, router};
+
+use vantage_aggregator::db::{KeyState, Sqlite, Storage};
+use vantage_aggregator::geo::Prefixes;
+use vantage_aggregator::ingest::IngestConfig;
+use vantage_aggregator::server::{AppState, SearchParams, router};
 use vantage_probe::engine::{Resolver, TlsContext};
 use vantage_probe::th::HelperConfig;
 use vantage_probe::verdict::fingerprints::Fingerprints;
@@ -26,8 +31,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the server: for now the test helper (POST /api/v1/th) and GET /api/v1/health.
+    /// Run the server: ingest (POST /api/v1/measurements), the researcher API
+    /// (GET /api/v1/measurements[/{id}]), whoami, the test helper (POST /api/v1/th), health.
     Serve(ServeArgs),
+    /// Search stored measurements, with the same filters as GET /api/v1/measurements.
+    Query(QueryArgs),
+    /// List, allow or revoke probe keys.
+    Keys(KeysArgs),
     /// Score OONI web_connectivity measurements (JSONL or one JSON document) and print one
     /// verdict per line: blocking, accessible, dns_consistency, confirmed, fingerprints, the
     /// rule set version, and OONI's own verdict from the input for comparison.
@@ -36,6 +46,22 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
+    /// The database file (SQLite), created if missing.
+    #[arg(long, value_name = "FILE")]
+    db: PathBuf,
+
+    /// A CSV of `prefix,asn,cc` lines for whoami; without it whoami answers AS0 and ZZ.
+    #[arg(long, value_name = "FILE")]
+    prefixes: Option<PathBuf>,
+
+    /// Refuse measurements from keys not allowed with `keys allow` (default: trust on first use).
+    #[arg(long)]
+    require_enrolment: bool,
+
+    /// Largest upload body in MiB, after decompression (413 beyond it).
+    #[arg(long, value_name = "MIB", default_value_t = 128)]
+    max_body_mib: usize,
+
     /// Address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -60,6 +86,68 @@ struct ServeArgs {
     /// The test helper's deadline in seconds for each connect, handshake and HTTP exchange.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     th_timeout: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct QueryArgs {
+    /// The database file.
+    #[arg(long, value_name = "FILE")]
+    db: PathBuf,
+    /// Country code.
+    #[arg(long)]
+    cc: Option<String>,
+    /// Network, e.g. AS3269.
+    #[arg(long)]
+    asn: Option<String>,
+    /// Test name, e.g. web_connectivity.
+    #[arg(long)]
+    test_name: Option<String>,
+    /// Host name of the measured URL.
+    #[arg(long)]
+    domain: Option<String>,
+    /// Exact URL.
+    #[arg(long)]
+    input: Option<String>,
+    /// Blocking: false, dns, tcp_ip, tls, http-failure, http-diff.
+    #[arg(long)]
+    blocking: Option<String>,
+    /// Only confirmed (true) or unconfirmed (false) verdicts.
+    #[arg(long)]
+    confirmed: Option<bool>,
+    /// Measured at or after, `YYYY-MM-DD[ HH:MM:SS]`.
+    #[arg(long)]
+    since: Option<String>,
+    /// Measured before, `YYYY-MM-DD[ HH:MM:SS]`.
+    #[arg(long)]
+    until: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+}
+
+#[derive(Debug, clap::Args)]
+struct KeysArgs {
+    /// The database file.
+    #[arg(long, value_name = "FILE", global = true)]
+    db: Option<PathBuf>,
+    #[command(subcommand)]
+    command: KeysCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Every key seen or allowed, with its state.
+    List,
+    /// Trust a key (needed with --require-enrolment).
+    Allow {
+        /// The base64 public key, as `vantage id` prints it.
+        key: String,
+    },
+    /// Refuse a key's later submissions.
+    Revoke {
+        /// The base64 public key.
+        key: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -146,19 +234,88 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Some(p) => TlsContext::load_pem(p)?,
         None => Vec::new(),
     };
-    let state = AppState::new(helper, TlsContext::new(roots)?);
+    let storage = Arc::new(Sqlite::open(&args.db)?);
+    let prefixes = match &args.prefixes {
+        Some(p) => Prefixes::load(p)?,
+        None => Prefixes::default(),
+    };
+    let ingest = IngestConfig {
+        require_enrolment: args.require_enrolment,
+        max_body_bytes: args.max_body_mib.max(1) << 20,
+        ..IngestConfig::default()
+    };
+    let state = AppState::new(helper, TlsContext::new(roots)?, storage, ingest, prefixes);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr()?;
     println!("vantage-aggregator listening on http://{local}");
     std::io::stdout().flush()?;
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server failed")?;
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("server failed")?;
     eprintln!("vantage-aggregator: stopped");
     Ok(())
+}
+
+fn query(args: &QueryArgs) -> Result<ExitCode> {
+    let params = SearchParams {
+        cc: args.cc.clone(),
+        asn: args.asn.clone(),
+        test_name: args.test_name.clone(),
+        domain: args.domain.clone(),
+        input: args.input.clone(),
+        blocking: args.blocking.clone(),
+        confirmed: args.confirmed,
+        since: args.since.clone(),
+        until: args.until.clone(),
+        cursor: None,
+        limit: Some(args.limit),
+    };
+    let mut q = params.to_query().map_err(anyhow::Error::msg)?;
+    q.limit = args.limit.max(1);
+    if !args.db.exists() {
+        bail!("no database at {}", args.db.display());
+    }
+    let db = Sqlite::open(&args.db)?;
+    let mut out = std::io::stdout().lock();
+    for row in db.query(&q)? {
+        writeln!(out, "{}", serde_json::to_string(&row)?)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn keys(args: &KeysArgs) -> Result<ExitCode> {
+    let path = args.db.as_ref().context("--db FILE is required")?;
+    let db = Sqlite::open(path)?;
+    let valid = |key: &str| -> Result<()> {
+        if vantage_probe::envelope::parse_public_key(key).is_none() {
+            bail!("{key:?} is not a base64 Ed25519 public key");
+        }
+        Ok(())
+    };
+    match &args.command {
+        KeysCommand::List => {
+            for (key, state) in db.keys()? {
+                println!("{key} {state}");
+            }
+        }
+        KeysCommand::Allow { key } => {
+            valid(key)?;
+            db.set_key(key, KeyState::Trusted)?;
+            println!("allowed {key}");
+        }
+        KeysCommand::Revoke { key } => {
+            valid(key)?;
+            db.set_key(key, KeyState::Revoked)?;
+            println!("revoked {key}: its later submissions will be refused");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn shutdown_signal() {
@@ -181,6 +338,8 @@ fn main() -> ExitCode {
     vantage_probe::init_logging();
     let result = match cli.command {
         Command::Score(args) => score(&args),
+        Command::Query(args) => query(&args),
+        Command::Keys(args) => keys(&args),
         Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

@@ -1,48 +1,84 @@
-//! The aggregator's HTTP server. For now: the test helper at `POST /api/v1/th` and a health
-//! check; ingest and the researcher API come later (DESIGN "Aggregator").
+//! The aggregator's HTTP server: ingest, the researcher API, whoami, the test helper, health.
+//!
+//! The caller's IP address is used by whoami for one lookup and dropped; no handler logs it and
+//! no table stores it.
 
+use std::io::Read;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query as QueryParams, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use serde::Deserialize;
 use serde_json::json;
 use vantage_probe::engine::TlsContext;
 use vantage_probe::ooni::ControlRequest;
 use vantage_probe::th::{HelperConfig, answer};
+use vantage_probe::verdict::fingerprints::Fingerprints;
+
+use crate::db::{Query, Storage};
+use crate::geo::Prefixes;
+use crate::ingest::{IngestConfig, ingest};
 
 /// OONI's helper accepts bodies up to 1<<24 bytes; a THRequest is a few hundred bytes, so we
 /// allow far less.
 pub const TH_BODY_LIMIT_BYTES: usize = 64 * 1024;
 
+/// Largest page of the researcher API.
+pub const MAX_PAGE: usize = 1000;
+
 /// Shared state of the handlers.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AppState {
     helper: Arc<HelperConfig>,
     tls: TlsContext,
+    storage: Arc<dyn Storage>,
+    ingest: Arc<IngestConfig>,
+    fingerprints: Arc<Fingerprints>,
+    prefixes: Arc<Prefixes>,
 }
 
 impl AppState {
-    /// State for a server whose test helper measures with `helper`, trusting `tls`'s roots.
-    pub fn new(helper: HelperConfig, tls: TlsContext) -> Self {
+    /// State for a server storing into `storage`, whose test helper measures with `helper`.
+    pub fn new(
+        helper: HelperConfig,
+        tls: TlsContext,
+        storage: Arc<dyn Storage>,
+        ingest: IngestConfig,
+        prefixes: Prefixes,
+    ) -> Self {
         AppState {
             helper: Arc::new(helper),
             tls,
+            storage,
+            ingest: Arc::new(ingest),
+            fingerprints: Arc::new(Fingerprints::builtin()),
+            prefixes: Arc::new(prefixes),
         }
     }
 }
 
-/// The routes.
+/// The routes. Serve with `into_make_service_with_connect_info::<SocketAddr>()` for whoami.
 pub fn router(state: AppState) -> Router {
+    let body_limit = state.ingest.max_body_bytes;
     Router::new()
         .route("/api/v1/health", get(health))
+        .route("/api/v1/whoami", get(whoami))
         .route(
             "/api/v1/th",
             post(test_helper).layer(DefaultBodyLimit::max(TH_BODY_LIMIT_BYTES)),
         )
+        .route(
+            "/api/v1/measurements",
+            post(upload)
+                .layer(DefaultBodyLimit::max(body_limit))
+                .get(search),
+        )
+        .route("/api/v1/measurements/{id}", get(by_id))
         .with_state(state)
 }
 
@@ -65,5 +101,172 @@ async fn test_helper(State(state): State<AppState>, body: Bytes) -> Response {
     match answer(&request, &state.helper, &state.tls).await {
         Ok(response) => axum::Json(response).into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+/// `GET /api/v1/whoami`: the caller's network and country; the address is not kept.
+async fn whoami(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    let (asn, cc) = state.prefixes.lookup(peer.ip());
+    axum::Json(json!({"probe_asn": format!("AS{asn}"), "probe_cc": cc})).into_response()
+}
+
+/// Decompresses a gzip body, refusing more than the limit of output.
+fn body_text(
+    headers: &HeaderMap,
+    body: &Bytes,
+    limit: usize,
+) -> Result<String, (StatusCode, String)> {
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    let bytes = if gzip {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .take(u64::try_from(limit).unwrap_or(u64::MAX) + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad gzip body: {e}")))?;
+        if out.len() > limit {
+            return Err((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body larger than {limit} bytes once decompressed"),
+            ));
+        }
+        out
+    } else {
+        body.to_vec()
+    };
+    String::from_utf8(bytes)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("body is not UTF-8: {e}")))
+}
+
+/// `POST /api/v1/measurements`: signed JSONL in, one outcome per line out.
+async fn upload(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let text = match body_text(&headers, &body, state.ingest.max_body_bytes) {
+        Ok(t) => t,
+        Err((status, message)) => return error(status, message),
+    };
+    let result = tokio::task::spawn_blocking(move || {
+        ingest(
+            state.storage.as_ref(),
+            &text,
+            &state.ingest,
+            &state.fingerprints,
+        )
+    })
+    .await;
+    match result {
+        Ok(Ok(results)) => axum::Json(json!({ "results": results })).into_response(),
+        Ok(Err(e)) => {
+            tracing::error!("ingest failed: {e}");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage unavailable, retry later".into(),
+            )
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Filters of `GET /api/v1/measurements`.
+#[derive(Debug, Default, Deserialize)]
+pub struct SearchParams {
+    /// Country.
+    pub cc: Option<String>,
+    /// `AS<n>` or `<n>`.
+    pub asn: Option<String>,
+    /// Test name.
+    pub test_name: Option<String>,
+    /// Host.
+    pub domain: Option<String>,
+    /// Exact URL.
+    pub input: Option<String>,
+    /// `false`, `dns`, `tcp_ip`, `tls`, `http-failure`, `http-diff`, or `null`.
+    pub blocking: Option<String>,
+    /// `true` or `false`.
+    pub confirmed: Option<bool>,
+    /// `YYYY-MM-DD[ HH:MM:SS]`.
+    pub since: Option<String>,
+    /// `YYYY-MM-DD[ HH:MM:SS]`.
+    pub until: Option<String>,
+    /// The `next` value of the previous page.
+    pub cursor: Option<String>,
+    /// Page size, at most [`MAX_PAGE`].
+    pub limit: Option<usize>,
+}
+
+impl SearchParams {
+    /// The storage query these filters mean.
+    pub fn to_query(&self) -> Result<Query, String> {
+        let asn = match &self.asn {
+            Some(a) => Some(
+                a.trim_start_matches("AS")
+                    .trim_start_matches("as")
+                    .parse::<u32>()
+                    .map_err(|_| format!("asn {a:?} is not AS<number>"))?,
+            ),
+            None => None,
+        };
+        let blocking = self.blocking.as_deref().map(|b| match b {
+            "false" => "false".to_string(),
+            other => format!("\"{other}\""),
+        });
+        Ok(Query {
+            cc: self.cc.clone(),
+            asn,
+            test_name: self.test_name.clone(),
+            domain: self.domain.clone(),
+            input: self.input.clone(),
+            blocking,
+            confirmed: self.confirmed,
+            since: self.since.clone(),
+            until: self.until.clone(),
+            after: self.cursor.clone(),
+            limit: self.limit.unwrap_or(100).clamp(1, MAX_PAGE),
+        })
+    }
+}
+
+/// `GET /api/v1/measurements`: filtered, cursor-paginated.
+async fn search(
+    State(state): State<AppState>,
+    QueryParams(params): QueryParams<SearchParams>,
+) -> Response {
+    let query = match params.to_query() {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let limit = query.limit;
+    let result = tokio::task::spawn_blocking(move || state.storage.query(&query)).await;
+    match result {
+        Ok(Ok(rows)) => {
+            let next = (rows.len() == limit)
+                .then(|| rows.last().map(|r| r.id.clone()))
+                .flatten();
+            axum::Json(json!({ "results": rows, "next": next })).into_response()
+        }
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `GET /api/v1/measurements/{id}`: the raw signed envelope, byte for byte, so anyone can
+/// verify it.
+async fn by_id(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return error(StatusCode::BAD_REQUEST, "an id is 64 hex digits".into());
+    }
+    match tokio::task::spawn_blocking(move || state.storage.envelope(&id)).await {
+        Ok(Ok(Some(envelope))) => (
+            [(header::CONTENT_TYPE, "application/x-ndjson")],
+            format!("{envelope}\n"),
+        )
+            .into_response(),
+        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "no such measurement".into()),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

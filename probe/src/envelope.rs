@@ -185,6 +185,14 @@ struct Wire<'a> {
     measurement: &'a RawValue,
 }
 
+/// The Ed25519 public key in `b64`, if it is one (and not a weak one).
+pub fn parse_public_key(b64: &str) -> Option<VerifyingKey> {
+    let bytes: [u8; 32] = B64.decode(b64).ok()?.try_into().ok()?;
+    VerifyingKey::from_bytes(&bytes)
+        .ok()
+        .filter(|k| !k.is_weak())
+}
+
 /// Checks one envelope line: its shape, then the signature over the raw measurement bytes.
 pub fn verify(line: &str) -> Result<Verified<'_>, EnvelopeError> {
     let wire: Wire<'_> =

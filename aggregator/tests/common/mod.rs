@@ -79,6 +79,12 @@ impl Drop for Server {
 
 /// Starts `vantage-aggregator serve` with its helper connecting from 127.0.0.2.
 pub fn start_aggregator(ca: &Path) -> Server {
+    let db = ca.with_file_name("aggregator.db");
+    start_aggregator_with(ca, &db, &[])
+}
+
+/// Starts `vantage-aggregator serve` on `db`, with extra arguments.
+pub fn start_aggregator_with(ca: &Path, db: &Path, extra: &[&str]) -> Server {
     let mut child = Command::new(AGGREGATOR)
         .args([
             "serve",
@@ -89,6 +95,9 @@ pub fn start_aggregator(ca: &Path) -> Server {
         ])
         .args(["--th-allow-private", "--th-timeout", "3", "--ca-file"])
         .arg(ca)
+        .arg("--db")
+        .arg(db)
+        .args(extra)
         .stdout(Stdio::piped())
         .spawn()
         .expect("start vantage-aggregator");

@@ -1,0 +1,416 @@
+//! The aggregator's storage: measurements (the signed envelope kept byte for byte, plus the
+//! columns researchers filter on and the stored verdict) and probe keys.
+//!
+//! [`Storage`] is the interface the server uses; [`Sqlite`] implements it with one embedded file
+//! (bundled SQLite, WAL, numbered migrations), so one binary is enough to start. A server database
+//! can implement the same trait later. No table holds an IP address.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use serde::Serialize;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: measurements and keys.
+    "CREATE TABLE measurements (
+        id TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        probe_key TEXT,
+        probe_cc TEXT NOT NULL,
+        probe_asn INTEGER NOT NULL,
+        test_name TEXT NOT NULL,
+        input TEXT,
+        domain TEXT,
+        measured_at TEXT NOT NULL,
+        received_at INTEGER NOT NULL,
+        blocking TEXT,
+        accessible INTEGER,
+        confirmed INTEGER NOT NULL DEFAULT 0,
+        rule_set TEXT,
+        verdict TEXT,
+        envelope TEXT NOT NULL
+    );
+    CREATE INDEX measurements_cc_time ON measurements(probe_cc, measured_at);
+    CREATE INDEX measurements_domain ON measurements(domain, measured_at);
+    CREATE TABLE probe_keys (
+        key TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        first_seen INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL
+    );",
+];
+
+/// Storage errors.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// SQLite refused.
+    #[error("database {path}: {source}")]
+    Sqlite {
+        /// The file.
+        path: String,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// A file from a newer aggregator.
+    #[error("database {path} has schema version {found}, newer than this aggregator ({known})")]
+    TooNew {
+        /// The file.
+        path: String,
+        /// Its version.
+        found: i64,
+        /// Ours.
+        known: i64,
+    },
+}
+
+/// One measurement to store.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// SHA-256 of the measurement bytes.
+    pub id: String,
+    /// `vantage` (signed) or `ooni` (imported, unsigned).
+    pub source: String,
+    /// The signer, for signed measurements.
+    pub probe_key: Option<String>,
+    /// Country.
+    pub probe_cc: String,
+    /// ASN number.
+    pub probe_asn: u32,
+    /// Test name.
+    pub test_name: String,
+    /// URL.
+    pub input: Option<String>,
+    /// Host of the URL, for searching by domain.
+    pub domain: Option<String>,
+    /// `measurement_start_time`.
+    pub measured_at: String,
+    /// Verdict blocking as JSON text.
+    pub blocking: Option<String>,
+    /// Verdict accessible.
+    pub accessible: Option<bool>,
+    /// Whether a fingerprint confirmed it.
+    pub confirmed: bool,
+    /// Rule set version of the verdict.
+    pub rule_set: Option<String>,
+    /// The verdict as JSON.
+    pub verdict: Option<String>,
+    /// The envelope line (or the raw OONI measurement).
+    pub envelope: String,
+}
+
+/// A probe key's standing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// Accepted.
+    Trusted,
+    /// Refused from now on.
+    Revoked,
+}
+
+impl KeyState {
+    fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Trusted => "trusted",
+            KeyState::Revoked => "revoked",
+        }
+    }
+}
+
+/// Filters of the researcher interface.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    /// Country.
+    pub cc: Option<String>,
+    /// ASN number.
+    pub asn: Option<u32>,
+    /// Test name.
+    pub test_name: Option<String>,
+    /// Host.
+    pub domain: Option<String>,
+    /// Exact URL.
+    pub input: Option<String>,
+    /// Blocking value as JSON text (`false`, `"dns"`, ...).
+    pub blocking: Option<String>,
+    /// Confirmed only, or not.
+    pub confirmed: Option<bool>,
+    /// `measured_at >= since`.
+    pub since: Option<String>,
+    /// `measured_at < until`.
+    pub until: Option<String>,
+    /// Continue after this id (cursor pagination, in id order).
+    pub after: Option<String>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// One row of a query answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Found {
+    /// Measurement id.
+    pub id: String,
+    /// `vantage` or `ooni`.
+    pub source: String,
+    /// Country.
+    pub probe_cc: String,
+    /// `AS<n>`.
+    pub probe_asn: String,
+    /// Test name.
+    pub test_name: String,
+    /// URL.
+    pub input: Option<String>,
+    /// Start time.
+    pub measured_at: String,
+    /// Verdict blocking.
+    pub blocking: Option<serde_json::Value>,
+    /// Verdict accessible.
+    pub accessible: Option<bool>,
+    /// Confirmed by a fingerprint.
+    pub confirmed: bool,
+    /// Rule set version.
+    pub rule_set: Option<String>,
+}
+
+/// What the server needs from storage.
+pub trait Storage: Send + Sync {
+    /// A key's standing, `None` when never seen.
+    fn key_state(&self, key: &str) -> Result<Option<KeyState>, DbError>;
+    /// Records a key's standing (first use, allow, revoke).
+    fn set_key(&self, key: &str, state: KeyState) -> Result<(), DbError>;
+    /// Stores rows in one transaction; returns for each whether it was new (false: duplicate).
+    fn insert(&self, rows: &[Row]) -> Result<Vec<bool>, DbError>;
+    /// The stored envelope of `id`.
+    fn envelope(&self, id: &str) -> Result<Option<String>, DbError>;
+    /// Measurements matching `q`, in id order.
+    fn query(&self, q: &Query) -> Result<Vec<Found>, DbError>;
+    /// Every key with its state.
+    fn keys(&self) -> Result<Vec<(String, String)>, DbError>;
+}
+
+/// SQLite storage.
+#[derive(Debug)]
+pub struct Sqlite {
+    conn: Mutex<Connection>,
+    path: String,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
+}
+
+impl Sqlite {
+    /// Opens or creates the database at `path`.
+    pub fn open(path: &Path) -> Result<Sqlite, DbError> {
+        let display = path.display().to_string();
+        let err = |source| DbError::Sqlite {
+            path: display.clone(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
+        let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+        if version > known {
+            return Err(DbError::TooNew {
+                path: display,
+                found: version,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(version).unwrap_or(0))
+        {
+            let tx = conn.transaction().map_err(err)?;
+            tx.execute_batch(sql).map_err(err)?;
+            tx.pragma_update(
+                None,
+                "user_version",
+                i64::try_from(i + 1).unwrap_or(i64::MAX),
+            )
+            .map_err(err)?;
+            tx.commit().map_err(err)?;
+        }
+        Ok(Sqlite {
+            conn: Mutex::new(conn),
+            path: display,
+        })
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, DbError> {
+        let mut conn = self
+            .conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut conn).map_err(|source| DbError::Sqlite {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+impl Storage for Sqlite {
+    fn key_state(&self, key: &str) -> Result<Option<KeyState>, DbError> {
+        let state: Option<String> = self.with(|c| {
+            c.query_row("SELECT state FROM probe_keys WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()
+        })?;
+        Ok(state.map(|s| {
+            if s == "revoked" {
+                KeyState::Revoked
+            } else {
+                KeyState::Trusted
+            }
+        }))
+    }
+
+    fn set_key(&self, key: &str, state: KeyState) -> Result<(), DbError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO probe_keys (key, state, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT(key) DO UPDATE SET state = excluded.state, last_seen = excluded.last_seen",
+                params![key, state.as_str(), now()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn insert(&self, rows: &[Row]) -> Result<Vec<bool>, DbError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let mut added = Vec::with_capacity(rows.len());
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO measurements (id, source, probe_key, probe_cc, probe_asn,
+                     test_name, input, domain, measured_at, received_at, blocking, accessible,
+                     confirmed, rule_set, verdict, envelope)
+                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
+                )?;
+                let received = now();
+                for r in rows {
+                    let n = stmt.execute(params![
+                        r.id,
+                        r.source,
+                        r.probe_key,
+                        r.probe_cc,
+                        r.probe_asn,
+                        r.test_name,
+                        r.input,
+                        r.domain,
+                        r.measured_at,
+                        received,
+                        r.blocking,
+                        r.accessible,
+                        r.confirmed,
+                        r.rule_set,
+                        r.verdict,
+                        r.envelope
+                    ])?;
+                    added.push(n > 0);
+                }
+            }
+            tx.commit()?;
+            Ok(added)
+        })
+    }
+
+    fn envelope(&self, id: &str) -> Result<Option<String>, DbError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT envelope FROM measurements WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    fn query(&self, q: &Query) -> Result<Vec<Found>, DbError> {
+        let mut sql = String::from(
+            "SELECT id, source, probe_cc, probe_asn, test_name, input, measured_at, blocking,
+             accessible, confirmed, rule_set FROM measurements WHERE 1=1",
+        );
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let mut add = |clause: &str, value: rusqlite::types::Value| {
+            sql.push_str(&format!(" AND {clause} ?{}", args.len() + 1));
+            args.push(value);
+        };
+        use rusqlite::types::Value as V;
+        if let Some(v) = &q.cc {
+            add("probe_cc =", V::Text(v.to_ascii_uppercase()));
+        }
+        if let Some(v) = q.asn {
+            add("probe_asn =", V::Integer(i64::from(v)));
+        }
+        if let Some(v) = &q.test_name {
+            add("test_name =", V::Text(v.clone()));
+        }
+        if let Some(v) = &q.domain {
+            add("domain =", V::Text(v.to_ascii_lowercase()));
+        }
+        if let Some(v) = &q.input {
+            add("input =", V::Text(v.clone()));
+        }
+        if let Some(v) = &q.blocking {
+            add("blocking =", V::Text(v.clone()));
+        }
+        if let Some(v) = q.confirmed {
+            add("confirmed =", V::Integer(i64::from(v)));
+        }
+        if let Some(v) = &q.since {
+            add("measured_at >=", V::Text(v.clone()));
+        }
+        if let Some(v) = &q.until {
+            add("measured_at <", V::Text(v.clone()));
+        }
+        if let Some(v) = &q.after {
+            add("id >", V::Text(v.clone()));
+        }
+        sql.push_str(&format!(" ORDER BY id LIMIT {}", q.limit));
+        self.with(|c| {
+            let mut stmt = c.prepare(&sql)?;
+            stmt.query_map(params_from_iter(args.iter()), |r| {
+                let blocking: Option<String> = r.get(7)?;
+                let asn: i64 = r.get(3)?;
+                Ok(Found {
+                    id: r.get(0)?,
+                    source: r.get(1)?,
+                    probe_cc: r.get(2)?,
+                    probe_asn: format!("AS{asn}"),
+                    test_name: r.get(4)?,
+                    input: r.get(5)?,
+                    measured_at: r.get(6)?,
+                    blocking: blocking.and_then(|b| serde_json::from_str(&b).ok()),
+                    accessible: r.get(8)?,
+                    confirmed: r.get(9)?,
+                    rule_set: r.get(10)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    fn keys(&self) -> Result<Vec<(String, String)>, DbError> {
+        self.with(|c| {
+            let mut stmt =
+                c.prepare("SELECT key, state FROM probe_keys ORDER BY first_seen, key")?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })
+    }
+}

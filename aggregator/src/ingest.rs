@@ -1,0 +1,224 @@
+//! Ingest of signed measurements (DESIGN "Aggregator", Ingest).
+//!
+//! Each line of a JSONL body gets one outcome: `accepted`, `duplicate`, or `rejected` with a
+//! reason. The signature is checked on the line's raw bytes before the measurement is parsed at
+//! all; only then is the key's standing looked up (trust on first use unless enrolment is
+//! required; a revoked key is refused), the measurement parsed, its time checked, and its
+//! verdict computed with the current rules. The accepted lines of a body are stored in one
+//! transaction, each row whole, so a crash never leaves half a measurement.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use url::Url;
+use vantage_probe::envelope::{EnvelopeError, verify};
+use vantage_probe::ooni::{Measurement, WEB_CONNECTIVITY, WebConnectivityMeasurement};
+use vantage_probe::verdict::fingerprints::Fingerprints;
+use vantage_probe::verdict::rules::VANTAGE;
+use vantage_probe::verdict::score;
+
+use crate::db::{DbError, KeyState, Row, Storage};
+
+/// Ingest limits.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Longest accepted line. A web_connectivity measurement is a few KB; a body capped at
+    /// 512 KiB base64-encoded stays under 1 MiB.
+    pub max_line_bytes: usize,
+    /// How far in the future a measurement's start time may be (probe clocks drift).
+    pub clock_skew: Duration,
+    /// Refuse keys the operator has not allowed.
+    pub require_enrolment: bool,
+    /// Largest body, after decompression. 10,000 realistic measurements (about 7 KB each) fit;
+    /// a gzip bomb does not.
+    pub max_body_bytes: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_line_bytes: 1 << 20,
+            clock_skew: Duration::from_secs(3600),
+            require_enrolment: false,
+            max_body_bytes: 128 << 20,
+        }
+    }
+}
+
+/// The answer for one line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LineOutcome {
+    /// 1-based line in the body.
+    pub line: usize,
+    /// The measurement id, when the line was a valid envelope.
+    pub id: Option<String>,
+    /// `accepted`, `duplicate` or `rejected`.
+    pub status: &'static str,
+    /// Why it was rejected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+fn rejected(line: usize, id: Option<String>, reason: String) -> LineOutcome {
+    LineOutcome {
+        line,
+        id,
+        status: "rejected",
+        reason: Some(reason),
+    }
+}
+
+/// Parses OONI's `"YYYY-MM-DD HH:MM:SS"` (UTC).
+fn start_time(text: &str) -> Option<SystemTime> {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    time::PrimitiveDateTime::parse(text, format)
+        .ok()
+        .map(|t| SystemTime::from(t.assume_utc()))
+}
+
+/// Checks, scores and stores every line of `body`.
+pub fn ingest(
+    storage: &dyn Storage,
+    body: &str,
+    config: &IngestConfig,
+    fingerprints: &Fingerprints,
+) -> Result<Vec<LineOutcome>, DbError> {
+    let mut outcomes = Vec::new();
+    let mut rows = Vec::new();
+    let mut row_lines = Vec::new();
+    let latest = SystemTime::now() + config.clock_skew;
+    for (i, line) in body.lines().enumerate() {
+        let n = i + 1;
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        if line.len() > config.max_line_bytes {
+            outcomes.push(rejected(
+                n,
+                None,
+                format!("too large: {} bytes", line.len()),
+            ));
+            continue;
+        }
+        let verified = match verify(line) {
+            Ok(v) => v,
+            Err(EnvelopeError::BadSignature) => {
+                outcomes.push(rejected(n, None, "bad signature".into()));
+                continue;
+            }
+            Err(e) => {
+                outcomes.push(rejected(n, None, format!("malformed: {e}")));
+                continue;
+            }
+        };
+        let id = verified.id.to_string();
+        match storage.key_state(&verified.key)? {
+            Some(KeyState::Revoked) => {
+                outcomes.push(rejected(n, Some(id), "revoked key".into()));
+                continue;
+            }
+            None if config.require_enrolment => {
+                outcomes.push(rejected(n, Some(id), "unknown key".into()));
+                continue;
+            }
+            None => storage.set_key(&verified.key, KeyState::Trusted)?,
+            Some(KeyState::Trusted) => {}
+        }
+        let generic: Measurement<serde_json::Value> =
+            match serde_json::from_str(verified.measurement) {
+                Ok(m) => m,
+                Err(e) => {
+                    outcomes.push(rejected(n, Some(id), format!("malformed: {e}")));
+                    continue;
+                }
+            };
+        match start_time(&generic.measurement_start_time) {
+            Some(t) if t <= latest => {}
+            Some(_) => {
+                outcomes.push(rejected(n, Some(id), "time in the future".into()));
+                continue;
+            }
+            None => {
+                outcomes.push(rejected(
+                    n,
+                    Some(id),
+                    "malformed: measurement_start_time is not YYYY-MM-DD HH:MM:SS".into(),
+                ));
+                continue;
+            }
+        }
+        let mut row = Row {
+            id: id.clone(),
+            source: "vantage".into(),
+            probe_key: Some(verified.key.clone()),
+            probe_cc: generic.probe_cc.to_string(),
+            probe_asn: generic.probe_asn.0,
+            test_name: generic.test_name.clone(),
+            domain: generic
+                .input
+                .as_deref()
+                .and_then(|i| Url::parse(i).ok())
+                .and_then(|u| u.host_str().map(str::to_ascii_lowercase)),
+            input: generic.input.clone(),
+            measured_at: generic.measurement_start_time.clone(),
+            blocking: None,
+            accessible: None,
+            confirmed: false,
+            rule_set: None,
+            verdict: None,
+            envelope: line.to_string(),
+        };
+        if generic.test_name == WEB_CONNECTIVITY {
+            match serde_json::from_str::<WebConnectivityMeasurement>(verified.measurement) {
+                Ok(m) => apply_verdict(&mut row, &m, fingerprints),
+                Err(e) => {
+                    outcomes.push(rejected(n, Some(id), format!("malformed: {e}")));
+                    continue;
+                }
+            }
+        }
+        rows.push(row);
+        row_lines.push(n);
+    }
+    let added = storage.insert(&rows)?;
+    for ((row, n), new) in rows.into_iter().zip(row_lines).zip(added) {
+        outcomes.push(LineOutcome {
+            line: n,
+            id: Some(row.id),
+            status: if new { "accepted" } else { "duplicate" },
+            reason: None,
+        });
+    }
+    outcomes.sort_by_key(|o| o.line);
+    Ok(outcomes)
+}
+
+/// Scores `m` with the current rules into `row`.
+pub fn apply_verdict(row: &mut Row, m: &WebConnectivityMeasurement, fingerprints: &Fingerprints) {
+    let v = score(m, &VANTAGE, fingerprints);
+    row.blocking = v
+        .blocking
+        .as_ref()
+        .and_then(|b| serde_json::to_string(b).ok());
+    row.accessible = v.accessible;
+    row.confirmed = v.confirmed;
+    row.rule_set = Some(v.rule_set.to_string());
+    row.verdict = serde_json::to_string(&v).ok();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_times_parse_as_utc() {
+        let t = start_time("2024-02-12 20:33:47").expect("parse");
+        let secs = t
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after epoch")
+            .as_secs();
+        assert_eq!(secs, 1_707_770_027);
+        assert!(start_time("2024-02-12T20:33:47Z").is_none());
+    }
+}

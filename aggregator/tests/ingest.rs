@@ -1,0 +1,423 @@
+//! Ingest end to end: the probe uploads to the real aggregator, researchers query it, and bad
+//! submissions get their documented answer without anything partial being stored.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+
+use base64::Engine as _;
+use common::{AGGREGATOR, start_aggregator_with, tempdir, vantage};
+use serde_json::Value;
+use vantage_fixtures::http::{HttpFixture, Response};
+use vantage_fixtures::tls::TestCa;
+use vantage_probe::envelope::Identity;
+
+/// A plain HTTP/1.1 request to the aggregator; returns status and body.
+fn http(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    let addr = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).expect("write head");
+    let _ = s.write_all(body);
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    let reply = String::from_utf8_lossy(&reply).into_owned();
+    let status = reply.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    // Decode a chunked body, if any.
+    let body = if reply
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = body.as_str();
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n.min(tail.len())]);
+            rest = tail.get(n + 2..).unwrap_or_default();
+        }
+        out
+    } else {
+        body
+    };
+    (status, body)
+}
+
+/// A compact, realistic measurement: OONI's own successWithHTTP with a unique input.
+fn measurement(n: usize) -> String {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/ooni/webconnectivity/generated-successWithHTTP.json");
+    let mut v: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json");
+    v["input"] = format!("http://www.example.com/page/{n}").into();
+    serde_json::to_string(&v).expect("compact")
+}
+
+fn query(db: &Path, args: &[&str]) -> Vec<Value> {
+    let out = Command::new(AGGREGATOR)
+        .args(["query", "--limit", "100000", "--db"])
+        .arg(db)
+        .args(args)
+        .output()
+        .expect("query");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect()
+}
+
+/// Verifies an envelope without the project's own code: the signature over the bytes between
+/// `"measurement":` and the closing brace, the id their SHA-256.
+fn independent_check(line: &str) -> String {
+    let key_b64 = line
+        .split("\"key\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("key");
+    let sig_b64 = line
+        .split("\"sig\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("sig");
+    let start = line.find("\"measurement\":").expect("measurement") + "\"measurement\":".len();
+    let bytes = &line.as_bytes()[start..line.len() - 1];
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key: [u8; 32] = b64
+        .decode(key_b64)
+        .expect("b64")
+        .try_into()
+        .expect("32 bytes");
+    let sig: [u8; 64] = b64
+        .decode(sig_b64)
+        .expect("b64")
+        .try_into()
+        .expect("64 bytes");
+    ed25519_dalek::VerifyingKey::from_bytes(&key)
+        .expect("key")
+        .verify_strict(bytes, &ed25519_dalek::Signature::from_bytes(&sig))
+        .expect("signature verifies");
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probe_uploads_and_researchers_find_exactly_those_measurements() {
+    let dir = tempdir("ingest-e2e");
+    let ca = TestCa::new("CA");
+    let ca_path = dir.join("ca.pem");
+    ca.write_pem(&ca_path);
+    let db = dir.join("agg.db");
+    let site = HttpFixture::fixed(Response::html("<title>ok</title>")).await;
+    let urls: Vec<String> = (0..20)
+        .map(|i| format!("http://127.0.0.1:{}/item/{i}", site.addr.port()))
+        .collect();
+    let list = dir.join("list.csv");
+    let mut text = "url,category_code,category_description,date_added,source,notes\n".to_string();
+    for u in &urls {
+        text.push_str(&format!("{u},NEWS,News,2026-11-23,test,\n"));
+    }
+    std::fs::write(&list, text).expect("list");
+    let prefixes = dir.join("prefixes.csv");
+    std::fs::write(&prefixes, "prefix,asn,cc\n127.0.0.0/8,64500,IT\n").expect("prefixes");
+
+    let server = tokio::task::spawn_blocking({
+        let (ca_path, db, prefixes) = (ca_path.clone(), db.clone(), prefixes.clone());
+        move || {
+            start_aggregator_with(
+                &ca_path,
+                &db,
+                &["--prefixes", prefixes.to_str().expect("utf-8")],
+            )
+        }
+    })
+    .await
+    .expect("join");
+    let base = server.base.clone();
+    let data = dir.join("probe");
+    let out = tokio::task::spawn_blocking({
+        let (data, list, base) = (data.clone(), list.clone(), base.clone());
+        move || {
+            Command::new(vantage())
+                .env_remove("VANTAGE_AGGREGATOR")
+                .args(["run", "--yes", "--json", "--timeout", "3", "--list"])
+                .arg(&list)
+                .args(["--aggregator", &base, "--data-dir"])
+                .arg(&data)
+                .output()
+                .expect("run")
+        }
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let probe_ids: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).expect("json")["id"]
+                .as_str()
+                .expect("id")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(probe_ids.len(), 20);
+
+    // Exactly those measurements, located by whoami's prefix table, with their verdicts.
+    let rows = query(&db, &["--cc", "IT"]);
+    let ids: BTreeSet<String> = rows
+        .iter()
+        .map(|r| r["id"].as_str().expect("id").to_string())
+        .collect();
+    assert_eq!(ids, probe_ids);
+    for r in &rows {
+        assert_eq!(r["probe_asn"], "AS64500");
+        assert_eq!(r["blocking"], false, "{r}");
+        assert_eq!(r["accessible"], true);
+        assert_eq!(r["rule_set"], "vantage-1");
+    }
+    assert_eq!(query(&db, &["--domain", "127.0.0.1"]).len(), 20);
+    assert!(query(&db, &["--cc", "IR"]).is_empty());
+
+    // The served envelope verifies with a check written here, and its id is the one asked for.
+    let id = ids.iter().next().expect("an id").clone();
+    let (status, body) = tokio::task::spawn_blocking({
+        let (base, id) = (base.clone(), id.clone());
+        move || {
+            http(
+                &base,
+                "GET",
+                &format!("/api/v1/measurements/{id}"),
+                &[],
+                b"",
+            )
+        }
+    })
+    .await
+    .expect("join");
+    assert_eq!(status, 200);
+    assert_eq!(independent_check(body.trim()), id);
+
+    // The HTTP search pages with a cursor.
+    let (status, page) = http(
+        &base,
+        "GET",
+        "/api/v1/measurements?cc=IT&limit=15",
+        &[],
+        b"",
+    );
+    assert_eq!(status, 200);
+    let page: Value = serde_json::from_str(&page).expect("json");
+    assert_eq!(page["results"].as_array().map(Vec::len), Some(15));
+    let next = page["next"].as_str().expect("next cursor").to_string();
+    let (_, rest) = http(
+        &base,
+        "GET",
+        &format!("/api/v1/measurements?cc=IT&limit=15&cursor={next}"),
+        &[],
+        b"",
+    );
+    let rest: Value = serde_json::from_str(&rest).expect("json");
+    assert_eq!(rest["results"].as_array().map(Vec::len), Some(5));
+    assert_eq!(rest["next"], Value::Null);
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_submissions_get_their_answer_and_nothing_partial_is_stored() {
+    let dir = tempdir("ingest-bad");
+    let ca_path = dir.join("ca.pem");
+    TestCa::new("CA").write_pem(&ca_path);
+    let db = dir.join("agg.db");
+    let server = tokio::task::spawn_blocking({
+        let (ca_path, db) = (ca_path.clone(), db.clone());
+        move || start_aggregator_with(&ca_path, &db, &[])
+    })
+    .await
+    .expect("join");
+    let base = server.base.clone();
+    let alice = Identity::generate().expect("key");
+    let mallory = Identity::generate().expect("key");
+    let post = |body: String| {
+        let base = base.clone();
+        move || {
+            http(
+                &base,
+                "POST",
+                "/api/v1/measurements",
+                &[("Content-Type", "application/x-ndjson")],
+                body.as_bytes(),
+            )
+        }
+    };
+    let outcomes = |body: &str| -> Vec<Value> {
+        let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{body}: {e}"));
+        v["results"].as_array().expect("results").clone()
+    };
+
+    let (id1, good) = alice.seal(&measurement(1)).expect("seal");
+    let forged = good.replace(&alice.public_key(), &mallory.public_key());
+    let flipped = good.replacen("www.example.com/page/1", "www.example.com/page/7", 1);
+    let body = [
+        good.as_str(),
+        forged.as_str(),
+        flipped.as_str(),
+        "{not json",
+        good.as_str(),
+    ]
+    .join("\n");
+    let (status, reply) = tokio::task::spawn_blocking(post(body)).await.expect("join");
+    assert_eq!(status, 200, "{reply}");
+    let o = outcomes(&reply);
+    let statuses: Vec<(&str, Option<&str>)> = o
+        .iter()
+        .map(|x| (x["status"].as_str().unwrap_or(""), x["reason"].as_str()))
+        .collect();
+    assert_eq!(statuses[0], ("accepted", None));
+    assert_eq!(statuses[1], ("rejected", Some("bad signature")));
+    assert_eq!(statuses[2], ("rejected", Some("bad signature")));
+    assert_eq!(statuses[3].0, "rejected");
+    assert!(
+        statuses[3].1.is_some_and(|r| r.starts_with("malformed")),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses[4], ("duplicate", None), "a replayed id");
+    assert_eq!(o[0]["id"], id1.as_str());
+
+    // A revoked key's later submissions are refused.
+    let out = Command::new(AGGREGATOR)
+        .args(["keys", "revoke", &alice.public_key(), "--db"])
+        .arg(&db)
+        .output()
+        .expect("keys");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, later) = alice.seal(&measurement(2)).expect("seal");
+    let (_, reply) = tokio::task::spawn_blocking(post(later))
+        .await
+        .expect("join");
+    assert_eq!(outcomes(&reply)[0]["reason"], "revoked key");
+
+    // An oversized body is refused whole (the default limit is 128 MiB).
+    let big = "x".repeat((128 << 20) + 1);
+    let (status, _) = tokio::task::spawn_blocking(post(big)).await.expect("join");
+    assert_eq!(status, 413);
+
+    // 10,000 lines, one of them bad: 9,999 stored, one rejected.
+    let bob = Identity::generate().expect("key");
+    let mut lines: Vec<String> = (100..10_100)
+        .map(|n| bob.seal(&measurement(n)).expect("seal").1)
+        .collect();
+    lines[5000] = lines[5000].replacen("page/5100", "page/5101", 1);
+    let (status, reply) = tokio::task::spawn_blocking(post(lines.join("\n")))
+        .await
+        .expect("join");
+    assert_eq!(status, 200);
+    let o = outcomes(&reply);
+    assert_eq!(o.len(), 10_000);
+    assert_eq!(
+        o.iter().filter(|x| x["status"] == "accepted").count(),
+        9_999
+    );
+    assert_eq!(o[5000]["status"], "rejected");
+    assert_eq!(o[5000]["line"], 5001);
+
+    // Nothing partial: exactly the accepted ones are stored, and the server still serves.
+    assert_eq!(query(&db, &[]).len(), 1 + 9_999);
+    let (status, health) = http(&base, "GET", "/api/v1/health", &[], b"");
+    assert_eq!(status, 200, "{health}");
+    let (status, _) = http(
+        &base,
+        "GET",
+        &format!("/api/v1/measurements/{}", "0".repeat(64)),
+        &[],
+        b"",
+    );
+    assert_eq!(status, 404);
+    let (status, _) = http(&base, "GET", "/api/v1/measurements/nothex", &[], b"");
+    assert_eq!(status, 400);
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gzip_bodies_are_accepted_and_bombs_refused() {
+    use flate2::{Compression, write::GzEncoder};
+    let dir = tempdir("ingest-gzip");
+    let ca_path = dir.join("ca.pem");
+    TestCa::new("CA").write_pem(&ca_path);
+    let db = dir.join("agg.db");
+    let server = tokio::task::spawn_blocking({
+        let (ca_path, db) = (ca_path.clone(), db.clone());
+        move || start_aggregator_with(&ca_path, &db, &[])
+    })
+    .await
+    .expect("join");
+    let gzip = |data: &[u8]| {
+        let mut enc = GzEncoder::new(Vec::new(), Compression::default());
+        enc.write_all(data).expect("gzip");
+        enc.finish().expect("gzip")
+    };
+    let id = Identity::generate().expect("key");
+    let lines: Vec<String> = (0..3)
+        .map(|n| id.seal(&measurement(n)).expect("seal").1)
+        .collect();
+    let body = gzip(lines.join("\n").as_bytes());
+    let headers = [
+        ("Content-Encoding", "gzip"),
+        ("Content-Type", "application/x-ndjson"),
+    ];
+    let (status, reply) = http(
+        &server.base,
+        "POST",
+        "/api/v1/measurements",
+        &headers,
+        &body,
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply.matches("\"accepted\"").count(), 3, "{reply}");
+
+    // 200 MB of zeros compress to about 200 KB: refused once decompression passes the limit.
+    let bomb = gzip(&vec![b'0'; 200 << 20]);
+    assert!(bomb.len() < 1 << 20);
+    let (status, reply) = http(
+        &server.base,
+        "POST",
+        "/api/v1/measurements",
+        &headers,
+        &bomb,
+    );
+    assert_eq!(status, 413, "{reply}");
+    assert!(reply.contains("once decompressed"), "{reply}");
+    assert_eq!(query(&db, &[]).len(), 3);
+}
