@@ -185,6 +185,14 @@ pub trait Storage: Send + Sync {
     fn query(&self, q: &Query) -> Result<Vec<Found>, DbError>;
     /// Every key with its state.
     fn keys(&self) -> Result<Vec<(String, String)>, DbError>;
+    /// Up to `limit` web_connectivity rows after `after` (id order): (id, source, envelope).
+    fn page_for_rescore(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, String, String)>, DbError>;
+    /// Replaces the stored verdict of one row.
+    fn update_verdict(&self, row: &Row) -> Result<(), DbError>;
 }
 
 /// SQLite storage.
@@ -402,6 +410,42 @@ impl Storage for Sqlite {
                 })
             })?
             .collect()
+        })
+    }
+
+    fn page_for_rescore(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, String, String)>, DbError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, source, envelope FROM measurements
+                 WHERE test_name = 'web_connectivity' AND id > ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            stmt.query_map(params![after, limit], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect()
+        })
+    }
+
+    fn update_verdict(&self, row: &Row) -> Result<(), DbError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE measurements SET blocking = ?2, accessible = ?3, confirmed = ?4,
+                 rule_set = ?5, verdict = ?6 WHERE id = ?1",
+                params![
+                    row.id,
+                    row.blocking,
+                    row.accessible,
+                    row.confirmed,
+                    row.rule_set,
+                    row.verdict
+                ],
+            )
+            .map(|_| ())
         })
     }
 

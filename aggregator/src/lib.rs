@@ -9,5 +9,6 @@
 pub mod db;
 pub mod geo;
 pub mod ingest;
+pub mod maintain;
 pub mod score;
 pub mod server;

@@ -38,6 +38,13 @@ enum Command {
     Query(QueryArgs),
     /// List, allow or revoke probe keys.
     Keys(KeysArgs),
+    /// Store OONI measurements (JSONL, .jsonl.gz, or JSON documents) beside Vantage's, unsigned
+    /// and marked as coming from OONI, so that both answer the same queries.
+    ImportOoni(ImportArgs),
+    /// Recompute every stored verdict with the current rules (after a rule or fingerprint change).
+    Rescore(RescoreArgs),
+    /// Export matching measurements: JSONL (the stored envelopes, verifiable) or CSV.
+    Export(ExportArgs),
     /// Score OONI web_connectivity measurements (JSONL or one JSON document) and print one
     /// verdict per line: blocking, accessible, dns_consistency, confirmed, fingerprints, the
     /// rule set version, and OONI's own verdict from the input for comparison.
@@ -126,6 +133,35 @@ struct QueryArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct ImportArgs {
+    /// The database file.
+    #[arg(long, value_name = "FILE")]
+    db: PathBuf,
+    /// Files to import.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct RescoreArgs {
+    /// The database file.
+    #[arg(long, value_name = "FILE")]
+    db: PathBuf,
+    /// A directory of fingerprint CSV files to use besides Vantage's own.
+    #[arg(long, value_name = "DIR")]
+    fingerprints: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ExportArgs {
+    /// `jsonl` (stored envelopes) or `csv` (one row of columns per measurement).
+    #[arg(long, value_parser = ["jsonl", "csv"], default_value = "jsonl")]
+    format: String,
+    #[command(flatten)]
+    filters: QueryArgs,
+}
+
+#[derive(Debug, clap::Args)]
 struct KeysArgs {
     /// The database file.
     #[arg(long, value_name = "FILE", global = true)]
@@ -170,17 +206,7 @@ struct ScoreArgs {
 
 fn score(args: &ScoreArgs) -> Result<ExitCode> {
     let rules = RuleSet::by_name(&args.rules).context("unknown rule set")?;
-    let mut fingerprints = Fingerprints::builtin();
-    if let Some(dir) = &args.fingerprints {
-        let (more, problems) = Fingerprints::load_dir(dir)?;
-        for p in &problems {
-            eprintln!("warning: {p} (row skipped)");
-        }
-        if more.is_empty() {
-            bail!("no fingerprints in {}", dir.display());
-        }
-        fingerprints.extend(more);
-    }
+    let fingerprints = fingerprints(args.fingerprints.as_ref())?;
     let mut raw = Vec::new();
     let source = if args.file == "-" {
         std::io::stdin()
@@ -262,7 +288,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-fn query(args: &QueryArgs) -> Result<ExitCode> {
+fn open_query(args: &QueryArgs) -> Result<(Sqlite, vantage_aggregator::db::Query)> {
     let params = SearchParams {
         cc: args.cc.clone(),
         asn: args.asn.clone(),
@@ -281,10 +307,116 @@ fn query(args: &QueryArgs) -> Result<ExitCode> {
     if !args.db.exists() {
         bail!("no database at {}", args.db.display());
     }
-    let db = Sqlite::open(&args.db)?;
+    Ok((Sqlite::open(&args.db)?, q))
+}
+
+fn query(args: &QueryArgs) -> Result<ExitCode> {
+    let (db, q) = open_query(args)?;
     let mut out = std::io::stdout().lock();
     for row in db.query(&q)? {
         writeln!(out, "{}", serde_json::to_string(&row)?)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fingerprints(dir: Option<&PathBuf>) -> Result<Fingerprints> {
+    let mut set = Fingerprints::builtin();
+    if let Some(dir) = dir {
+        let (more, problems) = Fingerprints::load_dir(dir)?;
+        for p in &problems {
+            eprintln!("warning: {p} (row skipped)");
+        }
+        if more.is_empty() {
+            bail!("no fingerprints in {}", dir.display());
+        }
+        set.extend(more);
+    }
+    Ok(set)
+}
+
+fn import_ooni(args: &ImportArgs) -> Result<ExitCode> {
+    let db = Sqlite::open(&args.db)?;
+    let fps = Fingerprints::builtin();
+    let mut failed = false;
+    for path in &args.files {
+        let text = vantage_aggregator::maintain::read_text(path).map_err(anyhow::Error::msg)?;
+        let report = vantage_aggregator::maintain::import_ooni(
+            &db,
+            &path.display().to_string(),
+            &text,
+            &fps,
+        )?;
+        for p in &report.problems {
+            eprintln!("{p}");
+        }
+        failed |= !report.problems.is_empty();
+        println!(
+            "{}: {} stored, {} already there, {} skipped",
+            path.display(),
+            report.stored,
+            report.duplicate,
+            report.problems.len()
+        );
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn rescore(args: &RescoreArgs) -> Result<ExitCode> {
+    let db = Sqlite::open(&args.db)?;
+    let n = vantage_aggregator::maintain::rescore(&db, &fingerprints(args.fingerprints.as_ref())?)?;
+    println!(
+        "rescored {n} measurements with {}",
+        vantage_probe::verdict::rules::VANTAGE.version
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export(args: &ExportArgs) -> Result<ExitCode> {
+    let (db, q) = open_query(&args.filters)?;
+    let mut out = std::io::stdout().lock();
+    if args.format == "csv" {
+        writeln!(
+            out,
+            "id,source,probe_cc,probe_asn,test_name,input,measured_at,blocking,accessible,confirmed,rule_set"
+        )?;
+    }
+    for row in db.query(&q)? {
+        if args.format == "jsonl" {
+            if let Some(envelope) = db.envelope(&row.id)? {
+                writeln!(out, "{envelope}")?;
+            }
+        } else {
+            let cell = |s: &str| {
+                if s.contains([',', '"', '\n']) {
+                    format!("\"{}\"", s.replace('"', "\"\""))
+                } else {
+                    s.to_string()
+                }
+            };
+            let opt = |v: Option<String>| v.unwrap_or_default();
+            writeln!(
+                out,
+                "{},{},{},{},{},{},{},{},{},{},{}",
+                row.id,
+                row.source,
+                row.probe_cc,
+                row.probe_asn,
+                cell(&row.test_name),
+                cell(&opt(row.input.clone())),
+                cell(&row.measured_at),
+                cell(&opt(row
+                    .blocking
+                    .as_ref()
+                    .map(|b| b.as_str().map_or(b.to_string(), str::to_string)))),
+                opt(row.accessible.map(|a| a.to_string())),
+                row.confirmed,
+                cell(&opt(row.rule_set.clone()))
+            )?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -340,6 +472,9 @@ fn main() -> ExitCode {
         Command::Score(args) => score(&args),
         Command::Query(args) => query(&args),
         Command::Keys(args) => keys(&args),
+        Command::ImportOoni(args) => import_ooni(&args),
+        Command::Rescore(args) => rescore(&args),
+        Command::Export(args) => export(&args),
         Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

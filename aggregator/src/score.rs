@@ -28,15 +28,17 @@ pub struct Summary {
     pub same_as_input: usize,
 }
 
-/// One thing to score, with where it came from.
-struct Item {
-    line: usize,
-    value: Result<Value, String>,
+/// One measurement in a file, with the line it starts on.
+pub struct Item {
+    /// 1-based line.
+    pub line: usize,
+    /// The JSON value, or why the line is not JSON.
+    pub value: Result<Value, String>,
 }
 
 /// Splits `text` into measurements: one document or an array when the whole text is one JSON
 /// value, else JSONL.
-fn items(text: &str) -> Vec<Item> {
+pub fn items(text: &str) -> Vec<Item> {
     if let Ok(value) = serde_json::from_str::<Value>(text) {
         let lead = text.len() - text.trim_start().len();
         let line = text[..lead].matches('\n').count() + 1;
