@@ -39,6 +39,16 @@ const MIGRATIONS: &[&str] = &[
         first_seen INTEGER NOT NULL,
         last_seen INTEGER NOT NULL
     );",
+    // 2: heartbeats, the "probe alive" signal.
+    "CREATE TABLE heartbeats (
+        probe_key TEXT NOT NULL,
+        probe_cc TEXT NOT NULL,
+        probe_asn INTEGER NOT NULL,
+        sent_at TEXT NOT NULL,
+        received_at INTEGER NOT NULL,
+        PRIMARY KEY (probe_key, sent_at)
+    );
+    CREATE INDEX heartbeats_network ON heartbeats(probe_cc, probe_asn, sent_at);",
 ];
 
 /// Storage errors.
@@ -193,6 +203,10 @@ pub trait Storage: Send + Sync {
     ) -> Result<Vec<(String, String, String)>, DbError>;
     /// Replaces the stored verdict of one row.
     fn update_verdict(&self, row: &Row) -> Result<(), DbError>;
+    /// Records a heartbeat; false when the same one was already recorded.
+    fn heartbeat(&self, key: &str, cc: &str, asn: u32, sent_at: &str) -> Result<bool, DbError>;
+    /// Heartbeats recorded for a country.
+    fn heartbeat_count(&self, cc: &str) -> Result<u64, DbError>;
 }
 
 /// SQLite storage.
@@ -446,6 +460,28 @@ impl Storage for Sqlite {
                 ],
             )
             .map(|_| ())
+        })
+    }
+
+    fn heartbeat(&self, key: &str, cc: &str, asn: u32, sent_at: &str) -> Result<bool, DbError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO heartbeats (probe_key, probe_cc, probe_asn, sent_at, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![key, cc, asn, sent_at, now()],
+            )
+            .map(|n| n > 0)
+        })
+    }
+
+    fn heartbeat_count(&self, cc: &str) -> Result<u64, DbError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT count(*) FROM heartbeats WHERE probe_cc = ?1",
+                [cc],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| u64::try_from(n).unwrap_or(0))
         })
     }
 

@@ -194,6 +194,52 @@ pub fn ingest(
     Ok(outcomes)
 }
 
+/// Checks and records a heartbeat: one envelope whose measurement has `test_name: heartbeat`.
+/// `Ok(Err(reason))` when it is refused.
+pub fn heartbeat(
+    storage: &dyn Storage,
+    body: &str,
+    config: &IngestConfig,
+) -> Result<Result<(), String>, DbError> {
+    let line = body.trim();
+    if line.len() > config.max_line_bytes {
+        return Ok(Err("too large".into()));
+    }
+    let verified = match verify(line) {
+        Ok(v) => v,
+        Err(EnvelopeError::BadSignature) => return Ok(Err("bad signature".into())),
+        Err(e) => return Ok(Err(format!("malformed: {e}"))),
+    };
+    match storage.key_state(&verified.key)? {
+        Some(KeyState::Revoked) => return Ok(Err("revoked key".into())),
+        None if config.require_enrolment => return Ok(Err("unknown key".into())),
+        None => storage.set_key(&verified.key, KeyState::Trusted)?,
+        Some(KeyState::Trusted) => {}
+    }
+    let m: Measurement<serde_json::Value> = match serde_json::from_str(verified.measurement) {
+        Ok(m) => m,
+        Err(e) => return Ok(Err(format!("malformed: {e}"))),
+    };
+    if m.test_name != "heartbeat" {
+        return Ok(Err(format!(
+            "test_name is {:?}, not heartbeat",
+            m.test_name
+        )));
+    }
+    match start_time(&m.measurement_start_time) {
+        Some(t) if t <= SystemTime::now() + config.clock_skew => {}
+        Some(_) => return Ok(Err("time in the future".into())),
+        None => return Ok(Err("malformed: bad measurement_start_time".into())),
+    }
+    storage.heartbeat(
+        &verified.key,
+        m.probe_cc.as_str(),
+        m.probe_asn.0,
+        &m.measurement_start_time,
+    )?;
+    Ok(Ok(()))
+}
+
 /// Scores `m` with the current rules into `row`.
 pub fn apply_verdict(row: &mut Row, m: &WebConnectivityMeasurement, fingerprints: &Fingerprints) {
     let v = score(m, &VANTAGE, fingerprints);

@@ -270,7 +270,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         max_body_bytes: args.max_body_mib.max(1) << 20,
         ..IngestConfig::default()
     };
-    let state = AppState::new(helper, TlsContext::new(roots)?, storage, ingest, prefixes);
+    let state = AppState::new(helper, TlsContext::new(roots)?, storage, ingest, prefixes)
+        .with_db_path(args.db.clone());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

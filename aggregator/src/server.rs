@@ -3,9 +3,12 @@
 //! The caller's IP address is used by whoami for one lookup and dropped; no handler logs it and
 //! no table stores it.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -22,7 +25,99 @@ use vantage_probe::verdict::fingerprints::Fingerprints;
 
 use crate::db::{Query, Storage};
 use crate::geo::Prefixes;
-use crate::ingest::{IngestConfig, ingest};
+use crate::ingest::{IngestConfig, LineOutcome, heartbeat, ingest};
+
+/// Counters for `/metrics` (Prometheus text format).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    accepted: AtomicU64,
+    duplicate: AtomicU64,
+    rejected: Mutex<BTreeMap<String, u64>>,
+    heartbeats: AtomicU64,
+    ingest_micros: AtomicU64,
+    ingest_requests: AtomicU64,
+}
+
+impl Metrics {
+    fn record(&self, outcomes: &[LineOutcome], took: std::time::Duration) {
+        for o in outcomes {
+            match o.status {
+                "accepted" => {
+                    self.accepted.fetch_add(1, Ordering::Relaxed);
+                }
+                "duplicate" => {
+                    self.duplicate.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {
+                    // The reason without its details, so the label set stays small.
+                    let reason = o
+                        .reason
+                        .as_deref()
+                        .unwrap_or("unknown")
+                        .split(':')
+                        .next()
+                        .unwrap_or("unknown")
+                        .to_string();
+                    let mut map = self
+                        .rejected
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    *map.entry(reason).or_default() += 1;
+                }
+            }
+        }
+        self.ingest_micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.ingest_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, db_bytes: u64) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP vantage_ingest_lines_total Lines received by outcome.\n");
+        out.push_str("# TYPE vantage_ingest_lines_total counter\n");
+        out.push_str(&format!(
+            "vantage_ingest_lines_total{{outcome=\"accepted\"}} {}\n",
+            self.accepted.load(Ordering::Relaxed)
+        ));
+        out.push_str(&format!(
+            "vantage_ingest_lines_total{{outcome=\"duplicate\"}} {}\n",
+            self.duplicate.load(Ordering::Relaxed)
+        ));
+        out.push_str("# HELP vantage_ingest_rejected_total Lines rejected, by reason.\n");
+        out.push_str("# TYPE vantage_ingest_rejected_total counter\n");
+        let rejected = self
+            .rejected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (reason, n) in rejected.iter() {
+            out.push_str(&format!(
+                "vantage_ingest_rejected_total{{reason=\"{}\"}} {n}\n",
+                reason.replace('"', "'")
+            ));
+        }
+        out.push_str("# HELP vantage_ingest_seconds Time spent handling ingest requests.\n");
+        out.push_str("# TYPE vantage_ingest_seconds summary\n");
+        #[allow(clippy::cast_precision_loss)]
+        let secs = self.ingest_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        out.push_str(&format!("vantage_ingest_seconds_sum {secs}\n"));
+        out.push_str(&format!(
+            "vantage_ingest_seconds_count {}\n",
+            self.ingest_requests.load(Ordering::Relaxed)
+        ));
+        out.push_str("# HELP vantage_heartbeats_total Heartbeats recorded.\n");
+        out.push_str("# TYPE vantage_heartbeats_total counter\n");
+        out.push_str(&format!(
+            "vantage_heartbeats_total {}\n",
+            self.heartbeats.load(Ordering::Relaxed)
+        ));
+        out.push_str("# HELP vantage_store_bytes Size of the database file and its WAL.\n");
+        out.push_str("# TYPE vantage_store_bytes gauge\n");
+        out.push_str(&format!("vantage_store_bytes {db_bytes}\n"));
+        out
+    }
+}
 
 /// OONI's helper accepts bodies up to 1<<24 bytes; a THRequest is a few hundred bytes, so we
 /// allow far less.
@@ -40,6 +135,8 @@ pub struct AppState {
     ingest: Arc<IngestConfig>,
     fingerprints: Arc<Fingerprints>,
     prefixes: Arc<Prefixes>,
+    metrics: Arc<Metrics>,
+    db_path: Option<Arc<std::path::PathBuf>>,
 }
 
 impl AppState {
@@ -58,7 +155,15 @@ impl AppState {
             ingest: Arc::new(ingest),
             fingerprints: Arc::new(Fingerprints::builtin()),
             prefixes: Arc::new(prefixes),
+            metrics: Arc::new(Metrics::default()),
+            db_path: None,
         }
+    }
+
+    /// Reports the size of this database file (and its WAL) in `/metrics`.
+    pub fn with_db_path(mut self, path: std::path::PathBuf) -> Self {
+        self.db_path = Some(Arc::new(path));
+        self
     }
 }
 
@@ -79,6 +184,11 @@ pub fn router(state: AppState) -> Router {
                 .get(search),
         )
         .route("/api/v1/measurements/{id}", get(by_id))
+        .route(
+            "/api/v1/heartbeat",
+            post(beat).layer(DefaultBodyLimit::max(64 * 1024)),
+        )
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -149,6 +259,8 @@ async fn upload(State(state): State<AppState>, headers: HeaderMap, body: Bytes) 
         Ok(t) => t,
         Err((status, message)) => return error(status, message),
     };
+    let started = Instant::now();
+    let metrics = state.metrics.clone();
     let result = tokio::task::spawn_blocking(move || {
         ingest(
             state.storage.as_ref(),
@@ -159,7 +271,10 @@ async fn upload(State(state): State<AppState>, headers: HeaderMap, body: Bytes) 
     })
     .await;
     match result {
-        Ok(Ok(results)) => axum::Json(json!({ "results": results })).into_response(),
+        Ok(Ok(results)) => {
+            metrics.record(&results, started.elapsed());
+            axum::Json(json!({ "results": results })).into_response()
+        }
         Ok(Err(e)) => {
             tracing::error!("ingest failed: {e}");
             error(
@@ -169,6 +284,41 @@ async fn upload(State(state): State<AppState>, headers: HeaderMap, body: Bytes) 
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+}
+
+/// `POST /api/v1/heartbeat`: one signed envelope of a `heartbeat` measurement.
+async fn beat(State(state): State<AppState>, body: Bytes) -> Response {
+    let Ok(text) = String::from_utf8(body.to_vec()) else {
+        return error(StatusCode::BAD_REQUEST, "body is not UTF-8".into());
+    };
+    let metrics = state.metrics.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        heartbeat(state.storage.as_ref(), &text, &state.ingest)
+    })
+    .await;
+    match result {
+        Ok(Ok(Ok(()))) => {
+            metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
+            axum::Json(json!({"status": "ok"})).into_response()
+        }
+        Ok(Ok(Err(reason))) => error(StatusCode::BAD_REQUEST, reason),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `GET /metrics`.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let bytes = state.db_path.as_ref().map_or(0, |p| {
+        let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+        let wal = std::path::PathBuf::from(format!("{}-wal", p.display()));
+        size(p) + size(&wal)
+    });
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(bytes),
+    )
+        .into_response()
 }
 
 /// Filters of `GET /api/v1/measurements`.

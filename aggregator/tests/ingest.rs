@@ -421,3 +421,90 @@ async fn gzip_bodies_are_accepted_and_bombs_refused() {
     assert!(reply.contains("once decompressed"), "{reply}");
     assert_eq!(query(&db, &[]).len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn heartbeats_and_metrics() {
+    let dir = tempdir("heartbeat");
+    let ca_path = dir.join("ca.pem");
+    TestCa::new("CA").write_pem(&ca_path);
+    let db = dir.join("agg.db");
+    let server = tokio::task::spawn_blocking({
+        let (ca_path, db) = (ca_path.clone(), db.clone());
+        move || start_aggregator_with(&ca_path, &db, &[])
+    })
+    .await
+    .expect("join");
+    let base = server.base.clone();
+    let data = dir.join("probe");
+    let out = tokio::task::spawn_blocking({
+        let (base, data) = (base.clone(), data.clone());
+        move || {
+            Command::new(vantage())
+                .args([
+                    "heartbeat",
+                    "--probe-cc",
+                    "IT",
+                    "--aggregator",
+                    &base,
+                    "--data-dir",
+                ])
+                .arg(&data)
+                .output()
+                .expect("heartbeat")
+        }
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "heartbeat delivered"
+    );
+
+    // A forged heartbeat and a measurement posing as one are refused.
+    let alice = Identity::generate().expect("key");
+    let mallory = Identity::generate().expect("key");
+    let (_, line) = alice.seal(&measurement(1)).expect("seal");
+    let (status, body) = http(&base, "POST", "/api/v1/heartbeat", &[], line.as_bytes());
+    assert_eq!(status, 400);
+    assert!(body.contains("not heartbeat"), "{body}");
+    let forged = line.replace(&alice.public_key(), &mallory.public_key());
+    let (status, body) = http(&base, "POST", "/api/v1/heartbeat", &[], forged.as_bytes());
+    assert_eq!(
+        (status, body.contains("bad signature")),
+        (400, true),
+        "{body}"
+    );
+
+    // /metrics counts it all.
+    let (_, reply) = http(
+        &base,
+        "POST",
+        "/api/v1/measurements",
+        &[],
+        format!("{line}\n{forged}\n{line}\n").as_bytes(),
+    );
+    assert!(reply.contains("accepted"));
+    let (status, metrics) = http(&base, "GET", "/metrics", &[], b"");
+    assert_eq!(status, 200);
+    for want in [
+        "vantage_heartbeats_total 1",
+        "vantage_ingest_lines_total{outcome=\"accepted\"} 1",
+        "vantage_ingest_lines_total{outcome=\"duplicate\"} 1",
+        "vantage_ingest_rejected_total{reason=\"bad signature\"} 1",
+        "vantage_ingest_seconds_count 1",
+    ] {
+        assert!(metrics.contains(want), "{want} missing from:\n{metrics}");
+    }
+    let size: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("vantage_store_bytes "))
+        .and_then(|v| v.parse().ok())
+        .expect("store size");
+    assert!(size > 0);
+    drop(server);
+}

@@ -209,6 +209,19 @@ fn no_trace_of_the_client_address_in_database_or_logs() {
     );
     let reply = request_from(client, &base, &head, body.as_bytes());
     assert_eq!(reply.matches("\"accepted\"").count(), 5, "{reply}");
+    let beat = serde_json::json!({
+        "data_format_version": "0.2.0", "input": null, "measurement_start_time": "2026-01-01 00:00:00",
+        "probe_asn": "AS64500", "probe_cc": "IT", "probe_ip": "127.0.0.1", "software_name": "vantage",
+        "software_version": "0", "test_keys": {}, "test_name": "heartbeat", "test_runtime": 0,
+        "test_version": "0.1.0"
+    });
+    let (_, line) = id.seal(&beat.to_string()).expect("seal");
+    let head = format!(
+        "POST /api/v1/heartbeat HTTP/1.1\r\nHost: {base}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        line.len()
+    );
+    let reply = request_from(client, &base, &head, line.as_bytes());
+    assert!(reply.contains("\"status\":\"ok\""), "{reply}");
     // Read the files while the server still runs (the WAL is live), then after it stops.
     let needle = "127.0.0.57";
     let check = |when: &str| {

@@ -166,6 +166,24 @@ pub struct UploadArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct HeartbeatArgs {
+    /// The aggregator.
+    #[arg(long, value_name = "URL", env = "VANTAGE_AGGREGATOR")]
+    aggregator: String,
+    /// Country code to report (default ZZ).
+    #[arg(long, value_name = "CC", env = "VANTAGE_PROBE_CC")]
+    probe_cc: Option<String>,
+    /// Network to report, e.g. AS3269 (default AS0).
+    #[arg(long, value_name = "ASN", env = "VANTAGE_PROBE_ASN")]
+    probe_asn: Option<String>,
+    /// Send through this SOCKS5 proxy.
+    #[arg(long, value_name = "IP:PORT", env = "VANTAGE_SOCKS5")]
+    socks5: Option<SocketAddr>,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct ResultsArgs {
     #[command(subcommand)]
     command: Option<ResultsCommand>,
@@ -604,6 +622,21 @@ pub async fn upload(args: UploadArgs) -> Result<ExitCode> {
         }
         None => Ok(ExitCode::SUCCESS),
     }
+}
+
+pub async fn heartbeat(args: HeartbeatArgs) -> Result<ExitCode> {
+    let mut config = UploadConfig::new(aggregator_url(&args.aggregator)?);
+    config.socks5 = args.socks5;
+    config.timeout = Duration::from_secs(10);
+    let cc: CountryCode = args.probe_cc.as_deref().unwrap_or("ZZ").parse()?;
+    let asn: Asn = args.probe_asn.as_deref().unwrap_or("AS0").parse()?;
+    let (identity, _) = Identity::load_or_create(&args.data.dir()?.join("identity.key"))?;
+    let tls = tls_context(None)?;
+    vantage_probe::upload::heartbeat(&identity, &config, cc, asn, &EngineConfig::default(), &tls)
+        .await
+        .map_err(|e| anyhow::anyhow!("heartbeat not delivered: {e}"))?;
+    println!("heartbeat delivered");
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn results(args: ResultsArgs) -> Result<ExitCode> {

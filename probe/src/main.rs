@@ -27,6 +27,8 @@ enum Command {
     Measure(cli::MeasureArgs),
     /// Send the results waiting in the local store to the aggregator.
     Upload(cli::UploadArgs),
+    /// Send one signed heartbeat ("this probe is alive") to the aggregator, to check a setup.
+    Heartbeat(cli::HeartbeatArgs),
     /// List stored results, or show one.
     Results(cli::ResultsArgs),
     /// Show this probe's key, how many results wait for upload, and the last upload.
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
             Command::Run(args) => cli::run(args).await,
             Command::Measure(args) => cli::measure(args).await,
             Command::Upload(args) => cli::upload(args).await,
+            Command::Heartbeat(args) => cli::heartbeat(args).await,
             Command::Results(args) => cli::results(args),
             Command::Status(args) => cli::status(&args),
             Command::Lists(args) => cli::lists(args),

@@ -212,6 +212,67 @@ async fn send(
     Ok(())
 }
 
+/// Sends a signed "I am alive" (`POST /api/v1/heartbeat`): an envelope of a minimal OONI-format
+/// measurement with `test_name: heartbeat`, so the aggregator can tell a network that went dark
+/// from a probe that was switched off (DESIGN "Tests the probe runs").
+pub async fn heartbeat(
+    identity: &crate::envelope::Identity,
+    config: &UploadConfig,
+    cc: CountryCode,
+    asn: Asn,
+    engine: &EngineConfig,
+    tls: &TlsContext,
+) -> Result<(), String> {
+    let m = crate::ooni::Measurement {
+        annotations: crate::ooni::default_annotations(),
+        data_format_version: crate::ooni::DATA_FORMAT_VERSION.into(),
+        extensions: None,
+        input: None,
+        measurement_start_time: crate::ooni::ooni_timestamp(std::time::SystemTime::now()),
+        probe_asn: asn,
+        probe_cc: cc,
+        probe_ip: crate::ooni::SCRUBBED_PROBE_IP.into(),
+        probe_network_name: None,
+        report_id: None,
+        resolver_asn: None,
+        resolver_ip: None,
+        resolver_network_name: None,
+        software_name: "vantage".into(),
+        software_version: env!("CARGO_PKG_VERSION").into(),
+        test_helpers: None,
+        test_keys: serde_json::json!({}),
+        test_name: "heartbeat".into(),
+        test_runtime: 0.0,
+        test_start_time: None,
+        test_version: "0.1.0".into(),
+        extra: serde_json::Map::new(),
+    };
+    let json = serde_json::to_string(&m).map_err(|e| e.to_string())?;
+    let (_, line) = identity.seal(&json).map_err(|e| e.to_string())?;
+    let url = config
+        .aggregator
+        .join("api/v1/heartbeat")
+        .map_err(|e| e.to_string())?;
+    let mut call = client::Call::post(
+        &url,
+        line.into_bytes(),
+        "application/json",
+        "application/json",
+    );
+    call.timeout = config.timeout;
+    call.socks5 = config.socks5;
+    let reply = client::send(call, engine, tls, &Trace::new())
+        .await
+        .map_err(|e| e.failure().to_string())?;
+    match reply.status {
+        200 => Ok(()),
+        status => Err(format!(
+            "aggregator answered HTTP {status}: {}",
+            String::from_utf8_lossy(&reply.body)
+        )),
+    }
+}
+
 /// What `GET /api/v1/whoami` answers: the caller's network and country, which the aggregator
 /// looks up from the connection's address and then forgets.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
