@@ -167,6 +167,9 @@ impl AppState {
     }
 }
 
+/// The OpenAPI document served at `/api/v1/openapi.json`; a test checks it against the routes.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
 /// The routes. Serve with `into_make_service_with_connect_info::<SocketAddr>()` for whoami.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.ingest.max_body_bytes;
@@ -189,6 +192,10 @@ pub fn router(state: AppState) -> Router {
             post(beat).layer(DefaultBodyLimit::max(64 * 1024)),
         )
         .route("/metrics", get(metrics))
+        .route(
+            "/api/v1/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
         .with_state(state)
 }
 

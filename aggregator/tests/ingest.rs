@@ -508,3 +508,62 @@ async fn heartbeats_and_metrics() {
     assert!(size > 0);
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openapi_document_matches_the_routes() {
+    let dir = tempdir("openapi");
+    let ca_path = dir.join("ca.pem");
+    TestCa::new("CA").write_pem(&ca_path);
+    let db = dir.join("agg.db");
+    let server = tokio::task::spawn_blocking({
+        let (ca_path, db) = (ca_path.clone(), db.clone());
+        move || start_aggregator_with(&ca_path, &db, &[])
+    })
+    .await
+    .expect("join");
+    let base = server.base.clone();
+    let (status, doc) = http(&base, "GET", "/api/v1/openapi.json", &[], b"");
+    assert_eq!(status, 200);
+    let doc: Value = serde_json::from_str(&doc).expect("OpenAPI is JSON");
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut documented = BTreeSet::new();
+    for (path, methods) in paths {
+        for method in methods.as_object().expect("methods").keys() {
+            documented.insert(format!("{} {path}", method.to_uppercase()));
+            // Served: any answer but "no such route" (an empty 404) or "wrong method" (405).
+            let concrete = path.replace("{id}", &"0".repeat(64));
+            let body: &[u8] = if method == "post" { b"{}" } else { b"" };
+            let (status, reply) = tokio::task::spawn_blocking({
+                let (base, m, c) = (base.clone(), method.to_uppercase(), concrete.clone());
+                move || http(&base, &m, &c, &[("Content-Type", "application/json")], body)
+            })
+            .await
+            .expect("join");
+            assert_ne!(status, 405, "{method} {path}");
+            assert!(
+                status != 404 || reply.contains("error"),
+                "{method} {path} is not served"
+            );
+        }
+    }
+    // And nothing served is undocumented: these are all the routes the server has.
+    let served: BTreeSet<String> = [
+        "GET /api/v1/health",
+        "GET /api/v1/whoami",
+        "POST /api/v1/th",
+        "POST /api/v1/measurements",
+        "GET /api/v1/measurements",
+        "GET /api/v1/measurements/{id}",
+        "POST /api/v1/heartbeat",
+        "GET /metrics",
+        "GET /api/v1/openapi.json",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(documented, served);
+    let (status, _) = http(&base, "GET", "/api/v1/nope", &[], b"");
+    assert_eq!(status, 404, "an unknown route is a 404");
+    drop(server);
+}
