@@ -68,6 +68,18 @@ fn rejected(line: usize, id: Option<String>, reason: String) -> LineOutcome {
     }
 }
 
+/// The envelope fields ingest needs from any measurement; `test_keys` is skipped unparsed, so a
+/// non-web_connectivity measurement is never built into a JSON tree.
+#[derive(serde::Deserialize)]
+struct Head {
+    test_name: String,
+    measurement_start_time: String,
+    probe_cc: vantage_probe::ooni::CountryCode,
+    probe_asn: vantage_probe::ooni::Asn,
+    #[serde(default)]
+    input: Option<String>,
+}
+
 /// Parses OONI's `"YYYY-MM-DD HH:MM:SS"` (UTC).
 fn start_time(text: &str) -> Option<SystemTime> {
     let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
@@ -87,6 +99,8 @@ pub fn ingest(
     let mut rows = Vec::new();
     let mut row_lines = Vec::new();
     let latest = SystemTime::now() + config.clock_skew;
+    let mut known: std::collections::HashMap<String, Option<KeyState>> =
+        std::collections::HashMap::new();
     for (i, line) in body.lines().enumerate() {
         let n = i + 1;
         let line = line.trim_end_matches('\r');
@@ -113,19 +127,31 @@ pub fn ingest(
             }
         };
         let id = verified.id.to_string();
-        match storage.key_state(&verified.key)? {
+        // Batches come from one probe: look each key up once per body.
+        let state = match known.get(&verified.key) {
+            Some(state) => *state,
+            None => {
+                let mut state = storage.key_state(&verified.key)?;
+                if state.is_none() && !config.require_enrolment {
+                    storage.set_key(&verified.key, KeyState::Trusted)?;
+                    state = Some(KeyState::Trusted);
+                }
+                known.insert(verified.key.clone(), state);
+                state
+            }
+        };
+        match state {
             Some(KeyState::Revoked) => {
                 outcomes.push(rejected(n, Some(id), "revoked key".into()));
                 continue;
             }
-            None if config.require_enrolment => {
+            None => {
                 outcomes.push(rejected(n, Some(id), "unknown key".into()));
                 continue;
             }
-            None => storage.set_key(&verified.key, KeyState::Trusted)?,
             Some(KeyState::Trusted) => {}
         }
-        let generic: Measurement<serde_json::Value> =
+        let generic: Head =
             match serde_json::from_str(verified.measurement) {
                 Ok(m) => m,
                 Err(e) => {

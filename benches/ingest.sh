@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Ingest benchmark (issue 5, BENCHMARKS.md). Usage: bash benches/ingest.sh [COUNT]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+COUNT="${1:-50000}"
+cargo build --release --quiet -p vantage-aggregator --bin vantage-aggregator --example ingest_bench
+WORK=$(mktemp -d)
+./target/release/vantage-aggregator serve --db "$WORK/agg.db" --listen 127.0.0.1:0 > "$WORK/out" 2> "$WORK/err" &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
+for _ in $(seq 50); do grep -q listening "$WORK/out" 2>/dev/null && break; sleep 0.1; done
+ADDR=$(sed -n 's|.*listening on http://||p' "$WORK/out")
+./target/release/examples/ingest_bench "$ADDR" "$COUNT" ../shared/ooni/webconnectivity
+ls -l "$WORK"/agg.db* | awk '{s+=$5} END {printf "database and WAL: %.0f bytes per measurement\n", s/'"$COUNT"'}'
