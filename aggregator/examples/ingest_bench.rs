@@ -112,6 +112,8 @@ fn main() {
     let bound = verify_rate.min(insert_rate);
     println!("measurements: {count}, mean envelope {mean} bytes, accepted {accepted}");
     println!("ingest over HTTP: {rate:.0} measurements/s ({secs:.1} s)");
-    println!("bound: verify {verify_rate:.0}/s ({cores} cores), sqlite insert {insert_rate:.0}/s -> {bound:.0}/s");
+    println!(
+        "bound: verify {verify_rate:.0}/s ({cores} cores), sqlite insert {insert_rate:.0}/s -> {bound:.0}/s"
+    );
     println!("ingest / bound = {:.2}", rate / bound);
 }

@@ -151,14 +151,13 @@ pub fn ingest(
             }
             Some(KeyState::Trusted) => {}
         }
-        let generic: Head =
-            match serde_json::from_str(verified.measurement) {
-                Ok(m) => m,
-                Err(e) => {
-                    outcomes.push(rejected(n, Some(id), format!("malformed: {e}")));
-                    continue;
-                }
-            };
+        let generic: Head = match serde_json::from_str(verified.measurement) {
+            Ok(m) => m,
+            Err(e) => {
+                outcomes.push(rejected(n, Some(id), format!("malformed: {e}")));
+                continue;
+            }
+        };
         match start_time(&generic.measurement_start_time) {
             Some(t) if t <= latest => {}
             Some(_) => {

@@ -65,6 +65,14 @@ struct ServeArgs {
     #[arg(long)]
     require_enrolment: bool,
 
+    /// The aggregator's signing key (created on first use); default: the database path + `.key`.
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+
+    /// Operator test lists (`<cc>.csv`, `global.csv`) served before the built-in ones.
+    #[arg(long, value_name = "DIR")]
+    lists: Option<PathBuf>,
+
     /// Largest upload body in MiB, after decompression (413 beyond it).
     #[arg(long, value_name = "MIB", default_value_t = 128)]
     max_body_mib: usize,
@@ -270,8 +278,18 @@ async fn serve(args: ServeArgs) -> Result<()> {
         max_body_bytes: args.max_body_mib.max(1) << 20,
         ..IngestConfig::default()
     };
+    let key_path = args
+        .key
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{}.key", args.db.display())));
+    let (signer, _) = vantage_probe::envelope::Identity::load_or_create(&key_path)?;
+    eprintln!(
+        "vantage-aggregator: test lists are signed with key {}",
+        signer.public_key()
+    );
     let state = AppState::new(helper, TlsContext::new(roots)?, storage, ingest, prefixes)
-        .with_db_path(args.db.clone());
+        .with_db_path(args.db.clone())
+        .with_test_lists(signer, args.lists.clone());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -137,6 +137,8 @@ pub struct AppState {
     prefixes: Arc<Prefixes>,
     metrics: Arc<Metrics>,
     db_path: Option<Arc<std::path::PathBuf>>,
+    signer: Option<Arc<vantage_probe::envelope::Identity>>,
+    lists_dir: Option<Arc<std::path::PathBuf>>,
 }
 
 impl AppState {
@@ -157,7 +159,20 @@ impl AppState {
             prefixes: Arc::new(prefixes),
             metrics: Arc::new(Metrics::default()),
             db_path: None,
+            signer: None,
+            lists_dir: None,
         }
+    }
+
+    /// Signs test lists with `key`, taking operator lists from `dir` before the built-in ones.
+    pub fn with_test_lists(
+        mut self,
+        key: vantage_probe::envelope::Identity,
+        dir: Option<std::path::PathBuf>,
+    ) -> Self {
+        self.signer = Some(Arc::new(key));
+        self.lists_dir = dir.map(Arc::new);
+        self
     }
 
     /// Reports the size of this database file (and its WAL) in `/metrics`.
@@ -192,6 +207,7 @@ pub fn router(state: AppState) -> Router {
             post(beat).layer(DefaultBodyLimit::max(64 * 1024)),
         )
         .route("/metrics", get(metrics))
+        .route("/api/v1/test-lists/{cc}", get(test_lists))
         .route(
             "/api/v1/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
@@ -311,6 +327,50 @@ async fn beat(State(state): State<AppState>, body: Bytes) -> Response {
         Ok(Ok(Err(reason))) => error(StatusCode::BAD_REQUEST, reason),
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `GET /api/v1/test-lists/{cc}`: the country's list and the global one, as a signed envelope
+/// (`vantage_probe::test_lists::SignedLists`), so a probe can check them before use.
+async fn test_lists(State(state): State<AppState>, Path(cc): Path<String>) -> Response {
+    let Some(signer) = state.signer.clone() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "this aggregator publishes no test lists".into(),
+        );
+    };
+    let cc = cc.to_ascii_lowercase();
+    if cc.len() != 2 || !cc.bytes().all(|b| b.is_ascii_lowercase()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "a country code is two letters".into(),
+        );
+    }
+    let mut lists = BTreeMap::new();
+    for name in [cc.as_str(), "global"] {
+        let operator = state
+            .lists_dir
+            .as_ref()
+            .map(|d| d.join(format!("{name}.csv")))
+            .and_then(|p| std::fs::read_to_string(p).ok());
+        if let Some(text) =
+            operator.or_else(|| vantage_probe::run::builtin_list(name).map(str::to_string))
+        {
+            lists.insert(name.to_string(), text);
+        }
+    }
+    let payload = vantage_probe::test_lists::SignedLists {
+        kind: vantage_probe::test_lists::SIGNED_LISTS_KIND.into(),
+        cc: cc.to_ascii_uppercase(),
+        generated_at: vantage_probe::ooni::ooni_timestamp(std::time::SystemTime::now()),
+        lists,
+    };
+    match serde_json::to_string(&payload)
+        .map_err(|e| e.to_string())
+        .and_then(|json| signer.seal(&json).map_err(|e| e.to_string()))
+    {
+        Ok((_, line)) => ([(header::CONTENT_TYPE, "application/json")], line).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
 

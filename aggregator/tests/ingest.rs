@@ -532,7 +532,7 @@ async fn openapi_document_matches_the_routes() {
         for method in methods.as_object().expect("methods").keys() {
             documented.insert(format!("{} {path}", method.to_uppercase()));
             // Served: any answer but "no such route" (an empty 404) or "wrong method" (405).
-            let concrete = path.replace("{id}", &"0".repeat(64));
+            let concrete = path.replace("{id}", &"0".repeat(64)).replace("{cc}", "ir");
             let body: &[u8] = if method == "post" { b"{}" } else { b"" };
             let (status, reply) = tokio::task::spawn_blocking({
                 let (base, m, c) = (base.clone(), method.to_uppercase(), concrete.clone());
@@ -558,6 +558,7 @@ async fn openapi_document_matches_the_routes() {
         "POST /api/v1/heartbeat",
         "GET /metrics",
         "GET /api/v1/openapi.json",
+        "GET /api/v1/test-lists/{cc}",
     ]
     .into_iter()
     .map(String::from)
@@ -565,5 +566,125 @@ async fn openapi_document_matches_the_routes() {
     assert_eq!(documented, served);
     let (status, _) = http(&base, "GET", "/api/v1/nope", &[], b"");
     assert_eq!(status, 404, "an unknown route is a 404");
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probes_use_test_lists_only_when_the_aggregator_signed_them() {
+    let dir = tempdir("lists");
+    let ca_path = dir.join("ca.pem");
+    TestCa::new("CA").write_pem(&ca_path);
+    let db = dir.join("agg.db");
+    let operator = dir.join("operator-lists");
+    std::fs::create_dir_all(&operator).expect("dir");
+    let ir = "url,category_code,category_description,date_added,source,notes\nhttps://operator.example/,NEWS,News,2026-11-23,op,\n";
+    std::fs::write(operator.join("ir.csv"), ir).expect("write");
+    let server = tokio::task::spawn_blocking({
+        let (ca_path, db, operator) = (ca_path.clone(), db.clone(), operator.clone());
+        move || {
+            start_aggregator_with(
+                &ca_path,
+                &db,
+                &["--lists", operator.to_str().expect("utf-8")],
+            )
+        }
+    })
+    .await
+    .expect("join");
+    let base = server.base.clone();
+    let key = Identity::load_or_create(&dir.join("agg.db.key"))
+        .expect("aggregator key")
+        .0
+        .public_key();
+    let fetch = |data: std::path::PathBuf, aggregator: String, extra: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            Command::new(vantage())
+                .args([
+                    "lists",
+                    "fetch",
+                    "--cc",
+                    "IR",
+                    "--aggregator",
+                    &aggregator,
+                    "--data-dir",
+                ])
+                .arg(&data)
+                .args(&extra)
+                .output()
+                .expect("fetch")
+        })
+    };
+
+    // First use: the key is pinned, the operator's list and the built-in global one are kept.
+    let data = dir.join("probe");
+    let out = fetch(data.clone(), base.clone(), vec![])
+        .await
+        .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&key),
+        "the note names the key"
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("lists/ir.csv")).expect("ir"),
+        ir
+    );
+    assert!(
+        std::fs::read_to_string(data.join("lists/global.csv"))
+            .expect("global")
+            .contains("wikipedia")
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("aggregator.key"))
+            .expect("pin")
+            .trim(),
+        key
+    );
+
+    // A key other than the one given is refused, and nothing is written.
+    let other = Identity::generate().expect("key").public_key();
+    let fresh = dir.join("probe2");
+    let out = fetch(
+        fresh.clone(),
+        base.clone(),
+        vec!["--aggregator-key".into(), other.clone()],
+    )
+    .await
+    .expect("join");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("but the aggregator's key is {other}"))
+    );
+    assert!(!fresh.join("lists").exists());
+
+    // An impostor serving a tampered copy is refused by a probe that pinned the real key.
+    let (_, genuine) = http(&base, "GET", "/api/v1/test-lists/ir", &[], b"");
+    let tampered = genuine.replacen("operator.example", "attacker.example", 1);
+    assert_ne!(tampered, genuine);
+    let impostor = HttpFixture::fixed(Response {
+        status: 200,
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: tampered.into_bytes(),
+    })
+    .await;
+    let out = fetch(data.clone(), format!("http://{}/", impostor.addr), vec![])
+        .await
+        .expect("join");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("test lists refused: bad signature"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("lists/ir.csv")).expect("ir"),
+        ir,
+        "the good list is kept"
+    );
     drop(server);
 }

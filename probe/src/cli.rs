@@ -227,6 +227,23 @@ enum ListsCommand {
         /// The CSV file.
         path: PathBuf,
     },
+    /// Download a country's list and the global one from the aggregator, check the aggregator's
+    /// signature, and keep them (they then replace the built-in lists).
+    Fetch {
+        /// The aggregator.
+        #[arg(long, value_name = "URL", env = "VANTAGE_AGGREGATOR")]
+        aggregator: String,
+        /// Country code.
+        #[arg(long, value_name = "CC")]
+        cc: String,
+        /// The aggregator's public key as its operator publishes it. Without it, the key seen on
+        /// the first fetch is trusted and pinned for later fetches.
+        #[arg(long, value_name = "BASE64")]
+        aggregator_key: Option<String>,
+        /// Extra trusted CA certificates (PEM) for the aggregator.
+        #[arg(long, value_name = "PEM")]
+        ca_file: Option<PathBuf>,
+    },
 }
 
 /// The data directory: the flag, `VANTAGE_DATA_DIR`, `XDG_DATA_HOME/vantage`, or
@@ -708,9 +725,69 @@ pub fn status(args: &DataArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn lists(args: ListsArgs) -> Result<ExitCode> {
-    let dir = args.data.dir()?.join("lists");
+pub async fn lists(args: ListsArgs) -> Result<ExitCode> {
+    let data = args.data.dir()?;
+    let dir = data.join("lists");
     match args.command {
+        ListsCommand::Fetch {
+            aggregator,
+            cc,
+            aggregator_key,
+            ca_file,
+        } => {
+            let cc: CountryCode = cc.parse()?;
+            let url = aggregator_url(&aggregator)?.join(&format!(
+                "api/v1/test-lists/{}",
+                cc.as_str().to_ascii_lowercase()
+            ))?;
+            let tls = tls_context(ca_file.as_deref())?;
+            let call = vantage_probe::engine::client::Call::get(&url, "application/json");
+            let reply = vantage_probe::engine::client::send(
+                call,
+                &EngineConfig::default(),
+                &tls,
+                &vantage_probe::engine::Trace::new(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot fetch {url}: {}", e.failure()))?;
+            if reply.status != 200 {
+                bail!("cannot fetch {url}: HTTP {}", reply.status);
+            }
+            let line = String::from_utf8(reply.body).context("the answer is not UTF-8")?;
+            let pin = data.join("aggregator.key");
+            let pinned = std::fs::read_to_string(&pin)
+                .ok()
+                .map(|k| k.trim().to_string());
+            let expected = match (aggregator_key, pinned) {
+                (Some(given), _) => given,
+                (None, Some(pinned)) => pinned,
+                (None, None) => {
+                    let first = vantage_probe::envelope::verify(line.trim())
+                        .map_err(|e| anyhow::anyhow!("test lists refused: {e}"))?
+                        .key;
+                    eprintln!(
+                        "note: trusting the aggregator's key {first} on first use; compare it with the key its operator publishes"
+                    );
+                    first
+                }
+            };
+            let lists = vantage_probe::test_lists::SignedLists::verify(&line, &expected)?;
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::write(&pin, format!("{expected}\n"))
+                .with_context(|| format!("cannot write {}", pin.display()))?;
+            for (name, text) in &lists.lists {
+                let file = dir.join(format!("{name}.csv"));
+                std::fs::write(&file, text)
+                    .with_context(|| format!("cannot write {}", file.display()))?;
+                println!(
+                    "fetched {name} ({} lines) into {}",
+                    text.lines().count().saturating_sub(1),
+                    file.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         ListsCommand::Import { path } => {
             let (list, problems) = TestList::read(&path)?;
             for p in &problems {

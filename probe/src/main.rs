@@ -63,7 +63,7 @@ fn main() -> ExitCode {
             Command::Heartbeat(args) => cli::heartbeat(args).await,
             Command::Results(args) => cli::results(args),
             Command::Status(args) => cli::status(&args),
-            Command::Lists(args) => cli::lists(args),
+            Command::Lists(args) => cli::lists(args).await,
             Command::Id(args) => cli::id(&args),
         }
     });

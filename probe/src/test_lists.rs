@@ -180,6 +180,68 @@ pub(crate) fn with_header<'a>(text: &'a str, header: &[&str]) -> Option<csv::Rea
     ok.then_some(reader)
 }
 
+/// `kind` of a signed test-list payload.
+pub const SIGNED_LISTS_KIND: &str = "vantage-test-lists";
+
+/// What `GET /api/v1/test-lists/{cc}` signs: list name (`ir`, `global`) to CSV text.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SignedLists {
+    /// Always [`SIGNED_LISTS_KIND`], so no other signed document can pass for lists.
+    pub kind: String,
+    /// The country asked for.
+    pub cc: String,
+    /// When the aggregator signed it.
+    pub generated_at: String,
+    /// Name to Citizen Lab CSV text.
+    pub lists: std::collections::BTreeMap<String, String>,
+}
+
+/// Why fetched lists were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SignedListError {
+    /// The signature does not verify, or the envelope is broken.
+    #[error("test lists refused: {0}")]
+    Envelope(#[from] crate::envelope::EnvelopeError),
+    /// Signed by a key other than the aggregator's.
+    #[error("test lists refused: signed by {found}, but the aggregator's key is {expected}")]
+    WrongKey {
+        /// The pinned key.
+        expected: String,
+        /// The signer.
+        found: String,
+    },
+    /// Not a test-list document, or a list inside does not parse.
+    #[error("test lists refused: {0}")]
+    Content(String),
+}
+
+impl SignedLists {
+    /// Verifies `line` (signature first, then the signer against `aggregator_key`) and its
+    /// content; every list inside must parse.
+    pub fn verify(line: &str, aggregator_key: &str) -> Result<SignedLists, SignedListError> {
+        let verified = crate::envelope::verify(line.trim())?;
+        if verified.key != aggregator_key {
+            return Err(SignedListError::WrongKey {
+                expected: aggregator_key.to_string(),
+                found: verified.key,
+            });
+        }
+        let lists: SignedLists = serde_json::from_str(verified.measurement)
+            .map_err(|e| SignedListError::Content(e.to_string()))?;
+        if lists.kind != SIGNED_LISTS_KIND {
+            return Err(SignedListError::Content(format!(
+                "kind is {:?}",
+                lists.kind
+            )));
+        }
+        for (name, text) in &lists.lists {
+            TestList::parse(name, text.as_bytes())
+                .map_err(|e| SignedListError::Content(e.to_string()))?;
+        }
+        Ok(lists)
+    }
+}
+
 /// Whether a list URL can be measured: http or https with a host.
 fn measurable(url: &str) -> Result<(), String> {
     let parsed = Url::parse(url).map_err(|e| format!("invalid URL {url:?}: {e}"))?;
