@@ -10,6 +10,7 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde::Serialize;
+use vantage_probe::store::{MigrateError, open_migrated};
 
 const MIGRATIONS: &[&str] = &[
     // 1: measurements and keys.
@@ -226,43 +227,17 @@ impl Sqlite {
     /// Opens or creates the database at `path`.
     pub fn open(path: &Path) -> Result<Sqlite, DbError> {
         let display = path.display().to_string();
-        let err = |source| DbError::Sqlite {
-            path: display.clone(),
-            source,
-        };
-        let mut conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(err)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(err)?;
-        let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
-        if version > known {
-            return Err(DbError::TooNew {
-                path: display,
-                found: version,
+        let conn = open_migrated(path, MIGRATIONS, "NORMAL").map_err(|e| match e {
+            MigrateError::Sqlite(source) => DbError::Sqlite {
+                path: display.clone(),
+                source,
+            },
+            MigrateError::TooNew { found, known } => DbError::TooNew {
+                path: display.clone(),
+                found,
                 known,
-            });
-        }
-        for (i, sql) in MIGRATIONS
-            .iter()
-            .enumerate()
-            .skip(usize::try_from(version).unwrap_or(0))
-        {
-            let tx = conn.transaction().map_err(err)?;
-            tx.execute_batch(sql).map_err(err)?;
-            tx.pragma_update(
-                None,
-                "user_version",
-                i64::try_from(i + 1).unwrap_or(i64::MAX),
-            )
-            .map_err(err)?;
-            tx.commit().map_err(err)?;
-        }
+            },
+        })?;
         Ok(Sqlite {
             conn: Mutex::new(conn),
             path: display,

@@ -37,6 +37,63 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
 ];
 
+/// Why a database could not be opened and brought up to date.
+#[derive(Debug)]
+pub enum MigrateError {
+    /// SQLite refused.
+    Sqlite(rusqlite::Error),
+    /// The file's schema is newer than the migrations this binary knows.
+    TooNew {
+        /// The file's `user_version`.
+        found: i64,
+        /// How many migrations we know.
+        known: i64,
+    },
+}
+
+impl From<rusqlite::Error> for MigrateError {
+    fn from(e: rusqlite::Error) -> Self {
+        MigrateError::Sqlite(e)
+    }
+}
+
+/// Opens a SQLite file in WAL mode with the given `synchronous` level and applies the
+/// `migrations` above its `PRAGMA user_version`, each in its own transaction. Shared by the
+/// probe's store and the aggregator's database.
+pub fn open_migrated(
+    path: &Path,
+    migrations: &[&str],
+    synchronous: &str,
+) -> Result<Connection, MigrateError> {
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = i64::try_from(migrations.len()).unwrap_or(i64::MAX);
+    if version > known {
+        return Err(MigrateError::TooNew {
+            found: version,
+            known,
+        });
+    }
+    for (i, sql) in migrations
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(
+            None,
+            "user_version",
+            i64::try_from(i + 1).unwrap_or(i64::MAX),
+        )?;
+        tx.commit()?;
+    }
+    Ok(conn)
+}
+
 /// Store errors.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -142,48 +199,25 @@ impl Store {
     /// Opens (creating if needed) the store at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let display = path.display().to_string();
-        let err = |source| StoreError::Sqlite {
-            path: display.clone(),
-            source,
-        };
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        let mut conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(err)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(err)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(err)?;
-        let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
-        if version > known {
-            return Err(StoreError::TooNew {
-                path: display,
-                found: version,
+        let conn = open_migrated(path, MIGRATIONS, "FULL").map_err(|e| match e {
+            MigrateError::Sqlite(source) => StoreError::Sqlite {
+                path: display.clone(),
+                source,
+            },
+            MigrateError::TooNew { found, known } => StoreError::TooNew {
+                path: display.clone(),
+                found,
                 known,
-            });
-        }
-        for (i, sql) in MIGRATIONS
-            .iter()
-            .enumerate()
-            .skip(usize::try_from(version).unwrap_or(0))
-        {
-            let tx = conn.transaction().map_err(err)?;
-            tx.execute_batch(sql).map_err(err)?;
-            tx.pragma_update(
-                None,
-                "user_version",
-                i64::try_from(i + 1).unwrap_or(i64::MAX),
-            )
-            .map_err(err)?;
-            tx.commit().map_err(err)?;
-        }
+            },
+        })?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(|source| StoreError::Sqlite {
+                path: display.clone(),
+                source,
+            })?;
         Ok(Store {
             conn,
             path: display,
