@@ -12,6 +12,7 @@ use std::sync::Arc;
 use vantage_aggregator::score::{score_text, write_summary};
 
 use vantage_aggregator::db::{KeyState, Sqlite, Storage};
+use vantage_aggregator::export::Format;
 use vantage_aggregator::geo::Prefixes;
 use vantage_aggregator::ingest::IngestConfig;
 use vantage_aggregator::server::{AppState, SearchParams, router};
@@ -396,47 +397,9 @@ fn rescore(args: &RescoreArgs) -> Result<ExitCode> {
 
 fn export(args: &ExportArgs) -> Result<ExitCode> {
     let (db, q) = open_query(&args.filters)?;
+    let format = Format::parse(&args.format).context("--format is jsonl or csv")?;
     let mut out = std::io::stdout().lock();
-    if args.format == "csv" {
-        writeln!(
-            out,
-            "id,source,probe_cc,probe_asn,test_name,input,measured_at,blocking,accessible,confirmed,rule_set"
-        )?;
-    }
-    for row in db.query(&q)? {
-        if args.format == "jsonl" {
-            if let Some(envelope) = db.envelope(&row.id)? {
-                writeln!(out, "{envelope}")?;
-            }
-        } else {
-            let cell = |s: &str| {
-                if s.contains([',', '"', '\n']) {
-                    format!("\"{}\"", s.replace('"', "\"\""))
-                } else {
-                    s.to_string()
-                }
-            };
-            let opt = |v: Option<String>| v.unwrap_or_default();
-            writeln!(
-                out,
-                "{},{},{},{},{},{},{},{},{},{},{}",
-                row.id,
-                row.source,
-                row.probe_cc,
-                row.probe_asn,
-                cell(&row.test_name),
-                cell(&opt(row.input.clone())),
-                cell(&row.measured_at),
-                cell(&opt(row
-                    .blocking
-                    .as_ref()
-                    .map(|b| b.as_str().map_or(b.to_string(), str::to_string)))),
-                opt(row.accessible.map(|a| a.to_string())),
-                row.confirmed,
-                cell(&opt(row.rule_set.clone()))
-            )?;
-        }
-    }
+    vantage_aggregator::export::export(&db, &q, format, &mut out)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -208,6 +208,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/metrics", get(metrics))
         .route("/api/v1/test-lists/{cc}", get(test_lists))
+        .route("/api/v1/export", get(export_route))
         .route(
             "/api/v1/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
@@ -371,6 +372,48 @@ async fn test_lists(State(state): State<AppState>, Path(cc): Path<String>) -> Re
     {
         Ok((_, line)) => ([(header::CONTENT_TYPE, "application/json")], line).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// Largest export of one request; page through bigger sets with `cursor`.
+pub const MAX_EXPORT: usize = 100_000;
+
+/// The export format, read from the same query string as the filters (a separate struct,
+/// since serde's `flatten` breaks numbers in query strings).
+#[derive(Debug, Deserialize)]
+pub struct ExportFormat {
+    /// `jsonl` (default) or `csv`.
+    pub format: Option<String>,
+}
+
+/// `GET /api/v1/export?format=jsonl|csv&...filters`: bulk data, up to [`MAX_EXPORT`] rows.
+async fn export_route(
+    State(state): State<AppState>,
+    QueryParams(wanted): QueryParams<ExportFormat>,
+    QueryParams(search): QueryParams<SearchParams>,
+) -> Response {
+    let format_name = wanted.format.as_deref().unwrap_or("jsonl");
+    let Some(format) = crate::export::Format::parse(format_name) else {
+        return error(StatusCode::BAD_REQUEST, "format is jsonl or csv".into());
+    };
+    let mut query = match search.to_query() {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    query.limit = search.limit.unwrap_or(10_000).clamp(1, MAX_EXPORT);
+    let result = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        crate::export::export(state.storage.as_ref(), &query, format, &mut out).map(|_| out)
+    })
+    .await;
+    let content_type = match format {
+        crate::export::Format::Jsonl => "application/x-ndjson",
+        crate::export::Format::Csv => "text/csv",
+    };
+    match result {
+        Ok(Ok(body)) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

@@ -248,6 +248,27 @@ async fn probe_uploads_and_researchers_find_exactly_those_measurements() {
     let rest: Value = serde_json::from_str(&rest).expect("json");
     assert_eq!(rest["results"].as_array().map(Vec::len), Some(5));
     assert_eq!(rest["next"], Value::Null);
+
+    // Bulk export over HTTP: every envelope verifies; the CSV has a row per measurement.
+    let (status, jsonl) = http(&base, "GET", "/api/v1/export?format=jsonl&cc=IT", &[], b"");
+    assert_eq!(status, 200);
+    let exported: BTreeSet<String> = jsonl.lines().map(independent_check).collect();
+    assert_eq!(exported, ids);
+    let (status, csv) = http(&base, "GET", "/api/v1/export?format=csv&cc=IT", &[], b"");
+    assert_eq!(status, 200);
+    assert_eq!(csv.lines().count(), 21, "header and 20 rows");
+    assert!(csv.starts_with("id,source,probe_cc,probe_asn"));
+    let (status, _) = http(&base, "GET", "/api/v1/export?format=xml", &[], b"");
+    assert_eq!(status, 400);
+    let (status, some) = http(
+        &base,
+        "GET",
+        "/api/v1/export?format=csv&limit=5&confirmed=false",
+        &[],
+        b"",
+    );
+    assert_eq!(status, 200, "{some}");
+    assert_eq!(some.lines().count(), 6, "header and 5 rows");
     drop(server);
 }
 
@@ -559,6 +580,7 @@ async fn openapi_document_matches_the_routes() {
         "GET /metrics",
         "GET /api/v1/openapi.json",
         "GET /api/v1/test-lists/{cc}",
+        "GET /api/v1/export",
     ]
     .into_iter()
     .map(String::from)

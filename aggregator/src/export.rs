@@ -1,0 +1,106 @@
+//! Bulk exports: the stored envelopes as JSONL (anyone can verify each line), or one CSV row of
+//! columns per measurement. Used by `vantage-aggregator export` and `GET /api/v1/export`.
+
+use std::io::{self, Write};
+
+use crate::db::{DbError, Query, Storage};
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Stored envelopes, one per line.
+    Jsonl,
+    /// Columns, with a header line.
+    Csv,
+}
+
+impl Format {
+    /// `jsonl` or `csv`.
+    pub fn parse(name: &str) -> Option<Format> {
+        match name {
+            "jsonl" => Some(Format::Jsonl),
+            "csv" => Some(Format::Csv),
+            _ => None,
+        }
+    }
+}
+
+/// Export errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// Reading the database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Writing the output failed.
+    #[error("cannot write the export: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// The CSV header.
+pub const CSV_HEADER: &str = "id,source,probe_cc,probe_asn,test_name,input,measured_at,blocking,accessible,confirmed,rule_set";
+
+/// RFC 4180 quoting where needed.
+fn cell(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Writes the measurements matching `q` in `format`; returns how many.
+pub fn export(
+    storage: &dyn Storage,
+    q: &Query,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<usize, ExportError> {
+    if format == Format::Csv {
+        writeln!(out, "{CSV_HEADER}")?;
+    }
+    let rows = storage.query(q)?;
+    for row in &rows {
+        match format {
+            Format::Jsonl => {
+                if let Some(envelope) = storage.envelope(&row.id)? {
+                    writeln!(out, "{envelope}")?;
+                }
+            }
+            Format::Csv => {
+                let blocking = row
+                    .blocking
+                    .as_ref()
+                    .map(|b| b.as_str().map_or(b.to_string(), str::to_string))
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "{},{},{},{},{},{},{},{},{},{},{}",
+                    row.id,
+                    row.source,
+                    row.probe_cc,
+                    row.probe_asn,
+                    cell(&row.test_name),
+                    cell(row.input.as_deref().unwrap_or_default()),
+                    cell(&row.measured_at),
+                    cell(&blocking),
+                    row.accessible.map(|a| a.to_string()).unwrap_or_default(),
+                    row.confirmed,
+                    cell(row.rule_set.as_deref().unwrap_or_default())
+                )?;
+            }
+        }
+    }
+    Ok(rows.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_are_quoted_only_when_needed() {
+        assert_eq!(cell("plain"), "plain");
+        assert_eq!(cell("a,b"), "\"a,b\"");
+        assert_eq!(cell("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+}
