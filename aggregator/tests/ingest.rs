@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use base64::Engine as _;
-use common::{AGGREGATOR, start_aggregator_with, tempdir, vantage};
+use common::{AGGREGATOR, fresh_aggregator, start_aggregator_with, tempdir, vantage};
 use serde_json::Value;
 use vantage_fixtures::http::{HttpFixture, Response};
 use vantage_fixtures::tls::TestCa;
@@ -274,16 +274,7 @@ async fn probe_uploads_and_researchers_find_exactly_those_measurements() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_submissions_get_their_answer_and_nothing_partial_is_stored() {
-    let dir = tempdir("ingest-bad");
-    let ca_path = dir.join("ca.pem");
-    TestCa::new("CA").write_pem(&ca_path);
-    let db = dir.join("agg.db");
-    let server = tokio::task::spawn_blocking({
-        let (ca_path, db) = (ca_path.clone(), db.clone());
-        move || start_aggregator_with(&ca_path, &db, &[])
-    })
-    .await
-    .expect("join");
+    let (server, _, db) = fresh_aggregator("ingest-bad").await;
     let base = server.base.clone();
     let alice = Identity::generate().expect("key");
     let mallory = Identity::generate().expect("key");
@@ -394,16 +385,7 @@ async fn bad_submissions_get_their_answer_and_nothing_partial_is_stored() {
 #[tokio::test(flavor = "multi_thread")]
 async fn gzip_bodies_are_accepted_and_bombs_refused() {
     use flate2::{Compression, write::GzEncoder};
-    let dir = tempdir("ingest-gzip");
-    let ca_path = dir.join("ca.pem");
-    TestCa::new("CA").write_pem(&ca_path);
-    let db = dir.join("agg.db");
-    let server = tokio::task::spawn_blocking({
-        let (ca_path, db) = (ca_path.clone(), db.clone());
-        move || start_aggregator_with(&ca_path, &db, &[])
-    })
-    .await
-    .expect("join");
+    let (server, _, db) = fresh_aggregator("ingest-gzip").await;
     let gzip = |data: &[u8]| {
         let mut enc = GzEncoder::new(Vec::new(), Compression::default());
         enc.write_all(data).expect("gzip");
@@ -445,16 +427,7 @@ async fn gzip_bodies_are_accepted_and_bombs_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn heartbeats_and_metrics() {
-    let dir = tempdir("heartbeat");
-    let ca_path = dir.join("ca.pem");
-    TestCa::new("CA").write_pem(&ca_path);
-    let db = dir.join("agg.db");
-    let server = tokio::task::spawn_blocking({
-        let (ca_path, db) = (ca_path.clone(), db.clone());
-        move || start_aggregator_with(&ca_path, &db, &[])
-    })
-    .await
-    .expect("join");
+    let (server, dir, _) = fresh_aggregator("heartbeat").await;
     let base = server.base.clone();
     let data = dir.join("probe");
     let out = tokio::task::spawn_blocking({
@@ -532,16 +505,7 @@ async fn heartbeats_and_metrics() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn openapi_document_matches_the_routes() {
-    let dir = tempdir("openapi");
-    let ca_path = dir.join("ca.pem");
-    TestCa::new("CA").write_pem(&ca_path);
-    let db = dir.join("agg.db");
-    let server = tokio::task::spawn_blocking({
-        let (ca_path, db) = (ca_path.clone(), db.clone());
-        move || start_aggregator_with(&ca_path, &db, &[])
-    })
-    .await
-    .expect("join");
+    let (server, _, _) = fresh_aggregator("openapi").await;
     let base = server.base.clone();
     let (status, doc) = http(&base, "GET", "/api/v1/openapi.json", &[], b"");
     assert_eq!(status, 200);

@@ -83,6 +83,22 @@ pub fn start_aggregator(ca: &Path) -> Server {
     start_aggregator_with(ca, &db, &[])
 }
 
+/// A fresh directory holding a test CA and a new database, with an aggregator serving it:
+/// (server, directory, database path).
+pub async fn fresh_aggregator(name: &str) -> (Server, PathBuf, PathBuf) {
+    let dir = tempdir(name);
+    let ca = dir.join("ca.pem");
+    vantage_fixtures::tls::TestCa::new("CA").write_pem(&ca);
+    let db = dir.join("agg.db");
+    let server = tokio::task::spawn_blocking({
+        let (ca, db) = (ca.clone(), db.clone());
+        move || start_aggregator_with(&ca, &db, &[])
+    })
+    .await
+    .expect("join");
+    (server, dir, db)
+}
+
 /// Starts `vantage-aggregator serve` on `db`, with extra arguments.
 pub fn start_aggregator_with(ca: &Path, db: &Path, extra: &[&str]) -> Server {
     let mut child = Command::new(AGGREGATOR)
