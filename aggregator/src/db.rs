@@ -50,6 +50,13 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (probe_key, sent_at)
     );
     CREATE INDEX heartbeats_network ON heartbeats(probe_cc, probe_asn, sent_at);",
+    // 3: one-time enrolment tokens, kept as SHA-256 so a copy of the file enrols nobody.
+    "CREATE TABLE enrolment_tokens (
+        token_sha256 TEXT PRIMARY KEY,
+        created_at INTEGER NOT NULL,
+        used_by TEXT,
+        used_at INTEGER
+    );",
 ];
 
 /// Storage errors.
@@ -208,6 +215,25 @@ pub trait Storage: Send + Sync {
     fn heartbeat(&self, key: &str, cc: &str, asn: u32, sent_at: &str) -> Result<bool, DbError>;
     /// Heartbeats recorded for a country.
     fn heartbeat_count(&self, cc: &str) -> Result<u64, DbError>;
+    /// Records a new one-time enrolment token by its SHA-256 (hex).
+    fn add_token(&self, token_sha256: &str) -> Result<(), DbError>;
+    /// Spends a token for `key` and trusts the key, in one transaction.
+    fn redeem_token(&self, token_sha256: &str, key: &str) -> Result<Redeemed, DbError>;
+}
+
+/// What spending an enrolment token did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redeemed {
+    /// The key is now trusted.
+    Enrolled,
+    /// The token was already spent by this same key (a retried request): still trusted.
+    AlreadyEnrolled,
+    /// The token was spent by another key.
+    Spent,
+    /// No such token.
+    Unknown,
+    /// The key is revoked; a token does not bring it back.
+    Revoked,
 }
 
 /// SQLite storage.
@@ -457,6 +483,58 @@ impl Storage for Sqlite {
                 |r| r.get::<_, i64>(0),
             )
             .map(|n| u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    fn add_token(&self, token_sha256: &str) -> Result<(), DbError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO enrolment_tokens (token_sha256, created_at) VALUES (?1, ?2)",
+                params![token_sha256, now()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn redeem_token(&self, token_sha256: &str, key: &str) -> Result<Redeemed, DbError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let used_by: Option<Option<String>> = tx
+                .query_row(
+                    "SELECT used_by FROM enrolment_tokens WHERE token_sha256 = ?1",
+                    [token_sha256],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let state: Option<String> = tx
+                .query_row("SELECT state FROM probe_keys WHERE key = ?1", [key], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let outcome = match used_by {
+                None => Redeemed::Unknown,
+                Some(_) if state.as_deref() == Some(KeyState::Revoked.as_str()) => {
+                    Redeemed::Revoked
+                }
+                Some(Some(by)) if by == key => Redeemed::AlreadyEnrolled,
+                Some(Some(_)) => Redeemed::Spent,
+                Some(None) => {
+                    tx.execute(
+                        "UPDATE enrolment_tokens SET used_by = ?2, used_at = ?3
+                         WHERE token_sha256 = ?1",
+                        params![token_sha256, key, now()],
+                    )?;
+                    tx.execute(
+                        "INSERT INTO probe_keys (key, state, first_seen, last_seen)
+                         VALUES (?1, 'trusted', ?2, ?2)
+                         ON CONFLICT(key) DO UPDATE SET state = 'trusted', last_seen = ?2",
+                        params![key, now()],
+                    )?;
+                    Redeemed::Enrolled
+                }
+            };
+            tx.commit()?;
+            Ok(outcome)
         })
     }
 

@@ -219,6 +219,44 @@ pub fn ingest(
     Ok(outcomes)
 }
 
+/// A signed control message (heartbeat, enrolment) that passed its checks.
+pub struct Control {
+    /// The signer's base64 public key.
+    pub key: String,
+    /// The measurement inside the envelope.
+    pub measurement: Measurement<serde_json::Value>,
+}
+
+/// Checks a single-envelope control message: size, signature, shape, `test_name`, and a start
+/// time no later than now plus the clock-skew allowance. The key's standing is left to the
+/// caller, since enrolment is exactly the message an unknown key may send.
+/// `Err(reason)` when it is refused.
+pub fn control(body: &str, test_name: &str, config: &IngestConfig) -> Result<Control, String> {
+    let line = body.trim();
+    if line.len() > config.max_line_bytes {
+        return Err("too large".into());
+    }
+    let verified = match verify(line) {
+        Ok(v) => v,
+        Err(EnvelopeError::BadSignature) => return Err("bad signature".into()),
+        Err(e) => return Err(format!("malformed: {e}")),
+    };
+    let m: Measurement<serde_json::Value> =
+        serde_json::from_str(verified.measurement).map_err(|e| format!("malformed: {e}"))?;
+    if m.test_name != test_name {
+        return Err(format!("test_name is {:?}, not {test_name}", m.test_name));
+    }
+    match start_time(&m.measurement_start_time) {
+        Some(t) if t <= SystemTime::now() + config.clock_skew => {}
+        Some(_) => return Err("time in the future".into()),
+        None => return Err("malformed: bad measurement_start_time".into()),
+    }
+    Ok(Control {
+        key: verified.key,
+        measurement: m,
+    })
+}
+
 /// Checks and records a heartbeat: one envelope whose measurement has `test_name: heartbeat`.
 /// `Ok(Err(reason))` when it is refused.
 pub fn heartbeat(
@@ -226,38 +264,19 @@ pub fn heartbeat(
     body: &str,
     config: &IngestConfig,
 ) -> Result<Result<(), String>, DbError> {
-    let line = body.trim();
-    if line.len() > config.max_line_bytes {
-        return Ok(Err("too large".into()));
-    }
-    let verified = match verify(line) {
-        Ok(v) => v,
-        Err(EnvelopeError::BadSignature) => return Ok(Err("bad signature".into())),
-        Err(e) => return Ok(Err(format!("malformed: {e}"))),
+    let c = match control(body, "heartbeat", config) {
+        Ok(c) => c,
+        Err(reason) => return Ok(Err(reason)),
     };
-    match storage.key_state(&verified.key)? {
+    match storage.key_state(&c.key)? {
         Some(KeyState::Revoked) => return Ok(Err("revoked key".into())),
         None if config.require_enrolment => return Ok(Err("unknown key".into())),
-        None => storage.set_key(&verified.key, KeyState::Trusted)?,
+        None => storage.set_key(&c.key, KeyState::Trusted)?,
         Some(KeyState::Trusted) => {}
     }
-    let m: Measurement<serde_json::Value> = match serde_json::from_str(verified.measurement) {
-        Ok(m) => m,
-        Err(e) => return Ok(Err(format!("malformed: {e}"))),
-    };
-    if m.test_name != "heartbeat" {
-        return Ok(Err(format!(
-            "test_name is {:?}, not heartbeat",
-            m.test_name
-        )));
-    }
-    match start_time(&m.measurement_start_time) {
-        Some(t) if t <= SystemTime::now() + config.clock_skew => {}
-        Some(_) => return Ok(Err("time in the future".into())),
-        None => return Ok(Err("malformed: bad measurement_start_time".into())),
-    }
+    let m = &c.measurement;
     storage.heartbeat(
-        &verified.key,
+        &c.key,
         m.probe_cc.as_str(),
         m.probe_asn.0,
         &m.measurement_start_time,

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod db;
+pub mod enrol;
 pub mod export;
 pub mod geo;
 pub mod ingest;

@@ -62,7 +62,8 @@ struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     prefixes: Option<PathBuf>,
 
-    /// Refuse measurements from keys not allowed with `keys allow` (default: trust on first use).
+    /// Refuse measurements from keys not allowed with `keys allow` or enrolled with a one-time
+    /// token from `keys token` (default: trust on first use).
     #[arg(long)]
     require_enrolment: bool,
 
@@ -192,6 +193,14 @@ enum KeysCommand {
     Revoke {
         /// The base64 public key.
         key: String,
+    },
+    /// Make one-time enrolment tokens (for `serve --require-enrolment`). Hand one to each probe
+    /// operator, who runs `vantage enrol --aggregator URL TOKEN`. Only a hash is stored, so the
+    /// tokens are shown once.
+    Token {
+        /// How many tokens.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        count: u32,
     },
 }
 
@@ -427,6 +436,11 @@ fn keys(args: &KeysArgs) -> Result<ExitCode> {
             valid(key)?;
             db.set_key(key, KeyState::Revoked)?;
             println!("revoked {key}: its later submissions will be refused");
+        }
+        KeysCommand::Token { count } => {
+            for _ in 0..*count {
+                println!("{}", vantage_aggregator::enrol::new_token(&db)?);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

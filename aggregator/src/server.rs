@@ -24,6 +24,7 @@ use vantage_probe::th::{HelperConfig, answer};
 use vantage_probe::verdict::fingerprints::Fingerprints;
 
 use crate::db::{Query, Storage};
+use crate::enrol::enrol;
 use crate::geo::Prefixes;
 use crate::ingest::{IngestConfig, LineOutcome, heartbeat, ingest};
 
@@ -206,6 +207,10 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/heartbeat",
             post(beat).layer(DefaultBodyLimit::max(64 * 1024)),
         )
+        .route(
+            "/api/v1/enrol",
+            post(enrol_route).layer(DefaultBodyLimit::max(64 * 1024)),
+        )
         .route("/metrics", get(metrics))
         .route("/api/v1/test-lists/{cc}", get(test_lists))
         .route("/api/v1/export", get(export_route))
@@ -326,6 +331,29 @@ async fn beat(State(state): State<AppState>, body: Bytes) -> Response {
             axum::Json(json!({"status": "ok"})).into_response()
         }
         Ok(Ok(Err(reason))) => error(StatusCode::BAD_REQUEST, reason),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `POST /api/v1/enrol`: one envelope of an `enrolment` measurement carrying a one-time token.
+/// 403 when the token is unknown or spent, so a probe can tell "ask the operator" from a typo
+/// in the request (400).
+async fn enrol_route(State(state): State<AppState>, body: Bytes) -> Response {
+    let Ok(text) = String::from_utf8(body.to_vec()) else {
+        return error(StatusCode::BAD_REQUEST, "body is not UTF-8".into());
+    };
+    let result =
+        tokio::task::spawn_blocking(move || enrol(state.storage.as_ref(), &text, &state.ingest))
+            .await;
+    match result {
+        Ok(Ok(Ok(key))) => axum::Json(json!({"status": "enrolled", "key": key})).into_response(),
+        Ok(Ok(Err(reason)))
+            if reason.starts_with("malformed") || reason.starts_with("test_name") =>
+        {
+            error(StatusCode::BAD_REQUEST, reason)
+        }
+        Ok(Ok(Err(reason))) => error(StatusCode::FORBIDDEN, reason),
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

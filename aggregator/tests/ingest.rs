@@ -541,6 +541,7 @@ async fn openapi_document_matches_the_routes() {
         "GET /api/v1/measurements",
         "GET /api/v1/measurements/{id}",
         "POST /api/v1/heartbeat",
+        "POST /api/v1/enrol",
         "GET /metrics",
         "GET /api/v1/openapi.json",
         "GET /api/v1/test-lists/{cc}",
@@ -671,6 +672,109 @@ async fn probes_use_test_lists_only_when_the_aggregator_signed_them() {
         std::fs::read_to_string(data.join("lists/ir.csv")).expect("ir"),
         ir,
         "the good list is kept"
+    );
+    drop(server);
+}
+
+/// `vantage` with a data directory, run off the async runtime.
+async fn probe_says(data: &Path, args: &[&str]) -> (bool, String, String) {
+    let (data, args) = (
+        data.to_path_buf(),
+        args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(vantage())
+            .args(&args)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .expect("vantage")
+    })
+    .await
+    .expect("join");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_required_enrolment_a_one_time_token_admits_exactly_one_probe() {
+    let dir = tempdir("enrol");
+    let ca = dir.join("ca.pem");
+    TestCa::new("CA").write_pem(&ca);
+    let db = dir.join("agg.db");
+    let server = tokio::task::spawn_blocking({
+        let (ca, db) = (ca.clone(), db.clone());
+        move || start_aggregator_with(&ca, &db, &["--require-enrolment"])
+    })
+    .await
+    .expect("join");
+    let base = server.base.clone();
+    let (alice, bob) = (dir.join("alice"), dir.join("bob"));
+
+    // Before enrolment the aggregator refuses the probe.
+    let (ok, _, err) = probe_says(&alice, &["heartbeat", "--aggregator", &base]).await;
+    assert!(!ok && err.contains("unknown key"), "{err}");
+
+    let out = Command::new(AGGREGATOR)
+        .args(["keys", "token", "--count", "2", "--db"])
+        .arg(&db)
+        .output()
+        .expect("keys token");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tokens: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(tokens.len(), 2);
+    assert_ne!(tokens[0], tokens[1]);
+    // Only hashes are stored: the database file does not contain the tokens.
+    let file = std::fs::read(&db).expect("db");
+    let wal = std::fs::read(db.with_extension("db-wal")).unwrap_or_default();
+    for t in &tokens {
+        for bytes in [&file, &wal] {
+            assert!(
+                !bytes.windows(t.len()).any(|w| w == t.as_bytes()),
+                "token stored in clear"
+            );
+        }
+    }
+
+    let (ok, out, err) = probe_says(&alice, &["enrol", "--aggregator", &base, &tokens[0]]).await;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("enrolled "), "{out}");
+    let (ok, out, err) = probe_says(&alice, &["heartbeat", "--aggregator", &base]).await;
+    assert!(ok && out == "heartbeat delivered", "{out} {err}");
+
+    // The same token does not admit a second probe; a made-up one admits nobody.
+    let (ok, _, err) = probe_says(&bob, &["enrol", "--aggregator", &base, &tokens[0]]).await;
+    assert!(
+        !ok && err.contains("HTTP 403") && err.contains("token already used"),
+        "{err}"
+    );
+    let (ok, _, err) = probe_says(&bob, &["enrol", "--aggregator", &base, "vt-00000000"]).await;
+    assert!(!ok && err.contains("unknown token"), "{err}");
+    let (ok, _, err) = probe_says(&bob, &["heartbeat", "--aggregator", &base]).await;
+    assert!(!ok && err.contains("unknown key"), "{err}");
+    let (ok, _, _) = probe_says(&bob, &["enrol", "--aggregator", &base, &tokens[1]]).await;
+    assert!(ok, "the second token admits bob");
+
+    let out = Command::new(AGGREGATOR)
+        .args(["keys", "list", "--db"])
+        .arg(&db)
+        .output()
+        .expect("keys list");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        listed.lines().filter(|l| l.ends_with(" trusted")).count(),
+        2,
+        "{listed}"
     );
     drop(server);
 }

@@ -184,6 +184,20 @@ pub struct HeartbeatArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct EnrolArgs {
+    /// The aggregator.
+    #[arg(long, value_name = "URL", env = "VANTAGE_AGGREGATOR")]
+    aggregator: String,
+    /// The token the operator made with `vantage-aggregator keys token`.
+    token: String,
+    /// Send through this SOCKS5 proxy.
+    #[arg(long, value_name = "IP:PORT", env = "VANTAGE_SOCKS5")]
+    socks5: Option<SocketAddr>,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct ResultsArgs {
     #[command(subcommand)]
     command: Option<ResultsCommand>,
@@ -653,6 +667,23 @@ pub async fn heartbeat(args: HeartbeatArgs) -> Result<ExitCode> {
         .await
         .map_err(|e| anyhow::anyhow!("heartbeat not delivered: {e}"))?;
     println!("heartbeat delivered");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn enrol(args: EnrolArgs) -> Result<ExitCode> {
+    let token = args.token.trim();
+    if token.is_empty() || token.len() > 256 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        bail!("{:?} does not look like an enrolment token", args.token);
+    }
+    let mut config = UploadConfig::new(aggregator_url(&args.aggregator)?);
+    config.socks5 = args.socks5;
+    config.timeout = Duration::from_secs(10);
+    let (identity, _) = Identity::load_or_create(&args.data.dir()?.join("identity.key"))?;
+    let tls = tls_context(None)?;
+    vantage_probe::upload::enrol(&identity, &config, token, &EngineConfig::default(), &tls)
+        .await
+        .map_err(|e| anyhow::anyhow!("not enrolled: {e}"))?;
+    println!("enrolled {}", identity.public_key());
     Ok(ExitCode::SUCCESS)
 }
 

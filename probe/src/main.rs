@@ -29,6 +29,11 @@ enum Command {
     Upload(cli::UploadArgs),
     /// Send one signed heartbeat ("this probe is alive") to the aggregator, to check a setup.
     Heartbeat(cli::HeartbeatArgs),
+    /// Enrol this probe's key with a one-time token from the aggregator's operator.
+    ///
+    /// Needed only for aggregators that refuse unknown keys (`serve --require-enrolment`); open
+    /// aggregators trust a key on first use. The token is sent signed by this probe's key.
+    Enrol(cli::EnrolArgs),
     /// List stored results, or show one.
     Results(cli::ResultsArgs),
     /// Show this probe's key, how many results wait for upload, and the last upload.
@@ -61,6 +66,7 @@ fn main() -> ExitCode {
             Command::Measure(args) => cli::measure(args).await,
             Command::Upload(args) => cli::upload(args).await,
             Command::Heartbeat(args) => cli::heartbeat(args).await,
+            Command::Enrol(args) => cli::enrol(args).await,
             Command::Results(args) => cli::results(args),
             Command::Status(args) => cli::status(&args),
             Command::Lists(args) => cli::lists(args).await,

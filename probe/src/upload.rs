@@ -223,53 +223,101 @@ pub async fn heartbeat(
     engine: &EngineConfig,
     tls: &TlsContext,
 ) -> Result<(), String> {
-    let m = crate::ooni::Measurement {
-        annotations: crate::ooni::default_annotations(),
-        data_format_version: crate::ooni::DATA_FORMAT_VERSION.into(),
-        extensions: None,
-        input: None,
-        measurement_start_time: crate::ooni::ooni_timestamp(std::time::SystemTime::now()),
-        probe_asn: asn,
-        probe_cc: cc,
-        probe_ip: crate::ooni::SCRUBBED_PROBE_IP.into(),
-        probe_network_name: None,
-        report_id: None,
-        resolver_asn: None,
-        resolver_ip: None,
-        resolver_network_name: None,
-        software_name: "vantage".into(),
-        software_version: env!("CARGO_PKG_VERSION").into(),
-        test_helpers: None,
+    let control = Control {
+        test_name: "heartbeat",
         test_keys: serde_json::json!({}),
-        test_name: "heartbeat".into(),
-        test_runtime: 0.0,
-        test_start_time: None,
-        test_version: "0.1.0".into(),
-        extra: serde_json::Map::new(),
+        path: "api/v1/heartbeat",
     };
-    let json = serde_json::to_string(&m).map_err(|e| e.to_string())?;
-    let (_, line) = identity.seal(&json).map_err(|e| e.to_string())?;
-    let url = config
-        .aggregator
-        .join("api/v1/heartbeat")
-        .map_err(|e| e.to_string())?;
-    let mut call = client::Call::post(
-        &url,
-        line.into_bytes(),
-        "application/json",
-        "application/json",
-    );
-    call.timeout = config.timeout;
-    call.socks5 = config.socks5;
-    let reply = client::send(call, engine, tls, &Trace::new())
+    control.send(identity, config, cc, asn, engine, tls).await
+}
+
+/// Enrols this probe's key with a one-time token from the aggregator's operator
+/// (`POST /api/v1/enrol`, for aggregators run with `--require-enrolment`). The token travels
+/// inside an envelope signed by the key, which proves the sender holds it.
+pub async fn enrol(
+    identity: &crate::envelope::Identity,
+    config: &UploadConfig,
+    token: &str,
+    engine: &EngineConfig,
+    tls: &TlsContext,
+) -> Result<(), String> {
+    let control = Control {
+        test_name: "enrolment",
+        test_keys: serde_json::json!({ "token": token }),
+        path: "api/v1/enrol",
+    };
+    let zz = CountryCode::UNKNOWN;
+    control
+        .send(identity, config, zz, Asn(0), engine, tls)
         .await
-        .map_err(|e| e.failure().to_string())?;
-    match reply.status {
-        200 => Ok(()),
-        status => Err(format!(
-            "aggregator answered HTTP {status}: {}",
-            String::from_utf8_lossy(&reply.body)
-        )),
+}
+
+/// A signed message to the aggregator that is not a measurement result: an envelope of a
+/// minimal OONI-format measurement, so it is checked exactly like one.
+struct Control {
+    test_name: &'static str,
+    test_keys: serde_json::Value,
+    path: &'static str,
+}
+
+impl Control {
+    async fn send(
+        self,
+        identity: &crate::envelope::Identity,
+        config: &UploadConfig,
+        cc: CountryCode,
+        asn: Asn,
+        engine: &EngineConfig,
+        tls: &TlsContext,
+    ) -> Result<(), String> {
+        let m = crate::ooni::Measurement {
+            annotations: crate::ooni::default_annotations(),
+            data_format_version: crate::ooni::DATA_FORMAT_VERSION.into(),
+            extensions: None,
+            input: None,
+            measurement_start_time: crate::ooni::ooni_timestamp(std::time::SystemTime::now()),
+            probe_asn: asn,
+            probe_cc: cc,
+            probe_ip: crate::ooni::SCRUBBED_PROBE_IP.into(),
+            probe_network_name: None,
+            report_id: None,
+            resolver_asn: None,
+            resolver_ip: None,
+            resolver_network_name: None,
+            software_name: "vantage".into(),
+            software_version: env!("CARGO_PKG_VERSION").into(),
+            test_helpers: None,
+            test_keys: self.test_keys,
+            test_name: self.test_name.into(),
+            test_runtime: 0.0,
+            test_start_time: None,
+            test_version: "0.1.0".into(),
+            extra: serde_json::Map::new(),
+        };
+        let json = serde_json::to_string(&m).map_err(|e| e.to_string())?;
+        let (_, line) = identity.seal(&json).map_err(|e| e.to_string())?;
+        let url = config
+            .aggregator
+            .join(self.path)
+            .map_err(|e| e.to_string())?;
+        let mut call = client::Call::post(
+            &url,
+            line.into_bytes(),
+            "application/json",
+            "application/json",
+        );
+        call.timeout = config.timeout;
+        call.socks5 = config.socks5;
+        let reply = client::send(call, engine, tls, &Trace::new())
+            .await
+            .map_err(|e| e.failure().to_string())?;
+        match reply.status {
+            200 => Ok(()),
+            status => Err(format!(
+                "aggregator answered HTTP {status}: {}",
+                String::from_utf8_lossy(&reply.body)
+            )),
+        }
     }
 }
 
