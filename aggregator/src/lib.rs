@@ -14,3 +14,4 @@ pub mod ingest;
 pub mod maintain;
 pub mod score;
 pub mod server;
+pub mod tls;

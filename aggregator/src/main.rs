@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use axum::serve::ListenerExt as _;
 use clap::{Parser, Subcommand};
 use std::sync::Arc;
 use vantage_aggregator::score::{score_text, write_summary};
@@ -82,6 +83,15 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key. Without it
+    /// the server speaks plain HTTP, for use behind a TLS-terminating proxy or on loopback.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) for --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 
     /// The test helper resolves names with this DNS server over UDP instead of the system's.
     #[arg(long, value_name = "IP:PORT")]
@@ -278,6 +288,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Some(p) => TlsContext::load_pem(p)?,
         None => Vec::new(),
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(vantage_aggregator::tls::server_config(cert, key)?),
+        _ => None,
+    };
     let storage = Arc::new(Sqlite::open(&args.db)?);
     let prefixes = match &args.prefixes {
         Some(p) => Prefixes::load(p)?,
@@ -304,14 +318,27 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr()?;
-    println!("vantage-aggregator listening on http://{local}");
-    std::io::stdout().flush()?;
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        Some(config) => {
+            println!("vantage-aggregator listening on https://{local}");
+            std::io::stdout().flush()?;
+            // axum gives `ConnectInfo<SocketAddr>` (whoami's lookup) for any listener seen
+            // through `tap_io`; the tap itself does nothing.
+            let listener =
+                vantage_aggregator::tls::TlsListener::new(listener, config)?.tap_io(|_| {});
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        }
+        None => {
+            println!("vantage-aggregator listening on http://{local}");
+            std::io::stdout().flush()?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        }
+    }
     .context("server failed")?;
     eprintln!("vantage-aggregator: stopped");
     Ok(())

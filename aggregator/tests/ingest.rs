@@ -778,3 +778,79 @@ async fn with_required_enrolment_a_one_time_token_admits_exactly_one_probe() {
     );
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serves_https_with_the_operators_certificate() {
+    let dir = tempdir("tls-serve");
+    let ca = TestCa::new("Aggregator CA");
+    let ca_pem = dir.join("ca.pem");
+    ca.write_pem(&ca_pem);
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    ca.leaf(&["127.0.0.1"]).write_pem(&cert, &key);
+    let db = dir.join("agg.db");
+
+    // A missing key file is refused before the server listens, naming the file.
+    let out = Command::new(AGGREGATOR)
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(&db)
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(dir.join("missing.pem"))
+        .output()
+        .expect("serve");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot read a private key from") && err.contains("missing.pem"),
+        "{err}"
+    );
+    // --tls-cert alone is a usage error.
+    let out = Command::new(AGGREGATOR)
+        .args(["serve", "--db", "x.db", "--tls-cert", "c.pem"])
+        .output()
+        .expect("serve");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-key"));
+
+    let server = tokio::task::spawn_blocking({
+        let (ca_pem, db, cert, key) = (ca_pem.clone(), db.clone(), cert.clone(), key.clone());
+        move || {
+            let (cert, key) = (cert.display().to_string(), key.display().to_string());
+            start_aggregator_with(&ca_pem, &db, &["--tls-cert", &cert, "--tls-key", &key])
+        }
+    })
+    .await
+    .expect("join");
+    let base = server.base.clone();
+    assert!(base.starts_with("https://127.0.0.1:"), "{base}");
+    let data = dir.join("probe");
+    let ca_arg = ca_pem.display().to_string();
+
+    // Without the operator's CA the probe refuses the certificate; with it, it delivers.
+    let (ok, _, err) = probe_says(&data, &["heartbeat", "--aggregator", &base]).await;
+    assert!(!ok && err.contains("ssl_unknown_authority"), "{err}");
+    let (ok, out, err) = probe_says(
+        &data,
+        &["heartbeat", "--aggregator", &base, "--ca-file", &ca_arg],
+    )
+    .await;
+    assert!(ok && out == "heartbeat delivered", "{out} {err}");
+
+    // Plain HTTP to the HTTPS port gets no HTTP answer, and the server keeps serving.
+    let plain = base.replace("https://", "http://");
+    let (status, _) =
+        tokio::task::spawn_blocking(move || http(&plain, "GET", "/api/v1/health", &[], b""))
+            .await
+            .expect("join");
+    assert_eq!(status, 0);
+    let (ok, _, err) = probe_says(
+        &data,
+        &["heartbeat", "--aggregator", &base, "--ca-file", &ca_arg],
+    )
+    .await;
+    assert!(
+        ok,
+        "the server still serves after a plain-HTTP client: {err}"
+    );
+    drop(server);
+}

@@ -165,17 +165,15 @@ pub struct UploadArgs {
     data: DataArgs,
 }
 
+/// Where a one-off signed message (heartbeat, enrolment) goes, and how.
 #[derive(Debug, clap::Args)]
-pub struct HeartbeatArgs {
+pub struct ControlArgs {
     /// The aggregator.
     #[arg(long, value_name = "URL", env = "VANTAGE_AGGREGATOR")]
     aggregator: String,
-    /// Country code to report (default ZZ).
-    #[arg(long, value_name = "CC", env = "VANTAGE_PROBE_CC")]
-    probe_cc: Option<String>,
-    /// Network to report, e.g. AS3269 (default AS0).
-    #[arg(long, value_name = "ASN", env = "VANTAGE_PROBE_ASN")]
-    probe_asn: Option<String>,
+    /// Extra trusted CA certificates (PEM) for the aggregator.
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
     /// Send through this SOCKS5 proxy.
     #[arg(long, value_name = "IP:PORT", env = "VANTAGE_SOCKS5")]
     socks5: Option<SocketAddr>,
@@ -183,18 +181,36 @@ pub struct HeartbeatArgs {
     data: DataArgs,
 }
 
+impl ControlArgs {
+    /// The upload settings, TLS roots and this probe's key.
+    fn plan(&self) -> Result<(UploadConfig, TlsContext, Identity)> {
+        let mut config = UploadConfig::new(aggregator_url(&self.aggregator)?);
+        config.socks5 = self.socks5;
+        config.timeout = Duration::from_secs(10);
+        let tls = tls_context(self.ca_file.as_deref())?;
+        let (identity, _) = Identity::load_or_create(&self.data.dir()?.join("identity.key"))?;
+        Ok((config, tls, identity))
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HeartbeatArgs {
+    /// Country code to report (default ZZ).
+    #[arg(long, value_name = "CC", env = "VANTAGE_PROBE_CC")]
+    probe_cc: Option<String>,
+    /// Network to report, e.g. AS3269 (default AS0).
+    #[arg(long, value_name = "ASN", env = "VANTAGE_PROBE_ASN")]
+    probe_asn: Option<String>,
+    #[command(flatten)]
+    to: ControlArgs,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct EnrolArgs {
-    /// The aggregator.
-    #[arg(long, value_name = "URL", env = "VANTAGE_AGGREGATOR")]
-    aggregator: String,
     /// The token the operator made with `vantage-aggregator keys token`.
     token: String,
-    /// Send through this SOCKS5 proxy.
-    #[arg(long, value_name = "IP:PORT", env = "VANTAGE_SOCKS5")]
-    socks5: Option<SocketAddr>,
     #[command(flatten)]
-    data: DataArgs,
+    to: ControlArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -656,13 +672,9 @@ pub async fn upload(args: UploadArgs) -> Result<ExitCode> {
 }
 
 pub async fn heartbeat(args: HeartbeatArgs) -> Result<ExitCode> {
-    let mut config = UploadConfig::new(aggregator_url(&args.aggregator)?);
-    config.socks5 = args.socks5;
-    config.timeout = Duration::from_secs(10);
     let cc: CountryCode = args.probe_cc.as_deref().unwrap_or("ZZ").parse()?;
     let asn: Asn = args.probe_asn.as_deref().unwrap_or("AS0").parse()?;
-    let (identity, _) = Identity::load_or_create(&args.data.dir()?.join("identity.key"))?;
-    let tls = tls_context(None)?;
+    let (config, tls, identity) = args.to.plan()?;
     vantage_probe::upload::heartbeat(&identity, &config, cc, asn, &EngineConfig::default(), &tls)
         .await
         .map_err(|e| anyhow::anyhow!("heartbeat not delivered: {e}"))?;
@@ -675,11 +687,7 @@ pub async fn enrol(args: EnrolArgs) -> Result<ExitCode> {
     if token.is_empty() || token.len() > 256 || !token.bytes().all(|b| b.is_ascii_graphic()) {
         bail!("{:?} does not look like an enrolment token", args.token);
     }
-    let mut config = UploadConfig::new(aggregator_url(&args.aggregator)?);
-    config.socks5 = args.socks5;
-    config.timeout = Duration::from_secs(10);
-    let (identity, _) = Identity::load_or_create(&args.data.dir()?.join("identity.key"))?;
-    let tls = tls_context(None)?;
+    let (config, tls, identity) = args.to.plan()?;
     vantage_probe::upload::enrol(&identity, &config, token, &EngineConfig::default(), &tls)
         .await
         .map_err(|e| anyhow::anyhow!("not enrolled: {e}"))?;
