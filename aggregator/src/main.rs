@@ -14,7 +14,7 @@ use vantage_aggregator::score::{score_text, write_summary};
 
 use vantage_aggregator::db::{KeyState, Sqlite, Storage};
 use vantage_aggregator::export::Format;
-use vantage_aggregator::geo::Prefixes;
+use vantage_aggregator::geo::{Geo, Mmdb, Prefixes};
 use vantage_aggregator::ingest::IngestConfig;
 use vantage_aggregator::server::{AppState, SearchParams, router};
 use vantage_probe::engine::{Resolver, TlsContext};
@@ -59,8 +59,14 @@ struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     db: PathBuf,
 
-    /// A CSV of `prefix,asn,cc` lines for whoami; without it whoami answers AS0 and ZZ.
-    #[arg(long, value_name = "FILE")]
+    /// A MaxMind DB file for whoami (GeoLite2-ASN/-Country/-City, DB-IP ASN/Country Lite).
+    /// Repeat it to give an ASN file and a country file; each answer comes from the first file
+    /// that has it. Without --geoip or --prefixes whoami answers AS0 and ZZ.
+    #[arg(long, value_name = "FILE.mmdb", conflicts_with = "prefixes")]
+    geoip: Vec<PathBuf>,
+
+    /// A CSV of `prefix,asn,cc` lines for whoami, instead of --geoip.
+    #[arg(long, value_name = "FILE.csv")]
     prefixes: Option<PathBuf>,
 
     /// Refuse measurements from keys not allowed with `keys allow` or enrolled with a one-time
@@ -293,9 +299,23 @@ async fn serve(args: ServeArgs) -> Result<()> {
         _ => None,
     };
     let storage = Arc::new(Sqlite::open(&args.db)?);
-    let prefixes = match &args.prefixes {
-        Some(p) => Prefixes::load(p)?,
-        None => Prefixes::default(),
+    let geo = match &args.prefixes {
+        Some(p) => Geo::Prefixes(Prefixes::load(p)?),
+        None if args.geoip.is_empty() => Geo::Unknown,
+        None => Geo::Mmdb(
+            args.geoip
+                .iter()
+                .map(|p| {
+                    let db = Mmdb::open(p)?;
+                    eprintln!(
+                        "vantage-aggregator: geolocation from {} ({})",
+                        p.display(),
+                        db.database_type()
+                    );
+                    Ok(db)
+                })
+                .collect::<Result<_, vantage_aggregator::geo::MmdbError>>()?,
+        ),
     };
     let ingest = IngestConfig {
         require_enrolment: args.require_enrolment,
@@ -311,7 +331,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         "vantage-aggregator: test lists are signed with key {}",
         signer.public_key()
     );
-    let state = AppState::new(helper, TlsContext::new(roots)?, storage, ingest, prefixes)
+    let state = AppState::new(helper, TlsContext::new(roots)?, storage, ingest, geo)
         .with_db_path(args.db.clone())
         .with_test_lists(signer, args.lists.clone());
     let listener = tokio::net::TcpListener::bind(args.listen)

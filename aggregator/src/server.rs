@@ -25,7 +25,7 @@ use vantage_probe::verdict::fingerprints::Fingerprints;
 
 use crate::db::{Query, Storage};
 use crate::enrol::enrol;
-use crate::geo::Prefixes;
+use crate::geo::Geo;
 use crate::ingest::{IngestConfig, LineOutcome, heartbeat, ingest};
 
 /// Counters for `/metrics` (Prometheus text format).
@@ -135,7 +135,7 @@ pub struct AppState {
     storage: Arc<dyn Storage>,
     ingest: Arc<IngestConfig>,
     fingerprints: Arc<Fingerprints>,
-    prefixes: Arc<Prefixes>,
+    geo: Arc<Geo>,
     metrics: Arc<Metrics>,
     db_path: Option<Arc<std::path::PathBuf>>,
     signer: Option<Arc<vantage_probe::envelope::Identity>>,
@@ -149,7 +149,7 @@ impl AppState {
         tls: TlsContext,
         storage: Arc<dyn Storage>,
         ingest: IngestConfig,
-        prefixes: Prefixes,
+        geo: Geo,
     ) -> Self {
         AppState {
             helper: Arc::new(helper),
@@ -157,7 +157,7 @@ impl AppState {
             storage,
             ingest: Arc::new(ingest),
             fingerprints: Arc::new(Fingerprints::builtin()),
-            prefixes: Arc::new(prefixes),
+            geo: Arc::new(geo),
             metrics: Arc::new(Metrics::default()),
             db_path: None,
             signer: None,
@@ -248,7 +248,7 @@ async fn whoami(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
-    let (asn, cc) = state.prefixes.lookup(peer.ip());
+    let (asn, cc) = state.geo.lookup(peer.ip());
     axum::Json(json!({"probe_asn": format!("AS{asn}"), "probe_cc": cc})).into_response()
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::{AGGREGATOR, tempdir};
 use serde_json::Value;
+use vantage_fixtures::mmdb::{MmdbWriter, asn_record, country_record};
 use vantage_probe::envelope::{Identity, verify};
 
 fn agg(args: &[&str], db: &Path) -> (bool, String, String) {
@@ -128,13 +129,12 @@ fn import_ooni_then_query_by_country_and_domain_and_rescore() {
 }
 
 /// Starts the aggregator with its log in a file, at debug level.
-fn serve_logged(db: &Path, log: &Path, prefixes: &Path) -> (std::process::Child, String) {
+fn serve_logged(db: &Path, log: &Path, geo: &[&Path]) -> (std::process::Child, String) {
     let mut child = Command::new(AGGREGATOR)
         .env("RUST_LOG", "debug")
         .args(["serve", "--listen", "127.0.0.1:0", "--db"])
         .arg(db)
-        .arg("--prefixes")
-        .arg(prefixes)
+        .args(geo.iter().flat_map(|p| ["--geoip".as_ref(), p.as_os_str()]))
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(log).expect("log"))
         .spawn()
@@ -184,13 +184,23 @@ fn measurement(n: usize) -> String {
 #[test]
 fn no_trace_of_the_client_address_in_database_or_logs() {
     let dir = tempdir("privacy");
-    let (db, log, prefixes) = (
+    let (db, log, asn_db, country_db) = (
         dir.join("agg.db"),
         dir.join("server.log"),
-        dir.join("p.csv"),
+        dir.join("asn.mmdb"),
+        dir.join("country.mmdb"),
     );
-    std::fs::write(&prefixes, "127.0.0.0/8,64500,IT\n").expect("prefixes");
-    let (mut child, base) = serve_logged(&db, &log, &prefixes);
+    // Geolocation from real MaxMind DB files: an ASN file and a country file, as GeoLite2 and
+    // DB-IP ship them.
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+    MmdbWriter::new("GeoLite2-ASN")
+        .insert(ip("127.0.0.0"), 8, asn_record(64500, "Loopback Telecom"))
+        .insert(ip("127.0.0.56"), 30, asn_record(64511, "Loopback Mobile"))
+        .write(&asn_db);
+    MmdbWriter::new("DBIP-Country-Lite")
+        .insert(ip("127.0.0.0"), 8, country_record("IT"))
+        .write(&country_db);
+    let (mut child, base) = serve_logged(&db, &log, &[&asn_db, &country_db]);
     let client = [127, 0, 0, 57];
     let whoami = request_from(
         client,
@@ -198,7 +208,10 @@ fn no_trace_of_the_client_address_in_database_or_logs() {
         &format!("GET /api/v1/whoami HTTP/1.1\r\nHost: {base}\r\nConnection: close\r\n\r\n"),
         b"",
     );
-    assert!(whoami.contains("\"probe_cc\":\"IT\""), "{whoami}");
+    assert!(
+        whoami.ends_with("{\"probe_asn\":\"AS64511\",\"probe_cc\":\"IT\"}"),
+        "{whoami}"
+    );
     let id = Identity::generate().expect("key");
     let body: String = (0..5)
         .map(|n| id.seal(&measurement(n)).expect("seal").1 + "\n")
@@ -250,12 +263,7 @@ fn no_trace_of_the_client_address_in_database_or_logs() {
 #[test]
 fn killed_during_a_large_ingest_keeps_only_whole_measurements() {
     let dir = tempdir("killed-ingest");
-    let (db, log, prefixes) = (
-        dir.join("agg.db"),
-        dir.join("server.log"),
-        dir.join("p.csv"),
-    );
-    std::fs::write(&prefixes, "").expect("prefixes");
+    let (db, log) = (dir.join("agg.db"), dir.join("server.log"));
     let id = Identity::generate().expect("key");
     let lines: Vec<String> = (0..4000)
         .map(|n| id.seal(&measurement(n)).expect("seal").1)
@@ -269,7 +277,7 @@ fn killed_during_a_large_ingest_keeps_only_whole_measurements() {
         request_from([127, 0, 0, 1], base, &head, body.as_bytes())
     };
 
-    let (mut child, base) = serve_logged(&db, &log, &prefixes);
+    let (mut child, base) = serve_logged(&db, &log, &[]);
     let sender = std::thread::spawn({
         let base = base.clone();
         let body = body.clone();
@@ -299,7 +307,7 @@ fn killed_during_a_large_ingest_keeps_only_whole_measurements() {
     );
 
     // Sending the batch again stores the rest, each exactly once.
-    let (mut child, base) = serve_logged(&db, &log, &prefixes);
+    let (mut child, base) = serve_logged(&db, &log, &[]);
     let reply = post(&base);
     let accepted = reply.matches("\"accepted\"").count();
     let duplicate = reply.matches("\"duplicate\"").count();
