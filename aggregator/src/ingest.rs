@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use url::Url;
-use vantage_probe::envelope::{EnvelopeError, verify};
+use vantage_probe::envelope::{EnvelopeError, Verifier, verify};
 use vantage_probe::ooni::{Measurement, WEB_CONNECTIVITY, WebConnectivityMeasurement};
 use vantage_probe::verdict::fingerprints::Fingerprints;
 use vantage_probe::verdict::rules::VANTAGE;
@@ -80,6 +80,32 @@ struct Head {
     input: Option<String>,
 }
 
+/// The header of a measurement, and the typed measurement when it is web_connectivity (which
+/// must then parse as one).
+fn parse(text: &str) -> Result<(Head, Option<WebConnectivityMeasurement>), serde_json::Error> {
+    // Vantage and OONI write `"test_name":"web_connectivity"` compactly; a measurement written
+    // otherwise still parses, through the slower path below.
+    if text.contains("\"test_name\":\"web_connectivity\"")
+        && let Ok(m) = serde_json::from_str::<WebConnectivityMeasurement>(text)
+        && m.test_name == WEB_CONNECTIVITY
+    {
+        let head = Head {
+            test_name: m.test_name.clone(),
+            measurement_start_time: m.measurement_start_time.clone(),
+            probe_cc: m.probe_cc,
+            probe_asn: m.probe_asn,
+            input: m.input.clone(),
+        };
+        return Ok((head, Some(m)));
+    }
+    let head: Head = serde_json::from_str(text)?;
+    if head.test_name == WEB_CONNECTIVITY {
+        let m = serde_json::from_str::<WebConnectivityMeasurement>(text)?;
+        return Ok((head, Some(m)));
+    }
+    Ok((head, None))
+}
+
 /// Parses OONI's `"YYYY-MM-DD HH:MM:SS"` (UTC).
 fn start_time(text: &str) -> Option<SystemTime> {
     let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
@@ -101,6 +127,7 @@ pub fn ingest(
     let latest = SystemTime::now() + config.clock_skew;
     let mut known: std::collections::HashMap<String, Option<KeyState>> =
         std::collections::HashMap::new();
+    let mut verifier = Verifier::default();
     for (i, line) in body.lines().enumerate() {
         let n = i + 1;
         let line = line.trim_end_matches('\r');
@@ -115,7 +142,7 @@ pub fn ingest(
             ));
             continue;
         }
-        let verified = match verify(line) {
+        let verified = match verifier.verify(line) {
             Ok(v) => v,
             Err(EnvelopeError::BadSignature) => {
                 outcomes.push(rejected(n, None, "bad signature".into()));
@@ -151,8 +178,10 @@ pub fn ingest(
             }
             Some(KeyState::Trusted) => {}
         }
-        let generic: Head = match serde_json::from_str(verified.measurement) {
-            Ok(m) => m,
+        // A web_connectivity measurement is parsed once, into the typed model that scoring
+        // needs, and its header taken from there; anything else only into `Head`.
+        let (generic, typed) = match parse(verified.measurement) {
+            Ok(parsed) => parsed,
             Err(e) => {
                 outcomes.push(rejected(n, Some(id), format!("malformed: {e}")));
                 continue;
@@ -194,14 +223,8 @@ pub fn ingest(
             verdict: None,
             envelope: line.to_string(),
         };
-        if generic.test_name == WEB_CONNECTIVITY {
-            match serde_json::from_str::<WebConnectivityMeasurement>(verified.measurement) {
-                Ok(m) => apply_verdict(&mut row, &m, fingerprints),
-                Err(e) => {
-                    outcomes.push(rejected(n, Some(id), format!("malformed: {e}")));
-                    continue;
-                }
-            }
+        if let Some(m) = typed {
+            apply_verdict(&mut row, &m, fingerprints);
         }
         rows.push(row);
         row_lines.push(n);

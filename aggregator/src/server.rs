@@ -255,7 +255,7 @@ async fn whoami(
 /// Decompresses a gzip body, refusing more than the limit of output.
 fn body_text(
     headers: &HeaderMap,
-    body: &Bytes,
+    body: Bytes,
     limit: usize,
 ) -> Result<String, (StatusCode, String)> {
     let gzip = headers
@@ -276,7 +276,8 @@ fn body_text(
         }
         out
     } else {
-        body.to_vec()
+        // Without a copy when axum holds the only reference, as it does for a request body.
+        Vec::from(body)
     };
     String::from_utf8(bytes)
         .map_err(|e| (StatusCode::BAD_REQUEST, format!("body is not UTF-8: {e}")))
@@ -284,7 +285,7 @@ fn body_text(
 
 /// `POST /api/v1/measurements`: signed JSONL in, one outcome per line out.
 async fn upload(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let text = match body_text(&headers, &body, state.ingest.max_body_bytes) {
+    let text = match body_text(&headers, body, state.ingest.max_body_bytes) {
         Ok(t) => t,
         Err((status, message)) => return error(status, message),
     };
