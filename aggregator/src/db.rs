@@ -57,6 +57,10 @@ const MIGRATIONS: &[&str] = &[
         used_by TEXT,
         used_at INTEGER
     );",
+    // 4: pages come in time order (measured_at, then rowid), which these indexes give without
+    // sorting, for searches by time alone or by network.
+    "CREATE INDEX measurements_time ON measurements(measured_at);
+    CREATE INDEX measurements_asn_time ON measurements(probe_asn, measured_at);",
 ];
 
 /// Storage errors.
@@ -156,8 +160,9 @@ pub struct Query {
     pub since: Option<String>,
     /// `measured_at < until`.
     pub until: Option<String>,
-    /// Continue after this id (cursor pagination, in id order).
-    pub after: Option<String>,
+    /// Continue after this row: the `cursor` of the last row of the previous page. Pages are in
+    /// time order (`measured_at`, then storage order), which the indexes serve without sorting.
+    pub after: Option<i64>,
     /// At most this many.
     pub limit: usize,
 }
@@ -187,6 +192,9 @@ pub struct Found {
     pub confirmed: bool,
     /// Rule set version.
     pub rule_set: Option<String>,
+    /// Where the next page starts, for [`Query::after`].
+    #[serde(skip)]
+    pub cursor: i64,
 }
 
 /// What the server needs from storage.
@@ -285,6 +293,58 @@ impl Sqlite {
     }
 }
 
+/// The SQL and arguments of a search. Every filter combination the API offers is served by an
+/// index in `(…, measured_at)` order, so a page costs the same on 10 million rows as on ten.
+fn search_sql(q: &Query) -> (String, Vec<rusqlite::types::Value>) {
+    let mut sql = String::from(
+        "SELECT id, source, probe_cc, probe_asn, test_name, input, measured_at, blocking,
+             accessible, confirmed, rule_set, rowid FROM measurements WHERE 1=1",
+    );
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let mut add = |clause: &str, value: rusqlite::types::Value| {
+        sql.push_str(&format!(" AND {clause} ?{}", args.len() + 1));
+        args.push(value);
+    };
+    use rusqlite::types::Value as V;
+    if let Some(v) = &q.cc {
+        add("probe_cc =", V::Text(v.to_ascii_uppercase()));
+    }
+    if let Some(v) = q.asn {
+        add("probe_asn =", V::Integer(i64::from(v)));
+    }
+    if let Some(v) = &q.test_name {
+        add("test_name =", V::Text(v.clone()));
+    }
+    if let Some(v) = &q.domain {
+        add("domain =", V::Text(v.to_ascii_lowercase()));
+    }
+    if let Some(v) = &q.input {
+        add("input =", V::Text(v.clone()));
+    }
+    if let Some(v) = &q.blocking {
+        add("blocking =", V::Text(v.clone()));
+    }
+    if let Some(v) = q.confirmed {
+        add("confirmed =", V::Integer(i64::from(v)));
+    }
+    if let Some(v) = &q.since {
+        add("measured_at >=", V::Text(v.clone()));
+    }
+    if let Some(v) = &q.until {
+        add("measured_at <", V::Text(v.clone()));
+    }
+    if let Some(v) = q.after {
+        args.push(V::Integer(v));
+        let n = args.len();
+        sql.push_str(&format!(
+            " AND (measured_at, rowid) > \
+                 ((SELECT measured_at FROM measurements WHERE rowid = ?{n}), ?{n})"
+        ));
+    }
+    sql.push_str(&format!(" ORDER BY measured_at, rowid LIMIT {}", q.limit));
+    (sql, args)
+}
+
 impl Storage for Sqlite {
     fn key_state(&self, key: &str) -> Result<Option<KeyState>, DbError> {
         let state: Option<String> = self.with(|c| {
@@ -364,47 +424,7 @@ impl Storage for Sqlite {
     }
 
     fn query(&self, q: &Query) -> Result<Vec<Found>, DbError> {
-        let mut sql = String::from(
-            "SELECT id, source, probe_cc, probe_asn, test_name, input, measured_at, blocking,
-             accessible, confirmed, rule_set FROM measurements WHERE 1=1",
-        );
-        let mut args: Vec<rusqlite::types::Value> = Vec::new();
-        let mut add = |clause: &str, value: rusqlite::types::Value| {
-            sql.push_str(&format!(" AND {clause} ?{}", args.len() + 1));
-            args.push(value);
-        };
-        use rusqlite::types::Value as V;
-        if let Some(v) = &q.cc {
-            add("probe_cc =", V::Text(v.to_ascii_uppercase()));
-        }
-        if let Some(v) = q.asn {
-            add("probe_asn =", V::Integer(i64::from(v)));
-        }
-        if let Some(v) = &q.test_name {
-            add("test_name =", V::Text(v.clone()));
-        }
-        if let Some(v) = &q.domain {
-            add("domain =", V::Text(v.to_ascii_lowercase()));
-        }
-        if let Some(v) = &q.input {
-            add("input =", V::Text(v.clone()));
-        }
-        if let Some(v) = &q.blocking {
-            add("blocking =", V::Text(v.clone()));
-        }
-        if let Some(v) = q.confirmed {
-            add("confirmed =", V::Integer(i64::from(v)));
-        }
-        if let Some(v) = &q.since {
-            add("measured_at >=", V::Text(v.clone()));
-        }
-        if let Some(v) = &q.until {
-            add("measured_at <", V::Text(v.clone()));
-        }
-        if let Some(v) = &q.after {
-            add("id >", V::Text(v.clone()));
-        }
-        sql.push_str(&format!(" ORDER BY id LIMIT {}", q.limit));
+        let (sql, args) = search_sql(q);
         self.with(|c| {
             let mut stmt = c.prepare(&sql)?;
             stmt.query_map(params_from_iter(args.iter()), |r| {
@@ -422,6 +442,7 @@ impl Storage for Sqlite {
                     accessible: r.get(8)?,
                     confirmed: r.get(9)?,
                     rule_set: r.get(10)?,
+                    cursor: r.get(11)?,
                 })
             })?
             .collect()
@@ -545,5 +566,90 @@ impl Storage for Sqlite {
             stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(db: &Sqlite, q: &Query) -> String {
+        let (sql, args) = search_sql(q);
+        db.with(|c| {
+            let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+            let rows = stmt.query_map(params_from_iter(args.iter()), |r| r.get::<_, String>(3))?;
+            rows.collect::<Result<Vec<_>, _>>().map(|v| v.join("; "))
+        })
+        .expect("plan")
+    }
+
+    fn query() -> Query {
+        Query {
+            cc: None,
+            asn: None,
+            test_name: None,
+            domain: None,
+            input: None,
+            blocking: None,
+            confirmed: None,
+            since: None,
+            until: None,
+            after: None,
+            limit: 100,
+        }
+    }
+
+    /// The searches the API offers never scan the table or sort it: each is one index range,
+    /// already in page order. (A plan that sorts would be fine on ten rows and take seconds on
+    /// ten million; BENCHMARKS.md has the timings.)
+    #[test]
+    fn every_search_is_an_index_range_in_page_order() {
+        let dir = std::env::temp_dir().join(format!("vantage-db-plan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let db = Sqlite::open(&dir.join("agg.db")).expect("open");
+        let since = Some("2026-01-01".to_string());
+        let until = Some("2026-02-01".to_string());
+        let cases = [
+            (
+                Query {
+                    cc: Some("IR".into()),
+                    since: since.clone(),
+                    until: until.clone(),
+                    ..query()
+                },
+                "measurements_cc_time",
+            ),
+            (
+                Query {
+                    domain: Some("example.org".into()),
+                    after: Some(42),
+                    ..query()
+                },
+                "measurements_domain",
+            ),
+            (
+                Query {
+                    asn: Some(197207),
+                    blocking: Some("\"dns\"".into()),
+                    ..query()
+                },
+                "measurements_asn_time",
+            ),
+            (
+                Query {
+                    since,
+                    until,
+                    test_name: Some("web_connectivity".into()),
+                    ..query()
+                },
+                "measurements_time",
+            ),
+        ];
+        for (q, index) in cases {
+            let p = plan(&db, &q);
+            assert!(p.contains(&format!("USING INDEX {index}")), "{q:?}: {p}");
+            assert!(!p.contains("TEMP B-TREE"), "{q:?} sorts: {p}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -513,7 +513,13 @@ impl SearchParams {
             confirmed: self.confirmed,
             since: self.since.clone(),
             until: self.until.clone(),
-            after: self.cursor.clone(),
+            after: match &self.cursor {
+                Some(c) => Some(
+                    c.parse::<i64>()
+                        .map_err(|_| format!("cursor {c:?} is not one this server gave"))?,
+                ),
+                None => None,
+            },
             limit: self.limit.unwrap_or(100).clamp(1, MAX_PAGE),
         })
     }
@@ -533,7 +539,7 @@ async fn search(
     match result {
         Ok(Ok(rows)) => {
             let next = (rows.len() == limit)
-                .then(|| rows.last().map(|r| r.id.clone()))
+                .then(|| rows.last().map(|r| r.cursor.to_string()))
                 .flatten();
             axum::Json(json!({ "results": rows, "next": next })).into_response()
         }
