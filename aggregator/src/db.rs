@@ -61,6 +61,8 @@ const MIGRATIONS: &[&str] = &[
     // sorting, for searches by time alone or by network.
     "CREATE INDEX measurements_time ON measurements(measured_at);
     CREATE INDEX measurements_asn_time ON measurements(probe_asn, measured_at);",
+    // 5: how far compaction has got (see `compact.rs`).
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
 ];
 
 /// Storage errors.
@@ -223,6 +225,9 @@ pub trait Storage: Send + Sync {
     fn heartbeat(&self, key: &str, cc: &str, asn: u32, sent_at: &str) -> Result<bool, DbError>;
     /// Heartbeats recorded for a country.
     fn heartbeat_count(&self, cc: &str) -> Result<u64, DbError>;
+    /// Compresses the envelopes of up to `limit` rows received at or before `received_before`
+    /// (seconds since the epoch), oldest first; returns how many rows it looked at (0: done).
+    fn compact(&self, received_before: i64, limit: usize) -> Result<usize, DbError>;
     /// Records a new one-time enrolment token by its SHA-256 (hex).
     fn add_token(&self, token_sha256: &str) -> Result<(), DbError>;
     /// Spends a token for `key` and trusts the key, in one transaction.
@@ -290,6 +295,21 @@ impl Sqlite {
             path: self.path.clone(),
             source,
         })
+    }
+}
+
+/// An envelope column as stored: text as received, or a zstd frame once compacted.
+fn stored_envelope(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<String> {
+    match r.get::<_, rusqlite::types::Value>(i)? {
+        rusqlite::types::Value::Text(t) => Ok(t),
+        rusqlite::types::Value::Blob(b) => crate::compact::unpack(&b).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Blob, Box::new(e))
+        }),
+        other => Err(rusqlite::Error::InvalidColumnType(
+            i,
+            "envelope".into(),
+            other.data_type(),
+        )),
     }
 }
 
@@ -417,7 +437,7 @@ impl Storage for Sqlite {
             c.query_row(
                 "SELECT envelope FROM measurements WHERE id = ?1",
                 [id],
-                |r| r.get(0),
+                |r| stored_envelope(r, 0),
             )
             .optional()
         })
@@ -461,7 +481,7 @@ impl Storage for Sqlite {
             )?;
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
             stmt.query_map(params![after, limit], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok((r.get(0)?, r.get(1)?, stored_envelope(r, 2)?))
             })?
             .collect()
         })
@@ -504,6 +524,56 @@ impl Storage for Sqlite {
                 |r| r.get::<_, i64>(0),
             )
             .map(|n| u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    fn compact(&self, received_before: i64, limit: usize) -> Result<usize, DbError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let mark: i64 = tx
+                .query_row(
+                    "SELECT value FROM meta WHERE key = 'compacted_rowid'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0);
+            let rows: Vec<(i64, i64, rusqlite::types::Value)> = {
+                let mut stmt = tx.prepare(
+                    "SELECT rowid, received_at, envelope FROM measurements
+                     WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+                )?;
+                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                stmt.query_map(params![mark, limit], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?
+            };
+            let mut done = 0;
+            let mut last = mark;
+            for (rowid, received_at, envelope) in rows {
+                // Rows are received in rowid order: stop at the first one still too new.
+                if received_at > received_before {
+                    break;
+                }
+                if let rusqlite::types::Value::Text(text) = envelope {
+                    let packed = crate::compact::pack(&text)
+                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                    tx.execute(
+                        "UPDATE measurements SET envelope = ?2 WHERE rowid = ?1",
+                        params![rowid, packed],
+                    )?;
+                }
+                last = rowid;
+                done += 1;
+            }
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('compacted_rowid', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [last],
+            )?;
+            tx.commit()?;
+            Ok(done)
         })
     }
 

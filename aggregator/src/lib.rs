@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod compact;
 pub mod db;
 pub mod enrol;
 pub mod export;

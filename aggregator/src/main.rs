@@ -47,6 +47,9 @@ enum Command {
     Rescore(RescoreArgs),
     /// Export matching measurements: JSONL (the stored envelopes, verifiable) or CSV.
     Export(ExportArgs),
+    /// Compress every stored envelope now (the server does this by itself a minute after
+    /// ingest). Envelopes read back byte for byte; only the space they take changes.
+    Compact(DbArgs),
     /// Score OONI web_connectivity measurements (JSONL or one JSON document) and print one
     /// verdict per line: blocking, accessible, dns_consistency, confirmed, fingerprints, the
     /// rule set version, and OONI's own verdict from the input for comparison.
@@ -188,6 +191,13 @@ struct ExportArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct DbArgs {
+    /// The database file.
+    #[arg(long, value_name = "FILE")]
+    db: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
 struct KeysArgs {
     /// The database file.
     #[arg(long, value_name = "FILE", global = true)]
@@ -299,6 +309,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         _ => None,
     };
     let storage = Arc::new(Sqlite::open(&args.db)?);
+    tokio::spawn(vantage_aggregator::compact::run(
+        storage.clone(),
+        Duration::from_secs(30),
+    ));
     let geo = match &args.prefixes {
         Some(p) => Geo::Prefixes(Prefixes::load(p)?),
         None if args.geoip.is_empty() => Geo::Unknown,
@@ -459,6 +473,13 @@ fn export(args: &ExportArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn compact(args: &DbArgs) -> Result<ExitCode> {
+    let db = Sqlite::open(&args.db)?;
+    let n = vantage_aggregator::compact::compact_all(&db, Duration::ZERO)?;
+    println!("compacted {n} measurements");
+    Ok(ExitCode::SUCCESS)
+}
+
 fn keys(args: &KeysArgs) -> Result<ExitCode> {
     let path = args.db.as_ref().context("--db FILE is required")?;
     let db = Sqlite::open(path)?;
@@ -518,6 +539,7 @@ fn main() -> ExitCode {
         Command::ImportOoni(args) => import_ooni(&args),
         Command::Rescore(args) => rescore(&args),
         Command::Export(args) => export(&args),
+        Command::Compact(args) => compact(&args),
         Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
