@@ -82,12 +82,12 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
 
     // The run: batches of 1,000 lines over HTTP from several probes at once (VANTAGE_BENCH_
-    // UPLOADERS, default 4), so the server always has a request ready while it answers one.
+    // UPLOADERS, default 8), so the server always has a request ready while it answers one.
     let uploaders: usize = std::env::var("VANTAGE_BENCH_UPLOADERS")
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|n| *n > 0)
-        .unwrap_or(4);
+        .unwrap_or(8);
     let batches: Vec<String> = lines.chunks(1000).map(|c| c.join("\n")).collect();
     let t = Instant::now();
     let accepted: usize = std::thread::scope(|s| {

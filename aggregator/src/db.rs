@@ -61,8 +61,49 @@ const MIGRATIONS: &[&str] = &[
     // sorting, for searches by time alone or by network.
     "CREATE INDEX measurements_time ON measurements(measured_at);
     CREATE INDEX measurements_asn_time ON measurements(probe_asn, measured_at);",
-    // 5: how far compaction has got (see `compact.rs`).
+    // 5: how far compaction had got (replaced by 6).
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+    // 6: envelopes move out of `measurements` into a table of their own while they wait for
+    // compaction and another once compressed. Compacting a row then deletes it from the first
+    // (whole pages return to the free list, for the next inserts) and appends it to the second
+    // (densely packed), instead of leaving a hole in a page nothing would fill again. `seq`
+    // makes the link a declared INTEGER PRIMARY KEY, which VACUUM cannot renumber.
+    "CREATE TABLE measurements_v6 (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        source TEXT NOT NULL,
+        probe_key TEXT,
+        probe_cc TEXT NOT NULL,
+        probe_asn INTEGER NOT NULL,
+        test_name TEXT NOT NULL,
+        input TEXT,
+        domain TEXT,
+        measured_at TEXT NOT NULL,
+        received_at INTEGER NOT NULL,
+        blocking TEXT,
+        accessible INTEGER,
+        confirmed INTEGER NOT NULL DEFAULT 0,
+        rule_set TEXT,
+        verdict TEXT
+    );
+    CREATE TABLE envelopes_raw (seq INTEGER PRIMARY KEY, body TEXT NOT NULL);
+    CREATE TABLE envelopes_packed (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
+    INSERT INTO measurements_v6 (seq, id, source, probe_key, probe_cc, probe_asn, test_name,
+        input, domain, measured_at, received_at, blocking, accessible, confirmed, rule_set, verdict)
+        SELECT rowid, id, source, probe_key, probe_cc, probe_asn, test_name, input, domain,
+        measured_at, received_at, blocking, accessible, confirmed, rule_set, verdict
+        FROM measurements;
+    INSERT INTO envelopes_raw SELECT rowid, envelope FROM measurements
+        WHERE typeof(envelope) = 'text';
+    INSERT INTO envelopes_packed SELECT rowid, envelope FROM measurements
+        WHERE typeof(envelope) = 'blob';
+    DROP TABLE measurements;
+    ALTER TABLE measurements_v6 RENAME TO measurements;
+    CREATE INDEX measurements_cc_time ON measurements(probe_cc, measured_at);
+    CREATE INDEX measurements_domain ON measurements(domain, measured_at);
+    CREATE INDEX measurements_time ON measurements(measured_at);
+    CREATE INDEX measurements_asn_time ON measurements(probe_asn, measured_at);
+    DELETE FROM meta WHERE key = 'compacted_rowid';",
 ];
 
 /// Storage errors.
@@ -226,7 +267,8 @@ pub trait Storage: Send + Sync {
     /// Heartbeats recorded for a country.
     fn heartbeat_count(&self, cc: &str) -> Result<u64, DbError>;
     /// Compresses the envelopes of up to `limit` rows received at or before `received_before`
-    /// (seconds since the epoch), oldest first; returns how many rows it looked at (0: done).
+    /// (seconds since the epoch), oldest first; returns how many it compressed (fewer than
+    /// `limit`: nothing old enough is left).
     fn compact(&self, received_before: i64, limit: usize) -> Result<usize, DbError>;
     /// Records a new one-time enrolment token by its SHA-256 (hex).
     fn add_token(&self, token_sha256: &str) -> Result<(), DbError>;
@@ -401,9 +443,11 @@ impl Storage for Sqlite {
                 let mut stmt = tx.prepare_cached(
                     "INSERT OR IGNORE INTO measurements (id, source, probe_key, probe_cc, probe_asn,
                      test_name, input, domain, measured_at, received_at, blocking, accessible,
-                     confirmed, rule_set, verdict, envelope)
-                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
+                     confirmed, rule_set, verdict)
+                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
                 )?;
+                let mut body =
+                    tx.prepare_cached("INSERT INTO envelopes_raw (seq, body) VALUES (?1, ?2)")?;
                 let received = now();
                 for r in rows {
                     let n = stmt.execute(params![
@@ -421,9 +465,11 @@ impl Storage for Sqlite {
                         r.accessible,
                         r.confirmed,
                         r.rule_set,
-                        r.verdict,
-                        r.envelope
+                        r.verdict
                     ])?;
+                    if n > 0 {
+                        body.execute(params![tx.last_insert_rowid(), r.envelope])?;
+                    }
                     added.push(n > 0);
                 }
             }
@@ -435,7 +481,10 @@ impl Storage for Sqlite {
     fn envelope(&self, id: &str) -> Result<Option<String>, DbError> {
         self.with(|c| {
             c.query_row(
-                "SELECT envelope FROM measurements WHERE id = ?1",
+                "SELECT coalesce(p.body, r.body) FROM measurements m
+                 LEFT JOIN envelopes_packed p ON p.seq = m.seq
+                 LEFT JOIN envelopes_raw r ON r.seq = m.seq
+                 WHERE m.id = ?1",
                 [id],
                 |r| stored_envelope(r, 0),
             )
@@ -476,8 +525,10 @@ impl Storage for Sqlite {
     ) -> Result<Vec<(String, String, String)>, DbError> {
         self.with(|c| {
             let mut stmt = c.prepare(
-                "SELECT id, source, envelope FROM measurements
-                 WHERE test_name = 'web_connectivity' AND id > ?1 ORDER BY id LIMIT ?2",
+                "SELECT m.id, m.source, coalesce(p.body, r.body) FROM measurements m
+                 LEFT JOIN envelopes_packed p ON p.seq = m.seq
+                 LEFT JOIN envelopes_raw r ON r.seq = m.seq
+                 WHERE m.test_name = 'web_connectivity' AND m.id > ?1 ORDER BY m.id LIMIT ?2",
             )?;
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
             stmt.query_map(params![after, limit], |r| {
@@ -530,48 +581,32 @@ impl Storage for Sqlite {
     fn compact(&self, received_before: i64, limit: usize) -> Result<usize, DbError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let mark: i64 = tx
-                .query_row(
-                    "SELECT value FROM meta WHERE key = 'compacted_rowid'",
-                    [],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .unwrap_or(0);
-            let rows: Vec<(i64, i64, rusqlite::types::Value)> = {
-                let mut stmt = tx.prepare(
-                    "SELECT rowid, received_at, envelope FROM measurements
-                     WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+            let rows: Vec<(i64, i64, String)> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT r.seq, m.received_at, r.body FROM envelopes_raw r
+                     JOIN measurements m ON m.seq = r.seq ORDER BY r.seq LIMIT ?1",
                 )?;
                 let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-                stmt.query_map(params![mark, limit], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })?
-                .collect::<rusqlite::Result<_>>()?
+                stmt.query_map([limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<rusqlite::Result<_>>()?
             };
             let mut done = 0;
-            let mut last = mark;
-            for (rowid, received_at, envelope) in rows {
-                // Rows are received in rowid order: stop at the first one still too new.
-                if received_at > received_before {
-                    break;
-                }
-                if let rusqlite::types::Value::Text(text) = envelope {
-                    let packed = crate::compact::pack(&text)
+            {
+                let mut packed =
+                    tx.prepare_cached("INSERT INTO envelopes_packed (seq, body) VALUES (?1, ?2)")?;
+                let mut raw = tx.prepare_cached("DELETE FROM envelopes_raw WHERE seq = ?1")?;
+                for (seq, received_at, text) in rows {
+                    // Rows are received in seq order: stop at the first one still too new.
+                    if received_at > received_before {
+                        break;
+                    }
+                    let body = crate::compact::pack(&text)
                         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-                    tx.execute(
-                        "UPDATE measurements SET envelope = ?2 WHERE rowid = ?1",
-                        params![rowid, packed],
-                    )?;
+                    packed.execute(params![seq, body])?;
+                    raw.execute([seq])?;
+                    done += 1;
                 }
-                last = rowid;
-                done += 1;
             }
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('compacted_rowid', ?1)
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                [last],
-            )?;
             tx.commit()?;
             Ok(done)
         })
@@ -667,6 +702,38 @@ mod tests {
             after: None,
             limit: 100,
         }
+    }
+
+    #[test]
+    fn migrating_a_version_5_file_keeps_every_envelope() {
+        let dir = std::env::temp_dir().join(format!("vantage-db-v5-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("agg.db");
+        {
+            let c = open_migrated(&path, &MIGRATIONS[..5], "NORMAL").expect("v5");
+            for (id, envelope) in [
+                ("a", rusqlite::types::Value::Text("{\"v\":1}".into())),
+                (
+                    "b",
+                    rusqlite::types::Value::Blob(crate::compact::pack("{\"v\":2}").expect("pack")),
+                ),
+            ] {
+                c.execute(
+                    "INSERT INTO measurements (id, source, probe_cc, probe_asn, test_name,
+                     measured_at, received_at, envelope)
+                     VALUES (?1, 'vantage', 'IT', 1, 'web_connectivity', '2026-01-01 00:00:00', 0, ?2)",
+                    params![id, envelope],
+                )
+                .expect("v5 row");
+            }
+        }
+        let db = Sqlite::open(&path).expect("migrate");
+        assert_eq!(db.envelope("a").expect("a").as_deref(), Some("{\"v\":1}"));
+        assert_eq!(db.envelope("b").expect("b").as_deref(), Some("{\"v\":2}"));
+        assert_eq!(db.query(&query()).expect("query").len(), 2);
+        assert_eq!(db.compact(i64::MAX, 10).expect("compact"), 1);
+        assert_eq!(db.envelope("a").expect("a").as_deref(), Some("{\"v\":1}"));
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     /// The searches the API offers never scan the table or sort it: each is one index range,
