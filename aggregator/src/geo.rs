@@ -38,7 +38,7 @@ pub enum GeoError {
 
 /// Errors opening a MaxMind DB file.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot open {path} as a MaxMind DB: {source}")]
+#[error("cannot open {path} as a MaxMind DB")]
 pub struct MmdbError {
     /// The file.
     pub path: String,

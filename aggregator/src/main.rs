@@ -308,11 +308,6 @@ async fn serve(args: ServeArgs) -> Result<()> {
         (Some(cert), Some(key)) => Some(vantage_aggregator::tls::server_config(cert, key)?),
         _ => None,
     };
-    let storage = Arc::new(Sqlite::open(&args.db)?);
-    tokio::spawn(vantage_aggregator::compact::run(
-        storage.clone(),
-        Duration::from_secs(30),
-    ));
     let geo = match &args.prefixes {
         Some(p) => Geo::Prefixes(Prefixes::load(p)?),
         None if args.geoip.is_empty() => Geo::Unknown,
@@ -331,6 +326,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
                 .collect::<Result<_, vantage_aggregator::geo::MmdbError>>()?,
         ),
     };
+    let storage = Arc::new(Sqlite::open(&args.db)?);
+    tokio::spawn(vantage_aggregator::compact::run(
+        storage.clone(),
+        Duration::from_secs(30),
+    ));
     let ingest = IngestConfig {
         require_enrolment: args.require_enrolment,
         max_body_bytes: args.max_body_mib.max(1) << 20,

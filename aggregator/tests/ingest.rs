@@ -263,6 +263,25 @@ async fn probe_uploads_and_researchers_find_exactly_those_measurements() {
     let rest: Value = serde_json::from_str(&rest).expect("json");
     assert_eq!(rest["results"].as_array().map(Vec::len), Some(5));
     assert_eq!(rest["next"], Value::Null);
+    // Pages are in time order and together hold every measurement once.
+    let mut paged: Vec<&Value> = page["results"].as_array().expect("page").iter().collect();
+    paged.extend(rest["results"].as_array().expect("rest"));
+    let times: Vec<&str> = paged
+        .iter()
+        .filter_map(|r| r["measured_at"].as_str())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    let paged_ids: BTreeSet<String> = paged
+        .iter()
+        .map(|r| r["id"].as_str().expect("id").to_string())
+        .collect();
+    assert_eq!(paged_ids, ids);
+    let (status, body) = http(&base, "GET", "/api/v1/measurements?cursor=abc", &[], b"");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains(r#"cursor \"abc\" is not one this server gave"#),
+        "{body}"
+    );
 
     // Bulk export over HTTP: every envelope verifies; the CSV has a row per measurement.
     let (status, jsonl) = http(&base, "GET", "/api/v1/export?format=jsonl&cc=IT", &[], b"");
