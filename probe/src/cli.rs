@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use url::Url;
+use vantage_probe::canary;
 use vantage_probe::engine::{EngineConfig, Resolver, TlsContext};
 use vantage_probe::envelope::Identity;
 use vantage_probe::ooni::{Asn, Blocking, CountryCode};
 use vantage_probe::run::{Finished, RunPlan, builtin_list, layer};
-use vantage_probe::store::Store;
+use vantage_probe::store::{NewResult, Store};
 use vantage_probe::test_lists::{Entry, TestList};
 use vantage_probe::upload::{UploadConfig, upload as upload_outbox};
 use vantage_probe::web_connectivity::{WebConnectivityPlan, measure as measure_one};
@@ -193,16 +194,49 @@ impl ControlArgs {
     }
 }
 
+/// The network a measurement says it was made from.
 #[derive(Debug, clap::Args)]
-pub struct HeartbeatArgs {
+pub struct NetworkArgs {
     /// Country code to report (default ZZ).
     #[arg(long, value_name = "CC", env = "VANTAGE_PROBE_CC")]
     probe_cc: Option<String>,
     /// Network to report, e.g. AS3269 (default AS0).
     #[arg(long, value_name = "ASN", env = "VANTAGE_PROBE_ASN")]
     probe_asn: Option<String>,
+}
+
+impl NetworkArgs {
+    fn parse(&self) -> Result<(CountryCode, Asn)> {
+        let cc: CountryCode = self.probe_cc.as_deref().unwrap_or("ZZ").parse()?;
+        let asn: Asn = self.probe_asn.as_deref().unwrap_or("AS0").parse()?;
+        Ok((cc, asn))
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HeartbeatArgs {
+    #[command(flatten)]
+    network: NetworkArgs,
     #[command(flatten)]
     to: ControlArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CanaryArgs {
+    /// Targets (`address,port,protocol,description` lines, addresses only); default: the
+    /// built-in list of anycast resolvers, root servers and anycast HTTPS addresses.
+    #[arg(long, value_name = "FILE")]
+    targets: Option<PathBuf>,
+    /// Deadline in seconds for each DNS answer and TCP connect.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    timeout: f64,
+    /// Print the measurement (OONI format) instead of a summary.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    network: NetworkArgs,
+    #[command(flatten)]
+    data: DataArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -672,8 +706,7 @@ pub async fn upload(args: UploadArgs) -> Result<ExitCode> {
 }
 
 pub async fn heartbeat(args: HeartbeatArgs) -> Result<ExitCode> {
-    let cc: CountryCode = args.probe_cc.as_deref().unwrap_or("ZZ").parse()?;
-    let asn: Asn = args.probe_asn.as_deref().unwrap_or("AS0").parse()?;
+    let (cc, asn) = args.network.parse()?;
     let (config, tls, identity) = args.to.plan()?;
     vantage_probe::upload::heartbeat(&identity, &config, cc, asn, &EngineConfig::default(), &tls)
         .await
@@ -692,6 +725,63 @@ pub async fn enrol(args: EnrolArgs) -> Result<ExitCode> {
         .await
         .map_err(|e| anyhow::anyhow!("not enrolled: {e}"))?;
     println!("enrolled {}", identity.public_key());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn canary(args: CanaryArgs) -> Result<ExitCode> {
+    let targets = match &args.targets {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            canary::parse_targets(&text, &path.display().to_string())?
+        }
+        None => canary::parse_targets(canary::BUILTIN_TARGETS, "built-in canaries")?,
+    };
+    let timeout = seconds(args.timeout, "--timeout")?;
+    let (cc, asn) = args.network.parse()?;
+    let mut engine = EngineConfig::default();
+    engine.timeouts.dns = timeout;
+    engine.timeouts.tcp_connect = timeout;
+    let dir = args.data.dir()?;
+    let (identity, _) = Identity::load_or_create(&dir.join("identity.key"))?;
+    let mut store = open_store(&dir)?;
+    let tls = tls_context(None)?;
+
+    let mut m = canary::measure(&targets, &engine, &tls).await;
+    m.probe_cc = cc;
+    m.probe_asn = asn;
+    let json = serde_json::to_string(&m)?;
+    let (id, line) = identity.seal(&json)?;
+    store.insert(&NewResult {
+        id: id.as_str(),
+        input: None,
+        test_name: canary::CANARY,
+        measured_at: &m.measurement_start_time,
+        blocking: None,
+        accessible: None,
+        confirmed: false,
+        verdict: "null",
+        envelope: &line,
+    })?;
+    if args.json {
+        println!("{json}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let k = &m.test_keys;
+    println!(
+        "canary {}: {} of {} targets answered",
+        id.as_str(),
+        k.ok,
+        k.total
+    );
+    for c in k.checks.iter().filter(|c| !c.ok) {
+        println!(
+            "  {} {}: {}",
+            c.target,
+            c.protocol.as_str(),
+            c.failure.as_deref().unwrap_or("failed")
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

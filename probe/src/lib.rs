@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod canary;
 pub mod engine;
 pub mod envelope;
 pub mod failure;

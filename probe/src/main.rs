@@ -29,6 +29,12 @@ enum Command {
     Upload(cli::UploadArgs),
     /// Send one signed heartbeat ("this probe is alive") to the aggregator, to check a setup.
     Heartbeat(cli::HeartbeatArgs),
+    /// Check once whether this network reaches the Internet at all, and keep the signed result.
+    ///
+    /// Asks anycast resolvers and root servers a DNS question and connects to anycast addresses,
+    /// all by IP: it needs no DNS and no aggregator, so it keeps recording during a shutdown.
+    /// The result waits in the local store for `vantage upload` like any other.
+    Canary(cli::CanaryArgs),
     /// Enrol this probe's key with a one-time token from the aggregator's operator.
     ///
     /// Needed only for aggregators that refuse unknown keys (`serve --require-enrolment`); open
@@ -67,6 +73,7 @@ fn main() -> ExitCode {
             Command::Upload(args) => cli::upload(args).await,
             Command::Heartbeat(args) => cli::heartbeat(args).await,
             Command::Enrol(args) => cli::enrol(args).await,
+            Command::Canary(args) => cli::canary(args).await,
             Command::Results(args) => cli::results(args),
             Command::Status(args) => cli::status(&args),
             Command::Lists(args) => cli::lists(args).await,

@@ -270,30 +270,9 @@ impl Control {
         engine: &EngineConfig,
         tls: &TlsContext,
     ) -> Result<(), String> {
-        let m = crate::ooni::Measurement {
-            annotations: crate::ooni::default_annotations(),
-            data_format_version: crate::ooni::DATA_FORMAT_VERSION.into(),
-            extensions: None,
-            input: None,
-            measurement_start_time: crate::ooni::ooni_timestamp(std::time::SystemTime::now()),
-            probe_asn: asn,
-            probe_cc: cc,
-            probe_ip: crate::ooni::SCRUBBED_PROBE_IP.into(),
-            probe_network_name: None,
-            report_id: None,
-            resolver_asn: None,
-            resolver_ip: None,
-            resolver_network_name: None,
-            software_name: "vantage".into(),
-            software_version: env!("CARGO_PKG_VERSION").into(),
-            test_helpers: None,
-            test_keys: self.test_keys,
-            test_name: self.test_name.into(),
-            test_runtime: 0.0,
-            test_start_time: None,
-            test_version: "0.1.0".into(),
-            extra: serde_json::Map::new(),
-        };
+        let mut m = crate::ooni::Measurement::vantage(self.test_name, "0.1.0", self.test_keys);
+        m.probe_cc = cc;
+        m.probe_asn = asn;
         let json = serde_json::to_string(&m).map_err(|e| e.to_string())?;
         let (_, line) = identity.seal(&json).map_err(|e| e.to_string())?;
         let url = config

@@ -25,9 +25,8 @@ use crate::engine::{
 };
 use crate::failure::StepError;
 use crate::ooni::{
-    Asn, CountryCode, DATA_FORMAT_VERSION, Measurement, SCRUBBED_PROBE_IP, TcpConnect,
-    TlsHandshake, WEB_CONNECTIVITY, WEB_CONNECTIVITY_VERSION, WebConnectivityMeasurement,
-    WebConnectivityTestKeys, default_annotations, ooni_timestamp,
+    Measurement, TcpConnect, TlsHandshake, WEB_CONNECTIVITY, WEB_CONNECTIVITY_VERSION,
+    WebConnectivityMeasurement, WebConnectivityTestKeys, ooni_timestamp,
 };
 
 /// `control_failure` when no test helper is configured.
@@ -521,32 +520,18 @@ fn envelope(
         Resolver::Udp(addr) => Some(addr.ip().to_string()),
         _ => None,
     });
-    Measurement {
-        annotations: default_annotations(),
-        data_format_version: DATA_FORMAT_VERSION.into(),
-        extensions: Some(extensions),
-        input: Some(plan.input.clone()),
-        measurement_start_time: start.clone(),
-        probe_asn: Asn(0),
-        probe_cc: CountryCode::UNKNOWN,
-        probe_ip: SCRUBBED_PROBE_IP.into(),
-        probe_network_name: None,
-        report_id: None,
-        resolver_asn: None,
-        resolver_ip,
-        resolver_network_name: None,
-        software_name: "vantage".into(),
-        software_version: env!("CARGO_PKG_VERSION").into(),
-        test_helpers: plan.test_helper.as_ref().map(
-            |th| serde_json::json!({"backend": {"address": th.as_str(), "type": th.scheme()}}),
-        ),
-        test_keys,
-        test_name: WEB_CONNECTIVITY.into(),
-        test_runtime: runtime_secs,
-        test_start_time: Some(start),
-        test_version: WEB_CONNECTIVITY_VERSION.into(),
-        extra: Map::new(),
-    }
+    let mut m = Measurement::vantage(WEB_CONNECTIVITY, WEB_CONNECTIVITY_VERSION, test_keys);
+    m.extensions = Some(extensions);
+    m.input = Some(plan.input.clone());
+    m.measurement_start_time = start.clone();
+    m.resolver_ip = resolver_ip;
+    m.test_helpers = plan
+        .test_helper
+        .as_ref()
+        .map(|th| serde_json::json!({"backend": {"address": th.as_str(), "type": th.scheme()}}));
+    m.test_runtime = runtime_secs;
+    m.test_start_time = Some(start);
+    m
 }
 
 #[cfg(test)]

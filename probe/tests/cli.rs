@@ -281,3 +281,96 @@ async fn lists_import_checks_and_keeps_the_list() {
     );
     assert!(dir.join("data/lists/ir.csv").exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn canary_records_which_targets_answer_without_dns_or_aggregator() {
+    let dns = DnsFixture::start(vec![(
+        "a.root-servers.net",
+        Behaviour::Answer(vec!["198.41.0.4".parse().expect("ip")]),
+    )])
+    .await;
+    let silent_dns = vantage_fixtures::tcp::closed_port(); // nothing answers UDP there either
+    let open = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let open_addr = open.local_addr().expect("addr");
+    let closed = vantage_fixtures::tcp::closed_port();
+    let dir = temp_dir("canary");
+    let targets = dir.join("canaries.csv");
+    std::fs::write(
+        &targets,
+        format!(
+            "address,port,protocol,description\n{},{},dns,root\n{},{},dns,gone\n{},{},tcp,open\n{},{},tcp,closed\n",
+            dns.addr.ip(),
+            dns.addr.port(),
+            silent_dns.ip(),
+            silent_dns.port(),
+            open_addr.ip(),
+            open_addr.port(),
+            closed.ip(),
+            closed.port()
+        ),
+    )
+    .expect("targets");
+    let data = dir.join("data");
+    let (t, d) = (targets.display().to_string(), data.display().to_string());
+    let out = vantage(&[
+        "canary",
+        "--targets",
+        &t,
+        "--timeout",
+        "1",
+        "--probe-cc",
+        "IT",
+        "--data-dir",
+        &d,
+    ])
+    .await;
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines();
+    let head = lines.next().expect("summary");
+    assert!(head.ends_with(": 2 of 4 targets answered"), "{text}");
+    let failures: Vec<&str> = lines.collect();
+    assert_eq!(failures.len(), 2, "{text}");
+    assert!(
+        failures[0].starts_with(&format!("  {silent_dns} dns: ")),
+        "{text}"
+    );
+    assert_eq!(failures[1], format!("  {closed} tcp: connection_refused"));
+
+    // Signed and kept for upload like any result.
+    let id = head.split_whitespace().nth(1).expect("id");
+    let shown = vantage(&["results", "show", id, "--data-dir", &d]).await;
+    let line = String::from_utf8_lossy(&shown.stdout).into_owned();
+    let v = vantage_probe::envelope::verify(line.trim()).expect("verifies");
+    let m: Value = serde_json::from_str(v.measurement).expect("json");
+    assert_eq!(m["test_name"], "canary");
+    assert_eq!(m["probe_cc"], "IT");
+    assert_eq!(m["test_keys"]["ok"], 2);
+    assert_eq!(m["test_keys"]["checks"][2]["ok"], true);
+    assert_eq!(
+        m["test_keys"]["tcp_connect"].as_array().map(Vec::len),
+        Some(2)
+    );
+    assert!(
+        m["test_keys"]["queries"]
+            .as_array()
+            .is_some_and(|q| !q.is_empty())
+    );
+
+    // A target given by name is refused before anything is measured.
+    std::fs::write(
+        &targets,
+        "address,port,protocol,description\ndns.google,53,dns,x\n",
+    )
+    .expect("w");
+    let out = vantage(&["canary", "--targets", &t, "--data-dir", &d]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(":2: the address must be an IP address (a canary uses no DNS)"),
+        "{}",
+        stderr(&out)
+    );
+    drop(open);
+}

@@ -79,6 +79,37 @@ pub struct Measurement<TK> {
     pub extra: Map<String, Value>,
 }
 
+impl<TK> Measurement<TK> {
+    /// A measurement as Vantage writes it (df-000-base): started now, the probe address
+    /// scrubbed, country and network unknown until the caller sets them.
+    pub fn vantage(test_name: &str, test_version: &str, test_keys: TK) -> Self {
+        Measurement {
+            annotations: default_annotations(),
+            data_format_version: DATA_FORMAT_VERSION.into(),
+            extensions: None,
+            input: None,
+            measurement_start_time: ooni_timestamp(SystemTime::now()),
+            probe_asn: Asn(0),
+            probe_cc: CountryCode::UNKNOWN,
+            probe_ip: SCRUBBED_PROBE_IP.into(),
+            probe_network_name: None,
+            report_id: None,
+            resolver_asn: None,
+            resolver_ip: None,
+            resolver_network_name: None,
+            software_name: "vantage".into(),
+            software_version: env!("CARGO_PKG_VERSION").into(),
+            test_helpers: None,
+            test_keys,
+            test_name: test_name.into(),
+            test_runtime: 0.0,
+            test_start_time: None,
+            test_version: test_version.into(),
+            extra: Map::new(),
+        }
+    }
+}
+
 /// An autonomous system number, written `"AS<n>"` as OONI does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Asn(pub u32);
