@@ -20,7 +20,7 @@ pub const DATA_FORMAT_VERSION: &str = "0.2.0";
 pub const SCRUBBED_PROBE_IP: &str = "127.0.0.1";
 
 /// One OONI measurement, generic over its `test_keys`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Measurement<TK> {
     /// Free metadata (platform, architecture, engine_name, ...). Values are usually strings, but
     /// df-000 tells consumers not to assume so.
@@ -78,6 +78,35 @@ pub struct Measurement<TK> {
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
+
+deserialize_with_extra!(
+    Measurement<TK>,
+    required: [
+        data_format_version,
+        measurement_start_time,
+        probe_asn,
+        probe_cc,
+        probe_ip,
+        software_name,
+        software_version,
+        test_keys,
+        test_name,
+        test_runtime,
+        test_version,
+    ],
+    optional: [
+        annotations,
+        extensions,
+        input,
+        probe_network_name,
+        report_id,
+        resolver_asn,
+        resolver_ip,
+        resolver_network_name,
+        test_helpers,
+        test_start_time,
+    ],
+);
 
 impl<TK> Measurement<TK> {
     /// A measurement as Vantage writes it (df-000-base): started now, the probe address
@@ -241,6 +270,41 @@ pub fn default_annotations() -> Map<String, Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MINIMAL: &str = r#"{"data_format_version":"0.2.0","measurement_start_time":"2026-01-01 00:00:00","probe_asn":"AS1","probe_cc":"IT","probe_ip":"127.0.0.1","software_name":"x","software_version":"1","test_keys":{},"test_name":"t","test_runtime":0.5,"test_version":"1""#;
+
+    #[test]
+    fn unknown_keys_are_kept_and_known_ones_checked() {
+        let m: Measurement<Value> = serde_json::from_str(&format!(
+            r#"{MINIMAL},"input":null,"x_new":[1,{{"a":2}}]}}"#
+        ))
+        .expect("parse");
+        assert_eq!(m.input, None);
+        assert_eq!(m.extra["x_new"], serde_json::json!([1, {"a": 2}]));
+        assert!(m.annotations.is_empty());
+        let missing = serde_json::from_str::<Measurement<Value>>(r#"{"test_name":"t"}"#)
+            .expect_err("missing");
+        assert!(
+            missing
+                .to_string()
+                .starts_with("missing field `data_format_version`"),
+            "{missing}"
+        );
+        let twice =
+            serde_json::from_str::<Measurement<Value>>(&format!(r#"{MINIMAL},"test_name":"u"}}"#))
+                .expect_err("duplicate");
+        assert!(
+            twice.to_string().starts_with("duplicate field `test_name`"),
+            "{twice}"
+        );
+        let wrong =
+            serde_json::from_str::<Measurement<Value>>(&format!(r#"{MINIMAL},"input":7}}"#))
+                .expect_err("type");
+        assert!(
+            wrong.to_string().starts_with("invalid type: integer `7`"),
+            "{wrong}"
+        );
+    }
     use std::time::Duration;
 
     #[test]

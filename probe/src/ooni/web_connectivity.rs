@@ -15,7 +15,7 @@ pub const TEST_NAME: &str = "web_connectivity";
 pub const TEST_VERSION: &str = "0.5.28";
 
 /// `test_keys` of a `web_connectivity` measurement.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct WebConnectivityTestKeys {
     /// `redirect`: redirects are followed step by step.
     #[serde(default)]
@@ -82,6 +82,33 @@ pub struct WebConnectivityTestKeys {
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
+
+deserialize_with_extra!(
+    WebConnectivityTestKeys,
+    required: [],
+    optional: [
+        agent,
+        client_resolver,
+        queries,
+        tcp_connect,
+        tls_handshakes,
+        requests,
+        x_dns_duplicate_responses,
+        x_control_request,
+        control,
+        control_failure,
+        dns_experiment_failure,
+        dns_consistency,
+        http_experiment_failure,
+        body_length_match,
+        body_proportion,
+        headers_match,
+        status_code_match,
+        title_match,
+        blocking,
+        accessible,
+    ],
+);
 
 /// OONI's `blocking` key: `false` or a blocking type.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
