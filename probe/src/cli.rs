@@ -138,10 +138,6 @@ pub struct RunArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct UploadArgs {
-    /// The aggregator to upload to.
-    #[arg(long, value_name = "URL", env = "VANTAGE_AGGREGATOR")]
-    aggregator: String,
-
     /// Deadline in seconds for each upload request.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     timeout: u64,
@@ -154,19 +150,11 @@ pub struct UploadArgs {
     #[arg(long, value_name = "MS", default_value_t = 500)]
     retry_base_ms: u64,
 
-    /// Extra trusted CA certificates (PEM) for the aggregator.
-    #[arg(long, value_name = "PEM")]
-    ca_file: Option<PathBuf>,
-
-    /// Upload through this SOCKS5 proxy, e.g. Tor at 127.0.0.1:9050.
-    #[arg(long, value_name = "IP:PORT", env = "VANTAGE_SOCKS5")]
-    socks5: Option<SocketAddr>,
-
     #[command(flatten)]
-    data: DataArgs,
+    to: ControlArgs,
 }
 
-/// Where a one-off signed message (heartbeat, enrolment) goes, and how.
+/// The aggregator, and how to reach it.
 #[derive(Debug, clap::Args)]
 pub struct ControlArgs {
     /// The aggregator.
@@ -175,7 +163,7 @@ pub struct ControlArgs {
     /// Extra trusted CA certificates (PEM) for the aggregator.
     #[arg(long, value_name = "PEM")]
     ca_file: Option<PathBuf>,
-    /// Send through this SOCKS5 proxy.
+    /// Send through this SOCKS5 proxy, e.g. Tor at 127.0.0.1:9050.
     #[arg(long, value_name = "IP:PORT", env = "VANTAGE_SOCKS5")]
     socks5: Option<SocketAddr>,
     #[command(flatten)]
@@ -683,14 +671,11 @@ fn print_summary(finished: &[Finished], took: Duration, dir: &Path, controlled: 
 }
 
 pub async fn upload(args: UploadArgs) -> Result<ExitCode> {
-    let dir = args.data.dir()?;
-    let mut config = UploadConfig::new(aggregator_url(&args.aggregator)?);
+    let (mut config, tls, _) = args.to.plan()?;
     config.timeout = Duration::from_secs(args.timeout.max(1));
     config.max_attempts = args.max_attempts.max(1);
     config.backoff = Duration::from_millis(args.retry_base_ms.max(1));
-    config.socks5 = args.socks5;
-    let tls = tls_context(args.ca_file.as_deref())?;
-    let mut store = open_store(&dir)?;
+    let mut store = open_store(&args.to.data.dir()?)?;
     let report = upload_outbox(&mut store, &config, &EngineConfig::default(), &tls).await?;
     println!(
         "Uploaded {} results ({} already there, {} refused); {} waiting.",
