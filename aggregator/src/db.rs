@@ -12,6 +12,8 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde::Serialize;
 use vantage_probe::store::{MigrateError, open_migrated};
 
+use crate::signals::{SignalBin, SignalQuery};
+
 const MIGRATIONS: &[&str] = &[
     // 1: measurements and keys.
     "CREATE TABLE measurements (
@@ -104,6 +106,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX measurements_time ON measurements(measured_at);
     CREATE INDEX measurements_asn_time ON measurements(probe_asn, measured_at);
     DELETE FROM meta WHERE key = 'compacted_rowid';",
+    // 7: signals in 5-minute bins, filled from what is already stored.
+    crate::signals::MIGRATION,
 ];
 
 /// Storage errors.
@@ -262,6 +266,8 @@ pub trait Storage: Send + Sync {
     ) -> Result<Vec<(String, String, String)>, DbError>;
     /// Replaces the stored verdict of one row.
     fn update_verdict(&self, row: &Row) -> Result<(), DbError>;
+    /// Signals per 5-minute bin (see `signals.rs`).
+    fn signals(&self, q: &SignalQuery) -> Result<Vec<SignalBin>, DbError>;
     /// Records a heartbeat; false when the same one was already recorded.
     fn heartbeat(&self, key: &str, cc: &str, asn: u32, sent_at: &str) -> Result<bool, DbError>;
     /// Heartbeats recorded for a country.
@@ -469,6 +475,7 @@ impl Storage for Sqlite {
                     ])?;
                     if n > 0 {
                         body.execute(params![tx.last_insert_rowid(), r.envelope])?;
+                        crate::signals::record_row(&tx, r)?;
                     }
                     added.push(n > 0);
                 }
@@ -540,7 +547,9 @@ impl Storage for Sqlite {
 
     fn update_verdict(&self, row: &Row) -> Result<(), DbError> {
         self.with(|c| {
-            c.execute(
+            let tx = c.transaction()?;
+            crate::signals::rescored(&tx, &row.id, row.blocking.as_deref())?;
+            tx.execute(
                 "UPDATE measurements SET blocking = ?2, accessible = ?3, confirmed = ?4,
                  rule_set = ?5, verdict = ?6 WHERE id = ?1",
                 params![
@@ -551,19 +560,28 @@ impl Storage for Sqlite {
                     row.rule_set,
                     row.verdict
                 ],
-            )
-            .map(|_| ())
+            )?;
+            tx.commit()
         })
+    }
+
+    fn signals(&self, q: &SignalQuery) -> Result<Vec<SignalBin>, DbError> {
+        self.with(|c| crate::signals::query(c, q))
     }
 
     fn heartbeat(&self, key: &str, cc: &str, asn: u32, sent_at: &str) -> Result<bool, DbError> {
         self.with(|c| {
-            c.execute(
+            let tx = c.transaction()?;
+            let new = tx.execute(
                 "INSERT OR IGNORE INTO heartbeats (probe_key, probe_cc, probe_asn, sent_at, received_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![key, cc, asn, sent_at, now()],
-            )
-            .map(|n| n > 0)
+            )? > 0;
+            if new {
+                crate::signals::record_heartbeat(&tx, key, cc, asn, sent_at)?;
+            }
+            tx.commit()?;
+            Ok(new)
         })
     }
 
@@ -728,6 +746,17 @@ mod tests {
             }
         }
         let db = Sqlite::open(&path).expect("migrate");
+        // Migration 7 derived the signals of what was stored.
+        let bins = db
+            .signals(&SignalQuery {
+                cc: "IT".into(),
+                asn: None,
+                from_bin: 0,
+                to_bin: i64::MAX,
+            })
+            .expect("signals");
+        assert_eq!(bins.len(), 1);
+        assert_eq!(bins[0].measurements, 2);
         assert_eq!(db.envelope("a").expect("a").as_deref(), Some("{\"v\":1}"));
         assert_eq!(db.envelope("b").expect("b").as_deref(), Some("{\"v\":2}"));
         assert_eq!(db.query(&query()).expect("query").len(), 2);

@@ -15,4 +15,5 @@ pub mod ingest;
 pub mod maintain;
 pub mod score;
 pub mod server;
+pub mod signals;
 pub mod tls;

@@ -27,6 +27,7 @@ use crate::db::{Query, Storage};
 use crate::enrol::enrol;
 use crate::geo::Geo;
 use crate::ingest::{IngestConfig, LineOutcome, heartbeat, ingest};
+use crate::signals::{self, SignalQuery};
 
 /// Counters for `/metrics` (Prometheus text format).
 #[derive(Debug, Default)]
@@ -211,6 +212,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/enrol",
             post(enrol_route).layer(DefaultBodyLimit::max(64 * 1024)),
         )
+        .route("/api/v1/signals", get(signals_route))
         .route("/metrics", get(metrics))
         .route("/api/v1/test-lists/{cc}", get(test_lists))
         .route("/api/v1/export", get(export_route))
@@ -543,6 +545,87 @@ async fn search(
                 .flatten();
             axum::Json(json!({ "results": rows, "next": next })).into_response()
         }
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Parameters of `GET /api/v1/signals`.
+#[derive(Debug, Default, Deserialize)]
+pub struct SignalParams {
+    /// Country (required).
+    pub cc: Option<String>,
+    /// `AS<n>`; the whole country when absent.
+    pub asn: Option<String>,
+    /// `YYYY-MM-DD[ HH:MM:SS]`; default: a day before `until`.
+    pub since: Option<String>,
+    /// `YYYY-MM-DD[ HH:MM:SS]`; default: now.
+    pub until: Option<String>,
+}
+
+/// Longest span one signals request covers (8,928 bins).
+pub const MAX_SIGNAL_DAYS: i64 = 31;
+
+impl SignalParams {
+    /// The storage query, or why the parameters make none.
+    pub fn to_query(&self, now_secs: i64) -> Result<SignalQuery, String> {
+        let cc = self
+            .cc
+            .as_deref()
+            .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()))
+            .ok_or("cc (two letters) is required")?;
+        let asn = match &self.asn {
+            Some(a) => Some(
+                a.trim_start_matches("AS")
+                    .trim_start_matches("as")
+                    .parse::<u32>()
+                    .map_err(|_| format!("asn {a:?} is not AS<number>"))?,
+            ),
+            None => None,
+        };
+        let time = |v: &Option<String>, name: &str| -> Result<Option<i64>, String> {
+            v.as_deref()
+                .map(|t| {
+                    signals::parse_time(t)
+                        .ok_or(format!("{name} {t:?} is not YYYY-MM-DD[ HH:MM:SS]"))
+                })
+                .transpose()
+        };
+        let until = time(&self.until, "until")?.unwrap_or(now_secs);
+        let since = time(&self.since, "since")?.unwrap_or(until - 86_400);
+        if since >= until {
+            return Err("since must be before until".into());
+        }
+        if until - since > MAX_SIGNAL_DAYS * 86_400 {
+            return Err(format!("at most {MAX_SIGNAL_DAYS} days per request"));
+        }
+        Ok(SignalQuery {
+            cc: cc.to_ascii_uppercase(),
+            asn,
+            from_bin: since.div_euclid(signals::BIN_SECONDS),
+            to_bin: (until + signals::BIN_SECONDS - 1).div_euclid(signals::BIN_SECONDS),
+        })
+    }
+}
+
+/// `GET /api/v1/signals`: a network's signals in 5-minute bins.
+async fn signals_route(
+    State(state): State<AppState>,
+    QueryParams(params): QueryParams<SignalParams>,
+) -> Response {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+    let query = match params.to_query(now) {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let (cc, asn) = (query.cc.clone(), query.asn.map(|a| format!("AS{a}")));
+    match tokio::task::spawn_blocking(move || state.storage.signals(&query)).await {
+        Ok(Ok(bins)) => axum::Json(json!({
+            "cc": cc, "asn": asn, "bin_seconds": signals::BIN_SECONDS, "bins": bins,
+        }))
+        .into_response(),
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

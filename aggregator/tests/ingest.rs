@@ -493,6 +493,27 @@ async fn heartbeats_and_metrics() {
         "heartbeat delivered"
     );
 
+    // The heartbeat shows in the country's signals for the last day (the default range).
+    let (status, signals) = http(&base, "GET", "/api/v1/signals?cc=it", &[], b"");
+    assert_eq!(status, 200, "{signals}");
+    let signals: Value = serde_json::from_str(&signals).expect("json");
+    assert_eq!(signals["bin_seconds"], 300);
+    let bins = signals["bins"].as_array().expect("bins");
+    assert_eq!(bins.len(), 1, "{signals}");
+    assert_eq!(
+        (bins[0]["probes"].as_i64(), bins[0]["heartbeats"].as_i64()),
+        (Some(1), Some(1))
+    );
+    let (status, body) = http(
+        &base,
+        "GET",
+        "/api/v1/signals?cc=IT&since=2026-01-01&until=2026-03-01",
+        &[],
+        b"",
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("at most 31 days per request"), "{body}");
+
     // A forged heartbeat and a measurement posing as one are refused.
     let alice = Identity::generate().expect("key");
     let mallory = Identity::generate().expect("key");
@@ -576,6 +597,7 @@ async fn openapi_document_matches_the_routes() {
         "GET /api/v1/measurements/{id}",
         "POST /api/v1/heartbeat",
         "POST /api/v1/enrol",
+        "GET /api/v1/signals",
         "GET /metrics",
         "GET /api/v1/openapi.json",
         "GET /api/v1/test-lists/{cc}",
