@@ -462,6 +462,17 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// An `asn` parameter: `AS<n>` or `<n>`.
+fn parse_asn(asn: Option<&str>) -> Result<Option<u32>, String> {
+    asn.map(|a| {
+        a.trim_start_matches("AS")
+            .trim_start_matches("as")
+            .parse::<u32>()
+            .map_err(|_| format!("asn {a:?} is not AS<number>"))
+    })
+    .transpose()
+}
+
 /// Filters of `GET /api/v1/measurements`.
 #[derive(Debug, Default, Deserialize)]
 pub struct SearchParams {
@@ -492,15 +503,7 @@ pub struct SearchParams {
 impl SearchParams {
     /// The storage query these filters mean.
     pub fn to_query(&self) -> Result<Query, String> {
-        let asn = match &self.asn {
-            Some(a) => Some(
-                a.trim_start_matches("AS")
-                    .trim_start_matches("as")
-                    .parse::<u32>()
-                    .map_err(|_| format!("asn {a:?} is not AS<number>"))?,
-            ),
-            None => None,
-        };
+        let asn = parse_asn(self.asn.as_deref())?;
         let blocking = self.blocking.as_deref().map(|b| match b {
             "false" => "false".to_string(),
             other => format!("\"{other}\""),
@@ -574,15 +577,7 @@ impl SignalParams {
             .as_deref()
             .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()))
             .ok_or("cc (two letters) is required")?;
-        let asn = match &self.asn {
-            Some(a) => Some(
-                a.trim_start_matches("AS")
-                    .trim_start_matches("as")
-                    .parse::<u32>()
-                    .map_err(|_| format!("asn {a:?} is not AS<number>"))?,
-            ),
-            None => None,
-        };
+        let asn = parse_asn(self.asn.as_deref())?;
         let time = |v: &Option<String>, name: &str| -> Result<Option<i64>, String> {
             v.as_deref()
                 .map(|t| {
