@@ -38,6 +38,9 @@ enum Command {
     Serve(ServeArgs),
     /// Search stored measurements, with the same filters as GET /api/v1/measurements.
     Query(QueryArgs),
+    /// A network's signals in 5-minute bins: probes heard from, heartbeats, canary success,
+    /// measurements and their anomaly ratio by layer (as `GET /api/v1/signals`).
+    Signals(SignalsArgs),
     /// List, allow or revoke probe keys.
     Keys(KeysArgs),
     /// Store OONI measurements (JSONL, .jsonl.gz, or JSON documents) beside Vantage's, unsigned
@@ -188,6 +191,28 @@ struct ExportArgs {
     format: String,
     #[command(flatten)]
     filters: QueryArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct SignalsArgs {
+    /// The database file.
+    #[arg(long, value_name = "FILE")]
+    db: PathBuf,
+    /// Country code.
+    #[arg(long)]
+    cc: String,
+    /// One network, e.g. AS197207; default: the whole country.
+    #[arg(long)]
+    asn: Option<String>,
+    /// From `YYYY-MM-DD[ HH:MM:SS]` (UTC); default: a day before --until.
+    #[arg(long)]
+    since: Option<String>,
+    /// Until `YYYY-MM-DD[ HH:MM:SS]` (UTC); default: now. At most 31 days after --since.
+    #[arg(long)]
+    until: Option<String>,
+    /// One JSON object per bin instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -409,6 +434,54 @@ fn query(args: &QueryArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn signals(args: &SignalsArgs) -> Result<ExitCode> {
+    let params = vantage_aggregator::server::SignalParams {
+        cc: Some(args.cc.clone()),
+        asn: args.asn.clone(),
+        since: args.since.clone(),
+        until: args.until.clone(),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+    let q = params.to_query(now).map_err(anyhow::Error::msg)?;
+    let db = Sqlite::open(&args.db)?;
+    let mut out = std::io::stdout().lock();
+    let bins = db.signals(&q)?;
+    if args.json {
+        for bin in &bins {
+            writeln!(out, "{}", serde_json::to_string(bin)?)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let pct = |v: Option<f64>| v.map_or("-".to_string(), |r| format!("{:.0}%", r * 100.0));
+    writeln!(
+        out,
+        "{:<19}  {:>6}  {:>10}  {:>6}  {:>12}  {:>5} {:>5} {:>5} {:>5}",
+        "bin (UTC)", "probes", "heartbeats", "canary", "measurements", "dns", "tcp", "tls", "http"
+    )?;
+    for b in &bins {
+        let r = b.anomaly_ratio.as_ref();
+        writeln!(
+            out,
+            "{:<19}  {:>6}  {:>10}  {:>6}  {:>12}  {:>5} {:>5} {:>5} {:>5}",
+            b.start,
+            b.probes,
+            b.heartbeats,
+            pct(b.canary_success),
+            b.measurements,
+            pct(r.map(|r| r.dns)),
+            pct(r.map(|r| r.tcp)),
+            pct(r.map(|r| r.tls)),
+            pct(r.map(|r| r.http)),
+        )?;
+    }
+    if bins.is_empty() {
+        writeln!(out, "(nothing heard from {} in this period)", q.cc)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn fingerprints(dir: Option<&PathBuf>) -> Result<Fingerprints> {
     let mut set = Fingerprints::builtin();
     if let Some(dir) = dir {
@@ -535,6 +608,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Score(args) => score(&args),
         Command::Query(args) => query(&args),
+        Command::Signals(args) => signals(&args),
         Command::Keys(args) => keys(&args),
         Command::ImportOoni(args) => import_ooni(&args),
         Command::Rescore(args) => rescore(&args),

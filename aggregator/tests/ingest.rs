@@ -461,7 +461,7 @@ async fn gzip_bodies_are_accepted_and_bombs_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn heartbeats_and_metrics() {
-    let (server, dir, _) = fresh_aggregator("heartbeat").await;
+    let (server, dir, db) = fresh_aggregator("heartbeat").await;
     let base = server.base.clone();
     let data = dir.join("probe");
     let out = tokio::task::spawn_blocking({
@@ -513,6 +513,39 @@ async fn heartbeats_and_metrics() {
     );
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("at most 31 days per request"), "{body}");
+
+    // The same from the command line, as a table and as JSON.
+    let signals = |extra: &[&str]| {
+        Command::new(AGGREGATOR)
+            .args(["signals", "--cc", "IT", "--db"])
+            .arg(&db)
+            .args(extra)
+            .output()
+            .expect("signals")
+    };
+    let out = signals(&[]);
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    assert!(
+        lines[0].starts_with("bin (UTC)") && lines[0].ends_with("http"),
+        "{table}"
+    );
+    let cells: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        &cells[2..],
+        ["1", "1", "-", "0", "-", "-", "-", "-"],
+        "{table}"
+    );
+    let out = signals(&["--json"]);
+    let bin: Value = serde_json::from_slice(&out.stdout).expect("one JSON bin");
+    assert_eq!(bin["heartbeats"], 1);
+    let out = signals(&["--since", "2026-01-01", "--until", "2026-03-01"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: at most 31 days per request"
+    );
 
     // A forged heartbeat and a measurement posing as one are refused.
     let alice = Identity::generate().expect("key");
