@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::db::{DbError, Storage};
+use crate::db::{DbError, Storage, now};
 
 /// zstd level: 3 is zstd's default, about 300 MB/s per core on this hardware, and within a few
 /// percent of level 9's ratio on OONI JSON.
@@ -34,15 +34,9 @@ pub fn unpack(packed: &[u8]) -> std::io::Result<String> {
     String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
-}
-
 /// Compacts every row received more than `age` ago; returns how many rows it went through.
 pub fn compact_all(storage: &dyn Storage, age: Duration) -> Result<usize, DbError> {
-    let before = now_secs() - i64::try_from(age.as_secs()).unwrap_or(0);
+    let before = now() - i64::try_from(age.as_secs()).unwrap_or(0);
     let mut total = 0;
     loop {
         let n = storage.compact(before, BATCH)?;
@@ -111,7 +105,7 @@ mod tests {
             0
         );
         // All of it, in batches; a second pass finds nothing left.
-        let later = now_secs() + 1;
+        let later = now() + 1;
         assert_eq!(db.compact(later, BATCH).expect("batch"), BATCH);
         assert_eq!(db.compact(later, 10_000).expect("rest"), 700);
         assert_eq!(db.compact(later, BATCH).expect("none"), 0);
@@ -120,7 +114,7 @@ mod tests {
         }
         // Rows stored after compaction are compacted on the next pass, not skipped.
         db.insert(&[row(5000)]).expect("insert");
-        assert_eq!(db.compact(now_secs() + 1, BATCH).expect("new"), 1);
+        assert_eq!(db.compact(now() + 1, BATCH).expect("new"), 1);
         assert_eq!(
             db.envelope(&row(5000).id).expect("read"),
             Some(row(5000).envelope)

@@ -304,7 +304,8 @@ pub struct Sqlite {
     path: String,
 }
 
-fn now() -> i64 {
+/// Seconds since the epoch: the one clock of received_at, compaction and signal defaults.
+pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))

@@ -441,10 +441,9 @@ fn signals(args: &SignalsArgs) -> Result<ExitCode> {
         since: args.since.clone(),
         until: args.until.clone(),
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
-    let q = params.to_query(now).map_err(anyhow::Error::msg)?;
+    let q = params
+        .to_query(vantage_aggregator::db::now())
+        .map_err(anyhow::Error::msg)?;
     let db = Sqlite::open(&args.db)?;
     let mut out = std::io::stdout().lock();
     let bins = db.signals(&q)?;

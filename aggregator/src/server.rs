@@ -608,10 +608,7 @@ async fn signals_route(
     State(state): State<AppState>,
     QueryParams(params): QueryParams<SignalParams>,
 ) -> Response {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
-    let query = match params.to_query(now) {
+    let query = match params.to_query(crate::db::now()) {
         Ok(q) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
