@@ -460,3 +460,77 @@ async fn uploads_go_through_a_socks5_proxy_and_whoami_locates_the_probe() {
         "one upload, through the proxy"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_recorded_offline_reaches_the_networks_signals_once_uploaded() {
+    let (server, dir, db) = common::fresh_aggregator("canary").await;
+    let open = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let open_addr = open.local_addr().expect("addr");
+    let closed = closed_port();
+    let targets = dir.join("canaries.csv");
+    std::fs::write(
+        &targets,
+        format!(
+            "address,port,protocol,description\n{},{},tcp,open\n{},{},tcp,closed\n",
+            open_addr.ip(),
+            open_addr.port(),
+            closed.ip(),
+            closed.port()
+        ),
+    )
+    .expect("targets");
+    let data = dir.join("probe");
+    let base = server.base.clone();
+    let (summary, uploaded) = tokio::task::spawn_blocking({
+        let (data, targets) = (data.clone(), targets.clone());
+        move || {
+            // Measured with no aggregator configured at all, as during a shutdown.
+            let canary = vantage_cmd(&data)
+                .args([
+                    "canary",
+                    "--probe-cc",
+                    "IT",
+                    "--probe-asn",
+                    "AS64500",
+                    "--targets",
+                ])
+                .arg(&targets)
+                .output()
+                .expect("canary");
+            let upload = vantage_cmd(&data)
+                .args(["upload", "--aggregator", &base])
+                .output()
+                .expect("upload");
+            (canary, upload)
+        }
+    })
+    .await
+    .expect("join");
+    assert!(
+        String::from_utf8_lossy(&summary.stdout).contains(": 1 of 2 targets answered"),
+        "{}",
+        String::from_utf8_lossy(&summary.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&uploaded.stdout).starts_with("Uploaded 1 results"),
+        "{}",
+        String::from_utf8_lossy(&uploaded.stderr)
+    );
+    let out = Command::new(common::AGGREGATOR)
+        .args([
+            "signals", "--cc", "IT", "--asn", "AS64500", "--json", "--db",
+        ])
+        .arg(&db)
+        .output()
+        .expect("signals");
+    let bin: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stdout));
+    });
+    assert_eq!(bin["canary_success"], 0.5);
+    assert_eq!(bin["probes"], 1);
+    assert_eq!(bin["measurements"], 0);
+    drop(open);
+    drop(server);
+}
