@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use base64::Engine as _;
-use common::{AGGREGATOR, fresh_aggregator, start_aggregator_with, tempdir, vantage};
+use common::{AGGREGATOR, fresh_aggregator, serve, tempdir, vantage};
 use serde_json::Value;
 use vantage_fixtures::http::{HttpFixture, Response};
 use vantage_fixtures::tls::TestCa;
@@ -146,18 +146,12 @@ async fn probe_uploads_and_researchers_find_exactly_those_measurements() {
     let prefixes = dir.join("prefixes.csv");
     std::fs::write(&prefixes, "prefix,asn,cc\n127.0.0.0/8,64500,IT\n").expect("prefixes");
 
-    let server = tokio::task::spawn_blocking({
-        let (ca_path, db, prefixes) = (ca_path.clone(), db.clone(), prefixes.clone());
-        move || {
-            start_aggregator_with(
-                &ca_path,
-                &db,
-                &["--prefixes", prefixes.to_str().expect("utf-8")],
-            )
-        }
-    })
-    .await
-    .expect("join");
+    let server = serve(
+        &ca_path,
+        &db,
+        &["--prefixes", prefixes.to_str().expect("utf-8")],
+    )
+    .await;
     let base = server.base.clone();
     let data = dir.join("probe");
     let out = tokio::task::spawn_blocking({
@@ -655,18 +649,12 @@ async fn probes_use_test_lists_only_when_the_aggregator_signed_them() {
     std::fs::create_dir_all(&operator).expect("dir");
     let ir = "url,category_code,category_description,date_added,source,notes\nhttps://operator.example/,NEWS,News,2026-11-23,op,\n";
     std::fs::write(operator.join("ir.csv"), ir).expect("write");
-    let server = tokio::task::spawn_blocking({
-        let (ca_path, db, operator) = (ca_path.clone(), db.clone(), operator.clone());
-        move || {
-            start_aggregator_with(
-                &ca_path,
-                &db,
-                &["--lists", operator.to_str().expect("utf-8")],
-            )
-        }
-    })
-    .await
-    .expect("join");
+    let server = serve(
+        &ca_path,
+        &db,
+        &["--lists", operator.to_str().expect("utf-8")],
+    )
+    .await;
     let base = server.base.clone();
     let key = Identity::load_or_create(&dir.join("agg.db.key"))
         .expect("aggregator key")
@@ -794,12 +782,7 @@ async fn with_required_enrolment_a_one_time_token_admits_exactly_one_probe() {
     let ca = dir.join("ca.pem");
     TestCa::new("CA").write_pem(&ca);
     let db = dir.join("agg.db");
-    let server = tokio::task::spawn_blocking({
-        let (ca, db) = (ca.clone(), db.clone());
-        move || start_aggregator_with(&ca, &db, &["--require-enrolment"])
-    })
-    .await
-    .expect("join");
+    let server = serve(&ca, &db, &["--require-enrolment"]).await;
     let base = server.base.clone();
     let (alice, bob) = (dir.join("alice"), dir.join("bob"));
 
@@ -901,15 +884,8 @@ async fn serves_https_with_the_operators_certificate() {
         .expect("serve");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-key"));
 
-    let server = tokio::task::spawn_blocking({
-        let (ca_pem, db, cert, key) = (ca_pem.clone(), db.clone(), cert.clone(), key.clone());
-        move || {
-            let (cert, key) = (cert.display().to_string(), key.display().to_string());
-            start_aggregator_with(&ca_pem, &db, &["--tls-cert", &cert, "--tls-key", &key])
-        }
-    })
-    .await
-    .expect("join");
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let server = serve(&ca_pem, &db, &["--tls-cert", &cert, "--tls-key", &key]).await;
     let base = server.base.clone();
     assert!(base.starts_with("https://127.0.0.1:"), "{base}");
     let data = dir.join("probe");

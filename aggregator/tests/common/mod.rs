@@ -90,13 +90,20 @@ pub async fn fresh_aggregator(name: &str) -> (Server, PathBuf, PathBuf) {
     let ca = dir.join("ca.pem");
     vantage_fixtures::tls::TestCa::new("CA").write_pem(&ca);
     let db = dir.join("agg.db");
-    let server = tokio::task::spawn_blocking({
-        let (ca, db) = (ca.clone(), db.clone());
-        move || start_aggregator_with(&ca, &db, &[])
+    let server = serve(&ca, &db, &[]).await;
+    (server, dir, db)
+}
+
+/// [`start_aggregator_with`], off the async runtime (it waits for the server's first line).
+pub async fn serve(ca: &Path, db: &Path, extra: &[&str]) -> Server {
+    let (ca, db) = (ca.to_path_buf(), db.to_path_buf());
+    let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        start_aggregator_with(&ca, &db, &extra)
     })
     .await
-    .expect("join");
-    (server, dir, db)
+    .expect("join")
 }
 
 /// Starts `vantage-aggregator serve` on `db`, with extra arguments.
