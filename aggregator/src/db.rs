@@ -12,7 +12,8 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde::Serialize;
 use vantage_probe::store::{MigrateError, open_migrated};
 
-use crate::signals::{SignalBin, SignalQuery};
+use crate::events::{DetectConfig, Event, TimelineQuery};
+use crate::signals::{BIN_SECONDS, SignalBin, SignalQuery};
 
 const MIGRATIONS: &[&str] = &[
     // 1: measurements and keys.
@@ -108,6 +109,8 @@ const MIGRATIONS: &[&str] = &[
     DELETE FROM meta WHERE key = 'compacted_rowid';",
     // 7: signals in 5-minute bins, filled from what is already stored.
     crate::signals::MIGRATION,
+    // 8: what each probe's contacts say about its connectivity, and the events.
+    crate::events::MIGRATION,
 ];
 
 /// Storage errors.
@@ -268,6 +271,21 @@ pub trait Storage: Send + Sync {
     fn update_verdict(&self, row: &Row) -> Result<(), DbError>;
     /// Signals per 5-minute bin (see `signals.rs`).
     fn signals(&self, q: &SignalQuery) -> Result<Vec<SignalBin>, DbError>;
+    /// Runs the detectors for `cc` (every country with recent signals when `None`) over
+    /// `[from, now]` (default: the configured lookback) and stores the events; returns how
+    /// many events the window now holds.
+    fn detect(
+        &self,
+        cc: Option<&str>,
+        from: Option<i64>,
+        now: i64,
+        categories: &std::collections::HashMap<String, String>,
+        config: &DetectConfig,
+    ) -> Result<usize, DbError>;
+    /// Stored events (see `events.rs`).
+    fn timeline(&self, q: &TimelineQuery) -> Result<Vec<Event>, DbError>;
+    /// Countries with signals: (cc, networks, events).
+    fn countries(&self) -> Result<Vec<(String, i64, i64)>, DbError>;
     /// Records a heartbeat; false when the same one was already recorded.
     fn heartbeat(&self, key: &str, cc: &str, asn: u32, sent_at: &str) -> Result<bool, DbError>;
     /// Heartbeats recorded for a country.
@@ -568,6 +586,40 @@ impl Storage for Sqlite {
 
     fn signals(&self, q: &SignalQuery) -> Result<Vec<SignalBin>, DbError> {
         self.with(|c| crate::signals::query(c, q))
+    }
+
+    fn detect(
+        &self,
+        cc: Option<&str>,
+        from: Option<i64>,
+        now: i64,
+        categories: &std::collections::HashMap<String, String>,
+        config: &DetectConfig,
+    ) -> Result<usize, DbError> {
+        let from = from.unwrap_or(now - config.lookback_hours * 3600);
+        self.with(|c| {
+            let countries = match cc {
+                Some(cc) => vec![cc.to_ascii_uppercase()],
+                None => crate::events::active_countries(c, from.div_euclid(BIN_SECONDS))?,
+            };
+            let mut n = 0;
+            for cc in countries {
+                let found = crate::events::detect_country(c, &cc, from, now, categories, config)?;
+                n += found.len();
+                let tx = c.transaction()?;
+                crate::events::store(&tx, &cc, from, found)?;
+                tx.commit()?;
+            }
+            Ok(n)
+        })
+    }
+
+    fn timeline(&self, q: &TimelineQuery) -> Result<Vec<Event>, DbError> {
+        self.with(|c| crate::events::timeline(c, q))
+    }
+
+    fn countries(&self) -> Result<Vec<(String, i64, i64)>, DbError> {
+        self.with(|c| crate::events::countries(c))
     }
 
     fn heartbeat(&self, key: &str, cc: &str, asn: u32, sent_at: &str) -> Result<bool, DbError> {

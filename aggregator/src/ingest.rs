@@ -225,6 +225,10 @@ pub fn ingest(
         };
         if let Some(m) = typed {
             apply_verdict(&mut row, &m, fingerprints);
+        } else if row.test_name == "canary" {
+            // Whether most canary targets answered: the probe was online (see `outage.rs`).
+            row.accessible =
+                crate::signals::canary_counts(line).map(|(ok, total)| total > 0 && ok * 2 >= total);
         }
         rows.push(row);
         row_lines.push(n);

@@ -6,13 +6,16 @@
 
 #![warn(missing_docs)]
 
+pub mod blocking;
 pub mod compact;
 pub mod db;
 pub mod enrol;
+pub mod events;
 pub mod export;
 pub mod geo;
 pub mod ingest;
 pub mod maintain;
+pub mod outage;
 pub mod score;
 pub mod server;
 pub mod signals;

@@ -46,6 +46,12 @@ enum Command {
     /// Store OONI measurements (JSONL, .jsonl.gz, or JSON documents) beside Vantage's, unsigned
     /// and marked as coming from OONI, so that both answer the same queries.
     ImportOoni(ImportArgs),
+    /// The timeline: shutdown and blocking events, as a table, JSON lines (--json) or CSV
+    /// (--csv), with the same filters as GET /api/v1/timeline.
+    Timeline(TimelineArgs),
+    /// Run the detectors now over stored signals and store the events (the server does this by
+    /// itself every minute); --since reaches further back than the default lookback.
+    Detect(DetectArgs),
     /// Recompute every stored verdict with the current rules (after a rule or fingerprint change).
     Rescore(RescoreArgs),
     /// Export matching measurements: JSONL (the stored envelopes, verifiable) or CSV.
@@ -117,6 +123,15 @@ struct ServeArgs {
     /// public server this lets anyone probe the operator's own network.
     #[arg(long)]
     th_allow_private: bool,
+
+    /// Detection thresholds (TOML; absent keys keep their defaults, which are documented in
+    /// the source with the research they come from). See README "Timeline".
+    #[arg(long, value_name = "FILE")]
+    detect_config: Option<PathBuf>,
+
+    /// Run the shutdown and blocking detectors this often, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    detect_every: u64,
 
     /// Extra CA certificates (PEM) the test helper trusts.
     #[arg(long, value_name = "PEM")]
@@ -191,6 +206,53 @@ struct ExportArgs {
     format: String,
     #[command(flatten)]
     filters: QueryArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct TimelineArgs {
+    /// The database file.
+    #[arg(long, value_name = "FILE")]
+    db: PathBuf,
+    /// Country code; default: every country.
+    #[arg(long)]
+    cc: Option<String>,
+    /// Events touching one network, e.g. AS197207.
+    #[arg(long)]
+    asn: Option<String>,
+    /// From `YYYY-MM-DD[ HH:MM:SS]` (UTC); default: seven days before --until.
+    #[arg(long)]
+    since: Option<String>,
+    /// Until `YYYY-MM-DD[ HH:MM:SS]` (UTC); default: now.
+    #[arg(long)]
+    until: Option<String>,
+    /// shutdown, blocking or throttling.
+    #[arg(long)]
+    kind: Option<String>,
+    /// One JSON object per event instead of a table.
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    /// CSV with a header line.
+    #[arg(long)]
+    csv: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct DetectArgs {
+    /// The database file.
+    #[arg(long, value_name = "FILE")]
+    db: PathBuf,
+    /// One country; default: every country with signals in the window.
+    #[arg(long)]
+    cc: Option<String>,
+    /// Recompute from `YYYY-MM-DD[ HH:MM:SS]` (UTC); default: the configured lookback (8 days).
+    #[arg(long)]
+    since: Option<String>,
+    /// Detection thresholds (TOML), as for `serve --detect-config`.
+    #[arg(long, value_name = "FILE")]
+    detect_config: Option<PathBuf>,
+    /// Operator test lists (categories of targets), as for `serve --lists`.
+    #[arg(long, value_name = "DIR")]
+    lists: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -351,10 +413,19 @@ async fn serve(args: ServeArgs) -> Result<()> {
                 .collect::<Result<_, vantage_aggregator::geo::MmdbError>>()?,
         ),
     };
+    let detect = Arc::new(detect_config(args.detect_config.as_ref())?);
     let storage = Arc::new(Sqlite::open(&args.db)?);
     tokio::spawn(vantage_aggregator::compact::run(
         storage.clone(),
         Duration::from_secs(30),
+    ));
+    tokio::spawn(vantage_aggregator::events::run(
+        storage.clone(),
+        Arc::new(vantage_aggregator::events::categories(
+            args.lists.as_deref(),
+        )),
+        detect,
+        Duration::from_secs(args.detect_every.max(1)),
     ));
     let ingest = IngestConfig {
         require_enrolment: args.require_enrolment,
@@ -430,6 +501,101 @@ fn query(args: &QueryArgs) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     for row in db.query(&q)? {
         writeln!(out, "{}", serde_json::to_string(&row)?)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn detect_config(path: Option<&PathBuf>) -> Result<vantage_aggregator::events::DetectConfig> {
+    match path {
+        Some(p) => vantage_aggregator::events::DetectConfig::read(p).map_err(anyhow::Error::msg),
+        None => Ok(Default::default()),
+    }
+}
+
+fn detect(args: &DetectArgs) -> Result<ExitCode> {
+    let config = detect_config(args.detect_config.as_ref())?;
+    let since = args
+        .since
+        .as_deref()
+        .map(|t| {
+            vantage_aggregator::signals::parse_time(t)
+                .with_context(|| format!("--since {t:?} is not YYYY-MM-DD[ HH:MM:SS]"))
+        })
+        .transpose()?;
+    let categories = vantage_aggregator::events::categories(args.lists.as_deref());
+    let db = Sqlite::open(&args.db)?;
+    let n = db.detect(
+        args.cc.as_deref(),
+        since,
+        vantage_aggregator::db::now(),
+        &categories,
+        &config,
+    )?;
+    eprintln!("vantage-aggregator: {n} events in the window");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn timeline(args: &TimelineArgs) -> Result<ExitCode> {
+    let params = vantage_aggregator::server::TimelineParams {
+        cc: args.cc.clone(),
+        asn: args.asn.clone(),
+        since: args.since.clone(),
+        until: args.until.clone(),
+        kind: args.kind.clone(),
+        format: None,
+    };
+    let q = params
+        .to_query(vantage_aggregator::db::now())
+        .map_err(anyhow::Error::msg)?;
+    let db = Sqlite::open(&args.db)?;
+    let events = db.timeline(&q)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        for e in &events {
+            writeln!(out, "{}", serde_json::to_string(e)?)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.csv {
+        writeln!(out, "{}", vantage_aggregator::events::CSV_HEADER)?;
+        for e in &events {
+            writeln!(out, "{}", vantage_aggregator::events::csv_row(e))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "{:<19}  {:<19}  {:<10}  {:<8}  {:<4}  {:<16}  {:>4}  {:>6}  {:>8}  what",
+        "start (UTC)", "end", "kind", "scope", "cc", "network", "conf", "probes", "evidence"
+    )?;
+    for e in &events {
+        let network = match (&e.entity.asn, e.entity.asns.is_empty()) {
+            (Some(a), _) => a.clone(),
+            (None, false) => e.entity.asns.join(","),
+            (None, true) => "all".into(),
+        };
+        let what = match (&e.category, e.layer) {
+            (Some(c), Some(l)) => format!("{c} on {} ({})", l.as_str(), e.targets.join(" ")),
+            (None, Some(l)) => format!("{} on {}", e.targets.join(" "), l.as_str()),
+            _ if e.suspected => "suspected: probes went silent together".into(),
+            _ => "probes cut off; canaries failed".into(),
+        };
+        writeln!(
+            out,
+            "{:<19}  {:<19}  {:<10}  {:<8}  {:<4}  {:<16}  {:>3.0}%  {:>6}  {:>8}  {what}",
+            e.start,
+            e.end.as_deref().unwrap_or("ongoing"),
+            e.kind.as_str(),
+            serde_json::to_value(e.scope)?.as_str().unwrap_or(""),
+            e.entity.cc,
+            network,
+            e.confidence * 100.0,
+            e.probes,
+            e.evidence.len(),
+        )?;
+    }
+    if events.is_empty() {
+        writeln!(out, "(no events in this period)")?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -608,6 +774,8 @@ fn main() -> ExitCode {
         Command::Score(args) => score(&args),
         Command::Query(args) => query(&args),
         Command::Signals(args) => signals(&args),
+        Command::Timeline(args) => timeline(&args),
+        Command::Detect(args) => detect(&args),
         Command::Keys(args) => keys(&args),
         Command::ImportOoni(args) => import_ooni(&args),
         Command::Rescore(args) => rescore(&args),

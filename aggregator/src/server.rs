@@ -25,6 +25,7 @@ use vantage_probe::verdict::fingerprints::Fingerprints;
 
 use crate::db::{Query, Storage};
 use crate::enrol::enrol;
+use crate::events::{Kind, TimelineQuery};
 use crate::geo::Geo;
 use crate::ingest::{IngestConfig, LineOutcome, heartbeat, ingest};
 use crate::signals::{self, SignalQuery};
@@ -213,6 +214,9 @@ pub fn router(state: AppState) -> Router {
             post(enrol_route).layer(DefaultBodyLimit::max(64 * 1024)),
         )
         .route("/api/v1/signals", get(signals_route))
+        .route("/api/v1/timeline", get(timeline_route))
+        .route("/api/v1/countries", get(countries_route))
+        .route("/", get(index))
         .route("/metrics", get(metrics))
         .route("/api/v1/test-lists/{cc}", get(test_lists))
         .route("/api/v1/export", get(export_route))
@@ -636,6 +640,142 @@ async fn by_id(State(state): State<AppState>, Path(id): Path<String>) -> Respons
         )
             .into_response(),
         Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "no such measurement".into()),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// The web page: one file, no external resources, so it works offline (issue 6, step 5).
+pub const INDEX_HTML: &str = include_str!("web/index.html");
+
+/// `GET /`: the timeline page.
+async fn index() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src 'self' data:",
+            ),
+        ],
+        INDEX_HTML,
+    )
+        .into_response()
+}
+
+/// Parameters of `GET /api/v1/timeline`.
+#[derive(Debug, Default, Deserialize)]
+pub struct TimelineParams {
+    /// Country; all countries when absent.
+    pub cc: Option<String>,
+    /// `AS<n>`: events touching this network.
+    pub asn: Option<String>,
+    /// `YYYY-MM-DD[ HH:MM:SS]`; default: seven days before `until`.
+    pub since: Option<String>,
+    /// `YYYY-MM-DD[ HH:MM:SS]`; default: now.
+    pub until: Option<String>,
+    /// `shutdown`, `blocking` or `throttling`.
+    pub kind: Option<String>,
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
+}
+
+impl TimelineParams {
+    /// The storage query, or why the parameters make none.
+    pub fn to_query(&self, now_secs: i64) -> Result<TimelineQuery, String> {
+        let cc = match self.cc.as_deref().filter(|c| !c.is_empty()) {
+            Some(c) if c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()) => {
+                Some(c.to_ascii_uppercase())
+            }
+            Some(c) => return Err(format!("cc {c:?} is not a two-letter country code")),
+            None => None,
+        };
+        let time = |v: &Option<String>, name: &str| -> Result<Option<i64>, String> {
+            v.as_deref()
+                .filter(|t| !t.is_empty())
+                .map(|t| {
+                    signals::parse_time(t)
+                        .ok_or(format!("{name} {t:?} is not YYYY-MM-DD[ HH:MM:SS]"))
+                })
+                .transpose()
+        };
+        let until = time(&self.until, "until")?.unwrap_or(now_secs);
+        let since = time(&self.since, "since")?.unwrap_or(until - 7 * 86_400);
+        if since >= until {
+            return Err("since must be before until".into());
+        }
+        let kind = match self.kind.as_deref().filter(|k| !k.is_empty()) {
+            None => None,
+            Some("shutdown") => Some(Kind::Shutdown),
+            Some("blocking") => Some(Kind::Blocking),
+            Some("throttling") => Some(Kind::Throttling),
+            Some(k) => {
+                return Err(format!(
+                    "kind {k:?} is not one of shutdown, blocking, throttling"
+                ));
+            }
+        };
+        Ok(TimelineQuery {
+            cc,
+            asn: parse_asn(self.asn.as_deref())?,
+            since,
+            until,
+            kind,
+        })
+    }
+}
+
+/// `GET /api/v1/timeline`: events, as JSON or CSV.
+async fn timeline_route(
+    State(state): State<AppState>,
+    QueryParams(params): QueryParams<TimelineParams>,
+) -> Response {
+    let csv = match params.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(f) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("format {f:?} is not json or csv"),
+            );
+        }
+    };
+    let query = match params.to_query(crate::db::now()) {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let (cc, since, until) = (
+        query.cc.clone(),
+        crate::events::format_time(query.since),
+        crate::events::format_time(query.until),
+    );
+    match tokio::task::spawn_blocking(move || state.storage.timeline(&query)).await {
+        Ok(Ok(events)) if csv => {
+            let mut body = format!("{}\n", crate::events::CSV_HEADER);
+            for e in &events {
+                body.push_str(&crate::events::csv_row(e));
+                body.push('\n');
+            }
+            ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
+        }
+        Ok(Ok(events)) => axum::Json(json!({
+            "cc": cc, "since": since, "until": until, "events": events,
+        }))
+        .into_response(),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `GET /api/v1/countries`: countries with signals, for the page's picker.
+async fn countries_route(State(state): State<AppState>) -> Response {
+    match tokio::task::spawn_blocking(move || state.storage.countries()).await {
+        Ok(Ok(list)) => axum::Json(json!({
+            "countries": list.iter().map(|(cc, networks, events)| json!({
+                "cc": cc, "networks": networks, "events": events,
+            })).collect::<Vec<_>>(),
+        }))
+        .into_response(),
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

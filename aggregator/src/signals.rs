@@ -94,13 +94,27 @@ fn layer_column(blocking: Option<&str>) -> Option<&'static str> {
     }
 }
 
-/// Counts `key` as heard from in a bin, once.
+/// What a submission says about its probe's connectivity when it was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// It was online at this moment (epoch seconds): a heartbeat, a canary round in which
+    /// most targets answered, a site reached.
+    Up(i64),
+    /// A canary round failed: it was cut off (and queued this for later).
+    Down,
+    /// Nothing either way.
+    Unknown,
+}
+
+/// Counts `key` as heard from in a bin, once, and records what its submission says about its
+/// connectivity (the shutdown detector's input, `outage.rs`).
 fn count_probe(
     tx: &Transaction<'_>,
     cc: &str,
     asn: u32,
     bin: i64,
     key: &str,
+    reach: Reach,
 ) -> rusqlite::Result<()> {
     let new = tx.execute(
         "INSERT OR IGNORE INTO signal_probes (cc, asn, bin, probe_key) VALUES (?1, ?2, ?3, ?4)",
@@ -109,6 +123,20 @@ fn count_probe(
     if new > 0 {
         add(tx, cc, asn, bin, "probes", 1)?;
     }
+    match reach {
+        Reach::Up(at) => tx.execute(
+            "UPDATE signal_probes SET first_up = min(coalesce(first_up, ?5), ?5),
+                last_up = max(coalesce(last_up, ?5), ?5)
+             WHERE cc = ?1 AND asn = ?2 AND bin = ?3 AND probe_key = ?4",
+            params![cc, asn, bin, key, at],
+        )?,
+        Reach::Down => tx.execute(
+            "UPDATE signal_probes SET down = down + 1
+             WHERE cc = ?1 AND asn = ?2 AND bin = ?3 AND probe_key = ?4",
+            params![cc, asn, bin, key],
+        )?,
+        Reach::Unknown => 0,
+    };
     Ok(())
 }
 
@@ -132,7 +160,7 @@ fn add(
 }
 
 /// A canary's `test_keys.ok` and `.total`, read from its envelope.
-fn canary_counts(envelope: &str) -> Option<(i64, i64)> {
+pub fn canary_counts(envelope: &str) -> Option<(i64, i64)> {
     #[derive(serde::Deserialize)]
     struct Keys {
         ok: i64,
@@ -153,12 +181,21 @@ fn canary_counts(envelope: &str) -> Option<(i64, i64)> {
 
 /// Adds a newly stored measurement to its bin.
 pub fn record_row(tx: &Transaction<'_>, row: &Row) -> rusqlite::Result<()> {
-    let Some(bin) = bin_of(&row.measured_at) else {
+    let Some(at) = parse_time(&row.measured_at) else {
         return Ok(());
     };
+    let bin = at.div_euclid(BIN_SECONDS);
     let (cc, asn) = (row.probe_cc.as_str(), row.probe_asn);
     if let Some(key) = &row.probe_key {
-        count_probe(tx, cc, asn, bin, key)?;
+        let reach = match (row.test_name.as_str(), row.accessible) {
+            // A canary's `accessible` says whether most of its targets answered (ingest).
+            ("canary", Some(true)) => Reach::Up(at),
+            ("canary", Some(false)) => Reach::Down,
+            // A site reached with nothing wrong: the probe was online.
+            ("web_connectivity", _) if row.blocking.as_deref() == Some("false") => Reach::Up(at),
+            _ => Reach::Unknown,
+        };
+        count_probe(tx, cc, asn, bin, key, reach)?;
     }
     match row.test_name.as_str() {
         "web_connectivity" => {
@@ -186,10 +223,11 @@ pub fn record_heartbeat(
     asn: u32,
     sent_at: &str,
 ) -> rusqlite::Result<()> {
-    let Some(bin) = bin_of(sent_at) else {
+    let Some(at) = parse_time(sent_at) else {
         return Ok(());
     };
-    count_probe(tx, cc, asn, bin, key)?;
+    let bin = at.div_euclid(BIN_SECONDS);
+    count_probe(tx, cc, asn, bin, key, Reach::Up(at))?;
     add(tx, cc, asn, bin, "heartbeats", 1)
 }
 

@@ -1,0 +1,454 @@
+//! Blocking detection from web_connectivity verdicts (DESIGN "Events"; issue 6, step 3).
+//!
+//! A stored verdict names a layer (`dns`, `tcp_ip`, `tls`, `http-*`) only when the test
+//! helper reached the site, so every anomaly counted here already satisfies "while the
+//! control reaches it" (OONI web_connectivity spec, "Assigning blocking"; `ooni.md` §5). What
+//! this module adds is time: a target's, or a category's, anomaly ratio on one layer rising
+//! against its own baseline. The baseline is a moving median of hourly ratios over the last
+//! week, with the hours that were themselves evidence held out of it, as IODA inpaints its
+//! history during outages (`shutdown-detection.md` §1.4, `MovingStat`), so a long block does
+//! not become the new normal.
+//!
+//! This module is pure: the caller loads verdicts (see `events.rs`) and stores what it finds.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+/// A layer of the measurement, as events name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layer {
+    /// DNS resolution.
+    Dns,
+    /// TCP connect.
+    Tcp,
+    /// TLS handshake.
+    Tls,
+    /// HTTP failure or a differing page.
+    Http,
+}
+
+impl Layer {
+    /// All layers, in protocol order.
+    pub const ALL: [Layer; 4] = [Layer::Dns, Layer::Tcp, Layer::Tls, Layer::Http];
+
+    /// The name in the API (`dns`, `tcp`, `tls`, `http`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layer::Dns => "dns",
+            Layer::Tcp => "tcp",
+            Layer::Tls => "tls",
+            Layer::Http => "http",
+        }
+    }
+
+    /// The layer of a stored `blocking` value (JSON text), if it is an anomaly.
+    pub fn of_blocking(blocking: &str) -> Option<Layer> {
+        match blocking {
+            "\"dns\"" => Some(Layer::Dns),
+            "\"tcp_ip\"" => Some(Layer::Tcp),
+            "\"tls\"" => Some(Layer::Tls),
+            "\"http-failure\"" | "\"http-diff\"" => Some(Layer::Http),
+            _ => None,
+        }
+    }
+}
+
+/// Thresholds of the blocking detector.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlockingConfig {
+    /// Width of the ratio's bins. A list runs every few hours per probe (DESIGN "Probe"), so a
+    /// target sees a handful of measurements an hour per network: hours, not five minutes.
+    pub bin_seconds: i64,
+    /// The ratio is pooled over this many bins ending at each bin, so that sparse targets
+    /// still have enough measurements (OONI's detector works on hourly medians too, §5.3).
+    pub window_bins: usize,
+    /// Moving-median history: a week, as IODA's active-probing baseline (§1.4).
+    pub history_bins: usize,
+    /// With fewer bins of history than this, the baseline is taken as 0: a target nobody has
+    /// seen blocked is presumed reachable.
+    pub min_history_bins: usize,
+    /// At least this many measurements in the window for a target ...
+    pub min_measurements: usize,
+    /// ... and this many for a category.
+    pub min_category_measurements: usize,
+    /// From at least this many probes, so one probe's broken resolver is not a block.
+    pub min_probes: usize,
+    /// The pooled ratio must reach this ...
+    pub min_ratio: f64,
+    /// ... and exceed the baseline by this much. OONI's change-point detector moves between
+    /// means 0.0 and 0.7 (`mu_1 = 0.7`, §5.3): a block shows most measurements anomalous.
+    pub min_rise: f64,
+    /// Evidence must hold in this many consecutive bins before an event opens (IODA's
+    /// `minduration`, §11.7: two bins).
+    pub min_bins: usize,
+}
+
+impl Default for BlockingConfig {
+    fn default() -> Self {
+        BlockingConfig {
+            bin_seconds: 3600,
+            window_bins: 6,
+            history_bins: 168,
+            min_history_bins: 12,
+            min_measurements: 4,
+            min_category_measurements: 6,
+            min_probes: 2,
+            min_ratio: 0.6,
+            min_rise: 0.5,
+            min_bins: 2,
+        }
+    }
+}
+
+/// One web_connectivity verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// Network.
+    pub asn: u32,
+    /// Host measured.
+    pub domain: String,
+    /// Epoch seconds.
+    pub at: i64,
+    /// Layer of the anomaly; `None` when accessible or inconclusive.
+    pub anomaly: Option<Layer>,
+    /// Which probe (any stable number).
+    pub probe: u32,
+    /// Measurement id.
+    pub id: String,
+}
+
+/// What a finding is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Subject {
+    /// One host.
+    Target(String),
+    /// A test-list category code (`NEWS`, `HUMR`, ...).
+    Category(String),
+}
+
+/// A rise of one layer's anomaly ratio for one subject in one network.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    /// Network.
+    pub asn: u32,
+    /// Target or category.
+    pub subject: Subject,
+    /// The layer.
+    pub layer: Layer,
+    /// First anomalous measurement of the run.
+    pub start: i64,
+    /// Last anomalous measurement, once the ratio fell back; `None` while it holds.
+    pub end: Option<i64>,
+    /// Hosts with anomalies on the layer during the run.
+    pub targets: Vec<String>,
+    /// Distinct probes with anomalies.
+    pub probes: usize,
+    /// The anomalous measurements.
+    pub evidence: Vec<String>,
+    /// Highest pooled ratio during the run.
+    pub peak_ratio: f64,
+}
+
+#[derive(Default, Clone)]
+struct Bin {
+    n: usize,
+    k: [usize; 4],
+}
+
+fn layer_index(l: Layer) -> usize {
+    l as usize
+}
+
+/// Runs of evidence in one subject's series; `obs` are its observations, in time order.
+fn runs(
+    asn: u32,
+    subject: &Subject,
+    obs: &[&Observation],
+    now: i64,
+    min_measurements: usize,
+    c: &BlockingConfig,
+) -> Vec<Finding> {
+    let (Some(first), Some(_)) = (obs.first(), obs.last()) else {
+        return Vec::new();
+    };
+    let b0 = first.at.div_euclid(c.bin_seconds);
+    let b1 = now.div_euclid(c.bin_seconds);
+    let len = usize::try_from(b1 - b0 + 1).unwrap_or(0);
+    let mut bins = vec![Bin::default(); len];
+    let index = |at: i64| usize::try_from(at.div_euclid(c.bin_seconds) - b0).ok();
+    for o in obs {
+        let Some(bin) = index(o.at).and_then(|i| bins.get_mut(i)) else {
+            continue;
+        };
+        bin.n += 1;
+        if let Some(l) = o.anomaly {
+            bin.k[layer_index(l)] += 1;
+        }
+    }
+    let mut out = Vec::new();
+    for layer in Layer::ALL {
+        let li = layer_index(layer);
+        // History of hourly ratios, evidence hours replaced by the baseline (inpainting).
+        let mut history: std::collections::VecDeque<f64> = Default::default();
+        // (first evidence bin, last evidence bin, peak ratio, evidence bins)
+        let mut run: Option<(usize, usize, f64, usize)> = None;
+        let mut close = |from: usize, to: usize, peak: f64, ended: bool| {
+            let lo = (b0 + from as i64) * c.bin_seconds;
+            let hi = (b0 + to as i64 + 1) * c.bin_seconds;
+            let hits: Vec<&&Observation> = obs
+                .iter()
+                .filter(|o| o.anomaly == Some(layer) && o.at >= lo && o.at < hi)
+                .collect();
+            let (Some(s), Some(e)) = (hits.first(), hits.last()) else {
+                return;
+            };
+            let mut targets: Vec<String> = hits.iter().map(|o| o.domain.clone()).collect();
+            targets.sort();
+            targets.dedup();
+            let mut probes: Vec<u32> = hits.iter().map(|o| o.probe).collect();
+            probes.sort_unstable();
+            probes.dedup();
+            out.push(Finding {
+                asn,
+                subject: subject.clone(),
+                layer,
+                start: s.at,
+                end: ended.then_some(e.at),
+                targets,
+                probes: probes.len(),
+                evidence: hits.iter().map(|o| o.id.clone()).collect(),
+                peak_ratio: peak,
+            });
+        };
+        for i in 0..len {
+            let lo = i.saturating_sub(c.window_bins - 1);
+            let (mut n, mut k) = (0, 0);
+            for b in &bins[lo..=i] {
+                n += b.n;
+                k += b.k[li];
+            }
+            let baseline = if history.len() < c.min_history_bins {
+                0.0
+            } else {
+                let mut h: Vec<f64> = history.iter().copied().collect();
+                h.sort_by(f64::total_cmp);
+                h[h.len() / 2]
+            };
+            let probes_in_window = {
+                let (from, to) = (
+                    (b0 + lo as i64) * c.bin_seconds,
+                    (b0 + i as i64 + 1) * c.bin_seconds,
+                );
+                let mut p: Vec<u32> = obs
+                    .iter()
+                    .filter(|o| o.anomaly == Some(layer) && o.at >= from && o.at < to)
+                    .map(|o| o.probe)
+                    .collect();
+                p.sort_unstable();
+                p.dedup();
+                p.len()
+            };
+            let ratio = if n > 0 { k as f64 / n as f64 } else { 0.0 };
+            let evidence = n >= min_measurements
+                && probes_in_window >= c.min_probes
+                && ratio >= c.min_ratio
+                && ratio - baseline >= c.min_rise;
+            let bin = &bins[i];
+            if bin.n > 0 {
+                let own = bin.k[li] as f64 / bin.n as f64;
+                history.push_back(if evidence { baseline } else { own });
+                if history.len() > c.history_bins {
+                    history.pop_front();
+                }
+            }
+            if evidence {
+                run = Some(match run {
+                    Some((f, _, p, count)) => (f, i, p.max(ratio), count + 1),
+                    None => (i, i, ratio, 1),
+                });
+            } else if n >= min_measurements {
+                // Enough measurements and no evidence: the block, if any, is over. With too
+                // few, the run stays open: silence is not a return to normal.
+                if let Some((f, last, peak, count)) = run.take()
+                    && count >= c.min_bins
+                {
+                    close(f.saturating_sub(c.window_bins - 1), last, peak, true);
+                }
+            }
+        }
+        if let Some((f, last, peak, count)) = run.take()
+            && count >= c.min_bins
+        {
+            close(f.saturating_sub(c.window_bins - 1), last, peak, false);
+        }
+    }
+    out
+}
+
+/// Findings for every target and every category of `obs` (any order), as seen at `now`. A
+/// target whose layer is covered by a finding of its category is folded into it.
+pub fn detect(
+    obs: &[Observation],
+    categories: &HashMap<String, String>,
+    now: i64,
+    config: &BlockingConfig,
+) -> Vec<Finding> {
+    let mut groups: BTreeMap<(u32, Subject), Vec<&Observation>> = BTreeMap::new();
+    for o in obs {
+        groups
+            .entry((o.asn, Subject::Target(o.domain.clone())))
+            .or_default()
+            .push(o);
+        if let Some(cat) = categories.get(&o.domain) {
+            groups
+                .entry((o.asn, Subject::Category(cat.clone())))
+                .or_default()
+                .push(o);
+        }
+    }
+    let mut categories_found = Vec::new();
+    let mut targets_found = Vec::new();
+    for ((asn, subject), mut list) in groups {
+        list.sort_by_key(|o| o.at);
+        match &subject {
+            Subject::Category(_) => {
+                // A category needs two targets behind it, or it is one target's block.
+                let found = runs(
+                    asn,
+                    &subject,
+                    &list,
+                    now,
+                    config.min_category_measurements,
+                    config,
+                );
+                categories_found.extend(found.into_iter().filter(|f| f.targets.len() >= 2));
+            }
+            Subject::Target(_) => {
+                targets_found.extend(runs(
+                    asn,
+                    &subject,
+                    &list,
+                    now,
+                    config.min_measurements,
+                    config,
+                ));
+            }
+        }
+    }
+    let overlaps = |a: &Finding, b: &Finding| {
+        a.start <= b.end.unwrap_or(i64::MAX) && b.start <= a.end.unwrap_or(i64::MAX)
+    };
+    targets_found.retain(|t| {
+        let Subject::Target(domain) = &t.subject else {
+            return true;
+        };
+        !categories_found.iter().any(|c| {
+            c.asn == t.asn && c.layer == t.layer && c.targets.contains(domain) && overlaps(c, t)
+        })
+    });
+    categories_found.extend(targets_found);
+    categories_found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = 3600;
+    const T0: i64 = 1_700_000_000 / H * H;
+
+    /// Each of `domains` measured once an hour by alternating probes for `hours`; anomalies on
+    /// `layer` during `[from, to)` hours, and a few stray anomalies elsewhere.
+    fn series(domains: &[&str], hours: i64, block: Option<(Layer, i64, i64)>) -> Vec<Observation> {
+        let mut out = Vec::new();
+        for (d, domain) in domains.iter().enumerate() {
+            for h in 0..hours {
+                for half in 0..2 {
+                    let at = T0 + h * H + half * 1800 + d as i64 * 60;
+                    let blocked = block.is_some_and(|(_, a, b)| h >= a && h < b);
+                    let stray = (h * 7 + d as i64 + half) % 53 == 0;
+                    out.push(Observation {
+                        asn: 64500,
+                        domain: domain.to_string(),
+                        at,
+                        anomaly: if blocked {
+                            block.map(|b| b.0)
+                        } else if stray {
+                            Some(Layer::Http)
+                        } else {
+                            None
+                        },
+                        probe: (h + half) as u32 % 3,
+                        id: format!("{domain}-{h}-{half}"),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn cats(domains: &[&str], cat: &str) -> HashMap<String, String> {
+        domains
+            .iter()
+            .map(|d| (d.to_string(), cat.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_blocked_category_is_one_event_on_its_layer_with_its_targets() {
+        let news = ["a.example", "b.example", "c.example"];
+        let obs = series(&news, 72, Some((Layer::Dns, 40, 52)));
+        let found = detect(&obs, &cats(&news, "NEWS"), T0 + 72 * H, &Default::default());
+        assert_eq!(found.len(), 1, "{found:#?}");
+        let f = &found[0];
+        assert_eq!(f.subject, Subject::Category("NEWS".into()));
+        assert_eq!(f.layer, Layer::Dns);
+        assert_eq!(f.targets, news.map(String::from).to_vec());
+        assert!((f.start - (T0 + 40 * H)).abs() <= H, "start");
+        assert!((f.end.expect("ended") - (T0 + 52 * H)).abs() <= H, "end");
+        assert_eq!(f.evidence.len(), 3 * 12 * 2);
+    }
+
+    #[test]
+    fn one_blocked_target_is_its_own_event_and_an_ongoing_block_has_no_end() {
+        let news = ["a.example", "b.example", "c.example"];
+        let mut obs = series(&news[..2], 72, None);
+        obs.extend(series(&news[2..], 72, Some((Layer::Tls, 60, 100))));
+        let found = detect(&obs, &cats(&news, "NEWS"), T0 + 72 * H, &Default::default());
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].subject, Subject::Target("c.example".into()));
+        assert_eq!((found[0].layer, found[0].end), (Layer::Tls, None));
+    }
+
+    #[test]
+    fn stray_anomalies_and_a_target_always_broken_are_not_blocking() {
+        let obs = series(&["a.example", "b.example"], 240, None);
+        assert!(detect(&obs, &HashMap::new(), T0 + 240 * H, &Default::default()).is_empty());
+        // Broken for ten days: after a day of history, its baseline is the anomaly itself.
+        let broken = series(&["x.example"], 240, Some((Layer::Http, 0, 240)));
+        let found = detect(&broken, &HashMap::new(), T0 + 240 * H, &Default::default());
+        assert!(
+            found.iter().all(|f| f.start < T0 + 24 * H),
+            "only the first day may look like a rise: {found:#?}"
+        );
+    }
+
+    #[test]
+    fn a_week_long_block_stays_one_event_because_its_hours_are_held_out() {
+        let obs = series(&["a.example"], 24 * 12, Some((Layer::Tcp, 48, 48 + 24 * 7)));
+        let found = detect(&obs, &HashMap::new(), T0 + 24 * 12 * H, &Default::default());
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!((found[0].end.expect("ended") - (T0 + (48 + 24 * 7) * H)).abs() <= H);
+    }
+
+    #[test]
+    fn blocking_values_map_to_layers() {
+        assert_eq!(Layer::of_blocking("\"tcp_ip\""), Some(Layer::Tcp));
+        assert_eq!(Layer::of_blocking("\"http-diff\""), Some(Layer::Http));
+        assert_eq!(Layer::of_blocking("false"), None);
+        assert_eq!(Layer::of_blocking("null"), None);
+    }
+}

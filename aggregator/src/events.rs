@@ -1,0 +1,683 @@
+//! The timeline: events built by the detectors from the signals, stored, and served
+//! (DESIGN "Events"; issue 6, steps 3 and 4).
+//!
+//! Detection runs per country over a lookback window ([`DetectConfig::lookback_hours`]): the
+//! shutdown detector (`outage.rs`) per network, then networks that went dark together are
+//! merged into one event whose scope says how far it reached; the blocking detector
+//! (`blocking.rs`) per network, target and category. Each run replaces the country's events
+//! that start inside the window, so late uploads revise them; an event keeps its id across runs
+//! as long as it overlaps its earlier self, so links to it stay valid.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+use ring::digest::{SHA256, digest};
+use rusqlite::{Connection, Transaction, params};
+use serde::{Deserialize, Serialize};
+
+use crate::blocking::{self, BlockingConfig, Layer, Observation, Subject};
+use crate::outage::{self, Contact, NetworkOutage, OutageConfig, ProbeContacts};
+use crate::signals::BIN_SECONDS;
+
+/// Tables of migration 8: how each probe's contacts in a bin read (see `signals.rs`), and the
+/// events.
+pub const MIGRATION: &str = "
+    ALTER TABLE signal_probes ADD COLUMN first_up INTEGER;
+    ALTER TABLE signal_probes ADD COLUMN last_up INTEGER;
+    ALTER TABLE signal_probes ADD COLUMN down INTEGER NOT NULL DEFAULT 0;
+    UPDATE signal_probes SET
+        first_up = (SELECT min(unixepoch(sent_at)) FROM heartbeats h
+            WHERE h.probe_key = signal_probes.probe_key
+            AND h.sent_at >= datetime(signal_probes.bin * 300, 'unixepoch')
+            AND h.sent_at < datetime(signal_probes.bin * 300 + 300, 'unixepoch')),
+        last_up = (SELECT max(unixepoch(sent_at)) FROM heartbeats h
+            WHERE h.probe_key = signal_probes.probe_key
+            AND h.sent_at >= datetime(signal_probes.bin * 300, 'unixepoch')
+            AND h.sent_at < datetime(signal_probes.bin * 300 + 300, 'unixepoch'));
+    CREATE TABLE events (
+        id TEXT PRIMARY KEY,
+        cc TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        start INTEGER NOT NULL,
+        end_at INTEGER,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX events_cc_start ON events (cc, start);";
+
+/// Every threshold of detection, readable from a TOML file (`serve --detect-config`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectConfig {
+    /// How far back each run looks. Eight days: the blocking baseline's week of history plus
+    /// a day, and longer than all but the longest 1 % of IODA's investigated outages
+    /// (`datasets/ioda-investigated-outages.csv`: p99 of durations is 6,815 minutes).
+    pub lookback_hours: i64,
+    /// The shutdown detector.
+    pub outage: OutageConfig,
+    /// The blocking detector.
+    pub blocking: BlockingConfig,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            lookback_hours: 192,
+            outage: OutageConfig::default(),
+            blocking: BlockingConfig::default(),
+        }
+    }
+}
+
+impl DetectConfig {
+    /// Reads a TOML file; absent keys keep their defaults, unknown keys are refused.
+    pub fn read(path: &Path) -> Result<DetectConfig, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// What an event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Networks went dark.
+    Shutdown,
+    /// Targets blocked.
+    Blocking,
+    /// Targets slowed down (issue 8).
+    Throttling,
+}
+
+impl Kind {
+    /// Its name in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Shutdown => "shutdown",
+            Kind::Blocking => "blocking",
+            Kind::Throttling => "throttling",
+        }
+    }
+}
+
+/// How far an event reached. DESIGN lists `full | partial | service`; the issue asks to tell
+/// regional shutdowns (several networks of a country) from single-network ones, so `partial`
+/// is split into `regional` and `network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Every network of the country with enough probes.
+    Full,
+    /// Several networks, not all.
+    Regional,
+    /// One network.
+    Network,
+    /// Some services in one network.
+    Service,
+}
+
+/// Where an event happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entity {
+    /// Country.
+    pub cc: String,
+    /// The network, for single-network events.
+    pub asn: Option<String>,
+    /// The networks of a regional event.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub asns: Vec<String>,
+}
+
+/// One event of the timeline (DESIGN "Events").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Stable id (16 hex digits).
+    pub id: String,
+    /// Where.
+    pub entity: Entity,
+    /// What.
+    pub kind: Kind,
+    /// How far.
+    pub scope: Scope,
+    /// The layer of a blocking event.
+    pub layer: Option<Layer>,
+    /// The category of a category-wide block.
+    pub category: Option<String>,
+    /// Hosts affected.
+    pub targets: Vec<String>,
+    /// `YYYY-MM-DD HH:MM:SS` UTC.
+    pub start: String,
+    /// `None` while ongoing.
+    pub end: Option<String>,
+    /// `ongoing` or `ended`.
+    pub status: String,
+    /// Only probe silence so far: no offline canary confirms it yet.
+    pub suspected: bool,
+    /// 0 to 1.
+    pub confidence: f64,
+    /// Probes whose data shows it.
+    pub probes: usize,
+    /// Ids of the measurements that show it (each verifiable at `/api/v1/measurements/<id>`).
+    pub evidence: Vec<String>,
+}
+
+impl Event {
+    /// Start, in epoch seconds.
+    pub fn start_secs(&self) -> i64 {
+        crate::signals::parse_time(&self.start).unwrap_or(0)
+    }
+
+    /// End, in epoch seconds.
+    pub fn end_secs(&self) -> Option<i64> {
+        self.end.as_deref().and_then(crate::signals::parse_time)
+    }
+
+    /// What the event is about, apart from time: two detections with the same subject that
+    /// overlap are the same event.
+    fn subject(&self) -> String {
+        format!(
+            "{}|{}|{:?}|{:?}|{:?}|{:?}|{}",
+            self.entity.cc,
+            self.kind.as_str(),
+            self.entity.asn,
+            self.entity.asns,
+            self.layer,
+            self.category,
+            if self.category.is_none() && self.kind != Kind::Shutdown {
+                self.targets.join(",")
+            } else {
+                String::new()
+            }
+        )
+    }
+
+    fn overlaps(&self, other: &Event) -> bool {
+        self.start_secs() <= other.end_secs().unwrap_or(i64::MAX)
+            && other.start_secs() <= self.end_secs().unwrap_or(i64::MAX)
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` of epoch seconds.
+pub fn format_time(secs: i64) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(format).ok())
+        .unwrap_or_default()
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn new_id(subject: &str, start: i64) -> String {
+    hex_prefix(digest(&SHA256, format!("{subject}|{start}").as_bytes()).as_ref())
+}
+
+fn hex_prefix(bytes: &[u8]) -> String {
+    bytes[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Host → category code, from the aggregator's lists: the built-in ones, then the operator's
+/// `--lists-dir` (which wins).
+pub fn categories(lists_dir: Option<&Path>) -> HashMap<String, String> {
+    let mut texts: Vec<(String, String)> = vantage_probe::run::BUILTIN_LISTS
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect();
+    if let Some(dir) = lists_dir
+        && let Ok(entries) = std::fs::read_dir(dir)
+    {
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == "csv")
+                && let Ok(text) = std::fs::read_to_string(&path)
+            {
+                texts.push((path.display().to_string(), text));
+            }
+        }
+    }
+    let mut map = HashMap::new();
+    for (name, text) in texts {
+        let Ok((list, _)) = vantage_probe::test_lists::TestList::parse(&name, text.as_bytes())
+        else {
+            continue;
+        };
+        for entry in list.entries {
+            if let Some(host) = url::Url::parse(&entry.url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+            {
+                map.insert(host, entry.category_code);
+            }
+        }
+    }
+    map
+}
+
+/// The contacts of one network's probes from `from_bin` on.
+fn contacts(
+    c: &Connection,
+    cc: &str,
+    asn: u32,
+    from_bin: i64,
+) -> rusqlite::Result<Vec<ProbeContacts>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT probe_key, bin, first_up, last_up, down FROM signal_probes
+         WHERE cc = ?1 AND asn = ?2 AND bin >= ?3 ORDER BY bin",
+    )?;
+    let mut by_probe: BTreeMap<String, Vec<Contact>> = BTreeMap::new();
+    let rows = stmt.query_map(params![cc, asn, from_bin], |r| {
+        let first: Option<i64> = r.get(2)?;
+        let last: Option<i64> = r.get(3)?;
+        Ok((
+            r.get::<_, String>(0)?,
+            Contact {
+                bin: r.get(1)?,
+                up: first.zip(last),
+                down: r.get(4)?,
+            },
+        ))
+    })?;
+    for row in rows {
+        let (key, contact) = row?;
+        by_probe.entry(key).or_default().push(contact);
+    }
+    Ok(by_probe
+        .into_iter()
+        .map(|(key, contacts)| ProbeContacts { key, asn, contacts })
+        .collect())
+}
+
+/// Failed canary rounds of `keys` during `[from, to]`: the evidence of a shutdown.
+fn failed_canaries(
+    c: &Connection,
+    cc: &str,
+    keys: &[String],
+    from: i64,
+    to: i64,
+) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT id, probe_key FROM measurements WHERE probe_cc = ?1 AND measured_at >= ?2
+         AND measured_at <= ?3 AND test_name = 'canary' AND accessible = 0
+         ORDER BY measured_at LIMIT 5000",
+    )?;
+    let keys: BTreeSet<&str> = keys.iter().map(String::as_str).collect();
+    let rows = stmt.query_map(params![cc, format_time(from), format_time(to)], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, key) = row?;
+        if key.is_some_and(|k| keys.contains(k.as_str())) {
+            out.push(id);
+        }
+    }
+    out.truncate(200);
+    Ok(out)
+}
+
+/// Web_connectivity verdicts of a country since `from` (epoch seconds).
+fn observations(c: &Connection, cc: &str, from: i64) -> rusqlite::Result<Vec<Observation>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT probe_asn, domain, unixepoch(measured_at), blocking, probe_key, id
+         FROM measurements WHERE probe_cc = ?1 AND measured_at >= ?2
+         AND test_name = 'web_connectivity' AND domain IS NOT NULL",
+    )?;
+    let mut probes: HashMap<String, u32> = HashMap::new();
+    let rows = stmt.query_map(params![cc, format_time(from)], |r| {
+        Ok((
+            r.get::<_, u32>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<i64>>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, Option<String>>(4)?,
+            r.get::<_, String>(5)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (asn, domain, at, blocking, key, id) = row?;
+        let Some(at) = at else { continue };
+        let next = probes.len() as u32;
+        let probe = *probes.entry(key.unwrap_or_default()).or_insert(next);
+        out.push(Observation {
+            asn,
+            domain,
+            at,
+            anomaly: blocking.as_deref().and_then(Layer::of_blocking),
+            probe,
+            id,
+        });
+    }
+    Ok(out)
+}
+
+/// Network outages that started together, merged into one event each, with the scope their
+/// reach gives them: every network with enough live probes is `full`, several `regional`,
+/// one `network`.
+fn shutdown_events(
+    c: &Connection,
+    cc: &str,
+    networks: &BTreeMap<u32, Vec<ProbeContacts>>,
+    found: Vec<NetworkOutage>,
+    now: i64,
+    config: &OutageConfig,
+) -> rusqlite::Result<Vec<Event>> {
+    let mut found = found;
+    found.sort_by_key(|o| o.start);
+    let mut groups: Vec<Vec<NetworkOutage>> = Vec::new();
+    for o in found {
+        // Cuts ordered together start within minutes of each other; a quarter of an hour
+        // keeps two independent outages of one day apart.
+        match groups.last_mut() {
+            Some(g) if o.start - g[0].start <= 900 && !g.iter().any(|m| m.asn == o.asn) => {
+                g.push(o)
+            }
+            _ => groups.push(vec![o]),
+        }
+    }
+    let mut out = Vec::new();
+    for g in groups {
+        let at = g[0].start;
+        let covered: BTreeSet<u32> = networks
+            .iter()
+            .filter(|(_, probes)| outage::live(probes, at, config) >= config.min_probes)
+            .map(|(asn, _)| *asn)
+            .collect();
+        let hit: BTreeSet<u32> = g.iter().map(|o| o.asn).collect();
+        let (scope, asn, asns) = if hit.len() >= 2 && hit.is_superset(&covered) {
+            (Scope::Full, None, Vec::new())
+        } else if hit.len() >= 2 {
+            (
+                Scope::Regional,
+                None,
+                hit.iter().map(|a| format!("AS{a}")).collect(),
+            )
+        } else {
+            (Scope::Network, Some(format!("AS{}", g[0].asn)), Vec::new())
+        };
+        let mut starts: Vec<i64> = g.iter().map(|o| o.start).collect();
+        starts.sort_unstable();
+        let start = starts[(starts.len() - 1) / 2];
+        let end = if g.iter().all(|o| o.end.is_some()) {
+            let mut ends: Vec<i64> = g.iter().filter_map(|o| o.end).collect();
+            ends.sort_unstable();
+            Some(ends[(ends.len() - 1) / 2])
+        } else {
+            None
+        };
+        let probes: usize = g.iter().map(|o| o.probes.len()).sum();
+        let live: usize = g.iter().map(|o| o.live).sum();
+        let confirming: usize = g.iter().map(|o| o.confirming).sum();
+        let suspected = confirming * 2 < probes;
+        let keys: Vec<String> = g.iter().flat_map(|o| o.probes.clone()).collect();
+        let evidence = failed_canaries(c, cc, &keys, start, end.unwrap_or(now))?;
+        // Share of live probes that went dark, discounted while only silence shows it.
+        let share = probes as f64 / live.max(1) as f64;
+        let confidence = round2(share.min(1.0) * if suspected { 0.6 } else { 0.95 });
+        out.push(Event {
+            id: String::new(),
+            entity: Entity {
+                cc: cc.to_string(),
+                asn,
+                asns,
+            },
+            kind: Kind::Shutdown,
+            scope,
+            layer: None,
+            category: None,
+            targets: Vec::new(),
+            start: format_time(start),
+            end: end.map(format_time),
+            status: if end.is_some() { "ended" } else { "ongoing" }.into(),
+            suspected,
+            confidence,
+            probes,
+            evidence,
+        });
+    }
+    Ok(out)
+}
+
+fn blocking_event(cc: &str, f: blocking::Finding) -> Event {
+    let (category, targets) = match f.subject {
+        Subject::Category(c) => (Some(c), f.targets),
+        Subject::Target(t) => (None, vec![t]),
+    };
+    let confidence = round2(f.peak_ratio.min(1.0) * (f.probes.min(3) as f64 / 3.0));
+    Event {
+        id: String::new(),
+        entity: Entity {
+            cc: cc.to_string(),
+            asn: Some(format!("AS{}", f.asn)),
+            asns: Vec::new(),
+        },
+        kind: Kind::Blocking,
+        scope: Scope::Service,
+        layer: Some(f.layer),
+        category,
+        targets,
+        start: format_time(f.start),
+        end: f.end.map(format_time),
+        status: if f.end.is_some() { "ended" } else { "ongoing" }.into(),
+        suspected: false,
+        confidence,
+        probes: f.probes,
+        evidence: f.evidence.into_iter().take(200).collect(),
+    }
+}
+
+/// Runs every detector for one country over `[from, now]`.
+pub fn detect_country(
+    c: &Connection,
+    cc: &str,
+    from: i64,
+    now: i64,
+    categories: &HashMap<String, String>,
+    config: &DetectConfig,
+) -> rusqlite::Result<Vec<Event>> {
+    let from_bin = from.div_euclid(BIN_SECONDS);
+    let asns: Vec<u32> = c
+        .prepare_cached("SELECT DISTINCT asn FROM signal_bins WHERE cc = ?1")?
+        .query_map([cc], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut networks = BTreeMap::new();
+    let mut found = Vec::new();
+    for asn in asns {
+        let probes = contacts(c, cc, asn, from_bin)?;
+        found.extend(outage::detect(&probes, now, &config.outage));
+        networks.insert(asn, probes);
+    }
+    let mut events = shutdown_events(c, cc, &networks, found, now, &config.outage)?;
+    let obs = observations(c, cc, from)?;
+    events.extend(
+        blocking::detect(&obs, categories, now, &config.blocking)
+            .into_iter()
+            .map(|f| blocking_event(cc, f)),
+    );
+    Ok(events)
+}
+
+/// Replaces a country's events that start at or after `from` with `fresh`, keeping the id of
+/// any stored event a fresh one overlaps (and its start, if it began before the window).
+pub fn store(tx: &Transaction<'_>, cc: &str, from: i64, fresh: Vec<Event>) -> rusqlite::Result<()> {
+    let stored: Vec<Event> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT body FROM events WHERE cc = ?1 AND (end_at IS NULL OR end_at >= ?2)",
+        )?;
+        let rows = stmt.query_map(params![cc, from], |r| r.get::<_, String>(0))?;
+        let mut v = Vec::new();
+        for body in rows {
+            if let Ok(e) = serde_json::from_str::<Event>(&body?) {
+                v.push(e);
+            }
+        }
+        v
+    };
+    tx.execute(
+        "DELETE FROM events WHERE cc = ?1 AND start >= ?2",
+        params![cc, from],
+    )?;
+    let mut taken: BTreeSet<String> = BTreeSet::new();
+    for mut e in fresh {
+        let subject = e.subject();
+        if let Some(old) = stored
+            .iter()
+            .find(|o| !taken.contains(&o.id) && o.subject() == subject && o.overlaps(&e))
+        {
+            e.id = old.id.clone();
+            if old.start_secs() < from {
+                e.start = old.start.clone();
+            }
+        } else {
+            e.id = new_id(&subject, e.start_secs());
+        }
+        taken.insert(e.id.clone());
+        let body = serde_json::to_string(&e).unwrap_or_default();
+        tx.execute(
+            "INSERT OR REPLACE INTO events (id, cc, kind, start, end_at, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                e.id,
+                cc,
+                e.kind.as_str(),
+                e.start_secs(),
+                e.end_secs(),
+                body
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Countries with signals since `from_bin`.
+pub fn active_countries(c: &Connection, from_bin: i64) -> rusqlite::Result<Vec<String>> {
+    c.prepare_cached("SELECT DISTINCT cc FROM signal_bins WHERE bin >= ?1 ORDER BY cc")?
+        .query_map([from_bin], |r| r.get(0))?
+        .collect()
+}
+
+/// Which events to read.
+#[derive(Debug, Clone, Default)]
+pub struct TimelineQuery {
+    /// Country; `None` for all.
+    pub cc: Option<String>,
+    /// Events touching this network (its own, regional ones naming it, and full ones).
+    pub asn: Option<u32>,
+    /// Events that end at or after this (epoch seconds) ...
+    pub since: i64,
+    /// ... and start before this.
+    pub until: i64,
+    /// One kind only.
+    pub kind: Option<Kind>,
+}
+
+/// Events of `q`, oldest first.
+pub fn timeline(c: &Connection, q: &TimelineQuery) -> rusqlite::Result<Vec<Event>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT body FROM events WHERE (?1 IS NULL OR cc = ?1) AND start < ?2
+         AND (end_at IS NULL OR end_at >= ?3) AND (?4 IS NULL OR kind = ?4)
+         ORDER BY start, id",
+    )?;
+    let rows = stmt.query_map(
+        params![
+            q.cc.as_deref().map(str::to_ascii_uppercase),
+            q.until,
+            q.since,
+            q.kind.map(Kind::as_str)
+        ],
+        |r| r.get::<_, String>(0),
+    )?;
+    let asn = q.asn.map(|a| format!("AS{a}"));
+    let mut out = Vec::new();
+    for body in rows {
+        let Ok(e) = serde_json::from_str::<Event>(&body?) else {
+            continue;
+        };
+        let touches = match &asn {
+            None => true,
+            Some(a) => {
+                e.scope == Scope::Full
+                    || e.entity.asn.as_deref() == Some(a.as_str())
+                    || e.entity.asns.contains(a)
+            }
+        };
+        if touches {
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
+/// Countries with data, for the web page's picker: (cc, networks, events).
+pub fn countries(c: &Connection) -> rusqlite::Result<Vec<(String, i64, i64)>> {
+    c.prepare_cached(
+        "SELECT cc, count(DISTINCT asn), (SELECT count(*) FROM events e WHERE e.cc = s.cc)
+         FROM signal_bins s GROUP BY cc ORDER BY cc",
+    )?
+    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+    .collect()
+}
+
+/// The CSV header of [`csv_row`].
+pub const CSV_HEADER: &str = "id,cc,asn,asns,kind,scope,layer,category,targets,start,end,status,suspected,confidence,probes,evidence";
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// One event as a CSV line (lists joined with spaces).
+pub fn csv_row(e: &Event) -> String {
+    [
+        e.id.clone(),
+        e.entity.cc.clone(),
+        e.entity.asn.clone().unwrap_or_default(),
+        e.entity.asns.join(" "),
+        e.kind.as_str().into(),
+        serde_json::to_value(e.scope)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        e.layer.map(|l| l.as_str().to_string()).unwrap_or_default(),
+        e.category.clone().unwrap_or_default(),
+        e.targets.join(" "),
+        e.start.clone(),
+        e.end.clone().unwrap_or_default(),
+        e.status.clone(),
+        e.suspected.to_string(),
+        e.confidence.to_string(),
+        e.probes.to_string(),
+        e.evidence.join(" "),
+    ]
+    .iter()
+    .map(|f| csv_field(f))
+    .collect::<Vec<_>>()
+    .join(",")
+}
+
+/// Runs the detectors every `every` over every country with recent signals, as `serve` does
+/// (`--detect-every`). Silence is a signal, so this runs whether or not anything arrived.
+pub async fn run(
+    storage: std::sync::Arc<dyn crate::db::Storage>,
+    categories: std::sync::Arc<HashMap<String, String>>,
+    config: std::sync::Arc<DetectConfig>,
+    every: std::time::Duration,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        let (s, cats, cfg) = (storage.clone(), categories.clone(), config.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            s.detect(None, None, crate::db::now(), &cats, &cfg)
+        })
+        .await;
+        match done {
+            Ok(Ok(n)) => tracing::debug!("detection: {n} events in the window"),
+            Ok(Err(e)) => tracing::warn!("detection failed, will retry: {e}"),
+            Err(e) => tracing::warn!("detection task failed: {e}"),
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! Shutdown detection from probe contact (DESIGN "Events"; issue 6, step 3).
+//!
+//! A probe shows it is connected whenever it reaches us: a heartbeat, a canary round in which
+//! most targets answered, a measurement that reached its site. It shows it is cut off when a
+//! canary round fails, which it records offline and uploads later. Between two "up" contacts
+//! more than [`OutageConfig::min_gap_seconds`] apart a probe was disconnected; after its last
+//! contact it is disconnected once it has been silent [`OutageConfig::silence_seconds`].
+//!
+//! One probe dropping is a flaky home link. Many probes of one network dropping *together* is
+//! an outage: that is Disco's burst of disconnections (Shah et al., PAM 2017;
+//! `shutdown-detection.md` §3), here with a fixed window instead of Kleinberg's automaton,
+//! because our probes report every minute rather than on RIPE Atlas's irregular schedule. The
+//! event opens as *suspected* as soon as the silence is long enough, before any probe can tell
+//! us more, and is *confirmed* when the probes' offline queues arrive with the canaries that
+//! failed during the gap. So the event is reconstructed even though nothing arrived during it.
+//!
+//! This module is pure: the caller loads contacts (see `events.rs`) and stores what it finds.
+
+use serde::Deserialize;
+
+/// Thresholds of the shutdown detector. Every default cites where it comes from.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutageConfig {
+    /// A probe silent this long after its last contact counts as disconnected while the
+    /// silence lasts. 150 s is two and a half heartbeat intervals (heartbeats every 60 s,
+    /// DESIGN "Tests the probe runs"): two lost heartbeats in a row, not one.
+    pub silence_seconds: i64,
+    /// A gap that closed sooner than this is dropped: Disco ignores disconnections followed by
+    /// a reconnection within 300 s (`discoProbesWindow = 300`, `shutdown-detection.md` §3).
+    pub min_gap_seconds: i64,
+    /// Disconnections belong to one burst when they start within this window. In a real cut
+    /// every probe's last contact falls within one heartbeat interval of it; three intervals
+    /// allow for jitter while keeping independent flaky links from adding up.
+    pub burst_seconds: i64,
+    /// A probe counts as live if it made contact this long before the burst: IODA's active
+    /// probing and Disco both compare against recently active probes, so a laptop switched
+    /// off for the night does not count as a probe that went dark at midnight.
+    pub live_seconds: i64,
+    /// At least this many live probes in a network for a verdict (`shutdown-detection.md`
+    /// §11.12: "≥ 5 live probes"; disco-kafka's `minimumProbesInUnit` is 5).
+    pub min_probes: usize,
+    /// Share of live probes that must drop together. IODA's critical threshold for active
+    /// probing is a value below 50 % of its baseline (`shutdown-detection.md` §1.4).
+    pub min_share: f64,
+    /// A probe with disconnections in more than this many of the last [`Self::noisy_bins`]
+    /// 8-hour bins is too noisy to count (Disco: "more than 14 of 21", §3).
+    pub noisy_max_bins: usize,
+    /// See [`Self::noisy_max_bins`].
+    pub noisy_bins: usize,
+}
+
+impl Default for OutageConfig {
+    fn default() -> Self {
+        OutageConfig {
+            silence_seconds: 150,
+            min_gap_seconds: 300,
+            burst_seconds: 180,
+            live_seconds: 3600,
+            min_probes: 5,
+            min_share: 0.5,
+            noisy_max_bins: 14,
+            noisy_bins: 21,
+        }
+    }
+}
+
+/// What one probe's bin says about its connectivity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Contact {
+    /// Bin number (see `signals::BIN_SECONDS`).
+    pub bin: i64,
+    /// First and last moment (epoch seconds) it showed connectivity in the bin.
+    pub up: Option<(i64, i64)>,
+    /// Canary rounds that failed in the bin.
+    pub down: u32,
+}
+
+/// One probe in one network, its contacts in bin order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeContacts {
+    /// The probe's key.
+    pub key: String,
+    /// Its network.
+    pub asn: u32,
+    /// Contacts, oldest first.
+    pub contacts: Vec<Contact>,
+}
+
+/// A time one probe was disconnected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Gap {
+    probe: usize,
+    start: i64,
+    end: Option<i64>,
+    failed_rounds: u32,
+}
+
+/// Disconnections of one network that happened together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkOutage {
+    /// The network.
+    pub asn: u32,
+    /// Median last contact of the probes that dropped.
+    pub start: i64,
+    /// When half of them were back; `None` while fewer are.
+    pub end: Option<i64>,
+    /// Keys of the probes that dropped.
+    pub probes: Vec<String>,
+    /// Live probes of the network when it happened.
+    pub live: usize,
+    /// How many of the dropped probes reported failed canaries during their gap.
+    pub confirming: usize,
+}
+
+impl NetworkOutage {
+    /// Only silence so far: no probe's offline canaries confirm it yet.
+    pub fn suspected(&self) -> bool {
+        self.confirming * 2 < self.probes.len()
+    }
+}
+
+const NOISY_BIN_SECONDS: i64 = 8 * 3600;
+
+/// The gaps of one probe: between up contacts, and after the last one when it is silent.
+fn gaps(index: usize, p: &ProbeContacts, now: i64, config: &OutageConfig) -> Vec<Gap> {
+    let mut out = Vec::new();
+    let mut last: Option<(i64, i64)> = None; // (bin, last up)
+    let mut failed = 0;
+    for c in &p.contacts {
+        failed += c.down;
+        let Some((first, last_up)) = c.up else {
+            continue;
+        };
+        if let Some((_, prev)) = last
+            && first - prev >= config.silence_seconds
+        {
+            out.push(Gap {
+                probe: index,
+                start: prev,
+                end: Some(first),
+                failed_rounds: failed,
+            });
+        }
+        last = Some((c.bin, last_up));
+        failed = c.down;
+    }
+    if let Some((_, prev)) = last
+        && now - prev >= config.silence_seconds
+    {
+        out.push(Gap {
+            probe: index,
+            start: prev,
+            end: None,
+            failed_rounds: failed,
+        });
+    }
+    out
+}
+
+/// Whether probe `p` made contact within `[from, to]`.
+fn contact_within(p: &ProbeContacts, from: i64, to: i64) -> bool {
+    p.contacts
+        .iter()
+        .filter_map(|c| c.up)
+        .any(|(first, last)| last >= from && first <= to)
+}
+
+/// Probes of one network that made contact within [`OutageConfig::live_seconds`] before `at`
+/// (or during the burst window after it).
+pub fn live(probes: &[ProbeContacts], at: i64, config: &OutageConfig) -> usize {
+    probes
+        .iter()
+        .filter(|p| contact_within(p, at - config.live_seconds, at + config.burst_seconds))
+        .count()
+}
+
+/// The ⌈n/2⌉-th smallest of `v` (a median that is always one of the values).
+fn median(mut v: Vec<i64>) -> i64 {
+    v.sort_unstable();
+    v[(v.len() - 1) / 2]
+}
+
+/// Outages of one network, from its probes' contacts, as seen at `now`.
+pub fn detect(probes: &[ProbeContacts], now: i64, config: &OutageConfig) -> Vec<NetworkOutage> {
+    let Some(asn) = probes.first().map(|p| p.asn) else {
+        return Vec::new();
+    };
+    let all: Vec<Vec<Gap>> = probes
+        .iter()
+        .enumerate()
+        .map(|(i, p)| gaps(i, p, now, config))
+        .collect();
+    // A gap counts while it is open, or once closed if it lasted past the debounce.
+    let mut candidates: Vec<Gap> = all
+        .iter()
+        .flatten()
+        .filter(|g| g.end.is_none_or(|e| e - g.start >= config.min_gap_seconds))
+        .copied()
+        .collect();
+    candidates.sort_by_key(|g| (g.start, g.probe));
+
+    let noisy = |probe: usize, at: i64| {
+        let from = at - config.noisy_bins as i64 * NOISY_BIN_SECONDS;
+        let mut bins: Vec<i64> = all[probe]
+            .iter()
+            .filter(|g| g.start >= from && g.start < at)
+            .map(|g| g.start.div_euclid(NOISY_BIN_SECONDS))
+            .collect();
+        bins.dedup();
+        bins.len() > config.noisy_max_bins
+    };
+
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < candidates.len() {
+        let s = candidates[i].start;
+        let burst_end = s + config.burst_seconds;
+        let mut members: Vec<Gap> = Vec::new();
+        let mut j = i;
+        while j < candidates.len() && candidates[j].start <= burst_end {
+            let g = candidates[j];
+            if !noisy(g.probe, s) && !members.iter().any(|m| m.probe == g.probe) {
+                members.push(g);
+            }
+            j += 1;
+        }
+        let live = probes
+            .iter()
+            .enumerate()
+            .filter(|(k, p)| contact_within(p, s - config.live_seconds, burst_end) && !noisy(*k, s))
+            .count();
+        let needed = ((live as f64 * config.min_share).ceil() as usize).max(1);
+        if live >= config.min_probes && members.len() >= needed {
+            let n = members.len();
+            let mut ends: Vec<i64> = members.iter().filter_map(|g| g.end).collect();
+            ends.sort_unstable();
+            // Disco closes an event once half of its probes are back (§3): the moment the
+            // ⌈n/2⌉-th probe reconnected.
+            let end = (ends.len() * 2 >= n).then(|| ends[n.div_ceil(2) - 1]);
+            out.push(NetworkOutage {
+                asn,
+                start: median(members.iter().map(|g| g.start).collect()),
+                end,
+                probes: members
+                    .iter()
+                    .map(|g| probes[g.probe].key.clone())
+                    .collect(),
+                live,
+                confirming: members.iter().filter(|g| g.failed_rounds > 0).count(),
+            });
+            i = j;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BIN: i64 = crate::signals::BIN_SECONDS;
+
+    /// A probe heard every minute over `[from, to)` except during `gaps`, with failed canary
+    /// rounds recorded inside the gaps when `canaries`.
+    fn probe(key: &str, from: i64, to: i64, gaps: &[(i64, i64)], canaries: bool) -> ProbeContacts {
+        let mut contacts: Vec<Contact> = Vec::new();
+        let mut t = from;
+        while t < to {
+            let off = gaps.iter().any(|(a, b)| t >= *a && t < *b);
+            let bin = t.div_euclid(BIN);
+            if contacts.last().is_none_or(|c| c.bin != bin) {
+                contacts.push(Contact {
+                    bin,
+                    up: None,
+                    down: 0,
+                });
+            }
+            let c = contacts.last_mut().expect("pushed");
+            if off {
+                c.down += u32::from(canaries);
+            } else {
+                c.up = Some(c.up.map_or((t, t), |(a, _)| (a, t)));
+            }
+            t += 60;
+        }
+        ProbeContacts {
+            key: key.into(),
+            asn: 64500,
+            contacts,
+        }
+    }
+
+    const T0: i64 = 1_700_000_000 / 3600 * 3600;
+
+    #[test]
+    fn a_network_going_dark_together_is_one_outage_with_its_window() {
+        let (cut, back) = (T0 + 7200, T0 + 7200 + 5400);
+        let fleet: Vec<ProbeContacts> = (0..6)
+            .map(|i| {
+                probe(
+                    &format!("p{i}"),
+                    T0 + i,
+                    T0 + 4 * 3600,
+                    &[(cut, back)],
+                    true,
+                )
+            })
+            .collect();
+        let found = detect(&fleet, T0 + 4 * 3600, &OutageConfig::default());
+        assert_eq!(found.len(), 1, "{found:?}");
+        let o = &found[0];
+        assert!((o.start - cut).abs() <= 60, "start {} vs {cut}", o.start);
+        assert!((o.end.expect("ended") - back).abs() <= 60);
+        assert_eq!((o.probes.len(), o.live, o.suspected()), (6, 6, false));
+    }
+
+    #[test]
+    fn silence_opens_a_suspected_outage_within_three_minutes() {
+        let cut = T0 + 7200;
+        let fleet = |now: i64| -> Vec<ProbeContacts> {
+            (0..5)
+                .map(|i| probe(&format!("p{i}"), T0, now, &[(cut, i64::MAX)], false))
+                .collect()
+        };
+        let config = OutageConfig::default();
+        assert!(detect(&fleet(cut + 60), cut + 60, &config).is_empty());
+        let found = detect(&fleet(cut + 180), cut + 180, &config);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].suspected() && found[0].end.is_none());
+    }
+
+    #[test]
+    fn independent_flaps_reboots_and_too_few_probes_are_not_outages() {
+        let config = OutageConfig::default();
+        let end = T0 + 6 * 3600;
+        // Each probe drops for 20 minutes, at a different hour.
+        let flaky: Vec<ProbeContacts> = (0..6)
+            .map(|i| {
+                let a = T0 + 1800 + i * 3000;
+                probe(&format!("p{i}"), T0, end, &[(a, a + 1200)], true)
+            })
+            .collect();
+        assert!(detect(&flaky, end, &config).is_empty());
+        // All reboot at once for three minutes: under the debounce.
+        let reboot: Vec<ProbeContacts> = (0..6)
+            .map(|i| probe(&format!("p{i}"), T0, end, &[(T0 + 7200, T0 + 7380)], false))
+            .collect();
+        assert!(detect(&reboot, end, &config).is_empty());
+        // Four probes are too few for a verdict.
+        let few: Vec<ProbeContacts> = (0..4)
+            .map(|i| probe(&format!("p{i}"), T0, end, &[(T0 + 7200, T0 + 9000)], true))
+            .collect();
+        assert!(detect(&few, end, &config).is_empty());
+    }
+
+    #[test]
+    fn probes_asleep_before_the_cut_do_not_count_as_live() {
+        let (cut, back, end) = (T0 + 5 * 3600, T0 + 6 * 3600, T0 + 8 * 3600);
+        let mut fleet: Vec<ProbeContacts> = (0..5)
+            .map(|i| probe(&format!("up{i}"), T0, end, &[(cut, back)], true))
+            .collect();
+        // Five laptops switched off one by one hours before the cut stay off all along.
+        fleet.extend(
+            (0..5).map(|i| probe(&format!("off{i}"), T0, cut - 7200 - i * 1200, &[], false)),
+        );
+        let found = detect(&fleet, end, &OutageConfig::default());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!((found[0].probes.len(), found[0].live), (5, 5));
+    }
+
+    #[test]
+    fn canaries_that_answered_during_a_heartbeat_gap_mean_no_outage() {
+        // Heartbeats stopped (the aggregator was unreachable) but canaries kept succeeding:
+        // each probe's queue shows contact throughout.
+        let end = T0 + 4 * 3600;
+        let fleet: Vec<ProbeContacts> = (0..6)
+            .map(|i| probe(&format!("p{i}"), T0, end, &[], false))
+            .collect();
+        assert!(detect(&fleet, end, &OutageConfig::default()).is_empty());
+    }
+}
