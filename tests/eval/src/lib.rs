@@ -1,0 +1,9 @@
+//! Evaluation harness for Vantage's timeline (issue 6, step 6): simulated fleets
+//! ([`sim`]), ground truth drawn from IODA's investigated outages ([`truth`]), scenarios and
+//! scores ([`score`]).
+
+#![warn(missing_docs)]
+
+pub mod score;
+pub mod sim;
+pub mod truth;

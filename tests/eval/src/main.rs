@@ -1,0 +1,135 @@
+//! `vantage-eval`: simulates probe fleets through shutdowns and blocking drawn from IODA's
+//! investigated outages, feeds what they sign to the aggregator, and scores the timeline
+//! against the truth (BENCHMARKS.md, "Timeline detection quality").
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use vantage_aggregator::events::DetectConfig;
+use vantage_eval::score::{Plan, Report, scenarios};
+use vantage_eval::sim::{Templates, simulate};
+use vantage_eval::truth::Outages;
+
+/// Score Vantage's shutdown and blocking detection on simulated fleets.
+#[derive(Debug, Parser)]
+#[command(name = "vantage-eval", version, about, long_about)]
+struct Args {
+    /// Shutdown scenarios (three networks of 6 to 10 probes each).
+    #[arg(long, default_value_t = 120)]
+    shutdowns: usize,
+    /// Blocking scenarios (a category blocked on one layer in one of two networks).
+    #[arg(long, default_value_t = 40)]
+    blocks: usize,
+    /// Quiet weeks (four networks, noise only).
+    #[arg(long, default_value_t = 8)]
+    quiet_weeks: usize,
+    /// Seed of every random draw.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Run the detectors every this many simulated seconds (and every minute during the half
+    /// hour after each shutdown begins).
+    #[arg(long, default_value_t = 900)]
+    tick_seconds: i64,
+    /// Detection thresholds (TOML), as for `vantage-aggregator serve --detect-config`.
+    #[arg(long, value_name = "FILE")]
+    detect_config: Option<PathBuf>,
+    /// IODA's investigated outages (CSV).
+    #[arg(
+        long,
+        default_value = "../shared/datasets/ioda-investigated-outages.csv"
+    )]
+    outages: PathBuf,
+    /// OONI's web_connectivity measurements, used as templates.
+    #[arg(long, default_value = "../shared/ooni/webconnectivity")]
+    ooni: PathBuf,
+    /// Where the scenario databases go while they run.
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    work_dir: PathBuf,
+    /// Parallel scenarios.
+    #[arg(long, default_value_t = 2)]
+    jobs: usize,
+}
+
+fn main() -> Result<ExitCode> {
+    let args = Args::parse();
+    let config = match &args.detect_config {
+        Some(p) => DetectConfig::read(p).map_err(anyhow::Error::msg)?,
+        None => DetectConfig::default(),
+    };
+    let list = Outages::read(&args.outages)?;
+    let templates = Templates::read(&args.ooni)?;
+    let plan = Plan {
+        shutdowns: args.shutdowns,
+        blocks: args.blocks,
+        quiet_weeks: args.quiet_weeks,
+        seed: args.seed,
+    };
+    let all = scenarios(&plan, &list);
+    eprintln!(
+        "vantage-eval: {} outages usable from {} ({} unparsed, {} ending before they begin); {} scenarios",
+        list.rows.len(),
+        args.outages.display(),
+        list.unparsed,
+        list.not_positive,
+        all.len()
+    );
+    let started = Instant::now();
+    let next = AtomicUsize::new(0);
+    let report = Mutex::new(Report::default());
+    let failure: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..args.jobs.max(1) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(s) = all.get(i) else { return };
+                    let db = args
+                        .work_dir
+                        .join(format!("vantage-eval-{}-{i}.db", std::process::id()));
+                    match simulate(s, &templates, &config, args.tick_seconds, &db, false)
+                        .with_context(|| format!("scenario {} ({})", i, s.cc))
+                    {
+                        Ok(o) => {
+                            let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
+                            r.add(&o);
+                            eprint!(
+                                "\rvantage-eval: {}/{} scenarios, {:.0} s",
+                                i + 1,
+                                all.len(),
+                                started.elapsed().as_secs_f64()
+                            );
+                        }
+                        Err(e) => {
+                            *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    eprintln!();
+    if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
+    }
+    let report = report.into_inner().unwrap_or_else(|e| e.into_inner());
+    println!("{}", report.markdown());
+    println!(
+        "{} shutdown, {} blocking and {} quiet scenarios, seed {}, in {:.0} s",
+        plan.shutdowns,
+        plan.blocks,
+        plan.quiet_weeks,
+        plan.seed,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(if report.passes() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
