@@ -622,16 +622,26 @@ fn signals(args: &SignalsArgs) -> Result<ExitCode> {
     let pct = |v: Option<f64>| v.map_or("-".to_string(), |r| format!("{:.0}%", r * 100.0));
     writeln!(
         out,
-        "{:<19}  {:>6}  {:>10}  {:>6}  {:>12}  {:>5} {:>5} {:>5} {:>5}",
-        "bin (UTC)", "probes", "heartbeats", "canary", "measurements", "dns", "tcp", "tls", "http"
+        "{:<19}  {:>6}  {:>6}  {:>10}  {:>6}  {:>12}  {:>5} {:>5} {:>5} {:>5}",
+        "bin (UTC)",
+        "probes",
+        "online",
+        "heartbeats",
+        "canary",
+        "measurements",
+        "dns",
+        "tcp",
+        "tls",
+        "http"
     )?;
     for b in &bins {
         let r = b.anomaly_ratio.as_ref();
         writeln!(
             out,
-            "{:<19}  {:>6}  {:>10}  {:>6}  {:>12}  {:>5} {:>5} {:>5} {:>5}",
+            "{:<19}  {:>6}  {:>6}  {:>10}  {:>6}  {:>12}  {:>5} {:>5} {:>5} {:>5}",
             b.start,
             b.probes,
+            b.probes_online,
             b.heartbeats,
             pct(b.canary_success),
             b.measurements,

@@ -298,6 +298,9 @@ pub struct SignalBin {
     pub start: String,
     /// Probes heard from (any signed submission made in the bin).
     pub probes: i64,
+    /// Of those, probes whose heartbeat, canaries or measurements showed them online. A probe
+    /// cut off is heard from later, through the failed canaries it queued, but not online.
+    pub probes_online: i64,
     /// Heartbeats sent in the bin.
     pub heartbeats: i64,
     /// Canary targets that answered, over those checked; `None` without canaries.
@@ -326,27 +329,41 @@ pub fn query(c: &Connection, q: &SignalQuery) -> rusqlite::Result<Vec<SignalBin>
          WHERE cc = ?1 AND (?2 IS NULL OR asn = ?2) AND bin >= ?3 AND bin < ?4
          GROUP BY bin ORDER BY bin",
     )?;
-    let rows = stmt.query_map(
-        params![q.cc.to_ascii_uppercase(), q.asn, q.from_bin, q.to_bin],
-        |r| {
-            let (checks, ok): (i64, i64) = (r.get(3)?, r.get(4)?);
-            let n: i64 = r.get(5)?;
-            let ratio = |k: i64| k as f64 / n as f64;
-            Ok(SignalBin {
-                start: start_of(r.get(0)?),
-                probes: r.get(1)?,
-                heartbeats: r.get(2)?,
-                canary_success: (checks > 0).then(|| ok as f64 / checks as f64),
-                measurements: n,
-                anomaly_ratio: (n > 0).then(|| LayerRatios {
-                    dns: ratio(r.get(6).unwrap_or(0)),
-                    tcp: ratio(r.get(7).unwrap_or(0)),
-                    tls: ratio(r.get(8).unwrap_or(0)),
-                    http: ratio(r.get(9).unwrap_or(0)),
-                }),
-            })
-        },
-    )?;
+    let cc = q.cc.to_ascii_uppercase();
+    let mut online: std::collections::HashMap<i64, i64> = Default::default();
+    {
+        let mut up = c.prepare_cached(
+            "SELECT bin, count(*) FROM signal_probes
+             WHERE cc = ?1 AND (?2 IS NULL OR asn = ?2) AND bin >= ?3 AND bin < ?4
+             AND first_up IS NOT NULL GROUP BY bin",
+        )?;
+        for row in up.query_map(params![cc, q.asn, q.from_bin, q.to_bin], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+        })? {
+            let (bin, n) = row?;
+            online.insert(bin, n);
+        }
+    }
+    let rows = stmt.query_map(params![cc, q.asn, q.from_bin, q.to_bin], |r| {
+        let (checks, ok): (i64, i64) = (r.get(3)?, r.get(4)?);
+        let n: i64 = r.get(5)?;
+        let ratio = |k: i64| k as f64 / n as f64;
+        let bin: i64 = r.get(0)?;
+        Ok(SignalBin {
+            start: start_of(bin),
+            probes: r.get(1)?,
+            probes_online: online.get(&bin).copied().unwrap_or(0),
+            heartbeats: r.get(2)?,
+            canary_success: (checks > 0).then(|| ok as f64 / checks as f64),
+            measurements: n,
+            anomaly_ratio: (n > 0).then(|| LayerRatios {
+                dns: ratio(r.get(6).unwrap_or(0)),
+                tcp: ratio(r.get(7).unwrap_or(0)),
+                tls: ratio(r.get(8).unwrap_or(0)),
+                http: ratio(r.get(9).unwrap_or(0)),
+            }),
+        })
+    })?;
     rows.collect()
 }
 
@@ -428,6 +445,8 @@ mod tests {
             (first.probes, first.heartbeats, first.measurements),
             (3, 2, 4)
         );
+        // b was only heard through an anomaly, which says nothing of its connectivity.
+        assert_eq!(first.probes_online, 2);
         assert_eq!(
             first.anomaly_ratio,
             Some(LayerRatios {
