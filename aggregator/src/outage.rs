@@ -48,6 +48,12 @@ pub struct OutageConfig {
     pub noisy_max_bins: usize,
     /// See [`Self::noisy_max_bins`].
     pub noisy_bins: usize,
+    /// When fewer than half of the probes are back but those that are came back together and
+    /// nobody else followed for this long, the outage is over for the network and the others
+    /// are off for their own reasons (a laptop switched off for the night during the outage
+    /// would otherwise keep it open until morning). An hour: longer than any reconnection
+    /// wave of one cut, short enough to close the event the same night.
+    pub settle_seconds: i64,
 }
 
 impl Default for OutageConfig {
@@ -61,6 +67,7 @@ impl Default for OutageConfig {
             min_share: 0.5,
             noisy_max_bins: 14,
             noisy_bins: 21,
+            settle_seconds: 3600,
         }
     }
 }
@@ -236,8 +243,23 @@ pub fn detect(probes: &[ProbeContacts], now: i64, config: &OutageConfig) -> Vec<
             let mut ends: Vec<i64> = members.iter().filter_map(|g| g.end).collect();
             ends.sort_unstable();
             // Disco closes an event once half of its probes are back (§3): the moment the
-            // ⌈n/2⌉-th probe reconnected.
-            let end = (ends.len() * 2 >= n).then(|| ends[n.div_ceil(2) - 1]);
+            // ⌈n/2⌉-th probe reconnected. Failing that, a wave of at least two probes back
+            // together, with nobody following for `settle_seconds`, closes it at the wave.
+            let end = if ends.len() * 2 >= n {
+                Some(ends[n.div_ceil(2) - 1])
+            } else {
+                let wave: Vec<i64> = ends
+                    .iter()
+                    .copied()
+                    .take_while(|e| ends.first().is_some_and(|a| e - a <= config.burst_seconds))
+                    .collect();
+                match ends.last() {
+                    Some(&last) if wave.len() >= 2 && now - last >= config.settle_seconds => {
+                        Some(wave[(wave.len() - 1) / 2])
+                    }
+                    _ => None,
+                }
+            };
             out.push(NetworkOutage {
                 asn,
                 start: median(members.iter().map(|g| g.start).collect()),
@@ -369,6 +391,36 @@ mod tests {
         let found = detect(&fleet, end, &OutageConfig::default());
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!((found[0].probes.len(), found[0].live), (5, 5));
+    }
+
+    #[test]
+    fn a_wave_back_closes_the_outage_once_nobody_follows_for_an_hour() {
+        let (cut, back) = (T0 + 3600, T0 + 7200);
+        // Two probes come back at the end; three were switched off during the outage.
+        let mut fleet: Vec<ProbeContacts> = (0..2)
+            .map(|i| probe(&format!("up{i}"), T0, T0 + 4 * 3600, &[(cut, back)], true))
+            .collect();
+        fleet.extend((0..3).map(|i| {
+            probe(
+                &format!("off{i}"),
+                T0,
+                T0 + 4 * 3600,
+                &[(cut, i64::MAX)],
+                true,
+            )
+        }));
+        let config = OutageConfig::default();
+        let open = detect(&fleet, back + 1800, &config);
+        assert_eq!(open.len(), 1);
+        assert_eq!(
+            open[0].end, None,
+            "half an hour on, it may still be a partial return"
+        );
+        let closed = detect(&fleet, back + 3 * 3600, &config);
+        assert!(
+            (closed[0].end.expect("closed") - back).abs() <= 60,
+            "{closed:?}"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use vantage_aggregator::events::DetectConfig;
 use vantage_eval::score::{Plan, Report, scenarios};
-use vantage_eval::sim::{Templates, simulate};
+use vantage_eval::sim::{Noise, Templates, simulate};
 use vantage_eval::truth::Outages;
 
 /// Score Vantage's shutdown and blocking detection on simulated fleets.
@@ -50,6 +50,18 @@ struct Args {
     /// Where the scenario databases go while they run.
     #[arg(long, default_value_os_t = std::env::temp_dir())]
     work_dir: PathBuf,
+    /// Home-link outages per probe per day (mean 5 minutes each).
+    #[arg(long, default_value_t = 3.0)]
+    flaps_per_day: f64,
+    /// Reboots per probe per day.
+    #[arg(long, default_value_t = 0.5)]
+    reboots_per_day: f64,
+    /// Share of probes that are laptops, switched off at night.
+    #[arg(long, default_value_t = 0.2)]
+    laptop_share: f64,
+    /// Share of measurements with an anomaly that is not censorship.
+    #[arg(long, default_value_t = 0.02)]
+    stray_anomalies: f64,
     /// Parallel scenarios.
     #[arg(long, default_value_t = 2)]
     jobs: usize,
@@ -68,6 +80,13 @@ fn main() -> Result<ExitCode> {
         blocks: args.blocks,
         quiet_weeks: args.quiet_weeks,
         seed: args.seed,
+        noise: Noise {
+            flaps_per_day: args.flaps_per_day,
+            reboots_per_day: args.reboots_per_day,
+            laptop_share: args.laptop_share,
+            stray_anomalies: args.stray_anomalies,
+            ..Noise::default()
+        },
     };
     let all = scenarios(&plan, &list);
     eprintln!(
