@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde::Serialize;
 use vantage_probe::store::{MigrateError, open_migrated};
 
-use crate::events::{DetectConfig, Event, TimelineQuery};
+use crate::events::{DetectConfig, Event, Pass, TimelineQuery};
 use crate::signals::{BIN_SECONDS, SignalBin, SignalQuery};
 
 const MIGRATIONS: &[&str] = &[
@@ -271,13 +271,12 @@ pub trait Storage: Send + Sync {
     fn update_verdict(&self, row: &Row) -> Result<(), DbError>;
     /// Signals per 5-minute bin (see `signals.rs`).
     fn signals(&self, q: &SignalQuery) -> Result<Vec<SignalBin>, DbError>;
-    /// Runs the detectors for `cc` (every country with recent signals when `None`) over
-    /// `[from, now]` (default: the configured lookback) and stores the events; returns how
-    /// many events the window now holds.
+    /// Runs the detectors of `pass` for `cc` (every country with recent signals when `None`)
+    /// and stores the events; returns how many events the window now holds.
     fn detect(
         &self,
         cc: Option<&str>,
-        from: Option<i64>,
+        pass: Pass,
         now: i64,
         categories: &std::collections::HashMap<String, String>,
         config: &DetectConfig,
@@ -591,23 +590,23 @@ impl Storage for Sqlite {
     fn detect(
         &self,
         cc: Option<&str>,
-        from: Option<i64>,
+        pass: Pass,
         now: i64,
         categories: &std::collections::HashMap<String, String>,
         config: &DetectConfig,
     ) -> Result<usize, DbError> {
-        let from = from.unwrap_or(now - config.lookback_hours * 3600);
+        let window = pass.window(now, config);
         self.with(|c| {
             let countries = match cc {
                 Some(cc) => vec![cc.to_ascii_uppercase()],
-                None => crate::events::active_countries(c, from.div_euclid(BIN_SECONDS))?,
+                None => crate::events::active_countries(c, window.0.div_euclid(BIN_SECONDS))?,
             };
             let mut n = 0;
             for cc in countries {
-                let found = crate::events::detect_country(c, &cc, from, now, categories, config)?;
+                let found = crate::events::detect_country(c, &cc, window, now, categories, config)?;
                 n += found.len();
                 let tx = c.transaction()?;
-                crate::events::store(&tx, &cc, from, found)?;
+                crate::events::store(&tx, &cc, window, found)?;
                 tx.commit()?;
             }
             Ok(n)

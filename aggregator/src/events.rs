@@ -52,6 +52,13 @@ pub struct DetectConfig {
     /// a day, and longer than all but the longest 1 % of IODA's investigated outages
     /// (`datasets/ioda-investigated-outages.csv`: p99 of durations is 6,815 minutes).
     pub lookback_hours: i64,
+    /// Between full runs, `serve` runs only the shutdown detector over this recent window:
+    /// it is what must react within minutes, and the hour of contact it needs (`live_seconds`)
+    /// plus the burst fit in two hours. Blocking works on hourly bins and waits for the full run.
+    pub recent_hours: i64,
+    /// `serve` makes every this many runs a full one (over `lookback_hours`, both detectors):
+    /// every ten minutes with the default `--detect-every 60`.
+    pub full_every: u32,
     /// The shutdown detector.
     pub outage: OutageConfig,
     /// The blocking detector.
@@ -62,6 +69,8 @@ impl Default for DetectConfig {
     fn default() -> Self {
         DetectConfig {
             lookback_hours: 192,
+            recent_hours: 2,
+            full_every: 10,
             outage: OutageConfig::default(),
             blocking: BlockingConfig::default(),
         }
@@ -73,6 +82,28 @@ impl DetectConfig {
     pub fn read(path: &Path) -> Result<DetectConfig, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// Which detectors a run covers, and over what window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Both detectors, from the given time (default: the configured lookback).
+    Full(Option<i64>),
+    /// The shutdown detector over [`DetectConfig::recent_hours`].
+    Recent,
+}
+
+impl Pass {
+    /// The window's start and the kinds of event it recomputes.
+    pub fn window(self, now: i64, config: &DetectConfig) -> (i64, &'static [Kind]) {
+        match self {
+            Pass::Full(from) => (
+                from.unwrap_or(now - config.lookback_hours * 3600),
+                &[Kind::Shutdown, Kind::Blocking],
+            ),
+            Pass::Recent => (now - config.recent_hours * 3600, &[Kind::Shutdown]),
+        }
     }
 }
 
@@ -467,16 +498,40 @@ fn blocking_event(cc: &str, f: blocking::Finding) -> Event {
     }
 }
 
-/// Runs every detector for one country over `[from, now]`.
+/// Runs the detectors of `kinds` for one country over `[from, now]`.
 pub fn detect_country(
     c: &Connection,
     cc: &str,
-    from: i64,
+    (from, kinds): (i64, &[Kind]),
     now: i64,
     categories: &HashMap<String, String>,
     config: &DetectConfig,
 ) -> rusqlite::Result<Vec<Event>> {
-    let from_bin = from.div_euclid(BIN_SECONDS);
+    let mut events = Vec::new();
+    if kinds.contains(&Kind::Shutdown) {
+        events = shutdowns(c, cc, from, now, config)?;
+    }
+    if kinds.contains(&Kind::Blocking) {
+        let obs = observations(c, cc, from)?;
+        events.extend(
+            blocking::detect(&obs, categories, now, &config.blocking)
+                .into_iter()
+                .map(|f| blocking_event(cc, f)),
+        );
+    }
+    Ok(events)
+}
+
+fn shutdowns(
+    c: &Connection,
+    cc: &str,
+    from: i64,
+    now: i64,
+    config: &DetectConfig,
+) -> rusqlite::Result<Vec<Event>> {
+    // Who was live at the start of the window depends on the hour before it: read that too,
+    // but report only outages that start inside the window (the others are a wider pass's).
+    let from_bin = (from - config.outage.live_seconds).div_euclid(BIN_SECONDS);
     let asns: Vec<u32> = c
         .prepare_cached("SELECT DISTINCT asn FROM signal_bins WHERE cc = ?1")?
         .query_map([cc], |r| r.get(0))?
@@ -485,39 +540,42 @@ pub fn detect_country(
     let mut found = Vec::new();
     for asn in asns {
         let probes = contacts(c, cc, asn, from_bin)?;
-        found.extend(outage::detect(&probes, now, &config.outage));
+        found.extend(
+            outage::detect(&probes, now, &config.outage)
+                .into_iter()
+                .filter(|o| o.start >= from),
+        );
         networks.insert(asn, probes);
     }
-    let mut events = shutdown_events(c, cc, &networks, found, now, &config.outage)?;
-    let obs = observations(c, cc, from)?;
-    events.extend(
-        blocking::detect(&obs, categories, now, &config.blocking)
-            .into_iter()
-            .map(|f| blocking_event(cc, f)),
-    );
-    Ok(events)
+    shutdown_events(c, cc, &networks, found, now, &config.outage)
 }
 
-/// Replaces a country's events that start at or after `from` with `fresh`, keeping the id of
-/// any stored event a fresh one overlaps (and its start, if it began before the window).
-pub fn store(tx: &Transaction<'_>, cc: &str, from: i64, fresh: Vec<Event>) -> rusqlite::Result<()> {
-    let stored: Vec<Event> = {
+/// Replaces a country's events of `kinds` that start at or after `from` with `fresh`, keeping
+/// the id of any stored event a fresh one overlaps (and its start, if it began before the
+/// window).
+pub fn store(
+    tx: &Transaction<'_>,
+    cc: &str,
+    (from, kinds): (i64, &[Kind]),
+    fresh: Vec<Event>,
+) -> rusqlite::Result<()> {
+    let mut stored: Vec<Event> = Vec::new();
+    for kind in kinds {
         let mut stmt = tx.prepare_cached(
-            "SELECT body FROM events WHERE cc = ?1 AND (end_at IS NULL OR end_at >= ?2)",
+            "SELECT body FROM events WHERE cc = ?1 AND kind = ?3
+             AND (end_at IS NULL OR end_at >= ?2)",
         )?;
-        let rows = stmt.query_map(params![cc, from], |r| r.get::<_, String>(0))?;
-        let mut v = Vec::new();
+        let rows = stmt.query_map(params![cc, from, kind.as_str()], |r| r.get::<_, String>(0))?;
         for body in rows {
             if let Ok(e) = serde_json::from_str::<Event>(&body?) {
-                v.push(e);
+                stored.push(e);
             }
         }
-        v
-    };
-    tx.execute(
-        "DELETE FROM events WHERE cc = ?1 AND start >= ?2",
-        params![cc, from],
-    )?;
+        tx.execute(
+            "DELETE FROM events WHERE cc = ?1 AND start >= ?2 AND kind = ?3",
+            params![cc, from, kind.as_str()],
+        )?;
+    }
     let mut taken: BTreeSet<String> = BTreeSet::new();
     for mut e in fresh {
         let subject = e.subject();
@@ -660,18 +718,27 @@ pub fn csv_row(e: &Event) -> String {
 }
 
 /// Runs the detectors every `every` over every country with recent signals, as `serve` does
-/// (`--detect-every`). Silence is a signal, so this runs whether or not anything arrived.
+/// (`--detect-every`): the shutdown detector over the recent window each time, and both over
+/// the whole lookback every [`DetectConfig::full_every`] runs, starting with the first.
+/// Silence is a signal, so this runs whether or not anything arrived.
 pub async fn run(
     storage: std::sync::Arc<dyn crate::db::Storage>,
     categories: std::sync::Arc<HashMap<String, String>>,
     config: std::sync::Arc<DetectConfig>,
     every: std::time::Duration,
 ) {
+    let mut runs: u32 = 0;
     loop {
         tokio::time::sleep(every).await;
+        let pass = if runs.is_multiple_of(config.full_every.max(1)) {
+            Pass::Full(None)
+        } else {
+            Pass::Recent
+        };
+        runs = runs.wrapping_add(1);
         let (s, cats, cfg) = (storage.clone(), categories.clone(), config.clone());
         let done = tokio::task::spawn_blocking(move || {
-            s.detect(None, None, crate::db::now(), &cats, &cfg)
+            s.detect(None, pass, crate::db::now(), &cats, &cfg)
         })
         .await;
         match done {
@@ -679,5 +746,124 @@ pub async fn run(
             Ok(Err(e)) => tracing::warn!("detection failed, will retry: {e}"),
             Err(e) => tracing::warn!("detection task failed: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: Kind, start: i64, end: Option<i64>) -> Event {
+        Event {
+            id: String::new(),
+            entity: Entity {
+                cc: "IR".into(),
+                asn: Some("AS64500".into()),
+                asns: Vec::new(),
+            },
+            kind,
+            scope: if kind == Kind::Shutdown {
+                Scope::Network
+            } else {
+                Scope::Service
+            },
+            layer: (kind == Kind::Blocking).then_some(Layer::Dns),
+            category: None,
+            targets: if kind == Kind::Blocking {
+                vec!["a.example".into()]
+            } else {
+                Vec::new()
+            },
+            start: format_time(start),
+            end: end.map(format_time),
+            status: if end.is_some() { "ended" } else { "ongoing" }.into(),
+            suspected: false,
+            confidence: 0.9,
+            probes: 5,
+            evidence: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_recent_pass_replaces_only_recent_shutdowns_and_keeps_ids() {
+        let dir = std::env::temp_dir().join(format!("vantage-events-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("agg.db");
+        drop(crate::db::Sqlite::open(&path).expect("migrate"));
+        let mut c = Connection::open(&path).expect("open");
+        let t = 1_767_571_200;
+        let config = DetectConfig::default();
+        let full = Pass::Full(Some(t - 86_400)).window(t, &config);
+        let tx = c.transaction().expect("tx");
+        store(
+            &tx,
+            "IR",
+            full,
+            vec![
+                event(Kind::Blocking, t - 3600, None),
+                event(Kind::Shutdown, t - 1800, None),
+            ],
+        )
+        .expect("store");
+        tx.commit().expect("commit");
+        let all = |c: &Connection| {
+            timeline(
+                c,
+                &TimelineQuery {
+                    since: t - 86_400,
+                    until: t + 86_400,
+                    ..Default::default()
+                },
+            )
+            .expect("timeline")
+        };
+        let before = all(&c);
+        assert_eq!(before.len(), 2);
+        let shutdown_id = before
+            .iter()
+            .find(|e| e.kind == Kind::Shutdown)
+            .map(|e| e.id.clone());
+
+        // The shutdown ended, seen by a recent pass; the blocking event is not its business.
+        let recent = Pass::Recent.window(t + 600, &config);
+        assert_eq!(recent, (t + 600 - 7200, &[Kind::Shutdown][..]));
+        let tx = c.transaction().expect("tx");
+        store(
+            &tx,
+            "IR",
+            recent,
+            vec![event(Kind::Shutdown, t - 1790, Some(t + 300))],
+        )
+        .expect("store");
+        tx.commit().expect("commit");
+        let after = all(&c);
+        assert_eq!(after.len(), 2, "{after:#?}");
+        let shutdown = after
+            .iter()
+            .find(|e| e.kind == Kind::Shutdown)
+            .expect("kept");
+        assert_eq!(
+            Some(shutdown.id.clone()),
+            shutdown_id,
+            "same event, same id"
+        );
+        assert_eq!(shutdown.status, "ended");
+        assert!(after.iter().any(|e| e.kind == Kind::Blocking));
+
+        // A later recent pass that no longer sees it (nothing in the window) removes it.
+        let tx = c.transaction().expect("tx");
+        store(&tx, "IR", recent, Vec::new()).expect("store");
+        tx.commit().expect("commit");
+        assert_eq!(all(&c).len(), 1);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn csv_fields_with_commas_and_quotes_are_quoted() {
+        let mut e = event(Kind::Blocking, 1_767_571_200, None);
+        e.category = Some("NEWS, \"intl\"".into());
+        let row = csv_row(&e);
+        assert!(row.contains(",\"NEWS, \"\"intl\"\"\","), "{row}");
+        assert_eq!(CSV_HEADER.split(',').count(), 16);
     }
 }

@@ -526,7 +526,7 @@ fn detect(args: &DetectArgs) -> Result<ExitCode> {
     let db = Sqlite::open(&args.db)?;
     let n = db.detect(
         args.cc.as_deref(),
-        since,
+        vantage_aggregator::events::Pass::Full(since),
         vantage_aggregator::db::now(),
         &categories,
         &config,

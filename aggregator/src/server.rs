@@ -467,6 +467,15 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// An `asn` parameter: `AS<n>` or `<n>`.
+/// A `since` or `until` parameter: `YYYY-MM-DD[ HH:MM:SS]` (UTC) in epoch seconds; empty is
+/// absent, as an HTML form sends it.
+fn param_time(v: &Option<String>, name: &str) -> Result<Option<i64>, String> {
+    v.as_deref()
+        .filter(|t| !t.is_empty())
+        .map(|t| signals::parse_time(t).ok_or(format!("{name} {t:?} is not YYYY-MM-DD[ HH:MM:SS]")))
+        .transpose()
+}
+
 fn parse_asn(asn: Option<&str>) -> Result<Option<u32>, String> {
     asn.map(|a| {
         a.trim_start_matches("AS")
@@ -582,16 +591,8 @@ impl SignalParams {
             .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()))
             .ok_or("cc (two letters) is required")?;
         let asn = parse_asn(self.asn.as_deref())?;
-        let time = |v: &Option<String>, name: &str| -> Result<Option<i64>, String> {
-            v.as_deref()
-                .map(|t| {
-                    signals::parse_time(t)
-                        .ok_or(format!("{name} {t:?} is not YYYY-MM-DD[ HH:MM:SS]"))
-                })
-                .transpose()
-        };
-        let until = time(&self.until, "until")?.unwrap_or(now_secs);
-        let since = time(&self.since, "since")?.unwrap_or(until - 86_400);
+        let until = param_time(&self.until, "until")?.unwrap_or(now_secs);
+        let since = param_time(&self.since, "since")?.unwrap_or(until - 86_400);
         if since >= until {
             return Err("since must be before until".into());
         }
@@ -690,17 +691,8 @@ impl TimelineParams {
             Some(c) => return Err(format!("cc {c:?} is not a two-letter country code")),
             None => None,
         };
-        let time = |v: &Option<String>, name: &str| -> Result<Option<i64>, String> {
-            v.as_deref()
-                .filter(|t| !t.is_empty())
-                .map(|t| {
-                    signals::parse_time(t)
-                        .ok_or(format!("{name} {t:?} is not YYYY-MM-DD[ HH:MM:SS]"))
-                })
-                .transpose()
-        };
-        let until = time(&self.until, "until")?.unwrap_or(now_secs);
-        let since = time(&self.since, "since")?.unwrap_or(until - 7 * 86_400);
+        let until = param_time(&self.until, "until")?.unwrap_or(now_secs);
+        let since = param_time(&self.since, "since")?.unwrap_or(until - 7 * 86_400);
         if since >= until {
             return Err("since must be before until".into());
         }

@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 use vantage_aggregator::blocking::Layer;
 use vantage_aggregator::db::{Sqlite, Storage};
-use vantage_aggregator::events::{DetectConfig, Event, TimelineQuery, format_time};
+use vantage_aggregator::events::{DetectConfig, Event, Pass, TimelineQuery, format_time};
 use vantage_aggregator::ingest::{self, IngestConfig};
 use vantage_probe::envelope::Identity;
 use vantage_probe::verdict::fingerprints::Fingerprints;
@@ -467,9 +467,18 @@ pub fn simulate(
                 }
             }
         }
+        // As `serve` runs them: the recent shutdown pass every minute where a first detection
+        // can happen, full passes at the regular ticks.
         let now = t + 59;
-        if (t - s.from) % tick_seconds == 0 || within(&fine, t) {
-            storage.detect(Some(&s.cc), None, now, &categories, config)?;
+        let pass = if (t - s.from) % tick_seconds == 0 {
+            Some(Pass::Full(None))
+        } else if within(&fine, t) {
+            Some(Pass::Recent)
+        } else {
+            None
+        };
+        if let Some(pass) = pass {
+            storage.detect(Some(&s.cc), pass, now, &categories, config)?;
             for e in storage.timeline(&everything)? {
                 seen.entry(e.id.clone())
                     .and_modify(|x| x.event = e.clone())
@@ -490,7 +499,13 @@ pub fn simulate(
             p.queue.clear();
         }
     }
-    storage.detect(Some(&s.cc), Some(s.from - 3600), s.to, &categories, config)?;
+    storage.detect(
+        Some(&s.cc),
+        Pass::Full(Some(s.from - 3600)),
+        s.to,
+        &categories,
+        config,
+    )?;
     let events = storage.timeline(&everything)?;
     drop(storage);
     if !keep {
