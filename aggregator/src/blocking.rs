@@ -156,6 +156,8 @@ pub struct Finding {
 struct Bin {
     n: usize,
     k: [usize; 4],
+    /// Probes with an anomaly on each layer.
+    probes: [Vec<u32>; 4],
 }
 
 fn layer_index(l: Layer) -> usize {
@@ -186,6 +188,7 @@ fn runs(
         bin.n += 1;
         if let Some(l) = o.anomaly {
             bin.k[layer_index(l)] += 1;
+            bin.probes[layer_index(l)].push(o.probe);
         }
     }
     let mut out = Vec::new();
@@ -238,14 +241,9 @@ fn runs(
                 h[h.len() / 2]
             };
             let probes_in_window = {
-                let (from, to) = (
-                    (b0 + lo as i64) * c.bin_seconds,
-                    (b0 + i as i64 + 1) * c.bin_seconds,
-                );
-                let mut p: Vec<u32> = obs
+                let mut p: Vec<u32> = bins[lo..=i]
                     .iter()
-                    .filter(|o| o.anomaly == Some(layer) && o.at >= from && o.at < to)
-                    .map(|o| o.probe)
+                    .flat_map(|b| b.probes[li].iter().copied())
                     .collect();
                 p.sort_unstable();
                 p.dedup();

@@ -111,6 +111,8 @@ const MIGRATIONS: &[&str] = &[
     crate::signals::MIGRATION,
     // 8: what each probe's contacts say about its connectivity, and the events.
     crate::events::MIGRATION,
+    // 9: detection asks every minute which countries and networks were heard from recently.
+    "CREATE INDEX signal_bins_recent ON signal_bins (bin, cc, asn);",
 ];
 
 /// Storage errors.

@@ -478,7 +478,7 @@ async fn heartbeats_and_metrics() {
     let cells: Vec<&str> = lines[1].split_whitespace().collect();
     assert_eq!(
         &cells[2..],
-        ["1", "1", "-", "0", "-", "-", "-", "-"],
+        ["1", "1", "1", "-", "0", "-", "-", "-", "-"],
         "{table}"
     );
     let out = signals(&["--json"]);
