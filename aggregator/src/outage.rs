@@ -1,7 +1,7 @@
 //! Shutdown detection from probe contact (DESIGN "Events"; issue 6, step 3).
 //!
-//! A probe shows it is connected whenever it reaches us: a heartbeat, a canary round in which
-//! most targets answered, a measurement that reached its site. It shows it is cut off when a
+//! A probe shows it is connected whenever it reaches us: a heartbeat, or a canary round in
+//! which most targets answered (recorded even when it cannot upload). It shows it is cut off when a
 //! canary round fails, which it records offline and uploads later. Between two "up" contacts
 //! more than [`OutageConfig::min_gap_seconds`] apart a probe was disconnected; after its last
 //! contact it is disconnected once it has been silent [`OutageConfig::silence_seconds`].

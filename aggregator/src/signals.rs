@@ -17,7 +17,9 @@ use crate::db::Row;
 /// shutdown can be opened within two bins of its start.
 pub const BIN_SECONDS: i64 = 300;
 
-/// Tables: the counters, and which probes were already counted in a bin.
+/// Tables: the counters, and which probes were heard from in a bin. Since migration 8 the
+/// number of probes is counted from `signal_probes` when asked, and `signal_bins.probes` is no
+/// longer kept: one statement less for every measurement stored.
 pub const MIGRATION: &str = "
     CREATE TABLE signal_bins (
         cc TEXT NOT NULL,
@@ -97,8 +99,8 @@ fn layer_column(blocking: Option<&str>) -> Option<&'static str> {
 /// What a submission says about its probe's connectivity when it was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reach {
-    /// It was online at this moment (epoch seconds): a heartbeat, a canary round in which
-    /// most targets answered, a site reached.
+    /// It was online at this moment (epoch seconds): a heartbeat, or a canary round in which
+    /// most targets answered.
     Up(i64),
     /// A canary round failed: it was cut off (and queued this for later).
     Down,
@@ -106,8 +108,9 @@ enum Reach {
     Unknown,
 }
 
-/// Counts `key` as heard from in a bin, once, and records what its submission says about its
-/// connectivity (the shutdown detector's input, `outage.rs`).
+/// Counts `key` as heard from in a bin and records what its submission says about its
+/// connectivity (the shutdown detector's input, `outage.rs`): one statement, since it runs for
+/// every measurement stored.
 fn count_probe(
     tx: &Transaction<'_>,
     cc: &str,
@@ -116,27 +119,21 @@ fn count_probe(
     key: &str,
     reach: Reach,
 ) -> rusqlite::Result<()> {
-    let new = tx.execute(
-        "INSERT OR IGNORE INTO signal_probes (cc, asn, bin, probe_key) VALUES (?1, ?2, ?3, ?4)",
-        params![cc, asn, bin, key],
-    )?;
-    if new > 0 {
-        add(tx, cc, asn, bin, "probes", 1)?;
-    }
-    match reach {
-        Reach::Up(at) => tx.execute(
-            "UPDATE signal_probes SET first_up = min(coalesce(first_up, ?5), ?5),
-                last_up = max(coalesce(last_up, ?5), ?5)
-             WHERE cc = ?1 AND asn = ?2 AND bin = ?3 AND probe_key = ?4",
-            params![cc, asn, bin, key, at],
-        )?,
-        Reach::Down => tx.execute(
-            "UPDATE signal_probes SET down = down + 1
-             WHERE cc = ?1 AND asn = ?2 AND bin = ?3 AND probe_key = ?4",
-            params![cc, asn, bin, key],
-        )?,
-        Reach::Unknown => 0,
+    let (up, down) = match reach {
+        Reach::Up(at) => (Some(at), 0),
+        Reach::Down => (None, 1),
+        Reach::Unknown => (None, 0),
     };
+    tx.prepare_cached(
+        "INSERT INTO signal_probes (cc, asn, bin, probe_key, first_up, last_up, down)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)
+         ON CONFLICT DO UPDATE SET
+            first_up = coalesce(min(first_up, excluded.first_up), first_up, excluded.first_up),
+            last_up = coalesce(max(last_up, excluded.last_up), last_up, excluded.last_up),
+            down = down + excluded.down
+         WHERE excluded.first_up IS NOT NULL OR excluded.down > 0",
+    )?
+    .execute(params![cc, asn, bin, key, up, down])?;
     Ok(())
 }
 
@@ -187,12 +184,12 @@ pub fn record_row(tx: &Transaction<'_>, row: &Row) -> rusqlite::Result<()> {
     let bin = at.div_euclid(BIN_SECONDS);
     let (cc, asn) = (row.probe_cc.as_str(), row.probe_asn);
     if let Some(key) = &row.probe_key {
+        // A canary's `accessible` says whether most of its targets answered (ingest). Other
+        // measurements say nothing here: a probe that can measure sends heartbeats and runs
+        // canaries, which say it more cheaply than a write for every measurement stored.
         let reach = match (row.test_name.as_str(), row.accessible) {
-            // A canary's `accessible` says whether most of its targets answered (ingest).
             ("canary", Some(true)) => Reach::Up(at),
             ("canary", Some(false)) => Reach::Down,
-            // A site reached with nothing wrong: the probe was online.
-            ("web_connectivity", _) if row.blocking.as_deref() == Some("false") => Reach::Up(at),
             _ => Reach::Unknown,
         };
         count_probe(tx, cc, asn, bin, key, reach)?;
@@ -322,7 +319,7 @@ fn start_of(bin: i64) -> String {
 /// The bins of `q`, oldest first.
 pub fn query(c: &Connection, q: &SignalQuery) -> rusqlite::Result<Vec<SignalBin>> {
     let mut stmt = c.prepare_cached(
-        "SELECT bin, sum(probes), sum(heartbeats), sum(canary_checks), sum(canary_ok),
+        "SELECT bin, 0, sum(heartbeats), sum(canary_checks), sum(canary_ok),
             sum(measurements), sum(anomalies_dns), sum(anomalies_tcp), sum(anomalies_tls),
             sum(anomalies_http)
          FROM signal_bins
@@ -330,18 +327,18 @@ pub fn query(c: &Connection, q: &SignalQuery) -> rusqlite::Result<Vec<SignalBin>
          GROUP BY bin ORDER BY bin",
     )?;
     let cc = q.cc.to_ascii_uppercase();
-    let mut online: std::collections::HashMap<i64, i64> = Default::default();
+    // Probes heard from, and of those online, per bin: counted from the probes' own rows.
+    let mut probes: std::collections::HashMap<i64, (i64, i64)> = Default::default();
     {
-        let mut up = c.prepare_cached(
-            "SELECT bin, count(*) FROM signal_probes
-             WHERE cc = ?1 AND (?2 IS NULL OR asn = ?2) AND bin >= ?3 AND bin < ?4
-             AND first_up IS NOT NULL GROUP BY bin",
+        let mut count = c.prepare_cached(
+            "SELECT bin, count(*), count(first_up) FROM signal_probes
+             WHERE cc = ?1 AND (?2 IS NULL OR asn = ?2) AND bin >= ?3 AND bin < ?4 GROUP BY bin",
         )?;
-        for row in up.query_map(params![cc, q.asn, q.from_bin, q.to_bin], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+        for row in count.query_map(params![cc, q.asn, q.from_bin, q.to_bin], |r| {
+            Ok((r.get::<_, i64>(0)?, (r.get(1)?, r.get(2)?)))
         })? {
             let (bin, n) = row?;
-            online.insert(bin, n);
+            probes.insert(bin, n);
         }
     }
     let rows = stmt.query_map(params![cc, q.asn, q.from_bin, q.to_bin], |r| {
@@ -351,8 +348,8 @@ pub fn query(c: &Connection, q: &SignalQuery) -> rusqlite::Result<Vec<SignalBin>
         let bin: i64 = r.get(0)?;
         Ok(SignalBin {
             start: start_of(bin),
-            probes: r.get(1)?,
-            probes_online: online.get(&bin).copied().unwrap_or(0),
+            probes: probes.get(&bin).map_or(0, |p| p.0),
+            probes_online: probes.get(&bin).map_or(0, |p| p.1),
             heartbeats: r.get(2)?,
             canary_success: (checks > 0).then(|| ok as f64 / checks as f64),
             measurements: n,
