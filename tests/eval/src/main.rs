@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use vantage_aggregator::events::DetectConfig;
 use vantage_eval::score::{Plan, Report, scenarios};
-use vantage_eval::sim::{Noise, Templates, simulate};
+use vantage_eval::sim::{Noise, Templates, Truth, simulate};
 use vantage_eval::truth::Outages;
 
 /// Score Vantage's shutdown and blocking detection on simulated fleets.
@@ -62,6 +62,10 @@ struct Args {
     /// Share of measurements with an anomaly that is not censorship.
     #[arg(long, default_value_t = 0.02)]
     stray_anomalies: f64,
+    /// Run only the scenarios of one kind (shutdown, block or quiet), drawn as in the whole
+    /// plan, to look into one kind's figures; print each false event.
+    #[arg(long, value_parser = ["shutdown", "block", "quiet"])]
+    only: Option<String>,
     /// Parallel scenarios.
     #[arg(long, default_value_t = 2)]
     jobs: usize,
@@ -88,7 +92,14 @@ fn main() -> Result<ExitCode> {
             ..Noise::default()
         },
     };
-    let all = scenarios(&plan, &list);
+    let mut all = scenarios(&plan, &list);
+    if let Some(kind) = &args.only {
+        all.retain(|s| match s.truth.first() {
+            Some(Truth::Shutdown { .. }) => kind == "shutdown",
+            Some(Truth::Block { .. }) => kind == "block",
+            None => kind == "quiet",
+        });
+    }
     eprintln!(
         "vantage-eval: {} outages usable from {} ({} unparsed, {} ending before they begin); {} scenarios",
         list.rows.len(),

@@ -320,12 +320,22 @@ impl Report {
             .values()
             .filter(|x| !finals.contains(x.event.id.as_str()))
             .map(|x| &x.event);
-        let false_events = o
+        let false_events: Vec<&Event> = o
             .events
             .iter()
             .chain(transient)
             .filter(|e| !is_true(e, s))
-            .count();
+            .collect();
+        if std::env::var_os("VANTAGE_EVAL_DEBUG").is_some() {
+            for e in &false_events {
+                eprintln!(
+                    "\nfalse event in {}: {}",
+                    s.cc,
+                    serde_json::to_string(e).unwrap_or_default()
+                );
+            }
+        }
+        let false_events = false_events.len();
         self.false_events += false_events;
         if s.truth.is_empty() {
             self.quiet.0 += false_events;
