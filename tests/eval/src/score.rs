@@ -268,6 +268,12 @@ impl Report {
                                     | (Reach::Network, Scope::Network)
                             );
                             self.scope_right.0 += usize::from(right);
+                            if !right && std::env::var_os("VANTAGE_EVAL_DEBUG").is_some() {
+                                eprintln!(
+                                    "\nscope in {}: truth {reach:?} over {asns:?}, event {:?}, live {:?}",
+                                    s.cc, e.scope, o.live_at_truth[i]
+                                );
+                            }
                         }
                     }
                 }
