@@ -779,7 +779,7 @@ async fn shutdown_signal() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    vantage_probe::init_logging();
+    vantage_probe::init_logging("warn");
     let result = match cli.command {
         Command::Score(args) => score(&args),
         Command::Query(args) => query(&args),

@@ -12,9 +12,9 @@ use vantage_probe::canary;
 use vantage_probe::engine::{EngineConfig, Resolver, TlsContext};
 use vantage_probe::envelope::Identity;
 use vantage_probe::ooni::{Asn, Blocking, CountryCode};
-use vantage_probe::run::{Finished, RunPlan, builtin_list, layer};
-use vantage_probe::store::{NewResult, Store};
-use vantage_probe::test_lists::{Entry, TestList};
+use vantage_probe::run::{Finished, RunPlan, layer};
+use vantage_probe::store::Store;
+use vantage_probe::test_lists::{Entry, ListChoice, TestList};
 use vantage_probe::upload::{UploadConfig, upload as upload_outbox};
 use vantage_probe::web_connectivity::{WebConnectivityPlan, measure as measure_one};
 
@@ -228,6 +228,17 @@ pub struct CanaryArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct DaemonArgs {
+    /// The configuration file (TOML). Every key is documented in the packaged example,
+    /// deploy/vantage.toml; the file is re-read on SIGHUP (`systemctl reload vantage`).
+    #[arg(long, value_name = "FILE", default_value = vantage_probe::daemon::config::DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Check the configuration, print the schedule it gives, and exit without measuring.
+    #[arg(long)]
+    check: bool,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct EnrolArgs {
     /// The token the operator made with `vantage-aggregator keys token`.
     token: String,
@@ -415,47 +426,33 @@ fn open_store(dir: &Path) -> Result<Store> {
     Ok(Store::open(&dir.join("vantage.db"))?)
 }
 
-/// Reads a list file, printing each skipped row; an unusable file is an error.
-fn read_list(path: &Path) -> Result<Vec<Entry>> {
-    let (list, problems) = TestList::read(path)?;
-    for p in &problems {
-        eprintln!("warning: {p} (skipped)");
-    }
-    Ok(list.entries)
-}
-
 fn list_for(args: &RunArgs, dir: &Path) -> Result<Vec<Entry>> {
-    let mut entries = Vec::new();
-    if let Some(path) = &args.list {
-        entries = read_list(path)?;
-    } else {
-        let cc = args.cc.as_deref().unwrap_or("global").to_ascii_lowercase();
-        let names: Vec<&str> = if cc == "global" {
-            vec!["global"]
-        } else {
-            vec![cc.as_str(), "global"]
-        };
-        for name in names {
-            let imported = dir.join("lists").join(format!("{name}.csv"));
-            if imported.exists() {
-                entries.extend(read_list(&imported)?);
-            } else if let Some(text) = builtin_list(name) {
-                let (list, _) = TestList::parse(name, text.as_bytes())?;
-                entries.extend(list.entries);
-            } else if name != "global" {
-                bail!(
-                    "no test list for {:?}: import one with `vantage lists import {name}.csv` or use --list FILE",
-                    name.to_ascii_uppercase()
-                );
-            }
+    let mut choice = ListChoice {
+        categories: args.categories.clone(),
+        max: args.max,
+        ..ListChoice::default()
+    };
+    match &args.list {
+        Some(path) => choice.files.push(path.clone()),
+        None => {
+            let cc = args.cc.as_deref().unwrap_or("global").to_ascii_lowercase();
+            choice.names = vec![cc, "global".to_string()];
         }
     }
-    let list = TestList { entries };
-    let selected = list.select(&args.categories, args.max);
-    if selected.is_empty() {
+    let loaded = choice.load(dir)?;
+    for p in &loaded.skipped {
+        eprintln!("warning: {p} (skipped)");
+    }
+    if let Some(name) = loaded.missing.first() {
+        bail!(
+            "no test list for {:?}: import one with `vantage lists import {name}.csv` or use --list FILE",
+            name.to_ascii_uppercase()
+        );
+    }
+    if loaded.entries.is_empty() {
         bail!("nothing to measure: the list is empty or no URL has the chosen categories");
     }
-    Ok(selected)
+    Ok(loaded.entries)
 }
 
 const CONSENT: &str = "\
@@ -554,6 +551,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         }
         bar.set_message(done.verdict.input.clone().unwrap_or_default());
         bar.inc(1);
+        std::ops::ControlFlow::Continue(())
     })
     .await?;
     bar.finish_and_clear();
@@ -735,21 +733,9 @@ pub async fn canary(args: CanaryArgs) -> Result<ExitCode> {
     let mut m = canary::measure(&targets, &engine, &tls).await;
     m.probe_cc = cc;
     m.probe_asn = asn;
-    let json = serde_json::to_string(&m)?;
-    let (id, line) = identity.seal(&json)?;
-    store.insert(&NewResult {
-        id: id.as_str(),
-        input: None,
-        test_name: canary::CANARY,
-        measured_at: &m.measurement_start_time,
-        blocking: None,
-        accessible: None,
-        confirmed: false,
-        verdict: "null",
-        envelope: &line,
-    })?;
+    let id = canary::keep(&m, &identity, &mut store)?;
     if args.json {
-        println!("{json}");
+        println!("{}", serde_json::to_string(&m)?);
         return Ok(ExitCode::SUCCESS);
     }
     let k = &m.test_keys;
@@ -767,6 +753,58 @@ pub async fn canary(args: CanaryArgs) -> Result<ExitCode> {
             c.failure.as_deref().unwrap_or("failed")
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn daemon(args: DaemonArgs) -> Result<ExitCode> {
+    let plan = vantage_probe::daemon::load(&args.config)?;
+    if args.check {
+        let s = &plan.schedule;
+        println!("configuration {} is valid", args.config.display());
+        println!("data directory: {}", plan.data_dir.display());
+        match &plan.aggregator {
+            Some(a) => println!(
+                "aggregator: {}{}",
+                a.url,
+                a.upload
+                    .socks5
+                    .map_or(String::new(), |p| format!(" (uploads through SOCKS5 {p})"))
+            ),
+            None => println!("aggregator: none (results stay on this machine)"),
+        }
+        println!(
+            "network: {} {}",
+            plan.cc
+                .as_ref()
+                .map_or("located by the aggregator", |c| c.as_str()),
+            plan.asn.map_or(String::new(), |a| a.to_string())
+        );
+        println!(
+            "canary: {} targets every {} s; heartbeat every {} s",
+            plan.canary_targets.len(),
+            s.canary.as_secs(),
+            s.heartbeat.as_secs()
+        );
+        match s.run {
+            Some(r) => println!(
+                "list runs: {:?} every {} s (jitter {} s, first after {} s), {} at once, {} MB a day",
+                plan.lists.names,
+                r.as_secs(),
+                s.run_jitter.as_secs(),
+                s.first_run.as_secs(),
+                plan.concurrency,
+                plan.daily_bytes / 1_000_000
+            ),
+            None => println!("list runs: off"),
+        }
+        println!(
+            "uploads: every {} s, backing off up to {} s",
+            s.upload.as_secs(),
+            s.upload_max_backoff.as_secs()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    vantage_probe::daemon::run(args.config, plan).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -821,7 +859,8 @@ pub fn status(args: &DataArgs) -> Result<ExitCode> {
     } else {
         println!("key: none yet (created by the first `vantage run` or `vantage id`)");
     }
-    let status = open_store(&dir)?.status()?;
+    let store = open_store(&dir)?;
+    let status = store.status()?;
     println!("results: {}", status.results);
     println!("waiting for upload: {}", status.pending);
     if status.rejected > 0 {
@@ -835,6 +874,16 @@ pub fn status(args: &DataArgs) -> Result<ExitCode> {
     );
     if let Some(e) = status.last_error {
         println!("last upload error: {e}");
+    }
+    for (key, label) in [
+        ("daemon", "daemon"),
+        ("location", "network"),
+        ("last_canary", "last canary"),
+        ("last_run", "last list run"),
+    ] {
+        if let Some(value) = store.meta(key)? {
+            println!("{label}: {value}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -850,55 +899,26 @@ pub async fn lists(args: ListsArgs) -> Result<ExitCode> {
             ca_file,
         } => {
             let cc: CountryCode = cc.parse()?;
-            let url = aggregator_url(&aggregator)?.join(&format!(
-                "api/v1/test-lists/{}",
-                cc.as_str().to_ascii_lowercase()
-            ))?;
+            let url = aggregator_url(&aggregator)?;
             let tls = tls_context(ca_file.as_deref())?;
-            let call = vantage_probe::engine::client::Call::get(&url, "application/json");
-            let reply = vantage_probe::engine::client::send(
-                call,
+            let fetched = vantage_probe::upload::fetch_lists(
+                &url,
+                cc,
+                aggregator_key.as_deref(),
+                &data,
                 &EngineConfig::default(),
                 &tls,
-                &vantage_probe::engine::Trace::new(),
             )
             .await
-            .map_err(|e| anyhow::anyhow!("cannot fetch {url}: {}", e.failure()))?;
-            if reply.status != 200 {
-                bail!("cannot fetch {url}: HTTP {}", reply.status);
-            }
-            let line = String::from_utf8(reply.body).context("the answer is not UTF-8")?;
-            let pin = data.join("aggregator.key");
-            let pinned = std::fs::read_to_string(&pin)
-                .ok()
-                .map(|k| k.trim().to_string());
-            let expected = match (aggregator_key, pinned) {
-                (Some(given), _) => given,
-                (None, Some(pinned)) => pinned,
-                (None, None) => {
-                    let first = vantage_probe::envelope::verify(line.trim())
-                        .map_err(|e| anyhow::anyhow!("test lists refused: {e}"))?
-                        .key;
-                    eprintln!(
-                        "note: trusting the aggregator's key {first} on first use; compare it with the key its operator publishes"
-                    );
-                    first
-                }
-            };
-            let lists = vantage_probe::test_lists::SignedLists::verify(&line, &expected)?;
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            std::fs::write(&pin, format!("{expected}\n"))
-                .with_context(|| format!("cannot write {}", pin.display()))?;
-            for (name, text) in &lists.lists {
-                let file = dir.join(format!("{name}.csv"));
-                std::fs::write(&file, text)
-                    .with_context(|| format!("cannot write {}", file.display()))?;
-                println!(
-                    "fetched {name} ({} lines) into {}",
-                    text.lines().count().saturating_sub(1),
-                    file.display()
+            .map_err(anyhow::Error::msg)?;
+            if fetched.first_use {
+                eprintln!(
+                    "note: trusting the aggregator's key {} on first use; compare it with the key its operator publishes",
+                    fetched.key
                 );
+            }
+            for (name, rows, file) in &fetched.files {
+                println!("fetched {name} ({rows} lines) into {}", file.display());
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod canary;
+pub mod daemon;
 pub mod engine;
 pub mod envelope;
 pub mod failure;
@@ -21,14 +22,17 @@ pub mod web_connectivity;
 
 pub use failure::{Failure, Operation, StepError};
 
-/// Logs to stderr, at the level `RUST_LOG` asks for (default `warn`), for both binaries; stdout
-/// is kept for results.
-pub fn init_logging() {
+/// Logs to stderr, at the level `RUST_LOG` asks for (else `default`, e.g. `warn`), for both
+/// binaries; stdout is kept for results. Colour only on a terminal: under systemd, stderr goes
+/// to the journal, which would keep the escape codes.
+pub fn init_logging(default: &str) {
+    use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
         .init();
 }

@@ -46,6 +46,12 @@ enum Command {
     Status(cli::DataArgs),
     /// Manage test lists.
     Lists(cli::ListsArgs),
+    /// Run unattended (a Raspberry Pi under systemd): canaries every minute, heartbeats, list
+    /// runs every few hours, uploads with backoff; keeps measuring and queueing offline.
+    ///
+    /// Logs go to stderr (the journal under systemd; RUST_LOG=debug for more). SIGTERM stops it
+    /// within seconds without losing a completed measurement; SIGHUP reloads the configuration.
+    Daemon(cli::DaemonArgs),
     /// Show this probe's public key, creating its signing key on first use.
     ///
     /// Every result is signed with this key so that nobody can forge or alter it on the way.
@@ -55,11 +61,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    vantage_probe::init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let daemon = matches!(cli.command, Command::Daemon(_));
+    // The daemon reports what it does at `info`; interactive commands only warn.
+    vantage_probe::init_logging(if daemon { "info" } else { "warn" });
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if daemon {
+        // Two workers are plenty for a probe that mostly waits, and keep its memory small on
+        // a four-core Pi.
+        builder.worker_threads(2);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -78,8 +89,12 @@ fn main() -> ExitCode {
             Command::Status(args) => cli::status(&args),
             Command::Lists(args) => cli::lists(args).await,
             Command::Id(args) => cli::id(&args),
+            Command::Daemon(args) => cli::daemon(args).await,
         }
     });
+    // A lookup through the system resolver may still be running on a blocking thread; do not
+    // let it hold up a stop that systemd expects within seconds.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -4,6 +4,8 @@
 //! display and stored (with its outbox row) before it is reported to the caller, so whatever the
 //! caller has shown is already safe on disk.
 
+use std::ops::ControlFlow;
+
 use url::Url;
 
 use crate::engine::{EngineConfig, Resolver, TlsContext};
@@ -70,15 +72,20 @@ pub struct Finished {
     pub id: MeasurementId,
     /// The verdict shown to the volunteer.
     pub verdict: Verdict,
+    /// Traffic it cost, roughly: the page bodies received plus the signed result, which is
+    /// sent once to the test helper's aggregator on upload. The daemon's daily budget counts it.
+    pub bytes: u64,
 }
 
-/// Measures every entry; `on_result` sees each result after it is stored.
+/// Measures every entry; `on_result` sees each result after it is stored. When it answers
+/// [`ControlFlow::Break`], no further measurement starts (those in flight still finish and are
+/// stored): that is how the daemon keeps to its traffic budget.
 pub async fn run(
     plan: &RunPlan,
     tls: &TlsContext,
     identity: &Identity,
     store: &mut Store,
-    mut on_result: impl FnMut(&Finished),
+    mut on_result: impl FnMut(&Finished) -> ControlFlow<()>,
 ) -> Result<Vec<Finished>, RunError> {
     let fingerprints = Fingerprints::builtin();
     let mut queue = plan.entries.iter();
@@ -107,8 +114,9 @@ pub async fn run(
     for entry in queue.by_ref().take(plan.concurrency.max(1)) {
         start_one(&mut tasks, entry);
     }
+    let mut stopped = false;
     while let Some(joined) = tasks.join_next().await {
-        if let Some(entry) = queue.next() {
+        if !stopped && let Some(entry) = queue.next() {
             start_one(&mut tasks, entry);
         }
         let Ok(Some(mut m)) = joined else { continue };
@@ -134,8 +142,19 @@ pub async fn run(
             verdict: &verdict_json,
             envelope: &line,
         })?;
-        let done = Finished { id, verdict };
-        on_result(&done);
+        let received: u64 = m
+            .test_keys
+            .requests
+            .iter()
+            .flatten()
+            .filter_map(|r| r.response.as_ref()?.x_body_length)
+            .sum();
+        let done = Finished {
+            id,
+            verdict,
+            bytes: received + line.len() as u64,
+        };
+        stopped |= on_result(&done).is_break();
         finished.push(done);
     }
     Ok(finished)

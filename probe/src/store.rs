@@ -364,13 +364,27 @@ impl Store {
 
     /// Remembers why the last upload attempt failed.
     pub fn record_error(&mut self, error: &str) -> Result<(), StoreError> {
+        self.set_meta("last_error", error)
+    }
+
+    /// Keeps a small value across restarts: the daemon's last canary and run, the traffic it
+    /// spent today, where it last found itself.
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.conn
             .execute(
-                "INSERT INTO meta (key, value) VALUES ('last_error', ?1)
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                [error],
+                [key, value],
             )
             .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// A value kept with [`Store::set_meta`].
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
             .map_err(|e| self.err(e))
     }
 
@@ -382,12 +396,7 @@ impl Store {
                 .map(|n| u64::try_from(n).unwrap_or(0))
                 .map_err(|e| self.err(e))
         };
-        let meta = |key: &str| -> Result<Option<String>, StoreError> {
-            self.conn
-                .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-                .optional()
-                .map_err(|e| self.err(e))
-        };
+        let meta = |key: &str| self.meta(key);
         Ok(Status {
             results: count("SELECT count(*) FROM results")?,
             pending: count("SELECT count(*) FROM outbox WHERE state = 'pending'")?,

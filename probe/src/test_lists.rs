@@ -242,6 +242,67 @@ impl SignedLists {
     }
 }
 
+/// The lists a run measures, before any network I/O: files given by path, and lists by name
+/// (`ir`, `global`), each from the data directory's `lists/` (imported or fetched) or else
+/// compiled in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListChoice {
+    /// List files (Citizen Lab CSV).
+    pub files: Vec<std::path::PathBuf>,
+    /// List names, lower-case country codes or `global`.
+    pub names: Vec<String>,
+    /// Category codes to keep; all when empty.
+    pub categories: Vec<String>,
+    /// At most this many URLs.
+    pub max: Option<usize>,
+}
+
+/// What [`ListChoice::load`] found.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    /// The URLs to measure, without repeats.
+    pub entries: Vec<Entry>,
+    /// Rows skipped, each with its file and line.
+    pub skipped: Vec<ListError>,
+    /// Names with neither an imported nor a built-in list.
+    pub missing: Vec<String>,
+}
+
+impl ListChoice {
+    /// Reads the chosen lists; `data_dir/lists/<name>.csv` replaces the built-in list of that
+    /// name. A file that cannot be used at all is an error; a bad row is skipped and reported.
+    pub fn load(&self, data_dir: &Path) -> Result<Loaded, ListError> {
+        let mut all = TestList::default();
+        let mut loaded = Loaded::default();
+        let mut take = |(list, problems): (TestList, Vec<ListError>)| {
+            all.entries.extend(list.entries);
+            loaded.skipped.extend(problems);
+        };
+        for path in &self.files {
+            take(TestList::read(path)?);
+        }
+        let mut names: Vec<String> = Vec::new();
+        for name in &self.names {
+            let name = name.to_ascii_lowercase();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        for name in names {
+            let imported = data_dir.join("lists").join(format!("{name}.csv"));
+            if imported.exists() {
+                take(TestList::read(&imported)?);
+            } else if let Some(text) = crate::run::builtin_list(&name) {
+                take(TestList::parse(&name, text.as_bytes())?);
+            } else {
+                loaded.missing.push(name);
+            }
+        }
+        loaded.entries = all.select(&self.categories, self.max);
+        Ok(loaded)
+    }
+}
+
 /// Whether a list URL can be measured: http or https with a host.
 fn measurable(url: &str) -> Result<(), String> {
     let parsed = Url::parse(url).map_err(|e| format!("invalid URL {url:?}: {e}"))?;

@@ -331,6 +331,82 @@ pub async fn whoami(
     serde_json::from_slice(&reply.body).map_err(|e| format!("unexpected whoami answer: {e}"))
 }
 
+/// Test lists fetched from the aggregator and kept in the data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedLists {
+    /// The aggregator key that signed them, now pinned in `aggregator.key`.
+    pub key: String,
+    /// Whether that key was seen for the first time and trusted on first use.
+    pub first_use: bool,
+    /// Each list kept: name, URL rows, file written.
+    pub files: Vec<(String, usize, std::path::PathBuf)>,
+}
+
+/// Downloads a country's list and the global one (`GET /api/v1/test-lists/{cc}`), checks the
+/// aggregator's signature against `key` (else the key pinned in `data_dir/aggregator.key`, else
+/// the key seen now, trusted on first use and pinned), and writes each list to
+/// `data_dir/lists/<name>.csv`, where it replaces the built-in list. Nothing is written unless
+/// the whole document verifies.
+pub async fn fetch_lists(
+    aggregator: &Url,
+    cc: CountryCode,
+    key: Option<&str>,
+    data_dir: &std::path::Path,
+    engine: &EngineConfig,
+    tls: &TlsContext,
+) -> Result<FetchedLists, String> {
+    let url = aggregator
+        .join(&format!(
+            "api/v1/test-lists/{}",
+            cc.as_str().to_ascii_lowercase()
+        ))
+        .map_err(|e| e.to_string())?;
+    let mut call = client::Call::get(&url, "application/json");
+    call.timeout = engine.timeouts.http;
+    call.body_cap = 16 << 20;
+    let reply = client::send(call, engine, tls, &Trace::new())
+        .await
+        .map_err(|e| format!("cannot fetch {url}: {}", e.failure()))?;
+    if reply.status != 200 {
+        return Err(format!("cannot fetch {url}: HTTP {}", reply.status));
+    }
+    let line =
+        String::from_utf8(reply.body).map_err(|_| format!("{url}: the answer is not UTF-8"))?;
+    let pin = data_dir.join("aggregator.key");
+    let pinned = std::fs::read_to_string(&pin)
+        .ok()
+        .map(|k| k.trim().to_string());
+    let (expected, first_use) = match (key, pinned) {
+        (Some(given), _) => (given.to_string(), false),
+        (None, Some(pinned)) => (pinned, false),
+        (None, None) => {
+            let seen = crate::envelope::verify(line.trim())
+                .map_err(|e| format!("test lists refused: {e}"))?
+                .key;
+            (seen, true)
+        }
+    };
+    let lists =
+        crate::test_lists::SignedLists::verify(&line, &expected).map_err(|e| e.to_string())?;
+    let dir = data_dir.join("lists");
+    let write = |path: &std::path::Path, text: &str| {
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    write(&pin, &format!("{expected}\n"))?;
+    let mut files = Vec::new();
+    for (name, text) in &lists.lists {
+        let file = dir.join(format!("{name}.csv"));
+        write(&file, text)?;
+        files.push((name.clone(), text.lines().count().saturating_sub(1), file));
+    }
+    Ok(FetchedLists {
+        key: expected,
+        first_use,
+        files,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,704 @@
+//! The daemon's configuration: a TOML file (documented in `deploy/vantage.toml`), read and
+//! checked into a [`Plan`] before the daemon opens a socket. Every key has a default except the
+//! aggregator's URL; unknown keys are refused, so a misspelt key is an error rather than a
+//! setting silently ignored on a machine nobody watches.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::canary::{self, Target};
+use crate::engine::{EngineConfig, Resolver, TlsContext};
+use crate::ooni::{Asn, CountryCode};
+use crate::test_lists::{ListChoice, TestList};
+use crate::upload::UploadConfig;
+
+/// Where the packaged configuration lives.
+pub const DEFAULT_CONFIG: &str = "/etc/vantage/vantage.toml";
+
+/// The file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The host read what running a censorship probe risks, and agreed (OONI asks the same of
+    /// every volunteer before the first measurement).
+    pub informed_consent: bool,
+    /// Key, local store and fetched lists.
+    pub data_dir: PathBuf,
+    /// Without it the daemon measures and keeps everything locally.
+    pub aggregator: Option<AggregatorSection>,
+    /// Pinned country and network.
+    pub network: NetworkSection,
+    /// What list runs measure.
+    pub lists: ListsSection,
+    /// How often each task runs.
+    pub schedule: ScheduleSection,
+    /// How much the daemon may use of the connection.
+    pub budget: BudgetSection,
+    /// The connectivity canary.
+    pub canary: CanarySection,
+    /// Measurement deadlines and resolver.
+    pub engine: EngineSection,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            informed_consent: false,
+            data_dir: PathBuf::from("/var/lib/vantage"),
+            aggregator: None,
+            network: NetworkSection::default(),
+            lists: ListsSection::default(),
+            schedule: ScheduleSection::default(),
+            budget: BudgetSection::default(),
+            canary: CanarySection::default(),
+            engine: EngineSection::default(),
+        }
+    }
+}
+
+/// `[aggregator]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregatorSection {
+    /// Base URL: uploads, heartbeats, the test helper, whoami and signed lists.
+    pub url: String,
+    /// Extra CA roots (PEM), for the aggregator and for measurements.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// SOCKS5 proxy (e.g. Tor) for uploads and heartbeats; measurements never use it.
+    #[serde(default)]
+    pub proxy: Option<String>,
+    /// The aggregator's published key, for signed test lists (default: trust on first use).
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+/// `[network]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkSection {
+    /// Country code written into measurements.
+    pub cc: Option<String>,
+    /// `AS<n>` written into measurements.
+    pub asn: Option<String>,
+}
+
+/// `[lists]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListsSection {
+    /// Country lists; default the located country. The global list is always measured too.
+    pub countries: Vec<String>,
+    /// Extra list files.
+    pub files: Vec<PathBuf>,
+    /// Category codes to keep; all when empty.
+    pub categories: Vec<String>,
+    /// At most this many URLs per run; 0 for no limit.
+    pub max_urls: usize,
+    /// Refresh lists from the aggregator on the refresh schedule.
+    pub fetch: bool,
+}
+
+impl Default for ListsSection {
+    fn default() -> Self {
+        ListsSection {
+            countries: Vec::new(),
+            files: Vec::new(),
+            categories: Vec::new(),
+            max_urls: 0,
+            fetch: true,
+        }
+    }
+}
+
+/// `[schedule]`, all in seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScheduleSection {
+    /// Canary rounds. DESIGN: "every minute in the daemon".
+    pub canary_seconds: u64,
+    /// Heartbeats. DESIGN: "every minute when online"; the aggregator's shutdown detector
+    /// counts a probe as silent after two and a half of these.
+    pub heartbeat_seconds: u64,
+    /// List runs; 0 switches them off (canaries and heartbeats only).
+    pub run_seconds: u64,
+    /// Each run is moved by a random amount up to this, either way, so that probes installed
+    /// together do not all measure (and load the test helper) at the same moment.
+    pub run_jitter_seconds: u64,
+    /// The first list run after start.
+    pub first_run_seconds: u64,
+    /// Lists and whoami refresh.
+    pub refresh_seconds: u64,
+    /// Outbox upload, when nothing else triggers one.
+    pub upload_seconds: u64,
+    /// Upload backoff cap.
+    pub upload_max_backoff_seconds: u64,
+}
+
+impl Default for ScheduleSection {
+    fn default() -> Self {
+        ScheduleSection {
+            canary_seconds: 60,
+            heartbeat_seconds: 60,
+            run_seconds: 6 * 3600,
+            run_jitter_seconds: 1800,
+            first_run_seconds: 300,
+            refresh_seconds: 86_400,
+            upload_seconds: 300,
+            upload_max_backoff_seconds: 1800,
+        }
+    }
+}
+
+/// `[budget]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BudgetSection {
+    /// List-run measurements at once.
+    pub concurrency: usize,
+    /// List runs pause for the rest of the UTC day after this much traffic.
+    pub daily_megabytes: u64,
+    /// At most this much of each page is downloaded.
+    pub body_cap_kilobytes: usize,
+}
+
+impl Default for BudgetSection {
+    fn default() -> Self {
+        BudgetSection {
+            concurrency: 4,
+            daily_megabytes: 200,
+            body_cap_kilobytes: 512,
+        }
+    }
+}
+
+/// `[canary]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CanarySection {
+    /// Target list; default the built-in anycast resolvers and root servers.
+    pub targets: Option<PathBuf>,
+    /// Deadline for each DNS answer and TCP connect.
+    pub timeout_seconds: u64,
+}
+
+impl Default for CanarySection {
+    fn default() -> Self {
+        CanarySection {
+            targets: None,
+            timeout_seconds: 5,
+        }
+    }
+}
+
+/// `[engine]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSection {
+    /// TCP connect, TLS handshake and HTTP exchange deadline.
+    pub timeout_seconds: u64,
+    /// DNS lookup deadline.
+    pub dns_timeout_seconds: u64,
+    /// A UDP resolver (`IP:PORT`) instead of the system's.
+    pub resolver: Option<String>,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        EngineSection {
+            timeout_seconds: 10,
+            dns_timeout_seconds: 4,
+            resolver: None,
+        }
+    }
+}
+
+/// A configuration that cannot be used. Each names the file, and the key when there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not TOML, or a key unknown or of the wrong type (the message has line and column).
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The file.
+        path: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value out of range or a file it names that cannot be used.
+    #[error("{path}: {key}: {reason}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// The key, e.g. `schedule.canary_seconds`.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The aggregator, checked.
+#[derive(Debug, Clone)]
+pub struct AggregatorPlan {
+    /// Base URL ending in `/`.
+    pub url: Url,
+    /// Upload settings (proxy included).
+    pub upload: UploadConfig,
+    /// Pinned key for signed lists.
+    pub key: Option<String>,
+}
+
+/// Intervals, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    /// Canary rounds.
+    pub canary: Duration,
+    /// Heartbeats.
+    pub heartbeat: Duration,
+    /// List runs; `None` when switched off.
+    pub run: Option<Duration>,
+    /// Largest shift of a run either way.
+    pub run_jitter: Duration,
+    /// First run after start.
+    pub first_run: Duration,
+    /// Lists and whoami refresh.
+    pub refresh: Duration,
+    /// Upload tick.
+    pub upload: Duration,
+    /// Upload backoff cap.
+    pub upload_max_backoff: Duration,
+}
+
+/// Everything the daemon needs, validated: nothing here can fail at run time for a reason the
+/// file could have shown.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// The aggregator, if any.
+    pub aggregator: Option<AggregatorPlan>,
+    /// Pinned country.
+    pub cc: Option<CountryCode>,
+    /// Pinned network.
+    pub asn: Option<Asn>,
+    /// Lists of each run; `names` holds the configured countries and `global`. When no country
+    /// is configured the located one is added at run time.
+    pub lists: ListChoice,
+    /// Whether countries were configured (else the located country is measured).
+    pub countries_configured: bool,
+    /// Fetch lists from the aggregator.
+    pub fetch_lists: bool,
+    /// Intervals.
+    pub schedule: Schedule,
+    /// List-run measurements at once.
+    pub concurrency: usize,
+    /// Daily traffic budget of list runs, in bytes.
+    pub daily_bytes: u64,
+    /// Canary targets.
+    pub canary_targets: Vec<Target>,
+    /// Engine settings of canary rounds.
+    pub canary_engine: EngineConfig,
+    /// Engine settings of list runs.
+    pub engine: EngineConfig,
+    /// Resolvers of list runs.
+    pub resolvers: Vec<Resolver>,
+    /// Trusted roots (Mozilla's plus the configured ones).
+    pub tls: TlsContext,
+}
+
+/// The longest interval accepted: thirty days. Longer is almost certainly a typo (milliseconds
+/// written as seconds) on a machine nobody watches.
+const MAX_SECONDS: u64 = 30 * 86_400;
+
+impl Config {
+    /// Reads and parses `path`.
+    pub fn read(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses TOML text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.display().to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })
+    }
+
+    /// Checks every value and reads every file named, so that the daemon never fails later
+    /// for a reason the file could have shown.
+    pub fn plan(&self, path: &Path) -> Result<Plan, ConfigError> {
+        let invalid = |key: &'static str, reason: String| ConfigError::Invalid {
+            path: path.display().to_string(),
+            key,
+            reason,
+        };
+        if !self.informed_consent {
+            return Err(invalid(
+                "informed_consent",
+                "must be true: running a censorship probe can be risky where it runs (see \
+                 deploy/vantage.toml); set it once the host has read and accepted the risks"
+                    .into(),
+            ));
+        }
+        let secs = |key: &'static str, value: u64, min: u64| {
+            if value < min || value > MAX_SECONDS {
+                Err(invalid(
+                    key,
+                    format!("{value} is outside {min}..={MAX_SECONDS} seconds"),
+                ))
+            } else {
+                Ok(Duration::from_secs(value))
+            }
+        };
+        let s = &self.schedule;
+        let schedule = Schedule {
+            canary: secs("schedule.canary_seconds", s.canary_seconds, 1)?,
+            heartbeat: secs("schedule.heartbeat_seconds", s.heartbeat_seconds, 1)?,
+            run: match s.run_seconds {
+                0 => None,
+                n => Some(secs("schedule.run_seconds", n, 60)?),
+            },
+            run_jitter: secs("schedule.run_jitter_seconds", s.run_jitter_seconds, 0)?,
+            first_run: secs("schedule.first_run_seconds", s.first_run_seconds, 0)?,
+            refresh: secs("schedule.refresh_seconds", s.refresh_seconds, 60)?,
+            upload: secs("schedule.upload_seconds", s.upload_seconds, 1)?,
+            upload_max_backoff: secs(
+                "schedule.upload_max_backoff_seconds",
+                s.upload_max_backoff_seconds,
+                1,
+            )?,
+        };
+        if let Some(run) = schedule.run
+            && schedule.run_jitter >= run
+        {
+            return Err(invalid(
+                "schedule.run_jitter_seconds",
+                "must be shorter than schedule.run_seconds".into(),
+            ));
+        }
+
+        let b = &self.budget;
+        if !(1..=64).contains(&b.concurrency) {
+            return Err(invalid(
+                "budget.concurrency",
+                format!("{} is outside 1..=64", b.concurrency),
+            ));
+        }
+        if b.daily_megabytes == 0 {
+            return Err(invalid(
+                "budget.daily_megabytes",
+                "must be at least 1; to switch list runs off set schedule.run_seconds = 0".into(),
+            ));
+        }
+        if !(16..=16_384).contains(&b.body_cap_kilobytes) {
+            return Err(invalid(
+                "budget.body_cap_kilobytes",
+                format!("{} is outside 16..=16384", b.body_cap_kilobytes),
+            ));
+        }
+
+        let e = &self.engine;
+        let mut engine = EngineConfig::default();
+        let timeout = secs("engine.timeout_seconds", e.timeout_seconds, 1)?;
+        engine.timeouts.tcp_connect = timeout;
+        engine.timeouts.tls_handshake = timeout;
+        engine.timeouts.http = timeout;
+        engine.timeouts.dns = secs("engine.dns_timeout_seconds", e.dns_timeout_seconds, 1)?;
+        engine.body_cap_bytes = b.body_cap_kilobytes * 1024;
+        let resolvers = match &e.resolver {
+            Some(r) => vec![Resolver::Udp(r.parse().map_err(|_| {
+                invalid(
+                    "engine.resolver",
+                    format!("{r:?} is not an IP:PORT address"),
+                )
+            })?)],
+            None => vec![Resolver::System],
+        };
+
+        let c = &self.canary;
+        let canary_targets = match &c.targets {
+            Some(file) => {
+                let text = std::fs::read_to_string(file).map_err(|err| {
+                    invalid(
+                        "canary.targets",
+                        format!("cannot read {}: {err}", file.display()),
+                    )
+                })?;
+                canary::parse_targets(&text, &file.display().to_string())
+            }
+            None => canary::parse_targets(canary::BUILTIN_TARGETS, "built-in canaries"),
+        }
+        .map_err(|err| invalid("canary.targets", err.to_string()))?;
+        let mut canary_engine = EngineConfig::default();
+        let canary_timeout = secs("canary.timeout_seconds", c.timeout_seconds, 1)?;
+        canary_engine.timeouts.dns = canary_timeout;
+        canary_engine.timeouts.tcp_connect = canary_timeout;
+        if canary_timeout > schedule.canary {
+            return Err(invalid(
+                "canary.timeout_seconds",
+                "must not be longer than schedule.canary_seconds, or rounds would fall behind"
+                    .into(),
+            ));
+        }
+
+        let n = &self.network;
+        let cc =
+            n.cc.as_deref()
+                .map(str::parse::<CountryCode>)
+                .transpose()
+                .map_err(|err| invalid("network.cc", err.to_string()))?;
+        let asn = n
+            .asn
+            .as_deref()
+            .map(str::parse::<Asn>)
+            .transpose()
+            .map_err(|err| invalid("network.asn", err.to_string()))?;
+
+        let l = &self.lists;
+        let mut names = Vec::new();
+        for country in &l.countries {
+            let code: CountryCode = country
+                .parse()
+                .map_err(|err| invalid("lists.countries", format!("{country:?}: {err}")))?;
+            names.push(code.as_str().to_ascii_lowercase());
+        }
+        names.push("global".to_string());
+        for file in &l.files {
+            let (list, _) =
+                TestList::read(file).map_err(|err| invalid("lists.files", err.to_string()))?;
+            if list.entries.is_empty() {
+                return Err(invalid(
+                    "lists.files",
+                    format!("{}: no usable URL", file.display()),
+                ));
+            }
+        }
+        if let Some(bad) = l
+            .categories
+            .iter()
+            .find(|c| c.is_empty() || !c.bytes().all(|b| b.is_ascii_alphanumeric()))
+        {
+            return Err(invalid(
+                "lists.categories",
+                format!("{bad:?} is not a category code such as NEWS or HUMR"),
+            ));
+        }
+        let lists = ListChoice {
+            files: l.files.clone(),
+            names,
+            categories: l.categories.clone(),
+            max: (l.max_urls > 0).then_some(l.max_urls),
+        };
+
+        let mut extra_roots = Vec::new();
+        let aggregator = match &self.aggregator {
+            None => None,
+            Some(a) => {
+                let mut url = Url::parse(&a.url)
+                    .map_err(|err| invalid("aggregator.url", format!("{:?}: {err}", a.url)))?;
+                if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+                    return Err(invalid(
+                        "aggregator.url",
+                        format!("{:?} must be an http:// or https:// URL", a.url),
+                    ));
+                }
+                if !url.path().ends_with('/') {
+                    let p = format!("{}/", url.path());
+                    url.set_path(&p);
+                }
+                if let Some(file) = &a.ca_file {
+                    extra_roots = TlsContext::load_pem(file)
+                        .map_err(|err| invalid("aggregator.ca_file", err.to_string()))?;
+                }
+                let mut upload = UploadConfig::new(url.clone());
+                upload.socks5 = a
+                    .proxy
+                    .as_deref()
+                    .map(|p| {
+                        p.parse::<SocketAddr>().map_err(|_| {
+                            invalid(
+                                "aggregator.proxy",
+                                format!("{p:?} is not an IP:PORT address"),
+                            )
+                        })
+                    })
+                    .transpose()?;
+                upload.max_attempts = 1;
+                upload.timeout = Duration::from_secs(30);
+                upload.backoff = Duration::from_secs(5).min(schedule.upload_max_backoff);
+                upload.max_backoff = schedule.upload_max_backoff;
+                if let Some(key) = &a.key
+                    && (key.trim().is_empty() || key.trim().len() > 128)
+                {
+                    return Err(invalid("aggregator.key", "is not a public key".into()));
+                }
+                Some(AggregatorPlan {
+                    url,
+                    upload,
+                    key: a.key.as_ref().map(|k| k.trim().to_string()),
+                })
+            }
+        };
+        let tls = TlsContext::new(extra_roots)
+            .map_err(|err| invalid("aggregator.ca_file", err.to_string()))?;
+
+        Ok(Plan {
+            data_dir: self.data_dir.clone(),
+            aggregator,
+            cc,
+            asn,
+            lists,
+            countries_configured: !l.countries.is_empty(),
+            fetch_lists: l.fetch,
+            schedule,
+            concurrency: b.concurrency,
+            daily_bytes: b.daily_megabytes.saturating_mul(1_000_000),
+            canary_targets,
+            canary_engine,
+            engine,
+            resolvers,
+            tls,
+        })
+    }
+}
+
+/// Reads, parses and checks a configuration file.
+pub fn load(path: &Path) -> Result<Plan, ConfigError> {
+    Config::read(path)?.plan(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(text: &str) -> Result<Plan, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))?.plan(Path::new("test.toml"))
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid_once_consent_is_given() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/vantage.toml");
+        let text = std::fs::read_to_string(&path).expect("deploy/vantage.toml");
+        let err = plan(&text).expect_err("consent is off in the example");
+        assert!(
+            err.to_string().contains("informed_consent: must be true"),
+            "{err}"
+        );
+        let text = text.replace("informed_consent = false", "informed_consent = true");
+        let p = plan(&text).expect("example");
+        assert_eq!(p.data_dir, Path::new("/var/lib/vantage"));
+        assert_eq!(p.schedule.canary, Duration::from_secs(60));
+        assert_eq!(p.schedule.run, Some(Duration::from_secs(21_600)));
+        assert_eq!(p.concurrency, 4);
+        assert!(p.aggregator.is_some());
+    }
+
+    #[test]
+    fn defaults_follow_the_design() {
+        let p = plan("informed_consent = true").expect("minimal");
+        assert_eq!(p.schedule.canary, Duration::from_secs(60));
+        assert_eq!(p.schedule.heartbeat, Duration::from_secs(60));
+        assert_eq!(p.schedule.run, Some(Duration::from_secs(6 * 3600)));
+        assert_eq!(p.lists.names, ["global"]);
+        assert!(p.aggregator.is_none());
+        assert_eq!(p.daily_bytes, 200_000_000);
+        assert_eq!(p.engine.body_cap_bytes, 512 * 1024);
+    }
+
+    #[test]
+    fn bad_values_name_the_file_and_key() {
+        let cases = [
+            (
+                "informed_consent = true\ncanary_seconds = 5",
+                "unknown field `canary_seconds`",
+            ),
+            (
+                "informed_consent = true\n[schedule]\ncanary_secs = 5",
+                "unknown field `canary_secs`",
+            ),
+            (
+                "informed_consent = true\n[schedule]\ncanary_seconds = 0",
+                "test.toml: schedule.canary_seconds: 0 is outside 1..=2592000 seconds",
+            ),
+            (
+                "informed_consent = true\n[schedule]\ncanary_seconds = -5",
+                "invalid value",
+            ),
+            (
+                "informed_consent = true\n[schedule]\nrun_seconds = 600\nrun_jitter_seconds = 600",
+                "schedule.run_jitter_seconds: must be shorter than schedule.run_seconds",
+            ),
+            (
+                "informed_consent = true\n[aggregator]\nurl = \"ftp://x/\"",
+                "aggregator.url: \"ftp://x/\" must be an http:// or https:// URL",
+            ),
+            (
+                "informed_consent = true\n[aggregator]\nproxy = \"127.0.0.1:9050\"",
+                "missing field `url`",
+            ),
+            (
+                "informed_consent = true\n[aggregator]\nurl = \"http://a/\"\nproxy = \"tor\"",
+                "aggregator.proxy: \"tor\" is not an IP:PORT address",
+            ),
+            (
+                "informed_consent = true\n[network]\ncc = \"IRN\"",
+                "network.cc:",
+            ),
+            (
+                "informed_consent = true\n[network]\nasn = \"AS-1\"",
+                "network.asn:",
+            ),
+            (
+                "informed_consent = true\n[lists]\ncategories = [\"NEWS; DROP\"]",
+                "lists.categories: \"NEWS; DROP\" is not a category code",
+            ),
+            (
+                "informed_consent = true\n[lists]\nfiles = [\"/nonexistent.csv\"]",
+                "lists.files:",
+            ),
+            (
+                "informed_consent = true\n[budget]\nconcurrency = 0",
+                "budget.concurrency: 0 is outside 1..=64",
+            ),
+            (
+                "informed_consent = true\n[budget]\ndaily_megabytes = 0",
+                "budget.daily_megabytes: must be at least 1",
+            ),
+            (
+                "informed_consent = true\n[canary]\ntimeout_seconds = 61",
+                "canary.timeout_seconds: must not be longer than schedule.canary_seconds",
+            ),
+            (
+                "informed_consent = true\n[canary]\ntargets = \"/nonexistent\"",
+                "canary.targets: cannot read /nonexistent",
+            ),
+            (
+                "informed_consent = true\n[engine]\nresolver = \"8.8.8.8\"",
+                "engine.resolver:",
+            ),
+            (
+                "informed_consent = tru",
+                "test.toml: TOML parse error at line 1",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = plan(text).expect_err(text);
+            assert!(err.to_string().contains(want), "{text:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,704 @@
+//! `vantage daemon`: the unattended probe (DESIGN "Probe"; issue 7).
+//!
+//! Five tasks share one signing key and one local store, each with its own connection to it
+//! (SQLite in WAL mode serialises their short writes):
+//!
+//! - **canaries** every minute, with or without a network: a failed round recorded during a
+//!   shutdown is the evidence the aggregator reconstructs the shutdown from when it arrives;
+//! - **heartbeats** every minute to the aggregator; the first one that gets through after a
+//!   failure means connectivity is back, and triggers an upload at once;
+//! - **list runs** every six hours with jitter, within a daily traffic budget;
+//! - **refresh** of where the probe is (whoami) and of the signed test lists, daily;
+//! - **uploads** of the outbox, oldest first, with exponential backoff while the aggregator
+//!   cannot be reached, so nothing recorded offline is lost or sent twice.
+//!
+//! Every result is in the store, with its outbox row, before the daemon logs it, so a kill at
+//! any moment loses nothing completed (the store's `synchronous=FULL`). SIGTERM and SIGINT
+//! stop the tasks, abandoning measurements in flight; SIGHUP re-reads the configuration and
+//! keeps the running one if the new file is invalid. Under systemd the daemon reports
+//! readiness, reloads, stopping and watchdog keep-alives ([`notify`]).
+
+pub mod config;
+pub mod notify;
+
+pub use config::{Config, ConfigError, Plan, load};
+
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use crate::canary;
+use crate::envelope::{EnvelopeError, Identity};
+use crate::ooni::{Asn, Blocking, CountryCode, ooni_timestamp};
+use crate::run::{RunPlan, run as run_list};
+use crate::store::{Store, StoreError};
+use crate::upload;
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The data directory cannot be created.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The signing key cannot be read or created.
+    #[error(transparent)]
+    Key(#[from] EnvelopeError),
+    /// The local store cannot be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Signal handlers cannot be installed.
+    #[error("cannot listen for signals: {0}")]
+    Signals(std::io::Error),
+}
+
+/// What every task shares.
+struct Shared {
+    identity: Identity,
+    store_path: PathBuf,
+    /// Country and network written into measurements.
+    location: Mutex<(CountryCode, Asn)>,
+    /// Whether the last heartbeat got through.
+    online: AtomicBool,
+    /// The aggregator answered again after it could not be reached: upload now.
+    reachable: Notify,
+    /// A list run finished: upload soon.
+    results: Notify,
+}
+
+impl Shared {
+    fn location(&self) -> (CountryCode, Asn) {
+        *self
+            .location
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set_location(&self, cc: CountryCode, asn: Asn) {
+        *self
+            .location
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = (cc, asn);
+    }
+
+    fn store(&self) -> Result<Store, DaemonError> {
+        Ok(Store::open(&self.store_path)?)
+    }
+}
+
+/// Why a task woke up.
+enum Wake {
+    Due,
+    Reload,
+    Stop,
+}
+
+/// A task's view of the configuration and of the stop flag.
+struct Control {
+    plan: watch::Receiver<Arc<Plan>>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Control {
+    fn plan(&mut self) -> Arc<Plan> {
+        self.plan.borrow_and_update().clone()
+    }
+
+    /// Sleeps until `at`, unless the daemon stops or the configuration changes first.
+    async fn until(&mut self, at: Option<Instant>) -> Wake {
+        let sleep = async {
+            match at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = self.stop.wait_for(|s| *s) => Wake::Stop,
+            changed = self.plan.changed() => match changed {
+                Ok(()) => Wake::Reload,
+                Err(_) => Wake::Stop,
+            },
+            () = sleep => Wake::Due,
+        }
+    }
+
+    /// Runs `work` unless the daemon stops first (then `None`; the work is dropped, which
+    /// abandons its sockets and its measurements in flight, never a store write).
+    async fn unless_stopped<T>(&mut self, work: impl Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            biased;
+            _ = self.stop.wait_for(|s| *s) => None,
+            out = work => Some(out),
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn now_text() -> String {
+    format!("{} UTC", ooni_timestamp(SystemTime::now()))
+}
+
+/// A uniformly random shift in `-max..=max`, from the system's secure generator (a weak
+/// generator seeded by boot time would give every Pi flashed from one image the same jitter).
+fn jitter(base: Instant, max: Duration) -> Instant {
+    use ring::rand::SecureRandom as _;
+    let mut b = [0u8; 4];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    let unit = f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX);
+    let shift = max.mul_f64(unit * 2.0);
+    (base + shift).checked_sub(max).unwrap_or(base)
+}
+
+/// Connectivity canaries, with or without a network.
+async fn canaries(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonError> {
+    let mut store = shared.store()?;
+    let mut last: Option<Instant> = None;
+    loop {
+        let plan = ctl.plan();
+        let next = last.map_or_else(Instant::now, |l| l + plan.schedule.canary);
+        match ctl.until(Some(next)).await {
+            Wake::Stop => return Ok(()),
+            Wake::Reload => continue,
+            Wake::Due => {}
+        }
+        let started = Instant::now();
+        last = Some(started);
+        let round = canary::measure(&plan.canary_targets, &plan.canary_engine, &plan.tls);
+        let Some(mut m) = ctl.unless_stopped(round).await else {
+            return Ok(());
+        };
+        (m.probe_cc, m.probe_asn) = shared.location();
+        let (ok, total) = (m.test_keys.ok, m.test_keys.total);
+        match canary::keep(&m, &shared.identity, &mut store) {
+            Ok(id) => {
+                tracing::info!(
+                    id = id.as_str(),
+                    at = m.measurement_start_time,
+                    "canary: {ok} of {total} targets answered"
+                );
+                let _ = store.set_meta(
+                    "last_canary",
+                    &format!(
+                        "{} UTC, {ok} of {total} targets answered",
+                        m.measurement_start_time
+                    ),
+                );
+            }
+            Err(e) => tracing::error!("canary round not kept: {e}"),
+        }
+    }
+}
+
+/// Heartbeats; their success or failure is what "online" means to the other tasks.
+async fn heartbeats(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonError> {
+    let mut last: Option<Instant> = None;
+    loop {
+        let plan = ctl.plan();
+        let next = plan
+            .aggregator
+            .as_ref()
+            .map(|_| last.map_or_else(Instant::now, |l| l + plan.schedule.heartbeat));
+        match ctl.until(next).await {
+            Wake::Stop => return Ok(()),
+            Wake::Reload => continue,
+            Wake::Due => {}
+        }
+        let Some(aggregator) = &plan.aggregator else {
+            continue;
+        };
+        last = Some(Instant::now());
+        let mut config = aggregator.upload.clone();
+        config.timeout = config.timeout.min(plan.schedule.heartbeat);
+        let (cc, asn) = shared.location();
+        let beat = upload::heartbeat(&shared.identity, &config, cc, asn, &plan.engine, &plan.tls);
+        let Some(sent) = ctl.unless_stopped(beat).await else {
+            return Ok(());
+        };
+        match sent {
+            Ok(()) => {
+                if !shared.online.swap(true, Ordering::SeqCst) {
+                    tracing::info!("aggregator reachable: uploading what waits");
+                    shared.reachable.notify_one();
+                }
+            }
+            Err(e) => {
+                if shared.online.swap(false, Ordering::SeqCst) {
+                    tracing::warn!("aggregator unreachable ({e}): measuring and queueing");
+                } else {
+                    tracing::debug!("heartbeat not delivered: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// The outbox: oldest first, backing off while the aggregator cannot be reached.
+async fn uploads(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonError> {
+    let mut store = shared.store()?;
+    let mut failures: u32 = 0;
+    // At start: the backlog of an earlier run of the daemon.
+    let mut next = Instant::now();
+    loop {
+        let plan = ctl.plan();
+        let at = plan.aggregator.as_ref().map(|_| next);
+        let wake = tokio::select! {
+            biased;
+            w = ctl.until(at) => w,
+            () = shared.reachable.notified() => Wake::Due,
+            () = shared.results.notified(), if failures == 0 => Wake::Due,
+        };
+        match wake {
+            Wake::Stop => return Ok(()),
+            Wake::Reload => continue,
+            Wake::Due => {}
+        }
+        let Some(aggregator) = &plan.aggregator else {
+            continue;
+        };
+        next = Instant::now() + plan.schedule.upload;
+        if store.status()?.pending == 0 {
+            failures = 0;
+            continue;
+        }
+        let send = upload::upload(&mut store, &aggregator.upload, &plan.engine, &plan.tls);
+        let Some(report) = ctl.unless_stopped(send).await else {
+            return Ok(());
+        };
+        match report {
+            Ok(r) if r.error.is_none() => {
+                failures = 0;
+                tracing::info!(
+                    "uploaded {} results ({} already there, {} refused); {} waiting",
+                    r.accepted,
+                    r.duplicate,
+                    r.rejected,
+                    r.remaining
+                );
+            }
+            Ok(r) => {
+                failures = failures.saturating_add(1);
+                let delay = upload::backoff(&aggregator.upload, failures);
+                next = Instant::now() + delay;
+                tracing::warn!(
+                    "upload failed ({}); {} waiting; next try in {} s",
+                    r.error.unwrap_or_default(),
+                    r.remaining,
+                    delay.as_secs()
+                );
+            }
+            Err(e) => tracing::error!("upload stopped by the local store: {e}"),
+        }
+    }
+}
+
+/// Traffic spent by list runs on UTC day `day`, as kept in the store (`day:bytes`).
+fn spent(store: &Store, day: u64) -> u64 {
+    store
+        .meta("budget")
+        .ok()
+        .flatten()
+        .and_then(|v| {
+            let (d, b) = v.split_once(':')?;
+            (d.parse::<u64>().ok()? == day).then(|| b.parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
+/// List runs, within the daily traffic budget.
+async fn runs(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonError> {
+    let mut store = shared.store()?;
+    let mut next = Instant::now() + ctl.plan().schedule.first_run;
+    loop {
+        let plan = ctl.plan();
+        let at = plan.schedule.run.map(|_| next);
+        match ctl.until(at).await {
+            Wake::Stop => return Ok(()),
+            Wake::Reload => continue,
+            Wake::Due => {}
+        }
+        let Some(every) = plan.schedule.run else {
+            continue;
+        };
+        let started = Instant::now();
+        next = jitter(started + every, plan.schedule.run_jitter);
+        let day = unix_now() / 86_400;
+        let already = spent(&store, day);
+        if already >= plan.daily_bytes {
+            let midnight = Duration::from_secs(86_400 - unix_now() % 86_400);
+            next = jitter(
+                started + midnight + plan.schedule.run_jitter,
+                plan.schedule.run_jitter,
+            );
+            tracing::info!(
+                "list run skipped: today's traffic budget ({} MB) is used",
+                plan.daily_bytes / 1_000_000
+            );
+            continue;
+        }
+        let (cc, asn) = shared.location();
+        let mut lists = plan.lists.clone();
+        if !plan.countries_configured && cc != CountryCode::UNKNOWN {
+            lists.names.insert(0, cc.as_str().to_ascii_lowercase());
+        }
+        let loaded = match lists.load(&plan.data_dir) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("list run skipped: {e}");
+                continue;
+            }
+        };
+        for problem in &loaded.skipped {
+            tracing::warn!("{problem} (skipped)");
+        }
+        if !loaded.missing.is_empty() {
+            tracing::info!("no test list for {:?}", loaded.missing);
+        }
+        if loaded.entries.is_empty() {
+            tracing::warn!("list run skipped: no URL to measure");
+            continue;
+        }
+        let run_plan = RunPlan {
+            entries: loaded.entries,
+            concurrency: plan.concurrency,
+            engine: plan.engine.clone(),
+            resolvers: plan.resolvers.clone(),
+            test_helper: plan
+                .aggregator
+                .as_ref()
+                .and_then(|a| a.url.join("api/v1/th").ok()),
+            probe_cc: cc,
+            probe_asn: asn,
+        };
+        tracing::info!("list run: {} URLs", run_plan.entries.len());
+        let left = plan.daily_bytes - already;
+        let mut used = 0u64;
+        let mut blocked = 0usize;
+        let outcome = {
+            let on_result = |done: &crate::run::Finished| {
+                used += done.bytes;
+                blocked += usize::from(matches!(done.verdict.blocking, Some(Blocking::Kind(_))));
+                if used >= left {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            };
+            let work = run_list(
+                &run_plan,
+                &plan.tls,
+                &shared.identity,
+                &mut store,
+                on_result,
+            );
+            ctl.unless_stopped(work).await
+        };
+        let _ = store.set_meta("budget", &format!("{day}:{}", already + used));
+        match outcome {
+            None => return Ok(()),
+            Some(Err(e)) => tracing::error!("list run stopped: {e}"),
+            Some(Ok(done)) => {
+                let summary = format!(
+                    "{} URLs measured, {blocked} blocked, {:.1} MB, {} s",
+                    done.len(),
+                    used as f64 / 1e6,
+                    started.elapsed().as_secs()
+                );
+                if used >= left {
+                    tracing::info!("list run stopped at today's traffic budget: {summary}");
+                } else {
+                    tracing::info!("list run: {summary}");
+                }
+                let _ = store.set_meta("last_run", &format!("{}, {summary}", now_text()));
+                shared.results.notify_one();
+            }
+        }
+    }
+}
+
+/// Where the probe is, and the signed test lists.
+async fn refresh(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonError> {
+    let store = shared.store()?;
+    let mut next = Instant::now();
+    let mut warned_proxy = false;
+    loop {
+        let plan = ctl.plan();
+        let at = plan.aggregator.as_ref().map(|_| next);
+        match ctl.until(at).await {
+            Wake::Stop => return Ok(()),
+            Wake::Reload => continue,
+            Wake::Due => {}
+        }
+        let Some(aggregator) = &plan.aggregator else {
+            continue;
+        };
+        let mut ok = true;
+        if (plan.cc.is_none() || plan.asn.is_none()) && aggregator.upload.socks5.is_some() {
+            if !warned_proxy {
+                tracing::warn!(
+                    "uploads go through a proxy, so the aggregator cannot tell where this probe \
+                     is: set network.cc and network.asn"
+                );
+                warned_proxy = true;
+            }
+        } else if plan.cc.is_none() || plan.asn.is_none() {
+            let ask = upload::whoami(&aggregator.url, &plan.engine, &plan.tls);
+            match ctl.unless_stopped(ask).await {
+                None => return Ok(()),
+                Some(Ok(w)) => {
+                    let cc = plan.cc.unwrap_or(w.probe_cc);
+                    let asn = plan.asn.unwrap_or(w.probe_asn);
+                    if shared.location() != (cc, asn) {
+                        tracing::info!("this probe is in {} {asn}", cc.as_str());
+                    }
+                    shared.set_location(cc, asn);
+                    let _ = store.set_meta("location", &format!("{} {asn}", cc.as_str()));
+                }
+                Some(Err(e)) => {
+                    ok = false;
+                    tracing::warn!("cannot ask the aggregator where this probe is: {e}");
+                }
+            }
+        }
+        if plan.fetch_lists {
+            let mut countries: Vec<String> = plan
+                .lists
+                .names
+                .iter()
+                .filter(|n| *n != "global")
+                .cloned()
+                .collect();
+            if countries.is_empty() {
+                countries.push(shared.location().0.as_str().to_string());
+            }
+            for country in countries {
+                let Ok(cc) = country.to_ascii_uppercase().parse::<CountryCode>() else {
+                    continue;
+                };
+                let fetch = upload::fetch_lists(
+                    &aggregator.url,
+                    cc,
+                    aggregator.key.as_deref(),
+                    &plan.data_dir,
+                    &plan.engine,
+                    &plan.tls,
+                );
+                match ctl.unless_stopped(fetch).await {
+                    None => return Ok(()),
+                    Some(Ok(f)) => {
+                        if f.first_use {
+                            tracing::warn!(
+                                "trusting the aggregator's key {} on first use; pin it as \
+                                 aggregator.key",
+                                f.key
+                            );
+                        }
+                        for (name, rows, _) in &f.files {
+                            tracing::info!("test list {name}: {rows} URLs");
+                        }
+                    }
+                    Some(Err(e)) => {
+                        ok = false;
+                        tracing::warn!("test lists not refreshed: {e}");
+                    }
+                }
+            }
+        }
+        // After a failure, try again within ten minutes rather than tomorrow.
+        let wait = if ok {
+            plan.schedule.refresh
+        } else {
+            plan.schedule.refresh.min(Duration::from_secs(600))
+        };
+        next = Instant::now() + wait;
+    }
+}
+
+/// The location to start with: pinned values, else the last one found, else unknown.
+fn first_location(plan: &Plan, store: &Store) -> (CountryCode, Asn) {
+    let kept = store.meta("location").ok().flatten().and_then(|v| {
+        let (cc, asn) = v.split_once(' ')?;
+        Some((cc.parse::<CountryCode>().ok()?, asn.parse::<Asn>().ok()?))
+    });
+    (
+        plan.cc
+            .or(kept.map(|k| k.0))
+            .unwrap_or(CountryCode::UNKNOWN),
+        plan.asn.or(kept.map(|k| k.1)).unwrap_or_default(),
+    )
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. `config_path` is re-read on SIGHUP.
+pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), DaemonError> {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    std::fs::create_dir_all(&plan.data_dir).map_err(|source| DaemonError::DataDir {
+        path: plan.data_dir.display().to_string(),
+        source,
+    })?;
+    let (identity, created) = Identity::load_or_create(&plan.data_dir.join("identity.key"))?;
+    if created {
+        tracing::info!("created a new signing key");
+    }
+    let store_path = plan.data_dir.join("vantage.db");
+    let store = Store::open(&store_path)?;
+    let location = first_location(&plan, &store);
+    let _ = store.set_meta(
+        "daemon",
+        &format!("started {}, pid {}", now_text(), std::process::id()),
+    );
+    drop(store);
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+
+    tracing::info!(
+        key = identity.public_key(),
+        data_dir = %plan.data_dir.display(),
+        aggregator = plan.aggregator.as_ref().map(|a| a.url.as_str()),
+        "daemon started: canary every {} s, list run every {}",
+        plan.schedule.canary.as_secs(),
+        plan.schedule
+            .run
+            .map_or("never".into(), |r| format!("{} s", r.as_secs())),
+    );
+    let shared = Arc::new(Shared {
+        identity,
+        store_path,
+        location: Mutex::new(location),
+        online: AtomicBool::new(false),
+        reachable: Notify::new(),
+        results: Notify::new(),
+    });
+    let (plan_tx, plan_rx) = watch::channel(Arc::new(plan));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let control = || Control {
+        plan: plan_rx.clone(),
+        stop: stop_rx.clone(),
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(canaries(shared.clone(), control()));
+    tasks.spawn(heartbeats(shared.clone(), control()));
+    tasks.spawn(uploads(shared.clone(), control()));
+    tasks.spawn(runs(shared.clone(), control()));
+    tasks.spawn(refresh(shared.clone(), control()));
+
+    let notifier = notify::Notifier::from_env();
+    notifier.send("READY=1\nSTATUS=measuring");
+    let mut watchdog = notify::watchdog_interval().map(tokio::time::interval);
+    let failed = loop {
+        let tick = async {
+            match watchdog.as_mut() {
+                Some(w) => {
+                    w.tick().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => break None,
+            _ = interrupt.recv() => break None,
+            _ = hangup.recv() => {
+                notifier.send("RELOADING=1");
+                reload(&config_path, &plan_tx, &shared);
+                notifier.send("READY=1\nSTATUS=measuring");
+            }
+            () = tick => notifier.send("WATCHDOG=1"),
+            Some(joined) = tasks.join_next() => match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => break Some(e),
+                Err(e) => {
+                    tracing::error!("a daemon task failed: {e}");
+                }
+            },
+        }
+    };
+    notifier.send("STOPPING=1");
+    tracing::info!("stopping");
+    let _ = stop_tx.send(true);
+    // Tasks stop at their next await; a store write in progress always completes first.
+    let drained = tokio::time::timeout(Duration::from_secs(3), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("tasks did not stop within 3 s; abandoning them");
+        tasks.abort_all();
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+/// SIGHUP: the new configuration replaces the running one only if it is valid as a whole.
+fn reload(path: &std::path::Path, plan_tx: &watch::Sender<Arc<Plan>>, shared: &Shared) {
+    let current = plan_tx.borrow().clone();
+    match load(path) {
+        Err(e) => tracing::error!("configuration not reloaded, the running one stays: {e}"),
+        Ok(new) if new.data_dir != current.data_dir => tracing::error!(
+            "configuration not reloaded: data_dir cannot change while the daemon runs; restart it"
+        ),
+        Ok(new) => {
+            let (cc, asn) = shared.location();
+            shared.set_location(new.cc.unwrap_or(cc), new.asn.unwrap_or(asn));
+            tracing::info!(
+                "configuration reloaded from {}: canary every {} s",
+                path.display(),
+                new.schedule.canary.as_secs()
+            );
+            let _ = plan_tx.send(Arc::new(new));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_its_bound() {
+        let base = Instant::now() + Duration::from_secs(1000);
+        let max = Duration::from_secs(100);
+        let mut seen_early = false;
+        let mut seen_late = false;
+        for _ in 0..200 {
+            let t = jitter(base, max);
+            assert!(t + max >= base && t <= base + max);
+            seen_early |= t < base;
+            seen_late |= t > base;
+        }
+        assert!(seen_early && seen_late, "jitter goes both ways");
+        assert_eq!(jitter(base, Duration::ZERO), base);
+    }
+
+    #[test]
+    fn the_budget_resets_each_day() {
+        let dir = std::env::temp_dir().join(format!("vantage-budget-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir.join("vantage.db")).expect("store");
+        assert_eq!(spent(&store, 20_000), 0);
+        store.set_meta("budget", "20000:1234").expect("meta");
+        assert_eq!(spent(&store, 20_000), 1234);
+        assert_eq!(spent(&store, 20_001), 0, "a new day starts at zero");
+        store.set_meta("budget", "garbage").expect("meta");
+        assert_eq!(spent(&store, 20_000), 0);
+    }
+}
