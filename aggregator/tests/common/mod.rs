@@ -108,14 +108,14 @@ pub async fn serve(ca: &Path, db: &Path, extra: &[&str]) -> Server {
 
 /// Starts `vantage-aggregator serve` on `db`, with extra arguments.
 pub fn start_aggregator_with(ca: &Path, db: &Path, extra: &[&str]) -> Server {
+    start_aggregator_on("127.0.0.1:0", ca, db, extra)
+}
+
+/// [`start_aggregator_with`] on a given address, e.g. the port of an aggregator that was
+/// stopped, to bring it back where its probes expect it.
+pub fn start_aggregator_on(listen: &str, ca: &Path, db: &Path, extra: &[&str]) -> Server {
     let mut child = Command::new(AGGREGATOR)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--th-local-addr",
-            "127.0.0.2",
-        ])
+        .args(["serve", "--listen", listen, "--th-local-addr", "127.0.0.2"])
         .args(["--th-allow-private", "--th-timeout", "3", "--ca-file"])
         .arg(ca)
         .arg("--db")

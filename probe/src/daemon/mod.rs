@@ -390,6 +390,20 @@ async fn runs(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonError> 
         let mut blocked = 0usize;
         let outcome = {
             let on_result = |done: &crate::run::Finished| {
+                let v = &done.verdict;
+                let what = match (&v.blocking, v.accessible) {
+                    (Some(b @ Blocking::Kind(_)), _) => {
+                        format!("blocked ({})", crate::run::layer(b).unwrap_or("?"))
+                    }
+                    (Some(Blocking::Flag(false)), Some(true)) => "accessible".into(),
+                    (Some(Blocking::Flag(_)), _) => "down for everyone".into(),
+                    (None, _) => "undetermined".into(),
+                };
+                tracing::info!(
+                    id = done.id.as_str(),
+                    "measured {}: {what}",
+                    v.input.as_deref().unwrap_or("?")
+                );
                 used += done.bytes;
                 blocked += usize::from(matches!(done.verdict.blocking, Some(Blocking::Kind(_))));
                 if used >= left {

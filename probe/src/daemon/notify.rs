@@ -37,7 +37,9 @@ impl Notifier {
                     Some(_) => return None,
                     None => Address::Path(v.into()),
                 };
-                match UnixDatagram::unbound() {
+                // Non-blocking: if the manager stops reading, a full queue must not stall the
+                // daemon's main loop (and with it SIGTERM handling).
+                match UnixDatagram::unbound().and_then(|s| s.set_nonblocking(true).map(|()| s)) {
                     Ok(socket) => Some((socket, address)),
                     Err(e) => {
                         tracing::warn!("cannot open a socket to notify systemd: {e}");
@@ -68,8 +70,12 @@ impl Notifier {
                     .and_then(|addr| socket.send_to_addr(state.as_bytes(), &addr))
             }
         };
-        if let Err(e) = sent {
-            tracing::warn!("cannot notify systemd ({state:?}): {e}");
+        match sent {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                tracing::debug!("systemd's notification queue is full; dropped {state:?}");
+            }
+            Err(e) => tracing::warn!("cannot notify systemd ({state:?}): {e}"),
         }
     }
 }
