@@ -395,7 +395,7 @@ async fn three_daemons_measure_through_an_outage_and_hand_in_everything_once() {
     let start_t = parse_time(event["start"].as_str().expect("start")).expect("time") as f64;
     let end_t = parse_time(event["end"].as_str().expect("end")).expect("time") as f64;
     assert!(
-        (start_t - cut_at).abs() <= 5.0 && (end_t - back_at).abs() <= 5.0,
+        (start_t - cut_at).abs() <= 10.0 && (end_t - back_at).abs() <= 10.0,
         "event {} to {} for an outage from {} to {}",
         event["start"],
         event["end"],
@@ -734,7 +734,8 @@ fn bad_configurations_are_refused_before_anything_starts() {
             .env("VANTAGE_DATA_DIR", &data)
             .output()
             .expect("run");
-        assert_eq!(out.status.code(), Some(2), "{text}");
+        // 78 (EX_CONFIG): systemd does not restart the unit until the file is fixed.
+        assert_eq!(out.status.code(), Some(78), "{text}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(want), "{text}: {err}");
         assert!(
@@ -747,7 +748,7 @@ fn bad_configurations_are_refused_before_anything_starts() {
         .arg(dir.join("missing.toml"))
         .output()
         .expect("run");
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
     // --check prints the plan and measures nothing.
     let config = dir.join("ok.toml");

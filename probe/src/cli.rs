@@ -756,8 +756,19 @@ pub async fn canary(args: CanaryArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Exit status for a configuration the daemon cannot run with: `EX_CONFIG` from BSD
+/// `sysexits.h`. The systemd unit names it in `RestartPreventExitStatus=`, because restarting
+/// cannot fix a file only the host can edit; every other failure is retried.
+const EX_CONFIG: u8 = 78;
+
 pub async fn daemon(args: DaemonArgs) -> Result<ExitCode> {
-    let plan = vantage_probe::daemon::load(&args.config)?;
+    let plan = match vantage_probe::daemon::load(&args.config) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(EX_CONFIG));
+        }
+    };
     if args.check {
         let s = &plan.schedule;
         println!("configuration {} is valid", args.config.display());
