@@ -16,6 +16,7 @@ pub mod run;
 pub mod store;
 pub mod test_lists;
 pub mod th;
+pub mod throttling;
 pub mod upload;
 pub mod verdict;
 pub mod web_connectivity;

@@ -18,7 +18,7 @@ struct Cli {
 enum Command {
     /// Measure a test list once: a progress bar, a plain summary of what is blocked and how, every
     /// result signed and kept in the local store, and uploaded unless told not to.
-    Run(cli::RunArgs),
+    Run(Box<cli::RunArgs>),
     /// Measure one URL in detail and print the measurement as OONI-format JSON.
     ///
     /// Every step is recorded separately: DNS answers (with late, possibly injected, replies),
@@ -79,7 +79,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Run(args) => cli::run(args).await,
+            Command::Run(args) => cli::run(*args).await,
             Command::Measure(args) => cli::measure(args).await,
             Command::Upload(args) => cli::upload(args).await,
             Command::Heartbeat(args) => cli::heartbeat(args).await,

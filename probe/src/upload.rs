@@ -316,9 +316,27 @@ pub async fn whoami(
     engine: &EngineConfig,
     tls: &TlsContext,
 ) -> Result<WhoAmI, String> {
-    let url = aggregator
-        .join("api/v1/whoami")
-        .map_err(|e| e.to_string())?;
+    get_json(aggregator, "api/v1/whoami", engine, tls).await
+}
+
+/// Asks the aggregator where its throughput server is and which certificate to pin, for the
+/// throttling test. Asked directly, like whoami: the answer must hold on this network.
+pub async fn throughput(
+    aggregator: &Url,
+    engine: &EngineConfig,
+    tls: &TlsContext,
+) -> Result<crate::throttling::ServerInfo, String> {
+    get_json(aggregator, "api/v1/throughput", engine, tls).await
+}
+
+/// `GET` of a small JSON document of the aggregator's API.
+async fn get_json<T: serde::de::DeserializeOwned>(
+    aggregator: &Url,
+    path: &str,
+    engine: &EngineConfig,
+    tls: &TlsContext,
+) -> Result<T, String> {
+    let url = aggregator.join(path).map_err(|e| e.to_string())?;
     let mut call = client::Call::get(&url, "application/json");
     call.timeout = engine.timeouts.http;
     call.body_cap = 64 * 1024;
@@ -326,9 +344,16 @@ pub async fn whoami(
         .await
         .map_err(|e| e.failure().to_string())?;
     if reply.status != 200 {
-        return Err(format!("aggregator answered HTTP {}", reply.status));
+        let detail = serde_json::from_slice::<serde_json::Value>(&reply.body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(|e| format!(": {e}")))
+            .unwrap_or_default();
+        return Err(format!(
+            "aggregator answered HTTP {} to {path}{detail}",
+            reply.status
+        ));
     }
-    serde_json::from_slice(&reply.body).map_err(|e| format!("unexpected whoami answer: {e}"))
+    serde_json::from_slice(&reply.body).map_err(|e| format!("unexpected answer to {path}: {e}"))
 }
 
 /// Test lists fetched from the aggregator and kept in the data directory.

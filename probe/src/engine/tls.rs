@@ -166,6 +166,108 @@ impl ServerCertVerifier for RecordingVerifier {
     }
 }
 
+/// The SHA-256 of a server's certificate (DER), the one certificate a pinned handshake accepts.
+/// Written as 64 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CertPin(pub [u8; 32]);
+
+impl CertPin {
+    /// The pin of a certificate.
+    pub fn of(cert: &[u8]) -> CertPin {
+        let digest = ring::digest::digest(&ring::digest::SHA256, cert);
+        let mut pin = [0u8; 32];
+        pin.copy_from_slice(digest.as_ref());
+        CertPin(pin)
+    }
+}
+
+impl std::fmt::Display for CertPin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl std::str::FromStr for CertPin {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<CertPin, String> {
+        let bytes =
+            hex::decode(s.trim()).map_err(|e| format!("certificate pin {s:?} is not hex: {e}"))?;
+        let pin: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
+            format!(
+                "certificate pin {s:?} has {} bytes; a SHA-256 has 32",
+                b.len()
+            )
+        })?;
+        Ok(CertPin(pin))
+    }
+}
+
+/// Accepts the one certificate whose SHA-256 is the pin, and checks the handshake signatures
+/// against it as usual, so the peer must hold that certificate's key.
+#[derive(Debug)]
+struct PinnedVerifier {
+    pin: CertPin,
+    seen: ChainSlot,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Ok(mut slot) = self.seen.0.lock() {
+            *slot = Some(vec![end_entity.clone().into_owned()]);
+        }
+        if CertPin::of(end_entity.as_ref()) == self.pin {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 /// One observed handshake and, on success, the stream to carry HTTP.
 pub struct Handshake<IO> {
     /// The record for `tls_handshakes`.
@@ -201,8 +303,63 @@ pub async fn handshake<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
+    let record = start_record(&spec, trace);
+    let result = match ctx.client_config(spec.alpn) {
+        Ok((config, slot)) => {
+            run(config, slot, io, spec.server_name, spec.addr, spec.timeout).await
+        }
+        Err(e) => Err((e, ChainSlot::default())),
+    };
+    finish(record, result, trace)
+}
+
+/// Runs a TLS handshake over `io` that accepts exactly one certificate, whatever the SNI: the
+/// throttling test sends a target's name to a server that is not that target (the IMC 2021
+/// method), so name checks cannot apply, and pinning the server's certificate keeps a
+/// man-in-the-middle from posing as it.
+pub async fn handshake_pinned<IO>(
+    ctx: &TlsContext,
+    io: IO,
+    spec: HandshakeSpec<'_>,
+    pin: CertPin,
+    trace: &Trace,
+) -> Handshake<IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let record = start_record(&spec, trace);
+    let slot = ChainSlot::default();
+    let verifier = Arc::new(PinnedVerifier {
+        pin,
+        seen: slot.clone(),
+        provider: ctx.provider.clone(),
+    });
+    let result = match ClientConfig::builder_with_provider(ctx.provider.clone())
+        .with_safe_default_protocol_versions()
+    {
+        Ok(builder) => {
+            let mut config = builder
+                .dangerous()
+                .with_custom_certificate_verifier(verifier)
+                .with_no_client_auth();
+            config.alpn_protocols = spec.alpn.iter().map(|p| p.to_vec()).collect();
+            run(config, slot, io, spec.server_name, spec.addr, spec.timeout).await
+        }
+        Err(source) => Err((
+            StepError::Tls {
+                addr: spec.addr,
+                source,
+            },
+            slot,
+        )),
+    };
+    finish(record, result, trace)
+}
+
+/// The record of a handshake about to start.
+fn start_record(spec: &HandshakeSpec<'_>, trace: &Trace) -> TlsHandshake {
     let t0 = trace.clock.secs();
-    let mut record = TlsHandshake {
+    TlsHandshake {
         network: Some("tcp".into()),
         address: Some(spec.addr.to_string()),
         cipher_suite: String::new(),
@@ -213,21 +370,20 @@ where
         server_name: spec.server_name.to_string(),
         t0: Some(t0),
         t: t0,
-        tags: spec.tags,
+        tags: spec.tags.clone(),
         tls_version: String::new(),
         transaction_id: Some(spec.transaction_id),
         x_alert: None,
         extra: Map::new(),
-    };
-    let result = run(
-        ctx,
-        io,
-        spec.server_name,
-        spec.addr,
-        spec.alpn,
-        spec.timeout,
-    )
-    .await;
+    }
+}
+
+/// Completes the record from the handshake's outcome.
+fn finish<IO>(
+    mut record: TlsHandshake,
+    result: Result<(TlsStream<IO>, ChainSlot), (StepError, ChainSlot)>,
+    trace: &Trace,
+) -> Handshake<IO> {
     record.t = trace.clock.secs();
     let result = match result {
         Ok((stream, slot)) => {
@@ -269,19 +425,16 @@ where
 }
 
 async fn run<IO>(
-    ctx: &TlsContext,
+    config: ClientConfig,
+    slot: ChainSlot,
     io: IO,
     server_name: &str,
     addr: std::net::SocketAddr,
-    alpn: &[&[u8]],
     timeout: Duration,
 ) -> Result<(TlsStream<IO>, ChainSlot), (StepError, ChainSlot)>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let (config, slot) = ctx
-        .client_config(alpn)
-        .map_err(|e| (e, ChainSlot::default()))?;
     let name = match ServerName::try_from(server_name.to_string()) {
         Ok(name) => name,
         Err(e) => {

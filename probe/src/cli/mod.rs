@@ -18,6 +18,8 @@ use vantage_probe::test_lists::{Entry, ListChoice, TestList};
 use vantage_probe::upload::{UploadConfig, upload as upload_outbox};
 use vantage_probe::web_connectivity::{WebConnectivityPlan, measure as measure_one};
 
+mod throttling;
+
 /// Where Vantage keeps its key, its results and imported lists.
 #[derive(Debug, clap::Args)]
 pub struct DataArgs {
@@ -78,6 +80,15 @@ pub struct MeasureArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
+    /// Which test to run: `web-connectivity` measures each URL of the list; `throttling`
+    /// compares download speeds with a target's name and a control name against the
+    /// aggregator's throughput server (see the "Throttling test" options).
+    #[arg(long, value_enum, default_value_t = TestKind::WebConnectivity)]
+    test: TestKind,
+
+    #[command(flatten)]
+    throttling: throttling::ThrottlingArgs,
+
     /// Measure the URLs of this list (Citizen Lab CSV format).
     #[arg(long, value_name = "FILE", conflicts_with = "cc")]
     list: Option<PathBuf>,
@@ -496,7 +507,19 @@ fn consent(dir: &Path, yes: bool) -> Result<()> {
         .with_context(|| format!("cannot write {}", marker.display()))
 }
 
+/// The tests `vantage run` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TestKind {
+    /// DNS, TCP, TLS and HTTP reachability of each URL (OONI's web_connectivity).
+    WebConnectivity,
+    /// Goodput with a target SNI against a control SNI (IMC 2021's method).
+    Throttling,
+}
+
 pub async fn run(args: RunArgs) -> Result<ExitCode> {
+    if args.test == TestKind::Throttling {
+        return throttling::run(args).await;
+    }
     // Plan everything before touching the network.
     let dir = args.data.dir()?;
     let entries = list_for(&args, &dir)?;
@@ -560,20 +583,33 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     }
 
     if let (Some(url), false) = (aggregator, args.no_upload) {
-        let mut config = UploadConfig::new(url);
-        config.socks5 = args.socks5;
-        let report = upload_outbox(&mut store, &config, &engine, &tls).await?;
-        if !json {
-            println!(
-                "Uploaded {} results ({} already there, {} refused); {} waiting.",
-                report.accepted, report.duplicate, report.rejected, report.remaining
-            );
-        }
-        if let Some(e) = report.error {
-            eprintln!("warning: upload stopped: {e}; `vantage upload` will retry");
-        }
+        upload_after_run(url, args.socks5, json, &mut store, &engine, &tls).await?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The upload at the end of `vantage run`; what cannot be sent stays queued.
+async fn upload_after_run(
+    url: Url,
+    socks5: Option<SocketAddr>,
+    json: bool,
+    store: &mut Store,
+    engine: &EngineConfig,
+    tls: &TlsContext,
+) -> Result<()> {
+    let mut config = UploadConfig::new(url);
+    config.socks5 = socks5;
+    let report = upload_outbox(store, &config, engine, tls).await?;
+    if !json {
+        println!(
+            "Uploaded {} results ({} already there, {} refused); {} waiting.",
+            report.accepted, report.duplicate, report.rejected, report.remaining
+        );
+    }
+    if let Some(e) = report.error {
+        eprintln!("warning: upload stopped: {e}; `vantage upload` will retry");
+    }
+    Ok(())
 }
 
 /// Country and network for measurements: pinned values first, then the aggregator's whoami
