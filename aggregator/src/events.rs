@@ -63,6 +63,8 @@ pub struct DetectConfig {
     pub outage: OutageConfig,
     /// The blocking detector.
     pub blocking: BlockingConfig,
+    /// The throttling detector.
+    pub throttling: crate::throttling::ThrottlingConfig,
 }
 
 impl Default for DetectConfig {
@@ -73,6 +75,7 @@ impl Default for DetectConfig {
             full_every: 10,
             outage: OutageConfig::default(),
             blocking: BlockingConfig::default(),
+            throttling: crate::throttling::ThrottlingConfig::default(),
         }
     }
 }
@@ -100,7 +103,7 @@ impl Pass {
         match self {
             Pass::Full(from) => (
                 from.unwrap_or(now - config.lookback_hours * 3600),
-                &[Kind::Shutdown, Kind::Blocking],
+                &[Kind::Shutdown, Kind::Blocking, Kind::Throttling],
             ),
             Pass::Recent => (now - config.recent_hours * 3600, &[Kind::Shutdown]),
         }
@@ -189,6 +192,9 @@ pub struct Event {
     pub probes: usize,
     /// Ids of the measurements that show it (each verifiable at `/api/v1/measurements/<id>`).
     pub evidence: Vec<String>,
+    /// The estimated rate ceiling of a throttling event, kbit/s (median of its measurements).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_kbps: Option<f64>,
 }
 
 impl Event {
@@ -465,6 +471,7 @@ fn shutdown_events(
             confidence,
             probes,
             evidence,
+            rate_kbps: None,
         });
     }
     Ok(out)
@@ -495,6 +502,7 @@ fn blocking_event(cc: &str, f: blocking::Finding) -> Event {
         confidence,
         probes: f.probes,
         evidence: f.evidence.into_iter().take(200).collect(),
+        rate_kbps: None,
     }
 }
 
@@ -518,6 +526,15 @@ pub fn detect_country(
                 .into_iter()
                 .map(|f| blocking_event(cc, f)),
         );
+    }
+    if kinds.contains(&Kind::Throttling) {
+        events.extend(crate::throttling::events(
+            c,
+            cc,
+            from,
+            now,
+            &config.throttling,
+        )?);
     }
     Ok(events)
 }
@@ -789,6 +806,7 @@ mod tests {
             confidence: 0.9,
             probes: 5,
             evidence: Vec::new(),
+            rate_kbps: None,
         }
     }
 

@@ -13,6 +13,8 @@ use serde::Serialize;
 use url::Url;
 use vantage_probe::envelope::{EnvelopeError, Verifier, verify};
 use vantage_probe::ooni::{Measurement, WEB_CONNECTIVITY, WebConnectivityMeasurement};
+use vantage_probe::throttling::score::assess;
+use vantage_probe::throttling::{Download, Role, Rules as ThrottlingRules, THROTTLING, Verdict};
 use vantage_probe::verdict::fingerprints::Fingerprints;
 use vantage_probe::verdict::rules::VANTAGE;
 use vantage_probe::verdict::score;
@@ -229,6 +231,8 @@ pub fn ingest(
             // Whether most canary targets answered: the probe was online (see `outage.rs`).
             row.accessible =
                 crate::signals::canary_counts(line).map(|(ok, total)| total > 0 && ok * 2 >= total);
+        } else if row.test_name == THROTTLING {
+            apply_throttling(&mut row, verified.measurement);
         }
         rows.push(row);
         row_lines.push(n);
@@ -322,6 +326,46 @@ pub fn apply_verdict(row: &mut Row, m: &WebConnectivityMeasurement, fingerprints
     row.confirmed = v.confirmed;
     row.rule_set = Some(v.rule_set.to_string());
     row.verdict = serde_json::to_string(&v).ok();
+}
+
+/// The rule set that scored a throttling measurement, stored with its verdict.
+pub const THROTTLING_RULES: &str = "vantage-throttling-1";
+
+/// Scores a throttling measurement again, here, from its downloads (DESIGN: scoring happens in
+/// the aggregator; the probe's own verdict is for display), with the probe library's rules
+/// (`vantage_probe::throttling::score`). Its input is a bare host name, which is also its
+/// domain. A measurement whose downloads cannot be read is kept unscored.
+pub fn apply_throttling(row: &mut Row, measurement: &str) {
+    #[derive(serde::Deserialize)]
+    struct Keys {
+        downloads: Vec<Download>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Part {
+        test_keys: Keys,
+    }
+    row.domain = row.input.as_deref().map(str::to_ascii_lowercase);
+    let Ok(part) = serde_json::from_str::<Part>(measurement) else {
+        return;
+    };
+    let (target, control): (Vec<Download>, Vec<Download>) = part
+        .test_keys
+        .downloads
+        .into_iter()
+        .partition(|d| d.role == Role::Target);
+    let a = assess(&target, &control, &ThrottlingRules::default());
+    row.blocking = match a.verdict {
+        Verdict::Throttled => Some("\"throttling\"".into()),
+        Verdict::NotThrottled => Some("false".into()),
+        Verdict::Failed | Verdict::Undetermined => None,
+    };
+    row.accessible = match a.verdict {
+        Verdict::Failed => Some(false),
+        Verdict::Undetermined => None,
+        Verdict::Throttled | Verdict::NotThrottled => Some(true),
+    };
+    row.rule_set = Some(THROTTLING_RULES.into());
+    row.verdict = serde_json::to_string(&a).ok();
 }
 
 #[cfg(test)]

@@ -19,4 +19,6 @@ pub mod outage;
 pub mod score;
 pub mod server;
 pub mod signals;
+pub mod throttling;
+pub mod throughput;
 pub mod tls;

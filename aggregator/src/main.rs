@@ -17,6 +17,7 @@ use vantage_aggregator::export::Format;
 use vantage_aggregator::geo::{Geo, Mmdb, Prefixes};
 use vantage_aggregator::ingest::IngestConfig;
 use vantage_aggregator::server::{AppState, SearchParams, router};
+use vantage_aggregator::throughput::ThroughputServer;
 use vantage_probe::engine::{Resolver, TlsContext};
 use vantage_probe::th::HelperConfig;
 use vantage_probe::verdict::fingerprints::Fingerprints;
@@ -110,6 +111,12 @@ struct ServeArgs {
     /// The private key (PEM) for --tls-cert.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+
+    /// Also run the throughput server for the probes' throttling test on this address (TLS, with
+    /// a self-signed certificate kept beside the database, which probes pin; see
+    /// `GET /api/v1/throughput`). Off by default: each test downloads up to 2 MB.
+    #[arg(long, value_name = "ADDR")]
+    throughput_listen: Option<SocketAddr>,
 
     /// The test helper resolves names with this DNS server over UDP instead of the system's.
     #[arg(long, value_name = "IP:PORT")]
@@ -444,6 +451,20 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let state = AppState::new(helper, TlsContext::new(roots)?, storage, ingest, geo)
         .with_db_path(args.db.clone())
         .with_test_lists(signer, args.lists.clone());
+    let state = match args.throughput_listen {
+        Some(addr) => {
+            let server = ThroughputServer::bind(addr, &args.db).await?;
+            let info = server.info()?;
+            eprintln!(
+                "vantage-aggregator: throughput server on {} (certificate sha256 {})",
+                server.local_addr()?,
+                info.cert_sha256
+            );
+            tokio::spawn(server.run());
+            state.with_throughput(info)
+        }
+        None => state,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

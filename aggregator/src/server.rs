@@ -21,6 +21,7 @@ use serde_json::json;
 use vantage_probe::engine::TlsContext;
 use vantage_probe::ooni::ControlRequest;
 use vantage_probe::th::{HelperConfig, answer};
+use vantage_probe::throttling::ServerInfo;
 use vantage_probe::verdict::fingerprints::Fingerprints;
 
 use crate::db::{Query, Storage};
@@ -142,6 +143,7 @@ pub struct AppState {
     db_path: Option<Arc<std::path::PathBuf>>,
     signer: Option<Arc<vantage_probe::envelope::Identity>>,
     lists_dir: Option<Arc<std::path::PathBuf>>,
+    throughput: Option<Arc<ServerInfo>>,
 }
 
 impl AppState {
@@ -164,6 +166,7 @@ impl AppState {
             db_path: None,
             signer: None,
             lists_dir: None,
+            throughput: None,
         }
     }
 
@@ -175,6 +178,12 @@ impl AppState {
     ) -> Self {
         self.signer = Some(Arc::new(key));
         self.lists_dir = dir.map(Arc::new);
+        self
+    }
+
+    /// Publishes the throughput server (`GET /api/v1/throughput`) for the throttling test.
+    pub fn with_throughput(mut self, info: ServerInfo) -> Self {
+        self.throughput = Some(Arc::new(info));
         self
     }
 
@@ -194,6 +203,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/health", get(health))
         .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/throughput", get(throughput_route))
         .route(
             "/api/v1/th",
             post(test_helper).layer(DefaultBodyLimit::max(TH_BODY_LIMIT_BYTES)),
@@ -246,6 +256,17 @@ async fn test_helper(State(state): State<AppState>, body: Bytes) -> Response {
     match answer(&request, &state.helper, &state.tls).await {
         Ok(response) => axum::Json(response).into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+/// `GET /api/v1/throughput`: where the throttling test downloads from, and the pin.
+async fn throughput_route(State(state): State<AppState>) -> Response {
+    match &state.throughput {
+        Some(info) => axum::Json(info.as_ref()).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "this aggregator runs no throughput server (serve --throughput-listen)".into(),
+        ),
     }
 }
 

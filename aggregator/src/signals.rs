@@ -207,6 +207,10 @@ pub fn record_row(tx: &Transaction<'_>, row: &Row) -> rusqlite::Result<()> {
                 add(tx, cc, asn, bin, "canary_ok", ok)?;
             }
         }
+        // Counts nothing (the counters are web_connectivity's and the canary's), but makes the
+        // bin exist: the network was heard from, so detection runs for its country even when
+        // only throttling tests arrive from it.
+        "throttling" => add(tx, cc, asn, bin, "measurements", 0)?,
         _ => {}
     }
     Ok(())

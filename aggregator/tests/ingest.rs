@@ -568,6 +568,7 @@ async fn openapi_document_matches_the_routes() {
     let served: BTreeSet<String> = [
         "GET /api/v1/health",
         "GET /api/v1/whoami",
+        "GET /api/v1/throughput",
         "POST /api/v1/th",
         "POST /api/v1/measurements",
         "GET /api/v1/measurements",

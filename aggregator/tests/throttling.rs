@@ -1,0 +1,259 @@
+//! The throttling test end to end: the real aggregator's throughput server, a relay in front of
+//! it that throttles one SNI (as a TSPU box did to Twitter in 2021), and the real `vantage run
+//! --test throttling`. Loopback only.
+
+mod common;
+
+use std::process::Command;
+
+use common::{fresh_aggregator, http, vantage};
+use serde_json::Value;
+use vantage_fixtures::throttle::ThrottleRelay;
+
+/// The relay's rate for the throttled name, in bit/s.
+const RATE_BPS: u64 = 400_000;
+
+async fn throughput_info(base: &str) -> Value {
+    let base = base.to_string();
+    let (status, body) =
+        tokio::task::spawn_blocking(move || http(&base, "GET", "/api/v1/throughput", &[], b""))
+            .await
+            .expect("join");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("json")
+}
+
+/// Runs the probe's throttling test through `relay` and returns its JSON lines.
+async fn run_probe(
+    data: &std::path::Path,
+    base: &str,
+    relay: std::net::SocketAddr,
+    pin: &str,
+) -> Vec<Value> {
+    let mut cmd = Command::new(vantage());
+    cmd.args(["run", "--test", "throttling", "--yes", "--json"])
+        .args(["--target", "twitter.com", "--control-sni", "example.org"])
+        .args(["--probe-cc", "RU", "--probe-asn", "AS64500"])
+        .args(["--aggregator", base])
+        .arg("--throughput")
+        .arg(relay.to_string())
+        .args(["--throughput-pin", pin])
+        .arg("--data-dir")
+        .arg(data);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("join")
+        .expect("run vantage");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+/// Polls the timeline until Russia's one throttling event has `status`.
+async fn wait_for_event(base: &str, status: &str) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let b = base.to_string();
+        let (code, body) = tokio::task::spawn_blocking(move || {
+            http(
+                &b,
+                "GET",
+                "/api/v1/timeline?cc=ru&kind=throttling",
+                &[],
+                b"",
+            )
+        })
+        .await
+        .expect("join");
+        assert_eq!(code, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).expect("json");
+        let events = v["events"].as_array().cloned().unwrap_or_default();
+        assert!(events.len() <= 1, "{events:#?}");
+        if let Some(e) = events.first().filter(|e| e["status"] == status) {
+            return e.clone();
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "no {status} throttling event: {events:#?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_relay_throttling_one_sni_gives_a_verdict_with_its_rate_and_no_limit_gives_none() {
+    let (server, dir, _db) = fresh_aggregator("throttling").await;
+    // The aggregator was started without a throughput server: the probe is told so.
+    let base = server.base.clone();
+    let (status, body) =
+        tokio::task::spawn_blocking(move || http(&base, "GET", "/api/v1/throughput", &[], b""))
+            .await
+            .expect("join");
+    assert_eq!(status, 404);
+    assert!(body.contains("--throughput-listen"), "{body}");
+    drop(server);
+
+    let ca = dir.join("ca.pem");
+    let db = dir.join("agg2.db");
+    let server = common::serve(
+        &ca,
+        &db,
+        &["--throughput-listen", "127.0.0.1:0", "--detect-every", "1"],
+    )
+    .await;
+    let info = throughput_info(&server.base).await;
+    let port = u16::try_from(info["port"].as_u64().expect("port")).expect("port");
+    let pin = info["cert_sha256"].as_str().expect("pin").to_string();
+    assert_eq!(pin.len(), 64);
+    let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+
+    // Throttled: the relay paces connections whose ClientHello names twitter.com.
+    let relay = ThrottleRelay::start(upstream, "twitter.com", RATE_BPS).await;
+    let lines = run_probe(&dir.join("probe-a"), &server.base, relay.addr, &pin).await;
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let v = &lines[0];
+    assert_eq!(v["input"], "twitter.com");
+    assert_eq!(v["verdict"], "throttled", "{v:#}");
+    let ceiling = v["ceiling_kbps"].as_f64().expect("ceiling") * 1000.0;
+    let rate = RATE_BPS as f64;
+    assert!(
+        (ceiling - rate).abs() <= 0.25 * rate,
+        "ceiling {ceiling} bit/s for a {rate} bit/s limit: {v:#}"
+    );
+    assert_eq!(v["pairs"].as_array().map(Vec::len), Some(3), "{v:#}");
+
+    // The signed measurement reached the aggregator, with every download's progress.
+    let id = v["id"].as_str().expect("id").to_string();
+    let base = server.base.clone();
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        http(
+            &base,
+            "GET",
+            &format!("/api/v1/measurements/{id}"),
+            &[],
+            b"",
+        )
+    })
+    .await
+    .expect("join");
+    assert_eq!(status, 200, "{body}");
+    let stored: Value = serde_json::from_str(&body).expect("json");
+    let m = &stored["measurement"];
+    assert_eq!(m["test_name"], "throttling");
+    let downloads = m["test_keys"]["downloads"].as_array().expect("downloads");
+    assert_eq!(downloads.len(), 6);
+    for d in downloads {
+        assert!(d["samples"].as_array().is_some_and(|s| s.len() >= 2), "{d}");
+        assert!(d["ttfb_ms"].is_u64() && d["ttlb_ms"].is_u64(), "{d}");
+    }
+
+    // A second throttled measurement from the network opens a throttling event on the
+    // timeline, with the estimated rate.
+    let lines = run_probe(&dir.join("probe-a2"), &server.base, relay.addr, &pin).await;
+    assert_eq!(lines[0]["verdict"], "throttled", "{:#}", lines[0]);
+    let event = wait_for_event(&server.base, "ongoing").await;
+    assert_eq!(
+        event["targets"],
+        serde_json::json!(["twitter.com"]),
+        "{event:#}"
+    );
+    assert_eq!(event["entity"]["asn"], "AS64500");
+    assert_eq!(event["scope"], "service");
+    let rate_kbps = event["rate_kbps"].as_f64().expect("rate") * 1000.0;
+    assert!(
+        (rate_kbps - rate).abs() <= 0.25 * rate,
+        "event rate {rate_kbps} for {rate}: {event:#}"
+    );
+    assert_eq!(event["evidence"].as_array().map(Vec::len), Some(2));
+
+    // No limit: the relay throttles a name the probe does not send. The clean measurement
+    // also ends the event.
+    let relay = ThrottleRelay::start(upstream, "nothing.example", RATE_BPS).await;
+    let lines = run_probe(&dir.join("probe-b"), &server.base, relay.addr, &pin).await;
+    assert_eq!(lines[0]["verdict"], "not_throttled", "{:#}", lines[0]);
+    assert!(lines[0]["ceiling_kbps"].is_null());
+    let event = wait_for_event(&server.base, "ended").await;
+    assert_eq!(
+        event["targets"],
+        serde_json::json!(["twitter.com"]),
+        "{event:#}"
+    );
+
+    // A wrong pin: the probe refuses the server rather than measure an impostor.
+    let wrong = "00".repeat(32);
+    let lines = run_probe(&dir.join("probe-c"), &server.base, upstream, &wrong).await;
+    assert_eq!(lines[0]["verdict"], "undetermined", "{:#}", lines[0]);
+}
+
+#[test]
+fn plans_over_budget_or_without_a_server_are_refused_before_any_traffic() {
+    let dir = common::tempdir("throttling-plan");
+    let run = |extra: &[&str]| {
+        Command::new(vantage())
+            .args(["run", "--test", "throttling", "--yes"])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(&dir)
+            .output()
+            .expect("run")
+    };
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--target", "twitter.com"],
+            "needs the aggregator's throughput server",
+        ),
+        (
+            &[
+                "--target",
+                "a.example",
+                "--target",
+                "b.example",
+                "--target",
+                "c.example",
+                "--throughput",
+                "127.0.0.1:9",
+                "--throughput-pin",
+                "00000000000000000000000000000000000000000000000000000000000000ff",
+            ],
+            "over the budget of 2000000 bytes",
+        ),
+        (
+            &[
+                "--target",
+                "twitter.com",
+                "--throughput",
+                "127.0.0.1:9",
+                "--throughput-pin",
+                "abc",
+            ],
+            "not hex",
+        ),
+        (
+            &[
+                "--target",
+                "twitter.com",
+                "--ratio",
+                "1.5",
+                "--aggregator",
+                "http://127.0.0.1:9/",
+            ],
+            "--ratio must be between 0 and 1",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    // Nothing was measured or stored.
+    assert!(!dir.join("vantage.db").exists());
+}
