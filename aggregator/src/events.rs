@@ -703,7 +703,7 @@ pub fn countries(c: &Connection) -> rusqlite::Result<Vec<(String, i64, i64)>> {
 }
 
 /// The CSV header of [`csv_row`].
-pub const CSV_HEADER: &str = "id,cc,asn,asns,kind,scope,layer,category,targets,start,end,status,suspected,confidence,probes,evidence";
+pub const CSV_HEADER: &str = "id,cc,asn,asns,kind,scope,layer,category,targets,start,end,status,suspected,confidence,probes,evidence,rate_kbps";
 
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
@@ -735,6 +735,7 @@ pub fn csv_row(e: &Event) -> String {
         e.confidence.to_string(),
         e.probes.to_string(),
         e.evidence.join(" "),
+        e.rate_kbps.map(|r| r.to_string()).unwrap_or_default(),
     ]
     .iter()
     .map(|f| csv_field(f))
@@ -917,6 +918,6 @@ mod tests {
         e.category = Some("NEWS, \"intl\"".into());
         let row = csv_row(&e);
         assert!(row.contains(",\"NEWS, \"\"intl\"\"\","), "{row}");
-        assert_eq!(CSV_HEADER.split(',').count(), 16);
+        assert_eq!(CSV_HEADER.split(',').count(), 17);
     }
 }

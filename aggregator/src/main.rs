@@ -596,6 +596,11 @@ fn timeline(args: &TimelineArgs) -> Result<ExitCode> {
             (None, true) => "all".into(),
         };
         let what = match (&e.category, e.layer) {
+            _ if e.kind == vantage_aggregator::events::Kind::Throttling => format!(
+                "{} throttled to about {} kbit/s",
+                e.targets.join(" "),
+                e.rate_kbps.map_or("?".into(), |r| format!("{r:.0}"))
+            ),
             (Some(c), Some(l)) => format!("{c} on {} ({})", l.as_str(), e.targets.join(" ")),
             (None, Some(l)) => format!("{} on {}", e.targets.join(" "), l.as_str()),
             _ if e.suspected => "suspected: probes went silent together".into(),

@@ -5,9 +5,10 @@
 //! so a single throttled verdict is strong evidence. The detector still asks for
 //! `min_measurements` of them (by default two, from any probes of the network) before it opens
 //! an event, so that one probe's bad afternoon is not a timeline entry. As for blocking, start
-//! and end are the first and last measurements in which the evidence holds: a clean
-//! measurement of the same target in the same network ends the event, and so does a silence
-//! longer than `max_gap_hours`.
+//! and end are the first and last measurements in which the evidence holds: `min_clean` clean
+//! measurements in a row of the same target in the same network end the event (one alone may
+//! be a probe whose own link was slow for both downloads), and so does a silence longer than
+//! `max_gap_hours`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,6 +26,8 @@ pub struct ThrottlingConfig {
     /// Throttled measurements further apart than this start a new event: the daemon tests
     /// every few hours, so a longer silence means nobody was looking.
     pub max_gap_hours: i64,
+    /// Clean measurements in a row that end an event.
+    pub min_clean: usize,
 }
 
 impl Default for ThrottlingConfig {
@@ -32,6 +35,7 @@ impl Default for ThrottlingConfig {
         ThrottlingConfig {
             min_measurements: 2,
             max_gap_hours: 12,
+            min_clean: 2,
         }
     }
 }
@@ -113,15 +117,26 @@ pub fn detect(obs: &[Observation], now: i64, config: &ThrottlingConfig) -> Vec<F
             }
             run.clear();
         };
+        let mut clean = 0usize;
         for o in g {
             let last = run.last().map(|r| r.at);
             match (o.throttled, last) {
                 (Some(true), Some(l)) if o.at - l > gap => {
                     close(&mut run, true);
+                    clean = 0;
                     run.push(o);
                 }
-                (Some(true), _) => run.push(o),
-                (Some(false), Some(_)) => close(&mut run, true),
+                (Some(true), _) => {
+                    clean = 0;
+                    run.push(o);
+                }
+                (Some(false), Some(_)) => {
+                    clean += 1;
+                    if clean >= config.min_clean.max(1) {
+                        close(&mut run, true);
+                        clean = 0;
+                    }
+                }
                 _ => {}
             }
         }
@@ -247,6 +262,24 @@ mod tests {
         assert_eq!(f[0].kbps, Some(150.0));
         assert_eq!(f[0].probes, 2);
         assert_eq!(f[0].evidence.len(), 3);
+    }
+
+    #[test]
+    fn one_clean_verdict_inside_an_episode_does_not_split_it_two_end_it() {
+        let o = vec![
+            obs(1, Some(true), "a"),
+            obs(2, Some(true), "b"),
+            obs(3, Some(false), "c"),
+            obs(4, Some(true), "a"),
+            obs(5, Some(false), "a"),
+            obs(6, Some(false), "b"),
+        ];
+        let f = detect(&o, 7 * 3600, &ThrottlingConfig::default());
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!((f[0].start, f[0].end), (3600, Some(4 * 3600)));
+        // One clean verdict at the end: still ongoing.
+        let f = detect(&o[..5], 6 * 3600, &ThrottlingConfig::default());
+        assert_eq!(f[0].end, None);
     }
 
     #[test]
