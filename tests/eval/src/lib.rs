@@ -6,4 +6,5 @@
 
 pub mod score;
 pub mod sim;
+pub mod throttle;
 pub mod truth;

@@ -28,6 +28,9 @@ struct Args {
     /// Quiet weeks (four networks, noise only).
     #[arg(long, default_value_t = 8)]
     quiet_weeks: usize,
+    /// Throttling scenarios (one host held to 100 to 400 kbit/s in one of two networks).
+    #[arg(long, default_value_t = 40)]
+    throttles: usize,
     /// Seed of every random draw.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -64,7 +67,7 @@ struct Args {
     stray_anomalies: f64,
     /// Run only the scenarios of one kind (shutdown, block or quiet), drawn as in the whole
     /// plan, to look into one kind's figures; print each false event.
-    #[arg(long, value_parser = ["shutdown", "block", "quiet"])]
+    #[arg(long, value_parser = ["shutdown", "block", "quiet", "throttle"])]
     only: Option<String>,
     /// Parallel scenarios.
     #[arg(long, default_value_t = 2)]
@@ -83,6 +86,7 @@ fn main() -> Result<ExitCode> {
         shutdowns: args.shutdowns,
         blocks: args.blocks,
         quiet_weeks: args.quiet_weeks,
+        throttles: args.throttles,
         seed: args.seed,
         noise: Noise {
             flaps_per_day: args.flaps_per_day,
@@ -97,6 +101,7 @@ fn main() -> Result<ExitCode> {
         all.retain(|s| match s.truth.first() {
             Some(Truth::Shutdown { .. }) => kind == "shutdown",
             Some(Truth::Block { .. }) => kind == "block",
+            Some(Truth::Throttle { .. }) => kind == "throttle",
             None => kind == "quiet",
         });
     }
@@ -150,10 +155,11 @@ fn main() -> Result<ExitCode> {
     let report = report.into_inner().unwrap_or_else(|e| e.into_inner());
     println!("{}", report.markdown());
     println!(
-        "{} shutdown, {} blocking and {} quiet scenarios, seed {}, in {:.0} s",
+        "{} shutdown, {} blocking, {} quiet and {} throttling scenarios, seed {}, in {:.0} s",
         plan.shutdowns,
         plan.blocks,
         plan.quiet_weeks,
+        plan.throttles,
         plan.seed,
         started.elapsed().as_secs_f64()
     );

@@ -25,6 +25,8 @@ pub struct Plan {
     pub blocks: usize,
     /// Quiet weeks (four networks each, noise only).
     pub quiet_weeks: usize,
+    /// Throttling scenarios (two networks each, one host throttled in one).
+    pub throttles: usize,
     /// Seed.
     pub seed: u64,
     /// The noise of every fleet.
@@ -106,6 +108,29 @@ pub fn scenarios(plan: &Plan, list: &Outages) -> Vec<Scenario> {
         });
         n += 1;
     }
+    for i in 0..plan.throttles {
+        let o = list.rows[rng.range(0, list.rows.len() as i64) as usize];
+        let start = EPOCH + 2 * 86_400 + o.start_of_day;
+        let end = start + o.duration.clamp(MIN_BLOCK_SECONDS, 72 * 3600);
+        // 100 to 400 kbit/s: Russia's 2021 Twitter policer was 130-150 kbit/s.
+        let kbps = (100 + 25 * (i % 13)) as f64;
+        out.push(Scenario {
+            cc: cc(n),
+            networks: vec![(64500, 6), (64501, 6)],
+            from: EPOCH,
+            to: end + 12 * 3600,
+            truth: vec![Truth::Throttle {
+                asn: 64500,
+                host: crate::sim::THROTTLING_HOSTS[0].into(),
+                kbps,
+                start,
+                end,
+            }],
+            noise: plan.noise.clone(),
+            seed: rng.next_u64(),
+        });
+        n += 1;
+    }
     out
 }
 
@@ -153,6 +178,16 @@ fn is_true(e: &Event, s: &Scenario) -> bool {
                 || e.targets.iter().all(|h| hosts.get(h) == Some(category));
             overlaps(e, *start, *end) && covered(e, s).contains(asn) && same_category
         }
+        (
+            Truth::Throttle {
+                asn,
+                host,
+                start,
+                end,
+                ..
+            },
+            Kind::Throttling,
+        ) => overlaps(e, *start, *end) && covered(e, s).contains(asn) && e.targets.contains(host),
         _ => false,
     })
 }
@@ -186,6 +221,14 @@ pub struct Report {
     pub blocks_right_layer: usize,
     /// Blocking events detected, and how many match an injected block.
     pub blocking_events: (usize, usize),
+    /// Injected throttling.
+    pub throttles: usize,
+    /// Found by a throttling event of its host in its network.
+    pub throttles_found: usize,
+    /// |event rate - policer rate| / policer rate of each found throttling.
+    pub rate_errors: Vec<f64>,
+    /// Throttling events detected, and how many match an injected throttling.
+    pub throttling_events: (usize, usize),
     /// Events reported at any time that match nothing (transient ones included).
     pub false_events: usize,
     /// Network-weeks simulated.
@@ -296,6 +339,27 @@ impl Report {
                         self.blocks_right_layer += usize::from(e.layer == Some(*layer));
                     }
                 }
+                Truth::Throttle {
+                    asn,
+                    host,
+                    kbps,
+                    start,
+                    end,
+                } => {
+                    self.throttles += 1;
+                    let hit = o.events.iter().find(|e| {
+                        e.kind == Kind::Throttling
+                            && e.targets.contains(host)
+                            && overlaps(e, *start, *end)
+                            && covered(e, s).contains(asn)
+                    });
+                    if let Some(e) = hit {
+                        self.throttles_found += 1;
+                        if let Some(r) = e.rate_kbps {
+                            self.rate_errors.push((r - kbps).abs() / kbps);
+                        }
+                    }
+                }
             }
         }
         for e in &o.events {
@@ -307,7 +371,7 @@ impl Report {
                             Truth::Shutdown {
                                 asns, start, end, ..
                             } => asns.contains(&asn) && overlaps(e, *start, *end),
-                            Truth::Block { .. } => false,
+                            Truth::Block { .. } | Truth::Throttle { .. } => false,
                         });
                         self.detected_true += usize::from(real);
                     }
@@ -316,7 +380,10 @@ impl Report {
                     self.blocking_events.0 += 1;
                     self.blocking_events.1 += usize::from(is_true(e, s));
                 }
-                Kind::Throttling => {}
+                Kind::Throttling => {
+                    self.throttling_events.0 += 1;
+                    self.throttling_events.1 += usize::from(is_true(e, s));
+                }
             }
         }
         // False alarms: anything ever reported that matches nothing, counted once each.
@@ -464,6 +531,37 @@ impl Report {
             "≥ 0.9",
             Some(b_layer >= 0.9),
         );
+        if self.throttles > 0 {
+            let t_recall = ratio(self.throttles_found, self.throttles);
+            let t_precision = ratio(self.throttling_events.1, self.throttling_events.0);
+            let mut errors = self.rate_errors.clone();
+            errors.sort_by(f64::total_cmp);
+            let median = errors.get(errors.len().saturating_sub(1) / 2).copied();
+            line(
+                "throttling, recall",
+                format!(
+                    "{t_recall:.3} ({} of {})",
+                    self.throttles_found, self.throttles
+                ),
+                "≥ 0.9",
+                Some(t_recall >= 0.9),
+            );
+            line(
+                "throttling, precision",
+                format!(
+                    "{t_precision:.3} ({} of {})",
+                    self.throttling_events.1, self.throttling_events.0
+                ),
+                "≥ 0.9",
+                Some(t_precision >= 0.9),
+            );
+            line(
+                "throttling, estimated rate: median error",
+                median.map_or("-".into(), |m| format!("{:.1}%", m * 100.0)),
+                "≤ 25%",
+                Some(median.is_some_and(|m| m <= 0.25)),
+            );
+        }
         if self.quiet.1 > 0.0 {
             line(
                 "false events per network-week, quiet fleets",

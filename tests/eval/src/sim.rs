@@ -85,7 +85,37 @@ pub enum Truth {
         /// Epoch seconds.
         end: i64,
     },
+    /// A host was throttled to a rate in one network.
+    Throttle {
+        /// The network.
+        asn: u32,
+        /// The host.
+        host: String,
+        /// The policer's rate, kbit/s.
+        kbps: f64,
+        /// Epoch seconds.
+        start: i64,
+        /// Epoch seconds.
+        end: i64,
+    },
 }
+
+impl Truth {
+    /// When it began.
+    pub fn start(&self) -> i64 {
+        match self {
+            Truth::Shutdown { start, .. }
+            | Truth::Block { start, .. }
+            | Truth::Throttle { start, .. } => *start,
+        }
+    }
+}
+
+/// The hosts every simulated probe tests for throttling (`vantage run --test throttling`'s
+/// default takes them from the list's GRP category), and how often.
+pub const THROTTLING_HOSTS: [&str; 1] = ["grp1.example"];
+/// A throttling test every three hours per probe.
+pub const THROTTLING_EVERY_SECONDS: i64 = 3 * 3600;
 
 /// How noisy the fleet is.
 #[derive(Debug, Clone)]
@@ -102,6 +132,8 @@ pub struct Noise {
     pub stray_anomalies: f64,
     /// One probe moves to another network halfway through.
     pub mover: bool,
+    /// Noise of the throttling tests.
+    pub links: crate::throttle::LinkNoise,
 }
 
 impl Default for Noise {
@@ -113,6 +145,7 @@ impl Default for Noise {
             laptop_share: 0.2,
             stray_anomalies: 0.02,
             mover: true,
+            links: crate::throttle::LinkNoise::default(),
         }
     }
 }
@@ -217,6 +250,7 @@ struct Probe {
     offset: i64,
     canary_slot: i64,
     list_offset: i64,
+    link_kbps: f64,
     off: Vec<(i64, i64)>,
     flaps: Vec<(i64, i64)>,
     queue: Vec<String>,
@@ -331,6 +365,7 @@ pub fn simulate(
                 offset: rng.range(0, 60),
                 canary_slot: rng.range(0, 5),
                 list_offset: rng.range(0, 6 * 3600),
+                link_kbps: 5_000.0 + 45_000.0 * rng.unit(),
                 off,
                 flaps,
                 queue: Vec::new(),
@@ -353,7 +388,19 @@ pub fn simulate(
             Truth::Shutdown {
                 asns, start, end, ..
             } => asns.contains(&asn) && t >= *start && t < *end,
-            Truth::Block { .. } => false,
+            Truth::Block { .. } | Truth::Throttle { .. } => false,
+        })
+    };
+    let policer = |asn: u32, host: &str, t: i64| {
+        s.truth.iter().find_map(|tr| match tr {
+            Truth::Throttle {
+                asn: a,
+                host: h,
+                kbps,
+                start,
+                end,
+            } if *a == asn && h == host && t >= *start && t < *end => Some(*kbps),
+            _ => None,
         })
     };
     let blocked = |asn: u32, category: &str, t: i64| {
@@ -372,9 +419,7 @@ pub fn simulate(
         .truth
         .iter()
         .map(|tr| {
-            let t = match tr {
-                Truth::Shutdown { start, .. } | Truth::Block { start, .. } => start - 60,
-            };
+            let t = tr.start() - 60;
             let mut m = BTreeMap::new();
             for p in &probes {
                 if !within(&p.off, t) && !within(&p.flaps, t) {
@@ -389,7 +434,7 @@ pub fn simulate(
         .iter()
         .filter_map(|tr| match tr {
             Truth::Shutdown { start, .. } => Some((start - 300, start + 1800)),
-            Truth::Block { .. } => None,
+            Truth::Block { .. } | Truth::Throttle { .. } => None,
         })
         .collect();
 
@@ -447,6 +492,20 @@ pub fn simulate(
                         None => None,
                     };
                     let mut m = templates.measurement(layer, host, &s.cc, asn, when);
+                    m["test_runtime"] = rng.unit().into();
+                    p.queue.push(p.key.seal(&m.to_string())?.1);
+                }
+            }
+            if online && (at - p.list_offset).rem_euclid(THROTTLING_EVERY_SECONDS) < 60 {
+                for host in THROTTLING_HOSTS {
+                    let d = crate::throttle::downloads(
+                        &mut rng,
+                        host,
+                        p.link_kbps,
+                        policer(asn, host, at),
+                        &noise.links,
+                    );
+                    let mut m = crate::throttle::measurement(&s.cc, asn, at + 30, host, d);
                     m["test_runtime"] = rng.unit().into();
                     p.queue.push(p.key.seal(&m.to_string())?.1);
                 }

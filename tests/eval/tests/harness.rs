@@ -20,6 +20,7 @@ fn a_small_plan_meets_the_detection_targets() {
         shutdowns: 6,
         blocks: 2,
         quiet_weeks: 0,
+        throttles: 2,
         seed: 11,
         noise: Default::default(),
     };
@@ -37,5 +38,6 @@ fn a_small_plan_meets_the_detection_targets() {
     eprintln!("{table}");
     assert!(report.units >= 10, "too few shutdowns scored:\n{table}");
     assert_eq!(report.blocks, 2);
+    assert_eq!(report.throttles, 2);
     assert!(report.passes(), "detection below its targets:\n{table}");
 }
