@@ -767,3 +767,60 @@ fn bad_configurations_are_refused_before_anything_starts() {
     assert!(text.contains("canary: 9 targets every 60 s"), "{text}");
     assert!(!data.exists(), "--check created the data directory");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_daemon_runs_the_throttling_test_on_its_schedule_and_uploads_it() {
+    let dir = tempdir("daemon-throttling");
+    let ca = dir.join("ca.pem");
+    vantage_fixtures::tls::TestCa::new("CA").write_pem(&ca);
+    let db = dir.join("agg.db");
+    let server = common::serve(&ca, &db, &["--throughput-listen", "127.0.0.1:0"]).await;
+    let base = server.base.clone();
+    let data = dir.join("probe");
+    let config = dir.join("probe.toml");
+    write_config(
+        &config,
+        &format!(
+            "data_dir = {data:?}\n\
+             [aggregator]\nurl = {base:?}\n\
+             [network]\ncc = \"RU\"\nasn = \"AS64500\"\n\
+             [lists]\nfetch = false\n\
+             [schedule]\nrun_seconds = 0\nfirst_run_seconds = 1\nupload_seconds = 1\n\
+             [throttling]\ntargets = [\"twitter.com\"]\nevery_seconds = 600\n"
+        ),
+    );
+    let mut daemon = Daemon::start(&config, &[]);
+    // Straight to the aggregator's server, nothing throttles: a clean verdict.
+    daemon.wait_for(
+        "throttling test of twitter.com: not_throttled",
+        Duration::from_secs(60),
+    );
+    let started = Instant::now();
+    let stored = loop {
+        let b = base.clone();
+        let (status, body) = tokio::task::spawn_blocking(move || {
+            http(
+                &b,
+                "GET",
+                "/api/v1/measurements?test_name=throttling",
+                &[],
+                b"",
+            )
+        })
+        .await
+        .expect("join");
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).expect("json");
+        let rows = v["results"].as_array().cloned().unwrap_or_default();
+        if !rows.is_empty() {
+            break rows;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "not uploaded");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(stored.len(), 1, "{stored:#?}");
+    assert_eq!(stored[0]["input"], "twitter.com", "{:#}", stored[0]);
+    let (status, _) = daemon.terminate();
+    assert!(status.success());
+    drop(server);
+}

@@ -844,6 +844,18 @@ pub async fn daemon(args: DaemonArgs) -> Result<ExitCode> {
             ),
             None => println!("list runs: off"),
         }
+        match &plan.throttling {
+            Some(t) => println!(
+                "throttling tests: {:?} every {} s, at most {} bytes each",
+                t.targets,
+                t.every.as_secs(),
+                t.targets.len() as u64
+                    * u64::from(t.settings.repetitions)
+                    * 2
+                    * t.settings.payload_bytes
+            ),
+            None => println!("throttling tests: off"),
+        }
         println!(
             "uploads: every {} s, backing off up to {} s",
             s.upload.as_secs(),

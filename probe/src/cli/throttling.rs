@@ -145,20 +145,9 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
 
     if given.is_none() {
         let url = aggregator.as_ref().context("aggregator")?;
-        let info = vantage_probe::upload::throughput(url, &engine, &tls)
+        plan.endpoint = throttling::locate_server(url, &engine, &tls)
             .await
             .map_err(|e| anyhow::anyhow!("cannot find the throughput server: {e}"))?;
-        let pin: CertPin = info
-            .cert_sha256
-            .parse()
-            .map_err(|e| anyhow::anyhow!("the aggregator published a bad pin: {e}"))?;
-        let host = url.host_str().context("the aggregator URL has no host")?;
-        let addr = tokio::net::lookup_host((host.trim_matches(['[', ']']), info.port))
-            .await
-            .with_context(|| format!("cannot resolve {host}"))?
-            .next()
-            .with_context(|| format!("{host} has no address"))?;
-        plan.endpoint = Endpoint { addr, pin };
     }
     let (probe_cc, probe_asn) = locate(
         pinned_cc,

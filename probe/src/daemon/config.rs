@@ -42,6 +42,8 @@ pub struct Config {
     pub canary: CanarySection,
     /// Measurement deadlines and resolver.
     pub engine: EngineSection,
+    /// The throttling test.
+    pub throttling: ThrottlingSection,
 }
 
 impl Default for Config {
@@ -56,8 +58,60 @@ impl Default for Config {
             budget: BudgetSection::default(),
             canary: CanarySection::default(),
             engine: EngineSection::default(),
+            throttling: ThrottlingSection::default(),
         }
     }
+}
+
+/// `[throttling]`: the throttling test against the aggregator's throughput server, for a few
+/// targets (off while `targets` is empty).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ThrottlingSection {
+    /// Names sent as the SNI, e.g. `twitter.com`.
+    pub targets: Vec<String>,
+    /// How often, in seconds (with the list runs' jitter).
+    pub every_seconds: u64,
+    /// The control name.
+    pub control_sni: String,
+    /// Bytes per download.
+    pub payload_bytes: u64,
+    /// Target and control downloads per target.
+    pub repetitions: u32,
+    /// A download stops after this long.
+    pub max_download_seconds: u64,
+    /// The most one test may download, in bytes.
+    pub budget_bytes: u64,
+    /// Slower than this fraction of the control counts as throttled.
+    pub ratio: f64,
+}
+
+impl Default for ThrottlingSection {
+    fn default() -> Self {
+        let s = crate::throttling::Settings::default();
+        ThrottlingSection {
+            targets: Vec::new(),
+            every_seconds: 21_600,
+            control_sni: s.control_sni,
+            payload_bytes: s.payload_bytes,
+            repetitions: s.repetitions,
+            max_download_seconds: s.max_download.as_secs(),
+            budget_bytes: s.budget_bytes,
+            ratio: s.rules.ratio,
+        }
+    }
+}
+
+/// The throttling test, checked: the targets and settings of a [`crate::throttling::Plan`]
+/// whose server is found at run time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThrottlingPlan {
+    /// Targets.
+    pub targets: Vec<String>,
+    /// Settings.
+    pub settings: crate::throttling::Settings,
+    /// Interval.
+    pub every: Duration,
 }
 
 /// `[aggregator]`.
@@ -315,6 +369,8 @@ pub struct Plan {
     pub resolvers: Vec<Resolver>,
     /// Trusted roots (Mozilla's plus the configured ones).
     pub tls: TlsContext,
+    /// The throttling test, when targets are configured.
+    pub throttling: Option<ThrottlingPlan>,
 }
 
 /// The longest interval accepted: thirty days. Longer is almost certainly a typo (milliseconds
@@ -556,6 +612,7 @@ impl Config {
         };
         let tls = TlsContext::new(extra_roots)
             .map_err(|err| invalid("aggregator.ca_file", err.to_string()))?;
+        let throttling = self.throttling_plan(aggregator.is_some(), &invalid)?;
 
         Ok(Plan {
             data_dir: self.data_dir.clone(),
@@ -573,7 +630,66 @@ impl Config {
             engine,
             resolvers,
             tls,
+            throttling,
         })
+    }
+
+    /// Checks `[throttling]` with the same rules as `vantage run --test throttling`.
+    fn throttling_plan(
+        &self,
+        have_aggregator: bool,
+        invalid: &dyn Fn(&'static str, String) -> ConfigError,
+    ) -> Result<Option<ThrottlingPlan>, ConfigError> {
+        let t = &self.throttling;
+        if t.targets.is_empty() {
+            return Ok(None);
+        }
+        if !have_aggregator {
+            return Err(invalid(
+                "throttling.targets",
+                "the throttling test needs the aggregator's throughput server: set [aggregator] url"
+                    .into(),
+            ));
+        }
+        if t.every_seconds < 600 || t.every_seconds > MAX_SECONDS {
+            return Err(invalid(
+                "throttling.every_seconds",
+                format!("{} is out of range (600 to {MAX_SECONDS})", t.every_seconds),
+            ));
+        }
+        if !(t.ratio > 0.0 && t.ratio < 1.0) {
+            return Err(invalid(
+                "throttling.ratio",
+                format!("{} must be between 0 and 1", t.ratio),
+            ));
+        }
+        if t.max_download_seconds == 0 || t.max_download_seconds > 60 {
+            return Err(invalid(
+                "throttling.max_download_seconds",
+                format!("{} is out of range (1 to 60)", t.max_download_seconds),
+            ));
+        }
+        let mut settings = crate::throttling::Settings {
+            control_sni: t.control_sni.clone(),
+            payload_bytes: t.payload_bytes,
+            repetitions: t.repetitions,
+            max_download: Duration::from_secs(t.max_download_seconds),
+            budget_bytes: t.budget_bytes,
+            ..crate::throttling::Settings::default()
+        };
+        settings.rules.ratio = t.ratio;
+        // The server is found at run time; check everything else now.
+        let placeholder = crate::throttling::Endpoint {
+            addr: ([0, 0, 0, 0], 0).into(),
+            pin: crate::engine::tls::CertPin([0; 32]),
+        };
+        crate::throttling::Plan::new(placeholder, t.targets.clone(), settings.clone())
+            .map_err(|err| invalid("throttling", err.to_string()))?;
+        Ok(Some(ThrottlingPlan {
+            targets: t.targets.clone(),
+            settings,
+            every: Duration::from_secs(t.every_seconds),
+        }))
     }
 }
 
@@ -618,6 +734,14 @@ mod tests {
         assert!(p.aggregator.is_none());
         assert_eq!(p.daily_bytes, 200_000_000);
         assert_eq!(p.engine.body_cap_bytes, 512 * 1024);
+        assert_eq!(p.throttling, None);
+        let p = plan(
+            "informed_consent = true\n[aggregator]\nurl = \"http://a/\"\n[throttling]\ntargets = [\"twitter.com\"]",
+        )
+        .expect("throttling");
+        let t = p.throttling.expect("on");
+        assert_eq!(t.every, Duration::from_secs(21_600));
+        assert_eq!(t.settings, crate::throttling::Settings::default());
     }
 
     #[test]
@@ -658,6 +782,22 @@ mod tests {
             (
                 "informed_consent = true\n[network]\ncc = \"IRN\"",
                 "network.cc:",
+            ),
+            (
+                "informed_consent = true\n[throttling]\ntargets = [\"twitter.com\"]",
+                "throttling.targets: the throttling test needs the aggregator's throughput server",
+            ),
+            (
+                "informed_consent = true\n[aggregator]\nurl = \"http://a/\"\n[throttling]\ntargets = [\"a.example\", \"b.example\", \"c.example\"]",
+                "throttling: 3 targets x 3 repetitions x 2 downloads x 160000 bytes = 2880000 bytes, over the budget of 2000000 bytes",
+            ),
+            (
+                "informed_consent = true\n[aggregator]\nurl = \"http://a/\"\n[throttling]\ntargets = [\"x.example\"]\nratio = 3",
+                "throttling.ratio: 3 must be between 0 and 1",
+            ),
+            (
+                "informed_consent = true\n[aggregator]\nurl = \"http://a/\"\n[throttling]\ntargets = [\"10.0.0.1\"]",
+                "is not a DNS name usable as an SNI",
             ),
             (
                 "informed_consent = true\n[network]\nasn = \"AS-1\"",

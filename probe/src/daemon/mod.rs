@@ -1,6 +1,6 @@
 //! `vantage daemon`: the unattended probe (DESIGN "Probe"; issue 7).
 //!
-//! Five tasks share one signing key and one local store, each with its own connection to it
+//! Six tasks share one signing key and one local store, each with its own connection to it
 //! (SQLite in WAL mode serialises their short writes):
 //!
 //! - **canaries** every minute, with or without a network: a failed round recorded during a
@@ -8,6 +8,7 @@
 //! - **heartbeats** every minute to the aggregator; the first one that gets through after a
 //!   failure means connectivity is back, and triggers an upload at once;
 //! - **list runs** every six hours with jitter, within a daily traffic budget;
+//! - **throttling tests** of a few configured targets, every six hours, in the same budget;
 //! - **refresh** of where the probe is (whoami) and of the signed test lists, daily;
 //! - **uploads** of the outbox, oldest first, with exponential backoff while the aggregator
 //!   cannot be reached, so nothing recorded offline is lost or sent twice.
@@ -444,6 +445,76 @@ async fn runs(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonError> 
     }
 }
 
+/// Throttling tests of the configured targets against the aggregator's throughput server,
+/// counted in the daily traffic budget with the list runs.
+async fn throttling(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonError> {
+    let mut store = shared.store()?;
+    let mut next = Instant::now() + ctl.plan().schedule.first_run;
+    loop {
+        let plan = ctl.plan();
+        let at = plan.throttling.as_ref().map(|_| next);
+        match ctl.until(at).await {
+            Wake::Stop => return Ok(()),
+            Wake::Reload => continue,
+            Wake::Due => {}
+        }
+        let (Some(t), Some(aggregator)) = (plan.throttling.clone(), plan.aggregator.clone()) else {
+            continue;
+        };
+        let started = Instant::now();
+        next = jitter(started + t.every, plan.schedule.run_jitter.min(t.every / 2));
+        let day = unix_now() / 86_400;
+        let already = spent(&store, day);
+        let cost = t.targets.len() as u64
+            * u64::from(t.settings.repetitions)
+            * 2
+            * t.settings.payload_bytes;
+        if already + cost > plan.daily_bytes {
+            tracing::info!("throttling test skipped: today's traffic budget is used");
+            continue;
+        }
+        let found = crate::throttling::locate_server(&aggregator.url, &plan.engine, &plan.tls);
+        let endpoint = match ctl.unless_stopped(found).await {
+            None => return Ok(()),
+            Some(Ok(e)) => e,
+            Some(Err(e)) => {
+                tracing::warn!("throttling test skipped: no throughput server: {e}");
+                continue;
+            }
+        };
+        let test = match crate::throttling::Plan::new(endpoint, t.targets, t.settings) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("throttling test skipped: {e}");
+                continue;
+            }
+        };
+        let (cc, asn) = shared.location();
+        let mut used = 0u64;
+        for target in &test.targets {
+            let work = crate::throttling::measure(&test, target, &plan.engine, &plan.tls);
+            let Some(mut m) = ctl.unless_stopped(work).await else {
+                return Ok(());
+            };
+            m.probe_cc = cc;
+            m.probe_asn = asn;
+            used += m.test_keys.downloads.iter().map(|d| d.bytes).sum::<u64>();
+            let a = &m.test_keys.throttling;
+            match crate::throttling::keep(&m, &shared.identity, &mut store) {
+                Ok(id) => tracing::info!(
+                    id = id.as_str(),
+                    "throttling test of {target}: {} ({})",
+                    a.verdict.as_str(),
+                    a.reason
+                ),
+                Err(e) => tracing::error!("throttling result of {target} not kept: {e}"),
+            }
+        }
+        let _ = store.set_meta("budget", &format!("{day}:{}", already + used));
+        shared.results.notify_one();
+    }
+}
+
 /// Where the probe is, and the signed test lists.
 async fn refresh(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonError> {
     let store = shared.store()?;
@@ -609,6 +680,7 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), DaemonError> {
     tasks.spawn(heartbeats(shared.clone(), control()));
     tasks.spawn(uploads(shared.clone(), control()));
     tasks.spawn(runs(shared.clone(), control()));
+    tasks.spawn(throttling(shared.clone(), control()));
     tasks.spawn(refresh(shared.clone(), control()));
 
     let notifier = notify::Notifier::from_env();

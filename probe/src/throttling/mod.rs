@@ -195,6 +195,31 @@ impl Plan {
     }
 }
 
+/// Finds the aggregator's throughput server: its port and pin from `GET /api/v1/throughput`,
+/// on the aggregator's own host. Asked directly, never through a proxy: the test itself must
+/// cross the local network, and so must the answer about where to run it.
+pub async fn locate_server(
+    aggregator: &url::Url,
+    engine: &EngineConfig,
+    tls: &TlsContext,
+) -> Result<Endpoint, String> {
+    let info = crate::upload::throughput(aggregator, engine, tls).await?;
+    let pin: CertPin = info
+        .cert_sha256
+        .parse()
+        .map_err(|e| format!("the aggregator published a bad pin: {e}"))?;
+    let host = aggregator
+        .host_str()
+        .ok_or("the aggregator URL has no host")?
+        .trim_matches(['[', ']']);
+    let addr = tokio::net::lookup_host((host, info.port))
+        .await
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host} has no address"))?;
+    Ok(Endpoint { addr, pin })
+}
+
 /// Which side of the comparison a download is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
