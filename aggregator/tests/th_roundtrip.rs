@@ -133,6 +133,28 @@ async fn control_tells_censorship_from_a_site_that_is_down() {
         );
         assert!(tk["control"].is_object(), "{url}");
         assert_eq!(tk["x_control_request"]["http_request"], url);
+        // The passive throttling signal: how the page arrived, for the probe and for the
+        // helper, whenever a response came.
+        let control_transfer = &tk["control"]["http_request"]["x_transfer"];
+        let probe_transfer = &tk["requests"][0]["response"]["x_transfer"];
+        for (who, t) in [("helper", control_transfer), ("probe", probe_transfer)] {
+            let (status, length) = if who == "helper" {
+                let r = &tk["control"]["http_request"];
+                (r["status_code"].clone(), r["body_length"].clone())
+            } else {
+                let r = &tk["requests"][0]["response"];
+                (r["code"].clone(), r["x_body_length"].clone())
+            };
+            if status == 200 {
+                assert!(t["ttfb_ms"].is_u64(), "{url} {who}: {t}");
+                let last = t["samples"].as_array().and_then(|s| s.last().cloned());
+                assert_eq!(
+                    last.map(|s| s[1].clone()),
+                    Some(length),
+                    "{url} {who}: the whole page: {t}"
+                );
+            }
+        }
         assert_eq!(verdict["blocking"], blocking, "{url} ({rules}): {verdict}");
         assert_eq!(
             verdict["accessible"], accessible,

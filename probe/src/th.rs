@@ -142,6 +142,7 @@ pub async fn answer(
                     })
                     .unwrap_or_default(),
                 status_code: response.map_or(-1, |r| r.code),
+                x_transfer: response.and_then(|r| r.x_transfer.clone()),
             }
         }
         (_, failure) => ControlHttpRequest {
@@ -153,6 +154,7 @@ pub async fn answer(
             title: String::new(),
             headers: BTreeMap::new(),
             status_code: -1,
+            x_transfer: None,
         },
     };
 

@@ -48,6 +48,8 @@ pub struct Exchange {
     pub truncated: bool,
     /// What ended the exchange early.
     pub error: Option<StepError>,
+    /// Timing and progress, once the response head arrived.
+    pub transfer: Option<crate::ooni::Transfer>,
 }
 
 /// Sends `request` over `io` and reads the response within `timeout`.
@@ -87,6 +89,8 @@ where
     };
     let driver = tokio::spawn(conn);
 
+    let sent = Instant::now();
+    let ms = || u64::try_from(sent.elapsed().as_millis()).unwrap_or(u64::MAX);
     let response: Response<Incoming> =
         match tokio::time::timeout_at(deadline, sender.send_request(request)).await {
             Ok(Ok(r)) => r,
@@ -103,12 +107,17 @@ where
         };
     let (head, mut body) = response.into_parts();
     out.head = Some(head);
+    let mut transfer = crate::ooni::Transfer {
+        ttfb_ms: ms(),
+        ..Default::default()
+    };
     loop {
         match tokio::time::timeout_at(deadline, body.frame()).await {
             Ok(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let room = body_cap.saturating_sub(out.body.len());
                     out.body.extend_from_slice(&data[..data.len().min(room)]);
+                    transfer.record(ms(), out.body.len() as u64);
                     if data.len() > room {
                         out.truncated = true;
                         break;
@@ -127,6 +136,8 @@ where
         }
     }
     driver.abort();
+    transfer.finish(out.body.len() as u64);
+    out.transfer = Some(transfer);
     out
 }
 
@@ -254,6 +265,7 @@ fn response_record(exchange: &Exchange) -> HttpResponse {
         x_body_length: received.then_some(exchange.body.len() as u64),
         x_body_sha256: received.then(|| sha256_hex(&exchange.body)),
         x_title: title(&exchange.body),
+        x_transfer: exchange.transfer.clone(),
         extra: Map::<String, Value>::new(),
     }
 }

@@ -71,7 +71,7 @@ pub use base::{
 };
 pub use templates::{
     BinaryData, DnsAnswer, DnsQuery, HttpRequest, HttpResponse, HttpTransaction, MaybeBinary,
-    TcpConnect, TcpStatus, TlsHandshake,
+    TcpConnect, TcpStatus, TlsHandshake, Transfer,
 };
 pub use web_connectivity::{
     Blocking, ControlDns, ControlHttpRequest, ControlRequest, ControlResponse, ControlTcpConnect,

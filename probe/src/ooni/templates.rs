@@ -307,9 +307,106 @@ pub struct HttpResponse {
     /// The page's `<title>`, a Vantage extension.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub x_title: Option<String>,
+    /// How the response arrived over time, a Vantage extension: the passive throttling
+    /// signal (issue 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x_transfer: Option<Transfer>,
     /// Other fields, kept as they came.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// How a response arrived: times from sending the request, and body progress. A site slowed
+/// down by a policer loads, eventually, and OONI records only that it loaded; these samples
+/// show how fast, and the test helper records the same from its uncensored network.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// Milliseconds from sending the request to the response head.
+    pub ttfb_ms: u64,
+    /// Milliseconds from sending the request to the last body byte read.
+    #[serde(default)]
+    pub ttlb_ms: Option<u64>,
+    /// `[ms after the request, body bytes so far]`, at most every 100 ms and at most 64 of them
+    /// (the last one is where reading stopped).
+    #[serde(default)]
+    pub samples: Vec<(u64, u64)>,
+}
+
+impl Transfer {
+    /// Samples at most this often.
+    pub const STEP_MS: u64 = 100;
+    /// At most this many samples.
+    pub const MAX_SAMPLES: usize = 64;
+
+    /// Records that `bytes` body bytes had arrived at `ms`.
+    pub fn record(&mut self, ms: u64, bytes: u64) {
+        self.ttlb_ms = Some(ms);
+        let full = self.samples.len() >= Self::MAX_SAMPLES;
+        match self.samples.last_mut() {
+            // Full: move the last sample forward so it stays the latest.
+            Some(last) if full => *last = (ms, bytes),
+            // Too soon after the last one.
+            Some(last) if ms < last.0 + Self::STEP_MS => {}
+            _ => self.samples.push((ms, bytes)),
+        }
+    }
+
+    /// Closes the record: the last sample is where reading stopped.
+    pub fn finish(&mut self, bytes: u64) {
+        if let Some(t) = self.ttlb_ms
+            && self.samples.last() != Some(&(t, bytes))
+        {
+            if self.samples.len() >= Self::MAX_SAMPLES {
+                self.samples.pop();
+            }
+            self.samples.push((t, bytes));
+        }
+    }
+
+    /// Goodput of the body in kbit/s, from the response head to the last byte; `None` for an
+    /// empty body or one read in under 50 ms (too quick to tell).
+    pub fn kbps(&self) -> Option<f64> {
+        let (t, bytes) = *self.samples.last()?;
+        let ms = t.checked_sub(self.ttfb_ms)?;
+        (ms >= 50 && bytes > 0).then(|| bytes as f64 * 8.0 / ms as f64)
+    }
+}
+
+#[cfg(test)]
+mod transfer_tests {
+    use super::Transfer;
+
+    #[test]
+    fn samples_are_spaced_bounded_and_end_where_reading_stopped() {
+        let mut t = Transfer {
+            ttfb_ms: 20,
+            ..Transfer::default()
+        };
+        for ms in (30..10_000).step_by(10) {
+            t.record(ms, ms * 10);
+        }
+        t.finish(99_990);
+        assert!(
+            t.samples.len() <= Transfer::MAX_SAMPLES,
+            "{}",
+            t.samples.len()
+        );
+        assert_eq!(t.samples.last(), Some(&(9_990, 99_990)));
+        assert!(
+            t.samples
+                .windows(2)
+                .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1)
+        );
+        assert_eq!(t.samples[1].0 - t.samples[0].0, Transfer::STEP_MS);
+        // 99,990 bytes in 9,970 ms after the head: about 80 kbit/s.
+        let kbps = t.kbps().expect("rate");
+        assert!((kbps - 80.2).abs() < 0.5, "{kbps}");
+        // Too quick to tell.
+        let mut quick = Transfer::default();
+        quick.record(3, 1000);
+        quick.finish(1000);
+        assert_eq!(quick.kbps(), None);
+    }
 }
 
 #[cfg(test)]

@@ -205,6 +205,10 @@ pub struct ControlHttpRequest {
     pub headers: BTreeMap<String, String>,
     /// Status, `-1` on failure.
     pub status_code: i64,
+    /// How the helper's own download arrived (a Vantage extension, `x_` as DESIGN asks): the
+    /// uncensored speed of the same page, to compare the probe's with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x_transfer: Option<super::Transfer>,
 }
 
 /// Control DNS result.
