@@ -320,6 +320,13 @@ fn spent(store: &Store, day: u64) -> u64 {
         .unwrap_or(0)
 }
 
+/// Adds `bytes` to the traffic spent on UTC day `day`. Read again here, not carried from the
+/// start of the work: list runs and throttling tests charge the same budget, and either may
+/// have finished in between.
+fn charge(store: &Store, day: u64, bytes: u64) {
+    let _ = store.set_meta("budget", &format!("{day}:{}", spent(store, day) + bytes));
+}
+
 /// List runs, within the daily traffic budget.
 async fn runs(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonError> {
     let mut store = shared.store()?;
@@ -422,7 +429,7 @@ async fn runs(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonError> 
             );
             ctl.unless_stopped(work).await
         };
-        let _ = store.set_meta("budget", &format!("{day}:{}", already + used));
+        charge(&store, day, used);
         match outcome {
             None => return Ok(()),
             Some(Err(e)) => tracing::error!("list run stopped: {e}"),
@@ -510,7 +517,7 @@ async fn throttling(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonE
                 Err(e) => tracing::error!("throttling result of {target} not kept: {e}"),
             }
         }
-        let _ = store.set_meta("budget", &format!("{day}:{}", already + used));
+        charge(&store, day, used);
         shared.results.notify_one();
     }
 }
@@ -784,6 +791,16 @@ mod tests {
         store.set_meta("budget", "20000:1234").expect("meta");
         assert_eq!(spent(&store, 20_000), 1234);
         assert_eq!(spent(&store, 20_001), 0, "a new day starts at zero");
+        // Two tasks charging in turn both count, whatever each read when it began.
+        charge(&store, 20_000, 100);
+        charge(&store, 20_000, 50);
+        assert_eq!(spent(&store, 20_000), 1384);
+        charge(&store, 20_001, 7);
+        assert_eq!(
+            spent(&store, 20_001),
+            7,
+            "charging a new day starts from zero"
+        );
         store.set_meta("budget", "garbage").expect("meta");
         assert_eq!(spent(&store, 20_000), 0);
     }
