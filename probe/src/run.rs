@@ -160,6 +160,26 @@ pub async fn run(
     Ok(finished)
 }
 
+/// Signs `m` and keeps it in the local store, queued for upload, in one transaction, with what
+/// `row` says of it (its `id` and `envelope` are filled in here): a result recorded offline is
+/// evidence only if it survives until it can be sent. The canary and the throttling test keep
+/// their results this way.
+pub fn keep<T: serde::Serialize>(
+    m: &T,
+    row: NewResult<'_>,
+    identity: &Identity,
+    store: &mut Store,
+) -> Result<MeasurementId, RunError> {
+    let json = serde_json::to_string(m).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+    let (id, line) = identity.seal(&json)?;
+    store.insert(&NewResult {
+        id: id.as_str(),
+        envelope: &line,
+        ..row
+    })?;
+    Ok(id)
+}
+
 /// The layer a volunteer reads for a blocking type.
 pub fn layer(blocking: &Blocking) -> Option<&'static str> {
     match blocking {

@@ -512,14 +512,11 @@ pub fn keep(
     identity: &crate::envelope::Identity,
     store: &mut crate::store::Store,
 ) -> Result<crate::envelope::MeasurementId, crate::run::RunError> {
-    let json = serde_json::to_string(m)
-        .map_err(|e| crate::envelope::EnvelopeError::Malformed(e.to_string()))?;
-    let (id, line) = identity.seal(&json)?;
     let blocking = m.test_keys.blocking.to_string();
     let verdict = serde_json::to_string(&m.test_keys.throttling)
         .map_err(|e| crate::envelope::EnvelopeError::Malformed(e.to_string()))?;
-    store.insert(&crate::store::NewResult {
-        id: id.as_str(),
+    let row = crate::store::NewResult {
+        id: "",
         input: m.input.as_deref(),
         test_name: THROTTLING,
         measured_at: &m.measurement_start_time,
@@ -527,9 +524,9 @@ pub fn keep(
         accessible: Some(m.test_keys.accessible),
         confirmed: false,
         verdict: &verdict,
-        envelope: &line,
-    })?;
-    Ok(id)
+        envelope: "",
+    };
+    crate::run::keep(m, row, identity, store)
 }
 
 #[cfg(test)]
