@@ -363,12 +363,16 @@ impl Transfer {
         }
     }
 
+    /// Reads shorter than this are timed as this long: below it the clock and the scheduler
+    /// dominate, so the rate of a quick read is a lower bound.
+    pub const MIN_TIMED_MS: u64 = 50;
+
     /// Goodput of the body in kbit/s, from the response head to the last byte; `None` for an
-    /// empty body or one read in under 50 ms (too quick to tell).
+    /// empty body. A body read in under [`Self::MIN_TIMED_MS`] gives a lower bound.
     pub fn kbps(&self) -> Option<f64> {
         let (t, bytes) = *self.samples.last()?;
-        let ms = t.checked_sub(self.ttfb_ms)?;
-        (ms >= 50 && bytes > 0).then(|| bytes as f64 * 8.0 / ms as f64)
+        let ms = t.checked_sub(self.ttfb_ms)?.max(Self::MIN_TIMED_MS);
+        (bytes > 0).then(|| bytes as f64 * 8.0 / ms as f64)
     }
 }
 
@@ -401,11 +405,12 @@ mod transfer_tests {
         // 99,990 bytes in 9,970 ms after the head: about 80 kbit/s.
         let kbps = t.kbps().expect("rate");
         assert!((kbps - 80.2).abs() < 0.5, "{kbps}");
-        // Too quick to tell.
+        // Too quick to time: a lower bound, as if it had taken 50 ms.
         let mut quick = Transfer::default();
         quick.record(3, 1000);
         quick.finish(1000);
-        assert_eq!(quick.kbps(), None);
+        assert_eq!(quick.kbps(), Some(160.0));
+        assert_eq!(Transfer::default().kbps(), None);
     }
 }
 

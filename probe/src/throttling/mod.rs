@@ -14,6 +14,7 @@
 //! payload size must fit the budget (default 2 MB), and a download also stops after
 //! `max_download`, so a throttled one costs time, never more bytes.
 
+pub mod passive;
 pub mod score;
 
 use std::net::SocketAddr;

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::engine::bogon::is_bogon;
 use crate::ooni::{Blocking, WebConnectivityMeasurement};
+use crate::throttling::passive::{Goodput, PassiveRules, goodput};
 use consistency::{Consistency, ConsistencyRules, dns_consistency, injected_answers};
 use fingerprints::{Fingerprints, Match};
 use observe::{Decisive, Observations};
@@ -56,6 +57,11 @@ pub struct Verdict {
     pub ooni_rules_blocking: Option<Option<Blocking>>,
     /// OONI's verdict stored in the input, if any.
     pub input_verdict: InputVerdict,
+    /// How fast the final page arrived at the probe and at the helper, when its body was large
+    /// enough to tell: the passive throttling signal, judged against the target's baseline by
+    /// the aggregator (issue 8).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub goodput: Option<Goodput>,
 }
 
 impl Verdict {
@@ -150,6 +156,7 @@ fn score_only(
             accessible: tk.accessible,
             dns_consistency: tk.dns_consistency.clone(),
         },
+        goodput: goodput(m, &PassiveRules::default()),
     }
 }
 
