@@ -84,7 +84,13 @@ impl DetectConfig {
     /// Reads a TOML file; absent keys keep their defaults, unknown keys are refused.
     pub fn read(path: &Path) -> Result<DetectConfig, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+        let config: DetectConfig =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        config
+            .throttling
+            .check()
+            .map_err(|e| format!("{}: [throttling] {e}", path.display()))?;
+        Ok(config)
     }
 }
 

@@ -9,8 +9,18 @@
 //! measurements in a row of the same target in the same network end the event (one alone may
 //! be a probe whose own link was slow for both downloads), and so does a silence longer than
 //! `max_gap_hours`.
+//!
+//! The passive signal joins the same runs. Every web_connectivity page large enough to time
+//! carries the probe's and the helper's goodput (`vantage_probe::throttling::passive`). A home
+//! link is nearly always far below a helper in a data centre, so that comparison alone says
+//! little; what a policer adds is a drop below the target's own baseline, the median rate of
+//! the same target from the same probe over the previous week. A page is passively throttled
+//! when it is both far below the helper and under `baseline_drop` times that baseline, and
+//! clean when it is back above it. Passive verdicts are weaker than the active test's, which
+//! compares two downloads over the same path, so a run made of them alone needs
+//! `passive_min_measurements`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use rusqlite::{Connection, params};
 use serde::Deserialize;
@@ -28,6 +38,15 @@ pub struct ThrottlingConfig {
     pub max_gap_hours: i64,
     /// Clean measurements in a row that end an event.
     pub min_clean: usize,
+    /// Passively throttled pages an event needs when no active test is among them.
+    pub passive_min_measurements: usize,
+    /// How far back a target's baseline rate reaches, in days.
+    pub baseline_days: i64,
+    /// Earlier rate samples a baseline needs (same probe, same target).
+    pub baseline_min: usize,
+    /// A page slower than this fraction of its baseline has dropped: a policer cuts a rate by
+    /// an order of magnitude, the evening peak by well under half.
+    pub baseline_drop: f64,
 }
 
 impl Default for ThrottlingConfig {
@@ -36,7 +55,27 @@ impl Default for ThrottlingConfig {
             min_measurements: 2,
             max_gap_hours: 12,
             min_clean: 2,
+            passive_min_measurements: 3,
+            baseline_days: 7,
+            baseline_min: 3,
+            baseline_drop: 0.5,
         }
+    }
+}
+
+impl ThrottlingConfig {
+    /// Why the values make no sense together, if they do not.
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.baseline_drop > 0.0 && self.baseline_drop < 1.0) {
+            return Err(format!(
+                "baseline_drop {} must be between 0 and 1 (a fraction of the baseline)",
+                self.baseline_drop
+            ));
+        }
+        if self.baseline_days < 1 || self.max_gap_hours < 1 {
+            return Err("baseline_days and max_gap_hours must be at least 1".into());
+        }
+        Ok(())
     }
 }
 
@@ -57,6 +96,84 @@ pub struct Observation {
     pub probe: String,
     /// The measurement id.
     pub id: String,
+    /// Whether the verdict is the passive signal's rather than the active test's.
+    pub passive: bool,
+}
+
+/// The goodput of one web_connectivity page, from its stored verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateSample {
+    /// The network.
+    pub asn: u32,
+    /// The page's host.
+    pub domain: String,
+    /// Epoch seconds.
+    pub at: i64,
+    /// The probe's key.
+    pub probe: String,
+    /// The measurement id.
+    pub id: String,
+    /// The probe's rate, kbit/s.
+    pub kbps: f64,
+    /// Whether it was far below the helper's; `None` without a helper rate.
+    pub below_control: Option<bool>,
+}
+
+/// Most recent samples a baseline keeps.
+const BASELINE_SAMPLES: usize = 20;
+
+/// Judges each sample against the baseline of its probe and target: the median of the earlier
+/// samples within `baseline_days` that were not themselves throttled. Without enough of them
+/// the verdict is `None`; so a target throttled since before its first measurement is left to
+/// the active test, which needs no history. While a probe's target stays throttled its baseline
+/// is not aged, so an episode longer than `baseline_days` is still measured against the rate
+/// from before it.
+pub fn judge(mut samples: Vec<RateSample>, config: &ThrottlingConfig) -> Vec<Observation> {
+    samples.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+    let reach = config.baseline_days * 86_400;
+    // Per (network, probe, target): the baseline samples, and whether the last verdict was
+    // throttled.
+    type Baseline = (VecDeque<(i64, f64)>, bool);
+    let mut baselines: HashMap<(u32, String, String), Baseline> = HashMap::new();
+    let mut out = Vec::with_capacity(samples.len());
+    for s in samples {
+        let (base, in_episode) = baselines
+            .entry((s.asn, s.probe.clone(), s.domain.clone()))
+            .or_default();
+        while !*in_episode && base.front().is_some_and(|&(at, _)| s.at - at > reach) {
+            base.pop_front();
+        }
+        let mut rates: Vec<f64> = base.iter().map(|&(_, k)| k).collect();
+        rates.sort_by(f64::total_cmp);
+        let median = (rates.len() >= config.baseline_min.max(1)).then(|| rates[rates.len() / 2]);
+        let throttled = median.and_then(|m| {
+            let dropped = s.kbps < config.baseline_drop * m;
+            match (dropped, s.below_control) {
+                (true, Some(true)) => Some(true),
+                // Back at its usual rate, or slow at the helper too (the site, not the path).
+                (false, _) | (true, Some(false)) => Some(false),
+                (true, None) => None,
+            }
+        });
+        *in_episode = throttled == Some(true);
+        if !*in_episode {
+            if base.len() == BASELINE_SAMPLES {
+                base.pop_front();
+            }
+            base.push_back((s.at, s.kbps));
+        }
+        out.push(Observation {
+            asn: s.asn,
+            domain: s.domain,
+            at: s.at,
+            throttled,
+            kbps: (throttled == Some(true)).then_some(s.kbps),
+            probe: s.probe,
+            id: s.id,
+            passive: true,
+        });
+    }
+    out
 }
 
 /// A throttling episode found in the observations.
@@ -97,7 +214,12 @@ pub fn detect(obs: &[Observation], now: i64, config: &ThrottlingConfig) -> Vec<F
         g.sort_by_key(|o| o.at);
         let mut run: Vec<&Observation> = Vec::new();
         let mut close = |run: &mut Vec<&Observation>, ended: bool| {
-            if run.len() >= config.min_measurements.max(1) {
+            let needed = if run.iter().all(|o| o.passive) {
+                config.passive_min_measurements
+            } else {
+                config.min_measurements
+            };
+            if run.len() >= needed.max(1) {
                 let mut rates: Vec<f64> = run.iter().filter_map(|o| o.kbps).collect();
                 rates.sort_by(f64::total_cmp);
                 let kbps = (!rates.is_empty()).then(|| rates[rates.len() / 2]);
@@ -185,6 +307,46 @@ pub fn load(c: &Connection, cc: &str, from: i64) -> rusqlite::Result<Vec<Observa
             kbps,
             probe: probe.unwrap_or_default(),
             id,
+            passive: false,
+        });
+    }
+    Ok(out)
+}
+
+/// A country's web_connectivity rate samples since `from`.
+pub fn load_passive(c: &Connection, cc: &str, from: i64) -> rusqlite::Result<Vec<RateSample>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT probe_asn, domain, unixepoch(measured_at), probe_key, id, kbps, below
+         FROM (SELECT probe_asn, domain, measured_at, probe_key, id,
+               json_extract(verdict, '$.goodput.probe_kbps') AS kbps,
+               json_extract(verdict, '$.goodput.below_control') AS below
+               FROM measurements WHERE probe_cc = ?1 AND measured_at >= ?2
+               AND test_name = 'web_connectivity' AND domain IS NOT NULL)
+         WHERE kbps IS NOT NULL",
+    )?;
+    let rows = stmt.query_map(params![cc, format_time(from)], |r| {
+        Ok((
+            r.get::<_, u32>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<i64>>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, f64>(5)?,
+            r.get::<_, Option<bool>>(6)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (asn, domain, at, probe, id, kbps, below_control) = row?;
+        let Some(at) = at else { continue };
+        out.push(RateSample {
+            asn,
+            domain,
+            at,
+            probe: probe.unwrap_or_default(),
+            id,
+            kbps,
+            below_control,
         });
     }
     Ok(out)
@@ -198,7 +360,9 @@ pub fn events(
     now: i64,
     config: &ThrottlingConfig,
 ) -> rusqlite::Result<Vec<Event>> {
-    let obs = load(c, cc, from)?;
+    let mut obs = load(c, cc, from)?;
+    let samples = load_passive(c, cc, from - config.baseline_days * 86_400)?;
+    obs.extend(judge(samples, config).into_iter().filter(|o| o.at >= from));
     Ok(detect(&obs, now, config)
         .into_iter()
         .map(|f| Event {
@@ -243,6 +407,19 @@ mod tests {
             kbps: throttled.and_then(|t| t.then_some(150.0)),
             probe: probe.into(),
             id: format!("m{at_h}{probe}"),
+            passive: false,
+        }
+    }
+
+    fn sample(at_h: i64, kbps: f64, below_control: Option<bool>, probe: &str) -> RateSample {
+        RateSample {
+            asn: 64500,
+            domain: "twitter.com".into(),
+            at: at_h * 3600,
+            probe: probe.into(),
+            id: format!("p{at_h}{probe}"),
+            kbps,
+            below_control,
         }
     }
 
@@ -303,5 +480,150 @@ mod tests {
         assert_eq!(f.len(), 2, "{f:?}");
         assert_eq!(f[0].end, Some(2 * 3600));
         assert_eq!(f[1].end, None);
+    }
+
+    #[test]
+    fn a_drop_below_the_probes_own_baseline_and_the_helper_is_passive_throttling() {
+        let config = ThrottlingConfig::default();
+        // Probe "a" on 8 Mbit/s, "b" on a 1 Mbit/s line: both always far below the helper.
+        let mut s = Vec::new();
+        for h in 0..4 {
+            s.push(sample(h, 8_000.0, Some(true), "a"));
+            s.push(sample(h, 1_000.0, Some(true), "b"));
+        }
+        // From hour 10 the target is held to 150 kbit/s, for both.
+        for h in 10..13 {
+            s.push(sample(h, 150.0, Some(true), "a"));
+            s.push(sample(h, 150.0, Some(true), "b"));
+        }
+        // Then back.
+        s.push(sample(20, 7_500.0, Some(true), "a"));
+        s.push(sample(21, 900.0, Some(true), "b"));
+        let o = judge(s, &config);
+        let verdicts: Vec<(i64, &str, Option<bool>)> = o
+            .iter()
+            .map(|o| (o.at / 3600, o.probe.as_str(), o.throttled))
+            .collect();
+        // No baseline yet for the first three of each probe.
+        assert!(verdicts[..6].iter().all(|v| v.2.is_none()), "{verdicts:?}");
+        assert!(
+            verdicts[6..8].iter().all(|v| v.2 == Some(false)),
+            "{verdicts:?}"
+        );
+        assert!(
+            verdicts[8..14].iter().all(|v| v.2 == Some(true)),
+            "{verdicts:?}"
+        );
+        assert!(
+            verdicts[14..].iter().all(|v| v.2 == Some(false)),
+            "{verdicts:?}"
+        );
+        let f = detect(&o, 22 * 3600, &config);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!((f[0].start, f[0].end), (10 * 3600, Some(12 * 3600)));
+        assert_eq!((f[0].kbps, f[0].probes), (Some(150.0), 2));
+    }
+
+    #[test]
+    fn a_slow_line_the_evening_peak_or_a_slow_site_is_not_passive_throttling() {
+        let config = ThrottlingConfig::default();
+        fn base(probe: &str) -> impl Iterator<Item = RateSample> + '_ {
+            (0..5).map(move |h| sample(h, 4_000.0, Some(true), probe))
+        }
+        // A line that is always slow, however far below the helper.
+        let slow: Vec<_> = (0..10).map(|h| sample(h, 300.0, Some(true), "a")).collect();
+        // The evening peak: a third off the usual rate.
+        let peak: Vec<_> = base("b")
+            .chain((5..10).map(|h| sample(h, 2_700.0, Some(true), "b")))
+            .collect();
+        // The site itself slow: the helper was slow too.
+        let site: Vec<_> = base("c")
+            .chain((5..10).map(|h| sample(h, 200.0, Some(false), "c")))
+            .collect();
+        // No helper rate: undecided, never throttled.
+        let blind: Vec<_> = base("d")
+            .chain((5..10).map(|h| sample(h, 200.0, None, "d")))
+            .collect();
+        for (name, s) in [
+            ("slow", slow),
+            ("peak", peak),
+            ("site", site),
+            ("blind", blind),
+        ] {
+            let o = judge(s, &config);
+            assert!(o.iter().all(|o| o.throttled != Some(true)), "{name}: {o:?}");
+            assert!(detect(&o, 20 * 3600, &config).is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn two_passive_verdicts_alone_are_not_an_event_but_join_an_active_one() {
+        let config = ThrottlingConfig::default();
+        let mut s: Vec<_> = (0..3)
+            .map(|h| sample(h, 4_000.0, Some(true), "a"))
+            .collect();
+        s.push(sample(5, 150.0, Some(true), "a"));
+        s.push(sample(6, 150.0, Some(true), "a"));
+        let passive = judge(s, &config);
+        assert!(detect(&passive, 10 * 3600, &config).is_empty());
+        // With one active verdict among them, the run is an event.
+        let mut o = passive.clone();
+        o.push(obs(7, Some(true), "b"));
+        let f = detect(&o, 8 * 3600, &config);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!((f[0].start, f[0].measurements), (5 * 3600, 3));
+    }
+
+    #[test]
+    fn the_baseline_forgets_samples_older_than_a_week() {
+        let config = ThrottlingConfig::default();
+        let mut s: Vec<_> = (0..3)
+            .map(|h| sample(h, 4_000.0, Some(true), "a"))
+            .collect();
+        // Nine days later the old samples are out of reach: no baseline, no verdict.
+        s.push(sample(9 * 24, 150.0, Some(true), "a"));
+        let o = judge(s, &config);
+        assert_eq!(o[3].throttled, None, "{o:?}");
+        // But not while the target stays throttled: a ten-day episode is one event.
+        let mut s: Vec<_> = (0..3)
+            .map(|h| sample(h, 4_000.0, Some(true), "a"))
+            .collect();
+        s.extend((0..20).map(|i| sample(10 + 12 * i, 150.0, Some(true), "a")));
+        let o = judge(s, &config);
+        assert!(o[3..].iter().all(|o| o.throttled == Some(true)), "{o:?}");
+        let f = detect(&o, 250 * 3600, &config);
+        assert_eq!((f.len(), f[0].measurements), (1, 20), "{f:?}");
+    }
+
+    #[test]
+    fn timeline_configs_with_senseless_throttling_values_are_refused_by_name() {
+        let path = std::env::temp_dir().join(format!("vantage-thr-{}.toml", std::process::id()));
+        let read = |text: &str| {
+            std::fs::write(&path, text).expect("write");
+            crate::events::DetectConfig::read(&path)
+        };
+        let ok = read("[throttling]\nbaseline_drop = 0.4\nbaseline_days = 3\n").expect("valid");
+        assert_eq!(
+            (ok.throttling.baseline_drop, ok.throttling.baseline_days),
+            (0.4, 3)
+        );
+        for (text, want) in [
+            (
+                "[throttling]\nbaseline_drop = 1.5\n",
+                "baseline_drop 1.5 must be between 0 and 1",
+            ),
+            (
+                "[throttling]\nbaseline_days = 0\n",
+                "baseline_days and max_gap_hours",
+            ),
+            (
+                "[throttling]\nbaseline_dorp = 0.5\n",
+                "unknown field `baseline_dorp`",
+            ),
+        ] {
+            let err = read(text).expect_err(text);
+            assert!(err.contains(want), "{text}: {err}");
+        }
+        let _ = std::fs::remove_file(&path);
     }
 }
