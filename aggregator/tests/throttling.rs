@@ -8,6 +8,7 @@ use std::process::Command;
 
 use common::{fresh_aggregator, http, vantage};
 use serde_json::Value;
+use vantage_fixtures::http::{HttpFixture, Response};
 use vantage_fixtures::throttle::ThrottleRelay;
 
 /// The relay's rate for the throttled name, in bit/s.
@@ -59,20 +60,18 @@ async fn run_probe(
 
 /// Polls the timeline until Russia's one throttling event has `status`.
 async fn wait_for_event(base: &str, status: &str) -> Value {
+    wait_for_event_of(base, "ru", status).await
+}
+
+/// Polls the timeline until `cc`'s one throttling event has `status`.
+async fn wait_for_event_of(base: &str, cc: &str, status: &str) -> Value {
     let started = std::time::Instant::now();
     loop {
         let b = base.to_string();
-        let (code, body) = tokio::task::spawn_blocking(move || {
-            http(
-                &b,
-                "GET",
-                "/api/v1/timeline?cc=ru&kind=throttling",
-                &[],
-                b"",
-            )
-        })
-        .await
-        .expect("join");
+        let path = format!("/api/v1/timeline?cc={cc}&kind=throttling");
+        let (code, body) = tokio::task::spawn_blocking(move || http(&b, "GET", &path, &[], b""))
+            .await
+            .expect("join");
         assert_eq!(code, 200, "{body}");
         let v: Value = serde_json::from_str(&body).expect("json");
         let events = v["events"].as_array().cloned().unwrap_or_default();
@@ -258,4 +257,125 @@ fn plans_over_budget_or_without_a_server_are_refused_before_any_traffic() {
     }
     // Nothing was measured or stored.
     assert!(!dir.join("vantage.db").exists());
+}
+
+/// `vantage run` over `list` as a probe in Kazakhstan, uploading to `base`; returns the one
+/// measurement's JSON line.
+async fn run_list(
+    data: &std::path::Path,
+    base: &str,
+    ca: &std::path::Path,
+    list: &std::path::Path,
+) -> Value {
+    let mut cmd = Command::new(vantage());
+    cmd.args(["run", "--yes", "--json", "--timeout", "20"])
+        .args(["--probe-cc", "KZ", "--probe-asn", "AS64501"])
+        .args(["--aggregator", base])
+        .arg("--ca-file")
+        .arg(ca)
+        .arg("--list")
+        .arg(list)
+        .arg("--data-dir")
+        .arg(data);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("join")
+        .expect("run vantage");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    lines[0].clone()
+}
+
+/// The passive signal end to end: the real probe's web_connectivity over a page that a relay
+/// slows down for the probe's address only (the helper connects from 127.0.0.2), after the
+/// probe has measured the page at full speed a few times. The pages still load, and OONI's
+/// rules call them accessible; the timeline shows throttling at the relay's rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_page_slowed_down_for_the_probe_alone_is_passive_throttling_on_the_timeline() {
+    let (server, dir, _db) = fresh_aggregator("passive").await;
+    drop(server);
+    let ca = dir.join("ca.pem");
+    let db = dir.join("agg2.db");
+    let server = common::serve(&ca, &db, &["--detect-every", "1"]).await;
+    // A 96 KiB page: 2 s at the relay's 400 kbit/s.
+    let filler = "<p>news of the day</p>".repeat(96 * 1024 / 22);
+    let page = HttpFixture::start(std::sync::Arc::new(move |_| {
+        Response::html(&format!("<title>News</title>{filler}"))
+    }))
+    .await;
+    let relay = ThrottleRelay::for_peer(page.addr, std::net::Ipv4Addr::LOCALHOST.into(), 0).await;
+    let list = dir.join("list.csv");
+    std::fs::write(
+        &list,
+        format!(
+            "url,category_code,category_description,date_added,source,notes\n\
+             http://127.0.0.1:{}/news,NEWS,News Media,2026-11-29,test,\n",
+            relay.addr.port()
+        ),
+    )
+    .expect("list");
+    let data = dir.join("probe");
+
+    // The baseline: four loads at full speed.
+    for _ in 0..4 {
+        let v = run_list(&data, &server.base, &ca, &list).await;
+        assert_eq!(v["accessible"], true, "{v:#}");
+    }
+    // The policer starts: three slow loads, each still "accessible".
+    relay.set_rate(RATE_BPS);
+    for _ in 0..3 {
+        let v = run_list(&data, &server.base, &ca, &list).await;
+        assert_eq!(v["accessible"], true, "{v:#}");
+    }
+    let event = wait_for_event_of(&server.base, "kz", "ongoing").await;
+    assert_eq!(
+        event["targets"],
+        serde_json::json!(["127.0.0.1"]),
+        "{event:#}"
+    );
+    assert_eq!(event["entity"]["asn"], "AS64501");
+    assert_eq!(
+        event["evidence"].as_array().map(Vec::len),
+        Some(3),
+        "{event:#}"
+    );
+    let rate = RATE_BPS as f64;
+    let kbps = event["rate_kbps"].as_f64().expect("rate") * 1000.0;
+    assert!(
+        (kbps - rate).abs() <= 0.25 * rate,
+        "event rate {kbps} bit/s for a {rate} bit/s limit: {event:#}"
+    );
+    // The stored verdict shows both rates: the helper's far above the probe's.
+    let id = event["evidence"][0].as_str().expect("id").to_string();
+    let conn = rusqlite::Connection::open(&db).expect("open aggregator db");
+    let (below, control_kbps): (bool, f64) = conn
+        .query_row(
+            "SELECT json_extract(verdict, '$.goodput.below_control'),
+                    json_extract(verdict, '$.goodput.control_kbps')
+             FROM measurements WHERE id = ?1",
+            [&id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("stored verdict");
+    assert!(
+        below && control_kbps > 4.0 * kbps / 1000.0,
+        "{below} {control_kbps}"
+    );
+
+    // The limit lifts: two loads at full speed end the event.
+    relay.set_rate(0);
+    for _ in 0..2 {
+        run_list(&data, &server.base, &ca, &list).await;
+    }
+    wait_for_event_of(&server.base, "kz", "ended").await;
 }
