@@ -15,8 +15,9 @@
 //! link is nearly always far below a helper in a data centre, so that comparison alone says
 //! little; what a policer adds is a drop below the target's own baseline, the median rate of
 //! the same target from the same probe over the previous week. A page is passively throttled
-//! when it is both far below the helper and under `baseline_drop` times that baseline, and
-//! clean when it is back above it. Passive verdicts are weaker than the active test's, which
+//! when it is both far below the helper and under `baseline_drop` times that baseline while the
+//! probe's other pages kept their rates (else its own link was slow), and clean when it is back
+//! above it. Passive verdicts are weaker than the active test's, which
 //! compares two downloads over the same path, so a run made of them alone needs
 //! `passive_min_measurements`.
 
@@ -122,23 +123,30 @@ pub struct RateSample {
 /// Most recent samples a baseline keeps.
 const BASELINE_SAMPLES: usize = 20;
 
+/// The probe's other pages within this long of a slow one tell whether its whole link was slow.
+const LINK_WINDOW_SECONDS: i64 = 3600;
+
 /// Judges each sample against the baseline of its probe and target: the median of the earlier
-/// samples within `baseline_days` that were not themselves throttled. Without enough of them
-/// the verdict is `None`; so a target throttled since before its first measurement is left to
-/// the active test, which needs no history. While a probe's target stays throttled its baseline
-/// is not aged, so an episode longer than `baseline_days` is still measured against the rate
-/// from before it.
+/// samples within `baseline_days` that had not dropped. Without enough of them the verdict is
+/// `None`; so a target throttled since before its first measurement is left to the active test,
+/// which needs no history. While a probe's target stays dropped its baseline is not aged, so an
+/// episode longer than `baseline_days` is still measured against the rate from before it.
+///
+/// A drop counts only when it is the target's alone: the same probe's other pages within
+/// [`LINK_WINDOW_SECONDS`] must be, by their median, at or above their own baselines' fraction.
+/// When they dropped too, the probe's link was slow (Wi-Fi, a neighbour's download), and when
+/// there are none, nobody can tell; both leave the verdict `None`.
 pub fn judge(mut samples: Vec<RateSample>, config: &ThrottlingConfig) -> Vec<Observation> {
     samples.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
     let reach = config.baseline_days * 86_400;
-    // Per (network, probe, target): the baseline samples, and whether the last verdict was
-    // throttled.
+    // Each sample's rate as a fraction of its baseline, in time order.
+    let mut ratios: Vec<Option<f64>> = Vec::with_capacity(samples.len());
+    // Per (network, probe, target): the baseline samples, and whether the last one dropped.
     type Baseline = (VecDeque<(i64, f64)>, bool);
-    let mut baselines: HashMap<(u32, String, String), Baseline> = HashMap::new();
-    let mut out = Vec::with_capacity(samples.len());
-    for s in samples {
+    let mut baselines: HashMap<(u32, &str, &str), Baseline> = HashMap::new();
+    for s in &samples {
         let (base, in_episode) = baselines
-            .entry((s.asn, s.probe.clone(), s.domain.clone()))
+            .entry((s.asn, s.probe.as_str(), s.domain.as_str()))
             .or_default();
         while !*in_episode && base.front().is_some_and(|&(at, _)| s.at - at > reach) {
             base.pop_front();
@@ -146,34 +154,66 @@ pub fn judge(mut samples: Vec<RateSample>, config: &ThrottlingConfig) -> Vec<Obs
         let mut rates: Vec<f64> = base.iter().map(|&(_, k)| k).collect();
         rates.sort_by(f64::total_cmp);
         let median = (rates.len() >= config.baseline_min.max(1)).then(|| rates[rates.len() / 2]);
-        let throttled = median.and_then(|m| {
-            let dropped = s.kbps < config.baseline_drop * m;
-            match (dropped, s.below_control) {
-                (true, Some(true)) => Some(true),
-                // Back at its usual rate, or slow at the helper too (the site, not the path).
-                (false, _) | (true, Some(false)) => Some(false),
-                (true, None) => None,
-            }
-        });
-        *in_episode = throttled == Some(true);
+        let ratio = median.map(|m| s.kbps / m.max(f64::MIN_POSITIVE));
+        *in_episode = ratio.is_some_and(|r| r < config.baseline_drop);
         if !*in_episode {
             if base.len() == BASELINE_SAMPLES {
                 base.pop_front();
             }
             base.push_back((s.at, s.kbps));
         }
-        out.push(Observation {
+        ratios.push(ratio);
+    }
+    // Per (network, probe): (time, target, ratio) of every sample with a baseline.
+    type Near<'a> = Vec<(i64, &'a str, f64)>;
+    let mut by_probe: HashMap<(u32, &str), Near> = HashMap::new();
+    for (s, r) in samples.iter().zip(&ratios) {
+        if let Some(r) = r {
+            by_probe
+                .entry((s.asn, s.probe.as_str()))
+                .or_default()
+                .push((s.at, s.domain.as_str(), *r));
+        }
+    }
+    let link_fine = |s: &RateSample| {
+        let near = by_probe.get(&(s.asn, s.probe.as_str()))?;
+        let lo = near.partition_point(|&(at, _, _)| at < s.at - LINK_WINDOW_SECONDS);
+        let mut others: Vec<f64> = near[lo..]
+            .iter()
+            .take_while(|&&(at, _, _)| at <= s.at + LINK_WINDOW_SECONDS)
+            .filter(|&&(_, d, _)| d != s.domain)
+            .map(|&(_, _, r)| r)
+            .collect();
+        others.sort_by(f64::total_cmp);
+        (!others.is_empty()).then(|| others[others.len() / 2] >= config.baseline_drop)
+    };
+    let verdicts: Vec<Option<bool>> = samples
+        .iter()
+        .zip(&ratios)
+        .map(|(s, r)| {
+            let dropped = r.map(|r| r < config.baseline_drop)?;
+            match (dropped, s.below_control) {
+                // Back at its usual rate, or slow at the helper too (the site, not the path).
+                (false, _) | (true, Some(false)) => Some(false),
+                (true, None) => None,
+                (true, Some(true)) => link_fine(s).and_then(|fine| fine.then_some(true)),
+            }
+        })
+        .collect();
+    samples
+        .into_iter()
+        .zip(verdicts)
+        .map(|(s, throttled)| Observation {
             asn: s.asn,
+            kbps: (throttled == Some(true)).then_some(s.kbps),
             domain: s.domain,
             at: s.at,
             throttled,
-            kbps: (throttled == Some(true)).then_some(s.kbps),
             probe: s.probe,
             id: s.id,
             passive: true,
-        });
-    }
-    out
+        })
+        .collect()
 }
 
 /// A throttling episode found in the observations.
@@ -423,6 +463,25 @@ mod tests {
         }
     }
 
+    /// Judges `s` with, beside each sample, one of another page by the same probe at the same
+    /// time at `other` kbit/s (a list run measures many pages); returns the target's verdicts.
+    fn judge_beside(s: Vec<RateSample>, other: impl Fn(&RateSample) -> f64) -> Vec<Observation> {
+        let mut all = Vec::new();
+        for x in s {
+            all.push(RateSample {
+                domain: "news.example".into(),
+                id: format!("{}-news", x.id),
+                kbps: other(&x),
+                ..x.clone()
+            });
+            all.push(x);
+        }
+        judge(all, &ThrottlingConfig::default())
+            .into_iter()
+            .filter(|o| o.domain == "twitter.com")
+            .collect()
+    }
+
     #[test]
     fn a_run_of_throttled_verdicts_is_one_episode_ended_by_a_clean_one() {
         let o = vec![
@@ -499,7 +558,7 @@ mod tests {
         // Then back.
         s.push(sample(20, 7_500.0, Some(true), "a"));
         s.push(sample(21, 900.0, Some(true), "b"));
-        let o = judge(s, &config);
+        let o = judge_beside(s, |_| 4_000.0);
         let verdicts: Vec<(i64, &str, Option<bool>)> = o
             .iter()
             .map(|o| (o.at / 3600, o.probe.as_str(), o.throttled))
@@ -550,10 +609,32 @@ mod tests {
             ("site", site),
             ("blind", blind),
         ] {
-            let o = judge(s, &config);
+            let o = judge_beside(s, |_| 4_000.0);
             assert!(o.iter().all(|o| o.throttled != Some(true)), "{name}: {o:?}");
             assert!(detect(&o, 20 * 3600, &config).is_empty(), "{name}");
         }
+    }
+
+    #[test]
+    fn a_drop_on_every_page_of_the_probe_at_once_is_its_link_not_throttling() {
+        let config = ThrottlingConfig::default();
+        let mut s: Vec<_> = (0..4)
+            .map(|h| sample(h, 4_000.0, Some(true), "a"))
+            .collect();
+        s.extend((10..14).map(|h| sample(h, 300.0, Some(true), "a")));
+        // The other page dropped too at hours 10 to 13: a slow link, no verdict.
+        let o = judge_beside(
+            s.clone(),
+            |x| if x.at >= 10 * 3600 { 350.0 } else { 4_000.0 },
+        );
+        assert!(o[4..].iter().all(|o| o.throttled.is_none()), "{o:?}");
+        assert!(detect(&o, 20 * 3600, &config).is_empty());
+        // Alone, with nothing else measured near it, nobody can tell either.
+        let o = judge(s.clone(), &config);
+        assert!(o[4..].iter().all(|o| o.throttled.is_none()), "{o:?}");
+        // The other page at its usual rate: the drop is the target's.
+        let o = judge_beside(s, |_| 4_000.0);
+        assert!(o[4..].iter().all(|o| o.throttled == Some(true)), "{o:?}");
     }
 
     #[test]
@@ -564,7 +645,7 @@ mod tests {
             .collect();
         s.push(sample(5, 150.0, Some(true), "a"));
         s.push(sample(6, 150.0, Some(true), "a"));
-        let passive = judge(s, &config);
+        let passive = judge_beside(s, |_| 4_000.0);
         assert!(detect(&passive, 10 * 3600, &config).is_empty());
         // With one active verdict among them, the run is an event.
         let mut o = passive.clone();
@@ -582,14 +663,14 @@ mod tests {
             .collect();
         // Nine days later the old samples are out of reach: no baseline, no verdict.
         s.push(sample(9 * 24, 150.0, Some(true), "a"));
-        let o = judge(s, &config);
+        let o = judge_beside(s, |_| 4_000.0);
         assert_eq!(o[3].throttled, None, "{o:?}");
         // But not while the target stays throttled: a ten-day episode is one event.
         let mut s: Vec<_> = (0..3)
             .map(|h| sample(h, 4_000.0, Some(true), "a"))
             .collect();
         s.extend((0..20).map(|i| sample(10 + 12 * i, 150.0, Some(true), "a")));
-        let o = judge(s, &config);
+        let o = judge_beside(s, |_| 4_000.0);
         assert!(o[3..].iter().all(|o| o.throttled == Some(true)), "{o:?}");
         let f = detect(&o, 250 * 3600, &config);
         assert_eq!((f.len(), f[0].measurements), (1, 20), "{f:?}");

@@ -259,13 +259,14 @@ fn plans_over_budget_or_without_a_server_are_refused_before_any_traffic() {
     assert!(!dir.join("vantage.db").exists());
 }
 
-/// `vantage run` over `list` as a probe in Kazakhstan, uploading to `base`; returns the one
-/// measurement's JSON line.
+/// `vantage run` over `list` as a probe in Kazakhstan, uploading to `base`; returns the JSON
+/// line of the measurement of `url`.
 async fn run_list(
     data: &std::path::Path,
     base: &str,
     ca: &std::path::Path,
     list: &std::path::Path,
+    url: &str,
 ) -> Value {
     let mut cmd = Command::new(vantage());
     cmd.args(["run", "--yes", "--json", "--timeout", "20"])
@@ -292,8 +293,13 @@ async fn run_list(
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).expect("json line"))
         .collect();
-    assert_eq!(lines.len(), 1, "{stdout}");
-    lines[0].clone()
+    assert_eq!(lines.len(), 2, "{stdout}");
+    // Measurements are timed to the second; the next run must start in a later one, or its
+    // pages could sort before the baseline they are judged against.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let line = lines.iter().find(|l| l["input"] == url);
+    line.cloned()
+        .unwrap_or_else(|| panic!("no {url}: {stdout}"))
 }
 
 /// The passive signal end to end: the real probe's web_connectivity over a page that a relay
@@ -314,13 +320,17 @@ async fn a_page_slowed_down_for_the_probe_alone_is_passive_throttling_on_the_tim
     }))
     .await;
     let relay = ThrottleRelay::for_peer(page.addr, std::net::Ipv4Addr::LOCALHOST.into(), 0).await;
+    // The list also has another page, straight from the site: a list run measures many, and
+    // the aggregator reads a drop on every page at once as the probe's own link.
+    let url = format!("http://127.0.0.1:{}/news", relay.addr.port());
     let list = dir.join("list.csv");
     std::fs::write(
         &list,
         format!(
             "url,category_code,category_description,date_added,source,notes\n\
-             http://127.0.0.1:{}/news,NEWS,News Media,2026-11-29,test,\n",
-            relay.addr.port()
+             {url},NEWS,News Media,2026-11-29,test,\n\
+             http://localhost:{}/other,NEWS,News Media,2026-11-29,test,\n",
+            page.addr.port()
         ),
     )
     .expect("list");
@@ -328,13 +338,13 @@ async fn a_page_slowed_down_for_the_probe_alone_is_passive_throttling_on_the_tim
 
     // The baseline: four loads at full speed.
     for _ in 0..4 {
-        let v = run_list(&data, &server.base, &ca, &list).await;
+        let v = run_list(&data, &server.base, &ca, &list, &url).await;
         assert_eq!(v["accessible"], true, "{v:#}");
     }
     // The policer starts: three slow loads, each still "accessible".
     relay.set_rate(RATE_BPS);
     for _ in 0..3 {
-        let v = run_list(&data, &server.base, &ca, &list).await;
+        let v = run_list(&data, &server.base, &ca, &list, &url).await;
         assert_eq!(v["accessible"], true, "{v:#}");
     }
     let event = wait_for_event_of(&server.base, "kz", "ongoing").await;
@@ -375,7 +385,7 @@ async fn a_page_slowed_down_for_the_probe_alone_is_passive_throttling_on_the_tim
     // The limit lifts: two loads at full speed end the event.
     relay.set_rate(0);
     for _ in 0..2 {
-        run_list(&data, &server.base, &ca, &list).await;
+        run_list(&data, &server.base, &ca, &list, &url).await;
     }
     wait_for_event_of(&server.base, "kz", "ended").await;
 }
