@@ -39,8 +39,12 @@ pub struct ThrottlingConfig {
     pub max_gap_hours: i64,
     /// Clean measurements in a row that end an event.
     pub min_clean: usize,
-    /// Passively throttled pages an event needs when no active test is among them.
+    /// Passively throttled pages an event needs when no active test is among them, with rates
+    /// within `passive_spread` of their median and no clean page between them.
     pub passive_min_measurements: usize,
+    /// How far a passively throttled page's rate may be from the run's median (a factor), as
+    /// the active test's `ceiling_spread`.
+    pub passive_spread: f64,
     /// How far back a target's baseline rate reaches, in days.
     pub baseline_days: i64,
     /// Earlier rate samples a baseline needs (same probe, same target).
@@ -57,6 +61,7 @@ impl Default for ThrottlingConfig {
             max_gap_hours: 12,
             min_clean: 2,
             passive_min_measurements: 3,
+            passive_spread: 1.5,
             baseline_days: 7,
             baseline_min: 3,
             baseline_drop: 0.5,
@@ -71,6 +76,12 @@ impl ThrottlingConfig {
             return Err(format!(
                 "baseline_drop {} must be between 0 and 1 (a fraction of the baseline)",
                 self.baseline_drop
+            ));
+        }
+        if self.passive_spread.is_nan() || self.passive_spread < 1.0 {
+            return Err(format!(
+                "passive_spread {} must be at least 1 (a factor)",
+                self.passive_spread
             ));
         }
         if self.baseline_days < 1 || self.max_gap_hours < 1 {
@@ -254,15 +265,24 @@ pub fn detect(obs: &[Observation], now: i64, config: &ThrottlingConfig) -> Vec<F
         g.sort_by_key(|o| o.at);
         let mut run: Vec<&Observation> = Vec::new();
         let mut close = |run: &mut Vec<&Observation>, ended: bool| {
-            let needed = if run.iter().all(|o| o.passive) {
-                config.passive_min_measurements
+            let mut rates: Vec<f64> = run.iter().filter_map(|o| o.kbps).collect();
+            rates.sort_by(f64::total_cmp);
+            let kbps = (!rates.is_empty()).then(|| rates[rates.len() / 2]);
+            let enough = if run.iter().all(|o| o.passive) {
+                // A policer holds every probe to the same ceiling; congestion slows each page
+                // to its own fraction of its own link. So count only the pages near the median.
+                let agreeing = kbps.map_or(0, |m| {
+                    let spread = config.passive_spread;
+                    rates
+                        .iter()
+                        .filter(|&&k| k * spread >= m && k <= m * spread)
+                        .count()
+                });
+                agreeing >= config.passive_min_measurements.max(1)
             } else {
-                config.min_measurements
+                run.len() >= config.min_measurements.max(1)
             };
-            if run.len() >= needed.max(1) {
-                let mut rates: Vec<f64> = run.iter().filter_map(|o| o.kbps).collect();
-                rates.sort_by(f64::total_cmp);
-                let kbps = (!rates.is_empty()).then(|| rates[rates.len() / 2]);
+            if enough {
                 let probes: BTreeSet<&str> = run.iter().map(|o| o.probe.as_str()).collect();
                 let start = run[0].at;
                 let last = run[run.len() - 1].at;
@@ -294,7 +314,14 @@ pub fn detect(obs: &[Observation], now: i64, config: &ThrottlingConfig) -> Vec<F
                 }
                 (Some(false), Some(_)) => {
                     clean += 1;
-                    if clean >= config.min_clean.max(1) {
+                    // A policer slows every probe's page; one clean page breaks a run of
+                    // passive verdicts alone.
+                    let enough = if run.iter().all(|o| o.passive) {
+                        1
+                    } else {
+                        config.min_clean.max(1)
+                    };
+                    if clean >= enough {
                         close(&mut run, true);
                         clean = 0;
                     }
@@ -635,6 +662,44 @@ mod tests {
         // The other page at its usual rate: the drop is the target's.
         let o = judge_beside(s, |_| 4_000.0);
         assert!(o[4..].iter().all(|o| o.throttled == Some(true)), "{o:?}");
+    }
+
+    #[test]
+    fn passive_runs_need_agreeing_rates_and_no_clean_page_between() {
+        let config = ThrottlingConfig::default();
+        let page = |at_h: i64, kbps: Option<f64>, probe: &str| Observation {
+            asn: 64500,
+            domain: "twitter.com".into(),
+            at: at_h * 3600,
+            throttled: Some(kbps.is_some()),
+            kbps,
+            probe: probe.into(),
+            id: format!("q{at_h}{probe}"),
+            passive: true,
+        };
+        // Three probes' pages held near 150 kbit/s: an event.
+        let agree = [
+            page(1, Some(150.0), "a"),
+            page(2, Some(145.0), "b"),
+            page(3, Some(156.0), "c"),
+        ];
+        let f = detect(&agree, 10 * 3600, &config);
+        assert_eq!((f.len(), f[0].kbps), (1, Some(150.0)), "{f:?}");
+        // Congestion: each page at its own fraction of its own link.
+        let scattered = [
+            page(1, Some(400.0), "a"),
+            page(2, Some(2_000.0), "b"),
+            page(3, Some(900.0), "c"),
+        ];
+        assert!(detect(&scattered, 10 * 3600, &config).is_empty());
+        // One clean page between breaks a run of passive verdicts.
+        let broken = [
+            page(1, Some(150.0), "a"),
+            page(2, Some(150.0), "b"),
+            page(3, None, "c"),
+            page(4, Some(150.0), "a"),
+        ];
+        assert!(detect(&broken, 10 * 3600, &config).is_empty());
     }
 
     #[test]
