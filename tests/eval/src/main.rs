@@ -69,6 +69,10 @@ struct Args {
     /// plan, to look into one kind's figures; print each false event.
     #[arg(long, value_parser = ["shutdown", "block", "quiet", "throttle"])]
     only: Option<String>,
+    /// Leave out the active throttling test, to score the passive signal (web_connectivity
+    /// pages' goodput) alone.
+    #[arg(long)]
+    passive_only: bool,
     /// Parallel scenarios.
     #[arg(long, default_value_t = 2)]
     jobs: usize,
@@ -93,6 +97,7 @@ fn main() -> Result<ExitCode> {
             reboots_per_day: args.reboots_per_day,
             laptop_share: args.laptop_share,
             stray_anomalies: args.stray_anomalies,
+            active_throttling: !args.passive_only,
             ..Noise::default()
         },
     };

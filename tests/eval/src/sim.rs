@@ -134,6 +134,9 @@ pub struct Noise {
     pub mover: bool,
     /// Noise of the throttling tests.
     pub links: crate::throttle::LinkNoise,
+    /// Whether the probes run the active throttling test; without it, throttling is seen only
+    /// in the pages' goodput (the passive signal).
+    pub active_throttling: bool,
 }
 
 impl Default for Noise {
@@ -146,6 +149,7 @@ impl Default for Noise {
             stray_anomalies: 0.02,
             mover: true,
             links: crate::throttle::LinkNoise::default(),
+            active_throttling: true,
         }
     }
 }
@@ -482,6 +486,7 @@ pub fn simulate(
                 );
             }
             if online && (at - p.list_offset).rem_euclid(6 * 3600) < 60 {
+                let slow_link = rng.unit() < noise.links.slow_link;
                 for (i, (host, category)) in list.iter().enumerate() {
                     let when = at + i as i64 * 2;
                     let layer = match blocked(asn, category, when) {
@@ -492,11 +497,27 @@ pub fn simulate(
                         None => None,
                     };
                     let mut m = templates.measurement(layer, host, &s.cc, asn, when);
+                    if layer.is_none() {
+                        let (probe, helper) = crate::throttle::page_transfers(
+                            &mut rng,
+                            crate::throttle::page_bytes(host),
+                            p.link_kbps,
+                            slow_link,
+                            policer(asn, host, when),
+                            &noise.links,
+                        );
+                        let tk = &mut m["test_keys"];
+                        tk["requests"][0]["response"]["x_transfer"] = probe;
+                        tk["control"]["http_request"]["x_transfer"] = helper;
+                    }
                     m["test_runtime"] = rng.unit().into();
                     p.queue.push(p.key.seal(&m.to_string())?.1);
                 }
             }
-            if online && (at - p.list_offset).rem_euclid(THROTTLING_EVERY_SECONDS) < 60 {
+            if noise.active_throttling
+                && online
+                && (at - p.list_offset).rem_euclid(THROTTLING_EVERY_SECONDS) < 60
+            {
                 for host in THROTTLING_HOSTS {
                     let d = crate::throttle::downloads(
                         &mut rng,

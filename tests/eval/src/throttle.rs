@@ -118,6 +118,61 @@ pub fn downloads(
     out
 }
 
+/// The probe gives up on a page after this long, ms (a throttled page is then cut short; its
+/// rate is still what it read over the time it read).
+const PAGE_MAX_MS: u64 = 10_000;
+
+/// Body bytes of `host`'s page: fixed per host, 48 to 400 kB, as real pages differ.
+pub fn page_bytes(host: &str) -> u64 {
+    let h = host.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    48_000 + h % 352_000
+}
+
+/// The `x_transfer` records of one web_connectivity page load, at the probe and at the test
+/// helper: the passive signal. The probe's page comes at its link's rate of the moment (or the
+/// whole link's slow spell, `slow_link`, shared by every page of a list run), slowed on this
+/// page alone by congestion now and then as the active test's target downloads are, or held
+/// at the policer's rate. The helper sits in a data centre: 40 to 100 Mbit/s.
+pub fn page_transfers(
+    rng: &mut Rng,
+    bytes: u64,
+    link_kbps: f64,
+    slow_link: bool,
+    policer: Option<f64>,
+    noise: &LinkNoise,
+) -> (Value, Value) {
+    let link = if slow_link {
+        200.0 + 400.0 * rng.unit()
+    } else {
+        link_kbps * (0.7 + 0.6 * rng.unit())
+    };
+    let probe = match policer {
+        Some(rate) => rate * (0.95 + 0.1 * rng.unit()),
+        None if rng.unit() < noise.congestion => link * (0.05 + 0.2 * rng.unit()),
+        None => link,
+    };
+    let helper = 40_000.0 + 60_000.0 * rng.unit();
+    (transfer(rng, bytes, probe), transfer(rng, bytes, helper))
+}
+
+/// An `x_transfer` record of `bytes` at `kbps`, as `vantage_probe::ooni::Transfer` samples it.
+fn transfer(rng: &mut Rng, bytes: u64, kbps: f64) -> Value {
+    let ttfb = 30 + rng.range(0, 200) as u64;
+    let full_ms = ((bytes as f64 * 8.0 / kbps).round() as u64).max(1);
+    let ms = full_ms.min(PAGE_MAX_MS);
+    let read = bytes * ms / full_ms;
+    let mut samples = Vec::new();
+    let mut t = STEP_MS;
+    while t < ms && samples.len() < 63 {
+        samples.push((ttfb + t, read * t / ms));
+        t += STEP_MS;
+    }
+    samples.push((ttfb + ms, read));
+    json!({ "ttfb_ms": ttfb, "ttlb_ms": ttfb + ms, "samples": samples })
+}
+
 /// A throttling measurement as `vantage` writes it.
 pub fn measurement(cc: &str, asn: u32, at: i64, host: &str, downloads: Vec<Download>) -> Value {
     let mut m = serde_json::to_value(vantage_probe::ooni::Measurement::vantage(
@@ -173,5 +228,26 @@ mod tests {
             false_hits <= 4,
             "{false_hits} of 200 clean measurements throttled"
         );
+    }
+
+    #[test]
+    fn policed_pages_arrive_at_the_policers_rate_and_the_helper_far_faster() {
+        let mut rng = Rng::new(7);
+        let noise = LinkNoise::default();
+        let rate = |v: Value| {
+            let t: vantage_probe::ooni::Transfer = serde_json::from_value(v).expect("transfer");
+            t.kbps().expect("rate")
+        };
+        for bytes in [48_000, 200_000, 400_000] {
+            let (probe, helper) =
+                page_transfers(&mut rng, bytes, 20_000.0, false, Some(150.0), &noise);
+            let k = rate(probe);
+            assert!((k - 150.0).abs() <= 10.0, "{bytes}: {k}");
+            // A quick read is timed as 50 ms: a lower bound, still far above the probe.
+            assert!(rate(helper) >= 7_000.0, "{bytes}");
+        }
+        // A slow spell of the whole link: a few hundred kbit/s, policer or not.
+        let (probe, _) = page_transfers(&mut rng, 200_000, 20_000.0, true, None, &noise);
+        assert!(rate(probe) < 700.0);
     }
 }
