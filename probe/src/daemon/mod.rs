@@ -320,10 +320,18 @@ fn spent(store: &Store, day: u64) -> u64 {
         .unwrap_or(0)
 }
 
+/// Held while the budget is read and written back: list runs and throttling tests charge it
+/// from connections of their own, and two finishing at once must not both add to the same old
+/// figure.
+static BUDGET: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Adds `bytes` to the traffic spent on UTC day `day`. Read again here, not carried from the
 /// start of the work: list runs and throttling tests charge the same budget, and either may
 /// have finished in between.
 fn charge(store: &Store, day: u64, bytes: u64) {
+    let _held = BUDGET
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let _ = store.set_meta("budget", &format!("{day}:{}", spent(store, day) + bytes));
 }
 
@@ -765,6 +773,30 @@ fn reload(path: &std::path::Path, plan_tx: &watch::Sender<Arc<Plan>>, shared: &S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn budget_charges_from_many_connections_at_once_all_count() {
+        let dir = std::env::temp_dir().join(format!("vantage-budget-race-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("vantage.db");
+        drop(Store::open(&path).expect("store"));
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    let store = Store::open(&path).expect("store");
+                    for _ in 0..50 {
+                        charge(&store, 7, 1_000);
+                    }
+                });
+            }
+        });
+        let store = Store::open(&path).expect("store");
+        assert_eq!(spent(&store, 7), 200_000);
+        // Another day starts from nothing.
+        assert_eq!(spent(&store, 8), 0);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn jitter_stays_within_its_bound() {
