@@ -507,6 +507,14 @@ fn consent(dir: &Path, yes: bool) -> Result<()> {
         .with_context(|| format!("cannot write {}", marker.display()))
 }
 
+/// What a measuring run needs once the plan is made: consent (asked once), the probe's key and
+/// its store.
+fn start_measuring(dir: &Path, yes: bool) -> Result<(Identity, Store)> {
+    consent(dir, yes)?;
+    let (identity, _) = Identity::load_or_create(&dir.join("identity.key"))?;
+    Ok((identity, open_store(dir)?))
+}
+
 /// The tests `vantage run` can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TestKind {
@@ -534,9 +542,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         .as_ref()
         .map(|a| a.join("api/v1/th"))
         .transpose()?;
-    consent(&dir, args.yes)?;
-    let (identity, _) = Identity::load_or_create(&dir.join("identity.key"))?;
-    let mut store = open_store(&dir)?;
+    let (identity, mut store) = start_measuring(&dir, args.yes)?;
     let (probe_cc, probe_asn) = locate(
         pinned_cc,
         pinned_asn,

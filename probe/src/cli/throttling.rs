@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use vantage_probe::engine::tls::CertPin;
 use vantage_probe::throttling::{self, Endpoint, Plan, Settings, Verdict};
 
-use super::{RunArgs, aggregator_url, consent, list_for, locate, open_store, upload_after_run};
+use super::{RunArgs, aggregator_url, list_for, locate, start_measuring, upload_after_run};
 
 /// Citizen Lab's category code for social networking, where the sites censors throttle (Twitter
 /// in Russia, 2021) are listed.
@@ -138,10 +138,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         pin: CertPin([0; 32]),
     };
     let mut plan = Plan::new(given.unwrap_or(placeholder), targets, settings)?;
-    consent(&dir, args.yes)?;
-    let (identity, _) =
-        vantage_probe::envelope::Identity::load_or_create(&dir.join("identity.key"))?;
-    let mut store = open_store(&dir)?;
+    let (identity, mut store) = start_measuring(&dir, args.yes)?;
 
     if given.is_none() {
         let url = aggregator.as_ref().context("aggregator")?;
