@@ -268,20 +268,27 @@ pub fn detect(obs: &[Observation], now: i64, config: &ThrottlingConfig) -> Vec<F
             let mut rates: Vec<f64> = run.iter().filter_map(|o| o.kbps).collect();
             rates.sort_by(f64::total_cmp);
             let kbps = (!rates.is_empty()).then(|| rates[rates.len() / 2]);
-            let enough = if run.iter().all(|o| o.passive) {
-                // A policer holds every probe to the same ceiling; congestion slows each page
-                // to its own fraction of its own link. So count only the pages near the median.
-                let agreeing = kbps.map_or(0, |m| {
-                    let spread = config.passive_spread;
-                    rates
-                        .iter()
-                        .filter(|&&k| k * spread >= m && k <= m * spread)
-                        .count()
-                });
-                agreeing >= config.passive_min_measurements.max(1)
-            } else {
-                run.len() >= config.min_measurements.max(1)
-            };
+            // Passive verdicts join an event as evidence but do not stand in for active ones:
+            // a run needs `min_measurements` active verdicts, or enough passive ones alone. A
+            // policer holds every probe to the same ceiling while congestion slows each page
+            // to its own fraction of its own link, so only the passive pages near their median
+            // rate count.
+            let active = run.iter().filter(|o| !o.passive).count();
+            let mut passive: Vec<f64> = run
+                .iter()
+                .filter(|o| o.passive)
+                .filter_map(|o| o.kbps)
+                .collect();
+            passive.sort_by(f64::total_cmp);
+            let agreeing = passive.get(passive.len() / 2).map_or(0, |&m| {
+                let spread = config.passive_spread;
+                passive
+                    .iter()
+                    .filter(|&&k| k * spread >= m && k <= m * spread)
+                    .count()
+            });
+            let enough = active >= config.min_measurements.max(1)
+                || agreeing >= config.passive_min_measurements.max(1);
             if enough {
                 let probes: BTreeSet<&str> = run.iter().map(|o| o.probe.as_str()).collect();
                 let start = run[0].at;
@@ -391,32 +398,22 @@ pub fn load_passive(c: &Connection, cc: &str, from: i64) -> rusqlite::Result<Vec
                AND test_name = 'web_connectivity' AND domain IS NOT NULL)
          WHERE kbps IS NOT NULL",
     )?;
+    // A row whose time SQLite cannot read is left out, as in `load`.
     let rows = stmt.query_map(params![cc, format_time(from)], |r| {
-        Ok((
-            r.get::<_, u32>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, Option<i64>>(2)?,
-            r.get::<_, Option<String>>(3)?,
-            r.get::<_, String>(4)?,
-            r.get::<_, f64>(5)?,
-            r.get::<_, Option<bool>>(6)?,
-        ))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (asn, domain, at, probe, id, kbps, below_control) = row?;
-        let Some(at) = at else { continue };
-        out.push(RateSample {
-            asn,
-            domain,
+        let Some(at) = r.get::<_, Option<i64>>(2)? else {
+            return Ok(None);
+        };
+        Ok(Some(RateSample {
+            asn: r.get(0)?,
+            domain: r.get(1)?,
             at,
-            probe: probe.unwrap_or_default(),
-            id,
-            kbps,
-            below_control,
-        });
-    }
-    Ok(out)
+            probe: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+            id: r.get(4)?,
+            kbps: r.get(5)?,
+            below_control: r.get(6)?,
+        }))
+    })?;
+    rows.filter_map(Result::transpose).collect()
 }
 
 /// Throttling events of a country over `[from, now]`.
@@ -703,7 +700,7 @@ mod tests {
     }
 
     #[test]
-    fn two_passive_verdicts_alone_are_not_an_event_but_join_an_active_one() {
+    fn passive_verdicts_join_active_ones_but_do_not_stand_in_for_them() {
         let config = ThrottlingConfig::default();
         let mut s: Vec<_> = (0..3)
             .map(|h| sample(h, 4_000.0, Some(true), "a"))
@@ -712,12 +709,15 @@ mod tests {
         s.push(sample(6, 150.0, Some(true), "a"));
         let passive = judge_beside(s, |_| 4_000.0);
         assert!(detect(&passive, 10 * 3600, &config).is_empty());
-        // With one active verdict among them, the run is an event.
+        // Nor do they make up for a missing active one: one active verdict among them is not
+        // an event, two are, with the passive pages as evidence too.
         let mut o = passive.clone();
         o.push(obs(7, Some(true), "b"));
-        let f = detect(&o, 8 * 3600, &config);
+        assert!(detect(&o, 8 * 3600, &config).is_empty());
+        o.push(obs(8, Some(true), "c"));
+        let f = detect(&o, 9 * 3600, &config);
         assert_eq!(f.len(), 1, "{f:?}");
-        assert_eq!((f[0].start, f[0].measurements), (5 * 3600, 3));
+        assert_eq!((f[0].start, f[0].measurements), (5 * 3600, 4));
     }
 
     #[test]
