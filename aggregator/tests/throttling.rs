@@ -41,21 +41,27 @@ async fn run_probe(
         .args(["--throughput-pin", pin])
         .arg("--data-dir")
         .arg(data);
+    json_lines(cmd).await.1
+}
+
+/// Runs `cmd`, which must succeed, and returns its output and the JSON lines in it.
+async fn json_lines(mut cmd: Command) -> (String, Vec<Value>) {
     let out = tokio::task::spawn_blocking(move || cmd.output())
         .await
         .expect("join")
         .expect("run vantage");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    stdout
+    let lines = stdout
         .lines()
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect()
+        .collect();
+    (stdout, lines)
 }
 
 /// Polls the timeline until Russia's one throttling event has `status`.
@@ -278,21 +284,7 @@ async fn run_list(
         .arg(list)
         .arg("--data-dir")
         .arg(data);
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .expect("join")
-        .expect("run vantage");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<Value> = stdout
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect();
+    let (stdout, lines) = json_lines(cmd).await;
     assert_eq!(lines.len(), 2, "{stdout}");
     // Measurements are timed to the second; the next run must start in a later one, or its
     // pages could sort before the baseline they are judged against.
