@@ -51,7 +51,11 @@ pub struct Goodput {
     pub below_control: Option<bool>,
 }
 
-/// A usable rate from `t`: a body of at least the minimum. A read too quick to time counts as
+/// Faster than this (10 Gbit/s) no page arrives: such a record is broken, or forged, and a
+/// baseline built on it would make every later page look throttled.
+const MAX_PLAUSIBLE_KBPS: f64 = 10_000_000.0;
+
+/// A usable rate from `t`: a body of at least the minimum, at a plausible rate. A read too quick to time counts as
 /// [`Transfer::MIN_TIMED_MS`] long, a lower bound on the rate, which is the safe side for both
 /// the helper (it makes the probe look less far below) and the baseline.
 fn rate(t: Option<&Transfer>, rules: &PassiveRules) -> Option<(f64, u64)> {
@@ -60,7 +64,8 @@ fn rate(t: Option<&Transfer>, rules: &PassiveRules) -> Option<(f64, u64)> {
     if bytes < rules.min_body_bytes {
         return None;
     }
-    Some((t.kbps()?, bytes))
+    let kbps = t.kbps().filter(|&k| k <= MAX_PLAUSIBLE_KBPS)?;
+    Some((kbps, bytes))
 }
 
 /// The goodput of `m`'s final page (the first entry of `requests`, df-001's reverse order), or
@@ -144,5 +149,7 @@ mod tests {
         let g = goodput(&measurement(100_000, 5_000, Some(10)), &rules).expect("goodput");
         assert_eq!(g.control_kbps, Some(16_000.0));
         assert_eq!(g.below_control, Some(true));
+        // 18 EB in 5 s is a broken or forged record, not a rate.
+        assert_eq!(goodput(&measurement(u64::MAX, 5_000, None), &rules), None);
     }
 }
