@@ -487,6 +487,13 @@ mod tests {
         }
     }
 
+    /// `hours` samples of probe "a" at its usual 4,000 kbit/s, one an hour from hour 0.
+    fn baseline(hours: i64) -> Vec<RateSample> {
+        (0..hours)
+            .map(|h| sample(h, 4_000.0, Some(true), "a"))
+            .collect()
+    }
+
     /// Judges `s` with, beside each sample, one of another page by the same probe at the same
     /// time at `other` kbit/s (a list run measures many pages); returns the target's verdicts.
     fn judge_beside(s: Vec<RateSample>, other: impl Fn(&RateSample) -> f64) -> Vec<Observation> {
@@ -642,9 +649,7 @@ mod tests {
     #[test]
     fn a_drop_on_every_page_of_the_probe_at_once_is_its_link_not_throttling() {
         let config = ThrottlingConfig::default();
-        let mut s: Vec<_> = (0..4)
-            .map(|h| sample(h, 4_000.0, Some(true), "a"))
-            .collect();
+        let mut s = baseline(4);
         s.extend((10..14).map(|h| sample(h, 300.0, Some(true), "a")));
         // The other page dropped too at hours 10 to 13: a slow link, no verdict.
         let o = judge_beside(
@@ -702,9 +707,7 @@ mod tests {
     #[test]
     fn passive_verdicts_join_active_ones_but_do_not_stand_in_for_them() {
         let config = ThrottlingConfig::default();
-        let mut s: Vec<_> = (0..3)
-            .map(|h| sample(h, 4_000.0, Some(true), "a"))
-            .collect();
+        let mut s = baseline(3);
         s.push(sample(5, 150.0, Some(true), "a"));
         s.push(sample(6, 150.0, Some(true), "a"));
         let passive = judge_beside(s, |_| 4_000.0);
@@ -723,17 +726,13 @@ mod tests {
     #[test]
     fn the_baseline_forgets_samples_older_than_a_week() {
         let config = ThrottlingConfig::default();
-        let mut s: Vec<_> = (0..3)
-            .map(|h| sample(h, 4_000.0, Some(true), "a"))
-            .collect();
+        let mut s = baseline(3);
         // Nine days later the old samples are out of reach: no baseline, no verdict.
         s.push(sample(9 * 24, 150.0, Some(true), "a"));
         let o = judge_beside(s, |_| 4_000.0);
         assert_eq!(o[3].throttled, None, "{o:?}");
         // But not while the target stays throttled: a ten-day episode is one event.
-        let mut s: Vec<_> = (0..3)
-            .map(|h| sample(h, 4_000.0, Some(true), "a"))
-            .collect();
+        let mut s = baseline(3);
         s.extend((0..20).map(|i| sample(10 + 12 * i, 150.0, Some(true), "a")));
         let o = judge_beside(s, |_| 4_000.0);
         assert!(o[3..].iter().all(|o| o.throttled == Some(true)), "{o:?}");
