@@ -131,6 +131,12 @@ pub struct RateSample {
     pub below_control: Option<bool>,
 }
 
+/// The middle value (the upper one of an even count), as every rate here is summarised.
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
 /// Most recent samples a baseline keeps.
 const BASELINE_SAMPLES: usize = 20;
 
@@ -162,10 +168,10 @@ pub fn judge(mut samples: Vec<RateSample>, config: &ThrottlingConfig) -> Vec<Obs
         while !*in_episode && base.front().is_some_and(|&(at, _)| s.at - at > reach) {
             base.pop_front();
         }
-        let mut rates: Vec<f64> = base.iter().map(|&(_, k)| k).collect();
-        rates.sort_by(f64::total_cmp);
-        let median = (rates.len() >= config.baseline_min.max(1)).then(|| rates[rates.len() / 2]);
-        let ratio = median.map(|m| s.kbps / m.max(f64::MIN_POSITIVE));
+        let usual = (base.len() >= config.baseline_min.max(1))
+            .then(|| median(base.iter().map(|&(_, k)| k).collect()))
+            .flatten();
+        let ratio = usual.map(|m| s.kbps / m.max(f64::MIN_POSITIVE));
         *in_episode = ratio.is_some_and(|r| r < config.baseline_drop);
         if !*in_episode {
             if base.len() == BASELINE_SAMPLES {
@@ -189,14 +195,13 @@ pub fn judge(mut samples: Vec<RateSample>, config: &ThrottlingConfig) -> Vec<Obs
     let link_fine = |s: &RateSample| {
         let near = by_probe.get(&(s.asn, s.probe.as_str()))?;
         let lo = near.partition_point(|&(at, _, _)| at < s.at - LINK_WINDOW_SECONDS);
-        let mut others: Vec<f64> = near[lo..]
+        let others = near[lo..]
             .iter()
             .take_while(|&&(at, _, _)| at <= s.at + LINK_WINDOW_SECONDS)
             .filter(|&&(_, d, _)| d != s.domain)
             .map(|&(_, _, r)| r)
             .collect();
-        others.sort_by(f64::total_cmp);
-        (!others.is_empty()).then(|| others[others.len() / 2] >= config.baseline_drop)
+        median(others).map(|m| m >= config.baseline_drop)
     };
     let verdicts: Vec<Option<bool>> = samples
         .iter()
@@ -265,22 +270,19 @@ pub fn detect(obs: &[Observation], now: i64, config: &ThrottlingConfig) -> Vec<F
         g.sort_by_key(|o| o.at);
         let mut run: Vec<&Observation> = Vec::new();
         let mut close = |run: &mut Vec<&Observation>, ended: bool| {
-            let mut rates: Vec<f64> = run.iter().filter_map(|o| o.kbps).collect();
-            rates.sort_by(f64::total_cmp);
-            let kbps = (!rates.is_empty()).then(|| rates[rates.len() / 2]);
+            let kbps = median(run.iter().filter_map(|o| o.kbps).collect());
             // Passive verdicts join an event as evidence but do not stand in for active ones:
             // a run needs `min_measurements` active verdicts, or enough passive ones alone. A
             // policer holds every probe to the same ceiling while congestion slows each page
             // to its own fraction of its own link, so only the passive pages near their median
             // rate count.
             let active = run.iter().filter(|o| !o.passive).count();
-            let mut passive: Vec<f64> = run
+            let passive: Vec<f64> = run
                 .iter()
                 .filter(|o| o.passive)
                 .filter_map(|o| o.kbps)
                 .collect();
-            passive.sort_by(f64::total_cmp);
-            let agreeing = passive.get(passive.len() / 2).map_or(0, |&m| {
+            let agreeing = median(passive.clone()).map_or(0, |m| {
                 let spread = config.passive_spread;
                 passive
                     .iter()
