@@ -1,0 +1,789 @@
+//! The lab run: builds the network, starts the servers, the aggregator and the probes' daemons
+//! in their namespaces, measures every domain with the real `vantage run`, cuts the uplink, and
+//! checks what a researcher would see: each domain's verdict and the aggregator's timeline.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::censor::{self, THROUGHPUT_PORT};
+use crate::scenario::{CONTROL_SNI, SITES, SNI_POLICE_KBPS, Site, THROTTLED_SNI, Technique};
+use crate::topology::{
+    self, AGGREGATOR, ISP_PROXY, ISP_RESOLVER, NET, NET_RESOLVER, PROBES, ROUTER,
+};
+
+/// The bins in which the aggregator records each probe's contacts (`signals::BIN_SECONDS`): a
+/// gap inside one bin is invisible to it, so the lab's outage straddles a bin boundary.
+const BIN_SECONDS: f64 = 300.0;
+
+/// What the run is asked to do.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Where logs, databases and the probes' data go.
+    pub dir: PathBuf,
+    /// The lab's binaries and the Vantage binaries beside them.
+    pub bin_dir: PathBuf,
+    /// Cut the uplink and check the shutdown event.
+    pub shutdown: bool,
+    /// How long the uplink stays down.
+    pub outage: Duration,
+    /// Leave this domain uncensored, so that its check fails (to test the lab's own cleanup).
+    pub sabotage: Option<String>,
+}
+
+impl Plan {
+    fn bin(&self, name: &str) -> String {
+        self.bin_dir.join(name).display().to_string()
+    }
+
+    fn aggregator_url(&self) -> String {
+        format!("http://{AGGREGATOR}:8080")
+    }
+
+    fn censored(&self) -> Vec<&'static Site> {
+        SITES
+            .iter()
+            .filter(|s| self.sabotage.as_deref() != Some(s.domain))
+            .collect()
+    }
+}
+
+/// Processes started in the lab's namespaces; killed when dropped, whatever happened.
+#[derive(Default)]
+struct Procs(Vec<(String, Child)>);
+
+impl Procs {
+    fn start(&mut self, plan: &Plan, ns: &str, name: &str, args: &[String]) -> Result<PathBuf> {
+        let log = plan.dir.join(format!("{name}.log"));
+        let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {name} in {ns}"))?;
+        self.0.push((name.to_string(), child));
+        Ok(log)
+    }
+
+    /// Fails if a process has exited: a server that died would make every later check fail
+    /// for the wrong reason.
+    fn check(&mut self, plan: &Plan) -> Result<()> {
+        for (name, child) in &mut self.0 {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "{name} exited ({status}); its log: {}",
+                    plan.dir.join(format!("{name}.log")).display()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn sleep_until(t: f64) {
+    let left = t - now();
+    if left > 0.0 {
+        std::thread::sleep(Duration::from_secs_f64(left));
+    }
+}
+
+fn utc(t: f64) -> String {
+    vantage_aggregator::events::format_time(t as i64)
+}
+
+/// Waits until `log` holds `needle` `n` times.
+fn wait_for_log(log: &Path, needle: &str, n: usize, within: Duration) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.matches(needle).count() >= n {
+            return Ok(());
+        }
+        if started.elapsed() > within {
+            bail!("{} never said {needle:?} within {within:?}", log.display());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// One line of the report.
+#[derive(Debug)]
+pub struct Check {
+    /// What was checked.
+    pub what: String,
+    /// What was expected and what was seen, when they differ.
+    pub failure: Option<String>,
+}
+
+/// The outcome of a run: every check, passed or not.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// In order.
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    fn check(&mut self, what: impl Into<String>, failure: Option<String>) {
+        let what = what.into();
+        match &failure {
+            None => eprintln!("lab: ok    {what}"),
+            Some(f) => eprintln!("lab: FAIL  {what}: {f}"),
+        }
+        self.checks.push(Check { what, failure });
+    }
+
+    /// Whether every check passed.
+    pub fn passed(&self) -> bool {
+        !self.checks.is_empty() && self.checks.iter().all(|c| c.failure.is_none())
+    }
+}
+
+/// Runs the lab: builds it, runs it, removes it (also on error), and returns the report.
+pub fn run(plan: &Plan) -> Result<Report> {
+    preflight(plan)?;
+    let leftovers = topology::cleanup();
+    if !leftovers.is_empty() {
+        bail!("cannot remove a previous run's leftovers: {leftovers:?}");
+    }
+    std::fs::create_dir_all(&plan.dir)
+        .with_context(|| format!("creating {}", plan.dir.display()))?;
+    let result = (|| {
+        let mut procs = Procs::default();
+        let report = run_inside(plan, &mut procs);
+        drop(procs);
+        report
+    })();
+    let problems = topology::cleanup();
+    if !problems.is_empty() {
+        bail!("the lab could not remove everything it made: {problems:?}");
+    }
+    result
+}
+
+fn preflight(plan: &Plan) -> Result<()> {
+    if topology::run("id", &["-u"])?.trim() != "0" {
+        bail!("the lab needs root (network namespaces, iptables): run it with sudo or as root");
+    }
+    for tool in ["ip", "iptables", "tc", "dnsmasq"] {
+        if topology::run("sh", &["-c", &format!("command -v {tool}")]).is_err() {
+            bail!(
+                "{tool} is missing: tests/lab/run.sh installs it (apt-get install iproute2 iptables dnsmasq-base)"
+            );
+        }
+    }
+    for bin in ["vantage", "vantage-aggregator"] {
+        if !plan.bin_dir.join(bin).is_file() {
+            bail!(
+                "{} is missing: build the workspace first (cargo build --workspace)",
+                plan.bin_dir.join(bin).display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn run_inside(plan: &Plan, procs: &mut Procs) -> Result<Report> {
+    let t0 = Instant::now();
+    topology::build().context("building the lab network")?;
+    eprintln!("lab: network built in {:.1} s", t0.elapsed().as_secs_f64());
+    let dir = &plan.dir;
+    let lab = std::env::current_exe()
+        .context("finding vantage-lab")?
+        .display()
+        .to_string();
+    let censored = plan.censored();
+
+    // The Internet: its resolver, its web sites (which make the CA), the aggregator.
+    procs.start(plan, NET, "net-resolver", &censor::net_resolver())?;
+    procs.start(
+        plan,
+        NET,
+        "slow-resolver",
+        &strings(&[
+            &lab,
+            "slow-dns",
+            "--listen",
+            &format!("{}:53", topology::SLOW_RESOLVER),
+            "--upstream",
+            &format!("{NET_RESOLVER}:53"),
+        ]),
+    )?;
+    let ca = dir.join("ca.pem");
+    procs.start(
+        plan,
+        NET,
+        "web",
+        &[
+            lab.clone(),
+            "web".into(),
+            "--ca-out".into(),
+            ca.display().to_string(),
+        ],
+    )?;
+    let started = Instant::now();
+    while !ca.exists() {
+        procs.check(plan)?;
+        if started.elapsed() > Duration::from_secs(20) {
+            bail!("the web servers did not start");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The censoring ISP.
+    procs.start(
+        plan,
+        ROUTER,
+        "isp-resolver",
+        &censor::isp_resolver(&censored),
+    )?;
+    let proxy_upstream = SITES
+        .iter()
+        .find(|s| s.technique == Technique::HostBlockpage)
+        .map(|s| format!("{}:80", s.addr()))
+        .context("no blockpage site")?;
+    procs.start(
+        plan,
+        ROUTER,
+        "isp-proxy",
+        &[
+            lab.clone(),
+            "proxy".into(),
+            "--listen".into(),
+            format!("{ISP_PROXY}:80"),
+            "--upstream".into(),
+            proxy_upstream,
+        ],
+    )?;
+    if censored
+        .iter()
+        .any(|s| matches!(s.technique, Technique::DnsInjected(_)))
+    {
+        procs.start(
+            plan,
+            ROUTER,
+            "isp-injector",
+            &[
+                lab.clone(),
+                "inject".into(),
+                "--resolver".into(),
+                ISP_RESOLVER.to_string(),
+            ],
+        )?;
+    }
+    censor::apply(&censor::router_rules(&censored)).context("installing the censor's rules")?;
+
+    let db = dir.join("aggregator.db");
+    let prefixes = dir.join("prefixes.csv");
+    std::fs::write(&prefixes, format!("{},AS64500,IR\n", topology::ISP_PREFIX))?;
+    let detect = dir.join("detect.toml");
+    std::fs::write(&detect, DETECT)?;
+    procs.start(
+        plan,
+        NET,
+        "aggregator",
+        &[
+            plan.bin("vantage-aggregator"),
+            "serve".into(),
+            "--db".into(),
+            db.display().to_string(),
+            "--listen".into(),
+            format!("{AGGREGATOR}:8080"),
+            "--throughput-listen".into(),
+            format!("{AGGREGATOR}:{THROUGHPUT_PORT}"),
+            "--prefixes".into(),
+            prefixes.display().to_string(),
+            "--th-resolver".into(),
+            format!("{NET_RESOLVER}:53"),
+            "--ca-file".into(),
+            ca.display().to_string(),
+            "--th-timeout".into(),
+            "5".into(),
+            "--detect-every".into(),
+            "2".into(),
+            "--detect-config".into(),
+            detect.display().to_string(),
+        ],
+    )?;
+    // Reachable from a probe, through the router: the network works.
+    for target in [
+        format!("{AGGREGATOR}:8080"),
+        format!("{}:443", SITES[0].addr()),
+    ] {
+        topology::run_in(PROBES[0], &[&lab, "reach", &target, "--within-secs", "20"])
+            .with_context(|| format!("{target} is not reachable from {}", PROBES[0]))?;
+    }
+    procs.check(plan)?;
+
+    // A daemon in each probe's home, measuring connectivity every two seconds.
+    let canaries = dir.join("canaries.csv");
+    std::fs::write(
+        &canaries,
+        SITES
+            .iter()
+            .filter(|s| s.technique == Technique::None)
+            .take(2)
+            .fold(
+                "address,port,protocol,description\n".to_string(),
+                |mut t, s| {
+                    let port = if s.scheme == "https" { 443 } else { 80 };
+                    t.push_str(&format!("{},{port},tcp,{}\n", s.addr(), s.domain));
+                    t
+                },
+            ),
+    )?;
+    let mut daemon_logs = Vec::new();
+    let mut datas = Vec::new();
+    for (i, ns) in PROBES.iter().enumerate() {
+        let data = dir.join(format!("probe{}", i + 1));
+        let config = dir.join(format!("probe{}.toml", i + 1));
+        std::fs::write(
+            &config,
+            daemon_config(&data, &plan.aggregator_url(), &canaries),
+        )?;
+        let log = procs.start(
+            plan,
+            ns,
+            &format!("daemon{}", i + 1),
+            &[
+                plan.bin("vantage"),
+                "daemon".into(),
+                "--config".into(),
+                config.display().to_string(),
+            ],
+        )?;
+        daemon_logs.push(log);
+        datas.push(data);
+    }
+    for log in &daemon_logs {
+        wait_for_log(
+            log,
+            "canary: 2 of 2 targets answered",
+            1,
+            Duration::from_secs(30),
+        )?;
+    }
+    eprintln!(
+        "lab: {} daemons measuring, {:.0} s in",
+        PROBES.len(),
+        t0.elapsed().as_secs_f64()
+    );
+
+    let mut report = Report::default();
+    let list = dir.join("list.csv");
+    std::fs::write(&list, test_list())?;
+    // The outage straddles a bin boundary; the measurements go before it when there is time.
+    let half = plan.outage.as_secs_f64() / 2.0;
+    let boundary = ((now() + 20.0 + half) / BIN_SECONDS).ceil() * BIN_SECONDS;
+    let (cut, back) = (boundary - half, boundary + half);
+    let before = !plan.shutdown || cut - now() > 180.0;
+    if before {
+        measure(plan, procs, &datas, &list, &ca, &mut report)?;
+    }
+    if plan.shutdown {
+        eprintln!(
+            "lab: cutting the uplink at {} for {:.0} s",
+            utc(cut),
+            plan.outage.as_secs_f64()
+        );
+        sleep_until(cut);
+        topology::set_uplink(false)?;
+        let cut_at = now();
+        sleep_until(back);
+        topology::set_uplink(true)?;
+        let back_at = now();
+        eprintln!("lab: uplink back at {}", utc(back_at));
+        if !before {
+            measure(plan, procs, &datas, &list, &ca, &mut report)?;
+        }
+        check_shutdown(plan, procs, &db, cut_at, back_at, &mut report)?;
+    }
+    check_timeline(plan, &db, &mut report)?;
+    procs.check(plan)?;
+    eprintln!("lab: done in {:.0} s", t0.elapsed().as_secs_f64());
+    Ok(report)
+}
+
+/// Thresholds scaled to the lab: heartbeats every 2 s instead of 60, a few measurements of
+/// each target instead of a week of them.
+const DETECT: &str = "\
+[outage]
+silence_seconds = 10
+min_gap_seconds = 60
+burst_seconds = 20
+live_seconds = 900
+min_probes = 2
+settle_seconds = 120
+
+[blocking]
+bin_seconds = 60
+window_bins = 30
+min_measurements = 2
+min_category_measurements = 2
+min_probes = 2
+min_bins = 1
+";
+
+fn daemon_config(data: &Path, aggregator: &str, canaries: &Path) -> String {
+    format!(
+        "informed_consent = true\n\
+         data_dir = {data:?}\n\
+         [aggregator]\nurl = {aggregator:?}\n\
+         [lists]\nfetch = false\n\
+         [schedule]\ncanary_seconds = 2\nheartbeat_seconds = 2\nrun_seconds = 0\n\
+         upload_seconds = 2\nupload_max_backoff_seconds = 4\n\
+         [canary]\ntargets = {canaries:?}\ntimeout_seconds = 1\n"
+    )
+}
+
+fn test_list() -> String {
+    let mut text = "url,category_code,category_description,date_added,source,notes\n".to_string();
+    for s in SITES {
+        text.push_str(&format!(
+            "{},NEWS,News Media,2026-11-29,vantage-lab,\n",
+            s.url()
+        ));
+    }
+    text
+}
+
+/// Runs `vantage run` (every domain) and `vantage run --test throttling` in each probe's home,
+/// both probes at once, and checks their verdicts.
+fn measure(
+    plan: &Plan,
+    procs: &mut Procs,
+    datas: &[PathBuf],
+    list: &Path,
+    ca: &Path,
+    report: &mut Report,
+) -> Result<()> {
+    let t = Instant::now();
+    let common = |data: &Path| {
+        vec![
+            "--aggregator".to_string(),
+            plan.aggregator_url(),
+            "--data-dir".into(),
+            data.display().to_string(),
+            "--yes".into(),
+            "--json".into(),
+        ]
+    };
+    let mut runs = Vec::new();
+    for (i, (ns, data)) in PROBES.iter().zip(datas).enumerate() {
+        let mut args = vec![
+            plan.bin("vantage"),
+            "run".into(),
+            "--list".into(),
+            list.display().to_string(),
+        ];
+        args.extend(common(data));
+        args.extend(strings(&[
+            "--resolver",
+            &format!("{ISP_RESOLVER}:53"),
+            "--ca-file",
+            &ca.display().to_string(),
+            "--timeout",
+            "5",
+        ]));
+        runs.push((format!("run{}", i + 1), spawn_output(ns, &args)?));
+        let mut args = vec![
+            plan.bin("vantage"),
+            "run".into(),
+            "--test".into(),
+            "throttling".into(),
+        ];
+        args.extend(common(data));
+        args.extend(strings(&[
+            "--target",
+            THROTTLED_SNI,
+            "--control-sni",
+            CONTROL_SNI,
+            // Well beyond the policer's 64 KiB burst, so that the ceiling shows.
+            "--payload-bytes",
+            "400000",
+            "--traffic-budget",
+            "3000000",
+            "--max-download-secs",
+            "10",
+        ]));
+        runs.push((format!("throttling{}", i + 1), spawn_output(ns, &args)?));
+    }
+    for (name, child) in runs {
+        let out = child
+            .wait_with_output()
+            .with_context(|| format!("waiting for {name}"))?;
+        std::fs::write(plan.dir.join(format!("{name}.out")), &out.stdout)?;
+        std::fs::write(plan.dir.join(format!("{name}.err")), &out.stderr)?;
+        if !out.status.success() {
+            report.check(
+                format!("{name} exits 0"),
+                Some(format!(
+                    "{}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+            );
+            continue;
+        }
+        let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if name.starts_with("run") {
+            for s in SITES {
+                let v = lines.iter().find(|v| v["input"] == s.url().as_str());
+                report.check(
+                    format!("{name}: {} ({:?})", s.domain, s.technique),
+                    v.map_or(Some("no verdict".into()), |v| verdict_differs(s, v)),
+                );
+            }
+        } else {
+            let v = lines.iter().find(|v| v["input"] == THROTTLED_SNI);
+            report.check(
+                format!("{name}: {THROTTLED_SNI} (SNI policer at {SNI_POLICE_KBPS} kbit/s)"),
+                v.map_or(Some("no verdict".into()), throttling_differs),
+            );
+        }
+    }
+    procs.check(plan)?;
+    eprintln!("lab: measured in {:.0} s", t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn spawn_output(ns: &str, args: &[String]) -> Result<Child> {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {} in {ns}", args.join(" ")))
+}
+
+/// What differs between the expected verdict for `site` and the probe's line `v`.
+fn verdict_differs(site: &Site, v: &Value) -> Option<String> {
+    let e = site.expect;
+    let blocking = match e.blocking {
+        None => Value::Bool(false),
+        Some(kind) => Value::from(kind),
+    };
+    let rule = v["rule"].as_str().unwrap_or("");
+    let slow = v["goodput"]["below_control"].as_bool().unwrap_or(false);
+    let mut wrong = Vec::new();
+    if v["blocking"] != blocking {
+        wrong.push(format!("blocking {} (expected {blocking})", v["blocking"]));
+    }
+    if rule != e.rule {
+        wrong.push(format!("rule {rule} (expected {})", e.rule));
+    }
+    if v["confirmed"].as_bool() != Some(e.confirmed) {
+        wrong.push(format!(
+            "confirmed {} (expected {})",
+            v["confirmed"], e.confirmed
+        ));
+    }
+    if slow != e.slow {
+        wrong.push(format!(
+            "goodput {} (expected below_control {})",
+            v["goodput"], e.slow
+        ));
+    }
+    (!wrong.is_empty()).then(|| wrong.join("; "))
+}
+
+/// The active test's verdict: throttled, at a ceiling near the policer's rate.
+fn throttling_differs(v: &Value) -> Option<String> {
+    let ceiling = v["ceiling_kbps"].as_f64();
+    let police = f64::from(SNI_POLICE_KBPS);
+    match (v["verdict"].as_str(), ceiling) {
+        (Some("throttled"), Some(k)) if k > police * 0.4 && k < police * 1.6 => None,
+        _ => Some(format!(
+            "verdict {} at {:?} kbit/s (expected throttled near {police})",
+            v["verdict"], ceiling
+        )),
+    }
+}
+
+fn timeline(plan: &Plan, db: &Path, kind: &str) -> Result<Vec<Value>> {
+    let out = topology::run(
+        &plan.bin("vantage-aggregator"),
+        &[
+            "timeline",
+            "--db",
+            &db.display().to_string(),
+            "--cc",
+            "IR",
+            "--kind",
+            kind,
+            "--json",
+        ],
+    )?;
+    Ok(out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
+/// One confirmed shutdown event for AS64500 whose start and end are within two minutes of the
+/// cut and the restore.
+fn check_shutdown(
+    plan: &Plan,
+    procs: &mut Procs,
+    db: &Path,
+    cut: f64,
+    back: f64,
+    report: &mut Report,
+) -> Result<()> {
+    let started = Instant::now();
+    let events = loop {
+        let events = timeline(plan, db, "shutdown")?;
+        if events
+            .iter()
+            .any(|e| e["status"] == "ended" && e["suspected"] == false)
+        {
+            break events;
+        }
+        if started.elapsed() > Duration::from_secs(90) {
+            break events;
+        }
+        procs.check(plan)?;
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let within = |field: &str, truth: f64, e: &Value| -> bool {
+        e[field]
+            .as_str()
+            .and_then(vantage_aggregator_time)
+            .is_some_and(|t| (t - truth).abs() <= 120.0)
+    };
+    let failure = match events.as_slice() {
+        [e] if e["status"] == "ended"
+            && e["suspected"] == false
+            && e["entity"]["asn"] == "AS64500"
+            && within("start", cut, e)
+            && within("end", back, e) =>
+        {
+            None
+        }
+        _ => Some(format!(
+            "expected one confirmed, ended event from about {} to {}; got {}",
+            utc(cut),
+            utc(back),
+            compact(&events)
+        )),
+    };
+    report.check(
+        format!(
+            "timeline: one shutdown of AS64500, {} to {}",
+            utc(cut),
+            utc(back)
+        ),
+        failure,
+    );
+    Ok(())
+}
+
+fn vantage_aggregator_time(s: &str) -> Option<f64> {
+    vantage_aggregator::signals::parse_time(s).map(|t| t as f64)
+}
+
+fn compact(events: &[Value]) -> String {
+    let short: Vec<String> = events
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {:?} {}..{} {}",
+                e["kind"],
+                e["status"],
+                e["targets"].to_string(),
+                e["start"],
+                e["end"],
+                e["suspected"]
+            )
+        })
+        .collect();
+    format!("{} event(s) [{}]", events.len(), short.join(", "))
+}
+
+/// Blocking events for the blocked domains and none for the others; a throttling event for the
+/// policed SNI. The server's detectors run every two seconds; this waits up to a minute for
+/// the expected events (and then for nothing more).
+fn check_timeline(plan: &Plan, db: &Path, report: &mut Report) -> Result<()> {
+    let expected: BTreeSet<&str> = SITES
+        .iter()
+        .filter(|s| s.expect.event)
+        .map(|s| s.domain)
+        .chain([THROTTLED_SNI])
+        .collect();
+    let targets = |events: &[Value]| -> BTreeSet<String> {
+        events
+            .iter()
+            .flat_map(|e| e["targets"].as_array().cloned().unwrap_or_default())
+            .filter_map(|t| t.as_str().map(str::to_string))
+            .collect()
+    };
+    let started = Instant::now();
+    let (blocking, throttling) = loop {
+        let blocking = timeline(plan, db, "blocking")?;
+        let throttling = timeline(plan, db, "throttling")?;
+        let mut found = targets(&blocking);
+        found.extend(targets(&throttling));
+        if expected.iter().all(|d| found.contains(*d))
+            || started.elapsed() > Duration::from_secs(60)
+        {
+            break (blocking, throttling);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let found = targets(&blocking);
+    for s in SITES {
+        let has = found.contains(s.domain);
+        let failure = (has != s.expect.event).then(|| {
+            format!(
+                "expected {} blocking event; {}",
+                if s.expect.event { "a" } else { "no" },
+                compact(&blocking)
+            )
+        });
+        let what = if s.expect.event {
+            "a blocking event"
+        } else {
+            "no blocking event"
+        };
+        report.check(format!("timeline: {} has {what}", s.domain), failure);
+    }
+    let failure = (targets(&throttling) != BTreeSet::from([THROTTLED_SNI.to_string()]))
+        .then(|| compact(&throttling));
+    report.check(
+        format!("timeline: a throttling event for {THROTTLED_SNI} and no other"),
+        failure,
+    );
+    Ok(())
+}

@@ -1,0 +1,277 @@
+//! The lab's scenarios as data: one test domain per censorship technique, where it lives on the
+//! lab's "Internet", how the router censors it, and the verdict a probe must reach.
+//!
+//! The expected verdicts name the rule of the `vantage` rule set that decides
+//! (`probe/src/verdict/rules.rs`) and the blocking type OONI's web_connectivity would report
+//! (ts-017: `dns`, `tcp_ip`, `http-failure`, `http-diff`; Vantage adds `tls`).
+
+use std::net::Ipv4Addr;
+
+/// How the router (the censoring ISP) treats a domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Technique {
+    /// Left alone: a control.
+    None,
+    /// The ISP's resolver answers NXDOMAIN.
+    DnsNxdomain,
+    /// The ISP's resolver answers this address (a national blockpage's, and a bogon).
+    DnsBogon(Ipv4Addr),
+    /// An injector in the router sees the query and races this forged answer ahead of the
+    /// resolver's real one.
+    DnsInjected(Ipv4Addr),
+    /// Packets to the site's address are dropped: the connect times out.
+    TcpDrop,
+    /// Connects to the site's address are answered with a TCP reset.
+    TcpReset,
+    /// An iptables string match on the name in the TLS ClientHello (the SNI) answers the
+    /// ClientHello with a TCP reset.
+    SniReset,
+    /// Plain-HTTP connections to the site's address go to a filtering proxy in the router, which
+    /// reads the Host header and serves the national blockpage for this domain (the two-stage
+    /// design of the UK's Cleanfeed and many national filters).
+    HostBlockpage,
+    /// Traffic from the site's address to the probes is shaped to this many kbit/s (tc htb with
+    /// a u32 filter on the source address).
+    Throttle(u32),
+}
+
+/// Blocking types and rule ids as the probe writes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expect {
+    /// `None` for `blocking: false`, else the blocking type.
+    pub blocking: Option<&'static str>,
+    /// The deciding rule's id as the verdict states it (`Verdict.rule`), with its suffix when
+    /// a fingerprint or DNS consistency overrode the rule.
+    pub rule: &'static str,
+    /// Whether a blockpage or DNS fingerprint for IR must confirm the block.
+    pub confirmed: bool,
+    /// Whether the passive throttling signal must mark the page as far slower than the
+    /// helper's copy (`goodput.below_control`).
+    pub slow: bool,
+    /// Whether the aggregator's timeline must hold a blocking event for the domain.
+    pub event: bool,
+}
+
+/// One test domain of the lab.
+#[derive(Debug, Clone, Copy)]
+pub struct Site {
+    /// Its name; the lab's DNS serves it, the lab CA's certificate covers it.
+    pub domain: &'static str,
+    /// Last octet of its address in the lab's Internet (`SITES_NET`.x).
+    pub host: u8,
+    /// `http` or `https`: the URL the test list holds.
+    pub scheme: &'static str,
+    /// What the router does to it.
+    pub technique: Technique,
+    /// What a probe behind the router must see.
+    pub expect: Expect,
+}
+
+impl Site {
+    /// The site's address on the lab's Internet.
+    pub fn addr(&self) -> Ipv4Addr {
+        let [a, b, c, _] = crate::topology::SITES_NET.octets();
+        Ipv4Addr::new(a, b, c, self.host)
+    }
+
+    /// The URL the test list holds.
+    pub fn url(&self) -> String {
+        format!("{}://{}/", self.scheme, self.domain)
+    }
+}
+
+const fn blocked(kind: &'static str, rule: &'static str, confirmed: bool) -> Expect {
+    Expect {
+        blocking: Some(kind),
+        rule,
+        confirmed,
+        slow: false,
+        event: true,
+    }
+}
+
+const fn reachable(rule: &'static str, slow: bool) -> Expect {
+    Expect {
+        blocking: None,
+        rule,
+        confirmed: false,
+        slow,
+        event: false,
+    }
+}
+
+/// The address Iran's national filter page is served from (fingerprint
+/// `vantage.ir_dns_peyvandha_1` in `probe/data/fingerprints.csv`).
+pub const PEYVANDHA_1: Ipv4Addr = Ipv4Addr::new(10, 10, 34, 34);
+/// Its second address (`vantage.ir_dns_peyvandha_2`), used by the injector.
+pub const PEYVANDHA_2: Ipv4Addr = Ipv4Addr::new(10, 10, 34, 35);
+
+/// The rate the throttled site is shaped to, in kbit/s.
+pub const THROTTLE_KBPS: u32 = 400;
+
+/// Every domain of the lab. The probes measure them all; the router censors each its own way.
+pub const SITES: &[Site] = &[
+    Site {
+        domain: "control.lab",
+        host: 1,
+        scheme: "https",
+        technique: Technique::None,
+        expect: reachable("https-page", false),
+    },
+    Site {
+        domain: "control-http.lab",
+        host: 2,
+        scheme: "http",
+        technique: Technique::None,
+        expect: reachable("http-same-page", false),
+    },
+    Site {
+        domain: "nxdomain.lab",
+        host: 3,
+        scheme: "http",
+        technique: Technique::DnsNxdomain,
+        expect: blocked("dns", "dns-blocked", false),
+    },
+    Site {
+        domain: "bogon.lab",
+        host: 4,
+        scheme: "http",
+        technique: Technique::DnsBogon(PEYVANDHA_1),
+        expect: blocked("dns", "dns-bogon-answer", true),
+    },
+    Site {
+        domain: "injected.lab",
+        host: 5,
+        scheme: "http",
+        technique: Technique::DnsInjected(PEYVANDHA_2),
+        expect: blocked("dns", "dns-injected-answers", true),
+    },
+    Site {
+        domain: "tcp-drop.lab",
+        host: 6,
+        scheme: "https",
+        technique: Technique::TcpDrop,
+        expect: blocked("tcp_ip", "tcp-blocked", false),
+    },
+    Site {
+        domain: "tcp-reset.lab",
+        host: 7,
+        scheme: "https",
+        technique: Technique::TcpReset,
+        expect: blocked("tcp_ip", "tcp-blocked", false),
+    },
+    Site {
+        domain: "sni-reset.lab",
+        host: 8,
+        scheme: "https",
+        technique: Technique::SniReset,
+        expect: blocked("tls", "tls-interference", false),
+    },
+    Site {
+        domain: "blockpage.lab",
+        host: 9,
+        scheme: "http",
+        technique: Technique::HostBlockpage,
+        // OONI's classic rules call the page the same as the helper's (same status, same header
+        // names); the IR blockpage fingerprint turns it into a confirmed block.
+        expect: blocked("http-diff", "http-same-page+confirmed-fingerprint", true),
+    },
+    // Same address as blockpage.lab: the proxy decides by Host, so this one passes.
+    Site {
+        domain: "neighbour.lab",
+        host: 9,
+        scheme: "http",
+        technique: Technique::None,
+        expect: reachable("http-same-page", false),
+    },
+    Site {
+        domain: "throttled.lab",
+        host: 10,
+        scheme: "http",
+        technique: Technique::Throttle(THROTTLE_KBPS),
+        expect: reachable("http-same-page", true),
+    },
+];
+
+/// The name the probes' active throttling test sends as its target SNI; the router polices
+/// connections whose ClientHello carries it.
+pub const THROTTLED_SNI: &str = "sni-throttled.lab";
+/// The throughput policer's rate, in kbit/s.
+pub const SNI_POLICE_KBPS: u32 = 512;
+/// The control SNI of the active test; left alone.
+pub const CONTROL_SNI: &str = "control.lab";
+
+/// The body size of the throttled site's page: large enough for the passive signal (32 KiB,
+/// `probe/src/throttling/passive.rs`), small enough to arrive within the probe's deadline at
+/// [`THROTTLE_KBPS`].
+pub const LARGE_PAGE_BYTES: usize = 96 * 1024;
+
+/// The page a site serves: its name, so that the probe's and the helper's copies agree, and
+/// padding for the throttled one.
+pub fn page(domain: &str) -> String {
+    let mut body = format!(
+        "<html><head><title>{domain}</title></head><body><h1>Welcome to {domain}</h1>\
+         <p>A site of the Vantage censorship lab.</p>"
+    );
+    if SITES
+        .iter()
+        .any(|s| s.domain == domain && matches!(s.technique, Technique::Throttle(_)))
+    {
+        while body.len() < LARGE_PAGE_BYTES {
+            body.push_str("<p>Lorem ipsum dolor sit amet, consectetur adipiscing elit.</p>\n");
+        }
+    }
+    body.push_str("</body></html>");
+    body
+}
+
+/// The national filter page the router's proxy serves: it frames the filter's site, as Iran's
+/// does, which the probe's `vantage.ir_body_peyvandha` fingerprint recognises.
+pub const BLOCKPAGE: &str = "<html><head><meta http-equiv=\"Content-Type\" \
+content=\"text/html; charset=utf-8\"><title>M1-6</title></head><body>\
+<iframe src=\"http://10.10.34.34?type=Invalid Site&policy=MainPolicy\" style=\"width: 100%; \
+height: 100%\" scrolling=\"no\" marginwidth=\"0\" marginheight=\"0\" frameborder=\"0\" \
+vspace=\"0\" hspace=\"0\"></iframe><a href=\"https://peyvandha.ir\">peyvandha.ir</a></body></html>";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_technique_has_a_domain_and_the_domains_are_distinct() {
+        let mut names: Vec<&str> = SITES.iter().map(|s| s.domain).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), SITES.len());
+        for t in [
+            Technique::DnsNxdomain,
+            Technique::DnsBogon(PEYVANDHA_1),
+            Technique::DnsInjected(PEYVANDHA_2),
+            Technique::TcpDrop,
+            Technique::TcpReset,
+            Technique::SniReset,
+            Technique::HostBlockpage,
+            Technique::Throttle(THROTTLE_KBPS),
+        ] {
+            assert!(SITES.iter().any(|s| s.technique == t), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn the_throttled_page_is_large_enough_for_the_passive_signal_and_others_are_small() {
+        assert!(page("throttled.lab").len() >= LARGE_PAGE_BYTES);
+        assert!(page("control.lab").len() < 1024);
+    }
+
+    #[test]
+    fn addresses_that_block_by_address_are_not_shared_with_controls() {
+        for s in SITES.iter().filter(|s| {
+            matches!(
+                s.technique,
+                Technique::TcpDrop | Technique::TcpReset | Technique::Throttle(_)
+            )
+        }) {
+            assert_eq!(SITES.iter().filter(|o| o.host == s.host).count(), 1);
+        }
+    }
+}
