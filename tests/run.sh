@@ -6,6 +6,9 @@
 # - As root, the tests run inside a network namespace that holds only loopback (unshare -n,
 #   from util-linux; `ip` from iproute2 brings loopback up), so a test that tried to reach
 #   beyond loopback fails instead of sending a packet.
+# - Then, as root, the censorship lab (tests/lab/run.sh: network namespaces of its own, with
+#   iproute2, iptables and dnsmasq installed by it if missing). Without root it cannot run, and
+#   this script says so and fails rather than pass without it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,4 +28,11 @@ if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null && unshare -n true 2>/dev
     CARGO_NET_OFFLINE=true unshare -n bash -c 'ip link set lo up && cargo test --workspace --locked'
 else
     cargo test --workspace --locked
+fi
+
+if [ "$(id -u)" = 0 ]; then
+    bash tests/lab/run.sh
+else
+    echo "tests/run.sh: the censorship lab needs root; run it with: sudo bash tests/lab/run.sh" >&2
+    exit 1
 fi

@@ -174,19 +174,43 @@ pub fn run(plan: &Plan) -> Result<Report> {
     if !leftovers.is_empty() {
         bail!("cannot remove a previous run's leftovers: {leftovers:?}");
     }
-    std::fs::create_dir_all(&plan.dir)
-        .with_context(|| format!("creating {}", plan.dir.display()))?;
-    let result = (|| {
+    fresh_dir(&plan.dir)?;
+    let result = {
         let mut procs = Procs::default();
         let report = run_inside(plan, &mut procs);
         drop(procs);
         report
-    })();
+    };
     let problems = topology::cleanup();
     if !problems.is_empty() {
         bail!("the lab could not remove everything it made: {problems:?}");
     }
     result
+}
+
+/// Marks a directory as the lab's own, so that a later run may empty it.
+const MARKER: &str = ".vantage-lab";
+
+/// Empties the run directory of an earlier run (its database would hold that run's events), but
+/// refuses to touch a directory the lab did not make.
+fn fresh_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        let empty = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .next()
+            .is_none();
+        if !empty && !dir.join(MARKER).exists() {
+            bail!(
+                "{} is not empty and not a lab directory; give another --dir",
+                dir.display()
+            );
+        }
+        std::fs::remove_dir_all(dir).with_context(|| format!("emptying {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join(MARKER), "made by vantage-lab run\n")
+        .with_context(|| format!("writing in {}", dir.display()))?;
+    Ok(())
 }
 
 fn preflight(plan: &Plan) -> Result<()> {
@@ -401,11 +425,17 @@ fn run_inside(plan: &Plan, procs: &mut Procs) -> Result<Report> {
     std::fs::write(&list, test_list())?;
     // The outage straddles a bin boundary; the measurements go before it when there is time.
     let half = plan.outage.as_secs_f64() / 2.0;
-    let boundary = ((now() + 20.0 + half) / BIN_SECONDS).ceil() * BIN_SECONDS;
-    let (cut, back) = (boundary - half, boundary + half);
-    let before = !plan.shutdown || cut - now() > 180.0;
+    let schedule = || {
+        let boundary = ((now() + 20.0 + half) / BIN_SECONDS).ceil() * BIN_SECONDS;
+        (boundary - half, boundary + half)
+    };
+    let (mut cut, mut back) = schedule();
+    let before = !plan.shutdown || cut - now() > 60.0;
     if before {
         measure(plan, procs, &datas, &list, &ca, &mut report)?;
+        if now() > cut - 5.0 {
+            (cut, back) = schedule();
+        }
     }
     if plan.shutdown {
         eprintln!(
@@ -714,15 +744,26 @@ fn vantage_aggregator_time(s: &str) -> Option<f64> {
     vantage_aggregator::signals::parse_time(s).map(|t| t as f64)
 }
 
+/// The timeline's layer for a verdict's blocking type (`aggregator/src/blocking.rs`, `Layer`).
+fn layer_of(blocking: &str) -> &'static str {
+    match blocking {
+        "dns" => "dns",
+        "tcp_ip" => "tcp",
+        "tls" => "tls",
+        _ => "http",
+    }
+}
+
 fn compact(events: &[Value]) -> String {
     let short: Vec<String> = events
         .iter()
         .map(|e| {
             format!(
-                "{} {} {:?} {}..{} {}",
+                "{} {} {} {} {}..{} suspected={}",
                 e["kind"],
+                e["layer"],
                 e["status"],
-                e["targets"].to_string(),
+                e["targets"],
                 e["start"],
                 e["end"],
                 e["suspected"]
@@ -762,16 +803,27 @@ fn check_timeline(plan: &Plan, db: &Path, report: &mut Report) -> Result<()> {
         }
         std::thread::sleep(Duration::from_secs(1));
     };
-    let found = targets(&blocking);
     for s in SITES {
-        let has = found.contains(s.domain);
-        let failure = (has != s.expect.event).then(|| {
-            format!(
-                "expected {} blocking event; {}",
-                if s.expect.event { "a" } else { "no" },
+        let events: Vec<&Value> = blocking
+            .iter()
+            .filter(|e| {
+                e["targets"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|t| t == s.domain))
+            })
+            .collect();
+        let layer = s.expect.blocking.map(layer_of);
+        let failure = match (s.expect.event, events.as_slice()) {
+            (false, []) => None,
+            (true, [e]) if e["layer"].as_str() == layer => None,
+            _ => Some(format!(
+                "expected {}; {}",
+                layer.map_or("no blocking event".to_string(), |l| format!(
+                    "one blocking event at layer {l}"
+                )),
                 compact(&blocking)
-            )
-        });
+            )),
+        };
         let what = if s.expect.event {
             "a blocking event"
         } else {
@@ -786,4 +838,59 @@ fn check_timeline(plan: &Plan, db: &Path, report: &mut Report) -> Result<()> {
         failure,
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_directory_is_emptied_only_when_the_lab_made_it() {
+        let base = std::env::temp_dir().join(format!("vantage-lab-dir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let theirs = base.join("theirs");
+        std::fs::create_dir_all(&theirs).expect("mkdir");
+        std::fs::write(theirs.join("notes.txt"), "keep me").expect("write");
+        let err = fresh_dir(&theirs).expect_err("a foreign directory is refused");
+        assert!(err.to_string().contains("not a lab directory"), "{err}");
+        assert!(theirs.join("notes.txt").exists(), "nothing was deleted");
+
+        let ours = base.join("ours");
+        fresh_dir(&ours).expect("a new directory");
+        std::fs::write(ours.join("aggregator.db"), "old run").expect("write");
+        fresh_dir(&ours).expect("the lab's own directory");
+        assert!(!ours.join("aggregator.db").exists(), "the old run is gone");
+        assert!(ours.join(MARKER).exists());
+        let _ = std::fs::remove_dir_all(&base);
+    }
+
+    #[test]
+    fn a_verdict_is_compared_field_by_field() {
+        let site = SITES
+            .iter()
+            .find(|s| s.domain == "sni-reset.lab")
+            .expect("site");
+        let right =
+            serde_json::json!({"blocking": "tls", "rule": "tls-interference", "confirmed": false});
+        assert_eq!(verdict_differs(site, &right), None);
+        let wrong = serde_json::json!({"blocking": "dns", "rule": "tls-interference+inconsistent-dns", "confirmed": false});
+        let why = verdict_differs(site, &wrong).expect("differs");
+        assert!(
+            why.contains("blocking \"dns\"")
+                && why.contains("rule tls-interference+inconsistent-dns"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn the_active_test_must_find_the_policer_near_its_rate() {
+        let near = serde_json::json!({"verdict": "throttled", "ceiling_kbps": 488.0});
+        assert_eq!(throttling_differs(&near), None);
+        for v in [
+            serde_json::json!({"verdict": "not_throttled", "ceiling_kbps": null}),
+            serde_json::json!({"verdict": "throttled", "ceiling_kbps": 5000.0}),
+        ] {
+            assert!(throttling_differs(&v).is_some(), "{v}");
+        }
+    }
 }

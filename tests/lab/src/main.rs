@@ -110,10 +110,10 @@ fn real_main() -> Result<ExitCode> {
             outage_secs,
             sabotage,
         } => {
-            if let Some(d) = &sabotage {
-                if !scenario::SITES.iter().any(|s| s.domain == d.as_str()) {
-                    bail!("--sabotage {d}: not a lab domain");
-                }
+            if let Some(d) = &sabotage
+                && !scenario::SITES.iter().any(|s| s.domain == d.as_str())
+            {
+                bail!("--sabotage {d}: not a lab domain");
             }
             let bin_dir = match bin_dir {
                 Some(d) => d,

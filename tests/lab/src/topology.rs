@@ -14,7 +14,6 @@
 //! namespaces, so no packet ever leaves the machine.
 
 use std::net::Ipv4Addr;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
@@ -230,18 +229,12 @@ pub fn cleanup() -> Vec<String> {
         if let Err(e) = result {
             problems.push(format!("{ns}: {e:#}"));
         }
-        let etc = Path::new("/etc/netns").join(ns);
-        if etc.exists() {
-            if let Err(e) = std::fs::remove_dir_all(&etc) {
-                problems.push(format!("{}: {e}", etc.display()));
-            }
-        }
     }
     problems
 }
 
-/// What the lab left on this machine: namespaces, links named like the lab's, and resolver
-/// files for lab namespaces. Empty after every run, passed or failed.
+/// What the lab left on this machine: namespaces and links named like the lab's. Empty after
+/// every run, passed or failed.
 pub fn leftovers() -> Result<Vec<String>> {
     let mut left: Vec<String> = namespaces()
         .into_iter()
@@ -251,13 +244,6 @@ pub fn leftovers() -> Result<Vec<String>> {
         let name = line.split(": ").nth(1).unwrap_or("");
         if name.starts_with(PREFIX) {
             left.push(format!("link {name}"));
-        }
-    }
-    if let Ok(dir) = std::fs::read_dir("/etc/netns") {
-        for e in dir.flatten() {
-            if e.file_name().to_string_lossy().starts_with(PREFIX) {
-                left.push(format!("file {}", e.path().display()));
-            }
         }
     }
     Ok(left)
