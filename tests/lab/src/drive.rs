@@ -151,9 +151,16 @@ pub struct Report {
     pub checks: Vec<Check>,
 }
 
+/// Set when a signal stops the run: the lab is being removed under the run's feet, and what it
+/// would report from then on is noise.
+pub static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 impl Report {
     fn check(&mut self, what: impl Into<String>, failure: Option<String>) {
         let what = what.into();
+        if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         match &failure {
             None => eprintln!("lab: ok    {what}"),
             Some(f) => eprintln!("lab: FAIL  {what}: {f}"),
@@ -729,9 +736,16 @@ fn check_shutdown(
             compact(&events)
         )),
     };
+    let seen = events.first().map_or(String::new(), |e| {
+        format!(
+            "; event {} to {}",
+            e["start"].as_str().unwrap_or("?"),
+            e["end"].as_str().unwrap_or("ongoing")
+        )
+    });
     report.check(
         format!(
-            "timeline: one shutdown of AS64500, {} to {}",
+            "timeline: one shutdown of AS64500, cut {} to {}{seen}",
             utc(cut),
             utc(back)
         ),

@@ -144,6 +144,7 @@ fn real_main() -> Result<ExitCode> {
                         _ = term.recv() => {}
                     }
                 });
+                drive::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
                 eprintln!("vantage-lab: interrupted; removing the lab");
                 let _ = topology::cleanup();
                 std::process::exit(130);
