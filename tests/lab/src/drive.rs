@@ -329,6 +329,20 @@ fn run_inside(plan: &Plan, procs: &mut Procs) -> Result<Report> {
             ],
         )?;
     }
+    // Each server says when it is ready; a probe must not query a resolver or an injector that
+    // is still starting.
+    for (name, ready) in [
+        ("net-resolver", "started"),
+        ("slow-resolver", "relaying"),
+        ("isp-resolver", "started"),
+        ("isp-proxy", "listening"),
+        ("isp-injector", "watching"),
+    ] {
+        let log = dir.join(format!("{name}.log"));
+        if log.exists() {
+            wait_for_log(&log, ready, 1, Duration::from_secs(20))?;
+        }
+    }
     censor::apply(&censor::router_rules(&censored)).context("installing the censor's rules")?;
 
     let db = dir.join("aggregator.db");
