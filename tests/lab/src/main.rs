@@ -4,6 +4,7 @@
 //! See README "Censorship lab".
 
 mod censor;
+mod check;
 mod drive;
 mod scenario;
 mod servers;
@@ -144,7 +145,7 @@ fn real_main() -> Result<ExitCode> {
                         _ = term.recv() => {}
                     }
                 });
-                drive::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+                check::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
                 eprintln!("vantage-lab: interrupted; removing the lab");
                 let _ = topology::cleanup();
                 std::process::exit(130);
