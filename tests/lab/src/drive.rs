@@ -507,7 +507,7 @@ fn daemon_config(data: &Path, aggregator: &str, canaries: &Path) -> String {
 }
 
 fn test_list() -> String {
-    let mut text = "url,category_code,category_description,date_added,source,notes\n".to_string();
+    let mut text = vantage_probe::test_lists::HEADER.join(",") + "\n";
     for s in SITES {
         text.push_str(&format!(
             "{},NEWS,News Media,2026-11-29,vantage-lab,\n",
