@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
@@ -64,11 +64,8 @@ impl Procs {
         let log = plan.dir.join(format!("{name}.log"));
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .args(args)
+        let child = topology::netns_command(ns, args)
             .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
@@ -621,10 +618,7 @@ fn measure(
 }
 
 fn spawn_output(ns: &str, args: &[String]) -> Result<Child> {
-    Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(args)
-        .stdin(Stdio::null())
+    topology::netns_command(ns, args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -54,6 +54,16 @@ pub fn probe_link(i: usize) -> String {
     format!("vl-p{}", i + 1)
 }
 
+/// A command that runs `args` (a program and its arguments) inside namespace `ns`, with no
+/// input: every process the lab starts in a namespace starts from here.
+pub fn netns_command<S: AsRef<std::ffi::OsStr>>(ns: &str, args: &[S]) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns])
+        .args(args)
+        .stdin(Stdio::null());
+    cmd
+}
+
 /// Runs `args` (a command and its arguments) inside namespace `ns`, failing with its stderr.
 pub fn run_in(ns: &str, args: &[&str]) -> Result<String> {
     let mut all = vec!["netns", "exec", ns];
