@@ -71,6 +71,7 @@ fn main() {
                 rule_set: Some("vantage-1".into()),
                 verdict: Some("{}".into()),
                 envelope: l.clone(),
+                network_verified: false,
             }
         })
         .collect();

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use vantage_aggregator::compact::compact_all;
 use vantage_aggregator::db::Sqlite;
-use vantage_aggregator::ingest::{IngestConfig, ingest};
+use vantage_aggregator::ingest::{IngestConfig, Origin, ingest};
 use vantage_probe::envelope::Identity;
 use vantage_probe::verdict::fingerprints::Fingerprints;
 
@@ -105,7 +105,8 @@ fn fill(db_path: &str, count: usize, fixtures: &str) {
                         body.push_str(&probe.seal(&v.to_string()).expect("seal").1);
                         body.push('\n');
                     }
-                    let outcomes = ingest(&db, &body, &config, &fingerprints).expect("ingest");
+                    let outcomes = ingest(&db, &body, &config, &fingerprints, &Origin::UNKNOWN)
+                        .expect("ingest");
                     let ok = outcomes.iter().filter(|o| o.status == "accepted").count();
                     assert_eq!(
                         ok,

@@ -88,6 +88,7 @@ mod tests {
                 "{{\"v\":1,\"measurement\":{{\"n\":{n},\"body\":\"{}\"}}}}",
                 "<p>blocked é</p>".repeat(300)
             ),
+            network_verified: false,
         }
     }
 

@@ -171,6 +171,11 @@ pub struct Row {
     pub verdict: Option<String>,
     /// The envelope line (or the raw OONI measurement).
     pub envelope: String,
+    /// Whether the address it was uploaded from belongs to the network it claims
+    /// (`probe_cc`, `probe_asn`), as the aggregator's geolocation source says; false when it
+    /// could not be checked (no source, an import, an upload through a proxy). See
+    /// `ingest::Origin`.
+    pub network_verified: bool,
 }
 
 /// A probe key's standing.
@@ -287,8 +292,16 @@ pub trait Storage: Send + Sync {
     fn timeline(&self, q: &TimelineQuery) -> Result<Vec<Event>, DbError>;
     /// Countries with signals: (cc, networks, events).
     fn countries(&self) -> Result<Vec<(String, i64, i64)>, DbError>;
-    /// Records a heartbeat; false when the same one was already recorded.
-    fn heartbeat(&self, key: &str, cc: &str, asn: u32, sent_at: &str) -> Result<bool, DbError>;
+    /// Records a heartbeat; false when the same one was already recorded. `verified`: it came
+    /// from an address inside the network it claims (see `ingest::Origin`).
+    fn heartbeat(
+        &self,
+        key: &str,
+        cc: &str,
+        asn: u32,
+        sent_at: &str,
+        verified: bool,
+    ) -> Result<bool, DbError>;
     /// Heartbeats recorded for a country.
     fn heartbeat_count(&self, cc: &str) -> Result<u64, DbError>;
     /// Compresses the envelopes of up to `limit` rows received at or before `received_before`
@@ -623,7 +636,14 @@ impl Storage for Sqlite {
         self.with(|c| crate::events::countries(c))
     }
 
-    fn heartbeat(&self, key: &str, cc: &str, asn: u32, sent_at: &str) -> Result<bool, DbError> {
+    fn heartbeat(
+        &self,
+        key: &str,
+        cc: &str,
+        asn: u32,
+        sent_at: &str,
+        _verified: bool,
+    ) -> Result<bool, DbError> {
         self.with(|c| {
             let tx = c.transaction()?;
             let new = tx.execute(

@@ -47,6 +47,37 @@ impl Default for IngestConfig {
     }
 }
 
+/// Where an upload or heartbeat came from, as far as the aggregator can tell. The connecting
+/// address is looked up in the geolocation source (`--geoip`, `--prefixes`) and dropped; only
+/// the network it belongs to travels on from here (DESIGN "Privacy and safety").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// (country, ASN) of the connecting address; `None` when the aggregator has no
+    /// geolocation source or the source does not know the address.
+    pub network: Option<(String, u32)>,
+}
+
+impl Origin {
+    /// An origin that nothing can be checked against (a local import, no geolocation source).
+    pub const UNKNOWN: Origin = Origin { network: None };
+
+    /// The origin of a connection from a network the source placed in `cc` and `asn`; `AS0` or
+    /// `ZZ` (what no source knows) is no network at all.
+    pub fn observed(asn: u32, cc: &str) -> Origin {
+        let known = asn != 0 && cc.len() == 2 && !cc.eq_ignore_ascii_case("ZZ");
+        Origin {
+            network: known.then(|| (cc.to_ascii_uppercase(), asn)),
+        }
+    }
+
+    /// Whether a measurement claiming `cc` and `asn` came from inside that network.
+    pub fn vouches_for(&self, cc: &str, asn: u32) -> bool {
+        self.network
+            .as_ref()
+            .is_some_and(|(c, a)| *a == asn && c.eq_ignore_ascii_case(cc))
+    }
+}
+
 /// The answer for one line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LineOutcome {
@@ -122,6 +153,7 @@ pub fn ingest(
     body: &str,
     config: &IngestConfig,
     fingerprints: &Fingerprints,
+    origin: &Origin,
 ) -> Result<Vec<LineOutcome>, DbError> {
     let mut outcomes = Vec::new();
     let mut rows = Vec::new();
@@ -224,6 +256,7 @@ pub fn ingest(
             rule_set: None,
             verdict: None,
             envelope: line.to_string(),
+            network_verified: origin.vouches_for(generic.probe_cc.as_str(), generic.probe_asn.0),
         };
         if let Some(m) = typed {
             apply_verdict(&mut row, &m, fingerprints);
@@ -294,6 +327,7 @@ pub fn heartbeat(
     storage: &dyn Storage,
     body: &str,
     config: &IngestConfig,
+    origin: &Origin,
 ) -> Result<Result<(), String>, DbError> {
     let c = match control(body, "heartbeat", config) {
         Ok(c) => c,
@@ -311,6 +345,7 @@ pub fn heartbeat(
         m.probe_cc.as_str(),
         m.probe_asn.0,
         &m.measurement_start_time,
+        origin.vouches_for(m.probe_cc.as_str(), m.probe_asn.0),
     )?;
     Ok(Ok(()))
 }

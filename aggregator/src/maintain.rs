@@ -88,6 +88,7 @@ pub fn import_ooni(
             rule_set: None,
             verdict: None,
             envelope: compact.clone(),
+            network_verified: false,
         };
         if m.test_name == WEB_CONNECTIVITY {
             match serde_json::from_str::<WebConnectivityMeasurement>(&compact) {
@@ -149,6 +150,7 @@ pub fn rescore(storage: &dyn Storage, fingerprints: &Fingerprints) -> Result<usi
                 rule_set: None,
                 verdict: None,
                 envelope: String::new(),
+                network_verified: false,
             };
             apply_verdict(&mut row, &m, fingerprints);
             storage.update_verdict(&row)?;

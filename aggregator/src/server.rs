@@ -28,7 +28,7 @@ use crate::db::{Query, Storage};
 use crate::enrol::enrol;
 use crate::events::{Kind, TimelineQuery};
 use crate::geo::Geo;
-use crate::ingest::{IngestConfig, LineOutcome, heartbeat, ingest};
+use crate::ingest::{IngestConfig, LineOutcome, Origin, heartbeat, ingest};
 use crate::signals::{self, SignalQuery};
 
 /// Counters for `/metrics` (Prometheus text format).
@@ -279,6 +279,18 @@ async fn whoami(
     axum::Json(json!({"probe_asn": format!("AS{asn}"), "probe_cc": cc})).into_response()
 }
 
+/// The network of the connecting address, for checking what a probe claims; the address itself
+/// goes no further than this lookup.
+fn origin(geo: &Geo, peer: SocketAddr) -> Origin {
+    match geo {
+        Geo::Unknown => Origin::UNKNOWN,
+        geo => {
+            let (asn, cc) = geo.lookup(peer.ip());
+            Origin::observed(asn, &cc)
+        }
+    }
+}
+
 /// Decompresses a gzip body, refusing more than the limit of output.
 fn body_text(
     headers: &HeaderMap,
@@ -311,7 +323,13 @@ fn body_text(
 }
 
 /// `POST /api/v1/measurements`: signed JSONL in, one outcome per line out.
-async fn upload(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn upload(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let origin = origin(&state.geo, peer);
     let text = match body_text(&headers, body, state.ingest.max_body_bytes) {
         Ok(t) => t,
         Err((status, message)) => return error(status, message),
@@ -324,6 +342,7 @@ async fn upload(State(state): State<AppState>, headers: HeaderMap, body: Bytes) 
             &text,
             &state.ingest,
             &state.fingerprints,
+            &origin,
         )
     })
     .await;
@@ -344,13 +363,18 @@ async fn upload(State(state): State<AppState>, headers: HeaderMap, body: Bytes) 
 }
 
 /// `POST /api/v1/heartbeat`: one signed envelope of a `heartbeat` measurement.
-async fn beat(State(state): State<AppState>, body: Bytes) -> Response {
+async fn beat(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Response {
+    let origin = origin(&state.geo, peer);
     let Ok(text) = String::from_utf8(body.to_vec()) else {
         return error(StatusCode::BAD_REQUEST, "body is not UTF-8".into());
     };
     let metrics = state.metrics.clone();
     let result = tokio::task::spawn_blocking(move || {
-        heartbeat(state.storage.as_ref(), &text, &state.ingest)
+        heartbeat(state.storage.as_ref(), &text, &state.ingest, &origin)
     })
     .await;
     match result {

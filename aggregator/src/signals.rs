@@ -402,6 +402,7 @@ mod tests {
             rule_set: None,
             verdict: None,
             envelope: r#"{"v":1,"measurement":{"test_keys":{"ok":2,"total":8}}}"#.into(),
+            network_verified: false,
         }
     }
 
@@ -418,9 +419,9 @@ mod tests {
             row("4", "b", 2, "2026-03-01 10:06:00", "canary", None),
         ])
         .expect("insert");
-        db.heartbeat("a", "IR", 1, "2026-03-01 10:03:00")
+        db.heartbeat("a", "IR", 1, "2026-03-01 10:03:00", true)
             .expect("beat");
-        db.heartbeat("c", "IR", 1, "2026-03-01 10:03:30")
+        db.heartbeat("c", "IR", 1, "2026-03-01 10:03:30", true)
             .expect("beat");
         // A probe's offline backlog arrives later and fills the earlier bin.
         db.insert(&[row(

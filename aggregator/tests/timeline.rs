@@ -43,7 +43,7 @@ fn seed(dir: &std::path::Path, t0: i64, cut: i64, back: i64) -> std::path::PathB
             let online = !(cut..back).contains(&t);
             if online {
                 let beat = signed(&key, "heartbeat", t, 0.0, json!({}));
-                ingest::heartbeat(&db, &beat, &config)
+                ingest::heartbeat(&db, &beat, &config, &ingest::Origin::UNKNOWN)
                     .expect("db")
                     .expect("accepted");
             }
@@ -53,8 +53,14 @@ fn seed(dir: &std::path::Path, t0: i64, cut: i64, back: i64) -> std::path::PathB
                 queue.push(signed(&key, "canary", t, p as f64 / 10.0, keys));
             }
             if online && !queue.is_empty() {
-                let outcomes =
-                    ingest::ingest(&db, &queue.join("\n"), &config, &fingerprints).expect("ingest");
+                let outcomes = ingest::ingest(
+                    &db,
+                    &queue.join("\n"),
+                    &config,
+                    &fingerprints,
+                    &ingest::Origin::UNKNOWN,
+                )
+                .expect("ingest");
                 assert!(outcomes.iter().all(|o| o.status == "accepted"));
                 queue.clear();
             }

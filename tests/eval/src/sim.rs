@@ -471,7 +471,9 @@ pub fn simulate(
                         serde_json::json!({}),
                     ))?
                     .1;
-                if let Err(reason) = ingest::heartbeat(&storage, &line, &ingest_config)? {
+                if let Err(reason) =
+                    ingest::heartbeat(&storage, &line, &ingest_config, &ingest::Origin::UNKNOWN)?
+                {
                     anyhow::bail!("heartbeat refused: {reason}");
                 }
                 submissions += 1;
@@ -535,7 +537,13 @@ pub fn simulate(
                 let body = p.queue.join("\n");
                 submissions += p.queue.len();
                 p.queue.clear();
-                for o in ingest::ingest(&storage, &body, &ingest_config, &fingerprints)? {
+                for o in ingest::ingest(
+                    &storage,
+                    &body,
+                    &ingest_config,
+                    &fingerprints,
+                    &ingest::Origin::UNKNOWN,
+                )? {
                     if o.status != "accepted" {
                         anyhow::bail!(
                             "upload refused: line {}: {} {:?}",
@@ -575,7 +583,13 @@ pub fn simulate(
     for p in probes.iter_mut() {
         if !p.queue.is_empty() {
             submissions += p.queue.len();
-            ingest::ingest(&storage, &p.queue.join("\n"), &ingest_config, &fingerprints)?;
+            ingest::ingest(
+                &storage,
+                &p.queue.join("\n"),
+                &ingest_config,
+                &fingerprints,
+                &ingest::Origin::UNKNOWN,
+            )?;
             p.queue.clear();
         }
     }
