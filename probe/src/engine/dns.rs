@@ -351,10 +351,22 @@ async fn udp(
         });
     }
 
+    record_datagrams(datagrams, query.metadata.id, &target, template)
+}
+
+/// Reads the datagrams that arrived for one query, in arrival order: the first is the answer
+/// (its addresses and error are the lookup's), each later one a duplicate kept with its own
+/// arrival time and bytes, since an injected answer races the real one (OONI ts-017 E003).
+fn record_datagrams(
+    datagrams: Vec<(f64, Vec<u8>)>,
+    id: u16,
+    server: &str,
+    template: impl Fn(f64) -> DnsQuery,
+) -> Lookup {
     let mut lookup = Lookup::default();
     for (t, raw) in datagrams {
         let mut record = template(t);
-        let parsed = read_response(&raw, query.metadata.id, &target).record_into(&mut record, &raw);
+        let parsed = read_response(&raw, id, server).record_into(&mut record, &raw);
         if lookup.queries.is_empty() {
             lookup.addrs = parsed.addrs;
             lookup.error = parsed.error;
@@ -364,6 +376,28 @@ async fn udp(
         }
     }
     lookup
+}
+
+/// `raw` read as the datagrams answering a UDP query whose id was `id`, in arrival order, as
+/// the UDP lookup reads them. Only for the fuzz targets (`fuzz/fuzz_targets/dns_response.rs`),
+/// which cannot reach the private functions.
+#[doc(hidden)]
+pub fn parse_datagrams(raw: &[&[u8]], id: u16) -> Lookup {
+    let spec = QuerySpec {
+        engine: "udp",
+        hostname: "",
+        query_type: "A",
+        resolver_address: "",
+        t0: 0.0,
+        tags: None,
+        transaction_id: 0,
+    };
+    let datagrams = raw
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i as f64, r.to_vec()))
+        .collect();
+    record_datagrams(datagrams, id, "", |t| spec.record(t))
 }
 
 /// What one DNS response message says.
@@ -615,6 +649,36 @@ mod tests {
         assert_eq!(
             parsed.error.expect("error").failure().to_string(),
             "dns_no_answer"
+        );
+    }
+
+    #[test]
+    fn a_later_datagram_is_a_duplicate_and_the_first_answer_counts() {
+        let injected = response(
+            7,
+            hickory_proto::op::ResponseCode::NoError,
+            &[[10, 0, 0, 1]],
+        );
+        let real = response(
+            7,
+            hickory_proto::op::ResponseCode::NoError,
+            &[[93, 184, 216, 34]],
+        );
+        let lookup = parse_datagrams(&[&injected, &real, b"junk"], 7);
+        assert_eq!(lookup.addrs, vec![IpAddr::from([10, 0, 0, 1])]);
+        assert!(lookup.error.is_none());
+        assert_eq!(lookup.queries.len(), 1);
+        assert_eq!(lookup.duplicates.len(), 2);
+        assert_eq!(lookup.duplicates[0].t, 1.0);
+        assert_eq!(
+            lookup.duplicates[0].answers.as_ref().expect("answers")[0]
+                .ipv4
+                .as_deref(),
+            Some("93.184.216.34")
+        );
+        assert_eq!(
+            lookup.duplicates[1].failure.as_deref(),
+            Some("dns_server_misbehaving")
         );
     }
 
