@@ -5,6 +5,13 @@
 //! before the probe reports it, so a kill (or power cut) at any moment loses no completed
 //! measurement (DESIGN "Probe"). Schema changes are numbered migrations keyed on
 //! `PRAGMA user_version`.
+//!
+//! Nothing here deletes a result. The outbox row of each result says where its upload stands:
+//! `pending` (to send), `held` (the aggregator refused it for a reason that can change, such as
+//! a key not enrolled yet or a rate limit: kept with the reason, and sent again when
+//! `retry_at` comes, after an enrolment, or on request), `rejected` (refused for good for what
+//! its bytes are: a bad signature or a malformed measurement; still kept here), `accepted` and
+//! `duplicate` (the aggregator has it).
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -35,6 +42,18 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX outbox_pending ON outbox(state);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // 2: results the aggregator refused for a reason that can change are held, not dropped
+    // from the outbox: `retry_at` (unix time) says when to send them again by themselves, NULL
+    // for "after an enrolment or on request". Earlier versions marked every refusal
+    // `rejected`; all but those about the bytes themselves (the reasons
+    // `upload::classify` calls permanent) are held again here, so a probe refused before its
+    // enrolment still gets its results through.
+    "ALTER TABLE outbox ADD COLUMN retry_at INTEGER;
+    UPDATE outbox SET state = 'held',
+        retry_at = CASE WHEN reason IN ('unknown key', 'revoked key') THEN NULL ELSE 0 END
+    WHERE state = 'rejected'
+        AND coalesce(reason, '') NOT LIKE 'bad signature%'
+        AND coalesce(reason, '') NOT LIKE 'malformed%';",
 ];
 
 /// Why a database could not be opened and brought up to date.
@@ -140,8 +159,10 @@ pub struct StoredResult {
     pub verdict: String,
     /// The signed envelope line.
     pub envelope: String,
-    /// Outbox state: `pending`, `accepted`, `duplicate`, `rejected`.
+    /// Outbox state: `pending`, `held`, `accepted`, `duplicate`, `rejected`.
     pub upload_state: String,
+    /// Why the aggregator refused it, when it did.
+    pub upload_reason: Option<String>,
 }
 
 /// What `vantage status` shows.
@@ -151,8 +172,15 @@ pub struct Status {
     pub results: u64,
     /// Results waiting to be uploaded.
     pub pending: u64,
-    /// Results the aggregator refused (not retried).
+    /// Results the aggregator refused for a reason that can change, kept to be sent again.
+    pub held: u64,
+    /// How many are held for each reason, most first.
+    pub held_reasons: Vec<(String, u64)>,
+    /// Results the aggregator refused for good (a bad signature, a malformed measurement);
+    /// still kept in the store.
     pub rejected: u64,
+    /// How many were refused for good for each reason, most first.
+    pub rejected_reasons: Vec<(String, u64)>,
     /// Unix time of the last successful upload.
     pub last_upload: Option<String>,
     /// The last upload error.
@@ -180,6 +208,41 @@ pub struct NewResult<'a> {
     pub verdict: &'a str,
     /// Envelope line.
     pub envelope: &'a str,
+}
+
+/// The meta key `vantage enrol` sets (unix time) after an enrolment, so that a daemon sharing
+/// the data directory sends again what the aggregator held back before it.
+pub const ENROLLED: &str = "enrolled";
+
+/// What the aggregator's answer means for one result's outbox row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Stored by the aggregator now.
+    Accepted,
+    /// The aggregator already had it.
+    Duplicate,
+    /// Refused for a reason that can change: kept in the outbox with the reason, sent again
+    /// after `retry_after` (never by itself when `None`: after an enrolment or on request).
+    Held {
+        /// The aggregator's reason.
+        reason: String,
+        /// When to send it again by itself.
+        retry_after: Option<std::time::Duration>,
+    },
+    /// Refused for good for what its bytes are: out of the outbox, still in the store.
+    Rejected {
+        /// The aggregator's reason.
+        reason: String,
+    },
+}
+
+/// Which held results go back to the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    /// Every one: after an enrolment, or when the volunteer asks.
+    All,
+    /// Those whose `retry_at` has come.
+    Due,
 }
 
 /// The store.
@@ -273,7 +336,8 @@ impl Store {
 
     const SELECT: &'static str =
         "SELECT r.id, r.input, r.test_name, r.measured_at, r.blocking, r.accessible,
-        r.confirmed, r.verdict, r.envelope, o.state FROM results r JOIN outbox o ON o.id = r.id";
+        r.confirmed, r.verdict, r.envelope, o.state, o.reason
+        FROM results r JOIN outbox o ON o.id = r.id";
 
     fn row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredResult> {
         Ok(StoredResult {
@@ -287,6 +351,7 @@ impl Store {
             verdict: row.get(7)?,
             envelope: row.get(8)?,
             upload_state: row.get(9)?,
+            upload_reason: row.get(10)?,
         })
     }
 
@@ -332,34 +397,66 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// Records the aggregator's answer for each id: `accepted`, `duplicate` or `rejected`.
-    pub fn record_outcomes(
-        &mut self,
-        outcomes: &[(String, String, Option<String>)],
-    ) -> Result<(), StoreError> {
+    /// Records the aggregator's answer for each id. Only the outbox row changes: the result
+    /// itself is never touched, whatever the answer.
+    pub fn record_outcomes(&mut self, outcomes: &[(String, Delivery)]) -> Result<(), StoreError> {
         let path = self.path.clone();
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
             source,
         };
+        let now = now();
         let tx = self.conn.transaction().map_err(err)?;
-        for (id, state, reason) in outcomes {
+        for (id, delivery) in outcomes {
+            let (state, reason, retry_at) = match delivery {
+                Delivery::Accepted => ("accepted", None, None),
+                Delivery::Duplicate => ("duplicate", None, None),
+                Delivery::Held {
+                    reason,
+                    retry_after,
+                } => (
+                    "held",
+                    Some(reason.as_str()),
+                    retry_after.map(|d| {
+                        now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                    }),
+                ),
+                Delivery::Rejected { reason } => ("rejected", Some(reason.as_str()), None),
+            };
             tx.execute(
-                "UPDATE outbox SET state = ?2, reason = ?3, attempts = attempts + 1, updated_at = ?4
-                 WHERE id = ?1",
-                params![id, state, reason, now()],
+                "UPDATE outbox SET state = ?2, reason = ?3, retry_at = ?4,
+                 attempts = attempts + 1, updated_at = ?5 WHERE id = ?1",
+                params![id, state, reason, retry_at, now],
             )
             .map_err(err)?;
         }
         tx.execute(
             "INSERT INTO meta (key, value) VALUES ('last_upload', ?1)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [now().to_string()],
+            [now.to_string()],
         )
         .map_err(err)?;
         tx.execute("DELETE FROM meta WHERE key = 'last_error'", [])
             .map_err(err)?;
         tx.commit().map_err(err)
+    }
+
+    /// Puts held results back in the outbox (all of them, or those whose time has come);
+    /// returns how many. Their reason stays until the aggregator answers again.
+    pub fn requeue_held(&self, which: Requeue) -> Result<u64, StoreError> {
+        let sql = match which {
+            Requeue::All => {
+                "UPDATE outbox SET state = 'pending', updated_at = ?1 WHERE state = 'held'"
+            }
+            Requeue::Due => {
+                "UPDATE outbox SET state = 'pending', updated_at = ?1
+                 WHERE state = 'held' AND retry_at IS NOT NULL AND retry_at <= ?1"
+            }
+        };
+        self.conn
+            .execute(sql, [now()])
+            .map(|n| u64::try_from(n).unwrap_or(u64::MAX))
+            .map_err(|e| self.err(e))
     }
 
     /// Remembers why the last upload attempt failed.
@@ -397,10 +494,29 @@ impl Store {
                 .map_err(|e| self.err(e))
         };
         let meta = |key: &str| self.meta(key);
+        let reasons = |state: &str| -> Result<Vec<(String, u64)>, StoreError> {
+            let mut stmt = self
+                .conn
+                .prepare(
+                    "SELECT coalesce(reason, 'no reason given'), count(*) FROM outbox
+                     WHERE state = ?1 GROUP BY 1 ORDER BY 2 DESC, 1",
+                )
+                .map_err(|e| self.err(e))?;
+            stmt.query_map([state], |r| {
+                Ok((r.get(0)?, u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0)))
+            })
+            .and_then(Iterator::collect)
+            .map_err(|e| self.err(e))
+        };
+        let held_reasons = reasons("held")?;
+        let rejected_reasons = reasons("rejected")?;
         Ok(Status {
             results: count("SELECT count(*) FROM results")?,
             pending: count("SELECT count(*) FROM outbox WHERE state = 'pending'")?,
-            rejected: count("SELECT count(*) FROM outbox WHERE state = 'rejected'")?,
+            held: held_reasons.iter().map(|r| r.1).sum(),
+            held_reasons,
+            rejected: rejected_reasons.iter().map(|r| r.1).sum(),
+            rejected_reasons,
             last_upload: meta("last_upload")?,
             last_error: meta("last_error")?,
         })
@@ -448,11 +564,12 @@ mod tests {
         );
         store
             .record_outcomes(&[
-                ("aa01".into(), "accepted".into(), None),
+                ("aa01".into(), Delivery::Accepted),
                 (
                     "bb02".into(),
-                    "rejected".into(),
-                    Some("bad signature".into()),
+                    Delivery::Rejected {
+                        reason: "bad signature".into(),
+                    },
                 ),
             ])
             .expect("record");
@@ -469,6 +586,111 @@ mod tests {
             Some("connection_refused")
         );
         assert_eq!(store.find("AA").expect("find")[0].upload_state, "accepted");
+        let refused = &store.find("bb").expect("find")[0];
+        assert_eq!(
+            (
+                refused.upload_state.as_str(),
+                refused.upload_reason.as_deref()
+            ),
+            ("rejected", Some("bad signature")),
+            "refused for good, and still stored"
+        );
+        assert_eq!(status.rejected_reasons, [("bad signature".to_string(), 1)]);
+    }
+
+    #[test]
+    fn held_results_stay_out_of_the_queue_until_due_or_requeued() {
+        let path = temp("held");
+        let mut store = Store::open(&path).expect("open");
+        for id in ["a1", "b2", "c3", "d4"] {
+            store.insert(&result(id)).expect("insert");
+        }
+        let held = |reason: &str, secs: Option<u64>| Delivery::Held {
+            reason: reason.into(),
+            retry_after: secs.map(std::time::Duration::from_secs),
+        };
+        store
+            .record_outcomes(&[
+                ("a1".into(), held("unknown key", None)),
+                ("b2".into(), held("unknown key", None)),
+                ("c3".into(), held("rate limited: 10 lines an hour", Some(0))),
+                ("d4".into(), held("time in the future", Some(3600))),
+            ])
+            .expect("record");
+        assert!(store.pending(10).expect("pending").is_empty());
+        let status = store.status().expect("status");
+        assert_eq!((status.results, status.pending, status.held), (4, 0, 4));
+        assert_eq!(
+            status.held_reasons,
+            [
+                ("unknown key".to_string(), 2),
+                ("rate limited: 10 lines an hour".to_string(), 1),
+                ("time in the future".to_string(), 1),
+            ]
+        );
+        // Only the one whose time has come goes back by itself.
+        assert_eq!(store.requeue_held(Requeue::Due).expect("due"), 1);
+        let ids = |store: &Store| -> Vec<String> {
+            store
+                .pending(10)
+                .expect("pending")
+                .into_iter()
+                .map(|p| p.0)
+                .collect()
+        };
+        assert_eq!(ids(&store), ["c3"]);
+        // The reason stays visible until the aggregator answers again.
+        assert_eq!(
+            store.find("c3").expect("find")[0].upload_reason.as_deref(),
+            Some("rate limited: 10 lines an hour")
+        );
+        // An enrolment (or `upload --retry-rejected`) sends the rest.
+        assert_eq!(store.requeue_held(Requeue::All).expect("all"), 3);
+        assert_eq!(ids(&store), ["a1", "b2", "c3", "d4"]);
+        assert_eq!(store.list(10).expect("list").len(), 4, "nothing deleted");
+    }
+
+    #[test]
+    fn migration_holds_what_older_versions_dropped_for_a_fixable_reason() {
+        let path = temp("migrate");
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("dir");
+        // A store as version 1 left it: every refusal `rejected`.
+        let conn = open_migrated(&path, &MIGRATIONS[..1], "FULL").expect("v1");
+        for (id, state, reason) in [
+            ("0a01", "rejected", Some("unknown key")),
+            ("0a02", "rejected", Some("revoked key")),
+            ("0b01", "rejected", Some("time in the future")),
+            ("0c01", "rejected", Some("bad signature")),
+            ("0d01", "rejected", Some("malformed: missing field `input`")),
+            ("0e01", "rejected", None),
+            ("0f01", "accepted", None),
+        ] {
+            conn.execute(
+                "INSERT INTO results (id, test_name, measured_at, verdict, envelope, stored_at)
+                 VALUES (?1, 'canary', '2026-01-01 00:00:00', '{}', '{}', 0)",
+                [id],
+            )
+            .expect("result");
+            conn.execute(
+                "INSERT INTO outbox (id, state, reason, updated_at) VALUES (?1, ?2, ?3, 0)",
+                params![id, state, reason],
+            )
+            .expect("outbox");
+        }
+        drop(conn);
+        let store = Store::open(&path).expect("migrated");
+        let state = |id: &str| store.find(id).expect("find")[0].upload_state.clone();
+        for id in ["0a01", "0a02", "0b01", "0e01"] {
+            assert_eq!(state(id), "held", "{id}");
+        }
+        for id in ["0c01", "0d01"] {
+            assert_eq!(state(id), "rejected", "{id}");
+        }
+        assert_eq!(state("0f01"), "accepted");
+        // Those not about the key are due at once; the key's wait for an enrolment.
+        assert_eq!(store.requeue_held(Requeue::Due).expect("due"), 2);
+        assert_eq!(store.requeue_held(Requeue::All).expect("all"), 2);
+        assert_eq!(store.status().expect("status").pending, 4);
     }
 
     #[test]

@@ -47,6 +47,12 @@ pub enum ListError {
         /// The file.
         file: String,
     },
+    /// A list asked for by a name that cannot name a list.
+    #[error("{name:?} is not a test list name: use a two-letter country code or global")]
+    Name {
+        /// The name as given.
+        name: String,
+    },
     /// One row is unusable and was skipped.
     #[error("{file}:{line}: {reason}")]
     Row {
@@ -180,6 +186,101 @@ pub(crate) fn with_header<'a>(text: &'a str, header: &[&str]) -> Option<csv::Rea
     ok.then_some(reader)
 }
 
+/// Whether `name` can name a list: `global`, or a country code as two lower-case ASCII
+/// letters (ISO 3166-1 alpha-2, as `GET /api/v1/test-lists/{cc}` and the built-in lists use
+/// them). A list name becomes a file name in the data directory (`lists/<name>.csv`), and the
+/// names inside a fetched document are chosen by the aggregator, so nothing else is accepted:
+/// no separator, no `..`, no upper case, no space.
+pub fn is_list_name(name: &str) -> bool {
+    name == "global" || (name.len() == 2 && name.bytes().all(|b| b.is_ascii_lowercase()))
+}
+
+/// Why files could not be put in place.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {path}: {source}")]
+pub struct WriteError {
+    /// The file (or temporary file) being written.
+    pub path: String,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Puts each `(file name, bytes)` in `dir` (created if needed): every file is first written
+/// in full to a new temporary file in `dir` and flushed to disk, and only when all of them are
+/// written are they renamed over their targets, each rename atomic (POSIX `rename(2)`). So a
+/// failure leaves every target either as it was or complete, never half-written, and no
+/// temporary file behind. A rename replaces a symbolic link at the target rather than writing
+/// through it. File names must be plain names (no separator, no leading dot); anything else is
+/// refused before anything is written.
+pub fn replace_files(
+    dir: &Path,
+    files: &[(String, &[u8])],
+) -> Result<Vec<std::path::PathBuf>, WriteError> {
+    use std::io::Write as _;
+    let fail = |path: &Path, source: std::io::Error| WriteError {
+        path: path.display().to_string(),
+        source,
+    };
+    for (name, _) in files {
+        let plain = Path::new(name).file_name() == Some(std::ffi::OsStr::new(name.as_str()));
+        if !plain || name.starts_with('.') {
+            return Err(fail(
+                &dir.join(name),
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a plain file name"),
+            ));
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| fail(dir, e))?;
+    let mut temps: Vec<(std::path::PathBuf, std::path::PathBuf)> = Vec::new();
+    let cleanup = |temps: &[(std::path::PathBuf, std::path::PathBuf)]| {
+        for (temp, _) in temps {
+            let _ = std::fs::remove_file(temp);
+        }
+    };
+    // A random part, so that a temporary file left by a process killed mid-write (whose id may
+    // come again) never blocks a later write.
+    let mut nonce = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+        .map_err(|_| fail(dir, std::io::Error::other("no randomness for a file name")))?;
+    let nonce = hex::encode(nonce);
+    for (n, (name, bytes)) in files.iter().enumerate() {
+        let temp = dir.join(format!(".{name}.{nonce}.{n}.tmp"));
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .and_then(|mut f| {
+                f.write_all(bytes)?;
+                f.sync_all()
+            });
+        match written {
+            Ok(()) => temps.push((temp, dir.join(name))),
+            Err(e) => {
+                // A temporary file create_new refused is someone else's: leave it.
+                if e.kind() != std::io::ErrorKind::AlreadyExists {
+                    let _ = std::fs::remove_file(&temp);
+                }
+                cleanup(&temps);
+                return Err(fail(&temp, e));
+            }
+        }
+    }
+    let mut done = Vec::new();
+    for (i, (temp, target)) in temps.iter().enumerate() {
+        if let Err(e) = std::fs::rename(temp, target) {
+            cleanup(&temps[i..]);
+            return Err(fail(target, e));
+        }
+        done.push(target.clone());
+    }
+    // The renames themselves reach the disk with the directory.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(done)
+}
+
 /// `kind` of a signed test-list payload.
 pub const SIGNED_LISTS_KIND: &str = "vantage-test-lists";
 
@@ -199,9 +300,12 @@ pub struct SignedLists {
 /// Why fetched lists were refused.
 #[derive(Debug, thiserror::Error)]
 pub enum SignedListError {
+    /// Not a signed envelope at all (a bare document, or not JSON).
+    #[error("test lists refused: the document is not signed ({0})")]
+    Unsigned(String),
     /// The signature does not verify, or the envelope is broken.
     #[error("test lists refused: {0}")]
-    Envelope(#[from] crate::envelope::EnvelopeError),
+    Envelope(crate::envelope::EnvelopeError),
     /// Signed by a key other than the aggregator's.
     #[error("test lists refused: signed by {found}, but the aggregator's key is {expected}")]
     WrongKey {
@@ -210,14 +314,32 @@ pub enum SignedListError {
         /// The signer.
         found: String,
     },
+    /// A list inside has a name that cannot name a list (see [`is_list_name`]).
+    #[error(
+        "test lists refused: {name:?} is not a list name (only global or a two-letter lower-case country code); nothing was written"
+    )]
+    Name {
+        /// The name, as the document has it.
+        name: String,
+    },
     /// Not a test-list document, or a list inside does not parse.
     #[error("test lists refused: {0}")]
     Content(String),
 }
 
+impl From<crate::envelope::EnvelopeError> for SignedListError {
+    fn from(e: crate::envelope::EnvelopeError) -> Self {
+        match e {
+            crate::envelope::EnvelopeError::Malformed(why) => SignedListError::Unsigned(why),
+            e => SignedListError::Envelope(e),
+        }
+    }
+}
+
 impl SignedLists {
     /// Verifies `line` (signature first, then the signer against `aggregator_key`) and its
-    /// content; every list inside must parse.
+    /// content: every list must have a list name ([`is_list_name`]) and parse. One bad list
+    /// refuses the whole document, so a probe never keeps half of what an aggregator sent.
     pub fn verify(line: &str, aggregator_key: &str) -> Result<SignedLists, SignedListError> {
         let verified = crate::envelope::verify(line.trim())?;
         if verified.key != aggregator_key {
@@ -233,6 +355,9 @@ impl SignedLists {
                 "kind is {:?}",
                 lists.kind
             )));
+        }
+        if let Some(name) = lists.lists.keys().find(|n| !is_list_name(n)) {
+            return Err(SignedListError::Name { name: name.clone() });
         }
         for (name, text) in &lists.lists {
             TestList::parse(name, text.as_bytes())
@@ -270,7 +395,9 @@ pub struct Loaded {
 
 impl ListChoice {
     /// Reads the chosen lists; `data_dir/lists/<name>.csv` replaces the built-in list of that
-    /// name. A file that cannot be used at all is an error; a bad row is skipped and reported.
+    /// name. A file that cannot be used at all is an error, and so is a name that is not a list
+    /// name ([`is_list_name`]), which would otherwise point outside `lists/`; a bad row is
+    /// skipped and reported.
     pub fn load(&self, data_dir: &Path) -> Result<Loaded, ListError> {
         let mut all = TestList::default();
         let mut loaded = Loaded::default();
@@ -284,6 +411,9 @@ impl ListChoice {
         let mut names: Vec<String> = Vec::new();
         for name in &self.names {
             let name = name.to_ascii_lowercase();
+            if !is_list_name(&name) {
+                return Err(ListError::Name { name });
+            }
             if !names.contains(&name) {
                 names.push(name);
             }
@@ -386,6 +516,206 @@ mod tests {
             .collect();
         assert_eq!(news, ["https://a.example/", "https://c.example/"]);
         assert_eq!(list.select(&[], Some(2)).len(), 2);
+    }
+
+    #[test]
+    fn only_global_and_two_lower_case_letters_name_a_list() {
+        for good in ["global", "ir", "zz", "us"] {
+            assert!(is_list_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "i",
+            "irn",
+            "IR",
+            "Ir",
+            "GLOBAL",
+            "Global",
+            "g lobal",
+            "..",
+            ".",
+            "../../x",
+            "/abs/x",
+            "i/",
+            "/i",
+            "ir\n",
+            "ir\0",
+            "i\u{e9}",
+            "\u{131}r",
+            "1r",
+            "global.csv",
+            "../global",
+        ] {
+            assert!(!is_list_name(bad), "{bad:?}");
+        }
+    }
+
+    /// A test-list document with `lists`, signed by `signer`.
+    fn signed(signer: &crate::envelope::Identity, lists: &[(&str, &str)]) -> String {
+        let doc = SignedLists {
+            kind: SIGNED_LISTS_KIND.into(),
+            cc: "ir".into(),
+            generated_at: "2026-11-23 00:00:00".into(),
+            lists: lists
+                .iter()
+                .map(|(n, t)| (n.to_string(), t.to_string()))
+                .collect(),
+        };
+        let json = serde_json::to_string(&doc).expect("json");
+        signer.seal(&json).expect("seal").1
+    }
+
+    #[test]
+    fn a_document_with_one_bad_list_name_is_refused_whole_naming_it() {
+        let aggregator = crate::envelope::Identity::generate().expect("key");
+        let key = aggregator.public_key();
+        let list = format!("{HEAD}https://a.example/,NEWS,N,1,x,\n");
+        let good = signed(&aggregator, &[("global", &list), ("ir", &list)]);
+        let verified = SignedLists::verify(&good, &key).expect("good document");
+        assert_eq!(verified.lists.len(), 2);
+        for bad in [
+            "../../x",
+            "/abs/x",
+            "..",
+            "g lobal",
+            "GLOBAL",
+            "ir/../../x",
+            "x\u{1b}[2J",
+        ] {
+            let line = signed(&aggregator, &[("global", &list), (bad, &list)]);
+            let err = SignedLists::verify(&line, &key).expect_err(bad);
+            assert!(
+                matches!(&err, SignedListError::Name { name } if name == bad),
+                "{err}"
+            );
+            let text = err.to_string();
+            assert!(text.contains(&format!("{bad:?}")), "{text}");
+            assert!(text.contains("nothing was written"), "{text}");
+            assert!(
+                !text.contains('\u{1b}'),
+                "control characters are escaped: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn unsigned_and_other_signers_documents_are_refused() {
+        let aggregator = crate::envelope::Identity::generate().expect("key");
+        let other = crate::envelope::Identity::generate().expect("key");
+        let list = format!("{HEAD}https://a.example/,NEWS,N,1,x,\n");
+        let resigned = signed(&other, &[("ir", &list)]);
+        let err = SignedLists::verify(&resigned, &aggregator.public_key()).expect_err("other");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "test lists refused: signed by {}, but the aggregator's key is {}",
+                other.public_key(),
+                aggregator.public_key()
+            )
+        );
+        let bare = serde_json::json!({"kind": SIGNED_LISTS_KIND, "cc": "ir",
+            "generated_at": "x", "lists": {"ir": list}})
+        .to_string();
+        let err = SignedLists::verify(&bare, &aggregator.public_key()).expect_err("unsigned");
+        assert!(
+            err.to_string()
+                .starts_with("test lists refused: the document is not signed"),
+            "{err}"
+        );
+        // A signed document of another kind is not a list document.
+        let (_, other_kind) = aggregator
+            .seal(r#"{"kind":"heartbeat","cc":"ir","generated_at":"x","lists":{}}"#)
+            .expect("seal");
+        let err = SignedLists::verify(&other_kind, &aggregator.public_key()).expect_err("kind");
+        assert!(err.to_string().contains("kind is \"heartbeat\""), "{err}");
+    }
+
+    fn temp(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("vantage-lists-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        dir
+    }
+
+    #[test]
+    fn lists_asked_by_a_name_outside_the_data_directory_are_refused() {
+        let data = temp("load");
+        let outside = data.join("x.csv");
+        std::fs::write(&outside, format!("{HEAD}https://a.example/,NEWS,N,1,x,\n")).expect("x");
+        let choice = ListChoice {
+            names: vec!["../x".into()],
+            ..ListChoice::default()
+        };
+        let err = choice.load(&data.join("data")).expect_err("traversal");
+        assert_eq!(
+            err.to_string(),
+            "\"../x\" is not a test list name: use a two-letter country code or global"
+        );
+        // Upper case is read as the country it names.
+        let choice = ListChoice {
+            names: vec!["IR".into()],
+            ..ListChoice::default()
+        };
+        assert!(!choice.load(&data).expect("ir").entries.is_empty());
+    }
+
+    #[test]
+    fn files_are_replaced_whole_or_not_at_all() {
+        let dir = temp("replace");
+        let lists = dir.join("lists");
+        replace_files(&lists, &[("ir.csv".into(), b"old ir")]).expect("first");
+        // A target that is a symbolic link is replaced, never written through.
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "keep me").expect("victim");
+        std::os::unix::fs::symlink(&victim, lists.join("tr.csv")).expect("link");
+        let written = replace_files(
+            &lists,
+            &[("ir.csv".into(), b"new ir"), ("tr.csv".into(), b"new tr")],
+        )
+        .expect("replace");
+        assert_eq!(written, [lists.join("ir.csv"), lists.join("tr.csv")]);
+        assert_eq!(
+            std::fs::read_to_string(lists.join("ir.csv")).expect("ir"),
+            "new ir"
+        );
+        assert_eq!(
+            std::fs::read_to_string(lists.join("tr.csv")).expect("tr"),
+            "new tr"
+        );
+        assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "keep me");
+        assert!(!lists.join("tr.csv").is_symlink());
+
+        // Names that are not plain file names: refused before anything is written.
+        for bad in ["../x.csv", "/abs/x.csv", "a/b.csv", ".hidden", "..", ""] {
+            let err = replace_files(&lists, &[("ru.csv".into(), b"ru"), (bad.into(), b"x")])
+                .expect_err(bad);
+            assert!(err.to_string().contains("not a plain file name"), "{err}");
+            assert!(!lists.join("ru.csv").exists(), "{bad}: nothing written");
+        }
+        assert!(!dir.join("x.csv").exists() && !Path::new("/abs/x.csv").exists());
+
+        // A rename that fails (the target is a directory) leaves no temporary file, and the
+        // files before it in the same call are complete.
+        std::fs::create_dir_all(lists.join("zz.csv")).expect("dir in the way");
+        let err = replace_files(
+            &lists,
+            &[("ir.csv".into(), b"newer ir"), ("zz.csv".into(), b"zz")],
+        )
+        .expect_err("directory in the way");
+        assert!(err.to_string().contains("zz.csv"), "{err}");
+        let mut left: Vec<String> = std::fs::read_dir(&lists)
+            .expect("read")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["ir.csv", "tr.csv", "zz.csv"],
+            "no temporary file left"
+        );
+        let ir = std::fs::read_to_string(lists.join("ir.csv")).expect("ir");
+        assert!(ir == "new ir" || ir == "newer ir", "{ir}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

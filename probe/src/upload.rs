@@ -4,15 +4,21 @@
 //! aggregator answers 200 with one outcome per line:
 //!
 //! ```text
-//! {"results":[{"id":"<hex>","status":"accepted"|"duplicate"|"rejected","reason":"..."}]}
+//! {"results":[{"line":1,"id":"<hex>","status":"accepted"|"duplicate"|"rejected","reason":"..."}]}
 //! ```
 //!
-//! `accepted` and `duplicate` both mean the aggregator has it (uploads are idempotent by id), so
-//! the result leaves the outbox; `rejected` leaves it too, with the reason kept, because sending a
-//! line with a bad signature again would fail again forever. Anything else (refused connection,
-//! a stall past the deadline, HTTP 5xx, an answer that is not the JSON above) is retried with
-//! exponential backoff and jitter, so that many probes coming back online after a shutdown do not
-//! all retry at the same instant.
+//! Nothing the probe measured is ever deleted because of an answer: an answer only moves a
+//! result's outbox row (see [`crate::store`]). `accepted` and `duplicate` both mean the
+//! aggregator has it (uploads are idempotent by id). A `rejected` line is read by its reason
+//! ([`classify`]): only a verdict about the bytes themselves (a bad signature that this probe
+//! can confirm, a malformed measurement) takes it out of the outbox for good; any other reason
+//! (a key not enrolled yet or revoked, a rate limit, a clock ahead of the aggregator's, and
+//! every reason this version does not know) holds it, with the reason, to be sent again later,
+//! after an enrolment, or with `vantage upload --retry-rejected`, rather than again and again
+//! in a loop. A line the answer does not mention stays queued. Anything else (refused
+//! connection, a stall past the deadline, HTTP 429 or 5xx, an answer that is not the JSON
+//! above) is retried with exponential backoff and jitter, so that many probes coming back
+//! online after a shutdown do not all retry at the same instant.
 
 use std::time::Duration;
 
@@ -21,7 +27,8 @@ use url::Url;
 
 use crate::engine::{EngineConfig, TlsContext, Trace, client};
 use crate::ooni::{Asn, CountryCode};
-use crate::store::{Store, StoreError};
+use crate::store::{Delivery, Requeue, Store, StoreError};
+use crate::test_lists::{SignedListError, WriteError};
 
 /// How to upload.
 #[derive(Debug, Clone)]
@@ -64,12 +71,20 @@ pub struct UploadReport {
     pub accepted: u64,
     /// The aggregator already had them.
     pub duplicate: u64,
-    /// Refused; not retried.
+    /// Refused for good for what their bytes are; out of the outbox, still stored.
     pub rejected: u64,
+    /// Refused for a reason that can change; held to be sent again.
+    pub held: u64,
+    /// Some were held because the aggregator does not know or has revoked this probe's key:
+    /// an enrolment (`vantage enrol TOKEN`) is what sends them again.
+    pub key_refused: bool,
     /// Still waiting.
     pub remaining: u64,
     /// The last error, when the run gave up.
     pub error: Option<String>,
+    /// How long the aggregator asked the probe to wait (`Retry-After` on a 429 or 503), when
+    /// the run gave up because of it.
+    pub retry_after: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,6 +94,9 @@ struct Answer {
 
 #[derive(Debug, Deserialize)]
 struct LineOutcome {
+    #[serde(default)]
+    line: Option<u64>,
+    #[serde(default)]
     id: Option<String>,
     status: String,
     #[serde(default)]
@@ -90,12 +108,137 @@ struct LineOutcome {
 enum Attempt {
     #[error("{0}")]
     Transport(String),
-    #[error("aggregator answered HTTP {0}")]
-    Status(u16),
+    #[error("aggregator answered HTTP {status}{}", retry_after.map_or(String::new(), |d| format!(" and asks to wait {} s", d.as_secs())))]
+    Status {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
     #[error("aggregator answer is not the expected JSON: {0}")]
     Answer(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What a rejection reason means for the result it is about. The reasons are the aggregator's
+/// (DESIGN "Aggregator", ingest: "bad signature", "unknown or revoked key", "malformed", "too
+/// large", "time in the future", and the limits an aggregator on the Internet adds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// About the bytes themselves ("bad signature", "malformed: ..."): sending the same bytes
+    /// again cannot help.
+    Permanent,
+    /// About this probe's key ("unknown key", "revoked key"): sent again after an enrolment,
+    /// or on request, never by itself.
+    Key,
+    /// Likely to pass by itself soon (a rate limit, a clock a little ahead, storage busy):
+    /// sent again after [`SOON`].
+    Soon,
+    /// Anything else, including every reason this version does not know: sent again after
+    /// [`LATER`], since only the aggregator can change its mind.
+    Later,
+}
+
+/// When a result held for a passing reason is sent again by itself.
+pub const SOON: Duration = Duration::from_secs(3600);
+/// When a result held for any other reason not about the key is sent again by itself.
+pub const LATER: Duration = Duration::from_secs(86_400);
+/// The longest `Retry-After` obeyed: an aggregator cannot silence a probe for longer than a
+/// day with one answer.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+
+/// Reads an aggregator's reason for refusing a line. Unknown reasons are never permanent.
+pub fn classify(reason: &str) -> Rejection {
+    let r = reason.trim().to_ascii_lowercase();
+    let any = |prefixes: &[&str]| prefixes.iter().any(|p| r.starts_with(p));
+    if any(&["bad signature", "malformed"]) {
+        Rejection::Permanent
+    } else if any(&["unknown key", "revoked key"]) {
+        Rejection::Key
+    } else if any(&[
+        "rate limited",
+        "too many lines",
+        "time in the future",
+        "storage unavailable",
+    ]) {
+        Rejection::Soon
+    } else {
+        Rejection::Later
+    }
+}
+
+/// The longest reason kept; an aggregator's reason is one short phrase.
+const MAX_REASON: usize = 200;
+
+/// A reason as it is kept and shown: printable characters only (an answer could carry
+/// terminal escapes into `vantage status`), at most [`MAX_REASON`] characters.
+fn clean_reason(reason: Option<&str>) -> String {
+    let text: String = reason
+        .unwrap_or("no reason given")
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_REASON)
+        .collect();
+    let text = text.trim();
+    if text.is_empty() {
+        "no reason given".into()
+    } else {
+        text.to_string()
+    }
+}
+
+/// What the aggregator's `rejected` means for one line the probe sent (`line`, its signed
+/// envelope). A "bad signature" for a line that verifies here is not about its bytes (they
+/// were changed on the way, or the answer is false): it is held like any other reason.
+fn rejection(reason: Option<&str>, line: &str, id_given: bool) -> Delivery {
+    let reason = clean_reason(reason);
+    let class = match classify(&reason) {
+        Rejection::Permanent
+            if crate::envelope::verify(line).is_ok()
+                && !(id_given && reason.starts_with("malformed")) =>
+        {
+            // The signature verifies here: only a measurement the aggregator verified (it
+            // names the id) and then could not read is malformed for good.
+            Rejection::Later
+        }
+        class => class,
+    };
+    match class {
+        Rejection::Permanent => Delivery::Rejected { reason },
+        Rejection::Key => Delivery::Held {
+            reason,
+            retry_after: None,
+        },
+        Rejection::Soon => Delivery::Held {
+            reason,
+            retry_after: Some(SOON),
+        },
+        Rejection::Later => Delivery::Held {
+            reason,
+            retry_after: Some(LATER),
+        },
+    }
+}
+
+/// The delay a `Retry-After` header value asks for (RFC 9110 section 10.2.3): a number of
+/// seconds, or an HTTP date (IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`) from which the
+/// delay is counted from `now`. `None` when the value is neither; a date in the past is no
+/// delay. Capped at [`MAX_RETRY_AFTER`].
+pub fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let delay = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        Duration::from_secs(value.parse().unwrap_or(u64::MAX))
+    } else {
+        let format = time::macros::format_description!(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+        );
+        let at = time::PrimitiveDateTime::parse(value, format)
+            .ok()?
+            .assume_utc();
+        std::time::SystemTime::from(at)
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO)
+    };
+    Some(delay.min(MAX_RETRY_AFTER))
 }
 
 /// The delay before attempt `n` (1-based) after a failure: `base * 2^(n-1)`, capped, with
@@ -112,13 +255,15 @@ pub fn backoff(config: &UploadConfig, failures: u32) -> Duration {
     exp.mul_f64(0.5 + f64::from(b[0]) / 255.0)
 }
 
-/// Sends everything pending in `store`, oldest first.
+/// Sends everything pending in `store`, oldest first, after putting back in the queue the
+/// held results whose time has come. Held results not due stay held.
 pub async fn upload(
     store: &mut Store,
     config: &UploadConfig,
     engine: &EngineConfig,
     tls: &TlsContext,
 ) -> Result<UploadReport, StoreError> {
+    store.requeue_held(Requeue::Due)?;
     let mut report = UploadReport::default();
     let mut failures = 0;
     let mut batch = config.batch.max(1);
@@ -129,18 +274,26 @@ pub async fn upload(
         }
         match send(store, &pending, config, engine, tls, &mut report).await {
             Ok(()) => failures = 0,
-            Err(Attempt::Status(413)) if batch > 1 => batch = (batch / 2).max(1),
+            Err(Attempt::Status { status: 413, .. }) if batch > 1 => batch = (batch / 2).max(1),
             Err(Attempt::Store(e)) => return Err(e),
             Err(e) => {
                 failures += 1;
                 let message = e.to_string();
                 store.record_error(&message)?;
                 tracing::warn!(attempt = failures, "upload failed: {message}");
-                if failures >= config.max_attempts {
+                let asked = match e {
+                    Attempt::Status { retry_after, .. } => retry_after,
+                    _ => None,
+                };
+                // Never sooner than the aggregator asked; beyond our own longest wait, stop
+                // and let the caller come back (the daemon waits that long).
+                let asked_too_long = asked.is_some_and(|d| d > config.max_backoff);
+                if failures >= config.max_attempts || asked_too_long {
                     report.error = Some(message);
+                    report.retry_after = asked;
                     break;
                 }
-                tokio::time::sleep(backoff(config, failures)).await;
+                tokio::time::sleep(backoff(config, failures).max(asked.unwrap_or_default())).await;
             }
         }
     }
@@ -178,38 +331,74 @@ async fn send(
         .await
         .map_err(|e| Attempt::Transport(format!("{}: {e}", e.failure())))?;
     if reply.status != 200 {
-        return Err(Attempt::Status(reply.status));
+        return Err(Attempt::Status {
+            status: reply.status,
+            retry_after: reply_retry_after(&reply),
+        });
     }
     let answer: Answer =
         serde_json::from_slice(&reply.body).map_err(|e| Attempt::Answer(e.to_string()))?;
-    let mut outcomes = Vec::new();
-    for line in answer.results {
-        let Some(id) = line.id else { continue };
-        if !pending.iter().any(|(p, _)| *p == id) {
-            continue;
-        }
-        let state = match line.status.as_str() {
-            "accepted" => {
-                report.accepted += 1;
-                "accepted"
-            }
-            "duplicate" => {
-                report.duplicate += 1;
-                "duplicate"
-            }
-            "rejected" => {
-                report.rejected += 1;
-                "rejected"
-            }
-            other => return Err(Attempt::Answer(format!("unknown status {other:?}"))),
-        };
-        outcomes.push((id, state.to_string(), line.reason));
-    }
+    let outcomes = read_answer(answer, pending, report);
     if outcomes.is_empty() {
         return Err(Attempt::Answer("no outcome for any line sent".into()));
     }
     store.record_outcomes(&outcomes)?;
     Ok(())
+}
+
+/// How long a 429 or 503 asks the probe to wait. The engine's [`client::Reply`] carries the
+/// status and the body only, so the `Retry-After` header (read with [`retry_after`]) is not
+/// available here yet; the exponential backoff applies alone until the reply carries it.
+fn reply_retry_after(_reply: &client::Reply) -> Option<Duration> {
+    None
+}
+
+/// Matches each outcome of `answer` with a line sent (`pending`, in the order sent) and says
+/// what it means for it. A line is found by the id the outcome names, else (an envelope the
+/// aggregator could not verify has no id) by its 1-based line number. Outcomes for lines not
+/// sent, a second outcome for one line, an `accepted` or `duplicate` without the line's id,
+/// and statuses this version does not know are ignored: their lines stay queued.
+fn read_answer(
+    answer: Answer,
+    pending: &[(String, String)],
+    report: &mut UploadReport,
+) -> Vec<(String, Delivery)> {
+    let mut seen = vec![false; pending.len()];
+    let mut outcomes = Vec::new();
+    for outcome in answer.results {
+        let index = match (&outcome.id, outcome.line) {
+            (Some(id), _) => pending.iter().position(|(p, _)| p == id),
+            (None, Some(line)) => usize::try_from(line)
+                .ok()
+                .and_then(|l| l.checked_sub(1))
+                .filter(|i| *i < pending.len()),
+            (None, None) => None,
+        };
+        let Some(i) = index else { continue };
+        if seen[i] {
+            continue;
+        }
+        let (id, line) = &pending[i];
+        let id_given = outcome.id.is_some();
+        let delivery = match outcome.status.as_str() {
+            "accepted" if id_given => Delivery::Accepted,
+            "duplicate" if id_given => Delivery::Duplicate,
+            "rejected" => rejection(outcome.reason.as_deref(), line, id_given),
+            _ => continue,
+        };
+        match &delivery {
+            Delivery::Accepted => report.accepted += 1,
+            Delivery::Duplicate => report.duplicate += 1,
+            Delivery::Rejected { .. } => report.rejected += 1,
+            Delivery::Held { reason, .. } => {
+                report.held += 1;
+                report.key_refused |= classify(reason) == Rejection::Key;
+            }
+        }
+        seen[i] = true;
+        outcomes.push((id.clone(), delivery));
+    }
+    outcomes
 }
 
 /// Sends a signed "I am alive" (`POST /api/v1/heartbeat`): an envelope of a minimal OONI-format
@@ -361,17 +550,77 @@ async fn get_json<T: serde::de::DeserializeOwned>(
 pub struct FetchedLists {
     /// The aggregator key that signed them, now pinned in `aggregator.key`.
     pub key: String,
-    /// Whether that key was seen for the first time and trusted on first use.
-    pub first_use: bool,
+    /// How that key came to be trusted.
+    pub trust: KeyTrust,
     /// Each list kept: name, URL rows, file written.
     pub files: Vec<(String, usize, std::path::PathBuf)>,
 }
 
+/// Why the key that signed fetched lists was trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyTrust {
+    /// It is the key pinned by an earlier fetch.
+    Pinned,
+    /// The operator gave it (`--aggregator-key`, the daemon's `aggregator.key`); it is pinned
+    /// now if it was not already.
+    Given {
+        /// Whether it replaced another pinned key or none.
+        newly_pinned: bool,
+    },
+    /// Seen for the first time over HTTPS, trusted on first use and pinned.
+    FirstUse,
+}
+
+/// Why fetched test lists were not kept. Nothing is written in any of these cases.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The request failed or the answer is not a document.
+    #[error("cannot fetch {url}: {reason}")]
+    Fetch {
+        /// What was asked for.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// No key is pinned or given, and the aggregator is reached over plain HTTP, where anyone
+    /// on the way could answer with lists signed by a key of their own.
+    #[error(
+        "test lists refused: {url} is plain HTTP and no aggregator key is pinned, so the key \
+         that signed them cannot be trusted on first use (anyone on the way could have signed \
+         them). Pin the key the aggregator's operator publishes: `vantage lists fetch \
+         --aggregator-key KEY ...` (daemon: `key = \"KEY\"` under [aggregator]), or use an \
+         https:// aggregator URL"
+    )]
+    FirstUseOverHttp {
+        /// The URL asked.
+        url: String,
+    },
+    /// A key given or pinned is not a base64 Ed25519 public key.
+    #[error("{what} {key:?} is not a base64 Ed25519 public key")]
+    BadKey {
+        /// Where it came from: the option, or the pin file.
+        what: String,
+        /// What it holds.
+        key: String,
+    },
+    /// The document does not verify or its content is refused.
+    #[error(transparent)]
+    Refused(#[from] SignedListError),
+    /// The lists could not be written.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+/// The file in the data directory that pins the aggregator's list-signing key.
+pub const PIN_FILE: &str = "aggregator.key";
+
 /// Downloads a country's list and the global one (`GET /api/v1/test-lists/{cc}`), checks the
-/// aggregator's signature against `key` (else the key pinned in `data_dir/aggregator.key`, else
-/// the key seen now, trusted on first use and pinned), and writes each list to
-/// `data_dir/lists/<name>.csv`, where it replaces the built-in list. Nothing is written unless
-/// the whole document verifies.
+/// aggregator's signature against `key` (else the key pinned in `data_dir/aggregator.key`, else,
+/// only over HTTPS, the key seen now, trusted on first use and pinned), and writes each list
+/// to `data_dir/lists/<name>.csv`, where it replaces the built-in list. Over plain HTTP a first
+/// use is refused: the answer may come from anyone on the way. Nothing is written unless the
+/// whole document verifies and every list in it has a list name and parses; the files are
+/// replaced through temporary files and renames ([`crate::test_lists::replace_files`]).
 pub async fn fetch_lists(
     aggregator: &Url,
     cc: CountryCode,
@@ -379,55 +628,97 @@ pub async fn fetch_lists(
     data_dir: &std::path::Path,
     engine: &EngineConfig,
     tls: &TlsContext,
-) -> Result<FetchedLists, String> {
+) -> Result<FetchedLists, FetchError> {
     let url = aggregator
         .join(&format!(
             "api/v1/test-lists/{}",
             cc.as_str().to_ascii_lowercase()
         ))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| FetchError::Fetch {
+            url: aggregator.to_string(),
+            reason: e.to_string(),
+        })?;
+    let fetch_error = |reason: String| FetchError::Fetch {
+        url: url.to_string(),
+        reason,
+    };
+    let given = key.map(str::trim);
+    if let Some(given) = given
+        && crate::envelope::parse_public_key(given).is_none()
+    {
+        return Err(FetchError::BadKey {
+            what: "the aggregator key".into(),
+            key: given.to_string(),
+        });
+    }
+    let pin = data_dir.join(PIN_FILE);
+    let pinned = match std::fs::read_to_string(&pin) {
+        Ok(text) => {
+            let text = text.trim().to_string();
+            if crate::envelope::parse_public_key(&text).is_none() {
+                return Err(FetchError::BadKey {
+                    what: format!("the pinned key in {}", pin.display()),
+                    key: text.chars().take(100).collect(),
+                });
+            }
+            Some(text)
+        }
+        Err(_) => None,
+    };
+    if given.is_none() && pinned.is_none() && url.scheme() != "https" {
+        // Refused before asking: nothing from this answer could be trusted.
+        return Err(FetchError::FirstUseOverHttp {
+            url: url.to_string(),
+        });
+    }
     let mut call = client::Call::get(&url, "application/json");
     call.timeout = engine.timeouts.http;
     call.body_cap = 16 << 20;
     let reply = client::send(call, engine, tls, &Trace::new())
         .await
-        .map_err(|e| format!("cannot fetch {url}: {}", e.failure()))?;
+        .map_err(|e| fetch_error(e.failure().to_string()))?;
     if reply.status != 200 {
-        return Err(format!("cannot fetch {url}: HTTP {}", reply.status));
+        return Err(fetch_error(format!("HTTP {}", reply.status)));
     }
     let line =
-        String::from_utf8(reply.body).map_err(|_| format!("{url}: the answer is not UTF-8"))?;
-    let pin = data_dir.join("aggregator.key");
-    let pinned = std::fs::read_to_string(&pin)
-        .ok()
-        .map(|k| k.trim().to_string());
-    let (expected, first_use) = match (key, pinned) {
-        (Some(given), _) => (given.to_string(), false),
-        (None, Some(pinned)) => (pinned, false),
+        String::from_utf8(reply.body).map_err(|_| fetch_error("the answer is not UTF-8".into()))?;
+    let (expected, trust) = match (given, pinned) {
+        (Some(given), pinned) => (
+            given.to_string(),
+            KeyTrust::Given {
+                newly_pinned: pinned.as_deref() != Some(given),
+            },
+        ),
+        (None, Some(pinned)) => (pinned, KeyTrust::Pinned),
         (None, None) => {
             let seen = crate::envelope::verify(line.trim())
-                .map_err(|e| format!("test lists refused: {e}"))?
+                .map_err(SignedListError::from)?
                 .key;
-            (seen, true)
+            (seen, KeyTrust::FirstUse)
         }
     };
-    let lists =
-        crate::test_lists::SignedLists::verify(&line, &expected).map_err(|e| e.to_string())?;
-    let dir = data_dir.join("lists");
-    let write = |path: &std::path::Path, text: &str| {
-        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    write(&pin, &format!("{expected}\n"))?;
-    let mut files = Vec::new();
-    for (name, text) in &lists.lists {
-        let file = dir.join(format!("{name}.csv"));
-        write(&file, text)?;
-        files.push((name.clone(), text.lines().count().saturating_sub(1), file));
+    let lists = crate::test_lists::SignedLists::verify(&line, &expected)?;
+    if trust != KeyTrust::Pinned {
+        crate::test_lists::replace_files(
+            data_dir,
+            &[(PIN_FILE.to_string(), format!("{expected}\n").as_bytes())],
+        )?;
     }
+    let named: Vec<(String, &[u8])> = lists
+        .lists
+        .iter()
+        .map(|(name, text)| (format!("{name}.csv"), text.as_bytes()))
+        .collect();
+    let written = crate::test_lists::replace_files(&data_dir.join("lists"), &named)?;
+    let files = lists
+        .lists
+        .iter()
+        .zip(written)
+        .map(|((name, text), file)| (name.clone(), text.lines().count().saturating_sub(1), file))
+        .collect();
     Ok(FetchedLists {
         key: expected,
-        first_use,
+        trust,
         files,
     })
 }
@@ -435,6 +726,216 @@ pub async fn fetch_lists(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_verdicts_about_the_bytes_are_permanent_and_unknown_reasons_are_held() {
+        let cases = [
+            ("bad signature", Rejection::Permanent),
+            ("malformed: missing field `input`", Rejection::Permanent),
+            ("malformed envelope: EOF", Rejection::Permanent),
+            ("unknown key", Rejection::Key),
+            ("revoked key", Rejection::Key),
+            ("Unknown Key", Rejection::Key),
+            ("time in the future", Rejection::Soon),
+            (
+                "rate limited: this key sent more than 1000 lines this hour",
+                Rejection::Soon,
+            ),
+            ("too many lines in one body", Rejection::Soon),
+            ("storage unavailable, retry later", Rejection::Soon),
+            ("too large: 2000000 bytes", Rejection::Later),
+            ("probe_ip is not 127.0.0.1", Rejection::Later),
+            ("time before 2012", Rejection::Later),
+            ("a reason from a newer aggregator", Rejection::Later),
+            ("", Rejection::Later),
+        ];
+        for (reason, class) in cases {
+            assert_eq!(classify(reason), class, "{reason:?}");
+        }
+    }
+
+    #[test]
+    fn reasons_are_kept_printable_and_short() {
+        assert_eq!(clean_reason(None), "no reason given");
+        assert_eq!(clean_reason(Some(" \u{1b}[2J ")), "[2J");
+        assert_eq!(clean_reason(Some("unknown\nkey")), "unknown key");
+        assert_eq!(clean_reason(Some(&"x".repeat(10_000))).len(), MAX_REASON);
+    }
+
+    /// Two envelope lines of one probe: (id, line).
+    fn lines(n: usize) -> Vec<(String, String)> {
+        let probe = crate::envelope::Identity::generate().expect("key");
+        (0..n)
+            .map(|i| {
+                let (id, line) = probe
+                    .seal(&format!(r#"{{"test_name":"canary","n":{i}}}"#))
+                    .expect("seal");
+                (id.to_string(), line)
+            })
+            .collect()
+    }
+
+    fn answer(json: serde_json::Value) -> Answer {
+        serde_json::from_value(json).expect("answer")
+    }
+
+    #[test]
+    fn a_bad_signature_for_a_line_that_verifies_here_is_held() {
+        let sent = lines(1);
+        let (id, line) = &sent[0];
+        assert_eq!(
+            rejection(Some("bad signature"), line, false),
+            Delivery::Held {
+                reason: "bad signature".into(),
+                retry_after: Some(LATER)
+            }
+        );
+        // Bytes that really do not verify are refused for good.
+        let broken = line.replace("\"n\":0", "\"n\":1");
+        assert_eq!(
+            rejection(Some("bad signature"), &broken, false),
+            Delivery::Rejected {
+                reason: "bad signature".into()
+            }
+        );
+        // A measurement the aggregator verified (it names the id) and could not read.
+        assert!(!id.is_empty());
+        assert_eq!(
+            rejection(Some("malformed: missing field `input`"), line, true),
+            Delivery::Rejected {
+                reason: "malformed: missing field `input`".into()
+            }
+        );
+        assert_eq!(
+            rejection(Some("unknown key"), line, true),
+            Delivery::Held {
+                reason: "unknown key".into(),
+                retry_after: None
+            }
+        );
+        assert_eq!(
+            rejection(Some("rate limited: 10 lines an hour"), line, true),
+            Delivery::Held {
+                reason: "rate limited: 10 lines an hour".into(),
+                retry_after: Some(SOON)
+            }
+        );
+    }
+
+    #[test]
+    fn outcomes_are_matched_by_id_else_line_and_anything_else_stays_queued() {
+        let sent = lines(6);
+        let id = |i: usize| sent[i].0.clone();
+        let mut report = UploadReport::default();
+        let outcomes = read_answer(
+            answer(serde_json::json!({"results": [
+                {"line": 1, "id": id(0), "status": "accepted"},
+                // The id wins over a wrong line number.
+                {"line": 1, "id": id(1), "status": "duplicate"},
+                {"line": 3, "id": null, "status": "rejected", "reason": "bad signature"},
+                {"line": 4, "id": id(3), "status": "rejected", "reason": "unknown key"},
+                // Not ours, out of range, a second outcome for line 1, an id-less acceptance,
+                // a status this version does not know: all ignored.
+                {"line": 5, "id": "f00d", "status": "accepted"},
+                {"line": 99, "status": "rejected", "reason": "bad signature"},
+                {"line": 1, "id": id(0), "status": "rejected", "reason": "bad signature"},
+                {"line": 5, "status": "accepted"},
+                {"line": 6, "id": id(5), "status": "deferred"},
+            ]})),
+            &sent,
+            &mut report,
+        );
+        let got: Vec<(&str, &Delivery)> = outcomes.iter().map(|(i, d)| (i.as_str(), d)).collect();
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert_eq!(got[0], (id(0).as_str(), &Delivery::Accepted));
+        assert_eq!(got[1], (id(1).as_str(), &Delivery::Duplicate));
+        assert_eq!(got[2].0, id(2));
+        assert!(
+            matches!(got[2].1, Delivery::Held { .. }),
+            "it verifies here"
+        );
+        assert_eq!(
+            got[3].1,
+            &Delivery::Held {
+                reason: "unknown key".into(),
+                retry_after: None
+            }
+        );
+        assert_eq!(
+            (
+                report.accepted,
+                report.duplicate,
+                report.rejected,
+                report.held
+            ),
+            (1, 1, 0, 2)
+        );
+        assert!(report.key_refused);
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        assert_eq!(retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(retry_after(" 0 ", now), Some(Duration::ZERO));
+        // 784111777 is Sun, 06 Nov 1994 08:49:37 GMT (RFC 9110's example date).
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:51:37 GMT", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO),
+            "a date in the past is no wait"
+        );
+        assert_eq!(retry_after("99999999999", now), Some(MAX_RETRY_AFTER));
+        for bad in ["", "-5", "1.5", "soon", "Sun, 06 Nov 1994 08:51:37 PST"] {
+            assert_eq!(retry_after(bad, now), None, "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_first_use_over_plain_http_is_refused_before_asking() {
+        let data = std::env::temp_dir().join(format!("vantage-fetch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        // Nothing listens on port 9 here; asking would fail differently.
+        let url = Url::parse("http://127.0.0.1:9/").expect("url");
+        let tls = TlsContext::new(Vec::new()).expect("tls");
+        let engine = EngineConfig::default();
+        let ir: CountryCode = "IR".parse().expect("cc");
+        let err = fetch_lists(&url, ir, None, &data, &engine, &tls)
+            .await
+            .expect_err("first use over http");
+        assert!(matches!(err, FetchError::FirstUseOverHttp { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("--aggregator-key KEY"), "{text}");
+        assert!(text.contains("`key = \"KEY\"` under [aggregator]"), "{text}");
+        assert!(!data.exists(), "nothing written");
+        // A key that is not one is refused as such, also when pinned.
+        let err = fetch_lists(&url, ir, Some("not-a-key"), &data, &engine, &tls)
+            .await
+            .expect_err("bad key");
+        assert_eq!(
+            err.to_string(),
+            "the aggregator key \"not-a-key\" is not a base64 Ed25519 public key"
+        );
+        std::fs::create_dir_all(&data).expect("dir");
+        std::fs::write(data.join(PIN_FILE), "garbage\n").expect("pin");
+        let err = fetch_lists(&url, ir, None, &data, &engine, &tls)
+            .await
+            .expect_err("bad pin");
+        assert!(err.to_string().contains("the pinned key in"), "{err}");
+        // With a valid pinned key the request is made (and fails here: nothing listens).
+        let key = crate::envelope::Identity::generate()
+            .expect("key")
+            .public_key();
+        std::fs::write(data.join(PIN_FILE), format!("{key}\n")).expect("pin");
+        let err = fetch_lists(&url, ir, None, &data, &engine, &tls)
+            .await
+            .expect_err("nothing listens");
+        assert!(matches!(err, FetchError::Fetch { .. }), "{err}");
+        let _ = std::fs::remove_dir_all(&data);
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_and_is_capped() {

@@ -13,9 +13,9 @@ use vantage_probe::engine::{EngineConfig, Resolver, TlsContext};
 use vantage_probe::envelope::Identity;
 use vantage_probe::ooni::{Asn, Blocking, CountryCode};
 use vantage_probe::run::{Finished, RunPlan, layer};
-use vantage_probe::store::Store;
+use vantage_probe::store::{ENROLLED, Requeue, Store};
 use vantage_probe::test_lists::{Entry, ListChoice, TestList};
-use vantage_probe::upload::{UploadConfig, upload as upload_outbox};
+use vantage_probe::upload::{KeyTrust, Rejection, UploadConfig, classify, upload as upload_outbox};
 use vantage_probe::web_connectivity::{WebConnectivityPlan, measure as measure_one};
 
 mod throttling;
@@ -160,6 +160,12 @@ pub struct UploadArgs {
     /// First retry delay in milliseconds; it doubles after each failure (with jitter).
     #[arg(long, value_name = "MS", default_value_t = 500)]
     retry_base_ms: u64,
+
+    /// Also send again the results the aggregator refused for a reason that can change (a key
+    /// not enrolled yet, a rate limit, a clock ahead), which are held rather than resent each
+    /// time. `vantage status` shows how many are held and why.
+    #[arg(long)]
+    retry_rejected: bool,
 
     #[command(flatten)]
     to: ControlArgs,
@@ -310,8 +316,9 @@ enum ListsCommand {
         /// Country code.
         #[arg(long, value_name = "CC")]
         cc: String,
-        /// The aggregator's public key as its operator publishes it. Without it, the key seen on
-        /// the first fetch is trusted and pinned for later fetches.
+        /// The aggregator's public key (base64 Ed25519) as its operator publishes it; it is
+        /// pinned for later fetches. Without it, the key pinned earlier is used; with neither,
+        /// the key seen on the first fetch is trusted and pinned, over https:// only.
         #[arg(long, value_name = "BASE64")]
         aggregator_key: Option<String>,
         /// Extra trusted CA certificates (PEM) for the aggregator.
@@ -433,8 +440,11 @@ pub fn id(args: &DataArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The local store's file in the data directory.
+const STORE_FILE: &str = "vantage.db";
+
 fn open_store(dir: &Path) -> Result<Store> {
-    Ok(Store::open(&dir.join("vantage.db"))?)
+    Ok(Store::open(&dir.join(STORE_FILE))?)
 }
 
 fn list_for(args: &RunArgs, dir: &Path) -> Result<Vec<Entry>> {
@@ -607,15 +617,42 @@ async fn upload_after_run(
     config.socks5 = socks5;
     let report = upload_outbox(store, &config, engine, tls).await?;
     if !json {
-        println!(
-            "Uploaded {} results ({} already there, {} refused); {} waiting.",
-            report.accepted, report.duplicate, report.rejected, report.remaining
-        );
+        println!("{}", upload_summary(&report));
     }
+    held_note(&report);
     if let Some(e) = report.error {
         eprintln!("warning: upload stopped: {e}; `vantage upload` will retry");
     }
     Ok(())
+}
+
+/// The line every upload prints.
+fn upload_summary(report: &vantage_probe::upload::UploadReport) -> String {
+    let held = if report.held > 0 {
+        format!(", {} held", report.held)
+    } else {
+        String::new()
+    };
+    format!(
+        "Uploaded {} results ({} already there, {} refused{held}); {} waiting.",
+        report.accepted, report.duplicate, report.rejected, report.remaining
+    )
+}
+
+/// What to do about results the aggregator held back.
+fn held_note(report: &vantage_probe::upload::UploadReport) {
+    if report.key_refused {
+        eprintln!(
+            "note: the aggregator does not accept this probe's key yet; the results are kept and \
+             are sent again after `vantage enrol TOKEN` (a token from the aggregator's operator)"
+        );
+    } else if report.held > 0 {
+        eprintln!(
+            "note: {} results were held back by the aggregator and are kept; `vantage status` \
+             says why, `vantage upload --retry-rejected` sends them again",
+            report.held
+        );
+    }
 }
 
 /// Country and network for measurements: pinned values first, then the aggregator's whoami
@@ -716,11 +753,15 @@ pub async fn upload(args: UploadArgs) -> Result<ExitCode> {
     config.max_attempts = args.max_attempts.max(1);
     config.backoff = Duration::from_millis(args.retry_base_ms.max(1));
     let mut store = open_store(&args.to.data.dir()?)?;
+    if args.retry_rejected {
+        let again = store.requeue_held(Requeue::All)?;
+        if again > 0 {
+            eprintln!("sending again {again} results the aggregator held back");
+        }
+    }
     let report = upload_outbox(&mut store, &config, &EngineConfig::default(), &tls).await?;
-    println!(
-        "Uploaded {} results ({} already there, {} refused); {} waiting.",
-        report.accepted, report.duplicate, report.rejected, report.remaining
-    );
+    println!("{}", upload_summary(&report));
+    held_note(&report);
     match report.error {
         Some(e) => {
             eprintln!("error: upload stopped: {e}");
@@ -746,11 +787,37 @@ pub async fn enrol(args: EnrolArgs) -> Result<ExitCode> {
         bail!("{:?} does not look like an enrolment token", args.token);
     }
     let (config, tls, identity) = args.to.plan()?;
-    vantage_probe::upload::enrol(&identity, &config, token, &EngineConfig::default(), &tls)
+    let engine = EngineConfig::default();
+    vantage_probe::upload::enrol(&identity, &config, token, &engine, &tls)
         .await
         .map_err(|e| anyhow::anyhow!("not enrolled: {e}"))?;
     println!("enrolled {}", identity.public_key());
+    // What the aggregator held back before the enrolment goes now. The store is opened only
+    // if there is one: enrolling measures nothing. A daemon sharing the data directory sees
+    // the mark and does the same if it is running.
+    let dir = args.to.data.dir()?;
+    if !dir.join(STORE_FILE).exists() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut store = open_store(&dir)?;
+    store.set_meta(ENROLLED, &unix_now().to_string())?;
+    let again = store.requeue_held(Requeue::All)?;
+    if again == 0 && store.status()?.pending == 0 {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let report = upload_outbox(&mut store, &config, &engine, &tls).await?;
+    println!("{}", upload_summary(&report));
+    held_note(&report);
+    if let Some(e) = report.error {
+        eprintln!("warning: upload stopped: {e}; `vantage upload` will retry");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 pub async fn canary(args: CanaryArgs) -> Result<ExitCode> {
@@ -928,8 +995,36 @@ pub fn status(args: &DataArgs) -> Result<ExitCode> {
     let status = store.status()?;
     println!("results: {}", status.results);
     println!("waiting for upload: {}", status.pending);
+    if status.held > 0 {
+        println!(
+            "held back by the aggregator, kept to send again: {}",
+            status.held
+        );
+        for (reason, n) in &status.held_reasons {
+            println!("  {n}  {reason}");
+        }
+        let key = status
+            .held_reasons
+            .iter()
+            .any(|(r, _)| classify(r) == Rejection::Key);
+        if key {
+            println!(
+                "  (sent again after `vantage enrol TOKEN`; or now with `vantage upload --retry-rejected`)"
+            );
+        } else {
+            println!(
+                "  (sent again later by themselves; or now with `vantage upload --retry-rejected`)"
+            );
+        }
+    }
     if status.rejected > 0 {
-        println!("refused by the aggregator: {}", status.rejected);
+        println!(
+            "refused for good by the aggregator (kept here): {}",
+            status.rejected
+        );
+        for (reason, n) in &status.rejected_reasons {
+            println!("  {n}  {reason}");
+        }
     }
     println!(
         "last upload: {}",
@@ -965,6 +1060,11 @@ pub async fn lists(args: ListsArgs) -> Result<ExitCode> {
         } => {
             let cc: CountryCode = cc.parse()?;
             let url = aggregator_url(&aggregator)?;
+            if let Some(key) = &aggregator_key
+                && vantage_probe::envelope::parse_public_key(key.trim()).is_none()
+            {
+                bail!("--aggregator-key {key:?} is not a base64 Ed25519 public key");
+            }
             let tls = tls_context(ca_file.as_deref())?;
             let fetched = vantage_probe::upload::fetch_lists(
                 &url,
@@ -974,13 +1074,17 @@ pub async fn lists(args: ListsArgs) -> Result<ExitCode> {
                 &EngineConfig::default(),
                 &tls,
             )
-            .await
-            .map_err(anyhow::Error::msg)?;
-            if fetched.first_use {
-                eprintln!(
-                    "note: trusting the aggregator's key {} on first use; compare it with the key its operator publishes",
+            .await?;
+            match fetched.trust {
+                KeyTrust::FirstUse => eprintln!(
+                    "note: trusting the aggregator's key {} on first use (over HTTPS) and pinning it; compare it with the key its operator publishes",
                     fetched.key
-                );
+                ),
+                KeyTrust::Given { newly_pinned: true } => eprintln!(
+                    "note: pinned the aggregator's key {} for later fetches",
+                    fetched.key
+                ),
+                KeyTrust::Given { .. } | KeyTrust::Pinned => {}
             }
             for (name, rows, file) in &fetched.files {
                 println!("fetched {name} ({rows} lines) into {}", file.display());
@@ -988,7 +1092,9 @@ pub async fn lists(args: ListsArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ListsCommand::Import { path } => {
-            let (list, problems) = TestList::read(&path)?;
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let (list, problems) = TestList::parse(&path.display().to_string(), &bytes)?;
             for p in &problems {
                 eprintln!("warning: {p} (skipped)");
             }
@@ -1000,11 +1106,11 @@ pub async fn lists(args: ListsArgs) -> Result<ExitCode> {
                 .context("the list path has no file name")?
                 .to_string_lossy()
                 .to_ascii_lowercase();
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            let target = dir.join(&name);
-            std::fs::copy(&path, &target)
-                .with_context(|| format!("cannot copy to {}", target.display()))?;
+            // The bytes checked are the bytes kept, put in place whole or not at all.
+            let target = vantage_probe::test_lists::replace_files(&dir, &[(name, &bytes)])?
+                .into_iter()
+                .next()
+                .context("nothing written")?;
             println!(
                 "imported {} URLs from {} as {}",
                 list.entries.len(),

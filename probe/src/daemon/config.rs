@@ -126,7 +126,10 @@ pub struct AggregatorSection {
     /// SOCKS5 proxy (e.g. Tor) for uploads and heartbeats; measurements never use it.
     #[serde(default)]
     pub proxy: Option<String>,
-    /// The aggregator's published key, for signed test lists (default: trust on first use).
+    /// The aggregator's published key (base64 Ed25519), for signed test lists. Without it the
+    /// key pinned by an earlier fetch is used, else the key seen on the first fetch is trusted
+    /// and pinned, but only over https://: over plain HTTP the lists are refused until it is
+    /// set.
     #[serde(default)]
     pub key: Option<String>,
 }
@@ -599,9 +602,12 @@ impl Config {
                 upload.backoff = Duration::from_secs(5).min(schedule.upload_max_backoff);
                 upload.max_backoff = schedule.upload_max_backoff;
                 if let Some(key) = &a.key
-                    && (key.trim().is_empty() || key.trim().len() > 128)
+                    && crate::envelope::parse_public_key(key.trim()).is_none()
                 {
-                    return Err(invalid("aggregator.key", "is not a public key".into()));
+                    return Err(invalid(
+                        "aggregator.key",
+                        format!("{key:?} is not a base64 Ed25519 public key"),
+                    ));
                 }
                 Some(AggregatorPlan {
                     url,
@@ -725,6 +731,18 @@ mod tests {
     }
 
     #[test]
+    fn a_published_aggregator_key_is_kept_trimmed() {
+        let key = crate::envelope::Identity::generate()
+            .expect("key")
+            .public_key();
+        let p = plan(&format!(
+            "informed_consent = true\n[aggregator]\nurl = \"http://a/\"\nkey = \" {key} \""
+        ))
+        .expect("valid key");
+        assert_eq!(p.aggregator.expect("aggregator").key, Some(key));
+    }
+
+    #[test]
     fn defaults_follow_the_design() {
         let p = plan("informed_consent = true").expect("minimal");
         assert_eq!(p.schedule.canary, Duration::from_secs(60));
@@ -834,6 +852,15 @@ mod tests {
             (
                 "informed_consent = tru",
                 "test.toml: TOML parse error at line 1",
+            ),
+            (
+                "informed_consent = true\n[aggregator]\nurl = \"http://a/\"\nkey = \"BASE64...\"",
+                "test.toml: aggregator.key: \"BASE64...\" is not a base64 Ed25519 public key",
+            ),
+            (
+                // 32 bytes of base64, but not a point on the curve.
+                "informed_consent = true\n[aggregator]\nurl = \"http://a/\"\nkey = \"AgAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"",
+                "aggregator.key:",
             ),
         ];
         for (text, want) in cases {

@@ -11,7 +11,11 @@
 //! - **throttling tests** of a few configured targets, every six hours, in the same budget;
 //! - **refresh** of where the probe is (whoami) and of the signed test lists, daily;
 //! - **uploads** of the outbox, oldest first, with exponential backoff while the aggregator
-//!   cannot be reached, so nothing recorded offline is lost or sent twice.
+//!   cannot be reached (never sooner than a `Retry-After` asks), so nothing recorded offline
+//!   is lost or sent twice. Results the aggregator holds back for a reason that can change are
+//!   kept ([`crate::upload`]) and sent again when their time comes, and all of them at once
+//!   after an enrolment: when `vantage enrol` marks the store, or when heartbeats refused for
+//!   an unknown or revoked key start to get through.
 //!
 //! Every result is in the store, with its outbox row, before the daemon logs it, so a kill at
 //! any moment loses nothing completed (the store's `synchronous=FULL`). SIGTERM and SIGINT
@@ -70,6 +74,11 @@ struct Shared {
     location: Mutex<(CountryCode, Asn)>,
     /// Whether the last heartbeat got through.
     online: AtomicBool,
+    /// Whether the last heartbeat was refused for this probe's key (unknown or revoked).
+    key_refused: AtomicBool,
+    /// Heartbeats refused for the key got through again: the key was enrolled (or restored),
+    /// so everything held back for it goes now.
+    key_accepted: AtomicBool,
     /// The aggregator answered again after it could not be reached: upload now.
     reachable: Notify,
     /// A list run finished: upload soon.
@@ -232,12 +241,25 @@ async fn heartbeats(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonE
         };
         match sent {
             Ok(()) => {
+                if shared.key_refused.swap(false, Ordering::SeqCst) {
+                    tracing::info!(
+                        "the aggregator accepts this probe's key now: sending what it held back"
+                    );
+                    shared.key_accepted.store(true, Ordering::SeqCst);
+                    shared.reachable.notify_one();
+                }
                 if !shared.online.swap(true, Ordering::SeqCst) {
                     tracing::info!("aggregator reachable: uploading what waits");
                     shared.reachable.notify_one();
                 }
             }
             Err(e) => {
+                if refuses_key(&e) && !shared.key_refused.swap(true, Ordering::SeqCst) {
+                    tracing::warn!(
+                        "the aggregator refuses this probe's key ({e}): results are kept and \
+                         sent after an enrolment (`vantage enrol TOKEN`, a token from its operator)"
+                    );
+                }
                 if shared.online.swap(false, Ordering::SeqCst) {
                     tracing::warn!("aggregator unreachable ({e}): measuring and queueing");
                 } else {
@@ -248,10 +270,39 @@ async fn heartbeats(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonE
     }
 }
 
+/// Whether a heartbeat's failure says the aggregator refuses this probe's key (the reasons of
+/// `upload::classify`'s [`upload::Rejection::Key`]).
+fn refuses_key(error: &str) -> bool {
+    error.contains("unknown key") || error.contains("revoked key")
+}
+
+/// Puts held results back in the outbox after an enrolment (`vantage enrol` changed the
+/// store's mark since `seen`, or heartbeats refused for the key got through), and those whose
+/// time has come. A store error is logged: the results stay held and the next round tries
+/// again.
+fn requeue(shared: &Shared, store: &Store, seen: &mut Option<String>) {
+    let mark = store.meta(crate::store::ENROLLED).ok().flatten();
+    let enrolled = mark != *seen || shared.key_accepted.swap(false, Ordering::SeqCst);
+    *seen = mark;
+    if enrolled {
+        match store.requeue_held(crate::store::Requeue::All) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("enrolled: sending again {n} results held back before"),
+            Err(e) => tracing::error!("held results not requeued: {e}"),
+        }
+    }
+    if let Err(e) = store.requeue_held(crate::store::Requeue::Due) {
+        tracing::error!("held results not requeued: {e}");
+    }
+}
+
 /// The outbox: oldest first, backing off while the aggregator cannot be reached.
 async fn uploads(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonError> {
     let mut store = shared.store()?;
     let mut failures: u32 = 0;
+    // An enrolment made while the daemon was stopped was followed by `vantage enrol`'s own
+    // upload; only a new one counts.
+    let mut enrolled = store.meta(crate::store::ENROLLED)?;
     // At start: the backlog of an earlier run of the daemon.
     let mut next = Instant::now();
     loop {
@@ -272,6 +323,7 @@ async fn uploads(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonErro
             continue;
         };
         next = Instant::now() + plan.schedule.upload;
+        requeue(&shared, &store, &mut enrolled);
         if store.status()?.pending == 0 {
             failures = 0;
             continue;
@@ -284,16 +336,26 @@ async fn uploads(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonErro
             Ok(r) if r.error.is_none() => {
                 failures = 0;
                 tracing::info!(
-                    "uploaded {} results ({} already there, {} refused); {} waiting",
+                    "uploaded {} results ({} already there, {} refused, {} held); {} waiting",
                     r.accepted,
                     r.duplicate,
                     r.rejected,
+                    r.held,
                     r.remaining
                 );
+                if r.key_refused {
+                    tracing::warn!(
+                        "the aggregator does not accept this probe's key: results are held \
+                         until it is enrolled (`vantage enrol TOKEN`)"
+                    );
+                }
             }
             Ok(r) => {
                 failures = failures.saturating_add(1);
-                let delay = upload::backoff(&aggregator.upload, failures);
+                // Never sooner than the aggregator asked (RFC 9110 section 10.2.3), which
+                // `upload` caps at a day.
+                let delay = upload::backoff(&aggregator.upload, failures)
+                    .max(r.retry_after.unwrap_or_default());
                 next = Instant::now() + delay;
                 tracing::warn!(
                     "upload failed ({}); {} waiting; next try in {} s",
@@ -600,10 +662,11 @@ async fn refresh(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonErro
                 match ctl.unless_stopped(fetch).await {
                     None => return Ok(()),
                     Some(Ok(f)) => {
-                        if f.first_use {
+                        if f.trust == upload::KeyTrust::FirstUse {
                             tracing::warn!(
-                                "trusting the aggregator's key {} on first use; pin it as \
-                                 aggregator.key",
+                                "trusting the aggregator's key {} on first use (over HTTPS) \
+                                 and pinning it; compare it with the key its operator \
+                                 publishes and set it as aggregator.key",
                                 f.key
                             );
                         }
@@ -681,6 +744,8 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), DaemonError> {
         store_path,
         location: Mutex::new(location),
         online: AtomicBool::new(false),
+        key_refused: AtomicBool::new(false),
+        key_accepted: AtomicBool::new(false),
         reachable: Notify::new(),
         results: Notify::new(),
     });
@@ -795,6 +860,91 @@ mod tests {
         // Another day starts from nothing.
         assert_eq!(spent(&store, 8), 0);
         drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn shared(store_path: PathBuf) -> Shared {
+        Shared {
+            identity: Identity::generate().expect("key"),
+            store_path,
+            location: Mutex::new((CountryCode::UNKNOWN, Asn(0))),
+            online: AtomicBool::new(false),
+            key_refused: AtomicBool::new(false),
+            key_accepted: AtomicBool::new(false),
+            reachable: Notify::new(),
+            results: Notify::new(),
+        }
+    }
+
+    #[test]
+    fn heartbeats_refused_for_the_key_are_told_apart() {
+        assert!(refuses_key(
+            "aggregator answered HTTP 400: {\"error\":\"unknown key\"}"
+        ));
+        assert!(refuses_key(
+            "aggregator answered HTTP 400: {\"error\":\"revoked key\"}"
+        ));
+        assert!(!refuses_key("connection_refused"));
+        assert!(!refuses_key("aggregator answered HTTP 503: busy"));
+    }
+
+    #[test]
+    fn an_enrolment_sends_everything_held_and_time_sends_what_is_due() {
+        let dir = std::env::temp_dir().join(format!("vantage-requeue-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("vantage.db");
+        let mut store = Store::open(&path).expect("store");
+        for id in ["aa", "bb", "cc"] {
+            store
+                .insert(&crate::store::NewResult {
+                    id,
+                    input: None,
+                    test_name: "canary",
+                    measured_at: "2026-01-01 00:00:00",
+                    blocking: None,
+                    accessible: None,
+                    confirmed: false,
+                    verdict: "{}",
+                    envelope: "{}",
+                })
+                .expect("insert");
+        }
+        let held = |reason: &str, after: Option<u64>| crate::store::Delivery::Held {
+            reason: reason.into(),
+            retry_after: after.map(Duration::from_secs),
+        };
+        store
+            .record_outcomes(&[
+                ("aa".into(), held("unknown key", None)),
+                ("bb".into(), held("unknown key", None)),
+                ("cc".into(), held("rate limited", Some(0))),
+            ])
+            .expect("record");
+        let shared = shared(path.clone());
+        let mut seen = store.meta(crate::store::ENROLLED).expect("meta");
+        requeue(&shared, &store, &mut seen);
+        assert_eq!(
+            store.status().expect("status").pending,
+            1,
+            "only the due one"
+        );
+        // `vantage enrol` marks the store: everything held goes.
+        store
+            .set_meta(crate::store::ENROLLED, "1700000000")
+            .expect("mark");
+        requeue(&shared, &store, &mut seen);
+        assert_eq!(store.status().expect("status").pending, 3);
+        assert_eq!(seen.as_deref(), Some("1700000000"));
+        // Heartbeats accepted again after refusals for the key count as an enrolment too.
+        store
+            .record_outcomes(&[("aa".into(), held("unknown key", None))])
+            .expect("record");
+        requeue(&shared, &store, &mut seen);
+        assert_eq!(store.status().expect("status").held, 1, "no new enrolment");
+        shared.key_accepted.store(true, Ordering::SeqCst);
+        requeue(&shared, &store, &mut seen);
+        assert_eq!(store.status().expect("status").held, 0);
+        assert!(!shared.key_accepted.load(Ordering::SeqCst), "used once");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
