@@ -101,7 +101,7 @@ fn main() {
                         let mut sock = std::net::TcpStream::connect(addr).expect("connect");
                         write!(
                             sock,
-                            "POST /api/v1/measurements HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+                            "POST /api/v1/measurements HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n",
                             b.len()
                         )
                         .expect("write");

@@ -48,7 +48,11 @@ fn cell(s: &str) -> String {
     }
 }
 
-/// Writes the measurements matching `q` in `format`; returns how many.
+/// Rows read from storage at a time: an export holds one page, however many rows it has.
+const PAGE_ROWS: usize = 500;
+
+/// Writes up to `q.limit` measurements matching `q` in `format`, a page at a time; returns
+/// how many.
 pub fn export(
     storage: &dyn Storage,
     q: &Query,
@@ -58,8 +62,28 @@ pub fn export(
     if format == Format::Csv {
         writeln!(out, "{CSV_HEADER}")?;
     }
-    let rows = storage.query(q)?;
-    for row in &rows {
+    let mut page = q.clone();
+    let mut written = 0;
+    while written < q.limit {
+        page.limit = PAGE_ROWS.min(q.limit - written);
+        let rows = storage.query(&page)?;
+        write_rows(storage, &rows, format, out)?;
+        written += rows.len();
+        match rows.last() {
+            Some(last) if rows.len() == page.limit => page.after = Some(last.cursor),
+            _ => break,
+        }
+    }
+    Ok(written)
+}
+
+fn write_rows(
+    storage: &dyn Storage,
+    rows: &[crate::db::Found],
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(), ExportError> {
+    for row in rows {
         match format {
             Format::Jsonl => {
                 if let Some(envelope) = storage.envelope(&row.id)? {
@@ -90,7 +114,7 @@ pub fn export(
             }
         }
     }
-    Ok(rows.len())
+    Ok(())
 }
 
 #[cfg(test)]

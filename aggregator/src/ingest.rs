@@ -3,10 +3,18 @@
 //! Each line of a JSONL body gets one outcome: `accepted`, `duplicate`, or `rejected` with a
 //! reason. The signature is checked on the line's raw bytes before the measurement is parsed at
 //! all; only then is the key's standing looked up (trust on first use unless enrolment is
-//! required; a revoked key is refused), the measurement parsed, its time checked, and its
-//! verdict computed with the current rules. The accepted lines of a body are stored in one
-//! transaction, each row whole, so a crash never leaves half a measurement.
+//! required; a revoked key is refused), the measurement's nesting depth bounded, the measurement
+//! parsed, every value that feeds signals and events range-checked, and its verdict computed
+//! with the current rules.
+//!
+//! A body is taken a line at a time ([`Session`]), as the server inflates it, and stored in
+//! batches of bounded size, each batch in one transaction and each row whole, so a crash never
+//! leaves half a measurement and a large body never sits in memory at once. A key seen for the
+//! first time is registered only by a line that passed every check, and only as many keys per
+//! hour as the operator allows (`limits.rs`).
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -20,6 +28,7 @@ use vantage_probe::verdict::rules::VANTAGE;
 use vantage_probe::verdict::score;
 
 use crate::db::{DbError, KeyState, Row, Storage};
+use crate::limits::KeyLimits;
 
 /// Ingest limits.
 #[derive(Debug, Clone)]
@@ -34,6 +43,14 @@ pub struct IngestConfig {
     /// Largest body, after decompression. 10,000 realistic measurements (about 7 KB each) fit;
     /// a gzip bomb does not.
     pub max_body_bytes: usize,
+    /// Most non-empty lines taken from one body; the rest of the body is not read, and the
+    /// answer says so (a probe sends those again in another request).
+    pub max_lines: usize,
+    /// Accepted lines are stored once this many bytes of them are waiting: the memory one
+    /// upload holds besides the line being read.
+    pub batch_bytes: usize,
+    /// Per-key and new-key rate limits.
+    pub limits: Arc<KeyLimits>,
 }
 
 impl Default for IngestConfig {
@@ -43,7 +60,21 @@ impl Default for IngestConfig {
             clock_skew: Duration::from_secs(3600),
             require_enrolment: false,
             max_body_bytes: 128 << 20,
+            max_lines: 20_000,
+            batch_bytes: 2 << 20,
+            limits: Arc::new(KeyLimits::unlimited()),
         }
+    }
+}
+
+impl IngestConfig {
+    /// The memory one upload may hold while it is ingested: a batch waiting to be stored (its
+    /// lines, and the rows and verdicts made from them, about twice as much again), plus the
+    /// longest line being read. The server reserves this from its byte budget.
+    pub fn working_set_bytes(&self) -> usize {
+        self.batch_bytes
+            .saturating_mul(3)
+            .saturating_add(self.max_line_bytes)
     }
 }
 
@@ -110,6 +141,8 @@ struct Head {
     probe_cc: vantage_probe::ooni::CountryCode,
     probe_asn: vantage_probe::ooni::Asn,
     #[serde(default)]
+    probe_ip: Option<String>,
+    #[serde(default)]
     input: Option<String>,
 }
 
@@ -127,6 +160,7 @@ fn parse(text: &str) -> Result<(Head, Option<WebConnectivityMeasurement>), serde
             measurement_start_time: m.measurement_start_time.clone(),
             probe_cc: m.probe_cc,
             probe_asn: m.probe_asn,
+            probe_ip: Some(m.probe_ip.clone()),
             input: m.input.clone(),
         };
         return Ok((head, Some(m)));
@@ -147,94 +181,253 @@ fn start_time(text: &str) -> Option<SystemTime> {
         .map(|t| SystemTime::from(t.assume_utc()))
 }
 
-/// Checks, scores and stores every line of `body`.
-pub fn ingest(
-    storage: &dyn Storage,
-    body: &str,
-    config: &IngestConfig,
-    fingerprints: &Fingerprints,
-    origin: &Origin,
-) -> Result<Vec<LineOutcome>, DbError> {
-    let mut outcomes = Vec::new();
-    let mut rows = Vec::new();
-    let mut row_lines = Vec::new();
-    let latest = SystemTime::now() + config.clock_skew;
-    let mut known: std::collections::HashMap<String, Option<KeyState>> =
-        std::collections::HashMap::new();
-    let mut verifier = Verifier::default();
-    for (i, line) in body.lines().enumerate() {
-        let n = i + 1;
-        let line = line.trim_end_matches('\r');
-        if line.trim().is_empty() {
+/// The earliest start time accepted: 2012-01-01 00:00:00 UTC, before OONI's first
+/// measurements and long before any Vantage probe. An older time can only be a broken clock
+/// or a forgery, and would open bins nothing else reaches.
+pub const EARLIEST_START_SECS: u64 = 1_325_376_000;
+
+/// The deepest nesting of arrays and objects accepted in a measurement, for every test name.
+/// OONI's measurements nest about eight deep (`test_keys.requests[].response.headers_list[]`);
+/// this leaves room and keeps any later reader (scoring, rescore, exports, other tools) far
+/// from its recursion limit.
+pub const MAX_DEPTH: usize = 32;
+
+/// The most targets a canary round may report: the probe's built-in set is nine, and an
+/// operator's canary file is checked against the same bound on the probe.
+pub const MAX_CANARY_TARGETS: u64 = 64;
+
+/// The most downloads, and samples per download, a throttling measurement may hold: the test
+/// makes six downloads (three repetitions of target and control) of at most eight seconds with
+/// a sample every 50 ms.
+const MAX_DOWNLOADS: usize = 64;
+const MAX_SAMPLES: usize = 4096;
+
+/// How deep arrays and objects nest in `json`, counted over its bytes without parsing it
+/// (brackets inside strings do not count), stopping as soon as `limit` is passed.
+pub fn nesting_exceeds(json: &str, limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for b in json.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
             continue;
         }
-        if line.len() > config.max_line_bytes {
-            outcomes.push(rejected(
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The checks every measurement and control message passes, whatever its test name: the
+/// probe's address is never in it, and its start time lies between [`EARLIEST_START_SECS`] and
+/// now plus the clock-skew allowance.
+fn check_head(
+    measurement_start_time: &str,
+    probe_ip: Option<&str>,
+    latest: SystemTime,
+) -> Result<(), String> {
+    // DESIGN "Data format": `probe_ip` is always 127.0.0.1; the probe scrubs its address. A
+    // measurement carrying another one would be stored and republished by the API, so it is
+    // refused rather than kept.
+    if let Some(ip) = probe_ip
+        && ip != "127.0.0.1"
+    {
+        return Err(
+            "probe_ip: only 127.0.0.1 is accepted; the aggregator stores no probe address".into(),
+        );
+    }
+    let earliest = SystemTime::UNIX_EPOCH + Duration::from_secs(EARLIEST_START_SECS);
+    match start_time(measurement_start_time) {
+        Some(t) if t > latest => Err("time in the future".into()),
+        Some(t) if t < earliest => Err("time before 2012".into()),
+        Some(_) => Ok(()),
+        None => Err("malformed: measurement_start_time is not YYYY-MM-DD HH:MM:SS".into()),
+    }
+}
+
+/// A canary's `test_keys.ok` and `.total`, when they are counts a canary round can have.
+fn canary_counts(measurement: &str) -> Result<(u64, u64), String> {
+    #[derive(serde::Deserialize)]
+    struct Keys {
+        ok: u64,
+        total: u64,
+    }
+    #[derive(serde::Deserialize)]
+    struct M {
+        test_keys: Keys,
+    }
+    let m: M = serde_json::from_str(measurement).map_err(|e| format!("malformed: {e}"))?;
+    let Keys { ok, total } = m.test_keys;
+    if total == 0 || total > MAX_CANARY_TARGETS || ok > total {
+        return Err(format!(
+            "malformed: canary counts ok {ok} of {total} (0 <= ok <= total, 1 <= total <= {MAX_CANARY_TARGETS})"
+        ));
+    }
+    Ok((ok, total))
+}
+
+/// Whether a line may go on: continue, or the body holds more lines than one request may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Send the next line.
+    More,
+    /// [`IngestConfig::max_lines`] lines were taken; read no further.
+    Full,
+}
+
+/// One body's ingest, fed a line at a time as the body is read.
+pub struct Session<'a> {
+    storage: &'a dyn Storage,
+    config: &'a IngestConfig,
+    fingerprints: &'a Fingerprints,
+    origin: &'a Origin,
+    latest: SystemTime,
+    known: HashMap<String, Option<KeyState>>,
+    verifier: Verifier,
+    outcomes: Vec<LineOutcome>,
+    rows: Vec<Row>,
+    row_lines: Vec<usize>,
+    waiting_bytes: usize,
+    taken: usize,
+}
+
+impl<'a> Session<'a> {
+    /// A session storing into `storage`.
+    pub fn new(
+        storage: &'a dyn Storage,
+        config: &'a IngestConfig,
+        fingerprints: &'a Fingerprints,
+        origin: &'a Origin,
+    ) -> Self {
+        Session {
+            storage,
+            config,
+            fingerprints,
+            origin,
+            latest: SystemTime::now() + config.clock_skew,
+            known: HashMap::new(),
+            verifier: Verifier::default(),
+            outcomes: Vec::new(),
+            rows: Vec::new(),
+            row_lines: Vec::new(),
+            waiting_bytes: 0,
+            taken: 0,
+        }
+    }
+
+    /// Takes line `n` (1-based) of the body.
+    pub fn line(&mut self, n: usize, line: &str) -> Result<Flow, DbError> {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            return Ok(Flow::More);
+        }
+        self.taken += 1;
+        if line.len() > self.config.max_line_bytes {
+            self.outcomes.push(rejected(
                 n,
                 None,
                 format!("too large: {} bytes", line.len()),
             ));
-            continue;
+        } else if let Some(row) = self.check(n, line)? {
+            self.waiting_bytes += line.len();
+            self.rows.push(row);
+            self.row_lines.push(n);
+            if self.waiting_bytes >= self.config.batch_bytes {
+                self.flush()?;
+            }
         }
-        let verified = match verifier.verify(line) {
+        Ok(if self.taken >= self.config.max_lines {
+            Flow::Full
+        } else {
+            Flow::More
+        })
+    }
+
+    /// Refuses line `n` for a reason found before it could be read as text (longer than
+    /// [`IngestConfig::max_line_bytes`], not UTF-8); the reader never holds such a line whole.
+    pub fn refuse(&mut self, n: usize, reason: String) -> Flow {
+        self.taken += 1;
+        self.outcomes.push(rejected(n, None, reason));
+        if self.taken >= self.config.max_lines {
+            Flow::Full
+        } else {
+            Flow::More
+        }
+    }
+
+    /// The row line `n` makes, or `None` with its rejection recorded.
+    fn check(&mut self, n: usize, line: &str) -> Result<Option<Row>, DbError> {
+        let verified = match self.verifier.verify(line) {
             Ok(v) => v,
             Err(EnvelopeError::BadSignature) => {
-                outcomes.push(rejected(n, None, "bad signature".into()));
-                continue;
+                self.outcomes
+                    .push(rejected(n, None, "bad signature".into()));
+                return Ok(None);
             }
             Err(e) => {
-                outcomes.push(rejected(n, None, format!("malformed: {e}")));
-                continue;
+                self.outcomes
+                    .push(rejected(n, None, format!("malformed: {e}")));
+                return Ok(None);
             }
         };
         let id = verified.id.to_string();
+        let refuse = |outcomes: &mut Vec<LineOutcome>, reason: String| {
+            outcomes.push(rejected(n, Some(id.clone()), reason));
+            Ok(None)
+        };
         // Batches come from one probe: look each key up once per body.
-        let state = match known.get(&verified.key) {
+        let state = match self.known.get(&verified.key) {
             Some(state) => *state,
             None => {
-                let mut state = storage.key_state(&verified.key)?;
-                if state.is_none() && !config.require_enrolment {
-                    storage.set_key(&verified.key, KeyState::Trusted)?;
-                    state = Some(KeyState::Trusted);
-                }
-                known.insert(verified.key.clone(), state);
+                let state = self.storage.key_state(&verified.key)?;
+                self.known.insert(verified.key.clone(), state);
                 state
             }
         };
-        match state {
-            Some(KeyState::Revoked) => {
-                outcomes.push(rejected(n, Some(id), "revoked key".into()));
-                continue;
+        let new_key = match state {
+            Some(KeyState::Revoked) => return refuse(&mut self.outcomes, "revoked key".into()),
+            None if self.config.require_enrolment => {
+                return refuse(&mut self.outcomes, "unknown key".into());
             }
-            None => {
-                outcomes.push(rejected(n, Some(id), "unknown key".into()));
-                continue;
+            None => true,
+            Some(KeyState::Trusted) => {
+                if let Err(e) = self.config.limits.take_line(&verified.key) {
+                    return refuse(&mut self.outcomes, e.to_string());
+                }
+                false
             }
-            Some(KeyState::Trusted) => {}
+        };
+        if nesting_exceeds(verified.measurement, MAX_DEPTH) {
+            return refuse(
+                &mut self.outcomes,
+                format!("malformed: nested deeper than {MAX_DEPTH} levels"),
+            );
         }
         // A web_connectivity measurement is parsed once, into the typed model that scoring
         // needs, and its header taken from there; anything else only into `Head`.
         let (generic, typed) = match parse(verified.measurement) {
             Ok(parsed) => parsed,
-            Err(e) => {
-                outcomes.push(rejected(n, Some(id), format!("malformed: {e}")));
-                continue;
-            }
+            Err(e) => return refuse(&mut self.outcomes, format!("malformed: {e}")),
         };
-        match start_time(&generic.measurement_start_time) {
-            Some(t) if t <= latest => {}
-            Some(_) => {
-                outcomes.push(rejected(n, Some(id), "time in the future".into()));
-                continue;
-            }
-            None => {
-                outcomes.push(rejected(
-                    n,
-                    Some(id),
-                    "malformed: measurement_start_time is not YYYY-MM-DD HH:MM:SS".into(),
-                ));
-                continue;
-            }
+        if let Err(reason) = check_head(
+            &generic.measurement_start_time,
+            generic.probe_ip.as_deref(),
+            self.latest,
+        ) {
+            return refuse(&mut self.outcomes, reason);
         }
         let mut row = Row {
             id: id.clone(),
@@ -256,31 +449,81 @@ pub fn ingest(
             rule_set: None,
             verdict: None,
             envelope: line.to_string(),
-            network_verified: origin.vouches_for(generic.probe_cc.as_str(), generic.probe_asn.0),
+            network_verified: self
+                .origin
+                .vouches_for(generic.probe_cc.as_str(), generic.probe_asn.0),
         };
         if let Some(m) = typed {
-            apply_verdict(&mut row, &m, fingerprints);
+            apply_verdict(&mut row, &m, self.fingerprints);
         } else if row.test_name == "canary" {
             // Whether most canary targets answered: the probe was online (see `outage.rs`).
-            row.accessible =
-                crate::signals::canary_counts(line).map(|(ok, total)| total > 0 && ok * 2 >= total);
+            match canary_counts(verified.measurement) {
+                Ok((ok, total)) => row.accessible = Some(ok.saturating_mul(2) >= total),
+                Err(reason) => return refuse(&mut self.outcomes, reason),
+            }
         } else if row.test_name == THROTTLING {
-            apply_throttling(&mut row, verified.measurement);
+            if let Err(reason) = apply_throttling(&mut row, verified.measurement) {
+                return refuse(&mut self.outcomes, reason);
+            }
         }
-        rows.push(row);
-        row_lines.push(n);
+        if new_key {
+            // Registered only now, by a line that passed every check, and within the hour's
+            // allowance of new keys.
+            if let Err(e) = self.config.limits.take_new_key() {
+                return refuse(&mut self.outcomes, e.to_string());
+            }
+            self.storage.set_key(&verified.key, KeyState::Trusted)?;
+            self.known
+                .insert(verified.key.clone(), Some(KeyState::Trusted));
+            if let Err(e) = self.config.limits.take_line(&verified.key) {
+                return refuse(&mut self.outcomes, e.to_string());
+            }
+        }
+        Ok(Some(row))
     }
-    let added = storage.insert(&rows)?;
-    for ((row, n), new) in rows.into_iter().zip(row_lines).zip(added) {
-        outcomes.push(LineOutcome {
-            line: n,
-            id: Some(row.id),
-            status: if new { "accepted" } else { "duplicate" },
-            reason: None,
-        });
+
+    /// Stores the rows waiting, in one transaction.
+    fn flush(&mut self) -> Result<(), DbError> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let added = self.storage.insert(&self.rows)?;
+        for ((row, n), new) in self.rows.drain(..).zip(self.row_lines.drain(..)).zip(added) {
+            self.outcomes.push(LineOutcome {
+                line: n,
+                id: Some(row.id),
+                status: if new { "accepted" } else { "duplicate" },
+                reason: None,
+            });
+        }
+        self.waiting_bytes = 0;
+        Ok(())
     }
-    outcomes.sort_by_key(|o| o.line);
-    Ok(outcomes)
+
+    /// Stores what is left and returns every line's outcome, in line order.
+    pub fn finish(mut self) -> Result<Vec<LineOutcome>, DbError> {
+        self.flush()?;
+        let mut outcomes = std::mem::take(&mut self.outcomes);
+        outcomes.sort_by_key(|o| o.line);
+        Ok(outcomes)
+    }
+}
+
+/// Checks, scores and stores every line of `body` (at most [`IngestConfig::max_lines`] of them).
+pub fn ingest(
+    storage: &dyn Storage,
+    body: &str,
+    config: &IngestConfig,
+    fingerprints: &Fingerprints,
+    origin: &Origin,
+) -> Result<Vec<LineOutcome>, DbError> {
+    let mut session = Session::new(storage, config, fingerprints, origin);
+    for (i, line) in body.lines().enumerate() {
+        if session.line(i + 1, line)? == Flow::Full {
+            break;
+        }
+    }
+    session.finish()
 }
 
 /// A signed control message (heartbeat, enrolment) that passed its checks.
@@ -305,16 +548,19 @@ pub fn control(body: &str, test_name: &str, config: &IngestConfig) -> Result<Con
         Err(EnvelopeError::BadSignature) => return Err("bad signature".into()),
         Err(e) => return Err(format!("malformed: {e}")),
     };
+    if nesting_exceeds(verified.measurement, MAX_DEPTH) {
+        return Err(format!("malformed: nested deeper than {MAX_DEPTH} levels"));
+    }
     let m: Measurement<serde_json::Value> =
         serde_json::from_str(verified.measurement).map_err(|e| format!("malformed: {e}"))?;
     if m.test_name != test_name {
         return Err(format!("test_name is {:?}, not {test_name}", m.test_name));
     }
-    match start_time(&m.measurement_start_time) {
-        Some(t) if t <= SystemTime::now() + config.clock_skew => {}
-        Some(_) => return Err("time in the future".into()),
-        None => return Err("malformed: bad measurement_start_time".into()),
-    }
+    check_head(
+        &m.measurement_start_time,
+        Some(&m.probe_ip),
+        SystemTime::now() + config.clock_skew,
+    )?;
     Ok(Control {
         key: verified.key,
         measurement: m,
@@ -336,8 +582,16 @@ pub fn heartbeat(
     match storage.key_state(&c.key)? {
         Some(KeyState::Revoked) => return Ok(Err("revoked key".into())),
         None if config.require_enrolment => return Ok(Err("unknown key".into())),
-        None => storage.set_key(&c.key, KeyState::Trusted)?,
+        None => {
+            if let Err(e) = config.limits.take_new_key() {
+                return Ok(Err(e.to_string()));
+            }
+            storage.set_key(&c.key, KeyState::Trusted)?;
+        }
         Some(KeyState::Trusted) => {}
+    }
+    if let Err(e) = config.limits.take_line(&c.key) {
+        return Ok(Err(e.to_string()));
     }
     let m = &c.measurement;
     storage.heartbeat(
@@ -369,8 +623,10 @@ pub const THROTTLING_RULES: &str = "vantage-throttling-1";
 /// Scores a throttling measurement again, here, from its downloads (DESIGN: scoring happens in
 /// the aggregator; the probe's own verdict is for display), with the probe library's rules
 /// (`vantage_probe::throttling::score`). Its input is a bare host name, which is also its
-/// domain. A measurement whose downloads cannot be read is kept unscored.
-pub fn apply_throttling(row: &mut Row, measurement: &str) {
+/// domain. A measurement whose downloads cannot be read is kept unscored; one whose downloads
+/// are more or longer than the test makes is refused (`Err` with the reason), since its rates
+/// would feed throttling events.
+pub fn apply_throttling(row: &mut Row, measurement: &str) -> Result<(), String> {
     #[derive(serde::Deserialize)]
     struct Keys {
         downloads: Vec<Download>,
@@ -381,13 +637,16 @@ pub fn apply_throttling(row: &mut Row, measurement: &str) {
     }
     row.domain = row.input.as_deref().map(str::to_ascii_lowercase);
     let Ok(part) = serde_json::from_str::<Part>(measurement) else {
-        return;
+        return Ok(());
     };
-    let (target, control): (Vec<Download>, Vec<Download>) = part
-        .test_keys
-        .downloads
-        .into_iter()
-        .partition(|d| d.role == Role::Target);
+    let downloads = part.test_keys.downloads;
+    if downloads.len() > MAX_DOWNLOADS || downloads.iter().any(|d| d.samples.len() > MAX_SAMPLES) {
+        return Err(format!(
+            "malformed: a throttling measurement has at most {MAX_DOWNLOADS} downloads of {MAX_SAMPLES} samples"
+        ));
+    }
+    let (target, control): (Vec<Download>, Vec<Download>) =
+        downloads.into_iter().partition(|d| d.role == Role::Target);
     let a = assess(&target, &control, &ThrottlingRules::default());
     row.blocking = match a.verdict {
         Verdict::Throttled => Some("\"throttling\"".into()),
@@ -401,6 +660,7 @@ pub fn apply_throttling(row: &mut Row, measurement: &str) {
     };
     row.rule_set = Some(THROTTLING_RULES.into());
     row.verdict = serde_json::to_string(&a).ok();
+    Ok(())
 }
 
 #[cfg(test)]
@@ -416,5 +676,50 @@ mod tests {
             .as_secs();
         assert_eq!(secs, 1_707_770_027);
         assert!(start_time("2024-02-12T20:33:47Z").is_none());
+    }
+
+    #[test]
+    fn nesting_is_counted_outside_strings_only() {
+        assert!(!nesting_exceeds(r#"{"a":[{"b":"[[[[[[[["}]}"#, 3));
+        assert!(nesting_exceeds(r#"{"a":[{"b":[1]}]}"#, 3));
+        assert!(!nesting_exceeds(r#"{"a":"\"{{{{"}"#, 1));
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert!(nesting_exceeds(&deep, MAX_DEPTH));
+    }
+
+    #[test]
+    fn heads_carry_no_address_and_a_time_between_2012_and_now() {
+        let latest = SystemTime::now();
+        assert_eq!(
+            check_head("2024-02-12 20:33:47", Some("127.0.0.1"), latest),
+            Ok(())
+        );
+        assert_eq!(check_head("2024-02-12 20:33:47", None, latest), Ok(()));
+        let ip = check_head("2024-02-12 20:33:47", Some("203.0.113.9"), latest);
+        assert!(ip.is_err_and(|e| e.starts_with("probe_ip")));
+        assert_eq!(
+            check_head("2011-12-31 23:59:59", None, latest),
+            Err("time before 2012".into())
+        );
+        assert_eq!(
+            check_head("2999-01-01 00:00:00", None, latest),
+            Err("time in the future".into())
+        );
+    }
+
+    #[test]
+    fn canary_counts_must_be_a_round_a_canary_can_have() {
+        let m = |ok: &str, total: &str| format!(r#"{{"test_keys":{{"ok":{ok},"total":{total}}}}}"#);
+        assert_eq!(canary_counts(&m("5", "9")), Ok((5, 9)));
+        for (ok, total) in [
+            ("9223372036854775807", "9223372036854775807"),
+            ("-1", "9"),
+            ("10", "9"),
+            ("0", "0"),
+            ("1", "65"),
+            ("1.5", "9"),
+        ] {
+            assert!(canary_counts(&m(ok, total)).is_err(), "{ok} of {total}");
+        }
     }
 }

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use axum::serve::ListenerExt as _;
 use clap::{Parser, Subcommand};
 use std::sync::Arc;
 use vantage_aggregator::score::{score_text, write_summary};
@@ -16,7 +15,9 @@ use vantage_aggregator::db::{KeyState, Sqlite, Storage};
 use vantage_aggregator::export::Format;
 use vantage_aggregator::geo::{Geo, Mmdb, Prefixes};
 use vantage_aggregator::ingest::IngestConfig;
-use vantage_aggregator::server::{AppState, SearchParams, router};
+use vantage_aggregator::limits::{ByteBudget, KeyLimits, Slots};
+use vantage_aggregator::listen::{ConnLimits, serve as serve_connections};
+use vantage_aggregator::server::{AppState, SearchParams, ServerLimits, router};
 use vantage_aggregator::throughput::ThroughputServer;
 use vantage_probe::engine::{Resolver, TlsContext};
 use vantage_probe::th::HelperConfig;
@@ -98,6 +99,39 @@ struct ServeArgs {
     /// Largest upload body in MiB, after decompression (413 beyond it).
     #[arg(long, value_name = "MIB", default_value_t = 128)]
     max_body_mib: usize,
+
+    /// Decompressed upload bytes in flight across all uploads, in MiB. Each upload reserves what
+    /// it may hold (7 MiB for a large or compressed body) before it is read; when the budget is
+    /// spent, uploads are answered 503 with Retry-After and probes send them later.
+    #[arg(long, value_name = "MIB", default_value_t = 96)]
+    upload_budget_mib: usize,
+
+    /// Lines one key may have accepted per hour (0: no limit). Further lines are refused as
+    /// "rate limited" and stay queued on the probe for later.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    lines_per_key_hour: u64,
+
+    /// Keys that may be registered on first use per hour (0: no limit); with
+    /// --require-enrolment, keys come only from tokens instead.
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    new_keys_per_hour: u64,
+
+    /// Connections open at once; more are closed as they arrive.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    max_connections: usize,
+
+    /// Connections open at once from one address (for IPv6, one /64).
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    max_connections_per_source: usize,
+
+    /// Exports streaming at once; more are answered 503 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    max_exports: usize,
+
+    /// Seconds any request may take; an upload's body must arrive within three quarters of it.
+    /// A connection on which nothing moves for 60 s, or whose request head takes 10 s, is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    request_timeout_secs: u64,
 
     /// Address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
@@ -437,7 +471,23 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let ingest = IngestConfig {
         require_enrolment: args.require_enrolment,
         max_body_bytes: args.max_body_mib.max(1) << 20,
+        limits: Arc::new(KeyLimits::new(
+            args.lines_per_key_hour,
+            args.new_keys_per_hour,
+        )),
         ..IngestConfig::default()
+    };
+    let request_timeout = Duration::from_secs(args.request_timeout_secs.max(4));
+    let limits = ServerLimits {
+        upload_budget: ByteBudget::new(args.upload_budget_mib.max(1) << 20),
+        exports: Slots::new(args.max_exports),
+        body_timeout: request_timeout * 3 / 4,
+        request_timeout,
+    };
+    let connections = ConnLimits {
+        max_connections: args.max_connections.max(1),
+        max_per_source: args.max_connections_per_source.max(1),
+        ..ConnLimits::default()
     };
     let key_path = args
         .key
@@ -449,6 +499,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         signer.public_key()
     );
     let state = AppState::new(helper, TlsContext::new(roots)?, storage, ingest, geo)
+        .with_limits(limits)
         .with_db_path(args.db.clone())
         .with_test_lists(signer, args.lists.clone());
     let state = match args.throughput_listen {
@@ -469,28 +520,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr()?;
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    match tls {
-        Some(config) => {
-            println!("vantage-aggregator listening on https://{local}");
-            std::io::stdout().flush()?;
-            // axum gives `ConnectInfo<SocketAddr>` (whoami's lookup) for any listener seen
-            // through `tap_io`; the tap itself does nothing.
-            let listener =
-                vantage_aggregator::tls::TlsListener::new(listener, config)?.tap_io(|_| {});
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await
-        }
-        None => {
-            println!("vantage-aggregator listening on http://{local}");
-            std::io::stdout().flush()?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await
-        }
-    }
-    .context("server failed")?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("vantage-aggregator listening on {scheme}://{local}");
+    std::io::stdout().flush()?;
+    serve_connections(listener, tls, router(state), connections, shutdown_signal()).await;
     eprintln!("vantage-aggregator: stopped");
     Ok(())
 }

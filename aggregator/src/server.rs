@@ -4,18 +4,20 @@
 //! no table stores it.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query as QueryParams, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query as QueryParams, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::BodyExt as _;
 use serde::Deserialize;
 use serde_json::json;
 use vantage_probe::engine::TlsContext;
@@ -28,8 +30,10 @@ use crate::db::{Query, Storage};
 use crate::enrol::enrol;
 use crate::events::{Kind, TimelineQuery};
 use crate::geo::Geo;
-use crate::ingest::{IngestConfig, LineOutcome, Origin, heartbeat, ingest};
+use crate::ingest::{IngestConfig, LineOutcome, Origin, Session, heartbeat};
+use crate::limits::{ByteBudget, RETRY_AFTER_SECS, Slots};
 use crate::signals::{self, SignalQuery};
+use crate::stream::{CHANNEL_CHUNKS, ChunkReader, ChunkWriter, Ended, StreamError, ingest_lines};
 
 /// Counters for `/metrics` (Prometheus text format).
 #[derive(Debug, Default)]
@@ -130,6 +134,34 @@ pub const TH_BODY_LIMIT_BYTES: usize = 64 * 1024;
 /// Largest page of the researcher API.
 pub const MAX_PAGE: usize = 1000;
 
+/// What requests may take from the server at once, and for how long.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// Decompressed upload bytes in flight, across all uploads (each reserves
+    /// [`IngestConfig::working_set_bytes`], or less for a small plain body).
+    pub upload_budget: ByteBudget,
+    /// Exports streaming at once.
+    pub exports: Slots,
+    /// Time an upload's body may take to arrive.
+    pub body_timeout: Duration,
+    /// Time any request may take from its head to its answer (an export's streaming after the
+    /// answer starts is bounded by the connection's idle deadline instead, `listen.rs`).
+    pub request_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            // With the default 2 MiB batches and 1 MiB lines an upload reserves 7 MiB, so 96 MiB
+            // lets 13 large uploads (and any number of small ones) run at once.
+            upload_budget: ByteBudget::new(96 << 20),
+            exports: Slots::new(4),
+            body_timeout: Duration::from_secs(90),
+            request_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct AppState {
@@ -144,6 +176,7 @@ pub struct AppState {
     signer: Option<Arc<vantage_probe::envelope::Identity>>,
     lists_dir: Option<Arc<std::path::PathBuf>>,
     throughput: Option<Arc<ServerInfo>>,
+    limits: Arc<ServerLimits>,
 }
 
 impl AppState {
@@ -167,7 +200,14 @@ impl AppState {
             signer: None,
             lists_dir: None,
             throughput: None,
+            limits: Arc::new(ServerLimits::default()),
         }
+    }
+
+    /// Replaces the default [`ServerLimits`].
+    pub fn with_limits(mut self, limits: ServerLimits) -> Self {
+        self.limits = Arc::new(limits);
+        self
     }
 
     /// Signs test lists with `key`, taking operator lists from `dir` before the built-in ones.
@@ -199,7 +239,7 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// The routes. Serve with `into_make_service_with_connect_info::<SocketAddr>()` for whoami.
 pub fn router(state: AppState) -> Router {
-    let body_limit = state.ingest.max_body_bytes;
+    let request_timeout = state.limits.request_timeout;
     Router::new()
         .route("/api/v1/health", get(health))
         .route("/api/v1/whoami", get(whoami))
@@ -208,12 +248,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/th",
             post(test_helper).layer(DefaultBodyLimit::max(TH_BODY_LIMIT_BYTES)),
         )
-        .route(
-            "/api/v1/measurements",
-            post(upload)
-                .layer(DefaultBodyLimit::max(body_limit))
-                .get(search),
-        )
+        .route("/api/v1/measurements", post(upload).get(search))
         .route("/api/v1/measurements/{id}", get(by_id))
         .route(
             "/api/v1/heartbeat",
@@ -234,7 +269,64 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
         )
+        .layer(middleware::from_fn_with_state(request_timeout, deadline))
         .with_state(state)
+}
+
+/// Every request gets an answer within the server's request timeout, or 503: no handler can be
+/// held open by a client that sends slowly or by a lookup that hangs.
+async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the request took longer than {} s", limit.as_secs()),
+        ),
+    }
+}
+
+/// 503 with `Retry-After` (RFC 9110 section 15.6.4): the server is at a cap, not broken.
+fn busy(what: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, RETRY_AFTER_SECS.to_string())],
+        axum::Json(json!({
+            "error": format!("too many {what} in progress; retry in {RETRY_AFTER_SECS} s"),
+        })),
+    )
+        .into_response()
+}
+
+/// Media types of an upload: JSON lines, or one JSON envelope.
+const UPLOAD_TYPES: &[&str] = &[
+    "application/x-ndjson",
+    "application/jsonl",
+    "application/json",
+];
+
+/// Media type of the single-envelope and test-helper routes.
+const JSON_TYPES: &[&str] = &["application/json"];
+
+/// 415 (RFC 9110 section 15.5.16) unless the body says it is one of `allowed`, so a body
+/// nobody meant for this route (a form, a file) is refused before it is read.
+fn content_type(headers: &HeaderMap, allowed: &[&str]) -> Result<(), Response> {
+    let given = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    match given {
+        Some(t) if allowed.contains(&t.as_str()) => Ok(()),
+        _ => Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type must be {}", allowed.join(" or ")),
+        )),
+    }
 }
 
 async fn health() -> impl IntoResponse {
@@ -246,7 +338,10 @@ fn error(status: StatusCode, message: String) -> Response {
 }
 
 /// `POST /api/v1/th`: OONI's THRequest in, THResponse out.
-async fn test_helper(State(state): State<AppState>, body: Bytes) -> Response {
+async fn test_helper(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(refused) = content_type(&headers, JSON_TYPES) {
+        return refused;
+    }
     let request: ControlRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -291,74 +386,179 @@ fn origin(geo: &Geo, peer: SocketAddr) -> Origin {
     }
 }
 
-/// Decompresses a gzip body, refusing more than the limit of output.
-fn body_text(
-    headers: &HeaderMap,
-    body: Bytes,
-    limit: usize,
-) -> Result<String, (StatusCode, String)> {
-    let gzip = headers
+/// Whether an upload is gzip (RFC 9110 section 8.4.1.3); `Err` for an encoding the server
+/// does not read.
+fn gzip(headers: &HeaderMap) -> Result<bool, Response> {
+    match headers
         .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
-    let bytes = if gzip {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&body[..])
-            .take(u64::try_from(limit).unwrap_or(u64::MAX) + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad gzip body: {e}")))?;
-        if out.len() > limit {
-            return Err((
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body larger than {limit} bytes once decompressed"),
-            ));
-        }
-        out
-    } else {
-        // Without a copy when axum holds the only reference, as it does for a request body.
-        Vec::from(body)
-    };
-    String::from_utf8(bytes)
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("body is not UTF-8: {e}")))
+        .map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase())
+    {
+        None => Ok(false),
+        Some(e) if e == "identity" => Ok(false),
+        Some(e) if e == "gzip" => Ok(true),
+        Some(_) => Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Encoding must be gzip or none".into(),
+        )),
+    }
 }
 
 /// `POST /api/v1/measurements`: signed JSONL in, one outcome per line out.
+///
+/// The body is not gathered: its chunks go to a worker that inflates them and ingests each line
+/// as it completes (`stream.rs`), storing in batches. What one upload may hold in memory is
+/// reserved from the server's byte budget before anything is read; when the budget is spent the
+/// answer is 503 with `Retry-After`. A body that breaks off, exceeds the limit or arrives too
+/// slowly is answered with the error and the outcomes of the lines read before it, which stay
+/// stored.
 async fn upload(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
-    let origin = origin(&state.geo, peer);
-    let text = match body_text(&headers, body, state.ingest.max_body_bytes) {
-        Ok(t) => t,
-        Err((status, message)) => return error(status, message),
+    if let Err(refused) = content_type(&headers, UPLOAD_TYPES) {
+        return refused;
+    }
+    let gzip = match gzip(&headers) {
+        Ok(g) => g,
+        Err(refused) => return refused,
     };
+    let max_body = state.ingest.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max_body) {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {max_body} bytes"),
+        );
+    }
+    // A small plain body needs little; a compressed one may inflate to anything up to the cap.
+    let want = match (gzip, declared) {
+        (false, Some(n)) => n
+            .saturating_mul(3)
+            .saturating_add(64 << 10)
+            .min(state.ingest.working_set_bytes()),
+        _ => state.ingest.working_set_bytes(),
+    };
+    let Some(reservation) = state.limits.upload_budget.try_reserve(want) else {
+        return busy("uploads");
+    };
+    let origin = origin(&state.geo, peer);
     let started = Instant::now();
-    let metrics = state.metrics.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        ingest(
-            state.storage.as_ref(),
-            &text,
-            &state.ingest,
-            &state.fingerprints,
-            &origin,
-        )
-    })
-    .await;
-    match result {
-        Ok(Ok(results)) => {
-            metrics.record(&results, started.elapsed());
-            axum::Json(json!({ "results": results })).into_response()
-        }
-        Ok(Err(e)) => {
+    let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_CHUNKS);
+    let worker_state = state.clone();
+    let worker = tokio::task::spawn_blocking(move || {
+        let _reservation = reservation;
+        let s = &worker_state;
+        let mut session = Session::new(s.storage.as_ref(), &s.ingest, &s.fingerprints, &origin);
+        let reader = ChunkReader::new(rx);
+        let (max_line, max_body) = (s.ingest.max_line_bytes, s.ingest.max_body_bytes);
+        let ended = if gzip {
+            ingest_lines(
+                flate2::read::GzDecoder::new(reader),
+                &mut session,
+                max_line,
+                max_body,
+            )
+        } else {
+            ingest_lines(reader, &mut session, max_line, max_body)
+        };
+        (ended, session.finish())
+    });
+    let (timed_out, too_large) = forward(body, &tx, max_body, state.limits.body_timeout).await;
+    drop(tx);
+    let (ended, finished) = match worker.await {
+        Ok(done) => done,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let results = match finished {
+        Ok(results) => results,
+        Err(e) => {
             tracing::error!("ingest failed: {e}");
-            error(
+            return error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "storage unavailable, retry later".into(),
-            )
+            );
         }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    state.metrics.record(&results, started.elapsed());
+    let full = matches!(ended, Ok(Ended::Full));
+    let (status, problem) = match ended {
+        Ok(Ended::Complete) if too_large => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Some(format!("body larger than {max_body} bytes")),
+        ),
+        Ok(Ended::Complete) => (StatusCode::OK, None),
+        Ok(Ended::Full) => (StatusCode::OK, None),
+        Err(StreamError::TooLarge(_)) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Some(format!(
+                "body larger than {max_body} bytes once decompressed"
+            )),
+        ),
+        Err(StreamError::Body(e)) if timed_out => (
+            StatusCode::REQUEST_TIMEOUT,
+            Some(format!("the body did not arrive in time: {e}")),
+        ),
+        Err(StreamError::Body(e)) => (StatusCode::BAD_REQUEST, Some(format!("bad body: {e}"))),
+        Err(StreamError::Db(e)) => {
+            tracing::error!("ingest failed: {e}");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage unavailable, retry later".into(),
+            );
+        }
+    };
+    let mut answer = json!({ "results": results });
+    if let Some(problem) = problem {
+        answer["error"] = json!(problem);
+    }
+    if full {
+        let last = results.last().map_or(0, |o| o.line);
+        answer["incomplete"] = json!(format!(
+            "at most {} lines are read from one request: lines after line {last} were not read; send them again",
+            state.ingest.max_lines
+        ));
+    }
+    (status, axum::Json(answer)).into_response()
+}
+
+/// Hands the chunks of `body` to the ingest worker until the body ends, breaks, grows past
+/// `max_body` raw bytes or outlasts `limit`. Once the worker has stopped reading (it took as
+/// many lines as a request may), the rest of the body is read and dropped, within the same
+/// bounds, so the client still gets its answer. Returns (timed out, too large).
+async fn forward(
+    mut body: axum::body::Body,
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, String>>,
+    max_body: usize,
+    limit: Duration,
+) -> (bool, bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    let (mut raw, mut listening) = (0usize, true);
+    loop {
+        let failure = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(None) => return (false, false),
+            Ok(Some(Ok(frame))) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                raw = raw.saturating_add(data.len());
+                if raw > max_body {
+                    return (false, true);
+                }
+                if listening && tx.send(Ok(data)).await.is_err() {
+                    listening = false;
+                }
+                continue;
+            }
+            Ok(Some(Err(e))) => (false, format!("reading it failed: {e}")),
+            Err(_) => (true, format!("not complete after {} s", limit.as_secs())),
+        };
+        let _ = tx.send(Err(failure.1)).await;
+        return (failure.0, false);
     }
 }
 
@@ -366,8 +566,12 @@ async fn upload(
 async fn beat(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Err(refused) = content_type(&headers, JSON_TYPES) {
+        return refused;
+    }
     let origin = origin(&state.geo, peer);
     let Ok(text) = String::from_utf8(body.to_vec()) else {
         return error(StatusCode::BAD_REQUEST, "body is not UTF-8".into());
@@ -391,7 +595,10 @@ async fn beat(
 /// `POST /api/v1/enrol`: one envelope of an `enrolment` measurement carrying a one-time token.
 /// 403 when the token is unknown or spent, so a probe can tell "ask the operator" from a typo
 /// in the request (400).
-async fn enrol_route(State(state): State<AppState>, body: Bytes) -> Response {
+async fn enrol_route(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(refused) = content_type(&headers, JSON_TYPES) {
+        return refused;
+    }
     let Ok(text) = String::from_utf8(body.to_vec()) else {
         return error(StatusCode::BAD_REQUEST, "body is not UTF-8".into());
     };
@@ -481,20 +688,33 @@ async fn export_route(
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     query.limit = search.limit.unwrap_or(10_000).clamp(1, MAX_EXPORT);
-    let result = tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        crate::export::export(state.storage.as_ref(), &query, format, &mut out).map(|_| out)
-    })
-    .await;
+    let Some(slot) = state.limits.exports.try_take() else {
+        return busy("exports");
+    };
+    // Streamed: the worker reads a page of rows at a time and waits while the client reads
+    // (`stream.rs`), so an export of 100,000 rows holds a page and a few chunks, not the whole.
+    let (mut writer, body) = ChunkWriter::new();
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        match crate::export::export(state.storage.as_ref(), &query, format, &mut writer) {
+            Ok(_) => {
+                let _ = writer.flush();
+            }
+            Err(e) => {
+                tracing::warn!("export stopped: {e}");
+                writer.fail(e.to_string());
+            }
+        }
+    });
     let content_type = match format {
         crate::export::Format::Jsonl => "application/x-ndjson",
         crate::export::Format::Csv => "text/csv",
     };
-    match result {
-        Ok(Ok(body)) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
-        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+    (
+        [(header::CONTENT_TYPE, content_type)],
+        axum::body::Body::new(body),
+    )
+        .into_response()
 }
 
 /// `GET /metrics`.

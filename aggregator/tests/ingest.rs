@@ -15,6 +15,10 @@ use vantage_fixtures::http::{HttpFixture, Response};
 use vantage_fixtures::tls::TestCa;
 use vantage_probe::envelope::Identity;
 
+/// The media types the routes require.
+const JSON: &[(&str, &str)] = &[("Content-Type", "application/json")];
+const NDJSON: &[(&str, &str)] = &[("Content-Type", "application/x-ndjson")];
+
 /// A compact, realistic measurement: OONI's own successWithHTTP with a unique input.
 fn measurement(n: usize) -> String {
     let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -495,11 +499,11 @@ async fn heartbeats_and_metrics() {
     let alice = Identity::generate().expect("key");
     let mallory = Identity::generate().expect("key");
     let (_, line) = alice.seal(&measurement(1)).expect("seal");
-    let (status, body) = http(&base, "POST", "/api/v1/heartbeat", &[], line.as_bytes());
+    let (status, body) = http(&base, "POST", "/api/v1/heartbeat", JSON, line.as_bytes());
     assert_eq!(status, 400);
     assert!(body.contains("not heartbeat"), "{body}");
     let forged = line.replace(&alice.public_key(), &mallory.public_key());
-    let (status, body) = http(&base, "POST", "/api/v1/heartbeat", &[], forged.as_bytes());
+    let (status, body) = http(&base, "POST", "/api/v1/heartbeat", JSON, forged.as_bytes());
     assert_eq!(
         (status, body.contains("bad signature")),
         (400, true),
@@ -511,7 +515,7 @@ async fn heartbeats_and_metrics() {
         &base,
         "POST",
         "/api/v1/measurements",
-        &[],
+        NDJSON,
         format!("{line}\n{forged}\n{line}\n").as_bytes(),
     );
     assert!(reply.contains("accepted"));

@@ -230,7 +230,7 @@ fn no_trace_of_the_client_address_in_database_or_logs() {
     });
     let (_, line) = id.seal(&beat.to_string()).expect("seal");
     let head = format!(
-        "POST /api/v1/heartbeat HTTP/1.1\r\nHost: {base}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        "POST /api/v1/heartbeat HTTP/1.1\r\nHost: {base}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         line.len()
     );
     let reply = request_from(client, &base, &head, line.as_bytes());
