@@ -9,9 +9,15 @@
 //! history during outages (`shutdown-detection.md` §1.4, `MovingStat`), so a long block does
 //! not become the new normal.
 //!
+//! Each probe is one vote per bin: a bin's ratio on a layer is the mean of each probe's own
+//! share of anomalous measurements there, and a probe's repeats of one host in one bin count
+//! once towards the measurements a verdict needs. So one key sending a thousand "blocked"
+//! measurements weighs what one honest probe's measurement weighs. Which probes count at all
+//! is decided before (`signals::Admit`, in `events.rs`).
+//!
 //! This module is pure: the caller loads verdicts (see `events.rs`) and stores what it finds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -152,12 +158,42 @@ pub struct Finding {
     pub peak_ratio: f64,
 }
 
+/// One bin of a subject's series, as its probes voted.
 #[derive(Default, Clone)]
 struct Bin {
+    /// Measurements, a probe's repeats of one host counted once.
     n: usize,
-    k: [usize; 4],
+    /// Probes that measured in the bin: each one vote.
+    votes: usize,
+    /// Per layer, the sum of the probes' votes: each its share of anomalous measurements.
+    shares: [f64; 4],
     /// Probes with an anomaly on each layer.
     probes: [Vec<u32>; 4],
+}
+
+/// What one probe measured of a subject in one bin.
+#[derive(Default)]
+struct Tally<'a> {
+    hosts: BTreeSet<&'a str>,
+    n: usize,
+    k: [usize; 4],
+}
+
+impl Bin {
+    fn of(tallies: &BTreeMap<u32, Tally<'_>>) -> Bin {
+        let mut bin = Bin::default();
+        for (probe, t) in tallies {
+            bin.n += t.hosts.len();
+            bin.votes += 1;
+            for (l, k) in t.k.iter().enumerate() {
+                bin.shares[l] += *k as f64 / t.n.max(1) as f64;
+                if *k > 0 {
+                    bin.probes[l].push(*probe);
+                }
+            }
+        }
+        bin
+    }
 }
 
 fn layer_index(l: Layer) -> usize {
@@ -179,18 +215,21 @@ fn runs(
     let b0 = first.at.div_euclid(c.bin_seconds);
     let b1 = now.div_euclid(c.bin_seconds);
     let len = usize::try_from(b1 - b0 + 1).unwrap_or(0);
-    let mut bins = vec![Bin::default(); len];
+    let mut tallies: Vec<BTreeMap<u32, Tally>> = Vec::new();
+    tallies.resize_with(len, BTreeMap::new);
     let index = |at: i64| usize::try_from(at.div_euclid(c.bin_seconds) - b0).ok();
     for o in obs {
-        let Some(bin) = index(o.at).and_then(|i| bins.get_mut(i)) else {
+        let Some(bin) = index(o.at).and_then(|i| tallies.get_mut(i)) else {
             continue;
         };
-        bin.n += 1;
+        let t = bin.entry(o.probe).or_default();
+        t.hosts.insert(o.domain.as_str());
+        t.n += 1;
         if let Some(l) = o.anomaly {
-            bin.k[layer_index(l)] += 1;
-            bin.probes[layer_index(l)].push(o.probe);
+            t.k[layer_index(l)] += 1;
         }
     }
+    let bins: Vec<Bin> = tallies.iter().map(Bin::of).collect();
     let mut out = Vec::new();
     for layer in Layer::ALL {
         let li = layer_index(layer);
@@ -227,11 +266,12 @@ fn runs(
             });
         };
         for i in 0..len {
-            let lo = i.saturating_sub(c.window_bins - 1);
-            let (mut n, mut k) = (0, 0);
+            let lo = i.saturating_sub(c.window_bins.max(1) - 1);
+            let (mut n, mut votes, mut k) = (0, 0, 0.0);
             for b in &bins[lo..=i] {
                 n += b.n;
-                k += b.k[li];
+                votes += b.votes;
+                k += b.shares[li];
             }
             let baseline = if history.len() < c.min_history_bins {
                 0.0
@@ -249,14 +289,14 @@ fn runs(
                 p.dedup();
                 p.len()
             };
-            let ratio = if n > 0 { k as f64 / n as f64 } else { 0.0 };
+            let ratio = if votes > 0 { k / votes as f64 } else { 0.0 };
             let evidence = n >= min_measurements
                 && probes_in_window >= c.min_probes
                 && ratio >= c.min_ratio
                 && ratio - baseline >= c.min_rise;
             let bin = &bins[i];
-            if bin.n > 0 {
-                let own = bin.k[li] as f64 / bin.n as f64;
+            if bin.votes > 0 {
+                let own = bin.shares[li] / bin.votes as f64;
                 history.push_back(if evidence { baseline } else { own });
                 if history.len() > c.history_bins {
                     history.pop_front();
@@ -273,14 +313,19 @@ fn runs(
                 if let Some((f, last, peak, count)) = run.take()
                     && count >= c.min_bins
                 {
-                    close(f.saturating_sub(c.window_bins - 1), last, peak, true);
+                    close(f.saturating_sub(c.window_bins.max(1) - 1), last, peak, true);
                 }
             }
         }
         if let Some((f, last, peak, count)) = run.take()
             && count >= c.min_bins
         {
-            close(f.saturating_sub(c.window_bins - 1), last, peak, false);
+            close(
+                f.saturating_sub(c.window_bins.max(1) - 1),
+                last,
+                peak,
+                false,
+            );
         }
     }
     out
@@ -440,6 +485,52 @@ mod tests {
         let found = detect(&obs, &HashMap::new(), T0 + 24 * 12 * H, &Default::default());
         assert_eq!(found.len(), 1, "{found:#?}");
         assert!((found[0].end.expect("ended") - (T0 + (48 + 24 * 7) * H)).abs() <= H);
+    }
+
+    #[test]
+    fn two_keys_flooding_a_host_with_anomalies_weigh_two_probes() {
+        // Three probes measure a.example once an hour, always reachable. From hour 24, two
+        // keys send a thousand DNS anomalies of it each hour.
+        let mut obs = Vec::new();
+        for h in 0..48 {
+            for p in 0..3 {
+                obs.push(Observation {
+                    asn: 64500,
+                    domain: "a.example".into(),
+                    at: T0 + h * H + p as i64 * 60,
+                    anomaly: None,
+                    probe: p,
+                    id: format!("real-{h}-{p}"),
+                });
+            }
+            if h < 24 {
+                continue;
+            }
+            for p in [7, 8] {
+                obs.extend((0..1000).map(|i| Observation {
+                    asn: 64500,
+                    domain: "a.example".into(),
+                    at: T0 + h * H + 600 + i,
+                    anomaly: Some(Layer::Dns),
+                    probe: p,
+                    id: format!("fake-{h}-{p}-{i}"),
+                }));
+            }
+        }
+        // Pooled, 2,000 of 2,003 measurements an hour would be a block; as votes it is 2 of 5.
+        let found = detect(&obs, &HashMap::new(), T0 + 48 * H, &Default::default());
+        assert!(found.is_empty(), "{found:#?}");
+        // The same two keys with one measurement an hour each and the honest probes gone
+        // quiet would be a block: the vote, not the count, is what holds them back.
+        let alone: Vec<Observation> = obs
+            .iter()
+            .filter(|o| o.probe >= 7 && o.id.ends_with("-0"))
+            .cloned()
+            .collect();
+        assert_eq!(
+            detect(&alone, &HashMap::new(), T0 + 48 * H, &Default::default()).len(),
+            1
+        );
     }
 
     #[test]

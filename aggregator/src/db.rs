@@ -13,7 +13,7 @@ use serde::Serialize;
 use vantage_probe::store::{MigrateError, open_migrated};
 
 use crate::events::{DetectConfig, Event, Pass, TimelineQuery};
-use crate::signals::{BIN_SECONDS, SignalBin, SignalQuery};
+use crate::signals::{BIN_SECONDS, SignalBin, SignalQuery, Verification};
 
 const MIGRATIONS: &[&str] = &[
     // 1: measurements and keys.
@@ -113,6 +113,9 @@ const MIGRATIONS: &[&str] = &[
     crate::events::MIGRATION,
     // 9: detection asks every minute which countries and networks were heard from recently.
     "CREATE INDEX signal_bins_recent ON signal_bins (bin, cc, asn);",
+    // 10: whether each contact came from inside the network it claims, and the signals per
+    // probe key, so that each key is one vote.
+    crate::signals::VOTES_MIGRATION,
 ];
 
 /// Storage errors.
@@ -334,6 +337,7 @@ pub enum Redeemed {
 pub struct Sqlite {
     conn: Mutex<Connection>,
     path: String,
+    verification: Verification,
 }
 
 /// Seconds since the epoch: the one clock of received_at, compaction and signal defaults.
@@ -361,10 +365,19 @@ impl Sqlite {
         Ok(Sqlite {
             conn: Mutex::new(conn),
             path: display,
+            verification: Verification::default(),
         })
     }
 
-    fn with<T>(
+    /// Signals (`GET /api/v1/signals`) count probes as the detectors do: with
+    /// `verification.required` (`serve` with a geolocation source), only keys with verified
+    /// contact in the network they claim (`signals::Admit`). Without this, every key counts.
+    pub fn verifying(mut self, verification: Verification) -> Sqlite {
+        self.verification = verification;
+        self
+    }
+
+    pub(crate) fn with<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, DbError> {
@@ -482,8 +495,8 @@ impl Storage for Sqlite {
                 let mut stmt = tx.prepare_cached(
                     "INSERT OR IGNORE INTO measurements (id, source, probe_key, probe_cc, probe_asn,
                      test_name, input, domain, measured_at, received_at, blocking, accessible,
-                     confirmed, rule_set, verdict)
-                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
+                     confirmed, rule_set, verdict, network_verified)
+                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
                 )?;
                 let mut body =
                     tx.prepare_cached("INSERT INTO envelopes_raw (seq, body) VALUES (?1, ?2)")?;
@@ -504,7 +517,8 @@ impl Storage for Sqlite {
                         r.accessible,
                         r.confirmed,
                         r.rule_set,
-                        r.verdict
+                        r.verdict,
+                        r.network_verified
                     ])?;
                     if n > 0 {
                         body.execute(params![tx.last_insert_rowid(), r.envelope])?;
@@ -599,7 +613,7 @@ impl Storage for Sqlite {
     }
 
     fn signals(&self, q: &SignalQuery) -> Result<Vec<SignalBin>, DbError> {
-        self.with(|c| crate::signals::query(c, q))
+        self.with(|c| crate::signals::query(c, q, self.verification))
     }
 
     fn detect(
@@ -642,17 +656,19 @@ impl Storage for Sqlite {
         cc: &str,
         asn: u32,
         sent_at: &str,
-        _verified: bool,
+        verified: bool,
     ) -> Result<bool, DbError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let new = tx.execute(
-                "INSERT OR IGNORE INTO heartbeats (probe_key, probe_cc, probe_asn, sent_at, received_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![key, cc, asn, sent_at, now()],
-            )? > 0;
+            let new = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO heartbeats (probe_key, probe_cc, probe_asn, sent_at,
+                     received_at, network_verified) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![key, cc, asn, sent_at, now(), verified])?
+                > 0;
             if new {
-                crate::signals::record_heartbeat(&tx, key, cc, asn, sent_at)?;
+                crate::signals::record_heartbeat(&tx, key, cc, asn, sent_at, verified)?;
             }
             tx.commit()?;
             Ok(new)
@@ -836,6 +852,138 @@ mod tests {
         assert_eq!(db.query(&query()).expect("query").len(), 2);
         assert_eq!(db.compact(i64::MAX, 10).expect("compact"), 1);
         assert_eq!(db.envelope("a").expect("a").as_deref(), Some("{\"v\":1}"));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_version_9_file_poisoned_by_overflowed_counters_migrates_to_sane_signals() {
+        let dir = std::env::temp_dir().join(format!("vantage-db-v9-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("agg.db");
+        let bin = crate::signals::bin_of("2026-03-01 10:00:00").expect("bin");
+        {
+            let c = open_migrated(&path, &MIGRATIONS[..9], "NORMAL").expect("v9");
+            c.execute_batch(&format!(
+                "INSERT INTO measurements (id, source, probe_key, probe_cc, probe_asn, test_name,
+                    measured_at, received_at, blocking)
+                 VALUES ('m', 'vantage', 'k', 'IR', 1, 'web_connectivity',
+                    '2026-03-01 10:01:00', 0, '\"dns\"');
+                 INSERT INTO envelopes_raw (seq, body) VALUES (1, '{{}}');
+                 INSERT INTO heartbeats (probe_key, probe_cc, probe_asn, sent_at, received_at)
+                    VALUES ('k', 'IR', 1, '2026-03-01 10:02:00', 0);
+                 INSERT INTO signal_probes (cc, asn, bin, probe_key, first_up, last_up)
+                    VALUES ('IR', 1, {bin}, 'k', {t}, {t});
+                 -- What two canaries claiming ok = 2^63 - 1 left behind: REAL counters.
+                 INSERT INTO signal_bins (cc, asn, bin, heartbeats, canary_checks, canary_ok,
+                    measurements, anomalies_dns)
+                    VALUES ('IR', 1, {bin}, 1, 1.8446744073709552e19, 1.8446744073709552e19, 1, 1);",
+                t = bin * BIN_SECONDS + 120
+            ))
+            .expect("v9 rows");
+        }
+        let db = Sqlite::open(&path).expect("migrate");
+        let bins = db
+            .signals(&SignalQuery {
+                cc: "IR".into(),
+                asn: None,
+                from_bin: bin,
+                to_bin: bin + 1,
+            })
+            .expect("the signals answer");
+        assert_eq!(bins.len(), 1, "{bins:?}");
+        let b = &bins[0];
+        assert_eq!(
+            (b.probes, b.probes_online, b.heartbeats, b.measurements),
+            (1, 1, 1, 1)
+        );
+        assert_eq!(b.canary_success, Some(1.0));
+        assert_eq!(b.anomaly_ratio.as_ref().map(|r| r.dns), Some(1.0));
+        let (checks, verified): (rusqlite::types::Value, i64) = db
+            .with(|c| {
+                c.query_row(
+                    "SELECT (SELECT canary_checks FROM signal_probes WHERE probe_key = ''),
+                        (SELECT network_verified FROM measurements)",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+            })
+            .expect("columns");
+        assert_eq!(
+            checks,
+            rusqlite::types::Value::Integer(crate::signals::COUNTER_MAX)
+        );
+        assert_eq!(verified, 0, "rows stored before are unverified");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn whether_a_contact_came_from_its_network_is_stored_with_it() {
+        let dir = std::env::temp_dir().join(format!("vantage-db-verified-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let db = Sqlite::open(&dir.join("agg.db")).expect("open");
+        let row = |id: &str, verified: bool| Row {
+            id: id.into(),
+            source: "vantage".into(),
+            probe_key: Some("k".into()),
+            probe_cc: "IR".into(),
+            probe_asn: 7,
+            test_name: "web_connectivity".into(),
+            input: None,
+            domain: None,
+            measured_at: "2026-03-01 10:00:00".into(),
+            blocking: None,
+            accessible: None,
+            confirmed: false,
+            rule_set: None,
+            verdict: None,
+            envelope: "{}".into(),
+            network_verified: verified,
+        };
+        db.insert(&[row("a", true), row("b", false)])
+            .expect("insert");
+        db.heartbeat("k", "IR", 7, "2026-03-02 10:00:00", false)
+            .expect("beat");
+        db.heartbeat("k", "IR", 7, "2026-03-02 11:00:00", true)
+            .expect("beat");
+        let stored = db
+            .with(|c| {
+                let measurements: Vec<(String, bool)> = c
+                    .prepare("SELECT id, network_verified FROM measurements ORDER BY id")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let beats: Vec<(String, bool)> = c
+                    .prepare("SELECT sent_at, network_verified FROM heartbeats ORDER BY sent_at")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let days: Vec<(i64, i64, i64)> = c
+                    .prepare("SELECT day, first_at, last_at FROM verified_contacts ORDER BY day")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                Ok((measurements, beats, days))
+            })
+            .expect("read");
+        assert_eq!(
+            stored.0,
+            vec![("a".to_string(), true), ("b".to_string(), false)]
+        );
+        assert_eq!(
+            stored.1,
+            vec![
+                ("2026-03-02 10:00:00".to_string(), false),
+                ("2026-03-02 11:00:00".to_string(), true)
+            ]
+        );
+        let t = crate::signals::parse_time("2026-03-01 10:00:00").expect("time");
+        // Only the verified ones vouch: the upload of the first day, the 11:00 heartbeat.
+        assert_eq!(
+            stored.2,
+            vec![
+                (t / 86_400, t, t),
+                (t / 86_400 + 1, t + 86_400 + 3600, t + 86_400 + 3600)
+            ]
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 

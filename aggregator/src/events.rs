@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::blocking::{self, BlockingConfig, Layer, Observation, Subject};
 use crate::outage::{self, Contact, NetworkOutage, OutageConfig, ProbeContacts};
-use crate::signals::BIN_SECONDS;
+use crate::signals::{Admit, BIN_SECONDS, NO_KEY, Verification, counter, int};
 
 /// Tables of migration 8: how each probe's contacts in a bin read (see `signals.rs`), and the
 /// events.
@@ -65,6 +65,18 @@ pub struct DetectConfig {
     pub blocking: BlockingConfig,
     /// The throttling detector.
     pub throttling: crate::throttling::ThrottlingConfig,
+    /// Count a probe key for a network only with verified contact in it: a heartbeat or an
+    /// upload whose connecting address the geolocation source places in the network it claims
+    /// (`signals::Admit` has the whole rule, and what it does with uploads through proxies).
+    /// `serve` turns this on whenever it has a geolocation source (`--geoip`, `--prefixes`),
+    /// whatever the file says; without one nothing could ever be verified.
+    pub require_verified_network: bool,
+    /// How long a verified contact vouches for its key's later contacts in that network, in
+    /// hours. A week: canaries recorded offline during a cut inherit the heartbeats from
+    /// before it, and a week covers all but the longest 1 % of IODA's investigated outages
+    /// (`datasets/ioda-investigated-outages.csv`: p99 of durations is 6,815 minutes); a probe
+    /// that uploads through a proxy for a while keeps counting for as long.
+    pub verified_window_hours: i64,
 }
 
 impl Default for DetectConfig {
@@ -76,6 +88,8 @@ impl Default for DetectConfig {
             outage: OutageConfig::default(),
             blocking: BlockingConfig::default(),
             throttling: crate::throttling::ThrottlingConfig::default(),
+            require_verified_network: false,
+            verified_window_hours: 168,
         }
     }
 }
@@ -90,7 +104,22 @@ impl DetectConfig {
             .throttling
             .check()
             .map_err(|e| format!("{}: [throttling] {e}", path.display()))?;
+        if config.verified_window_hours < 1 {
+            return Err(format!(
+                "{}: verified_window_hours {} must be at least 1",
+                path.display(),
+                config.verified_window_hours
+            ));
+        }
         Ok(config)
+    }
+
+    /// Which contacts count, for the signals and every detector.
+    pub fn verification(&self) -> Verification {
+        Verification {
+            required: self.require_verified_network,
+            window_seconds: self.verified_window_hours.saturating_mul(3600),
+        }
     }
 }
 
@@ -297,38 +326,45 @@ pub fn categories(lists_dir: Option<&Path>) -> HashMap<String, String> {
     map
 }
 
-/// The contacts of one network's probes from `from_bin` on.
+/// The contacts of one network's probes from `from_bin` on, those `admit` admits. Every
+/// stored value is read whatever it holds (`signals::int`, `signals::counter`): a row that
+/// makes no sense is left out rather than failing detection.
 fn contacts(
     c: &Connection,
     cc: &str,
     asn: u32,
     from_bin: i64,
+    admit: &Admit,
 ) -> rusqlite::Result<Vec<ProbeContacts>> {
     let mut stmt = c.prepare_cached(
         "SELECT probe_key, bin, first_up, last_up, down FROM signal_probes
-         WHERE cc = ?1 AND asn = ?2 AND bin >= ?3 ORDER BY bin",
+         WHERE cc = ?1 AND asn = ?2 AND bin >= ?3 AND probe_key <> ?4 ORDER BY bin",
     )?;
     let mut by_probe: BTreeMap<String, Vec<Contact>> = BTreeMap::new();
-    let rows = stmt.query_map(params![cc, asn, from_bin], |r| {
-        let first: Option<i64> = r.get(2)?;
-        let last: Option<i64> = r.get(3)?;
-        Ok((
-            r.get::<_, String>(0)?,
+    let rows = stmt.query_map(params![cc, asn, from_bin, NO_KEY], |r| {
+        let (rusqlite::types::Value::Text(key), Some(bin)) = (r.get(0)?, int(r.get(1)?)) else {
+            return Ok(None);
+        };
+        let (first, last) = (int(r.get(2)?), int(r.get(3)?));
+        Ok(Some((
+            key,
             Contact {
-                bin: r.get(1)?,
+                bin,
                 up: first.zip(last),
-                down: r.get(4)?,
+                down: u32::try_from(counter(r.get(4)?)).unwrap_or(u32::MAX),
             },
-        ))
+        )))
     })?;
     for row in rows {
-        let (key, contact) = row?;
-        by_probe.entry(key).or_default().push(contact);
+        if let Some((key, contact)) = row? {
+            by_probe.entry(key).or_default().push(contact);
+        }
     }
-    Ok(by_probe
+    let probes = by_probe
         .into_iter()
         .map(|(key, contacts)| ProbeContacts { key, asn, contacts })
-        .collect())
+        .collect();
+    Ok(outage::admitted(probes, admit))
 }
 
 /// Failed canary rounds of `keys` during `[from, to]`: the evidence of a shutdown.
@@ -359,8 +395,14 @@ fn failed_canaries(
     Ok(out)
 }
 
-/// Web_connectivity verdicts of a country since `from` (epoch seconds).
-fn observations(c: &Connection, cc: &str, from: i64) -> rusqlite::Result<Vec<Observation>> {
+/// Web_connectivity verdicts of a country since `from` (epoch seconds), of the probes `admit`
+/// admits.
+fn observations(
+    c: &Connection,
+    cc: &str,
+    from: i64,
+    admit: &Admit,
+) -> rusqlite::Result<Vec<Observation>> {
     let mut stmt = c.prepare_cached(
         "SELECT probe_asn, domain, unixepoch(measured_at), blocking, probe_key, id
          FROM measurements WHERE probe_cc = ?1 AND measured_at >= ?2
@@ -381,6 +423,9 @@ fn observations(c: &Connection, cc: &str, from: i64) -> rusqlite::Result<Vec<Obs
     for row in rows {
         let (asn, domain, at, blocking, key, id) = row?;
         let Some(at) = at else { continue };
+        if !admit.counts(key.as_deref(), asn, at) {
+            continue;
+        }
         let next = probes.len() as u32;
         let probe = *probes.entry(key.unwrap_or_default()).or_insert(next);
         out.push(Observation {
@@ -521,12 +566,20 @@ pub fn detect_country(
     categories: &HashMap<String, String>,
     config: &DetectConfig,
 ) -> rusqlite::Result<Vec<Event>> {
+    // Who counts (`signals::Admit`): read once, back to the earliest contact any detector of
+    // the pass reads (the shutdown detector's hour before the window, the throttling
+    // baselines' week).
+    let mut earliest = from - config.outage.live_seconds;
+    if kinds.contains(&Kind::Throttling) {
+        earliest = earliest.min(from - config.throttling.baseline_days * 86_400);
+    }
+    let admit = Admit::load(c, cc, None, earliest, now, config.verification())?;
     let mut events = Vec::new();
     if kinds.contains(&Kind::Shutdown) {
-        events = shutdowns(c, cc, from, now, config)?;
+        events = shutdowns(c, cc, from, now, config, &admit)?;
     }
     if kinds.contains(&Kind::Blocking) {
-        let obs = observations(c, cc, from)?;
+        let obs = observations(c, cc, from, &admit)?;
         events.extend(
             blocking::detect(&obs, categories, now, &config.blocking)
                 .into_iter()
@@ -540,6 +593,7 @@ pub fn detect_country(
             from,
             now,
             &config.throttling,
+            &admit,
         )?);
     }
     Ok(events)
@@ -551,6 +605,7 @@ fn shutdowns(
     from: i64,
     now: i64,
     config: &DetectConfig,
+    admit: &Admit,
 ) -> rusqlite::Result<Vec<Event>> {
     // Who was live at the start of the window depends on the hour before it: read that too,
     // but report only outages that start inside the window (the others are a wider pass's).
@@ -562,7 +617,7 @@ fn shutdowns(
     let mut networks = BTreeMap::new();
     let mut found = Vec::new();
     for asn in asns {
-        let probes = contacts(c, cc, asn, from_bin)?;
+        let probes = contacts(c, cc, asn, from_bin, admit)?;
         found.extend(
             outage::detect(&probes, now, &config.outage)
                 .into_iter()
@@ -915,6 +970,95 @@ mod tests {
                 "{sql}: {plan:?}"
             );
         }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Five real probes of AS64500 beat from inside it for four hours, one of them measuring
+    /// a.example every ten minutes; six keys elsewhere claim AS64500 too, beat for an hour,
+    /// then fall silent with failed canaries and send "blocked" measurements of a.example.
+    fn attacked(dir: &Path) -> crate::db::Sqlite {
+        use crate::db::{Row, Sqlite, Storage};
+        let db = Sqlite::open(&dir.join("agg.db")).expect("open");
+        let t0 = 1_767_571_200;
+        let measurement = |key: &str, at: i64, test: &str, verified: bool, blocked: bool| Row {
+            id: format!("{key}-{test}-{at}"),
+            source: "vantage".into(),
+            probe_key: Some(key.into()),
+            probe_cc: "IR".into(),
+            probe_asn: 64500,
+            test_name: test.into(),
+            input: Some("https://a.example/".into()),
+            domain: Some("a.example".into()),
+            measured_at: format_time(at),
+            blocking: Some(if blocked { "\"dns\"" } else { "false" }.into()),
+            accessible: Some(!blocked),
+            confirmed: false,
+            rule_set: None,
+            verdict: None,
+            envelope: r#"{"v":1,"measurement":{"test_keys":{"ok":0,"total":4}}}"#.into(),
+            network_verified: verified,
+        };
+        let mut rows = Vec::new();
+        for m in 0..240 {
+            let at = t0 + m * 60;
+            for p in 0..5 {
+                db.heartbeat(&format!("real{p}"), "IR", 64500, &format_time(at + p), true)
+                    .expect("beat");
+            }
+            if m % 10 == 0 {
+                rows.push(measurement("real0", at, "web_connectivity", true, false));
+            }
+            for f in 0..6 {
+                let key = format!("fake{f}");
+                if m < 60 {
+                    db.heartbeat(&key, "IR", 64500, &format_time(at + 10 + f), false)
+                        .expect("beat");
+                } else if m % 5 == 0 {
+                    rows.push(measurement(&key, at + f, "canary", false, true));
+                }
+                if m >= 60 && m % 10 == 0 {
+                    rows.push(measurement(&key, at + f, "web_connectivity", false, true));
+                }
+            }
+        }
+        db.insert(&rows).expect("insert");
+        db
+    }
+
+    #[test]
+    fn with_verification_keys_claiming_a_network_from_elsewhere_make_no_event() {
+        use crate::db::Storage;
+        let dir = std::env::temp_dir().join(format!("vantage-attacked-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let db = attacked(&dir);
+        let now = 1_767_571_200 + 4 * 3600;
+        let q = TimelineQuery {
+            cc: Some("IR".into()),
+            since: now - 86_400,
+            until: now + 86_400,
+            ..Default::default()
+        };
+        let mut config = DetectConfig::default();
+        let cats = HashMap::new();
+        db.detect(Some("IR"), Pass::Full(None), now, &cats, &config)
+            .expect("detect");
+        let kinds: BTreeSet<&str> = db
+            .timeline(&q)
+            .expect("timeline")
+            .iter()
+            .map(|e| e.kind.as_str())
+            .collect();
+        assert_eq!(
+            kinds,
+            BTreeSet::from(["shutdown", "blocking"]),
+            "unchecked, the fakes invent both"
+        );
+        config.require_verified_network = true;
+        db.detect(Some("IR"), Pass::Full(None), now, &cats, &config)
+            .expect("detect");
+        let events = db.timeline(&q).expect("timeline");
+        assert!(events.is_empty(), "{events:#?}");
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -454,8 +454,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
                 .collect::<Result<_, vantage_aggregator::geo::MmdbError>>()?,
         ),
     };
-    let detect = Arc::new(detect_config(args.detect_config.as_ref())?);
-    let storage = Arc::new(Sqlite::open(&args.db)?);
+    let mut detect = detect_config(args.detect_config.as_ref())?;
+    // With a geolocation source, a probe counts for a network only with verified contact in
+    // it (`signals::Admit`), in the detectors and the signals alike.
+    detect.require_verified_network |= !matches!(geo, Geo::Unknown);
+    let detect = Arc::new(detect);
+    let storage = Arc::new(Sqlite::open(&args.db)?.verifying(detect.verification()));
     tokio::spawn(vantage_aggregator::compact::run(
         storage.clone(),
         Duration::from_secs(30),

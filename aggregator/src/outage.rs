@@ -14,9 +14,17 @@
 //! us more, and is *confirmed* when the probes' offline queues arrive with the canaries that
 //! failed during the gap. So the event is reconstructed even though nothing arrived during it.
 //!
+//! Each probe key is one probe: its contacts are kept one row per bin, so however many
+//! heartbeats or canaries it sends it is alive or not once per bin, and it counts for a network
+//! only when [`admitted`] (with a geolocation source, only with verified contact in that
+//! network; `signals::Admit`). So fake probes elsewhere can neither keep a dark network
+//! "online" nor make a healthy one look dark.
+//!
 //! This module is pure: the caller loads contacts (see `events.rs`) and stores what it finds.
 
 use serde::Deserialize;
+
+use crate::signals::{Admit, BIN_SECONDS};
 
 /// Thresholds of the shutdown detector. Every default cites where it comes from.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -163,6 +171,25 @@ fn gaps(index: usize, p: &ProbeContacts, now: i64, config: &OutageConfig) -> Vec
         });
     }
     out
+}
+
+/// The probes that count for their network: each contact is kept only when `admit` admits the
+/// probe's key for the network at the end of the contact's bin (a verified heartbeat later in
+/// the same bin vouches for it), and a probe left with no contact is dropped.
+pub fn admitted(probes: Vec<ProbeContacts>, admit: &Admit) -> Vec<ProbeContacts> {
+    if *admit == Admit::Everyone {
+        return probes;
+    }
+    probes
+        .into_iter()
+        .filter_map(|mut p| {
+            p.contacts.retain(|c| {
+                let end = c.bin.saturating_mul(BIN_SECONDS) + BIN_SECONDS - 1;
+                admit.counts(Some(&p.key), p.asn, end)
+            });
+            (!p.contacts.is_empty()).then_some(p)
+        })
+        .collect()
 }
 
 /// Whether probe `p` made contact within `[from, to]`.
@@ -421,6 +448,79 @@ mod tests {
             (closed[0].end.expect("closed") - back).abs() <= 60,
             "{closed:?}"
         );
+    }
+
+    /// Verified contacts of each real probe of `fleet` from inside its network: one day of
+    /// them at the start of `fleet`'s contacts (the proxied or offline ones later inherit).
+    fn vouched(fleet: &[ProbeContacts]) -> Admit {
+        let mut vouches = crate::signals::Vouches::default();
+        for p in fleet {
+            let first = p.contacts[0].up.map_or(0, |u| u.0);
+            vouches.add(&p.key, p.asn, first, first + 60);
+        }
+        Admit::Verified {
+            vouches,
+            window: 7 * 86_400,
+        }
+    }
+
+    #[test]
+    fn fake_probes_claiming_a_dark_network_from_elsewhere_do_not_hide_its_outage() {
+        let (cut, back, end) = (T0 + 7200, T0 + 7200 + 5400, T0 + 4 * 3600);
+        let real: Vec<ProbeContacts> = (0..6)
+            .map(|i| probe(&format!("p{i}"), T0 + i, end, &[(cut, back)], true))
+            .collect();
+        // Ten keys elsewhere beat "from" the network all along: none ever came from inside.
+        let mut all = real.clone();
+        all.extend((0..10).map(|i| probe(&format!("fake{i}"), T0, end, &[], false)));
+        let config = OutageConfig::default();
+        assert!(
+            detect(&all, end, &config).is_empty(),
+            "unchecked, the fakes outvote the real probes"
+        );
+        let admit = vouched(&real);
+        let found = detect(&admitted(all, &admit), end, &config);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!((found[0].probes.len(), found[0].live), (6, 6));
+    }
+
+    #[test]
+    fn fake_probes_going_dark_together_do_not_invent_an_outage() {
+        let end = T0 + 4 * 3600;
+        let real: Vec<ProbeContacts> = (0..6)
+            .map(|i| probe(&format!("p{i}"), T0 + i, end, &[], false))
+            .collect();
+        // Eight keys elsewhere beat for an hour, then upload failed canaries and fall silent.
+        let mut all = real.clone();
+        all.extend((0..8).map(|i| probe(&format!("fake{i}"), T0, end, &[(T0 + 5400, end)], true)));
+        let config = OutageConfig::default();
+        assert_eq!(detect(&all, end, &config).len(), 1, "unchecked, they would");
+        assert!(detect(&admitted(all, &vouched(&real)), end, &config).is_empty());
+    }
+
+    #[test]
+    fn a_verified_probes_proxied_and_offline_contacts_still_count() {
+        // Each probe was verified from inside its network in its first minute only; everything
+        // later came through a proxy or was queued offline during the cut, and still counts:
+        // the outage is found and confirmed by the canaries that failed.
+        let (cut, back, end) = (T0 + 2 * 86_400, T0 + 2 * 86_400 + 5400, T0 + 3 * 86_400);
+        let fleet: Vec<ProbeContacts> = (0..6)
+            .map(|i| probe(&format!("p{i}"), T0 + i, end, &[(cut, back)], true))
+            .collect();
+        let kept = admitted(fleet.clone(), &vouched(&fleet));
+        assert_eq!(kept, fleet);
+        let found = detect(&kept, end, &OutageConfig::default());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(!found[0].suspected());
+        // Eight days on, the proxied contacts no longer count: no week-old check vouches.
+        let late = admitted(
+            fleet
+                .iter()
+                .map(|p| probe(&p.key, T0 + 8 * 86_400, T0 + 9 * 86_400, &[], false))
+                .collect(),
+            &vouched(&fleet),
+        );
+        assert!(late.is_empty(), "{late:?}");
     }
 
     #[test]

@@ -20,6 +20,11 @@
 //! above it. Passive verdicts are weaker than the active test's, which
 //! compares two downloads over the same path, so a run made of them alone needs
 //! `passive_min_measurements`.
+//!
+//! Each probe is one vote per target and hour ([`VOTE_SECONDS`]), of each kind: its verdicts
+//! of one target within the hour are folded into their majority, so one key sending a
+//! thousand throttled verdicts is one verdict. Which probes count at all is decided before
+//! ([`events`], `signals::Admit`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -27,6 +32,11 @@ use rusqlite::{Connection, params};
 use serde::Deserialize;
 
 use crate::events::{Entity, Event, Kind, Scope, format_time};
+use crate::signals::Admit;
+
+/// A probe's verdicts of one target within this long are one vote. The daemon tests every few
+/// hours (DESIGN "Tests the probe runs"), so an honest probe casts one anyway.
+pub const VOTE_SECONDS: i64 = 3600;
 
 /// Thresholds of the throttling detector.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -253,10 +263,50 @@ pub struct Finding {
     pub evidence: Vec<String>,
 }
 
-/// Runs of throttled verdicts per network and target.
+/// One observation per probe, network, target, kind (active or passive) and
+/// [`VOTE_SECONDS`]: the first of the majority verdict, its ceiling the median of the majority's;
+/// a tie is no vote.
+fn votes(obs: &[Observation]) -> Vec<Observation> {
+    type Slot<'a> = (u32, &'a str, &'a str, bool, i64);
+    let mut slots: BTreeMap<Slot, Vec<&Observation>> = BTreeMap::new();
+    for o in obs.iter().filter(|o| o.throttled.is_some()) {
+        slots
+            .entry((
+                o.asn,
+                o.domain.as_str(),
+                o.probe.as_str(),
+                o.passive,
+                o.at.div_euclid(VOTE_SECONDS),
+            ))
+            .or_default()
+            .push(o);
+    }
+    slots
+        .into_values()
+        .filter_map(|mut v| {
+            v.sort_by_key(|o| o.at);
+            let (yes, no): (Vec<&Observation>, Vec<&Observation>) =
+                v.into_iter().partition(|o| o.throttled == Some(true));
+            let majority = match yes.len().cmp(&no.len()) {
+                std::cmp::Ordering::Greater => yes,
+                std::cmp::Ordering::Less => no,
+                std::cmp::Ordering::Equal => return None,
+            };
+            let mut vote = majority[0].clone();
+            if vote.throttled == Some(true) {
+                vote.kbps = median(majority.iter().filter_map(|o| o.kbps).collect());
+            }
+            Some(vote)
+        })
+        .collect()
+}
+
+/// Runs of throttled verdicts per network and target, each probe one vote per target and
+/// [`VOTE_SECONDS`].
 pub fn detect(obs: &[Observation], now: i64, config: &ThrottlingConfig) -> Vec<Finding> {
+    let obs = votes(obs);
     let mut groups: BTreeMap<(u32, &str), Vec<&Observation>> = BTreeMap::new();
-    for o in obs {
+    for o in &obs {
         if o.throttled.is_some() {
             groups
                 .entry((o.asn, o.domain.as_str()))
@@ -418,16 +468,22 @@ pub fn load_passive(c: &Connection, cc: &str, from: i64) -> rusqlite::Result<Vec
     rows.filter_map(Result::transpose).collect()
 }
 
-/// Throttling events of a country over `[from, now]`.
+/// Throttling events of a country over `[from, now]`, from the probes `admit` admits.
 pub fn events(
     c: &Connection,
     cc: &str,
     from: i64,
     now: i64,
     config: &ThrottlingConfig,
+    admit: &Admit,
 ) -> rusqlite::Result<Vec<Event>> {
+    let counts = |probe: &str, asn: u32, at: i64| {
+        admit.counts((!probe.is_empty()).then_some(probe), asn, at)
+    };
     let mut obs = load(c, cc, from)?;
-    let samples = load_passive(c, cc, from - config.baseline_days * 86_400)?;
+    obs.retain(|o| counts(&o.probe, o.asn, o.at));
+    let mut samples = load_passive(c, cc, from - config.baseline_days * 86_400)?;
+    samples.retain(|s| counts(&s.probe, s.asn, s.at));
     obs.extend(judge(samples, config).into_iter().filter(|o| o.at >= from));
     Ok(detect(&obs, now, config)
         .into_iter()
@@ -549,6 +605,31 @@ mod tests {
         // One clean verdict at the end: still ongoing.
         let f = detect(&o[..5], 6 * 3600, &ThrottlingConfig::default());
         assert_eq!(f[0].end, None);
+    }
+
+    #[test]
+    fn a_thousand_throttled_verdicts_of_one_probe_in_an_hour_are_one_vote() {
+        let config = ThrottlingConfig::default();
+        let flood: Vec<Observation> = (0..1000)
+            .map(|i| Observation {
+                at: 5 * 3600 + i,
+                id: format!("f{i}"),
+                ..obs(5, Some(true), "f")
+            })
+            .collect();
+        assert!(detect(&flood, 10 * 3600, &config).is_empty());
+        // A second probe's verdict makes two votes: an event, with one piece of evidence each.
+        let mut two = flood.clone();
+        two.push(obs(6, Some(true), "g"));
+        let f = detect(&two, 10 * 3600, &config);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!((f[0].measurements, f[0].probes), (2, 2));
+        // The same probe an hour later is another vote; a tie within an hour is none.
+        let mut later = flood.clone();
+        later.push(obs(6, Some(true), "f"));
+        assert_eq!(detect(&later, 10 * 3600, &config).len(), 1);
+        let tie = vec![obs(5, Some(true), "f"), obs(5, Some(false), "f")];
+        assert!(votes(&tie).is_empty());
     }
 
     #[test]
