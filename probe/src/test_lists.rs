@@ -197,13 +197,12 @@ pub fn is_list_name(name: &str) -> bool {
 
 /// Why files could not be put in place.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot write {path}: {source}")]
+#[error("cannot write {path}: {reason}")]
 pub struct WriteError {
     /// The file (or temporary file) being written.
     pub path: String,
-    /// Why.
-    #[source]
-    pub source: std::io::Error,
+    /// Why (in the message, not as a source, so that a chain of errors does not say it twice).
+    pub reason: std::io::Error,
 }
 
 /// Puts each `(file name, bytes)` in `dir` (created if needed): every file is first written
@@ -218,9 +217,9 @@ pub fn replace_files(
     files: &[(String, &[u8])],
 ) -> Result<Vec<std::path::PathBuf>, WriteError> {
     use std::io::Write as _;
-    let fail = |path: &Path, source: std::io::Error| WriteError {
+    let fail = |path: &Path, reason: std::io::Error| WriteError {
         path: path.display().to_string(),
-        source,
+        reason,
     };
     for (name, _) in files {
         let plain = Path::new(name).file_name() == Some(std::ffi::OsStr::new(name.as_str()));
