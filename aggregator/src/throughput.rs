@@ -11,34 +11,79 @@
 //! Protocol: after the handshake the client sends `GET /payload/<bytes> HTTP/1.1` and headers;
 //! the server answers 200 with that many random (incompressible) bytes, at most
 //! [`MAX_PAYLOAD_BYTES`], and closes. Anything else gets a 400 and the connection is closed.
+//!
+//! Resources (see [`Limits`]): the server serves a bounded number of connections at once, and a
+//! bounded number from any one source, so that a few idle sockets cannot lock every probe out
+//! of the test. Every step has a deadline (handshake, request, each write), so a connection
+//! that stops making progress gives its slot back within seconds. Over-cap connections are
+//! closed as soon as they are accepted. Source addresses are counted in memory only, while their
+//! connections last; they are never logged or stored.
 
+use std::collections::HashMap;
 use std::io;
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ring::rand::SecureRandom;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use vantage_probe::engine::tls::CertPin;
 use vantage_probe::throttling::{MAX_PAYLOAD_BYTES, PAYLOAD_PATH, ServerInfo};
 
-use crate::tls::{HANDSHAKE_TIMEOUT, TlsError, server_config};
+use crate::tls::{TlsError, server_config};
 
-/// Connections served at once; more are closed at once. Each costs a payload's worth of upload
-/// bandwidth, so a handful of probes at a time is what a small server can measure fairly.
-const MAX_CONNECTIONS: usize = 64;
-/// How long the client may take to send its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long one payload may take to send: the slowest throttled download a probe waits for
-/// is far shorter.
-const SEND_TIMEOUT: Duration = Duration::from_secs(120);
 /// Random bytes repeated to make a payload.
 const BLOCK_BYTES: usize = 64 * 1024;
+/// Bytes handed to TLS per write, so that [`Limits::stall`] measures progress in small steps.
+const WRITE_BYTES: usize = 16 * 1024;
+
+/// How many connections the server holds and for how long each may go without progress.
+///
+/// The probe downloads one payload at a time over a fresh connection, finishes its handshake and
+/// sends its request within a round trip or two, and stops reading after its
+/// `Settings::max_download` (8 s; `vantage_probe::throttling`). Everything here is several times
+/// what such a probe needs, and short enough that a connection doing nothing gives its slot back
+/// within seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once; more are closed at once. Each costs a payload's worth of
+    /// upload bandwidth, so a few dozen probes at a time is what a small server can measure
+    /// fairly.
+    pub connections: usize,
+    /// Connections served at once from one source: an IPv4 address, or an IPv6 /64, the
+    /// smallest prefix a single subscriber is usually given (RFC 6177 section 3), so that one
+    /// host cannot take every slot by cycling through its own addresses. Probes behind one
+    /// carrier-grade NAT share an address, and each runs one download at a time, so a few are
+    /// enough; `connections / per_source` sources are needed to fill the server.
+    pub per_source: usize,
+    /// From accept to the end of the TLS handshake.
+    pub handshake: Duration,
+    /// From the end of the handshake to the end of the request head.
+    pub request: Duration,
+    /// Longest wait for one write of [`WRITE_BYTES`] (or the close) to be taken by the
+    /// connection: a client that stops reading is dropped after this.
+    pub stall: Duration,
+    /// Longest time to send one whole answer.
+    pub send: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connections: 64,
+            per_source: 4,
+            handshake: Duration::from_secs(5),
+            request: Duration::from_secs(5),
+            stall: Duration::from_secs(10),
+            send: Duration::from_secs(30),
+        }
+    }
+}
 
 /// Setting up the server failed.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +116,7 @@ pub struct ThroughputServer {
     acceptor: TlsAcceptor,
     pin: CertPin,
     block: Arc<Vec<u8>>,
+    limits: Limits,
 }
 
 impl ThroughputServer {
@@ -107,7 +153,14 @@ impl ThroughputServer {
             acceptor: TlsAcceptor::from(config),
             pin: CertPin::of(first.as_ref()),
             block: Arc::new(block),
+            limits: Limits::default(),
         })
+    }
+
+    /// The same server with other limits (tests use short deadlines).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Where it listens.
@@ -126,9 +179,9 @@ impl ThroughputServer {
 
     /// Serves until the task is dropped.
     pub async fn run(self) {
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let slots = Arc::new(Slots::new(self.limits));
         loop {
-            let (tcp, _) = match self.listener.accept().await {
+            let (tcp, peer) = match self.listener.accept().await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!("throughput accept failed: {e}");
@@ -136,16 +189,115 @@ impl ThroughputServer {
                     continue;
                 }
             };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                continue;
+            // Over a cap: dropping the socket closes it at once. The address is not logged.
+            let slot = match slots.take(peer.ip()) {
+                Ok(slot) => slot,
+                Err(full) => {
+                    tracing::debug!("throughput connection refused: {full}");
+                    continue;
+                }
             };
-            let (acceptor, block) = (self.acceptor.clone(), self.block.clone());
+            let (acceptor, block, limits) =
+                (self.acceptor.clone(), self.block.clone(), self.limits);
             tokio::spawn(async move {
-                if let Err(e) = serve_one(tcp, acceptor, &block).await {
+                if let Err(e) = serve_one(tcp, acceptor, &block, &limits).await {
                     tracing::debug!("throughput connection: {e}");
                 }
-                drop(permit);
+                drop(slot);
             });
+        }
+    }
+}
+
+/// The source a connection is counted against: an IPv4 address (also when written as an
+/// IPv4-mapped IPv6 address, RFC 4291 section 2.5.5.2), or an IPv6 /64.
+fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
+    }
+}
+
+/// Which cap a connection ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum Full {
+    #[error("{0} connections at once, the most the server takes")]
+    Server(usize),
+    #[error("{0} connections at once from one source, the most it takes from one")]
+    Source(usize),
+}
+
+/// Connections being served, in all and per source. A source leaves the map when its last
+/// connection ends, so no address is kept longer than its connections last.
+struct Slots {
+    limits: Limits,
+    held: Mutex<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    total: usize,
+    by_source: HashMap<IpAddr, usize>,
+}
+
+/// One connection's place; given back on drop.
+struct Slot {
+    slots: Arc<Slots>,
+    source: IpAddr,
+}
+
+impl Slots {
+    fn new(limits: Limits) -> Slots {
+        Slots {
+            limits,
+            held: Mutex::new(Held::default()),
+        }
+    }
+
+    /// A place for a connection from `peer`, if both caps allow one.
+    fn take(self: &Arc<Self>, peer: IpAddr) -> Result<Slot, Full> {
+        let source = source_of(peer);
+        // The counters stay consistent whatever panicked while holding the lock: each update
+        // is a single increment or decrement.
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.total >= self.limits.connections {
+            return Err(Full::Server(self.limits.connections));
+        }
+        let mine = held.by_source.entry(source).or_insert(0);
+        if *mine >= self.limits.per_source {
+            return Err(Full::Source(self.limits.per_source));
+        }
+        *mine += 1;
+        held.total += 1;
+        Ok(Slot {
+            slots: self.clone(),
+            source,
+        })
+    }
+
+    #[cfg(test)]
+    fn held(&self) -> (usize, usize) {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        (held.total, held.by_source.len())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut held = self
+            .slots
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        held.total = held.total.saturating_sub(1);
+        if let Some(n) = held.by_source.get_mut(&self.source) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                held.by_source.remove(&self.source);
+            }
         }
     }
 }
@@ -189,14 +341,24 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     f.sync_all()
 }
 
-async fn serve_one(tcp: TcpStream, acceptor: TlsAcceptor, block: &[u8]) -> io::Result<()> {
+/// Serves one connection, every step under its deadline in `limits`.
+async fn serve_one<IO>(
+    io: IO,
+    acceptor: TlsAcceptor,
+    block: &[u8],
+    limits: &Limits,
+) -> io::Result<()>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
     let timed_out = |what: &str| io::Error::new(io::ErrorKind::TimedOut, what.to_string());
-    let mut tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+    let mut tls = tokio::time::timeout(limits.handshake, acceptor.accept(io))
         .await
         .map_err(|_| timed_out("handshake"))??;
-    let head = tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut tls))
+    let head = tokio::time::timeout(limits.request, read_head(&mut tls))
         .await
         .map_err(|_| timed_out("request"))??;
+    let stall = limits.stall;
     let bytes = match parse_request(&head) {
         Ok(n) => n,
         Err(reason) => {
@@ -205,24 +367,34 @@ async fn serve_one(tcp: TcpStream, acceptor: TlsAcceptor, block: &[u8]) -> io::R
                 "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
-            tls.write_all(reply.as_bytes()).await?;
-            return tls.shutdown().await;
+            return tokio::time::timeout(stall, async {
+                tls.write_all(reply.as_bytes()).await?;
+                tls.shutdown().await
+            })
+            .await
+            .map_err(|_| timed_out("send stalled"))?;
         }
     };
     let send = async {
         let head = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {bytes}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
         );
-        tls.write_all(head.as_bytes()).await?;
-        let mut left = bytes as usize;
+        tokio::time::timeout(stall, tls.write_all(head.as_bytes()))
+            .await
+            .map_err(|_| timed_out("send stalled"))??;
+        let mut left = usize::try_from(bytes).unwrap_or(usize::MAX);
         while left > 0 {
-            let n = left.min(block.len());
-            tls.write_all(&block[..n]).await?;
+            let n = left.min(block.len()).min(WRITE_BYTES);
+            tokio::time::timeout(stall, tls.write_all(&block[..n]))
+                .await
+                .map_err(|_| timed_out("send stalled"))??;
             left -= n;
         }
-        tls.shutdown().await
+        tokio::time::timeout(stall, tls.shutdown())
+            .await
+            .map_err(|_| timed_out("send stalled"))?
     };
-    tokio::time::timeout(SEND_TIMEOUT, send)
+    tokio::time::timeout(limits.send, send)
         .await
         .map_err(|_| timed_out("send"))?
 }
@@ -324,6 +496,281 @@ mod tests {
             .expect("damaged");
         assert!(err.to_string().contains("throughput.crt"), "{err}");
         assert_eq!(std::fs::read_to_string(&cert).expect("read"), "garbage");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn sources_are_addresses_and_ipv6_slash_64s() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert_eq!(source_of(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(source_of(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(source_of(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            source_of(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+            ip("2001:db8:1:2::")
+        );
+        assert_ne!(source_of(ip("2001:db8:1:3::1")), ip("2001:db8:1:2::"));
+    }
+
+    #[test]
+    fn slots_cap_each_source_and_the_server_and_come_back_on_drop() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let slots = Arc::new(Slots::new(Limits {
+            connections: 5,
+            per_source: 2,
+            ..Limits::default()
+        }));
+        let a1 = slots.take(ip("192.0.2.1")).expect("first");
+        let _a2 = slots.take(ip("::ffff:192.0.2.1")).expect("second");
+        assert_eq!(
+            slots.take(ip("192.0.2.1")).err(),
+            Some(Full::Source(2)),
+            "a third from one address"
+        );
+        // Another address in the same IPv6 /64 is the same source.
+        let _b1 = slots.take(ip("2001:db8::1")).expect("v6");
+        let _b2 = slots.take(ip("2001:db8::2")).expect("v6 again");
+        assert_eq!(
+            slots.take(ip("2001:db8::ffff")).err(),
+            Some(Full::Source(2))
+        );
+        let _c1 = slots.take(ip("198.51.100.1")).expect("fifth");
+        assert_eq!(slots.held(), (5, 3));
+        assert_eq!(
+            slots.take(ip("203.0.113.9")).err(),
+            Some(Full::Server(5)),
+            "the server is full"
+        );
+        // A connection ending gives its place back, to anyone.
+        drop(a1);
+        let d1 = slots.take(ip("203.0.113.9")).expect("after a drop");
+        assert_eq!(slots.held(), (5, 4));
+        drop(d1);
+        // The source is forgotten with its last connection.
+        assert_eq!(slots.held(), (4, 3));
+        drop(_c1);
+        assert_eq!(slots.held(), (3, 2));
+    }
+
+    /// A server on 127.0.0.1 with `limits`, running until the test ends; (address, pin).
+    async fn start(limits: Limits, name: &str) -> (std::net::SocketAddr, CertPin) {
+        let dir = std::env::temp_dir().join(format!("vantage-tput-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let server = ThroughputServer::bind(([127, 0, 0, 1], 0).into(), &dir.join("agg.db"))
+            .await
+            .expect("bind")
+            .with_limits(limits);
+        let (addr, pin) = (server.local_addr().expect("addr"), server.pin);
+        tokio::spawn(server.run());
+        (addr, pin)
+    }
+
+    /// A TCP connection to `to` from `from`.
+    async fn connect_from(from: [u8; 4], to: std::net::SocketAddr) -> tokio::net::TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind((from, 0).into()).expect("bind source");
+        socket.connect(to).await.expect("connect")
+    }
+
+    /// How long until the server closes `s`, which sends nothing; None if not within `wait`.
+    async fn closed_after(s: &mut tokio::net::TcpStream, wait: Duration) -> Option<Duration> {
+        let t0 = std::time::Instant::now();
+        let mut buf = [0u8; 64];
+        loop {
+            match tokio::time::timeout(wait, s.read(&mut buf)).await {
+                Err(_) => return None,
+                Ok(Ok(0) | Err(_)) => return Some(t0.elapsed()),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Downloads `bytes` from the server from 127.0.0.1 as the probe does; the bytes received.
+    async fn download(addr: std::net::SocketAddr, pin: CertPin, bytes: u64) -> usize {
+        use vantage_probe::engine::tls::{HandshakeSpec, handshake_pinned};
+        let tcp = connect_from([127, 0, 0, 1], addr).await;
+        let ctx = vantage_probe::engine::TlsContext::new(vec![]).expect("tls context");
+        let spec = HandshakeSpec {
+            server_name: "twitter.com",
+            addr,
+            alpn: &[b"http/1.1"],
+            timeout: Duration::from_secs(5),
+            tags: None,
+            transaction_id: 1,
+        };
+        let trace = vantage_probe::engine::Trace::new();
+        let mut tls = handshake_pinned(&ctx, tcp, spec, pin, &trace)
+            .await
+            .result
+            .expect("pinned handshake");
+        tls.write_all(format!("GET /payload/{bytes} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .expect("request");
+        let mut reply = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut reply)).await;
+        let head_end = reply
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("response head");
+        assert!(reply.starts_with(b"HTTP/1.1 200 OK"), "{reply:?}");
+        reply.len() - head_end - 4
+    }
+
+    const SHORT: Limits = Limits {
+        connections: 4,
+        per_source: 2,
+        handshake: Duration::from_millis(400),
+        request: Duration::from_millis(400),
+        stall: Duration::from_millis(400),
+        send: Duration::from_secs(5),
+    };
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_sockets_from_one_source_cannot_lock_others_out() {
+        let (addr, pin) = start(SHORT, "idle").await;
+        let mut idle = Vec::new();
+        for _ in 0..6 {
+            idle.push(connect_from([127, 0, 0, 2], addr).await);
+        }
+        // The source's two slots are taken; its other connections are closed at once.
+        let mut closed_at_once = 0;
+        for s in idle.iter_mut().skip(2) {
+            if closed_after(s, Duration::from_millis(200)).await.is_some() {
+                closed_at_once += 1;
+            }
+        }
+        assert_eq!(closed_at_once, 4, "over the per-source cap");
+        // Another source still downloads while those two sit idle.
+        assert_eq!(download(addr, pin, 100_000).await, 100_000);
+        // The two idle ones are closed by the handshake deadline, not before.
+        for s in idle.iter_mut().take(2) {
+            let after = closed_after(s, Duration::from_secs(3))
+                .await
+                .expect("closed by the handshake deadline");
+            assert!(after <= Duration::from_millis(1500), "{after:?}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_server_closes_new_connections_at_once_until_a_slot_frees() {
+        let (addr, pin) = start(SHORT, "full").await;
+        let mut held = Vec::new();
+        for source in [[127, 0, 0, 2], [127, 0, 0, 3]] {
+            for _ in 0..2 {
+                held.push(connect_from(source, addr).await);
+            }
+        }
+        let mut late = connect_from([127, 0, 0, 4], addr).await;
+        let after = closed_after(&mut late, Duration::from_millis(300))
+            .await
+            .expect("closed at once when the server is full");
+        assert!(after < Duration::from_millis(300), "{after:?}");
+        // The idle ones time out and the server serves again.
+        for s in &mut held {
+            closed_after(s, Duration::from_secs(3))
+                .await
+                .expect("closed by the deadline");
+        }
+        assert_eq!(download(addr, pin, 20_000).await, 20_000);
+    }
+
+    #[tokio::test]
+    async fn a_silent_client_is_dropped_after_the_handshake_or_request_deadline() {
+        let dir = std::env::temp_dir().join(format!("vantage-tput-silent-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let server = ThroughputServer::bind(([127, 0, 0, 1], 0).into(), &dir.join("agg.db"))
+            .await
+            .expect("bind");
+        let (listener, acceptor, block) = (server.listener, server.acceptor, server.block);
+        let addr = listener.local_addr().expect("addr");
+        // No ClientHello.
+        let _client = connect_from([127, 0, 0, 1], addr).await;
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let t0 = std::time::Instant::now();
+        let err = serve_one(tcp, acceptor.clone(), &block, &SHORT)
+            .await
+            .expect_err("silent");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(err.to_string(), "handshake");
+        assert!(t0.elapsed() < Duration::from_secs(2));
+        // A handshake, then no request.
+        let client = tokio::spawn(async move {
+            use vantage_probe::engine::tls::{HandshakeSpec, handshake_pinned};
+            let tcp = connect_from([127, 0, 0, 1], addr).await;
+            let ctx = vantage_probe::engine::TlsContext::new(vec![]).expect("tls context");
+            let spec = HandshakeSpec {
+                server_name: "x.example",
+                addr,
+                alpn: &[b"http/1.1"],
+                timeout: Duration::from_secs(5),
+                tags: None,
+                transaction_id: 1,
+            };
+            let trace = vantage_probe::engine::Trace::new();
+            let tls = handshake_pinned(&ctx, tcp, spec, server.pin, &trace)
+                .await
+                .result
+                .expect("handshake");
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            drop(tls);
+        });
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let err = serve_one(tcp, acceptor, &block, &SHORT)
+            .await
+            .expect_err("no request");
+        assert_eq!(err.to_string(), "request");
+        client.abort();
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_dropped_after_the_stall_deadline() {
+        use vantage_probe::engine::tls::{HandshakeSpec, handshake_pinned};
+        let dir = std::env::temp_dir().join(format!("vantage-tput-stall-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let server = ThroughputServer::bind(([127, 0, 0, 1], 0).into(), &dir.join("agg.db"))
+            .await
+            .expect("bind");
+        let (listener, acceptor, block) = (server.listener, server.acceptor, server.block);
+        let addr = listener.local_addr().expect("addr");
+        let pin = server.pin;
+        let client = tokio::spawn(async move {
+            // Small buffers on both ends, so the kernel cannot take the whole payload for us.
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket.set_recv_buffer_size(4096).expect("rcvbuf");
+            let tcp = socket.connect(addr).await.expect("connect");
+            let ctx = vantage_probe::engine::TlsContext::new(vec![]).expect("tls context");
+            let spec = HandshakeSpec {
+                server_name: "x.example",
+                addr,
+                alpn: &[b"http/1.1"],
+                timeout: Duration::from_secs(5),
+                tags: None,
+                transaction_id: 1,
+            };
+            let trace = vantage_probe::engine::Trace::new();
+            let mut tls = handshake_pinned(&ctx, tcp, spec, pin, &trace)
+                .await
+                .result
+                .expect("handshake");
+            tls.write_all(format!("GET /payload/{MAX_PAYLOAD_BYTES} HTTP/1.1\r\n\r\n").as_bytes())
+                .await
+                .expect("request");
+            // ... and never read.
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            drop(tls);
+        });
+        let (tcp, _) = listener.accept().await.expect("accept");
+        socket2::SockRef::from(&tcp)
+            .set_send_buffer_size(4096)
+            .expect("sndbuf");
+        let t0 = std::time::Instant::now();
+        let err = serve_one(tcp, acceptor, &block, &SHORT)
+            .await
+            .expect_err("stalled");
+        assert_eq!(err.to_string(), "send stalled");
+        assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+        client.abort();
         std::fs::remove_dir_all(&dir).ok();
     }
 }
