@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Map;
+use tokio::sync::Semaphore;
 use url::{Host, Url};
 
 use crate::engine::bogon::is_bogon;
@@ -30,6 +31,47 @@ use crate::web_connectivity::{PlanError, WebConnectivityPlan, measure};
 
 /// OONI's deadline for the whole helper call (`webconnectivitylte/control.go`).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most `tcp_connect` entries one request may list; a longer list is refused before any I/O.
+///
+/// A probe lists the addresses its own lookups of the URL's host returned, at the URL's port;
+/// OONI's probes list each at both 443 and 80 when the URL names no port
+/// (`webconnectivitylte/control.go`). That is the A and AAAA records of one name, one or two
+/// ports each. Even large sites answer with well under eight addresses of each family, so 32
+/// leaves room for 16 addresses (the union of a few resolvers' answers) at two ports. A longer
+/// list is not what one name resolves to but a list of targets, and measuring it would make the
+/// helper a port scanner for whoever asks: one 57 kB request could otherwise send it to 3,000
+/// endpoints of any public host.
+pub const MAX_TCP_CONNECT: usize = 32;
+
+/// Most of the helper's own addresses for the URL's host that it connects to, for the same
+/// reason: a name whose DNS answer lists hundreds of addresses (anyone can publish such a zone)
+/// must not turn into hundreds of connections. With at most two ports, at most 32 more.
+pub const MAX_HELPER_ADDRS: usize = 16;
+
+/// Most helper connections open at once, over all requests ([`HelperConfig::connections`]).
+/// One request makes at most [`MAX_TCP_CONNECT`] + 2 x [`MAX_HELPER_ADDRS`] (64); this lets a
+/// few requests run fully in parallel while bounding what a flood of them can open. Further
+/// connections wait their turn in order (tokio's semaphore is fair).
+pub const MAX_CONCURRENT_CONNECTIONS: usize = 256;
+
+/// Why the helper refuses a request, found before any network I/O.
+#[derive(Debug, thiserror::Error)]
+pub enum HelperError {
+    /// The URL cannot be measured (scheme, host, syntax).
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// More endpoints than one name's addresses.
+    #[error(
+        "THRequest for {url:?} lists {count} tcp_connect endpoints; this test helper measures at most {MAX_TCP_CONNECT} per request (the addresses one name resolves to)"
+    )]
+    TooManyEndpoints {
+        /// The URL asked for, cut to 100 characters.
+        url: String,
+        /// How many entries the request listed.
+        count: usize,
+    },
+}
 
 /// `ip_info.flags` bits (`oohelperd/ipinfo.go`).
 pub mod flags {
@@ -50,6 +92,10 @@ pub struct HelperConfig {
     pub engine: EngineConfig,
     /// How the helper resolves names.
     pub resolvers: Vec<Resolver>,
+    /// Permits for the TCP connections (and the TLS handshakes over them) to the requests'
+    /// endpoints, shared by every clone of this configuration; [`MAX_CONCURRENT_CONNECTIONS`]
+    /// by default.
+    pub connections: Arc<Semaphore>,
 }
 
 impl Default for HelperConfig {
@@ -60,8 +106,41 @@ impl Default for HelperConfig {
                 ..EngineConfig::default()
             },
             resolvers: vec![Resolver::System],
+            connections: Arc::new(Semaphore::new(MAX_CONCURRENT_CONNECTIONS)),
         }
     }
+}
+
+/// Everything the helper checks in a request before any network I/O: the URL to measure and
+/// the probe's endpoints, parsed. [`answer`] measures exactly this; the fuzz target
+/// `th_request` (`fuzz/`) runs it alone, without opening a socket.
+///
+/// A request listing more than [`MAX_TCP_CONNECT`] entries (parseable or not) is refused whole.
+/// Entries that are not `IP:port` are skipped, as OONI's helper does, and repeats are measured
+/// once.
+pub fn plan_for(
+    request: &ControlRequest,
+    config: &HelperConfig,
+) -> Result<(WebConnectivityPlan, Vec<SocketAddr>), HelperError> {
+    let listed = request.tcp_connect.as_deref().unwrap_or_default();
+    if listed.len() > MAX_TCP_CONNECT {
+        return Err(HelperError::TooManyEndpoints {
+            url: request.http_request.chars().take(100).collect(),
+            count: listed.len(),
+        });
+    }
+    let plan = WebConnectivityPlan::new(
+        &request.http_request,
+        config.resolvers.clone(),
+        config.engine.clone(),
+    )?;
+    let mut probe_endpoints: Vec<SocketAddr> = Vec::with_capacity(listed.len());
+    for e in listed.iter().filter_map(|e| e.parse().ok()) {
+        if !probe_endpoints.contains(&e) {
+            probe_endpoints.push(e);
+        }
+    }
+    Ok((plan, probe_endpoints))
 }
 
 /// Measures `request.http_request` from here and answers as OONI's helper does.
@@ -69,12 +148,8 @@ pub async fn answer(
     request: &ControlRequest,
     config: &HelperConfig,
     tls_ctx: &TlsContext,
-) -> Result<ControlResponse, PlanError> {
-    let plan = WebConnectivityPlan::new(
-        &request.http_request,
-        config.resolvers.clone(),
-        config.engine.clone(),
-    )?;
+) -> Result<ControlResponse, HelperError> {
+    let (plan, probe_endpoints) = plan_for(request, config)?;
     let url = plan.url().clone();
     let host = url
         .host_str()
@@ -159,19 +234,13 @@ pub async fn answer(
     };
 
     // TCP and TLS to the union of the probe's and our endpoints (OONI E005), skipping bogons.
-    let probe_endpoints: Vec<SocketAddr> = request
-        .tcp_connect
-        .iter()
-        .flatten()
-        .filter_map(|e| e.parse().ok())
-        .collect();
     let mut ports: BTreeSet<u16> = BTreeSet::new();
     ports.insert(url.port_or_known_default().unwrap_or(80));
     if url.scheme() == "http" && url.port().is_none() {
         ports.insert(443);
     }
     let mut endpoints: Vec<SocketAddr> = probe_endpoints.clone();
-    for ip in &helper_addrs {
+    for ip in helper_addrs.iter().take(MAX_HELPER_ADDRS) {
         for port in &ports {
             let e = SocketAddr::new(*ip, *port);
             if !endpoints.contains(&e) {
@@ -192,7 +261,17 @@ pub async fn answer(
             host.clone(),
         );
         let want_tls = tls_wanted(&endpoint);
+        let connections = config.connections.clone();
         set.spawn(async move {
+            // Held until this endpoint's TCP connect and TLS handshake are over. Nothing closes
+            // the semaphore; if something did, no connection is the safe answer.
+            let Ok(_permit) = connections.acquire_owned().await else {
+                let refused = ControlTcpConnect {
+                    status: false,
+                    failure: Some("unknown_error".into()),
+                };
+                return (endpoint, refused, None);
+            };
             let (_, stream) = tcp::connect(
                 endpoint,
                 engine.local_addr,
@@ -310,7 +389,8 @@ fn legacy_http_failure(failure: &str) -> String {
     }
 }
 
-/// The request a probe sends for `url` with the endpoints it resolved.
+/// The request a probe sends for `url` with the endpoints it resolved, the first
+/// [`MAX_TCP_CONNECT`] of them.
 pub fn request_for(url: &Url, endpoints: &[SocketAddr]) -> ControlRequest {
     ControlRequest {
         http_request: url.to_string(),
@@ -318,7 +398,14 @@ pub fn request_for(url: &Url, endpoints: &[SocketAddr]) -> ControlRequest {
             .iter()
             .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
             .collect(),
-        tcp_connect: Some(endpoints.iter().map(ToString::to_string).collect()),
+        // No more than a helper accepts (ours refuses longer lists).
+        tcp_connect: Some(
+            endpoints
+                .iter()
+                .take(MAX_TCP_CONNECT)
+                .map(ToString::to_string)
+                .collect(),
+        ),
         x_quic_enabled: Some(false),
         extra: Map::new(),
     }
@@ -418,5 +505,204 @@ mod tests {
             info.flags,
             flags::RESOLVED_BY_PROBE | flags::RESOLVED_BY_HELPER | flags::BOGON
         );
+    }
+
+    /// A request for `url` listing `endpoints` as given.
+    fn request_listing(url: &str, endpoints: Vec<String>) -> ControlRequest {
+        let mut r = request_for(&Url::parse(url).expect("url"), &[]);
+        r.tcp_connect = Some(endpoints);
+        r
+    }
+
+    /// A loopback listener counting the connections it accepts, holding each until the client
+    /// closes it.
+    async fn counting_listener() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::AsyncReadExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    #[test]
+    fn endpoint_lists_longer_than_one_names_addresses_are_refused() {
+        let config = HelperConfig::default();
+        let url = "https://example.org/";
+        let at_cap: Vec<String> = (0..MAX_TCP_CONNECT)
+            .map(|i| format!("93.184.216.{i}:443"))
+            .collect();
+        let (_, endpoints) = plan_for(&request_listing(url, at_cap.clone()), &config)
+            .expect("32 endpoints are a probe's list");
+        assert_eq!(endpoints.len(), MAX_TCP_CONNECT);
+        let mut over = at_cap;
+        over.push("93.184.216.200:443".into());
+        let err = plan_for(&request_listing(url, over), &config).expect_err("33 endpoints");
+        assert!(matches!(
+            err,
+            HelperError::TooManyEndpoints { count: 33, .. }
+        ));
+        let msg = err.to_string();
+        assert!(msg.contains("lists 33 tcp_connect endpoints"), "{msg}");
+        assert!(msg.contains("at most 32 per request"), "{msg}");
+        assert!(msg.contains("\"https://example.org/\""), "{msg}");
+        // Unparseable entries count too, and a hostile URL is not echoed whole.
+        let junk = vec!["x".to_string(); 3001];
+        let long_url = format!("https://example.org/{}", "a".repeat(5000));
+        let msg = plan_for(&request_listing(&long_url, junk), &config)
+            .expect_err("3001 entries")
+            .to_string();
+        assert!(msg.contains("lists 3001"), "{msg}");
+        assert!(msg.len() < 400, "{msg}");
+        // Repeats are measured once; garbage is skipped.
+        let (_, endpoints) = plan_for(
+            &request_listing(
+                url,
+                vec![
+                    "93.184.216.34:443".into(),
+                    "93.184.216.34:443".into(),
+                    "not an endpoint".into(),
+                    "[2606:2800:220:1::1]:443".into(),
+                ],
+            ),
+            &config,
+        )
+        .expect("plan");
+        assert_eq!(
+            endpoints,
+            vec![
+                "93.184.216.34:443".parse::<SocketAddr>().expect("v4"),
+                "[2606:2800:220:1::1]:443".parse().expect("v6"),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_probe_never_lists_more_than_a_helper_accepts() {
+        let url = Url::parse("https://example.org/").expect("url");
+        let many: Vec<SocketAddr> = (0..100u16)
+            .map(|p| SocketAddr::from(([93, 184, 216, 34], 1000 + p)))
+            .collect();
+        let r = request_for(&url, &many);
+        assert_eq!(r.tcp_connect.as_ref().map(Vec::len), Some(MAX_TCP_CONNECT));
+        assert!(plan_for(&r, &HelperConfig::default()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_scan_request_is_refused_before_any_connection() {
+        let (target, accepted) = counting_listener().await;
+        // Even a lab helper that may connect to loopback refuses the list as a whole.
+        let config = HelperConfig {
+            engine: EngineConfig {
+                connect_to_bogons: true,
+                ..EngineConfig::default()
+            },
+            ..HelperConfig::default()
+        };
+        let request = request_listing(&format!("http://{target}/"), vec![target.to_string(); 3001]);
+        let tls = TlsContext::new(vec![]).expect("tls");
+        let t0 = std::time::Instant::now();
+        let err = answer(&request, &config, &tls).await.expect_err("refused");
+        assert!(err.to_string().contains("at most 32"), "{err}");
+        assert!(t0.elapsed() < Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "no connection at all"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn helper_connections_at_once_are_capped_across_the_request() {
+        // Six silent TLS servers: each connection holds its permit until the handshake times
+        // out. The URL's own port is closed, so the helper's own fetch opens nothing there.
+        let mut targets = Vec::new();
+        let mut counts = Vec::new();
+        for _ in 0..6 {
+            let (addr, accepted) = counting_listener().await;
+            targets.push(addr.to_string());
+            counts.push(accepted);
+        }
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr");
+        let mut config = HelperConfig {
+            engine: EngineConfig {
+                connect_to_bogons: true,
+                ..EngineConfig::default()
+            },
+            connections: Arc::new(Semaphore::new(2)),
+            ..HelperConfig::default()
+        };
+        config.engine.timeouts.tls_handshake = Duration::from_millis(400);
+        config.engine.timeouts.tcp_connect = Duration::from_secs(2);
+        config.engine.timeouts.http = Duration::from_secs(2);
+        let request = request_listing(&format!("https://{closed}/"), targets.clone());
+        let tls = TlsContext::new(vec![]).expect("tls");
+        let t0 = std::time::Instant::now();
+        let r = answer(&request, &config, &tls).await.expect("answer");
+        let took = t0.elapsed();
+        // Every endpoint was measured (the TCP connects succeeded, the handshakes timed out) ...
+        for t in &targets {
+            assert_eq!(r.tcp_connect.get(t).map(|c| c.status), Some(true), "{t}");
+            let hs = &r.tls_handshake.as_ref().expect("tls")[t];
+            assert!(!hs.status, "{t}: {hs:?}");
+        }
+        for accepted in &counts {
+            assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        }
+        // ... two at a time: three rounds of a 400 ms handshake deadline, where six at once
+        // would have taken one.
+        assert!(took >= Duration::from_millis(1150), "{took:?}");
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        assert_eq!(
+            config.connections.available_permits(),
+            2,
+            "permits come back"
+        );
+    }
+
+    #[tokio::test]
+    async fn nat64_and_mapped_forms_of_loopback_are_refused_as_loopback() {
+        let (target, accepted) = counting_listener().await;
+        let port = target.port();
+        let mut config = HelperConfig::default();
+        // IPv6 sockets cannot bind this IPv4 address, so even a helper that wrongly tried these
+        // endpoints could not send a packet off this machine; the check below is on what it
+        // recorded, not on whether a connection worked.
+        config.engine.local_addr = Some(IpAddr::from([127, 0, 0, 1]));
+        let forms = [
+            format!("[64:ff9b::7f00:1]:{port}"),
+            format!("[64:ff9b::a00:1]:{port}"),
+            format!("[::ffff:127.0.0.1]:{port}"),
+            format!("[2002:7f00:1::1]:{port}"),
+        ];
+        let request = request_listing(&format!("http://{target}/"), forms.to_vec());
+        let tls = TlsContext::new(vec![]).expect("tls");
+        let r = answer(&request, &config, &tls).await.expect("answer");
+        assert!(r.tcp_connect.is_empty(), "{:?}", r.tcp_connect);
+        let info = r.ip_info.expect("ip_info");
+        for f in &forms {
+            let ip = f.parse::<SocketAddr>().expect("endpoint").ip().to_string();
+            assert_eq!(
+                info[&ip].flags & flags::BOGON,
+                flags::BOGON,
+                "{ip} is flagged a bogon"
+            );
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 }
