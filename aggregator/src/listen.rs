@@ -2,29 +2,36 @@
 //!
 //! A server on the open Internet must not be held by sockets that say nothing. Every connection
 //! here is bounded:
-//! - a global cap ([`ConnLimits::max_connections`]) and a cap per source
-//!   ([`ConnLimits::max_per_source`]: one IPv4 address, or one IPv6 /64, the block one
-//!   subscriber line gets, RFC 6177 section 2). A connection over either cap is closed at once,
-//!   before a byte of it is read, so the ones within the caps keep being served. The per-source
-//!   counts live in memory for as long as a connection is open, and an address is never logged
-//!   or stored (DESIGN "Privacy and safety");
+//! - a cap per source ([`ConnLimits::max_per_source`]: one IPv4 address, or one IPv6 /64, the
+//!   block one subscriber line gets, RFC 6177 section 2): a connection over it is closed at once,
+//!   before a byte of it is read. The per-source counts live in memory for as long as a
+//!   connection is open, and an address is never logged or stored (DESIGN "Privacy and safety");
+//! - a global cap ([`ConnLimits::max_connections`]). At the cap, a new connection takes the
+//!   place of the oldest one that has not yet sent a request ([`Waiting`]); only when every open
+//!   connection is busy with requests is the new one closed. So sockets opened and left silent,
+//!   from however many sources, cannot lock out a client that asks something at once;
 //! - a TLS handshake deadline, and a deadline for a request's head (hyper's
 //!   `header_read_timeout`), so a slow-loris client is cut off;
-//! - an idle deadline on the socket itself ([`Idle`]): a connection on which nothing was read or
-//!   written for [`ConnLimits::idle`] is closed, whether it waits between requests, trickles a
-//!   body or stops reading an export;
+//! - a deadline on writes ([`Stalled`]): a connection whose client stops reading (an export, a
+//!   large answer) is closed once a write has made no progress for [`ConnLimits::write_stall`].
+//!   Waiting between requests is bounded by the head deadline, which hyper restarts for every
+//!   request, and trickling a body by the routes' request deadline; a read deadline on the
+//!   socket would also cut a request whose answer takes long to compute (hyper keeps reading
+//!   for the client's close while it waits), so there is none;
 //! - a cap on the buffered head (`max_buf_size`), so 10,000 open connections cannot each pin
 //!   hyper's default 400 KB of buffer.
 //!
 //! Request bodies have deadlines of their own in the routes (`server.rs`).
 
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -33,7 +40,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
@@ -49,8 +56,8 @@ pub struct ConnLimits {
     /// Time a request's head may take to arrive, from the connection's start or the end of the
     /// previous response.
     pub header_read: Duration,
-    /// Time a connection may go without a byte read or written.
-    pub idle: Duration,
+    /// Time a write may wait for the client to read.
+    pub write_stall: Duration,
     /// Largest buffered request head (and read buffer) per connection.
     pub max_buf_bytes: usize,
 }
@@ -65,7 +72,7 @@ impl Default for ConnLimits {
             max_per_source: 64,
             handshake: Duration::from_secs(10),
             header_read: Duration::from_secs(10),
-            idle: Duration::from_secs(60),
+            write_stall: Duration::from_secs(60),
             max_buf_bytes: 64 * 1024,
         }
     }
@@ -128,61 +135,92 @@ impl Drop for SourceSlot {
     }
 }
 
-/// A socket that fails with `TimedOut` once nothing was read or written on it for a while.
-pub struct Idle<T> {
+/// Open connections that have not sent a request yet, oldest first, each with the signal that
+/// closes it.
+#[derive(Debug, Default)]
+struct Waiting(Mutex<BTreeMap<u64, Arc<Notify>>>);
+
+impl Waiting {
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Notify>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Closes the oldest waiting connection; false when none waits.
+    fn evict_oldest(&self) -> bool {
+        match self.map().pop_first() {
+            Some((_, close)) => {
+                close.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Takes a connection off the [`Waiting`] list when its first request arrives (or it ends).
+#[derive(Clone)]
+struct FirstRequest {
+    waiting: Arc<Waiting>,
+    seq: u64,
+    seen: Arc<AtomicBool>,
+}
+
+impl FirstRequest {
+    fn seen(&self) {
+        if !self.seen.swap(true, Ordering::Relaxed) {
+            self.waiting.map().remove(&self.seq);
+        }
+    }
+}
+
+/// A socket whose writes fail with `TimedOut` once one has waited for the client to read for
+/// longer than the limit.
+pub struct Stalled<T> {
     inner: T,
     limit: Duration,
+    waiting: bool,
     deadline: Pin<Box<Sleep>>,
 }
 
-impl<T> Idle<T> {
-    /// Wraps `inner`, closing it after `limit` without progress.
+impl<T> Stalled<T> {
+    /// Wraps `inner`, failing a write that waits longer than `limit`.
     pub fn new(inner: T, limit: Duration) -> Self {
-        Idle {
+        Stalled {
             inner,
             limit,
+            waiting: false,
             deadline: Box::pin(tokio::time::sleep(limit)),
         }
     }
 
-    fn progressed(&mut self) {
-        self.deadline.as_mut().reset(Instant::now() + self.limit);
-    }
-
-    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+    /// After a write that could not proceed: starts the clock on the first, and fails once it
+    /// has run out.
+    fn blocked(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        if !self.waiting {
+            self.waiting = true;
+            self.deadline.as_mut().reset(Instant::now() + self.limit);
+        }
         match self.deadline.as_mut().poll(cx) {
             Poll::Ready(()) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!("nothing read or written for {} s", self.limit.as_secs()),
+                format!("the client read nothing for {} s", self.limit.as_secs()),
             )),
             Poll::Pending => Ok(()),
         }
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Idle<T> {
+impl<T: AsyncRead + Unpin> AsyncRead for Stalled<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                if buf.filled().len() > before {
-                    self.progressed();
-                }
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                self.check(cx)?;
-                Poll::Pending
-            }
-        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Idle<T> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Stalled<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -190,13 +228,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Idle<T> {
     ) -> Poll<io::Result<usize>> {
         match Pin::new(&mut self.inner).poll_write(cx, buf) {
             Poll::Ready(r) => {
-                if matches!(r, Ok(n) if n > 0) {
-                    self.progressed();
-                }
+                self.waiting = false;
                 Poll::Ready(r)
             }
             Poll::Pending => {
-                self.check(cx)?;
+                self.blocked(cx)?;
                 Poll::Pending
             }
         }
@@ -204,17 +240,19 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Idle<T> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Ready(r) => {
+                self.waiting = false;
+                Poll::Ready(r)
+            }
             Poll::Pending => {
-                self.check(cx)?;
+                self.blocked(cx)?;
                 Poll::Pending
             }
-            ready => ready,
         }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let r = ready!(Pin::new(&mut self.inner).poll_shutdown(cx));
-        Poll::Ready(r)
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -229,6 +267,8 @@ pub async fn serve(
 ) {
     let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let sources = Arc::new(Sources::default());
+    let waiting = Arc::new(Waiting::default());
+    let mut seq: u64 = 0;
     let (stop_tx, stop_rx) = watch::channel(false);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::pin!(shutdown);
@@ -245,14 +285,32 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        // Over a cap: closed before anything is read, so it costs one accept.
-        let Ok(permit) = open.clone().try_acquire_owned() else {
-            continue;
-        };
+        // Over its source's cap: closed before anything is read, so it costs one accept.
         let Some(slot) = SourceSlot::take(&sources, peer.ip(), limits.max_per_source) else {
             continue;
         };
+        let permit = match open.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            // At the global cap: the oldest silent connection makes room, or, when every
+            // connection is busy with requests, this one is closed.
+            Err(_) if waiting.evict_oldest() => {
+                let freed = open.clone().acquire_owned();
+                match tokio::time::timeout(Duration::from_secs(1), freed).await {
+                    Ok(Ok(permit)) => permit,
+                    _ => continue,
+                }
+            }
+            Err(_) => continue,
+        };
         let _ = tcp.set_nodelay(true);
+        seq += 1;
+        let close = Arc::new(Notify::new());
+        waiting.map().insert(seq, close.clone());
+        let first = FirstRequest {
+            waiting: waiting.clone(),
+            seq,
+            seen: Arc::new(AtomicBool::new(false)),
+        };
         let (app, limits, stop, acceptor) = (
             app.clone(),
             limits.clone(),
@@ -260,7 +318,12 @@ pub async fn serve(
             acceptor.clone(),
         );
         tokio::spawn(async move {
-            connection(tcp, peer, acceptor, app, &limits, stop).await;
+            let serving = connection(tcp, peer, acceptor, app, &limits, stop, first.clone());
+            tokio::select! {
+                () = serving => {}
+                () = close.notified() => {}
+            }
+            first.seen();
             drop((permit, slot));
         });
     }
@@ -276,12 +339,33 @@ async fn connection(
     app: Router,
     limits: &ConnLimits,
     stop: watch::Receiver<bool>,
+    first: FirstRequest,
 ) {
     match acceptor {
-        None => http(Idle::new(tcp, limits.idle), peer, app, limits, stop).await,
+        None => {
+            http(
+                Stalled::new(tcp, limits.write_stall),
+                peer,
+                app,
+                limits,
+                stop,
+                first,
+            )
+            .await
+        }
         Some(acceptor) => {
             match tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => http(Idle::new(tls, limits.idle), peer, app, limits, stop).await,
+                Ok(Ok(tls)) => {
+                    http(
+                        Stalled::new(tls, limits.write_stall),
+                        peer,
+                        app,
+                        limits,
+                        stop,
+                        first,
+                    )
+                    .await;
+                }
                 // The peer address is not logged: the aggregator keeps no client IPs.
                 Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
                 Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -296,12 +380,14 @@ async fn http<I>(
     app: Router,
     limits: &ConnLimits,
     mut stop: watch::Receiver<bool>,
+    first: FirstRequest,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     // whoami and the network check of uploads read the peer from `ConnectInfo`, as axum's own
     // server would give it.
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        first.seen();
         request.extensions_mut().insert(ConnectInfo(peer));
         let mut app = app.clone();
         async move { app.call(request).await }
@@ -339,7 +425,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
 
     #[test]
     fn sources_are_addresses_and_ipv6_slash_64s() {
@@ -375,34 +461,49 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_oldest_waiting_connection_is_closed_first_and_served_ones_never() {
+        let waiting = Arc::new(Waiting::default());
+        for seq in 1..=3 {
+            waiting.map().insert(seq, Arc::new(Notify::new()));
+        }
+        let served = FirstRequest {
+            waiting: waiting.clone(),
+            seq: 1,
+            seen: Arc::new(AtomicBool::new(false)),
+        };
+        served.seen();
+        assert!(waiting.evict_oldest());
+        assert_eq!(waiting.map().keys().copied().collect::<Vec<_>>(), vec![3]);
+        assert!(waiting.evict_oldest());
+        assert!(!waiting.evict_oldest(), "nothing left to evict");
+    }
+
     #[tokio::test]
-    async fn a_silent_socket_is_closed_and_a_busy_one_is_not() {
+    async fn a_write_the_client_does_not_read_fails_and_a_quiet_socket_does_not() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let server = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.expect("accept");
-            let mut idle = Idle::new(tcp, Duration::from_millis(300));
-            let mut buf = [0u8; 16];
-            let mut got = 0;
+            let mut socket = Stalled::new(tcp, Duration::from_millis(300));
+            // A quiet spell longer than the limit, with no write waiting, is no stall.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let chunk = vec![0u8; 64 * 1024];
+            let mut sent = 0usize;
             loop {
-                match idle.read(&mut buf).await {
-                    Ok(0) => return Ok(got),
-                    Ok(n) => got += n,
-                    Err(e) => return Err((e.kind(), got)),
+                match socket.write(&chunk).await {
+                    Ok(n) => sent += n,
+                    Err(e) => return (e.kind(), sent),
                 }
             }
         });
-        let mut client = TcpStream::connect(addr).await.expect("connect");
-        // Bytes every 100 ms keep it open past the limit...
-        for _ in 0..6 {
-            client.write_all(b"x").await.expect("write");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        // ...then silence closes it.
-        let result = tokio::time::timeout(Duration::from_secs(5), server)
+        // The client connects and never reads: the buffers fill, then the write times out.
+        let _client = TcpStream::connect(addr).await.expect("connect");
+        let (kind, sent) = tokio::time::timeout(Duration::from_secs(10), server)
             .await
-            .expect("closed in time")
+            .expect("stopped in time")
             .expect("task");
-        assert_eq!(result, Err((io::ErrorKind::TimedOut, 6)));
+        assert_eq!(kind, io::ErrorKind::TimedOut);
+        assert!(sent > 0, "writes went through until the buffers filled");
     }
 }

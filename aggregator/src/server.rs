@@ -700,6 +700,12 @@ async fn export_route(
             Ok(_) => {
                 let _ = writer.flush();
             }
+            // The client hung up: nothing to tell anyone.
+            Err(crate::export::ExportError::Io(e))
+                if e.kind() == std::io::ErrorKind::BrokenPipe =>
+            {
+                tracing::debug!("export stopped: {e}");
+            }
             Err(e) => {
                 tracing::warn!("export stopped: {e}");
                 writer.fail(e.to_string());
