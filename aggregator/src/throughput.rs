@@ -14,12 +14,15 @@
 //!
 //! Resources (see [`Limits`]): the server serves a bounded number of connections at once, and a
 //! bounded number from any one source, so that a few idle sockets cannot lock every probe out
-//! of the test. Every step has a deadline (handshake, request, each write), so a connection
-//! that stops making progress gives its slot back within seconds. Over-cap connections are
-//! closed as soon as they are accepted. Source addresses are counted in memory only, while their
-//! connections last; they are never logged or stored.
+//! of the test. A connection over its source's cap is closed as soon as it is accepted. At the
+//! global cap, a new connection takes the place of the oldest one that has not sent its request
+//! yet (as the aggregator's own accept loop does, `listen.rs`); only when every connection is
+//! busy downloading is the new one closed. Every step has a deadline (handshake, request, each
+//! write), so a connection that stops making progress gives its slot back within seconds.
+//! Source addresses are counted in memory only, while their connections last; they are never
+//! logged or stored.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -31,6 +34,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 use vantage_probe::engine::tls::CertPin;
 use vantage_probe::throttling::{MAX_PAYLOAD_BYTES, PAYLOAD_PATH, ServerInfo};
@@ -51,9 +55,10 @@ const WRITE_BYTES: usize = 16 * 1024;
 /// within seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Connections served at once; more are closed at once. Each costs a payload's worth of
-    /// upload bandwidth, so a few dozen probes at a time is what a small server can measure
-    /// fairly.
+    /// Connections served at once. Each costs a payload's worth of upload bandwidth, so a few
+    /// dozen probes at a time is what a small server can measure fairly. At the cap a new
+    /// connection evicts the oldest one still in its handshake or request, or is closed at once
+    /// when there is none.
     pub connections: usize,
     /// Connections served at once from one source: an IPv4 address, or an IPv6 /64, the
     /// smallest prefix a single subscriber is usually given (RFC 6177 section 3), so that one
@@ -200,8 +205,16 @@ impl ThroughputServer {
             let (acceptor, block, limits) =
                 (self.acceptor.clone(), self.block.clone(), self.limits);
             tokio::spawn(async move {
-                if let Err(e) = serve_one(tcp, acceptor, &block, &limits).await {
-                    tracing::debug!("throughput connection: {e}");
+                let served = serve_one(tcp, acceptor, &block, &limits, || slot.busy());
+                tokio::select! {
+                    result = served => {
+                        if let Err(e) = result {
+                            tracing::debug!("throughput connection: {e}");
+                        }
+                    }
+                    () = slot.evicted() => {
+                        tracing::debug!("throughput connection closed to make room for a new one");
+                    }
                 }
                 drop(slot);
             });
@@ -224,7 +237,7 @@ fn source_of(ip: IpAddr) -> IpAddr {
 /// Which cap a connection ran into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 enum Full {
-    #[error("{0} connections at once, the most the server takes")]
+    #[error("{0} connections at once, all of them downloading")]
     Server(usize),
     #[error("{0} connections at once from one source, the most it takes from one")]
     Source(usize),
@@ -239,14 +252,24 @@ struct Slots {
 
 #[derive(Default)]
 struct Held {
+    /// The next connection's number; numbers only grow, so the smallest waiting is the oldest.
+    next: u64,
+    /// Connections counted against [`Limits::connections`].
     total: usize,
     by_source: HashMap<IpAddr, usize>,
+    /// Connections that have not sent their request yet, oldest first, with the signal that
+    /// closes each.
+    waiting: BTreeMap<u64, Arc<Notify>>,
+    /// Connections told to close to make room, not counted in `total` any more.
+    evicted: HashSet<u64>,
 }
 
 /// One connection's place; given back on drop.
 struct Slot {
     slots: Arc<Slots>,
     source: IpAddr,
+    id: u64,
+    close: Arc<Notify>,
 }
 
 impl Slots {
@@ -257,42 +280,63 @@ impl Slots {
         }
     }
 
-    /// A place for a connection from `peer`, if both caps allow one.
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        // The counters stay consistent whatever panicked while holding the lock: each update
+        // is a few single steps under it.
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A place for a connection from `peer`: none when its source is at its cap; at the global
+    /// cap, the place of the oldest connection that has not sent its request, which is told to
+    /// close; none when every connection is downloading.
     fn take(self: &Arc<Self>, peer: IpAddr) -> Result<Slot, Full> {
         let source = source_of(peer);
-        // The counters stay consistent whatever panicked while holding the lock: each update
-        // is a single increment or decrement.
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        if held.total >= self.limits.connections {
-            return Err(Full::Server(self.limits.connections));
-        }
-        let mine = held.by_source.entry(source).or_insert(0);
-        if *mine >= self.limits.per_source {
+        let mut held = self.held();
+        if held.by_source.get(&source).copied().unwrap_or(0) >= self.limits.per_source.max(1) {
             return Err(Full::Source(self.limits.per_source));
         }
-        *mine += 1;
+        if held.total >= self.limits.connections {
+            let Some((oldest, close)) = held.waiting.pop_first() else {
+                return Err(Full::Server(self.limits.connections));
+            };
+            close.notify_one();
+            held.evicted.insert(oldest);
+            held.total -= 1;
+        }
+        *held.by_source.entry(source).or_insert(0) += 1;
         held.total += 1;
+        let id = held.next;
+        held.next += 1;
+        let close = Arc::new(Notify::new());
+        held.waiting.insert(id, close.clone());
         Ok(Slot {
             slots: self.clone(),
             source,
+            id,
+            close,
         })
     }
+}
 
-    #[cfg(test)]
-    fn held(&self) -> (usize, usize) {
-        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        (held.total, held.by_source.len())
+impl Slot {
+    /// The request arrived: the connection is downloading, and no newcomer evicts it.
+    fn busy(&self) {
+        self.slots.held().waiting.remove(&self.id);
+    }
+
+    /// Completes once the connection has been evicted to make room.
+    async fn evicted(&self) {
+        self.close.notified().await;
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut held = self
-            .slots
-            .held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        held.total = held.total.saturating_sub(1);
+        let mut held = self.slots.held();
+        held.waiting.remove(&self.id);
+        if !held.evicted.remove(&self.id) {
+            held.total = held.total.saturating_sub(1);
+        }
         if let Some(n) = held.by_source.get_mut(&self.source) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -341,12 +385,14 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     f.sync_all()
 }
 
-/// Serves one connection, every step under its deadline in `limits`.
+/// Serves one connection, every step under its deadline in `limits`; calls `on_request` once
+/// the request head has arrived.
 async fn serve_one<IO>(
     io: IO,
     acceptor: TlsAcceptor,
     block: &[u8],
     limits: &Limits,
+    on_request: impl FnOnce(),
 ) -> io::Result<()>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
@@ -358,6 +404,7 @@ where
     let head = tokio::time::timeout(limits.request, read_head(&mut tls))
         .await
         .map_err(|_| timed_out("request"))??;
+    on_request();
     let stall = limits.stall;
     let bytes = match parse_request(&head) {
         Ok(n) => n,
@@ -512,44 +559,61 @@ mod tests {
         assert_ne!(source_of(ip("2001:db8:1:3::1")), ip("2001:db8:1:2::"));
     }
 
-    #[test]
-    fn slots_cap_each_source_and_the_server_and_come_back_on_drop() {
+    #[tokio::test]
+    async fn slots_cap_each_source_evict_the_oldest_idle_and_come_back_on_drop() {
         let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
         let slots = Arc::new(Slots::new(Limits {
             connections: 5,
             per_source: 2,
             ..Limits::default()
         }));
+        let counts = |slots: &Slots| {
+            let held = slots.held();
+            (held.total, held.by_source.len(), held.waiting.len())
+        };
         let a1 = slots.take(ip("192.0.2.1")).expect("first");
-        let _a2 = slots.take(ip("::ffff:192.0.2.1")).expect("second");
+        let a2 = slots.take(ip("::ffff:192.0.2.1")).expect("second");
         assert_eq!(
             slots.take(ip("192.0.2.1")).err(),
             Some(Full::Source(2)),
             "a third from one address"
         );
         // Another address in the same IPv6 /64 is the same source.
-        let _b1 = slots.take(ip("2001:db8::1")).expect("v6");
-        let _b2 = slots.take(ip("2001:db8::2")).expect("v6 again");
+        let b1 = slots.take(ip("2001:db8::1")).expect("v6");
+        let b2 = slots.take(ip("2001:db8::2")).expect("v6 again");
         assert_eq!(
             slots.take(ip("2001:db8::ffff")).err(),
             Some(Full::Source(2))
         );
-        let _c1 = slots.take(ip("198.51.100.1")).expect("fifth");
-        assert_eq!(slots.held(), (5, 3));
+        let c1 = slots.take(ip("198.51.100.1")).expect("fifth");
+        assert_eq!(counts(&slots), (5, 3, 5));
+        // Full: a newcomer takes the place of the oldest connection still without a request.
+        a1.busy();
+        a2.busy();
+        let d1 = slots.take(ip("203.0.113.9")).expect("in b1's place");
+        tokio::time::timeout(Duration::from_millis(100), b1.evicted())
+            .await
+            .expect("b1 is told to close");
+        assert_eq!(counts(&slots), (5, 4, 3));
+        // Every connection downloading: the newcomer is refused.
+        for s in [&b2, &c1, &d1] {
+            s.busy();
+        }
         assert_eq!(
-            slots.take(ip("203.0.113.9")).err(),
+            slots.take(ip("203.0.113.10")).err(),
             Some(Full::Server(5)),
-            "the server is full"
+            "all five are downloading"
         );
-        // A connection ending gives its place back, to anyone.
+        // The evicted one closing frees nothing more; a finished download does.
+        drop(b1);
+        assert_eq!(counts(&slots), (5, 4, 0));
+        assert!(slots.take(ip("203.0.113.10")).is_err());
         drop(a1);
-        let d1 = slots.take(ip("203.0.113.9")).expect("after a drop");
-        assert_eq!(slots.held(), (5, 4));
-        drop(d1);
-        // The source is forgotten with its last connection.
-        assert_eq!(slots.held(), (4, 3));
-        drop(_c1);
-        assert_eq!(slots.held(), (3, 2));
+        let e1 = slots.take(ip("203.0.113.10")).expect("after a drop");
+        assert_eq!(counts(&slots), (5, 5, 1));
+        // A source is forgotten with its last connection.
+        drop((a2, b2, c1, d1, e1));
+        assert_eq!(counts(&slots), (0, 0, 0));
     }
 
     /// A server on 127.0.0.1 with `limits`, running until the test ends; (address, pin).
@@ -652,26 +716,31 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_full_server_closes_new_connections_at_once_until_a_slot_frees() {
-        let (addr, pin) = start(SHORT, "full").await;
+    async fn at_the_cap_a_probe_takes_the_place_of_the_oldest_idle_socket() {
+        let limits = Limits {
+            // Long enough that no deadline frees a slot during the test.
+            handshake: Duration::from_secs(5),
+            ..SHORT
+        };
+        let (addr, pin) = start(limits, "full").await;
+        // Every slot held by idle sockets from two sources, oldest first.
         let mut held = Vec::new();
         for source in [[127, 0, 0, 2], [127, 0, 0, 3]] {
             for _ in 0..2 {
                 held.push(connect_from(source, addr).await);
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        let mut late = connect_from([127, 0, 0, 4], addr).await;
-        let after = closed_after(&mut late, Duration::from_millis(300))
-            .await
-            .expect("closed at once when the server is full");
-        assert!(after < Duration::from_millis(300), "{after:?}");
-        // The idle ones time out and the server serves again.
-        for s in &mut held {
-            closed_after(s, Duration::from_secs(3))
-                .await
-                .expect("closed by the deadline");
-        }
+        let t0 = std::time::Instant::now();
         assert_eq!(download(addr, pin, 20_000).await, 20_000);
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        // The oldest idle socket made room; the others are still open.
+        closed_after(&mut held[0], Duration::from_millis(500))
+            .await
+            .expect("the oldest idle socket was closed");
+        for s in &mut held[1..] {
+            assert_eq!(closed_after(s, Duration::from_millis(300)).await, None);
+        }
     }
 
     #[tokio::test]
@@ -687,7 +756,7 @@ mod tests {
         let _client = connect_from([127, 0, 0, 1], addr).await;
         let (tcp, _) = listener.accept().await.expect("accept");
         let t0 = std::time::Instant::now();
-        let err = serve_one(tcp, acceptor.clone(), &block, &SHORT)
+        let err = serve_one(tcp, acceptor.clone(), &block, &SHORT, || ())
             .await
             .expect_err("silent");
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
@@ -715,7 +784,7 @@ mod tests {
             drop(tls);
         });
         let (tcp, _) = listener.accept().await.expect("accept");
-        let err = serve_one(tcp, acceptor, &block, &SHORT)
+        let err = serve_one(tcp, acceptor, &block, &SHORT, || ())
             .await
             .expect_err("no request");
         assert_eq!(err.to_string(), "request");
@@ -765,7 +834,7 @@ mod tests {
             .set_send_buffer_size(4096)
             .expect("sndbuf");
         let t0 = std::time::Instant::now();
-        let err = serve_one(tcp, acceptor, &block, &SHORT)
+        let err = serve_one(tcp, acceptor, &block, &SHORT, || ())
             .await
             .expect_err("stalled");
         assert_eq!(err.to_string(), "send stalled");

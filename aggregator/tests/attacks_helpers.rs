@@ -2,9 +2,10 @@
 //! serve` on loopback:
 //!
 //! - the throughput server (the throttling test's download server): 64 and more idle TCP
-//!   connections from one address, renewed as soon as they close, used to lock every probe out
-//!   of the test; now the source gets a few slots, the rest are closed at once, the held ones
-//!   are closed by the handshake deadline, and a probe on another address measures meanwhile;
+//!   connections, renewed as soon as they close, used to lock every probe out of the test. Now
+//!   one address gets a few slots and the rest are closed at once; connections from many
+//!   addresses past the server's cap evict the oldest idle ones; every idle connection is
+//!   closed by the handshake deadline; and a probe on another address measures meanwhile;
 //! - the test helper (`POST /api/v1/th`): one 57 kB request listing 3,001 `tcp_connect`
 //!   endpoints made it connect to every one of them; now it is refused with 400 before any
 //!   connection, and IPv6 spellings of loopback (NAT64, IPv4-mapped, 6to4) are refused as
@@ -69,15 +70,19 @@ async fn assert_healthy(base: &str) {
     assert!(body.contains("\"ok\""), "{body}");
 }
 
-/// One attacker's connection, over and over: connect from 127.0.0.2, send nothing, wait for
-/// the server to close it, note how long it lived, reconnect 50 ms later. Stops when `stop` is
-/// set.
-async fn idle_connection(to: SocketAddr, stop: Arc<AtomicBool>, lives: Arc<Mutex<Vec<Duration>>>) {
+/// One attacker's connection, over and over: connect from `from`, send nothing, wait for the
+/// server to close it, note how long it lived, reconnect 50 ms later. Stops when `stop` is set.
+async fn idle_connection(
+    from: [u8; 4],
+    to: SocketAddr,
+    stop: Arc<AtomicBool>,
+    lives: Arc<Mutex<Vec<Duration>>>,
+) {
     while !stop.load(Ordering::SeqCst) {
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
         socket
-            .bind(SocketAddr::from(([127, 0, 0, 2], 0)))
-            .expect("bind 127.0.0.2");
+            .bind(SocketAddr::from((from, 0)))
+            .expect("bind the attacker's address");
         let Ok(mut s) = socket.connect(to).await else {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
@@ -101,9 +106,30 @@ async fn idle_connection(to: SocketAddr, stop: Arc<AtomicBool>, lives: Arc<Mutex
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn idle_sockets_from_one_address_cannot_lock_probes_out_of_the_throttling_test() {
-    let (dir, ca) = setup("attack-throughput");
+/// What an attack on the throughput server did: how long the probe's test took, and how long
+/// each attacker connection lived.
+struct Attack {
+    took: Duration,
+    lives: Vec<Duration>,
+}
+
+impl Attack {
+    fn closed_within(&self, d: Duration) -> usize {
+        self.lives.iter().filter(|l| **l < d).count()
+    }
+
+    fn longest(&self) -> Duration {
+        self.lives.iter().max().copied().unwrap_or_default()
+    }
+}
+
+/// Starts the aggregator with its throughput server, opens [`IDLE`] idle connections spread
+/// over `sources` and renews each as soon as it is closed, runs the real probe's throttling
+/// test from 127.0.0.1 straight to the server while the attack goes on, keeps attacking until
+/// the held connections have met the handshake deadline once more, and checks the server
+/// still answers `/api/v1/health`.
+async fn attack_throughput_server(name: &str, sources: &[[u8; 4]]) -> Attack {
+    let (dir, ca) = setup(name);
     let server = common::serve(
         &ca,
         &dir.join("agg.db"),
@@ -117,15 +143,16 @@ async fn idle_sockets_from_one_address_cannot_lock_probes_out_of_the_throttling_
     let pin = info["cert_sha256"].as_str().expect("pin").to_string();
     let target = SocketAddr::from(([127, 0, 0, 1], port));
 
-    // The attack: IDLE idle connections from 127.0.0.2, each renewed when it is closed.
     let stop = Arc::new(AtomicBool::new(false));
     let lives = Arc::new(Mutex::new(Vec::new()));
     let attackers: Vec<_> = (0..IDLE)
-        .map(|_| tokio::spawn(idle_connection(target, stop.clone(), lives.clone())))
+        .map(|i| {
+            let from = sources[i % sources.len()];
+            tokio::spawn(idle_connection(from, target, stop.clone(), lives.clone()))
+        })
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // Meanwhile, the real probe's throttling test from 127.0.0.1, straight to the server.
     let mut cmd = Command::new(vantage());
     cmd.args(["run", "--test", "throttling", "--yes", "--json"])
         .args(["--target", "twitter.com", "--control-sni", "example.org"])
@@ -152,45 +179,69 @@ async fn idle_sockets_from_one_address_cannot_lock_probes_out_of_the_throttling_
         .find(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).expect("json line"))
         .unwrap_or_else(|| panic!("no result line: {stdout}"));
-    // Every download went through: nothing throttles loopback.
+    // Every download went through (nothing throttles loopback), within seconds.
     assert_eq!(line["verdict"], "not_throttled", "{line:#}");
     assert_eq!(line["pairs"].as_array().map(Vec::len), Some(3), "{line:#}");
     assert!(took < Duration::from_secs(15), "the test took {took:?}");
 
-    // The attack kept running all along: let its held connections reach the deadline once more.
     tokio::time::sleep(HANDSHAKE_DEADLINE + Duration::from_secs(1)).await;
     stop.store(true, Ordering::SeqCst);
     for a in attackers {
         a.await.expect("attacker");
     }
-    let lives = lives.lock().expect("lock").clone();
-    let at_once = lives
-        .iter()
-        .filter(|l| **l < Duration::from_secs(1))
-        .count();
-    let held = lives
-        .iter()
-        .filter(|l| **l >= Duration::from_secs(1))
-        .count();
-    let longest = lives.iter().max().copied().unwrap_or_default();
+    assert_healthy(&server.base).await;
+    let attack = Attack {
+        took,
+        lives: lives.lock().expect("lock").clone(),
+    };
     eprintln!(
-        "throughput attack: probe took {took:?}; {} attacker connections, {at_once} closed at once, {held} held, longest {longest:?}",
-        lives.len()
+        "{name}: probe test took {:?}; {} attacker connections from {} sources, {} closed within 1 s, longest {:?}",
+        attack.took,
+        attack.lives.len(),
+        sources.len(),
+        attack.closed_within(Duration::from_secs(1)),
+        attack.longest()
     );
-    // Over the source's cap: closed at once, on every try.
+    attack
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_sockets_from_one_address_cannot_lock_probes_out_of_the_throttling_test() {
+    let attack = attack_throughput_server("attack-throughput-one", &[[127, 0, 0, 2]]).await;
+    // Over the source's cap (4): closed at once, on every try.
+    let at_once = attack.closed_within(Duration::from_secs(1));
     assert!(
         at_once >= IDLE - 4,
         "{at_once} of {} connections closed at once",
-        lives.len()
+        attack.lives.len()
     );
-    // The few it holds are closed by the handshake deadline, then renewed and closed again.
+    // The four it holds are closed by the handshake deadline, then renewed.
+    let held = attack.lives.len() - at_once;
     assert!(held >= 4, "{held} connections held to the deadline");
+    let longest = attack.longest();
     assert!(
         longest >= HANDSHAKE_DEADLINE - Duration::from_millis(500)
             && longest <= HANDSHAKE_DEADLINE + Duration::from_secs(2),
         "longest idle connection lived {longest:?}"
     );
-    assert_healthy(&server.base).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_sockets_from_many_addresses_cannot_lock_probes_out_either() {
+    // 20 sources at their cap of 4 are more than the server's 64 slots: each newcomer evicts
+    // the oldest idle connection, and the probe's connections, which send their request at
+    // once, are never the oldest idle ones for long.
+    let sources: Vec<[u8; 4]> = (10..30).map(|i| [127, 0, 0, i]).collect();
+    let attack = attack_throughput_server("attack-throughput-many", &sources).await;
+    // No idle connection outlived the handshake deadline.
+    let longest = attack.longest();
+    assert!(
+        longest <= HANDSHAKE_DEADLINE + Duration::from_secs(2),
+        "longest idle connection lived {longest:?}"
+    );
+    // The server was full: newcomers evicted older idle connections long before the deadline.
+    let evicted = attack.closed_within(Duration::from_secs(4));
+    assert!(evicted >= IDLE - 64, "{evicted} closed before the deadline");
 }
 
 /// A loopback listener counting the connections it accepts.
