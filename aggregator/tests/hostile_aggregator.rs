@@ -627,3 +627,168 @@ async fn results_an_aggregator_refuses_are_kept_and_all_arrive_after_enrolment()
     everything_kept(data.clone(), measured).await;
     drop(real);
 }
+
+/// Each stored result's id and upload state, as `vantage results list --json` shows them.
+async fn upload_states(data: &Path) -> BTreeMap<String, String> {
+    let out = probe(args(
+        &["results", "list", "--json", "--limit", "100000"],
+        data,
+    ))
+    .await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    text(&out)
+        .0
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+            (
+                v["id"].as_str().expect("id").to_string(),
+                v["upload"].as_str().expect("upload").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A running `vantage daemon`, its log in a file; killed on drop.
+struct Daemon {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 200 ms until it is true, for at most `secs` seconds.
+async fn eventually<F, Fut>(secs: u64, what: &str, daemon: &Daemon, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < until,
+            "{what} within {secs} s; the daemon's log:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_sends_what_was_held_once_its_key_is_accepted() {
+    let root = tempdir("hostile-daemon");
+    let data = root.join("data");
+    let targets = root.join("canaries.csv");
+    loopback_targets(&targets).await;
+    let ca = root.join("ca.pem");
+    vantage_fixtures::tls::TestCa::new("CA").write_pem(&ca);
+    let db = root.join("agg.db");
+    let real = serve(&ca, &db, &["--require-enrolment"]).await;
+    let config = root.join("vantage.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "informed_consent = true\ndata_dir = {data:?}\n\
+             [aggregator]\nurl = {:?}\n\
+             [network]\ncc = \"IT\"\nasn = \"AS3269\"\n\
+             [lists]\nfetch = false\n\
+             [schedule]\ncanary_seconds = 1\nheartbeat_seconds = 1\nrun_seconds = 0\n\
+             upload_seconds = 1\nupload_max_backoff_seconds = 1\n\
+             [canary]\ntargets = {targets:?}\ntimeout_seconds = 1\n",
+            real.base
+        ),
+    )
+    .expect("config");
+    let log = root.join("daemon.log");
+    let daemon = Daemon {
+        child: Command::new(vantage())
+            .args(["daemon", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("start vantage daemon"),
+        log,
+    };
+
+    // The aggregator does not know the key: results are held, none lost, none dropped.
+    eventually(30, "three results held for the key", &daemon, || async {
+        status(&data).await.contains("  unknown key")
+            && upload_states(&data)
+                .await
+                .values()
+                .filter(|s| *s == "held")
+                .count()
+                >= 3
+    })
+    .await;
+    assert!(
+        daemon.log().contains("refuses this probe's key"),
+        "{}",
+        daemon.log()
+    );
+    let held: Vec<String> = upload_states(&data)
+        .await
+        .into_iter()
+        .filter(|(_, s)| s == "held")
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        upload_states(&data).await.values().all(|s| s != "rejected"),
+        "nothing refused for good"
+    );
+
+    // The operator trusts the key (as an enrolment does): the next heartbeat gets through and
+    // the daemon sends everything it held, without being asked.
+    let key = status(&data)
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix("key: ").map(str::to_string))
+        .expect("key");
+    let db_arg = db.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(AGGREGATOR)
+            .args(["keys", "allow", &key, "--db"])
+            .arg(&db_arg)
+            .output()
+            .expect("keys allow")
+    })
+    .await
+    .expect("join");
+    assert!(out.status.success(), "{}", text(&out).1);
+    eventually(30, "every held result accepted", &daemon, || async {
+        let states = upload_states(&data).await;
+        held.iter()
+            .all(|id| states.get(id).map(String::as_str) == Some("accepted"))
+    })
+    .await;
+    assert!(
+        daemon.log().contains("accepts this probe's key now"),
+        "{}",
+        daemon.log()
+    );
+    for id in &held {
+        let (code, body) = http(
+            &real.base,
+            "GET",
+            &format!("/api/v1/measurements/{id}"),
+            &[],
+            b"",
+        );
+        assert_eq!(code, 200, "{id}: {body}");
+    }
+    drop(daemon);
+    drop(real);
+}

@@ -79,6 +79,11 @@ impl From<rusqlite::Error> for MigrateError {
 /// Opens a SQLite file in WAL mode with the given `synchronous` level and applies the
 /// `migrations` above its `PRAGMA user_version`, each in its own transaction. Shared by the
 /// probe's store and the aggregator's database.
+///
+/// Several processes may open the same file at once (the daemon's tasks, `vantage status` run
+/// beside it, the aggregator's server and its maintenance command), so each migration step
+/// takes the write lock first (`BEGIN IMMEDIATE`) and reads the version again under it: the
+/// one that waited sees the migration done and does not run it twice.
 pub fn open_migrated(
     path: &Path,
     migrations: &[&str],
@@ -88,27 +93,30 @@ pub fn open_migrated(
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", synchronous)?;
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let known = i64::try_from(migrations.len()).unwrap_or(i64::MAX);
-    if version > known {
+    let version = |c: &Connection| -> rusqlite::Result<i64> {
+        c.pragma_query_value(None, "user_version", |r| r.get(0))
+    };
+    let mut current = version(&conn)?;
+    while current < known {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        current = version(&tx)?;
+        let Some(sql) = usize::try_from(current)
+            .ok()
+            .and_then(|i| migrations.get(i))
+        else {
+            break;
+        };
+        tx.execute_batch(sql)?;
+        current += 1;
+        tx.pragma_update(None, "user_version", current)?;
+        tx.commit()?;
+    }
+    if current > known {
         return Err(MigrateError::TooNew {
-            found: version,
+            found: current,
             known,
         });
-    }
-    for (i, sql) in migrations
-        .iter()
-        .enumerate()
-        .skip(usize::try_from(version).unwrap_or(0))
-    {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(
-            None,
-            "user_version",
-            i64::try_from(i + 1).unwrap_or(i64::MAX),
-        )?;
-        tx.commit()?;
     }
     Ok(conn)
 }
@@ -691,6 +699,25 @@ mod tests {
         assert_eq!(store.requeue_held(Requeue::Due).expect("due"), 2);
         assert_eq!(store.requeue_held(Requeue::All).expect("all"), 2);
         assert_eq!(store.status().expect("status").pending, 4);
+    }
+
+    #[test]
+    fn many_processes_opening_a_new_store_at_once_migrate_it_once() {
+        for round in 0..5 {
+            let path = temp(&format!("race-{round}"));
+            std::fs::create_dir_all(path.parent().expect("dir")).expect("dir");
+            let opened: Vec<Result<Store, StoreError>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..6).map(|_| scope.spawn(|| Store::open(&path))).collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("thread"))
+                    .collect()
+            });
+            for store in opened {
+                let store = store.expect("every opener succeeds");
+                assert_eq!(store.status().expect("status").results, 0);
+            }
+        }
     }
 
     #[test]
