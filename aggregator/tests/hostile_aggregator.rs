@@ -792,3 +792,58 @@ async fn a_daemon_sends_what_was_held_once_its_key_is_accepted() {
     drop(daemon);
     drop(real);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn daemon_check_says_which_key_lists_must_be_signed_by() {
+    let root = tempdir("hostile-check");
+    let key = Identity::generate().expect("key").public_key();
+    let check = |url: &str, key: Option<&str>| {
+        let config = root.join("vantage.toml");
+        let key = key.map_or(String::new(), |k| format!("key = {k:?}\n"));
+        std::fs::write(
+            &config,
+            format!(
+                "informed_consent = true\ndata_dir = {:?}\n[aggregator]\nurl = {url:?}\n{key}",
+                root.join("data")
+            ),
+        )
+        .expect("config");
+        vec![
+            "daemon".to_string(),
+            "--check".to_string(),
+            "--config".to_string(),
+            config.display().to_string(),
+        ]
+    };
+    let line = |out: Output| {
+        assert!(out.status.success(), "{}", text(&out).1);
+        text(&out)
+            .0
+            .lines()
+            .find(|l| l.starts_with("test lists: "))
+            .expect("a test lists line")
+            .to_string()
+    };
+    let said = line(probe(check("http://127.0.0.1:9/", None)).await);
+    assert!(
+        said.contains("NOT fetched: the aggregator is plain HTTP"),
+        "{said}"
+    );
+    let said = line(probe(check("http://127.0.0.1:9/", Some(&key))).await);
+    assert!(
+        said.contains(&format!("signed by the configured key {key}")),
+        "{said}"
+    );
+    let said = line(probe(check("https://127.0.0.1:9/", None)).await);
+    assert!(said.contains("trusted on first use over HTTPS"), "{said}");
+    // A key that is not one stops the daemon before it starts (EX_CONFIG).
+    let out = probe(check("http://127.0.0.1:9/", Some("BASE64..."))).await;
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        text(&out)
+            .1
+            .contains("aggregator.key: \"BASE64...\" is not a base64 Ed25519 public key"),
+        "{}",
+        text(&out).1
+    );
+}

@@ -934,10 +934,33 @@ pub async fn daemon(args: DaemonArgs) -> Result<ExitCode> {
             s.upload.as_secs(),
             s.upload_max_backoff.as_secs()
         );
+        if let Some(a) = plan.aggregator.as_ref().filter(|_| plan.fetch_lists) {
+            println!("test lists: {}", list_signer(a, &plan.data_dir));
+        }
         return Ok(ExitCode::SUCCESS);
     }
     vantage_probe::daemon::run(args.config, plan).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Which key fetched test lists must be signed by, as `daemon --check` says it.
+fn list_signer(a: &vantage_probe::daemon::config::AggregatorPlan, data_dir: &Path) -> String {
+    let pinned = data_dir.join(vantage_probe::upload::PIN_FILE);
+    match &a.key {
+        Some(key) => format!("fetched daily, signed by the configured key {key}"),
+        None if pinned.exists() => format!(
+            "fetched daily, signed by the key pinned in {}",
+            pinned.display()
+        ),
+        None if a.url.scheme() == "https" => {
+            "fetched daily, signed by the key seen on the first fetch (trusted on first use over \
+             HTTPS; set aggregator.key to the key its operator publishes)"
+                .into()
+        }
+        None => "NOT fetched: the aggregator is plain HTTP and no key is pinned; set key = \
+                 \"...\" under [aggregator] to the key its operator publishes"
+            .into(),
+    }
 }
 
 pub fn results(args: ResultsArgs) -> Result<ExitCode> {
@@ -953,6 +976,7 @@ pub fn results(args: ResultsArgs) -> Result<ExitCode> {
                         "id": r.id, "input": r.input, "measured_at": r.measured_at,
                         "blocking": r.blocking.as_deref().and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok()),
                         "accessible": r.accessible, "confirmed": r.confirmed, "upload": r.upload_state,
+                        "upload_reason": r.upload_reason,
                     });
                     println!("{line}");
                 } else {
