@@ -461,10 +461,10 @@ impl<'a> Session<'a> {
                 Ok((ok, total)) => row.accessible = Some(ok.saturating_mul(2) >= total),
                 Err(reason) => return refuse(&mut self.outcomes, reason),
             }
-        } else if row.test_name == THROTTLING {
-            if let Err(reason) = apply_throttling(&mut row, verified.measurement) {
-                return refuse(&mut self.outcomes, reason);
-            }
+        } else if row.test_name == THROTTLING
+            && let Err(reason) = apply_throttling(&mut row, verified.measurement)
+        {
+            return refuse(&mut self.outcomes, reason);
         }
         if new_key {
             // Registered only now, by a line that passed every check, and within the hour's

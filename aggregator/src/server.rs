@@ -309,7 +309,7 @@ const JSON_TYPES: &[&str] = &["application/json"];
 
 /// 415 (RFC 9110 section 15.5.16) unless the body says it is one of `allowed`, so a body
 /// nobody meant for this route (a form, a file) is refused before it is read.
-fn content_type(headers: &HeaderMap, allowed: &[&str]) -> Result<(), Response> {
+fn content_type(headers: &HeaderMap, allowed: &[&str]) -> Result<(), Box<Response>> {
     let given = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -322,10 +322,10 @@ fn content_type(headers: &HeaderMap, allowed: &[&str]) -> Result<(), Response> {
         });
     match given {
         Some(t) if allowed.contains(&t.as_str()) => Ok(()),
-        _ => Err(error(
+        _ => Err(Box::new(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("Content-Type must be {}", allowed.join(" or ")),
-        )),
+        ))),
     }
 }
 
@@ -340,7 +340,7 @@ fn error(status: StatusCode, message: String) -> Response {
 /// `POST /api/v1/th`: OONI's THRequest in, THResponse out.
 async fn test_helper(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(refused) = content_type(&headers, JSON_TYPES) {
-        return refused;
+        return *refused;
     }
     let request: ControlRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -388,7 +388,7 @@ fn origin(geo: &Geo, peer: SocketAddr) -> Origin {
 
 /// Whether an upload is gzip (RFC 9110 section 8.4.1.3); `Err` for an encoding the server
 /// does not read.
-fn gzip(headers: &HeaderMap) -> Result<bool, Response> {
+fn gzip(headers: &HeaderMap) -> Result<bool, Box<Response>> {
     match headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase())
@@ -396,10 +396,10 @@ fn gzip(headers: &HeaderMap) -> Result<bool, Response> {
         None => Ok(false),
         Some(e) if e == "identity" => Ok(false),
         Some(e) if e == "gzip" => Ok(true),
-        Some(_) => Err(error(
+        Some(_) => Err(Box::new(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Content-Encoding must be gzip or none".into(),
-        )),
+        ))),
     }
 }
 
@@ -418,11 +418,11 @@ async fn upload(
     body: axum::body::Body,
 ) -> Response {
     if let Err(refused) = content_type(&headers, UPLOAD_TYPES) {
-        return refused;
+        return *refused;
     }
     let gzip = match gzip(&headers) {
         Ok(g) => g,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let max_body = state.ingest.max_body_bytes;
     let declared = headers
@@ -570,7 +570,7 @@ async fn beat(
     body: Bytes,
 ) -> Response {
     if let Err(refused) = content_type(&headers, JSON_TYPES) {
-        return refused;
+        return *refused;
     }
     let origin = origin(&state.geo, peer);
     let Ok(text) = String::from_utf8(body.to_vec()) else {
@@ -597,7 +597,7 @@ async fn beat(
 /// in the request (400).
 async fn enrol_route(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(refused) = content_type(&headers, JSON_TYPES) {
-        return refused;
+        return *refused;
     }
     let Ok(text) = String::from_utf8(body.to_vec()) else {
         return error(StatusCode::BAD_REQUEST, "body is not UTF-8".into());

@@ -251,6 +251,11 @@ fn upload_bombs_and_export_floods_stay_within_the_memory_bound() {
         assert!(body.contains("too many uploads in progress"), "{body}");
     }
 
+    eprintln!(
+        "attack-memory: peak resident set {} MiB after the upload bombs",
+        peak_kb(&server) / 1024
+    );
+
     // 3 exports of 100,000 rows at once, read to the end: each streams 20,000 envelopes
     // (about 140 MB) a page at a time.
     let exports: Vec<usize> = std::thread::scope(|s| {
@@ -290,7 +295,10 @@ fn upload_bombs_and_export_floods_stay_within_the_memory_bound() {
 
     healthy(&server);
     let peak = peak_kb(&server);
-    eprintln!("attack-memory: peak resident set {} MiB", peak / 1024);
+    eprintln!(
+        "attack-memory: peak resident set {} MiB after the exports too",
+        peak / 1024
+    );
     assert!(
         peak < MEMORY_BOUND_KB,
         "peak {peak} KiB over the {MEMORY_BOUND_KB} KiB bound"
@@ -540,4 +548,96 @@ fn poisoned_and_forged_lines_are_refused_and_break_no_query() {
     let (status, body) = http(&server.base, "GET", "/api/v1/signals?cc=IT", &[], b"");
     assert_eq!(status, 200, "{body}");
     healthy(&server);
+}
+
+/// `POST path` from the loopback address `source`, as a probe elsewhere would send it.
+fn post_from(server: &Server, source: &str, path: &str, kind: &str, body: &str) -> (u16, String) {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let from: SocketAddr = format!("{source}:0").parse().expect("source");
+    socket.bind(&from.into()).expect("bind source");
+    socket.connect(&addr(server).into()).expect("connect");
+    let mut s = TcpStream::from(socket);
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).expect("head");
+    s.write_all(body.as_bytes()).expect("body");
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    let status = reply.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, reply)
+}
+
+#[test]
+fn probes_that_are_not_in_the_network_they_claim_do_not_count_for_it() {
+    // The operator's prefixes: 127.0.0.1 is inside AS64500 (IT); 127.0.0.3 is a host in another
+    // country, where fake probes run.
+    let dir = tempdir("attack-claims");
+    let prefixes = dir.join("prefixes.csv");
+    std::fs::write(
+        &prefixes,
+        "prefix,asn,cc\n127.0.0.1/32,64500,IT\n127.0.0.3/32,64999,DE\n",
+    )
+    .expect("prefixes");
+    let (server, _db) = server(
+        "attack-claims-db",
+        &["--prefixes", prefixes.to_str().expect("utf-8")],
+    );
+    let now = now_text();
+    let beat = measurement("heartbeat", &now, &serde_json::json!({}));
+    let real = Identity::generate().expect("key");
+    let (status, reply) = post_from(
+        &server,
+        "127.0.0.1",
+        "/api/v1/heartbeat",
+        "application/json",
+        &seal(&real, &beat),
+    );
+    assert_eq!(status, 200, "{reply}");
+    // Five fake probes "in" AS64500 send heartbeats and all-good canaries from elsewhere, as a
+    // censor hiding a shutdown would. They are answered like anyone (nothing tells them apart
+    // on the wire) but do not count as probes of AS64500.
+    for n in 0..5 {
+        let fake = Identity::generate().expect("key");
+        let (status, reply) = post_from(
+            &server,
+            "127.0.0.3",
+            "/api/v1/heartbeat",
+            "application/json",
+            &seal(&fake, &beat),
+        );
+        assert_eq!(status, 200, "{reply}");
+        let mut canary = measurement("canary", &now, &serde_json::json!({"ok": 9, "total": 9}));
+        canary["test_runtime"] = (n + 1).into();
+        let (status, reply) = post_from(
+            &server,
+            "127.0.0.3",
+            "/api/v1/measurements",
+            "application/x-ndjson",
+            &seal(&fake, &canary),
+        );
+        assert_eq!(status, 200, "{reply}");
+        assert!(reply.contains("accepted"), "{reply}");
+    }
+    let (status, body) = http(
+        &server.base,
+        "GET",
+        "/api/v1/signals?cc=IT&asn=AS64500",
+        &[],
+        b"",
+    );
+    assert_eq!(status, 200, "{body}");
+    let signals: Value = serde_json::from_str(&body).expect("json");
+    let bins = signals["bins"].as_array().expect("bins");
+    let probes: i64 = bins.iter().filter_map(|b| b["probes"].as_i64()).sum();
+    let beats: i64 = bins.iter().filter_map(|b| b["heartbeats"].as_i64()).sum();
+    assert_eq!(
+        (probes, beats),
+        (1, 1),
+        "only the probe inside AS64500 counts: {body}"
+    );
+    healthy(&server);
+    let _ = std::fs::remove_dir_all(&dir);
 }

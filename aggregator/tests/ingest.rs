@@ -637,19 +637,33 @@ async fn probes_use_test_lists_only_when_the_aggregator_signed_them() {
         })
     };
 
-    // First use: the key is pinned, the operator's list and the built-in global one are kept.
+    // First use over plain HTTP, with no key given: anyone on the way could have signed the
+    // lists, so nothing is trusted or written.
     let data = dir.join("probe");
     let out = fetch(data.clone(), base.clone(), vec![])
         .await
         .expect("join");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--aggregator-key KEY"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!data.join("lists").exists());
+
+    // With the key the operator publishes: it is pinned, the operator's list and the built-in
+    // global one are kept.
+    let out = fetch(
+        data.clone(),
+        base.clone(),
+        vec!["--aggregator-key".into(), key.clone()],
+    )
+    .await
+    .expect("join");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains(&key),
-        "the note names the key"
     );
     assert_eq!(
         std::fs::read_to_string(data.join("lists/ir.csv")).expect("ir"),
