@@ -909,7 +909,10 @@ mod tests {
         assert!(matches!(err, FetchError::FirstUseOverHttp { .. }), "{err}");
         let text = err.to_string();
         assert!(text.contains("--aggregator-key KEY"), "{text}");
-        assert!(text.contains("`key = \"KEY\"` under [aggregator]"), "{text}");
+        assert!(
+            text.contains("`key = \"KEY\"` under [aggregator]"),
+            "{text}"
+        );
         assert!(!data.exists(), "nothing written");
         // A key that is not one is refused as such, also when pinned.
         let err = fetch_lists(&url, ir, Some("not-a-key"), &data, &engine, &tls)
