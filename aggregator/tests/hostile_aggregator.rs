@@ -507,7 +507,12 @@ async fn results_an_aggregator_refuses_are_kept_and_all_arrive_after_enrolment()
     // A 503 and a 429 with Retry-After, then an answer cut in half: nothing is answered for
     // any line, so everything stays queued.
     hostile.script(&[Upload::Busy, Upload::TooMany, Upload::Truncated]);
-    for want in ["HTTP 503", "HTTP 429", "not the expected JSON"] {
+    // The probe reads the wait asked for (Retry-After: 1) from the answer.
+    for want in [
+        "HTTP 503 and asks to wait 1 s",
+        "HTTP 429 and asks to wait 1 s",
+        "not the expected JSON",
+    ] {
         let out = probe(upload(&[])).await;
         let (said, err) = text(&out);
         assert_eq!(out.status.code(), Some(1), "{said}{err}");

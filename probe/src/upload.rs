@@ -346,11 +346,15 @@ async fn send(
     Ok(())
 }
 
-/// How long a 429 or 503 asks the probe to wait. The engine's [`client::Reply`] carries the
-/// status and the body only, so the `Retry-After` header (read with [`retry_after`]) is not
-/// available here yet; the exponential backoff applies alone until the reply carries it.
-fn reply_retry_after(_reply: &client::Reply) -> Option<Duration> {
-    None
+/// How long a 429 or 503 asks the probe to wait: its `Retry-After` header (RFC 9110 section
+/// 10.2.3), read with [`retry_after`].
+fn reply_retry_after(reply: &client::Reply) -> Option<Duration> {
+    reply
+        .headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()
+        .and_then(|v| retry_after(v, std::time::SystemTime::now()))
 }
 
 /// Matches each outcome of `answer` with a line sent (`pending`, in the order sent) and says

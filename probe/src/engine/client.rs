@@ -71,6 +71,8 @@ impl<'a> Call<'a> {
 pub struct Reply {
     /// HTTP status.
     pub status: u16,
+    /// Response headers (`Retry-After` on a 429 or 503 tells the uploader how long to wait).
+    pub headers: http::HeaderMap,
     /// Body, up to the cap.
     pub body: Vec<u8>,
 }
@@ -175,9 +177,13 @@ pub async fn send(
         if let Some(e) = exchange.error {
             return Err(e);
         }
-        let status = exchange.head.map(|h| h.status.as_u16()).unwrap_or(0);
+        let (status, headers) = exchange
+            .head
+            .map(|h| (h.status.as_u16(), h.headers))
+            .unwrap_or_default();
         return Ok(Reply {
             status,
+            headers,
             body: exchange.body,
         });
     }
