@@ -119,6 +119,7 @@ impl TestList {
         })?;
         let mut list = TestList::default();
         let mut problems = Vec::new();
+        let mut lines = LineCounter::new(text);
         for record in reader.records() {
             let row = |line: u64, reason: String| ListError::Row {
                 file: file.to_string(),
@@ -128,11 +129,11 @@ impl TestList {
             let record = match record {
                 Ok(r) => r,
                 Err(e) => {
-                    problems.push(row(e.position().map_or(0, |p| p.line()), e.to_string()));
+                    problems.push(row(lines.line_of(e.position()), e.to_string()));
                     continue;
                 }
             };
-            let line = record.position().map_or(0, |p| p.line());
+            let line = lines.line_of(record.position());
             if record.len() != HEADER.len() {
                 problems.push(row(
                     line,
@@ -170,6 +171,51 @@ impl TestList {
             .take(max.unwrap_or(usize::MAX))
             .cloned()
             .collect()
+    }
+}
+
+/// The line each record of a CSV text starts on. The csv reader's own `Position::line` is
+/// where it began reading the record, which is before the blank lines it skips and before the
+/// `\n` of the `\r\n` that ended the row above: one line early or more. This counts the line
+/// breaks before the record's first byte instead, going forward only, since records come in
+/// order.
+struct LineCounter<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    line: u64,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(text: &'a str) -> Self {
+        LineCounter {
+            bytes: text.as_bytes(),
+            at: 0,
+            line: 1,
+        }
+    }
+
+    /// The 1-based line of the record at `pos`; 0 when the reader gave no position.
+    fn line_of(&mut self, pos: Option<&csv::Position>) -> u64 {
+        let Some(pos) = pos else {
+            return 0;
+        };
+        let mut start = usize::try_from(pos.byte())
+            .unwrap_or(usize::MAX)
+            .clamp(self.at, self.bytes.len());
+        while self
+            .bytes
+            .get(start)
+            .is_some_and(|b| matches!(b, b'\r' | b'\n'))
+        {
+            start += 1;
+        }
+        let breaks = self.bytes[self.at..start]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count();
+        self.line += u64::try_from(breaks).unwrap_or(u64::MAX);
+        self.at = start;
+        self.line
     }
 }
 
@@ -492,6 +538,24 @@ mod tests {
             "{msgs:?}"
         );
         assert_eq!(msgs[2], "l.csv:5: expected 6 fields, found 2");
+    }
+
+    #[test]
+    fn blank_lines_and_windows_line_endings_do_not_shift_line_numbers() {
+        let text = format!(
+            "{HEAD}https://ok.example/,NEWS,News,2024,x,\nnot a url,NEWS,News,2024,x,\n\nhttps://b.example/,NEWS,N,1,x,\n"
+        );
+        let crlf = text.replace('\n', "\r\n");
+        for (kind, text) in [("LF", &text), ("CRLF", &crlf)] {
+            let (list, problems) = TestList::parse("w.csv", text.as_bytes()).expect(kind);
+            let lines: Vec<usize> = list.entries.iter().map(|e| e.line).collect();
+            assert_eq!(lines, [2, 5], "{kind}");
+            assert_eq!(
+                problems[0].to_string(),
+                "w.csv:3: invalid URL \"not a url\": relative URL without a base",
+                "{kind}"
+            );
+        }
     }
 
     #[test]
