@@ -176,9 +176,9 @@ impl TestList {
 
 /// The line each record of a CSV text starts on. The csv reader's own `Position::line` is
 /// where it began reading the record, which is before the blank lines it skips and before the
-/// `\n` of the `\r\n` that ended the row above: one line early or more. This counts the line
-/// breaks before the record's first byte instead, going forward only, since records come in
-/// order.
+/// `\n` of the `\r\n` that ended the row above: one line early or more (and it counts no lone
+/// `\r`, which also ends a row). This counts the line breaks before the record's first byte
+/// instead, going forward only, since records come in order.
 struct LineCounter<'a> {
     bytes: &'a [u8],
     at: usize,
@@ -209,9 +209,13 @@ impl<'a> LineCounter<'a> {
         {
             start += 1;
         }
-        let breaks = self.bytes[self.at..start]
-            .iter()
-            .filter(|b| **b == b'\n')
+        // A row ends at `\n`, `\r\n` or a lone `\r` (the csv reader's default terminator).
+        let breaks = (self.at..start)
+            .filter(|&i| match self.bytes[i] {
+                b'\n' => true,
+                b'\r' => self.bytes.get(i + 1) != Some(&b'\n'),
+                _ => false,
+            })
             .count();
         self.line += u64::try_from(breaks).unwrap_or(u64::MAX);
         self.at = start;
@@ -546,7 +550,8 @@ mod tests {
             "{HEAD}https://ok.example/,NEWS,News,2024,x,\nnot a url,NEWS,News,2024,x,\n\nhttps://b.example/,NEWS,N,1,x,\n"
         );
         let crlf = text.replace('\n', "\r\n");
-        for (kind, text) in [("LF", &text), ("CRLF", &crlf)] {
+        let cr = text.replace('\n', "\r");
+        for (kind, text) in [("LF", &text), ("CRLF", &crlf), ("CR", &cr)] {
             let (list, problems) = TestList::parse("w.csv", text.as_bytes()).expect(kind);
             let lines: Vec<usize> = list.entries.iter().map(|e| e.line).collect();
             assert_eq!(lines, [2, 5], "{kind}");
