@@ -73,6 +73,15 @@ struct Args {
     /// pages' goodput) alone.
     #[arg(long)]
     passive_only: bool,
+    /// Fake probes attacking each scenario: fresh keys elsewhere that keep dark networks
+    /// "online" during real shutdowns, and fake a shutdown and a block in quiet networks. At
+    /// most as many as the scenario's real probes (a larger number means that many).
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    attackers: usize,
+    /// Run as `serve` without a geolocation source: nobody's origin is known and every claim
+    /// of a network counts. By default the aggregator checks them, as `serve --prefixes` does.
+    #[arg(long)]
+    no_verification: bool,
     /// Parallel scenarios.
     #[arg(long, default_value_t = 2)]
     jobs: usize,
@@ -80,10 +89,11 @@ struct Args {
 
 fn main() -> Result<ExitCode> {
     let args = Args::parse();
-    let config = match &args.detect_config {
+    let mut config = match &args.detect_config {
         Some(p) => DetectConfig::read(p).map_err(anyhow::Error::msg)?,
         None => DetectConfig::default(),
     };
+    config.require_verified_network = !args.no_verification;
     let list = Outages::read(&args.outages)?;
     let templates = Templates::read(&args.ooni)?;
     let plan = Plan {
@@ -100,6 +110,7 @@ fn main() -> Result<ExitCode> {
             active_throttling: !args.passive_only,
             ..Noise::default()
         },
+        attackers: args.attackers,
     };
     let mut all = scenarios(&plan, &list);
     if let Some(kind) = &args.only {
@@ -160,12 +171,18 @@ fn main() -> Result<ExitCode> {
     let report = report.into_inner().unwrap_or_else(|e| e.into_inner());
     println!("{}", report.markdown());
     println!(
-        "{} shutdown, {} blocking, {} quiet and {} throttling scenarios, seed {}, in {:.0} s",
+        "{} shutdown, {} blocking, {} quiet and {} throttling scenarios, seed {}, {} attackers a scenario at most, network claims {}, in {:.0} s",
         plan.shutdowns,
         plan.blocks,
         plan.quiet_weeks,
         plan.throttles,
         plan.seed,
+        plan.attackers,
+        if args.no_verification {
+            "unchecked"
+        } else {
+            "verified"
+        },
         started.elapsed().as_secs_f64()
     );
     Ok(if report.passes() {

@@ -31,6 +31,9 @@ pub struct Plan {
     pub seed: u64,
     /// The noise of every fleet.
     pub noise: Noise,
+    /// Fake probes attacking each scenario, up to its number of real probes
+    /// (`sim::Scenario::attackers`).
+    pub attackers: usize,
 }
 
 fn cc(i: usize) -> String {
@@ -69,6 +72,7 @@ pub fn scenarios(plan: &Plan, list: &Outages) -> Vec<Scenario> {
             }],
             noise: plan.noise.clone(),
             seed: rng.next_u64(),
+            attackers: plan.attackers,
         });
         n += 1;
     }
@@ -91,6 +95,7 @@ pub fn scenarios(plan: &Plan, list: &Outages) -> Vec<Scenario> {
             }],
             noise: plan.noise.clone(),
             seed: rng.next_u64(),
+            attackers: plan.attackers,
         });
         n += 1;
     }
@@ -105,6 +110,7 @@ pub fn scenarios(plan: &Plan, list: &Outages) -> Vec<Scenario> {
             truth: Vec::new(),
             noise: plan.noise.clone(),
             seed: rng.next_u64(),
+            attackers: plan.attackers,
         });
         n += 1;
     }
@@ -128,6 +134,7 @@ pub fn scenarios(plan: &Plan, list: &Outages) -> Vec<Scenario> {
             }],
             noise: plan.noise.clone(),
             seed: rng.next_u64(),
+            attackers: plan.attackers,
         });
         n += 1;
     }
@@ -237,6 +244,8 @@ pub struct Report {
     pub quiet: (usize, f64),
     /// Signed submissions fed to the aggregator.
     pub submissions: usize,
+    /// Of those, the attackers'.
+    pub attacker_submissions: usize,
 }
 
 fn percentile(v: &[i64], p: f64) -> Option<i64> {
@@ -250,6 +259,7 @@ impl Report {
     pub fn add(&mut self, o: &Outcome) {
         let s = &o.scenario;
         self.submissions += o.submissions;
+        self.attacker_submissions += o.attacker_submissions;
         let weeks = s.networks.len() as f64 * (s.to - s.from) as f64 / 604_800.0;
         self.network_weeks += weeks;
         for (i, t) in s.truth.iter().enumerate() {
@@ -585,6 +595,14 @@ impl Report {
             "",
             None,
         );
+        if self.attacker_submissions > 0 {
+            line(
+                "of those, from attackers",
+                self.attacker_submissions.to_string(),
+                "",
+                None,
+            );
+        }
         out
     }
 

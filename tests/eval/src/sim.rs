@@ -8,6 +8,16 @@
 //! uploaded every five minutes while online, so what was recorded offline arrives late, after
 //! the reconnection. Noise: flaky home links (short outages of one probe), reboots, laptops
 //! switched off at night, and one probe per fleet that moves to another network.
+//!
+//! Attackers ([`Scenario::attackers`]) are fresh keys of their own that lie about where they
+//! are: during a real shutdown they keep the dark networks "online" (heartbeats and
+//! successful canaries), and elsewhere they fake a shutdown (a burst of silence with failed
+//! canaries) and a block (a category's hosts "blocked" every hour) in a quiet network. With
+//! verification on (`DetectConfig::require_verified_network`, as `serve` runs with `--geoip`
+//! or `--prefixes`), every real probe uploads from inside the network it is in, and the
+//! attackers from elsewhere, as `ingest::Origin` tells the aggregator; without it nobody's
+//! origin is known. The attackers draw from a generator of their own, so the real fleet is the
+//! same with or without them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -171,6 +181,8 @@ pub struct Scenario {
     pub noise: Noise,
     /// Seed of everything random.
     pub seed: u64,
+    /// Fake probes (fresh keys elsewhere) attacking the scenario; see the module's comment.
+    pub attackers: usize,
 }
 
 /// The test list every simulated probe runs: three categories of four hosts.
@@ -247,6 +259,78 @@ fn base(test_name: &str, cc: &str, asn: u32, at: i64, runtime: f64, keys: Value)
     m.to_string()
 }
 
+/// What the attackers of a scenario do.
+#[derive(Debug, Clone, PartialEq)]
+enum Attack {
+    /// Keep the dark networks "online" around a real shutdown, from `from` to `to`.
+    Hide { asns: Vec<u32>, from: i64, to: i64 },
+    /// Fake a shutdown of `dark` (online before `cut`, silent with failed canaries until
+    /// `back`, online for an hour after) and a block of `category` on DNS in `blocked` over
+    /// `block`.
+    Invent {
+        dark: u32,
+        cut: i64,
+        back: i64,
+        blocked: u32,
+        category: String,
+        block: (i64, i64),
+    },
+}
+
+/// The attack on `s`, from what really happens in it.
+fn attack(s: &Scenario) -> Option<Attack> {
+    if s.attackers == 0 {
+        return None;
+    }
+    if let Some((asns, start, end)) = s.truth.iter().find_map(|t| match t {
+        Truth::Shutdown {
+            asns, start, end, ..
+        } => Some((asns.clone(), *start, *end)),
+        _ => None,
+    }) {
+        return Some(Attack::Hide {
+            asns,
+            from: start - 2 * 3600,
+            to: end + 3600,
+        });
+    }
+    // Networks nothing real happens in.
+    let busy: Vec<u32> = s
+        .truth
+        .iter()
+        .map(|t| match t {
+            Truth::Block { asn, .. } | Truth::Throttle { asn, .. } => *asn,
+            Truth::Shutdown { .. } => 0,
+        })
+        .collect();
+    let quiet: Vec<u32> = s
+        .networks
+        .iter()
+        .map(|n| n.0)
+        .filter(|a| !busy.contains(a))
+        .collect();
+    let (&dark, &blocked) = (quiet.first()?, quiet.get(1).or(quiet.first())?);
+    let cut = s.from + 36 * 3600;
+    Some(Attack::Invent {
+        dark,
+        cut,
+        back: cut + 2 * 3600,
+        blocked,
+        category: "HUMR".into(),
+        block: (cut + 4 * 3600, cut + 28 * 3600),
+    })
+}
+
+/// One fake probe.
+struct Attacker {
+    key: Identity,
+    /// Which minute of five it sends its canary in.
+    slot: i64,
+    /// Where it really connects from.
+    origin: ingest::Origin,
+    queue: Vec<String>,
+}
+
 struct Probe {
     key: Identity,
     asn: u32,
@@ -319,6 +403,8 @@ pub struct Outcome {
     pub live_at_truth: Vec<BTreeMap<u32, usize>>,
     /// Signed submissions fed to the aggregator.
     pub submissions: usize,
+    /// Of those, the attackers'.
+    pub attacker_submissions: usize,
 }
 
 /// Runs `s`: detection every `tick_seconds`, and every minute during the half hour after
@@ -340,6 +426,16 @@ pub fn simulate(
     let list = targets();
     let categories: HashMap<String, String> = list.iter().cloned().collect();
     let noise = &s.noise;
+    // As `serve` with a geolocation source: each upload's origin is known, so claims are
+    // checked. Without one, nobody's is.
+    let verifying = config.require_verified_network;
+    let origin = |asn: u32| {
+        if verifying {
+            ingest::Origin::observed(asn, &s.cc)
+        } else {
+            ingest::Origin::UNKNOWN
+        }
+    };
 
     let mut probes = Vec::new();
     for (asn, n) in &s.networks {
@@ -442,6 +538,40 @@ pub fn simulate(
         })
         .collect();
 
+    let attack = attack(s);
+    let mut attackers = Vec::new();
+    let mut arng = Rng::new(s.seed ^ 0xa77a_c4e5);
+    if let Some(a) = &attack {
+        // As many as asked, up to the real probes of the scenario.
+        let real: usize = s.networks.iter().map(|n| n.1).sum();
+        // Abroad to hide a cut (a dark network has no way out), from a sibling network of the
+        // same country to invent one.
+        let (cc, asn) = match a {
+            Attack::Hide { .. } => ("XX".to_string(), 64_999),
+            Attack::Invent { dark, blocked, .. } => (
+                s.cc.clone(),
+                s.networks
+                    .iter()
+                    .map(|n| n.0)
+                    .find(|n| n != dark && n != blocked)
+                    .unwrap_or(64_998),
+            ),
+        };
+        for _ in 0..s.attackers.min(real) {
+            attackers.push(Attacker {
+                key: Identity::generate()?,
+                slot: arng.range(0, 5),
+                origin: if verifying {
+                    ingest::Origin::observed(asn, &cc)
+                } else {
+                    ingest::Origin::UNKNOWN
+                },
+                queue: Vec::new(),
+            });
+        }
+    }
+    let mut attacker_submissions = 0;
+
     let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
     let mut submissions = 0;
     let everything = TimelineQuery {
@@ -472,7 +602,7 @@ pub fn simulate(
                     ))?
                     .1;
                 if let Err(reason) =
-                    ingest::heartbeat(&storage, &line, &ingest_config, &ingest::Origin::UNKNOWN)?
+                    ingest::heartbeat(&storage, &line, &ingest_config, &origin(asn))?
                 {
                     anyhow::bail!("heartbeat refused: {reason}");
                 }
@@ -537,13 +667,9 @@ pub fn simulate(
                 let body = p.queue.join("\n");
                 submissions += p.queue.len();
                 p.queue.clear();
-                for o in ingest::ingest(
-                    &storage,
-                    &body,
-                    &ingest_config,
-                    &fingerprints,
-                    &ingest::Origin::UNKNOWN,
-                )? {
+                for o in
+                    ingest::ingest(&storage, &body, &ingest_config, &fingerprints, &origin(asn))?
+                {
                     if o.status != "accepted" {
                         anyhow::bail!(
                             "upload refused: line {}: {} {:?}",
@@ -551,6 +677,38 @@ pub fn simulate(
                             o.status,
                             o.reason
                         );
+                    }
+                }
+            }
+        }
+        if let Some(a) = &attack {
+            for (i, x) in attackers.iter_mut().enumerate() {
+                let at = t + (i as i64 * 7) % 60;
+                let lines = act(a, x, i, t, at, &s.cc, templates, &mut arng)?;
+                attacker_submissions += lines.beats.len() + lines.upload.len();
+                for beat in &lines.beats {
+                    if let Err(reason) =
+                        ingest::heartbeat(&storage, beat, &ingest_config, &x.origin)?
+                    {
+                        anyhow::bail!("attacker's heartbeat refused: {reason}");
+                    }
+                }
+                if !lines.upload.is_empty() {
+                    for o in ingest::ingest(
+                        &storage,
+                        &lines.upload.join("\n"),
+                        &ingest_config,
+                        &fingerprints,
+                        &x.origin,
+                    )? {
+                        if o.status != "accepted" {
+                            anyhow::bail!(
+                                "attacker's upload refused: line {}: {} {:?}",
+                                o.line,
+                                o.status,
+                                o.reason
+                            );
+                        }
                     }
                 }
             }
@@ -588,7 +746,7 @@ pub fn simulate(
                 &p.queue.join("\n"),
                 &ingest_config,
                 &fingerprints,
-                &ingest::Origin::UNKNOWN,
+                &origin(p.asn_at(s.to)),
             )?;
             p.queue.clear();
         }
@@ -612,6 +770,106 @@ pub fn simulate(
         events,
         seen,
         live_at_truth,
-        submissions,
+        submissions: submissions + attacker_submissions,
+        attacker_submissions,
     })
+}
+
+/// What an attacker sends in one minute.
+struct Sent {
+    beats: Vec<String>,
+    upload: Vec<String>,
+}
+
+/// Attacker `x` (the `i`-th) at simulated minute `t`, its clock at `at`.
+#[allow(clippy::too_many_arguments)]
+fn act(
+    a: &Attack,
+    x: &mut Attacker,
+    i: usize,
+    t: i64,
+    at: i64,
+    cc: &str,
+    templates: &Templates,
+    rng: &mut Rng,
+) -> Result<Sent> {
+    let mut sent = Sent {
+        beats: Vec::new(),
+        upload: Vec::new(),
+    };
+    let canary_minute = (t / 60).rem_euclid(5) == x.slot;
+    // One key may claim several networks at once, each claim a second apart (a key's
+    // heartbeats are one a moment).
+    let beat = |x: &Attacker, asn: u32, j: i64, rng: &mut Rng| -> Result<String> {
+        let m = base(
+            "heartbeat",
+            cc,
+            asn,
+            at + j,
+            rng.unit(),
+            serde_json::json!({}),
+        );
+        Ok(x.key.seal(&m)?.1)
+    };
+    let canary = |x: &Attacker, asn: u32, j: i64, ok: u32, rng: &mut Rng| -> Result<String> {
+        let keys = serde_json::json!({"ok": ok, "total": 4, "checks": []});
+        Ok(x.key
+            .seal(&base("canary", cc, asn, at + j, rng.unit(), keys))?
+            .1)
+    };
+    match a {
+        Attack::Hide { asns, from, to } => {
+            if t < *from || t >= *to {
+                return Ok(sent);
+            }
+            // Every key speaks for every dark network: K keys outnumber each network's own.
+            for (j, asn) in asns.iter().enumerate() {
+                sent.beats.push(beat(x, *asn, j as i64, rng)?);
+                if canary_minute {
+                    sent.upload.push(canary(x, *asn, j as i64, 4, rng)?);
+                }
+            }
+        }
+        Attack::Invent {
+            dark,
+            cut,
+            back,
+            blocked,
+            category,
+            block,
+        } => {
+            let (cut, back) = (*cut, *back);
+            if t >= cut - 2 * 3600 && t < back + 3600 {
+                let online = t < cut || t >= back;
+                if online {
+                    sent.beats.push(beat(x, *dark, 0, rng)?);
+                }
+                if canary_minute {
+                    let c = canary(x, *dark, 0, if online { 4 } else { 0 }, rng)?;
+                    if online {
+                        sent.upload.push(c);
+                    } else {
+                        // "Recorded offline", uploaded once "back".
+                        x.queue.push(c);
+                    }
+                }
+                if online && !x.queue.is_empty() {
+                    sent.upload.append(&mut x.queue);
+                }
+            }
+            // Every hour, each host of the category "blocked", far more often than a real
+            // probe runs its list.
+            if t >= block.0 && t < block.1 && (t / 60).rem_euclid(60) == (i as i64 * 7) % 60 {
+                for (host, c) in targets() {
+                    if &c == category {
+                        let mut m =
+                            templates.measurement(Some(Layer::Dns), &host, cc, *blocked, at);
+                        m["test_runtime"] = rng.unit().into();
+                        sent.upload.push(x.key.seal(&m.to_string())?.1);
+                    }
+                }
+            }
+        }
+    }
+    Ok(sent)
 }

@@ -23,6 +23,7 @@ fn a_small_plan_meets_the_detection_targets() {
         throttles: 2,
         seed: 11,
         noise: Default::default(),
+        attackers: 0,
     };
     let dir = std::env::temp_dir().join(format!("vantage-harness-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");

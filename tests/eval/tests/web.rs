@@ -119,6 +119,7 @@ fn the_page_shows_the_seeded_shutdown_and_block_with_their_evidence() {
             ..Noise::default()
         },
         seed: 7,
+        attackers: 0,
     };
     let templates = Templates::read(&workspace().join("../shared/ooni/webconnectivity"))
         .expect("OONI templates beside the repository");
