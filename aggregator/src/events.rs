@@ -1063,6 +1063,32 @@ mod tests {
     }
 
     #[test]
+    fn verification_settings_read_from_the_detection_file_and_refuse_a_window_of_nothing() {
+        let path = std::env::temp_dir().join(format!("vantage-verify-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "require_verified_network = true\nverified_window_hours = 24\n",
+        )
+        .expect("write");
+        let config = DetectConfig::read(&path).expect("valid");
+        assert_eq!(
+            config.verification(),
+            Verification {
+                required: true,
+                window_seconds: 86_400
+            }
+        );
+        assert!(!DetectConfig::default().verification().required);
+        std::fs::write(&path, "verified_window_hours = 0\n").expect("write");
+        let err = DetectConfig::read(&path).expect_err("a window of nothing");
+        assert!(
+            err.contains("verified_window_hours 0 must be at least 1"),
+            "{err}"
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
     fn csv_fields_with_commas_and_quotes_are_quoted() {
         let mut e = event(Kind::Blocking, 1_767_571_200, None);
         e.category = Some("NEWS, \"intl\"".into());
