@@ -74,8 +74,10 @@ pub struct DetectConfig {
     /// How long a verified contact vouches for its key's later contacts in that network, in
     /// hours. A week: canaries recorded offline during a cut inherit the heartbeats from
     /// before it, and a week covers all but the longest 1 % of IODA's investigated outages
-    /// (`datasets/ioda-investigated-outages.csv`: p99 of durations is 6,815 minutes); a probe
-    /// that uploads through a proxy for a while keeps counting for as long.
+    /// (p99 of their durations is 6,815 minutes, about 4.7 days; BENCHMARKS.md's evaluation
+    /// draws its shutdowns from the same list). A probe that uploads through a proxy for a
+    /// while keeps counting for as long; a key that leaves the network speaks for it no longer
+    /// than that.
     pub verified_window_hours: i64,
 }
 
