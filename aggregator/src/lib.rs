@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod blocking;
 pub mod compact;
 pub mod db;

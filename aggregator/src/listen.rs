@@ -2,14 +2,9 @@
 //!
 //! A server on the open Internet must not be held by sockets that say nothing. Every connection
 //! here is bounded:
-//! - a cap per source ([`ConnLimits::max_per_source`]: one IPv4 address, or one IPv6 /64, the
-//!   block one subscriber line gets, RFC 6177 section 2): a connection over it is closed at once,
-//!   before a byte of it is read. The per-source counts live in memory for as long as a
-//!   connection is open, and an address is never logged or stored (DESIGN "Privacy and safety");
-//! - a global cap ([`ConnLimits::max_connections`]). At the cap, a new connection takes the
-//!   place of the oldest one that has not yet sent a request ([`Waiting`]); only when every open
-//!   connection is busy with requests is the new one closed. So sockets opened and left silent,
-//!   from however many sources, cannot lock out a client that asks something at once;
+//! - a cap in all ([`ConnLimits::max_connections`]) and per source
+//!   ([`ConnLimits::max_per_source`]), with the oldest silent connection making room at the cap
+//!   (`admission.rs`, shared with the throughput server);
 //! - a TLS handshake deadline, and a deadline for a request's head (hyper's
 //!   `header_read_timeout`), so a slow-loris client is cut off;
 //! - a deadline on writes ([`Stalled`]): a connection whose client stops reading (an export, a
@@ -23,14 +18,11 @@
 //!
 //! Request bodies have deadlines of their own in the routes (`server.rs`).
 
-use std::collections::BTreeMap;
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -40,9 +32,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
+
+use crate::admission::{Slot, Slots};
 
 /// Caps and deadlines of the accept loop.
 #[derive(Debug, Clone)]
@@ -74,101 +68,6 @@ impl Default for ConnLimits {
             header_read: Duration::from_secs(10),
             write_stall: Duration::from_secs(60),
             max_buf_bytes: 64 * 1024,
-        }
-    }
-}
-
-/// Connections open per source, in memory only.
-#[derive(Debug, Default)]
-struct Sources(Mutex<HashMap<IpAddr, usize>>);
-
-/// The source a connection counts against: an IPv4 address (also when IPv4-mapped), or the
-/// /64 of an IPv6 address.
-fn source_of(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-    }
-}
-
-/// One open connection's place in [`Sources`], given back when dropped.
-struct SourceSlot {
-    sources: Arc<Sources>,
-    source: IpAddr,
-}
-
-impl SourceSlot {
-    fn take(sources: &Arc<Sources>, ip: IpAddr, max: usize) -> Option<SourceSlot> {
-        let source = source_of(ip);
-        let mut map = sources.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = map.entry(source).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(SourceSlot {
-            sources: sources.clone(),
-            source,
-        })
-    }
-}
-
-impl Drop for SourceSlot {
-    fn drop(&mut self) {
-        let mut map = self
-            .sources
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = map.get_mut(&self.source) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                map.remove(&self.source);
-            }
-        }
-    }
-}
-
-/// Open connections that have not sent a request yet, oldest first, each with the signal that
-/// closes it.
-#[derive(Debug, Default)]
-struct Waiting(Mutex<BTreeMap<u64, Arc<Notify>>>);
-
-impl Waiting {
-    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Notify>>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Closes the oldest waiting connection; false when none waits.
-    fn evict_oldest(&self) -> bool {
-        match self.map().pop_first() {
-            Some((_, close)) => {
-                close.notify_one();
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-/// Takes a connection off the [`Waiting`] list when its first request arrives (or it ends).
-#[derive(Clone)]
-struct FirstRequest {
-    waiting: Arc<Waiting>,
-    seq: u64,
-    seen: Arc<AtomicBool>,
-}
-
-impl FirstRequest {
-    fn seen(&self) {
-        if !self.seen.swap(true, Ordering::Relaxed) {
-            self.waiting.map().remove(&self.seq);
         }
     }
 }
@@ -265,10 +164,7 @@ pub async fn serve(
     limits: ConnLimits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let sources = Arc::new(Sources::default());
-    let waiting = Arc::new(Waiting::default());
-    let mut seq: u64 = 0;
+    let slots = Arc::new(Slots::new(limits.max_connections, limits.max_per_source));
     let (stop_tx, stop_rx) = watch::channel(false);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::pin!(shutdown);
@@ -285,32 +181,16 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        // Over its source's cap: closed before anything is read, so it costs one accept.
-        let Some(slot) = SourceSlot::take(&sources, peer.ip(), limits.max_per_source) else {
-            continue;
-        };
-        let permit = match open.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            // At the global cap: the oldest silent connection makes room, or, when every
-            // connection is busy with requests, this one is closed.
-            Err(_) if waiting.evict_oldest() => {
-                let freed = open.clone().acquire_owned();
-                match tokio::time::timeout(Duration::from_secs(1), freed).await {
-                    Ok(Ok(permit)) => permit,
-                    _ => continue,
-                }
+        // Over a cap: closed before anything is read, so it costs one accept. The address is
+        // not logged.
+        let slot = match slots.take(peer.ip()) {
+            Ok(slot) => Arc::new(slot),
+            Err(full) => {
+                tracing::debug!("connection refused: {full}");
+                continue;
             }
-            Err(_) => continue,
         };
         let _ = tcp.set_nodelay(true);
-        seq += 1;
-        let close = Arc::new(Notify::new());
-        waiting.map().insert(seq, close.clone());
-        let first = FirstRequest {
-            waiting: waiting.clone(),
-            seq,
-            seen: Arc::new(AtomicBool::new(false)),
-        };
         let (app, limits, stop, acceptor) = (
             app.clone(),
             limits.clone(),
@@ -318,18 +198,20 @@ pub async fn serve(
             acceptor.clone(),
         );
         tokio::spawn(async move {
-            let serving = connection(tcp, peer, acceptor, app, &limits, stop, first.clone());
+            let serving = connection(tcp, peer, acceptor, app, &limits, stop, slot.clone());
             tokio::select! {
                 () = serving => {}
-                () = close.notified() => {}
+                () = slot.evicted() => {
+                    tracing::debug!("connection closed to make room for a new one");
+                }
             }
-            first.seen();
-            drop((permit, slot));
         });
     }
     let _ = stop_tx.send(true);
-    let all = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(Duration::from_secs(10), open.acquire_many(all)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while slots.open() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn connection(
@@ -339,7 +221,7 @@ async fn connection(
     app: Router,
     limits: &ConnLimits,
     stop: watch::Receiver<bool>,
-    first: FirstRequest,
+    slot: Arc<Slot>,
 ) {
     match acceptor {
         None => {
@@ -349,7 +231,7 @@ async fn connection(
                 app,
                 limits,
                 stop,
-                first,
+                slot,
             )
             .await
         }
@@ -362,7 +244,7 @@ async fn connection(
                         app,
                         limits,
                         stop,
-                        first,
+                        slot,
                     )
                     .await;
                 }
@@ -380,14 +262,15 @@ async fn http<I>(
     app: Router,
     limits: &ConnLimits,
     mut stop: watch::Receiver<bool>,
-    first: FirstRequest,
+    slot: Arc<Slot>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     // whoami and the network check of uploads read the peer from `ConnectInfo`, as axum's own
     // server would give it.
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-        first.seen();
+        // Busy with a request: no newcomer takes this connection's place now.
+        slot.busy();
         request.extensions_mut().insert(ConnectInfo(peer));
         let mut app = app.clone();
         async move { app.call(request).await }
@@ -426,58 +309,6 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
-
-    #[test]
-    fn sources_are_addresses_and_ipv6_slash_64s() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
-        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().expect("ip");
-        let c: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
-        assert_eq!(source_of(a), source_of(b));
-        assert_ne!(source_of(a), source_of(c));
-        let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("ip");
-        assert_eq!(
-            source_of(mapped),
-            "192.0.2.7".parse::<IpAddr>().expect("ip")
-        );
-    }
-
-    #[test]
-    fn a_source_gets_its_cap_and_its_slots_back() {
-        let sources = Arc::new(Sources::default());
-        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
-        let one = SourceSlot::take(&sources, ip, 2).expect("first");
-        let two = SourceSlot::take(&sources, ip, 2).expect("second");
-        assert!(SourceSlot::take(&sources, ip, 2).is_none());
-        assert!(SourceSlot::take(&sources, "192.0.2.2".parse().expect("ip"), 2).is_some());
-        drop((one, two));
-        assert!(SourceSlot::take(&sources, ip, 2).is_some());
-        assert!(
-            sources
-                .0
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .len()
-                <= 1
-        );
-    }
-
-    #[test]
-    fn the_oldest_waiting_connection_is_closed_first_and_served_ones_never() {
-        let waiting = Arc::new(Waiting::default());
-        for seq in 1..=3 {
-            waiting.map().insert(seq, Arc::new(Notify::new()));
-        }
-        let served = FirstRequest {
-            waiting: waiting.clone(),
-            seq: 1,
-            seen: Arc::new(AtomicBool::new(false)),
-        };
-        served.seen();
-        assert!(waiting.evict_oldest());
-        assert_eq!(waiting.map().keys().copied().collect::<Vec<_>>(), vec![3]);
-        assert!(waiting.evict_oldest());
-        assert!(!waiting.evict_oldest(), "nothing left to evict");
-    }
 
     #[tokio::test]
     async fn a_write_the_client_does_not_read_fails_and_a_quiet_socket_does_not() {
