@@ -273,7 +273,10 @@ mod tests {
         );
         let (ended, summary) = lines_of(b"{}\n\n{}\n{}\n{}\n", 50, 2);
         assert_eq!(ended, Ok(Ended::Full));
-        assert!(summary.starts_with("1:") && summary.contains(" 3:"), "{summary}");
+        assert!(
+            summary.starts_with("1:") && summary.contains(" 3:"),
+            "{summary}"
+        );
         assert!(!summary.contains(" 4:"), "line 4 was not read: {summary}");
     }
 
