@@ -21,10 +21,9 @@
 //! compares two downloads over the same path, so a run made of them alone needs
 //! `passive_min_measurements`.
 //!
-//! Each probe is one vote per target and hour ([`VOTE_SECONDS`]), of each kind: its verdicts
-//! of one target within the hour are folded into their majority, so one key sending a
-//! thousand throttled verdicts is one verdict. Which probes count at all is decided before
-//! ([`events`], `signals::Admit`).
+//! Each probe is one vote per target, kind and run of the same verdict within an hour
+//! ([`VOTE_SECONDS`]), so one key sending a thousand throttled verdicts is one verdict. Which
+//! probes count at all is decided before ([`events`], `signals::Admit`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -263,42 +262,49 @@ pub struct Finding {
     pub evidence: Vec<String>,
 }
 
-/// One observation per probe, network, target, kind (active or passive) and
-/// [`VOTE_SECONDS`]: the first of the majority verdict, its ceiling the median of the majority's;
-/// a tie is no vote.
+/// One observation per probe, network, target and kind (active or passive) for each run of
+/// the same verdict within [`VOTE_SECONDS`]: the run's first observation, its ceiling the
+/// median of the run's. A probe repeating a verdict is one vote however often it repeats it;
+/// a probe whose verdict changes casts a new vote at the change, so a probe that saw a target
+/// throttled and then clean both supports an event and helps end it, in that order.
 fn votes(obs: &[Observation]) -> Vec<Observation> {
-    type Slot<'a> = (u32, &'a str, &'a str, bool, i64);
-    let mut slots: BTreeMap<Slot, Vec<&Observation>> = BTreeMap::new();
+    type Voter<'a> = (u32, &'a str, &'a str, bool);
+    let mut voters: BTreeMap<Voter, Vec<&Observation>> = BTreeMap::new();
     for o in obs.iter().filter(|o| o.throttled.is_some()) {
-        slots
-            .entry((
-                o.asn,
-                o.domain.as_str(),
-                o.probe.as_str(),
-                o.passive,
-                o.at.div_euclid(VOTE_SECONDS),
-            ))
+        voters
+            .entry((o.asn, o.domain.as_str(), o.probe.as_str(), o.passive))
             .or_default()
             .push(o);
     }
-    slots
-        .into_values()
-        .filter_map(|mut v| {
-            v.sort_by_key(|o| o.at);
-            let (yes, no): (Vec<&Observation>, Vec<&Observation>) =
-                v.into_iter().partition(|o| o.throttled == Some(true));
-            let majority = match yes.len().cmp(&no.len()) {
-                std::cmp::Ordering::Greater => yes,
-                std::cmp::Ordering::Less => no,
-                std::cmp::Ordering::Equal => return None,
-            };
-            let mut vote = majority[0].clone();
-            if vote.throttled == Some(true) {
-                vote.kbps = median(majority.iter().filter_map(|o| o.kbps).collect());
+    let mut out = Vec::new();
+    for mut seen in voters.into_values() {
+        seen.sort_by_key(|o| o.at);
+        let mut run: Vec<&Observation> = Vec::new();
+        for o in seen {
+            let same = run.first().is_some_and(|first| {
+                first.throttled == o.throttled
+                    && first.at.div_euclid(VOTE_SECONDS) == o.at.div_euclid(VOTE_SECONDS)
+            });
+            if !same && !run.is_empty() {
+                out.push(vote_of(&run));
+                run.clear();
             }
-            Some(vote)
-        })
-        .collect()
+            run.push(o);
+        }
+        if !run.is_empty() {
+            out.push(vote_of(&run));
+        }
+    }
+    out
+}
+
+/// The vote of a run of one probe's identical verdicts.
+fn vote_of(run: &[&Observation]) -> Observation {
+    let mut vote = run[0].clone();
+    if vote.throttled == Some(true) {
+        vote.kbps = median(run.iter().filter_map(|o| o.kbps).collect());
+    }
+    vote
 }
 
 /// Runs of throttled verdicts per network and target, each probe one vote per target and
@@ -628,8 +634,9 @@ mod tests {
         let mut later = flood.clone();
         later.push(obs(6, Some(true), "f"));
         assert_eq!(detect(&later, 10 * 3600, &config).len(), 1);
-        let tie = vec![obs(5, Some(true), "f"), obs(5, Some(false), "f")];
-        assert!(votes(&tie).is_empty());
+        // A change of verdict is a new vote, in its place in time.
+        let change = vec![obs(5, Some(true), "f"), obs(5, Some(false), "f")];
+        assert_eq!(votes(&change).len(), 2);
     }
 
     #[test]
