@@ -55,7 +55,7 @@ fn files() -> &'static Files {
 /// A scratch file in place of `path`: `good` or the missing one, by the name's length.
 fn sandboxed(path: &Path, good: &Path) -> PathBuf {
     let f = files();
-    if path.as_os_str().len() % 2 == 0 {
+    if path.as_os_str().len().is_multiple_of(2) {
         good.to_path_buf()
     } else {
         f.missing.clone()
