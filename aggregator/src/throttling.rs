@@ -21,9 +21,10 @@
 //! compares two downloads over the same path, so a run made of them alone needs
 //! `passive_min_measurements`.
 //!
-//! Each probe is one vote per target, kind and run of the same verdict within an hour
-//! ([`VOTE_SECONDS`]), so one key sending a thousand throttled verdicts is one verdict. Which
-//! probes count at all is decided before ([`events`], `signals::Admit`).
+//! Each probe is at most one vote per target, kind and verdict within an hour
+//! ([`VOTE_SECONDS`]), so one key sending a thousand throttled verdicts is one verdict, and a
+//! thousand alternating ones two. Which probes count at all is decided before ([`events`],
+//! `signals::Admit`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -262,49 +263,39 @@ pub struct Finding {
     pub evidence: Vec<String>,
 }
 
-/// One observation per probe, network, target and kind (active or passive) for each run of
-/// the same verdict within [`VOTE_SECONDS`]: the run's first observation, its ceiling the
-/// median of the run's. A probe repeating a verdict is one vote however often it repeats it;
-/// a probe whose verdict changes casts a new vote at the change, so a probe that saw a target
-/// throttled and then clean both supports an event and helps end it, in that order.
+/// One observation per probe, network, target, kind (active or passive) and verdict within
+/// each [`VOTE_SECONDS`]: the first of them, its ceiling the median of theirs. A probe
+/// repeating a verdict is one vote however often it repeats it, and a flood of alternating
+/// verdicts is two; a probe whose verdict changes within the hour casts one of each, in the
+/// order it saw them, so a probe that saw a target throttled and then clean both supports an
+/// event and helps end it.
 fn votes(obs: &[Observation]) -> Vec<Observation> {
-    type Voter<'a> = (u32, &'a str, &'a str, bool);
-    let mut voters: BTreeMap<Voter, Vec<&Observation>> = BTreeMap::new();
+    type Slot<'a> = (u32, &'a str, &'a str, bool, i64, Option<bool>);
+    let mut slots: BTreeMap<Slot, Vec<&Observation>> = BTreeMap::new();
     for o in obs.iter().filter(|o| o.throttled.is_some()) {
-        voters
-            .entry((o.asn, o.domain.as_str(), o.probe.as_str(), o.passive))
+        slots
+            .entry((
+                o.asn,
+                o.domain.as_str(),
+                o.probe.as_str(),
+                o.passive,
+                o.at.div_euclid(VOTE_SECONDS),
+                o.throttled,
+            ))
             .or_default()
             .push(o);
     }
-    let mut out = Vec::new();
-    for mut seen in voters.into_values() {
-        seen.sort_by_key(|o| o.at);
-        let mut run: Vec<&Observation> = Vec::new();
-        for o in seen {
-            let same = run.first().is_some_and(|first| {
-                first.throttled == o.throttled
-                    && first.at.div_euclid(VOTE_SECONDS) == o.at.div_euclid(VOTE_SECONDS)
-            });
-            if !same && !run.is_empty() {
-                out.push(vote_of(&run));
-                run.clear();
+    slots
+        .into_values()
+        .map(|mut same| {
+            same.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+            let mut vote = same[0].clone();
+            if vote.throttled == Some(true) {
+                vote.kbps = median(same.iter().filter_map(|o| o.kbps).collect());
             }
-            run.push(o);
-        }
-        if !run.is_empty() {
-            out.push(vote_of(&run));
-        }
-    }
-    out
-}
-
-/// The vote of a run of one probe's identical verdicts.
-fn vote_of(run: &[&Observation]) -> Observation {
-    let mut vote = run[0].clone();
-    if vote.throttled == Some(true) {
-        vote.kbps = median(run.iter().filter_map(|o| o.kbps).collect());
-    }
-    vote
+            vote
+        })
+        .collect()
 }
 
 /// Runs of throttled verdicts per network and target, each probe one vote per target and
@@ -634,9 +625,20 @@ mod tests {
         let mut later = flood.clone();
         later.push(obs(6, Some(true), "f"));
         assert_eq!(detect(&later, 10 * 3600, &config).len(), 1);
-        // A change of verdict is a new vote, in its place in time.
+        // A change of verdict is a new vote, in its place in time ...
         let change = vec![obs(5, Some(true), "f"), obs(5, Some(false), "f")];
         assert_eq!(votes(&change).len(), 2);
+        // ... but a thousand changes within the hour are two votes, not a thousand, and no
+        // event.
+        let alternating: Vec<Observation> = (0..1000)
+            .map(|i| Observation {
+                at: 5 * 3600 + i,
+                id: format!("a{i}"),
+                ..obs(5, Some(i % 2 == 0), "f")
+            })
+            .collect();
+        assert_eq!(votes(&alternating).len(), 2);
+        assert!(detect(&alternating, 10 * 3600, &config).is_empty());
     }
 
     #[test]
