@@ -10,13 +10,13 @@ use url::Url;
 
 use crate::engine::{EngineConfig, Resolver, TlsContext};
 use crate::envelope::{EnvelopeError, Identity, MeasurementId};
-use crate::ooni::{Asn, Blocking, CountryCode};
+use crate::ooni::{Asn, Blocking, CountryCode, WebConnectivityMeasurement};
 use crate::store::{NewResult, Store, StoreError};
 use crate::test_lists::Entry;
 use crate::verdict::fingerprints::Fingerprints;
 use crate::verdict::rules::VANTAGE;
 use crate::verdict::{Verdict, score};
-use crate::web_connectivity::{WebConnectivityPlan, measure};
+use crate::web_connectivity::{NO_TEST_HELPER, WebConnectivityPlan, measure};
 
 /// Lists compiled into the binary: (name, CSV text).
 pub const BUILTIN_LISTS: [(&str, &str); 4] = [
@@ -75,6 +75,130 @@ pub struct Finished {
     /// Traffic it cost, roughly: the page bodies received plus the signed result, which is
     /// sent once to the test helper's aggregator on upload. The daemon's daily budget counts it.
     pub bytes: u64,
+    /// How far the probe itself got, to tell an offline machine from a censored network.
+    pub reach: Reach,
+    /// Why there is no usable control (OONI's `control_failure`), when there is none.
+    pub control_failure: Option<String>,
+    /// Why the verdict is what it is, in one line for a person ([`reason`]).
+    pub reason: String,
+}
+
+/// How far a measurement got from the probe's own network, whatever the verdict.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reach {
+    /// A name had to be looked up (a URL with an IP address needs none).
+    pub looked_up: bool,
+    /// Some lookup answered with addresses.
+    pub resolved: bool,
+    /// Some TCP connection was established.
+    pub connected: bool,
+}
+
+impl Reach {
+    /// What `m` records of the probe's own lookups and connections.
+    pub fn of(m: &WebConnectivityMeasurement) -> Self {
+        let k = &m.test_keys;
+        let queries = k.queries.as_deref().unwrap_or_default();
+        Reach {
+            looked_up: !queries.is_empty() || k.dns_experiment_failure.is_some(),
+            resolved: queries
+                .iter()
+                .any(|q| q.failure.is_none() && q.answers.as_ref().is_some_and(|a| !a.is_empty())),
+            connected: k.tcp_connect.iter().flatten().any(|c| c.status.success),
+        }
+    }
+}
+
+/// Why a run looks like a machine without a network rather than a censored one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offline {
+    /// No lookup succeeded, nothing was reached, and no test helper was configured.
+    NoHelper,
+    /// No lookup succeeded, nothing was reached, and the test helper could not be had either.
+    HelperUnreachable,
+}
+
+/// Whether a run's results, each as (how far it got, its `control_failure`), look like an
+/// offline machine: names had to be looked up, none resolved,
+/// no connection was made, and no control came back. A censor blocks some names, not every
+/// name together with the uncensored test helper, and a control that answered proves a
+/// network. A network cut off entirely (a shutdown) looks the same from inside, which is why
+/// the canary (`vantage canary`) records it separately, by IP only. A run whose URLs are all
+/// IP addresses looks nothing up and is never called offline here.
+pub fn offline<'a>(results: impl IntoIterator<Item = (Reach, Option<&'a str>)>) -> Option<Offline> {
+    let (mut looked_up, mut reached, mut controlled, mut helper) = (false, false, false, false);
+    for (reach, control_failure) in results {
+        looked_up |= reach.looked_up;
+        reached |= reach.resolved || reach.connected;
+        controlled |= control_failure.is_none();
+        helper |= control_failure.is_some_and(|f| f != NO_TEST_HELPER);
+    }
+    if !looked_up || reached || controlled {
+        return None;
+    }
+    Some(if helper {
+        Offline::HelperUnreachable
+    } else {
+        Offline::NoHelper
+    })
+}
+
+/// Why `verdict` is what it is, in one line: the layer and the rule for a block, the status
+/// for a page that loaded, and for an undetermined result what the control lacked and what
+/// failed here. OONI's failure strings are kept as they are (df-007), so they can be searched.
+pub fn reason(m: &WebConnectivityMeasurement, verdict: &Verdict) -> String {
+    let k = &m.test_keys;
+    let here = k
+        .dns_experiment_failure
+        .as_deref()
+        .or(k.http_experiment_failure.as_deref());
+    match (&verdict.blocking, verdict.accessible) {
+        (Some(b @ Blocking::Kind(_)), _) => {
+            let mut s = format!(
+                "{} interference (rule {}",
+                layer(b).unwrap_or("?"),
+                verdict.rule
+            );
+            if let Some(f) = here {
+                s.push_str(": ");
+                s.push_str(f);
+            }
+            s.push(')');
+            if verdict.confirmed {
+                s.push_str(&format!(
+                    ", confirmed blockpage ({})",
+                    verdict.fingerprints.join(", ")
+                ));
+            }
+            s
+        }
+        (Some(Blocking::Flag(false)), Some(true)) => {
+            let code = k
+                .requests
+                .iter()
+                .flatten()
+                .find_map(|r| r.response.as_ref().map(|r| r.code));
+            match code {
+                Some(code) => format!("the page loaded (HTTP {code})"),
+                None => "the page loaded".to_string(),
+            }
+        }
+        (Some(Blocking::Flag(_)), _) => match here {
+            Some(f) => format!("down for everyone: the test helper failed too ({f})"),
+            None => "down for everyone: the test helper failed too".to_string(),
+        },
+        (None, _) => {
+            let why = match k.control_failure.as_deref() {
+                Some(NO_TEST_HELPER) => "no control: no test helper was asked".to_string(),
+                Some(f) => format!("no usable control: the test helper failed ({f})"),
+                None => format!("rule {}", verdict.rule),
+            };
+            match here {
+                Some(f) => format!("{why}; here: {f}"),
+                None => why,
+            }
+        }
+    }
 }
 
 /// Measures every entry; `on_result` sees each result after it is stored. When it answers
@@ -151,8 +275,11 @@ pub async fn run(
             .sum();
         let done = Finished {
             id,
+            reason: reason(&m, &verdict),
             verdict,
             bytes: received + line.len() as u64,
+            reach: Reach::of(&m),
+            control_failure: m.test_keys.control_failure.clone(),
         };
         stopped |= on_result(&done).is_break();
         finished.push(done);
@@ -214,5 +341,98 @@ mod tests {
         assert_eq!(layer(&Blocking::Kind("tcp_ip".into())), Some("TCP"));
         assert_eq!(layer(&Blocking::Kind("http-diff".into())), Some("HTTP"));
         assert_eq!(layer(&Blocking::Flag(false)), None);
+    }
+
+    /// A measurement from JSON: what an offline machine records for `http://example.org/`,
+    /// with `control_failure` as given.
+    fn offline_measurement(control_failure: Option<&str>) -> WebConnectivityMeasurement {
+        serde_json::from_value(serde_json::json!({
+            "data_format_version": "0.2.0",
+            "input": "http://example.org/",
+            "measurement_start_time": "2026-01-01 00:00:00",
+            "probe_asn": "AS0",
+            "probe_cc": "ZZ",
+            "probe_ip": "127.0.0.1",
+            "software_name": "vantage",
+            "software_version": "0.1.0",
+            "test_name": "web_connectivity",
+            "test_runtime": 0.1,
+            "test_version": "0.5.28",
+            "test_keys": {
+                "queries": [{
+                    "answers": null, "engine": "getaddrinfo", "failure": "dns_nxdomain_error",
+                    "hostname": "example.org", "query_type": "ANY", "t": 0.002,
+                    "resolver_address": ""
+                }],
+                "tcp_connect": [],
+                "control": null,
+                "control_failure": control_failure,
+                "dns_experiment_failure": "dns_nxdomain_error",
+                "http_experiment_failure": "dns_nxdomain_error",
+                "blocking": null,
+                "accessible": null
+            }
+        }))
+        .expect("measurement")
+    }
+
+    #[test]
+    fn an_offline_run_is_told_from_a_censored_one() {
+        let failed = Reach {
+            looked_up: true,
+            ..Reach::default()
+        };
+        let none = Some(NO_TEST_HELPER);
+        assert_eq!(
+            offline([(failed, none), (failed, none)]),
+            Some(Offline::NoHelper)
+        );
+        assert_eq!(
+            offline([(failed, Some("connection_refused")), (failed, none)]),
+            Some(Offline::HelperUnreachable)
+        );
+        // One answered lookup, one connection or one control proves a network.
+        let resolved = Reach {
+            resolved: true,
+            ..failed
+        };
+        assert_eq!(offline([(failed, none), (resolved, none)]), None);
+        let connected = Reach {
+            connected: true,
+            ..failed
+        };
+        assert_eq!(offline([(failed, none), (connected, none)]), None);
+        assert_eq!(offline([(failed, none), (failed, None)]), None);
+        // Nothing to look up (IP addresses only), or nothing measured: no claim.
+        assert_eq!(offline([(Reach::default(), none)]), None);
+        assert_eq!(offline([]), None);
+    }
+
+    #[test]
+    fn an_offline_measurement_reads_as_one() {
+        let m = offline_measurement(Some(NO_TEST_HELPER));
+        let reach = Reach::of(&m);
+        assert_eq!(
+            reach,
+            Reach {
+                looked_up: true,
+                resolved: false,
+                connected: false
+            }
+        );
+        let verdict = score(&m, &VANTAGE, &Fingerprints::builtin());
+        assert_eq!(verdict.blocking, None);
+        assert_eq!(
+            reason(&m, &verdict),
+            "no control: no test helper was asked; here: dns_nxdomain_error"
+        );
+        let m = offline_measurement(Some("connection_refused"));
+        let verdict = score(&m, &VANTAGE, &Fingerprints::builtin());
+        assert_eq!(verdict.blocking, None, "{verdict:?}");
+        assert_eq!(
+            reason(&m, &verdict),
+            "no usable control: the test helper failed (connection_refused); here: \
+             dns_nxdomain_error"
+        );
     }
 }
