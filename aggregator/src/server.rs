@@ -350,7 +350,11 @@ async fn test_helper(State(state): State<AppState>, headers: HeaderMap, body: By
     };
     match answer(&request, &state.helper, &state.tls).await {
         Ok(response) => axum::Json(response).into_response(),
-        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        // A 4xx per refusal (`HelperError::status`), so no probe reads it as the site's failure.
+        Err(e) => error(
+            StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+            e.to_string(),
+        ),
     }
 }
 

@@ -71,6 +71,35 @@ pub enum HelperError {
         /// How many entries the request listed.
         count: usize,
     },
+    /// The URL is, resolves to or redirects to private or other non-public addresses only,
+    /// which this helper does not connect to ([`HelperConfig::engine`]'s `connect_to_bogons`).
+    /// It measured nothing of the site, so it answers with no control at all rather than a
+    /// control whose failure is its own refusal: a probe that got the page would otherwise read
+    /// "the site failed for the control" as an unexpected success, that is as blocking
+    /// (`docs/scoring.md`, "When the helper refuses or fails").
+    #[error(
+        "this test helper does not connect to private or other non-public addresses, and {url:?} is at {addrs}: there is no control for it (a lab aggregator allows them with --th-allow-private)"
+    )]
+    PrivateAddress {
+        /// The URL asked for, cut to 100 characters.
+        url: String,
+        /// The non-public addresses it is at or leads to, comma-separated.
+        addrs: String,
+    },
+}
+
+impl HelperError {
+    /// The HTTP status the helper answers this refusal with. Every refusal is a 4xx, so a
+    /// probe (ours, or OONI's, which records any status but 200 as `control_failure`) can
+    /// tell a helper that would not measure from a site that failed: 400 for a request that is
+    /// not a probe's (RFC 9110 section 15.5.1), 403 for one the helper understood and will not
+    /// carry out (section 15.5.4).
+    pub fn status(&self) -> u16 {
+        match self {
+            HelperError::Plan(_) | HelperError::TooManyEndpoints { .. } => 400,
+            HelperError::PrivateAddress { .. } => 403,
+        }
+    }
 }
 
 /// `ip_info.flags` bits (`oohelperd/ipinfo.go`).
@@ -134,6 +163,17 @@ pub fn plan_for(
         config.resolvers.clone(),
         config.engine.clone(),
     )?;
+    let literal = match plan.url().host() {
+        Some(Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+        Some(Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+        _ => None,
+    };
+    if let Some(ip) = literal.filter(|ip| !config.engine.connect_to_bogons && is_bogon(*ip)) {
+        return Err(HelperError::PrivateAddress {
+            url: request.http_request.chars().take(100).collect(),
+            addrs: ip.to_string(),
+        });
+    }
     let mut probe_endpoints: Vec<SocketAddr> = Vec::with_capacity(listed.len());
     for e in listed.iter().filter_map(|e| e.parse().ok()) {
         if !probe_endpoints.contains(&e) {
@@ -160,6 +200,35 @@ pub async fn answer(
     // The helper's own view of the page and its DNS, with the same engine as the probe.
     let m = measure(&plan, tls_ctx).await;
     let tk = &m.test_keys;
+    // The engine refused to connect because every address of the host, or of a host it was
+    // redirected to, is a bogon: the helper's own refusal, not the site's failure.
+    let bogon_failure = crate::failure::Failure::DnsBogonError.as_str();
+    if !config.engine.connect_to_bogons
+        && tk.http_experiment_failure.as_deref() == Some(bogon_failure)
+    {
+        let mut bogons: Vec<String> = Vec::new();
+        for ip in tk
+            .queries
+            .iter()
+            .flatten()
+            .flat_map(|q| q.answers.iter().flatten())
+            .filter_map(crate::ooni::DnsAnswer::ip)
+            .filter(|ip| is_bogon(*ip))
+        {
+            if !bogons.contains(&ip.to_string()) {
+                bogons.push(ip.to_string());
+            }
+        }
+        let addrs = if bogons.is_empty() {
+            "a non-public address".to_string()
+        } else {
+            bogons.into_iter().take(8).collect::<Vec<_>>().join(",")
+        };
+        return Err(HelperError::PrivateAddress {
+            url: request.http_request.chars().take(100).collect(),
+            addrs,
+        });
+    }
     let helper_addrs: Vec<IpAddr> = match url.host() {
         Some(Host::Ipv4(ip)) => vec![IpAddr::V4(ip)],
         Some(Host::Ipv6(ip)) => vec![IpAddr::V6(ip)],
@@ -265,12 +334,10 @@ pub async fn answer(
         set.spawn(async move {
             // Held until this endpoint's TCP connect and TLS handshake are over. Nothing closes
             // the semaphore; if something did, no connection is the safe answer.
+            // An endpoint the helper did not try is left out of `tcp_connect` (no data), never
+            // written as a failed connect: the rules would read that as the site failing.
             let Ok(_permit) = connections.acquire_owned().await else {
-                let refused = ControlTcpConnect {
-                    status: false,
-                    failure: Some("unknown_error".into()),
-                };
-                return (endpoint, refused, None);
+                return None;
             };
             let (_, stream) = tcp::connect(
                 endpoint,
@@ -310,14 +377,14 @@ pub async fn answer(
                 }
                 _ => None,
             };
-            (endpoint, tcp, tls)
+            Some((endpoint, tcp, tls))
         });
     }
     let mut tcp_connect = BTreeMap::new();
     let mut tls_handshake = BTreeMap::new();
     let mut valid_for_domain = BTreeSet::new();
     while let Some(joined) = set.join_next().await {
-        let Ok((endpoint, tcp, tls)) = joined else {
+        let Ok(Some((endpoint, tcp, tls))) = joined else {
             continue;
         };
         tcp_connect.insert(endpoint.to_string(), tcp);
@@ -428,13 +495,121 @@ pub async fn call(
         .await
         .map_err(|e| e.failure().to_string())?;
     if reply.status != 200 {
-        return Err(format!(
-            "unknown_failure: test helper answered HTTP {}",
-            reply.status
-        ));
+        return Err(refused_or_failed(reply.status, &reply.body));
     }
     // `json_parse_error` is OONI's failure for an answer that is not the JSON we expect.
     serde_json::from_slice(&reply.body).map_err(|_| "json_parse_error".to_string())
+}
+
+/// Start of `control_failure` when the helper answered a 4xx: it would not measure this
+/// request (a private address, a scan-like list, a URL it cannot measure).
+pub const REFUSED: &str = "unknown_failure: test helper refused";
+
+/// Start of `control_failure` when the helper answered 429 or a 5xx: busy, rate-limited or
+/// broken; the same request may work later.
+pub const FAILED: &str = "unknown_failure: test helper failed";
+
+/// Start of `control_failure` for an answer that is well-formed but measured nothing of the
+/// site ([`unusable`]).
+pub const UNUSABLE: &str = "unknown_failure: test helper control unusable";
+
+/// `control_failure` for a helper that answered `status`, with what it said (`{"error": ...}`,
+/// as the aggregator answers) cut to one short line. OONI's probe also records any status but
+/// 200 as a control failure (`webconnectivitylte/control.go`); the text is ours, prefixed
+/// `unknown_failure:` as OONI writes failures it does not classify (df-007).
+fn refused_or_failed(status: u16, body: &[u8]) -> String {
+    let said = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error")?.as_str().map(str::to_string))
+        .map(|e| {
+            let line: String = e
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(300)
+                .collect();
+            format!(": {line}")
+        })
+        .unwrap_or_default();
+    let kind = if status == 429 || status >= 500 {
+        FAILED
+    } else {
+        REFUSED
+    };
+    format!("{kind} (HTTP {status}){said}")
+}
+
+/// Why a control answer that parsed still measured nothing of the site, or `None` when it can
+/// be compared with the probe's. A measurement keeps such a control with `control_failure` set
+/// (OONI's `control_failure` test key, ts-017's example output: set, it says the control is
+/// not to be used, whatever `control` holds), and scoring treats it as no control
+/// (`docs/scoring.md`, "When the helper refuses or fails").
+///
+/// Two shapes are caught:
+/// - every address the helper had for the host is private or otherwise non-public, it
+///   connected to none of them, and its HTTP request failed: that failure is the helper's own
+///   refusal (this helper answered so before it answered 403, and a helper without the check
+///   may still do so);
+/// - an HTTP result with neither a failure nor a status (a partial answer).
+pub fn unusable(control: &ControlResponse) -> Option<String> {
+    let http = &control.http_request;
+    if http.failure.is_none() && http.status_code <= 0 {
+        return Some(format!(
+            "{UNUSABLE}: its HTTP result has neither a page nor a failure (status {})",
+            http.status_code
+        ));
+    }
+    let addrs: Vec<IpAddr> = control
+        .dns
+        .addrs
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let all_bogons = !addrs.is_empty()
+        && addrs.len() == control.dns.addrs.len()
+        && addrs.iter().all(|ip| is_bogon(*ip));
+    let tried = |ip: &IpAddr| {
+        control
+            .tcp_connect
+            .keys()
+            .filter_map(|e| e.parse::<SocketAddr>().ok())
+            .any(|e| e.ip() == *ip)
+    };
+    if http.failure.is_some()
+        && control.dns.failure.is_none()
+        && all_bogons
+        && !addrs.iter().any(tried)
+    {
+        let list: Vec<String> = addrs.iter().take(8).map(ToString::to_string).collect();
+        return Some(format!(
+            "{UNUSABLE}: it did not connect to {}, a private or other non-public address, so its HTTP failure ({}) is its own refusal",
+            list.join(","),
+            http.failure.as_deref().unwrap_or_default()
+        ));
+    }
+    None
+}
+
+/// One line for a volunteer on why there is no usable control, from `control_failure`.
+pub fn describe(control_failure: &str) -> String {
+    if control_failure == crate::web_connectivity::NO_TEST_HELPER {
+        return "no test helper was configured (use --aggregator)".into();
+    }
+    if control_failure == "json_parse_error" {
+        return "the test helper's answer was not a control (json_parse_error)".into();
+    }
+    for prefix in [REFUSED, FAILED, UNUSABLE] {
+        if control_failure.starts_with(prefix) {
+            return control_failure
+                .trim_start_matches("unknown_failure: ")
+                .replacen(
+                    "test helper control unusable:",
+                    "the test helper's control is unusable:",
+                    1,
+                )
+                .replacen("test helper ", "the test helper ", 1);
+        }
+    }
+    format!("the test helper could not be reached ({control_failure})")
 }
 
 #[cfg(test)]
@@ -485,26 +660,287 @@ mod tests {
 
     #[tokio::test]
     async fn helper_refuses_private_addresses_by_default() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
+        let (target, accepted) = counting_listener().await;
         let request = request_for(
-            &Url::parse(&format!("http://127.0.0.1:{port}/")).expect("url"),
-            &[SocketAddr::from(([127, 0, 0, 1], port))],
+            &Url::parse(&format!("http://{target}/")).expect("url"),
+            &[target],
         );
         let tls = TlsContext::new(vec![]).expect("tls");
-        let r = answer(&request, &HelperConfig::default(), &tls)
+        let err = answer(&request, &HelperConfig::default(), &tls)
             .await
-            .expect("answer");
-        assert!(r.tcp_connect.is_empty(), "no connection to a bogon");
-        assert_eq!(r.http_request.status_code, -1);
-        assert_eq!(r.http_request.failure.as_deref(), Some("dns_lookup_error"));
-        let info = &r.ip_info.expect("ip_info")["127.0.0.1"];
-        assert_eq!(
-            info.flags,
-            flags::RESOLVED_BY_PROBE | flags::RESOLVED_BY_HELPER | flags::BOGON
+            .expect_err("no control for a private address");
+        assert!(
+            matches!(&err, HelperError::PrivateAddress { addrs, .. } if addrs == "127.0.0.1"),
+            "{err:?}"
         );
+        assert_eq!(err.status(), 403);
+        let msg = err.to_string();
+        assert!(msg.contains("does not connect to private"), "{msg}");
+        assert!(msg.contains(&format!("\"http://{target}/\"")), "{msg}");
+        assert!(msg.contains("--th-allow-private"), "{msg}");
+        // Refused before any I/O: the fuzz target's entry point says so too.
+        assert!(matches!(
+            plan_for(&request, &HelperConfig::default()),
+            Err(HelperError::PrivateAddress { .. })
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_name_that_resolves_to_private_addresses_only_is_refused_too() {
+        use vantage_fixtures::dns::{Behaviour, DnsFixture};
+        let (target, accepted) = counting_listener().await;
+        let dns = DnsFixture::start(vec![(
+            "intranet.example",
+            Behaviour::Answer(vec![std::net::Ipv4Addr::LOCALHOST]),
+        )])
+        .await;
+        let config = HelperConfig {
+            resolvers: vec![Resolver::Udp(dns.addr)],
+            ..HelperConfig::default()
+        };
+        let url = format!("http://intranet.example:{}/", target.port());
+        let request = request_for(&Url::parse(&url).expect("url"), &[target]);
+        let tls = TlsContext::new(vec![]).expect("tls");
+        let err = answer(&request, &config, &tls)
+            .await
+            .expect_err("no control");
+        assert!(
+            matches!(&err, HelperError::PrivateAddress { addrs, .. } if addrs == "127.0.0.1"),
+            "{err:?}"
+        );
+        assert_eq!(err.status(), 403);
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // A lab helper that may connect there measures it.
+        let lab = HelperConfig {
+            engine: EngineConfig {
+                connect_to_bogons: true,
+                ..EngineConfig::default()
+            },
+            ..config
+        };
+        let r = answer(&request, &lab, &tls)
+            .await
+            .expect("a lab measures it");
+        assert_eq!(r.dns.addrs, vec!["127.0.0.1".to_string()]);
+        assert_eq!(r.tcp_connect[&target.to_string()].status, true);
+        assert_eq!(unusable(&r), None);
+    }
+
+    #[test]
+    fn every_refusal_answers_a_4xx() {
+        let config = HelperConfig::default();
+        let mut r = request_listing("gopher://example.org/", vec![]);
+        let e = plan_for(&r, &config).expect_err("scheme");
+        assert_eq!(e.status(), 400);
+        r.http_request = "https://example.org/".into();
+        r.tcp_connect = Some(vec!["93.184.216.34:443".into(); MAX_TCP_CONNECT + 1]);
+        assert_eq!(plan_for(&r, &config).expect_err("scan").status(), 400);
+        for url in [
+            "http://10.0.0.1/",
+            "http://[::1]:8080/",
+            "https://192.168.1.1/",
+            "http://[::ffff:127.0.0.1]/",
+        ] {
+            let r = request_listing(url, vec![]);
+            let e = plan_for(&r, &config).expect_err(url);
+            assert_eq!(e.status(), 403, "{url}");
+            assert!(matches!(e, HelperError::PrivateAddress { .. }), "{url}");
+        }
+        // Public literal addresses and names are planned as before.
+        assert!(plan_for(&request_listing("http://93.184.216.34/", vec![]), &config).is_ok());
+        assert!(plan_for(&request_listing("https://example.org/", vec![]), &config).is_ok());
+    }
+
+    #[test]
+    fn refusals_and_failures_become_distinct_control_failures() {
+        let refused = refused_or_failed(
+            403,
+            br#"{"error":"this test helper does not connect to private addresses"}"#,
+        );
+        assert_eq!(
+            refused,
+            "unknown_failure: test helper refused (HTTP 403): this test helper does not connect to private addresses"
+        );
+        let scan = refused_or_failed(400, br#"{"error":"lists 33 tcp_connect endpoints"}"#);
+        assert!(scan.starts_with(REFUSED), "{scan}");
+        for status in [429, 500, 502, 503] {
+            let f = refused_or_failed(status, br#"{"error":"too many requests"}"#);
+            assert!(f.starts_with(FAILED), "{status}: {f}");
+            assert!(f.contains(&format!("(HTTP {status})")), "{f}");
+        }
+        // A body that is not the aggregator's JSON adds nothing; a hostile one is cut short and
+        // kept on one line.
+        assert_eq!(
+            refused_or_failed(404, b"<html>not found</html>"),
+            "unknown_failure: test helper refused (HTTP 404)"
+        );
+        let long = format!(r#"{{"error":"line\nbreak{}"}}"#, "x".repeat(5000));
+        let cut = refused_or_failed(403, long.as_bytes());
+        assert!(!cut.contains('\n'), "{cut}");
+        assert!(cut.len() < 400, "{}", cut.len());
+        // Every kind reads as one line for a volunteer.
+        assert_eq!(
+            describe(&refused),
+            "the test helper refused (HTTP 403): this test helper does not connect to private addresses"
+        );
+        assert_eq!(
+            describe("connection_refused"),
+            "the test helper could not be reached (connection_refused)"
+        );
+        assert_eq!(
+            describe("generic_timeout_error"),
+            "the test helper could not be reached (generic_timeout_error)"
+        );
+        assert!(describe("json_parse_error").contains("not a control"));
+        assert!(describe(crate::web_connectivity::NO_TEST_HELPER).contains("--aggregator"));
+        assert!(
+            describe(&refused_or_failed(503, b"")).starts_with("the test helper failed (HTTP 503)")
+        );
+    }
+
+    /// A fake helper on loopback answering every request with `reply` (status, body).
+    async fn fake_helper(status: u16, body: &str) -> (Url, vantage_fixtures::http::HttpFixture) {
+        let fixture =
+            vantage_fixtures::http::HttpFixture::fixed(vantage_fixtures::http::Response {
+                status,
+                headers: vec![("Content-Type".into(), "application/json".into())],
+                body: body.as_bytes().to_vec(),
+            })
+            .await;
+        let url = Url::parse(&format!("http://{}/api/v1/th", fixture.addr)).expect("url");
+        (url, fixture)
+    }
+
+    #[tokio::test]
+    async fn the_client_records_each_way_a_helper_refuses_or_fails() {
+        let tls = TlsContext::new(vec![]).expect("tls");
+        let mut config = EngineConfig::default();
+        config.timeouts.http = Duration::from_secs(2);
+        let request = request_for(&Url::parse("http://127.0.0.1:9/").expect("url"), &[]);
+        let cases = [
+            (
+                403,
+                r#"{"error":"private"}"#,
+                "unknown_failure: test helper refused (HTTP 403): private",
+            ),
+            (
+                400,
+                r#"{"error":"malformed"}"#,
+                "unknown_failure: test helper refused (HTTP 400): malformed",
+            ),
+            (429, "{}", "unknown_failure: test helper failed (HTTP 429)"),
+            (
+                503,
+                r#"{"error":"busy"}"#,
+                "unknown_failure: test helper failed (HTTP 503): busy",
+            ),
+            (
+                500,
+                "oops",
+                "unknown_failure: test helper failed (HTTP 500)",
+            ),
+            (200, "not json", "json_parse_error"),
+            (200, r#"{"tcp_connect":{}}"#, "json_parse_error"),
+        ];
+        for (status, body, want) in cases {
+            let (helper, _fixture) = fake_helper(status, body).await;
+            let got = call(&helper, &request, &config, &tls)
+                .await
+                .expect_err("no control");
+            assert_eq!(got, want, "{status} {body}");
+        }
+        // Unreachable: nothing listens.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr");
+        let helper = Url::parse(&format!("http://{closed}/api/v1/th")).expect("url");
+        let got = call(&helper, &request, &config, &tls)
+            .await
+            .expect_err("unreachable");
+        assert_eq!(got, "connection_refused");
+    }
+
+    /// A control answer as this helper writes it for a URL at `ip`, that failed with `failure`.
+    fn control_at(ip: &str, tried: bool, failure: Option<&str>) -> ControlResponse {
+        let mut tcp_connect = BTreeMap::new();
+        if tried {
+            tcp_connect.insert(
+                format!("{ip}:80"),
+                ControlTcpConnect {
+                    status: false,
+                    failure: Some("connection_refused_error".into()),
+                },
+            );
+        }
+        ControlResponse {
+            tcp_connect,
+            tls_handshake: Some(BTreeMap::new()),
+            quic_handshake: None,
+            http_request: ControlHttpRequest {
+                body_length: -1,
+                discovered_h3_endpoint: None,
+                failure: failure.map(str::to_string),
+                title: String::new(),
+                headers: BTreeMap::new(),
+                status_code: if failure.is_some() { -1 } else { 200 },
+                x_transfer: None,
+            },
+            http3_request: None,
+            dns: ControlDns {
+                failure: None,
+                addrs: vec![ip.to_string()],
+            },
+            ip_info: None,
+            extra: Map::new(),
+        }
+    }
+
+    #[test]
+    fn a_control_that_measured_nothing_is_unusable() {
+        // What this helper answered for a private address before it answered 403.
+        let old = control_at("127.0.0.1", false, Some("dns_lookup_error"));
+        let why = unusable(&old).expect("unusable");
+        assert!(why.starts_with(UNUSABLE), "{why}");
+        assert!(why.contains("127.0.0.1"), "{why}");
+        assert!(
+            describe(&why).starts_with("the test helper's control is unusable"),
+            "{why}"
+        );
+        let v6 = control_at("fd00::1", false, Some("unknown_error"));
+        assert!(unusable(&v6).is_some());
+        // A lab helper that tried the address and failed measured the site: it is down.
+        assert_eq!(
+            unusable(&control_at(
+                "127.0.0.1",
+                true,
+                Some("connection_refused_error")
+            )),
+            None
+        );
+        // A public address that failed for the helper is the site's failure, not the helper's.
+        assert_eq!(
+            unusable(&control_at(
+                "93.184.216.34",
+                false,
+                Some("generic_timeout_error")
+            )),
+            None
+        );
+        // A page from a private address (a lab) is a control.
+        assert_eq!(unusable(&control_at("127.0.0.1", false, None)), None);
+        // A partial answer: no failure and no page.
+        let mut partial = control_at("93.184.216.34", false, None);
+        partial.http_request.status_code = -1;
+        assert!(
+            unusable(&partial)
+                .expect("partial")
+                .contains("neither a page nor a failure")
+        );
+        partial.http_request.status_code = 0;
+        assert!(unusable(&partial).is_some());
     }
 
     /// A request for `url` listing `endpoints` as given.
@@ -690,7 +1126,18 @@ mod tests {
             format!("[::ffff:127.0.0.1]:{port}"),
             format!("[2002:7f00:1::1]:{port}"),
         ];
-        let request = request_listing(&format!("http://{target}/"), forms.to_vec());
+        // A name the helper cannot resolve (its resolver is a closed port on loopback), so the
+        // URL itself is not refused and only the listed endpoints are left to check.
+        let no_dns = std::net::UdpSocket::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr");
+        config.resolvers = vec![Resolver::Udp(no_dns)];
+        config.engine.timeouts.dns = Duration::from_millis(300);
+        let request = request_listing(
+            &format!("http://unresolvable.example:{port}/"),
+            forms.to_vec(),
+        );
         let tls = TlsContext::new(vec![]).expect("tls");
         let r = answer(&request, &config, &tls).await.expect("answer");
         assert!(r.tcp_connect.is_empty(), "{:?}", r.tcp_connect);

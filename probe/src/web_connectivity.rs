@@ -7,7 +7,10 @@
 //! (ts-017 E002), each hop with its own DNS, connect and handshake, tagged `depth=N`.
 //!
 //! Scoring against a control is not done here: the aggregator scores (DESIGN "Scoring"). With no
-//! test helper configured, `control` is `null` and `control_failure` says so.
+//! test helper configured, `control` is `null` and `control_failure` says so. When the helper
+//! refused or failed (`th::call`), `control_failure` says why; when it answered but measured
+//! nothing of the site (`th::unusable`), its answer is kept in `control` and `control_failure`
+//! says why it must not be used.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -227,7 +230,11 @@ pub async fn measure(
     let (x_control_request, control, control_failure) = match control {
         None => (None, None, Some(NO_TEST_HELPER.to_string())),
         Some((request, task)) => match task.await {
-            Ok(Ok(response)) => (Some(request), Some(response), None),
+            // An answer that measured nothing of the site is kept, but marked unusable.
+            Ok(Ok(response)) => {
+                let unusable = crate::th::unusable(&response);
+                (Some(request), Some(response), unusable)
+            }
             Ok(Err(failure)) => (Some(request), None, Some(failure)),
             Err(e) => (Some(request), None, Some(format!("unknown_failure: {e}"))),
         },

@@ -55,6 +55,13 @@ pub struct Verdict {
     /// What OONI's rules say, when this verdict comes from another rule set and differs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ooni_rules_blocking: Option<Option<Blocking>>,
+    /// Why there was no usable control, when there was none: the measurement's
+    /// `control_failure` (no helper, the helper refused or failed) or why its answer measured
+    /// nothing of the site. Such a verdict is never decided by the control
+    /// (`docs/scoring.md`, "When the helper refuses or fails"); [`crate::th::describe`] says it
+    /// in words for a volunteer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_failure: Option<String>,
     /// OONI's verdict stored in the input, if any.
     pub input_verdict: InputVerdict,
     /// How fast the final page arrived at the probe and at the helper, when its body was large
@@ -151,6 +158,7 @@ fn score_only(
         rule: id,
         rule_set: set.version,
         ooni_rules_blocking: None,
+        control_failure: obs.control_failure.clone(),
         input_verdict: InputVerdict {
             blocking: tk.blocking.clone(),
             accessible: tk.accessible,
@@ -227,5 +235,243 @@ impl Facts<'_> {
                     && control.is_some_and(|c| c.dns.addrs.is_empty())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::Map;
+    use vantage_fixtures::http::{HttpFixture, Response};
+
+    use super::*;
+    use crate::engine::{EngineConfig, Resolver, TlsContext};
+    use crate::ooni::{ControlDns, ControlHttpRequest, ControlResponse, ControlTcpConnect};
+    use crate::th::{FAILED, REFUSED, UNUSABLE};
+    use crate::web_connectivity::{NO_TEST_HELPER, WebConnectivityPlan, measure};
+
+    const PAGE: &str = "<html><title>The real site</title><p>news</p></html>";
+
+    /// A real measurement of `url` on loopback, without a helper.
+    async fn measured(url: &str) -> WebConnectivityMeasurement {
+        let plan = WebConnectivityPlan::new(url, vec![Resolver::System], EngineConfig::default())
+            .expect("plan");
+        measure(&plan, &TlsContext::new(vec![]).expect("tls")).await
+    }
+
+    /// A control at `ip` whose HTTP failed with `failure`, or got [`PAGE`]; `tried` lists the
+    /// endpoints it connected to, with the outcome.
+    fn control(ip: &str, failure: Option<&str>, tried: &[(&str, bool)]) -> ControlResponse {
+        ControlResponse {
+            tcp_connect: tried
+                .iter()
+                .map(|(e, ok)| {
+                    let c = ControlTcpConnect {
+                        status: *ok,
+                        failure: (!ok).then(|| "connection_refused_error".to_string()),
+                    };
+                    (e.to_string(), c)
+                })
+                .collect(),
+            tls_handshake: Some(BTreeMap::new()),
+            quic_handshake: None,
+            http_request: ControlHttpRequest {
+                body_length: if failure.is_some() {
+                    -1
+                } else {
+                    PAGE.len() as i64
+                },
+                discovered_h3_endpoint: None,
+                failure: failure.map(str::to_string),
+                title: if failure.is_some() {
+                    String::new()
+                } else {
+                    "The real site".into()
+                },
+                headers: BTreeMap::new(),
+                status_code: if failure.is_some() { -1 } else { 200 },
+                x_transfer: None,
+            },
+            http3_request: None,
+            dns: ControlDns {
+                failure: None,
+                addrs: vec![ip.to_string()],
+            },
+            ip_info: None,
+            extra: Map::new(),
+        }
+    }
+
+    fn with(
+        m: &WebConnectivityMeasurement,
+        control: Option<ControlResponse>,
+        failure: Option<&str>,
+    ) -> WebConnectivityMeasurement {
+        let mut m = m.clone();
+        m.test_keys.control = control;
+        m.test_keys.control_failure = failure.map(str::to_string);
+        m
+    }
+
+    fn undetermined(v: &Verdict, why: &str) {
+        assert_eq!(v.blocking, None, "{why}: {v:?}");
+        assert_eq!(v.accessible, None, "{why}: {v:?}");
+        assert_eq!(v.dns_consistency, None, "{why}: {v:?}");
+        assert_eq!(v.rule, "no-control", "{why}: {v:?}");
+        assert!(!v.anomaly(), "{why}");
+    }
+
+    #[tokio::test]
+    async fn a_helper_that_refused_or_failed_never_makes_a_page_blocked() {
+        let site = HttpFixture::fixed(Response::html(PAGE)).await;
+        let url = format!("http://127.0.0.1:{}/", site.addr.port());
+        let m = measured(&url).await;
+        assert!(
+            m.test_keys.http_experiment_failure.is_none(),
+            "the page arrived"
+        );
+        let fp = Fingerprints::builtin();
+        let endpoint = site.addr.to_string();
+
+        // Every way `th::call` and `th::unusable` record a helper that refused or failed.
+        let kinds = [
+            format!(
+                "{REFUSED} (HTTP 403): this test helper does not connect to private or other non-public addresses"
+            ),
+            format!("{REFUSED} (HTTP 400): THRequest lists 33 tcp_connect endpoints"),
+            format!("{REFUSED} (HTTP 413)"),
+            format!("{FAILED} (HTTP 503): too many test helper requests in progress"),
+            format!("{FAILED} (HTTP 429)"),
+            format!("{FAILED} (HTTP 500)"),
+            "connection_refused".to_string(),
+            "generic_timeout_error".to_string(),
+            "json_parse_error".to_string(),
+            format!("{UNUSABLE}: its HTTP result has neither a page nor a failure (status -1)"),
+            NO_TEST_HELPER.to_string(),
+        ];
+        // The control the bug report saw: the helper's refusal written as its own failure.
+        let refusal_as_failure = control("127.0.0.1", Some("dns_lookup_error"), &[]);
+        for set in [&rules::VANTAGE, &rules::OONI] {
+            for kind in &kinds {
+                // No control at all, as `th::call` leaves it ...
+                let v = score(&with(&m, None, Some(kind)), set, &fp);
+                undetermined(&v, kind);
+                assert_eq!(v.control_failure.as_deref(), Some(kind.as_str()));
+                // ... or a control kept beside `control_failure`: OONI's meaning is the same.
+                let v = score(
+                    &with(&m, Some(refusal_as_failure.clone()), Some(kind)),
+                    set,
+                    &fp,
+                );
+                undetermined(&v, kind);
+            }
+            // A measurement from a probe that did not check the answer: the scorer checks it.
+            let v = score(&with(&m, Some(refusal_as_failure.clone()), None), set, &fp);
+            undetermined(&v, "refusal written as a failure");
+            let why = v.control_failure.as_deref().unwrap_or_default();
+            assert!(
+                why.starts_with(UNUSABLE) && why.contains("127.0.0.1"),
+                "{why}"
+            );
+            // A partial answer: neither a page nor a failure.
+            let mut partial = control("127.0.0.1", None, &[(&endpoint, true)]);
+            partial.http_request.status_code = -1;
+            let v = score(&with(&m, Some(partial), None), set, &fp);
+            undetermined(&v, "partial");
+
+            // Controls that did measure still decide, so the checks above are not vacuous.
+            let same = control("127.0.0.1", None, &[(&endpoint, true)]);
+            let v = score(&with(&m, Some(same), None), set, &fp);
+            assert_eq!(v.blocking, Some(Blocking::Flag(false)), "{v:?}");
+            assert_eq!(v.accessible, Some(true));
+            assert_eq!(v.control_failure, None);
+            // A lab helper that connected to the address and failed: OONI's unexpected success.
+            let tried = control(
+                "127.0.0.1",
+                Some("connection_refused_error"),
+                &[(&endpoint, false)],
+            );
+            let v = score(&with(&m, Some(tried), None), set, &fp);
+            assert_eq!(v.rule, "http-unexpected-success", "{v:?}");
+            assert!(v.anomaly());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_helper_that_refused_or_failed_never_makes_a_failure_blocked_or_down() {
+        // The probe cannot connect: without a usable control that says nothing either way.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr");
+        let url = format!("http://{closed}/");
+        let m = measured(&url).await;
+        assert_eq!(
+            m.test_keys.http_experiment_failure.as_deref(),
+            Some("connection_refused")
+        );
+        let fp = Fingerprints::builtin();
+        let endpoint = closed.to_string();
+        let refusal = control("127.0.0.1", Some("dns_lookup_error"), &[]);
+        for set in [&rules::VANTAGE, &rules::OONI] {
+            for kind in [
+                format!("{REFUSED} (HTTP 403)"),
+                format!("{FAILED} (HTTP 503)"),
+                "generic_timeout_error".to_string(),
+            ] {
+                undetermined(&score(&with(&m, None, Some(&kind)), set, &fp), &kind);
+            }
+            undetermined(
+                &score(&with(&m, Some(refusal.clone()), None), set, &fp),
+                "refusal written as a failure",
+            );
+            // The helper reached the page where the probe could not connect: blocked, as before.
+            let page = control("127.0.0.1", None, &[(&endpoint, true)]);
+            let v = score(&with(&m, Some(page), None), set, &fp);
+            assert_eq!(v.rule, "tcp-blocked", "{v:?}");
+            // Both failed to connect: down for everyone.
+            let down = control(
+                "127.0.0.1",
+                Some("connection_refused_error"),
+                &[(&endpoint, false)],
+            );
+            let v = score(&with(&m, Some(down), None), set, &fp);
+            assert_eq!(v.rule, "tcp-down", "{v:?}");
+        }
+    }
+
+    #[test]
+    fn no_control_verdicts_say_why_in_their_json() {
+        let v = Verdict {
+            input: None,
+            probe_cc: "ZZ".into(),
+            blocking: None,
+            accessible: None,
+            dns_consistency: None,
+            confirmed: false,
+            fingerprints: vec![],
+            rule: "no-control".into(),
+            rule_set: rules::VANTAGE.version,
+            ooni_rules_blocking: None,
+            control_failure: Some(format!("{REFUSED} (HTTP 403): private")),
+            input_verdict: InputVerdict {
+                blocking: None,
+                accessible: None,
+                dns_consistency: None,
+            },
+            goodput: None,
+        };
+        let json = serde_json::to_value(&v).expect("json");
+        assert_eq!(
+            json["control_failure"],
+            "unknown_failure: test helper refused (HTTP 403): private"
+        );
+        let json = serde_json::to_value(Verdict {
+            control_failure: None,
+            ..v
+        })
+        .expect("json");
+        assert!(json.get("control_failure").is_none());
     }
 }

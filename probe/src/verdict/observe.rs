@@ -40,8 +40,11 @@ pub struct Observations<'a> {
     pub whole: bool,
     /// The deciding step.
     pub decisive: Decisive<'a>,
-    /// The control, if the helper answered.
+    /// The control, if the helper answered and measured the site.
     pub control: Option<&'a ControlResponse>,
+    /// Why there is no usable control: the measurement's `control_failure`, or why the
+    /// helper's answer measured nothing of the site ([`crate::th::unusable`]).
+    pub control_failure: Option<String>,
     /// Addresses the probe's classic lookups at depth 0 returned.
     pub probe_addrs: Vec<IpAddr>,
     /// Addresses where a TLS handshake with the URL's host as SNI succeeded.
@@ -154,7 +157,15 @@ impl<'a> Observations<'a> {
             .filter_map(|h| h.address.as_deref()?.parse::<SocketAddr>().ok())
             .map(|a| a.ip())
             .collect();
-        let control = if tk.control_failure.is_none() {
+        // A control is used only when the helper measured: `control_failure` (recorded by the
+        // probe) or an answer that measured nothing of the site (checked here too, for
+        // measurements from probes that did not check) leaves none, so the helper's refusal or
+        // failure is never read as the site's (`docs/scoring.md`).
+        let control_failure = tk
+            .control_failure
+            .clone()
+            .or_else(|| tk.control.as_ref().and_then(crate::th::unusable));
+        let control = if control_failure.is_none() {
             tk.control.as_ref()
         } else {
             None
@@ -180,6 +191,7 @@ impl<'a> Observations<'a> {
             })
             .collect();
         Observations {
+            control_failure,
             dns_lookups,
             whole,
             decisive,
