@@ -24,6 +24,10 @@ pub struct Summary {
     pub by_blocking: BTreeMap<String, usize>,
     /// Verdicts confirmed by a fingerprint.
     pub confirmed: usize,
+    /// Verdicts without a usable control: the measurement's `control_failure` (no helper, or
+    /// one that refused or failed) or a helper answer that measured nothing of the site. The
+    /// control never decides these (`docs/scoring.md`, "When the helper refuses or fails").
+    pub no_control: usize,
     /// Verdicts whose blocking and accessible equal the input's own.
     pub same_as_input: usize,
 }
@@ -114,6 +118,7 @@ fn tally(summary: &mut Summary, v: &Verdict) {
     };
     *summary.by_blocking.entry(key).or_default() += 1;
     summary.confirmed += usize::from(v.confirmed);
+    summary.no_control += usize::from(v.control_failure.is_some());
     summary.same_as_input += usize::from(
         v.blocking == v.input_verdict.blocking && v.accessible == v.input_verdict.accessible,
     );
@@ -134,6 +139,11 @@ pub fn write_summary(summary: &Summary, rules: &RuleSet, out: &mut dyn Write) ->
     writeln!(out, "confirmed by a fingerprint: {}", summary.confirmed)?;
     writeln!(
         out,
+        "without a usable control (control_failure): {}",
+        summary.no_control
+    )?;
+    writeln!(
+        out,
         "same blocking and accessible as the input's own verdict: {} of {}",
         summary.same_as_input, summary.scored
     )
@@ -142,6 +152,129 @@ pub fn write_summary(summary: &Summary, rules: &RuleSet, out: &mut dyn Write) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vantage_fixtures::http::{HttpFixture, Response};
+    use vantage_probe::engine::{EngineConfig, Resolver, TlsContext};
+    use vantage_probe::th::{FAILED, REFUSED, UNUSABLE};
+    use vantage_probe::verdict::rules::{OONI, VANTAGE};
+    use vantage_probe::web_connectivity::{WebConnectivityPlan, measure};
+
+    /// A page measured for real on loopback, then given each control the probe could have
+    /// recorded: rescoring must leave every helper refusal or failure undetermined.
+    #[tokio::test]
+    async fn rescoring_never_blames_the_network_for_the_helper() {
+        let site = HttpFixture::fixed(Response::html("<title>The real site</title>")).await;
+        let url = format!("http://127.0.0.1:{}/", site.addr.port());
+        let plan = WebConnectivityPlan::new(&url, vec![Resolver::System], EngineConfig::default())
+            .expect("plan");
+        let m = measure(&plan, &TlsContext::new(vec![]).expect("tls")).await;
+        let base = serde_json::to_value(&m).expect("json");
+        // The control this helper used to answer for a private address: its own refusal written
+        // as the site's HTTP failure.
+        let refusal = serde_json::json!({
+            "tcp_connect": {},
+            "http_request": {"body_length": -1, "failure": "dns_lookup_error", "title": "",
+                             "headers": {}, "status_code": -1},
+            "dns": {"failure": null, "addrs": ["127.0.0.1"]},
+            "ip_info": {"127.0.0.1": {"asn": 0, "flags": 7}}
+        });
+        let with = |control: Value, failure: Option<String>| -> String {
+            let mut v = base.clone();
+            v["test_keys"]["control"] = control;
+            v["test_keys"]["control_failure"] = failure.map_or(Value::Null, Value::String);
+            v.to_string()
+        };
+        let kinds = [
+            format!("{REFUSED} (HTTP 403): this test helper does not connect to private addresses"),
+            format!("{REFUSED} (HTTP 400): lists 33 tcp_connect endpoints"),
+            format!("{FAILED} (HTTP 503): too many requests in progress"),
+            format!("{FAILED} (HTTP 429)"),
+            "connection_refused".to_string(),
+            "generic_timeout_error".to_string(),
+            "json_parse_error".to_string(),
+            format!("{UNUSABLE}: its HTTP result has neither a page nor a failure (status -1)"),
+        ];
+        let mut lines = Vec::new();
+        for kind in &kinds {
+            lines.push(with(Value::Null, Some(kind.clone())));
+            lines.push(with(refusal.clone(), Some(kind.clone())));
+        }
+        // From a probe that did not check the answer: no control_failure, the refusal as control.
+        lines.push(with(refusal.clone(), None));
+        let text = lines.join("\n");
+        for rules in [VANTAGE, OONI] {
+            let (mut out, mut errors) = (Vec::new(), Vec::new());
+            let summary = score_text(
+                &text,
+                "t.jsonl",
+                &rules,
+                &Fingerprints::builtin(),
+                false,
+                &mut out,
+                &mut errors,
+            )
+            .expect("score");
+            assert!(errors.is_empty(), "{}", String::from_utf8_lossy(&errors));
+            assert_eq!(summary.scored, lines.len());
+            assert_eq!(
+                summary.by_blocking,
+                BTreeMap::from([("null".to_string(), lines.len())]),
+                "{}: {}",
+                rules.name,
+                String::from_utf8_lossy(&out)
+            );
+            assert_eq!(summary.no_control, lines.len());
+            let verdicts: Vec<Value> = String::from_utf8_lossy(&out)
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("verdict"))
+                .collect();
+            for (v, kind) in verdicts.iter().zip(kinds.iter().flat_map(|k| [k, k])) {
+                assert_eq!(v["control_failure"], kind.as_str(), "{v}");
+                assert_eq!(v["accessible"], Value::Null, "{v}");
+                assert_eq!(v["rule"], "no-control", "{v}");
+            }
+            let last = verdicts.last().expect("last");
+            let why = last["control_failure"].as_str().unwrap_or_default();
+            assert!(
+                why.starts_with(UNUSABLE) && why.contains("127.0.0.1"),
+                "{last}"
+            );
+            let mut text = Vec::new();
+            write_summary(&summary, &rules, &mut text).expect("summary");
+            let text = String::from_utf8(text).expect("utf-8");
+            assert!(
+                text.contains(&format!(
+                    "without a usable control (control_failure): {}",
+                    lines.len()
+                )),
+                "{text}"
+            );
+        }
+
+        // The same page with a control that measured it is accessible, so the above is not
+        // undetermined for some other reason.
+        let page = serde_json::json!({
+            "tcp_connect": {site.addr.to_string(): {"status": true, "failure": null}},
+            "http_request": {"body_length": 28, "failure": null, "title": "The real site",
+                             "headers": {}, "status_code": 200},
+            "dns": {"failure": null, "addrs": ["127.0.0.1"]}
+        });
+        let (mut out, mut errors) = (Vec::new(), Vec::new());
+        let summary = score_text(
+            &with(page, None),
+            "t.jsonl",
+            &VANTAGE,
+            &Fingerprints::builtin(),
+            true,
+            &mut out,
+            &mut errors,
+        )
+        .expect("score");
+        assert_eq!(
+            summary.by_blocking,
+            BTreeMap::from([("false".to_string(), 1)])
+        );
+        assert_eq!(summary.no_control, 0);
+    }
 
     #[test]
     fn jsonl_and_documents_are_told_apart() {
