@@ -78,10 +78,11 @@ pub enum HelperError {
     /// "the site failed for the control" as an unexpected success, that is as blocking
     /// (`docs/scoring.md`, "When the helper refuses or fails").
     #[error(
-        "this test helper does not connect to private or other non-public addresses, and {url:?} is at {addrs}: there is no control for it (a lab aggregator allows them with --th-allow-private)"
+        "this test helper does not connect to private or other non-public addresses ({addrs}), so there is no control for this URL (a lab's aggregator allows them with --th-allow-private)"
     )]
     PrivateAddress {
-        /// The URL asked for, cut to 100 characters.
+        /// The URL asked for, cut to 100 characters (for the operator's log; the message
+        /// leaves it out, so that every refusal of a run reads the same).
         url: String,
         /// The non-public addresses it is at or leads to, comma-separated.
         addrs: String,
@@ -676,7 +677,10 @@ mod tests {
         assert_eq!(err.status(), 403);
         let msg = err.to_string();
         assert!(msg.contains("does not connect to private"), "{msg}");
-        assert!(msg.contains(&format!("\"http://{target}/\"")), "{msg}");
+        assert!(msg.contains("addresses (127.0.0.1)"), "{msg}");
+        assert!(
+            matches!(&err, HelperError::PrivateAddress { url, .. } if *url == format!("http://{target}/"))
+        );
         assert!(msg.contains("--th-allow-private"), "{msg}");
         // Refused before any I/O: the fuzz target's entry point says so too.
         assert!(matches!(
