@@ -728,7 +728,7 @@ mod tests {
             .await
             .expect("a lab measures it");
         assert_eq!(r.dns.addrs, vec!["127.0.0.1".to_string()]);
-        assert_eq!(r.tcp_connect[&target.to_string()].status, true);
+        assert!(r.tcp_connect[&target.to_string()].status);
         assert_eq!(unusable(&r), None);
     }
 
