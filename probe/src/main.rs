@@ -24,6 +24,14 @@ enum Command {
     /// Every step is recorded separately: DNS answers (with late, possibly injected, replies),
     /// TCP connects to each address, TLS handshakes with the peer certificates, and the HTTP
     /// response (status, headers, title, body hash), following redirects one by one.
+    ///
+    /// The JSON goes to stdout; one line on stderr says the outcome and why, e.g.
+    /// `http://example.org/: undetermined: no control: no test helper was asked; here:
+    /// dns_nxdomain_error`. Nothing is stored or uploaded.
+    ///
+    /// Exit status: 0 when the URL was measured, whatever the outcome (blocked, a failed
+    /// lookup or connection, no control: these are results, recorded in the JSON); 2 when
+    /// nothing could be measured (a bad URL or option, an unreadable --ca-file).
     Measure(cli::MeasureArgs),
     /// Send the results waiting in the local store to the aggregator.
     Upload(cli::UploadArgs),

@@ -12,13 +12,47 @@ use vantage_probe::canary;
 use vantage_probe::engine::{EngineConfig, Resolver, TlsContext};
 use vantage_probe::envelope::Identity;
 use vantage_probe::ooni::{Asn, Blocking, CountryCode};
-use vantage_probe::run::{Finished, RunPlan, layer};
+use vantage_probe::run::{Finished, Offline, RunPlan, layer, offline, reason};
 use vantage_probe::store::{ENROLLED, Requeue, Store};
 use vantage_probe::test_lists::{Entry, ListChoice, TestList};
 use vantage_probe::upload::{KeyTrust, Rejection, UploadConfig, classify, upload as upload_outbox};
+use vantage_probe::verdict::fingerprints::Fingerprints;
+use vantage_probe::verdict::rules::VANTAGE;
+use vantage_probe::verdict::{Verdict, score};
 use vantage_probe::web_connectivity::{WebConnectivityPlan, measure as measure_one};
 
+/// `println!` for the commands' output: a reader that went away (`vantage results list | head`)
+/// ends the command quietly instead of a panic, as a closed pipe ends `cat` (POSIX `write()`,
+/// EPIPE). The Rust runtime ignores SIGPIPE, and this workspace forbids the `unsafe` that
+/// restoring it would take, so the error is handled where it surfaces.
+macro_rules! outln {
+    () => {
+        $crate::cli::write_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::write_line(format_args!($($arg)*))
+    };
+}
+
 mod throttling;
+
+/// Writes one line to stdout (see [`outln!`]). A closed pipe exits with status 0: the reader
+/// has all it wanted. Any other write error (a full disk under a redirect) exits with 2, as
+/// every other error of `vantage` does.
+pub fn write_line(args: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(args)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(2);
+    }
+}
 
 /// Where Vantage keeps its key, its results and imported lists.
 #[derive(Debug, clap::Args)]
@@ -94,6 +128,8 @@ pub struct RunArgs {
     list: Option<PathBuf>,
 
     /// Measure this country's list plus the global one (imported lists first, then built-in).
+    /// It chooses the list only: results are tagged with the country the aggregator sees you
+    /// in, or --probe-cc.
     #[arg(long, value_name = "CC")]
     cc: Option<String>,
 
@@ -130,8 +166,8 @@ pub struct RunArgs {
     #[arg(long)]
     yes: bool,
 
-    /// Country code to write into measurements. Default: asked of the aggregator (whoami), else
-    /// ZZ (unknown).
+    /// Country code to write into measurements (where you are, not which list: that is --cc).
+    /// Default: asked of the aggregator (whoami), else ZZ (unknown).
     #[arg(long, value_name = "CC", env = "VANTAGE_PROBE_CC")]
     probe_cc: Option<String>,
 
@@ -274,11 +310,15 @@ pub struct ResultsArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum ResultsCommand {
-    /// The most recent results, one per line (the default).
+    /// The most recent results, newest first, one per line (the default): id, time measured
+    /// (UTC), verdict, upload state, URL. Says on stderr when more are stored than shown.
     List {
         /// How many.
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, value_name = "N", default_value_t = 50)]
         limit: usize,
+        /// Every stored result (overrides --limit).
+        #[arg(long)]
+        all: bool,
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
@@ -426,8 +466,28 @@ pub async fn measure(args: MeasureArgs) -> Result<ExitCode> {
         serde_json::to_string_pretty(&measurement)
     }
     .context("cannot serialise the measurement")?;
-    println!("{json}");
+    outln!("{json}");
+    let verdict = score(&measurement, &VANTAGE, &Fingerprints::builtin());
+    let mut why = reason(&measurement, &verdict);
+    if args.th.is_none() && verdict.blocking.is_none() {
+        why.push_str(" (--th URL asks one)");
+    }
+    eprintln!(
+        "{}: {}: {why}",
+        measurement.input.as_deref().unwrap_or(&args.url),
+        verdict_word(&verdict)
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The verdict in the words the summary uses.
+fn verdict_word(verdict: &Verdict) -> &'static str {
+    match (&verdict.blocking, verdict.accessible) {
+        (Some(Blocking::Kind(_)), _) => "blocked",
+        (Some(Blocking::Flag(false)), Some(true)) => "accessible",
+        (Some(Blocking::Flag(_)), _) => "down for everyone",
+        (None, _) => "undetermined",
+    }
 }
 
 pub fn id(args: &DataArgs) -> Result<ExitCode> {
@@ -436,7 +496,7 @@ pub fn id(args: &DataArgs) -> Result<ExitCode> {
     if created {
         eprintln!("created a new signing key in {}", path.display());
     }
-    println!("{}", identity.public_key());
+    outln!("{}", identity.public_key());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -521,7 +581,14 @@ fn consent(dir: &Path, yes: bool) -> Result<()> {
 /// its store.
 fn start_measuring(dir: &Path, yes: bool) -> Result<(Identity, Store)> {
     consent(dir, yes)?;
-    let (identity, _) = Identity::load_or_create(&dir.join("identity.key"))?;
+    let key = dir.join("identity.key");
+    let (identity, created) = Identity::load_or_create(&key)?;
+    if created {
+        eprintln!(
+            "created this probe's signing key in {} (`vantage id` shows its public half)",
+            key.display()
+        );
+    }
     Ok((identity, open_store(dir)?))
 }
 
@@ -553,7 +620,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         .map(|a| a.join("api/v1/th"))
         .transpose()?;
     let (identity, mut store) = start_measuring(&dir, args.yes)?;
-    let (probe_cc, probe_asn) = locate(
+    let located = locate(
         pinned_cc,
         pinned_asn,
         aggregator.as_ref(),
@@ -568,8 +635,8 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         engine: engine.clone(),
         resolvers,
         test_helper,
-        probe_cc,
-        probe_asn,
+        probe_cc: located.cc,
+        probe_asn: located.asn,
     };
 
     let started = Instant::now();
@@ -578,15 +645,19 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+        indicatif::ProgressStyle::with_template(PROGRESS)
+            .map(|style| style.with_key("left", time_left))
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    // Redrawn twice a second, so that the time so far and the estimate move while a slow site
+    // holds every measurement up, and the bar shows before the first result.
+    bar.enable_steady_tick(Duration::from_millis(500));
     let json = args.json;
     let finished = vantage_probe::run::run(&plan, &tls, &identity, &mut store, |done| {
         if json {
             let mut line = serde_json::to_value(&done.verdict).unwrap_or_default();
             line["id"] = done.id.as_str().into();
-            println!("{line}");
+            outln!("{line}");
         }
         bar.set_message(done.verdict.input.clone().unwrap_or_default());
         bar.inc(1);
@@ -595,7 +666,16 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     .await?;
     bar.finish_and_clear();
     if !json {
-        print_summary(&finished, started.elapsed(), &dir, aggregator.is_some());
+        let tagged = located.describe(args.cc.as_deref());
+        print_summary(&finished, started.elapsed(), &dir, &tagged);
+    } else if offline(
+        finished
+            .iter()
+            .map(|f| (f.reach, f.control_failure.as_deref())),
+    )
+    .is_some()
+    {
+        eprintln!("warning: {}", OFFLINE.to_lowercase());
     }
 
     if let (Some(url), false) = (aggregator, args.no_upload) {
@@ -617,7 +697,7 @@ async fn upload_after_run(
     config.socks5 = socks5;
     let report = upload_outbox(store, &config, engine, tls).await?;
     if !json {
-        println!("{}", upload_summary(&report));
+        outln!("{}", upload_summary(&report));
     }
     held_note(&report);
     if let Some(e) = report.error {
@@ -655,6 +735,81 @@ fn held_note(report: &vantage_probe::upload::UploadReport) {
     }
 }
 
+/// The progress bar of `vantage run`: time so far, URLs done, rate and time left (indicatif's
+/// template keys; `per_sec:1` is one decimal; `left` is [`time_left`]).
+const PROGRESS: &str =
+    "{elapsed_precise} {bar:30} {pos}/{len} URLs, {per_sec:1}, {left}  {wide_msg}";
+
+/// indicatif's estimate, except before the first result, when it has nothing to go on and
+/// would say "0s".
+fn time_left(state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write) {
+    let _ = if state.pos() == 0 {
+        write!(w, "time left not known yet")
+    } else {
+        write!(w, "about {:#} left", indicatif::HumanDuration(state.eta()))
+    };
+}
+
+/// Where a country or network written into results came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    /// `--probe-cc` / `--probe-asn` (or their environment variables).
+    Given,
+    /// The aggregator's whoami: the address it saw this connection come from.
+    Whoami,
+    /// Not known, and why.
+    Unknown(String),
+}
+
+/// The country and network written into every result of a run, and where each came from.
+#[derive(Debug, Clone)]
+struct Located {
+    cc: CountryCode,
+    asn: Asn,
+    cc_from: Source,
+    asn_from: Source,
+}
+
+impl Located {
+    /// One line for the summary: which country and network the results carry and why, so
+    /// that `ZZ`/`AS0` (OONI's "unknown", df-000) is never a silent default; `list_cc` is
+    /// `--cc`, which chooses a list, not the country.
+    fn describe(&self, list_cc: Option<&str>) -> String {
+        let said = |from: &Source, flag: &str| match from {
+            Source::Given => format!("given with {flag}"),
+            Source::Whoami => "as the aggregator sees this connection".to_string(),
+            Source::Unknown(why) => format!("unknown: {why}"),
+        };
+        let mut line = if self.cc_from == self.asn_from {
+            let flags = "--probe-cc and --probe-asn";
+            format!(
+                "Results are tagged country {} and network {} ({}).",
+                self.cc.as_str(),
+                self.asn,
+                said(&self.cc_from, flags)
+            )
+        } else {
+            format!(
+                "Results are tagged country {} ({}) and network {} ({}).",
+                self.cc.as_str(),
+                said(&self.cc_from, "--probe-cc"),
+                self.asn,
+                said(&self.asn_from, "--probe-asn")
+            )
+        };
+        if let Some(cc) = list_cc
+            && !cc.eq_ignore_ascii_case(self.cc.as_str())
+        {
+            let cc = cc.to_ascii_uppercase();
+            line.push_str(&format!(
+                "\n--cc {cc} chose the test list, not your country: add --probe-cc {cc} if you are \
+                 measuring from there."
+            ));
+        }
+        line
+    }
+}
+
 /// Country and network for measurements: pinned values first, then the aggregator's whoami
 /// (not through a proxy, which would locate the proxy), else unknown (`ZZ`, `AS0`).
 async fn locate(
@@ -664,58 +819,108 @@ async fn locate(
     proxied: bool,
     engine: &EngineConfig,
     tls: &TlsContext,
-) -> (CountryCode, Asn) {
-    if let (Some(cc), Some(asn)) = (cc, asn) {
-        return (cc, asn);
-    }
+) -> Located {
+    let mut unknown = String::new();
     let asked = match aggregator {
+        _ if cc.is_some() && asn.is_some() => None,
         Some(_) if proxied => {
             eprintln!(
                 "note: uploads go through a proxy, so the aggregator cannot tell where you are; \
                  pin --probe-cc and --probe-asn"
             );
+            unknown =
+                "uploads go through a proxy, which the aggregator would locate instead".to_string();
             None
         }
         Some(url) => match vantage_probe::upload::whoami(url, engine, tls).await {
             Ok(w) => Some(w),
             Err(e) => {
                 eprintln!("note: cannot ask the aggregator where you are ({e}); using unknown");
+                unknown = format!("the aggregator could not be asked ({e})");
                 None
             }
         },
-        None => None,
+        None => {
+            unknown = "no aggregator was asked where this machine is".to_string();
+            None
+        }
     };
-    (
-        cc.or(asked.as_ref().map(|w| w.probe_cc))
-            .unwrap_or(CountryCode::UNKNOWN),
-        asn.or(asked.map(|w| w.probe_asn)).unwrap_or_default(),
-    )
+    let from = |given: bool, found: bool| {
+        if given {
+            Source::Given
+        } else if found {
+            Source::Whoami
+        } else if unknown.is_empty() {
+            Source::Unknown("the aggregator did not know".to_string())
+        } else {
+            Source::Unknown(unknown.clone())
+        }
+    };
+    let asked_cc = asked
+        .as_ref()
+        .map(|w| w.probe_cc)
+        .filter(|c| *c != CountryCode::UNKNOWN);
+    let asked_asn = asked
+        .as_ref()
+        .map(|w| w.probe_asn)
+        .filter(|a| *a != Asn::default());
+    Located {
+        cc_from: from(cc.is_some(), asked_cc.is_some()),
+        asn_from: from(asn.is_some(), asked_asn.is_some()),
+        cc: cc.or(asked_cc).unwrap_or(CountryCode::UNKNOWN),
+        asn: asn.or(asked_asn).unwrap_or_default(),
+    }
 }
 
-fn print_summary(finished: &[Finished], took: Duration, dir: &Path, controlled: bool) {
+/// What the summary says when [`offline`] finds no sign of a network.
+const OFFLINE: &str = "This machine seems to be offline: no lookup succeeded and no site or test \
+                       helper could be reached; check the connection and run again.";
+
+/// What `vantage run` prints at the end: the counts, whether the machine seems offline, what is
+/// blocked, why the rest is undetermined, the country and network the results are `tagged`
+/// with, and where they are kept.
+fn print_summary(finished: &[Finished], took: Duration, dir: &Path, tagged: &str) {
     let mut accessible = 0;
     let mut down = 0;
-    let mut unknown = 0;
     let mut blocked = Vec::new();
+    // Undetermined results by why, most first: what the control lacked and what failed here.
+    let mut unknown: Vec<(&str, usize)> = Vec::new();
     for f in finished {
         match (&f.verdict.blocking, f.verdict.accessible) {
             (Some(b @ Blocking::Kind(_)), _) => blocked.push((f, b)),
             (Some(Blocking::Flag(false)), Some(true)) => accessible += 1,
             (Some(Blocking::Flag(_)), _) => down += 1,
-            (None, _) => unknown += 1,
+            (None, _) => match unknown.iter_mut().find(|(r, _)| *r == f.reason) {
+                Some((_, n)) => *n += 1,
+                None => unknown.push((&f.reason, 1)),
+            },
         }
     }
-    println!(
+    unknown.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    outln!(
         "Measured {} URLs in {:.1} s: {} blocked, {} accessible, {} down for everyone, {} undetermined.",
         finished.len(),
         took.as_secs_f64(),
         blocked.len(),
         accessible,
         down,
-        unknown
+        unknown.iter().map(|(_, n)| n).sum::<usize>()
     );
+    let offline = offline(
+        finished
+            .iter()
+            .map(|f| (f.reach, f.control_failure.as_deref())),
+    );
+    match offline {
+        Some(Offline::HelperUnreachable) => outln!(
+            "This machine seems to be offline: no lookup succeeded and the test helper could not \
+             be reached; check the connection and run again."
+        ),
+        Some(Offline::NoHelper) => outln!("{OFFLINE}"),
+        None => {}
+    }
     if !blocked.is_empty() {
-        println!("Blocked:");
+        outln!("Blocked:");
         blocked.sort_by(|a, b| a.0.verdict.input.cmp(&b.0.verdict.input));
         for (f, b) in blocked {
             let how = layer(b).unwrap_or("?");
@@ -727,24 +932,27 @@ fn print_summary(finished: &[Finished], took: Duration, dir: &Path, controlled: 
             } else {
                 String::new()
             };
-            println!(
+            outln!(
                 "  {}  {how}{confirmed}",
                 f.verdict.input.as_deref().unwrap_or("?")
             );
         }
     }
-    if unknown > 0 {
-        if controlled {
-            println!(
-                "Undetermined results have no control: the aggregator's test helper did not answer."
-            );
-        } else {
-            println!(
-                "Undetermined results have no control measurement: use --aggregator to get one."
-            );
+    // Offline, every reason is the same missing network: the line above says it.
+    if !unknown.is_empty() && offline.is_none() {
+        outln!("Undetermined, and why:");
+        for (why, n) in &unknown {
+            outln!("  {n}  {why}");
+        }
+        if unknown
+            .iter()
+            .any(|(why, _)| why.starts_with("no control: no test helper"))
+        {
+            outln!("A control measurement decides them: use --aggregator URL to get one.");
         }
     }
-    println!("Results are stored in {}.", dir.display());
+    outln!("{tagged}");
+    outln!("Results are stored in {}.", dir.display());
 }
 
 pub async fn upload(args: UploadArgs) -> Result<ExitCode> {
@@ -760,7 +968,7 @@ pub async fn upload(args: UploadArgs) -> Result<ExitCode> {
         }
     }
     let report = upload_outbox(&mut store, &config, &EngineConfig::default(), &tls).await?;
-    println!("{}", upload_summary(&report));
+    outln!("{}", upload_summary(&report));
     held_note(&report);
     match report.error {
         Some(e) => {
@@ -777,7 +985,7 @@ pub async fn heartbeat(args: HeartbeatArgs) -> Result<ExitCode> {
     vantage_probe::upload::heartbeat(&identity, &config, cc, asn, &EngineConfig::default(), &tls)
         .await
         .map_err(|e| anyhow::anyhow!("heartbeat not delivered: {e}"))?;
-    println!("heartbeat delivered");
+    outln!("heartbeat delivered");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -791,7 +999,7 @@ pub async fn enrol(args: EnrolArgs) -> Result<ExitCode> {
     vantage_probe::upload::enrol(&identity, &config, token, &engine, &tls)
         .await
         .map_err(|e| anyhow::anyhow!("not enrolled: {e}"))?;
-    println!("enrolled {}", identity.public_key());
+    outln!("enrolled {}", identity.public_key());
     // What the aggregator held back before the enrolment goes now. The store is opened only
     // if there is one: enrolling measures nothing. A daemon sharing the data directory sees
     // the mark and does the same if it is running.
@@ -806,7 +1014,7 @@ pub async fn enrol(args: EnrolArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let report = upload_outbox(&mut store, &config, &engine, &tls).await?;
-    println!("{}", upload_summary(&report));
+    outln!("{}", upload_summary(&report));
     held_note(&report);
     if let Some(e) = report.error {
         eprintln!("warning: upload stopped: {e}; `vantage upload` will retry");
@@ -844,18 +1052,18 @@ pub async fn canary(args: CanaryArgs) -> Result<ExitCode> {
     m.probe_asn = asn;
     let id = canary::keep(&m, &identity, &mut store)?;
     if args.json {
-        println!("{}", serde_json::to_string(&m)?);
+        outln!("{}", serde_json::to_string(&m)?);
         return Ok(ExitCode::SUCCESS);
     }
     let k = &m.test_keys;
-    println!(
+    outln!(
         "canary {}: {} of {} targets answered",
         id.as_str(),
         k.ok,
         k.total
     );
     for c in k.checks.iter().filter(|c| !c.ok) {
-        println!(
+        outln!(
             "  {} {}: {}",
             c.target,
             c.protocol.as_str(),
@@ -880,33 +1088,33 @@ pub async fn daemon(args: DaemonArgs) -> Result<ExitCode> {
     };
     if args.check {
         let s = &plan.schedule;
-        println!("configuration {} is valid", args.config.display());
-        println!("data directory: {}", plan.data_dir.display());
+        outln!("configuration {} is valid", args.config.display());
+        outln!("data directory: {}", plan.data_dir.display());
         match &plan.aggregator {
-            Some(a) => println!(
+            Some(a) => outln!(
                 "aggregator: {}{}",
                 a.url,
                 a.upload
                     .socks5
                     .map_or(String::new(), |p| format!(" (uploads through SOCKS5 {p})"))
             ),
-            None => println!("aggregator: none (results stay on this machine)"),
+            None => outln!("aggregator: none (results stay on this machine)"),
         }
-        println!(
+        outln!(
             "network: {} {}",
             plan.cc
                 .as_ref()
                 .map_or("located by the aggregator", |c| c.as_str()),
             plan.asn.map_or(String::new(), |a| a.to_string())
         );
-        println!(
+        outln!(
             "canary: {} targets every {} s; heartbeat every {} s",
             plan.canary_targets.len(),
             s.canary.as_secs(),
             s.heartbeat.as_secs()
         );
         match s.run {
-            Some(r) => println!(
+            Some(r) => outln!(
                 "list runs: {:?} every {} s (jitter {} s, first after {} s), {} at once, {} MB a day",
                 plan.lists.names,
                 r.as_secs(),
@@ -915,10 +1123,10 @@ pub async fn daemon(args: DaemonArgs) -> Result<ExitCode> {
                 plan.concurrency,
                 plan.daily_bytes / 1_000_000
             ),
-            None => println!("list runs: off"),
+            None => outln!("list runs: off"),
         }
         match &plan.throttling {
-            Some(t) => println!(
+            Some(t) => outln!(
                 "throttling tests: {:?} every {} s, at most {} bytes each",
                 t.targets,
                 t.every.as_secs(),
@@ -927,15 +1135,15 @@ pub async fn daemon(args: DaemonArgs) -> Result<ExitCode> {
                     * 2
                     * t.settings.payload_bytes
             ),
-            None => println!("throttling tests: off"),
+            None => outln!("throttling tests: off"),
         }
-        println!(
+        outln!(
             "uploads: every {} s, backing off up to {} s",
             s.upload.as_secs(),
             s.upload_max_backoff.as_secs()
         );
         if let Some(a) = plan.aggregator.as_ref().filter(|_| plan.fetch_lists) {
-            println!("test lists: {}", list_signer(a, &plan.data_dir));
+            outln!("test lists: {}", list_signer(a, &plan.data_dir));
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -967,10 +1175,13 @@ pub fn results(args: ResultsArgs) -> Result<ExitCode> {
     let store = open_store(&args.data.dir()?)?;
     match args.command.unwrap_or(ResultsCommand::List {
         limit: 50,
+        all: false,
         json: false,
     }) {
-        ResultsCommand::List { limit, json } => {
-            for r in store.list(limit)? {
+        ResultsCommand::List { limit, all, json } => {
+            let limit = if all { usize::MAX } else { limit };
+            let rows = store.list(limit)?;
+            for r in &rows {
                 if json {
                     let line = serde_json::json!({
                         "id": r.id, "input": r.input, "measured_at": r.measured_at,
@@ -978,17 +1189,26 @@ pub fn results(args: ResultsArgs) -> Result<ExitCode> {
                         "accessible": r.accessible, "confirmed": r.confirmed, "upload": r.upload_state,
                         "upload_reason": r.upload_reason,
                     });
-                    println!("{line}");
+                    outln!("{line}");
                 } else {
-                    println!(
-                        "{}  {}  {:<14} {:<9} {}",
+                    outln!(
+                        "{}  {} UTC  {:<18} {:<9} {}",
                         &r.id[..r.id.len().min(12)],
                         r.measured_at,
-                        r.blocking.as_deref().unwrap_or("null").trim_matches('"'),
+                        stored_verdict(r),
                         r.upload_state,
                         r.input.as_deref().unwrap_or("")
                     );
                 }
+            }
+            let total = store.status()?.results;
+            if (rows.len() as u64) < total {
+                eprintln!(
+                    "{} of {total} shown, newest first; --all for every one, --limit N for more",
+                    rows.len()
+                );
+            } else if total == 0 {
+                eprintln!("no results stored yet: `vantage run` measures and stores them");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -996,7 +1216,7 @@ pub fn results(args: ResultsArgs) -> Result<ExitCode> {
             let found = store.find(&id)?;
             match found.as_slice() {
                 [one] => {
-                    println!("{}", one.envelope);
+                    outln!("{}", one.envelope);
                     Ok(ExitCode::SUCCESS)
                 }
                 [] => bail!("no result with id {id:?}"),
@@ -1006,58 +1226,87 @@ pub fn results(args: ResultsArgs) -> Result<ExitCode> {
     }
 }
 
+/// A stored result's verdict in the words the run's summary uses: the blocking type, or
+/// `accessible`, `down`, `undetermined` (OONI's `blocking: null`); a canary says whether most
+/// of its targets answered (its `accessible`), other tests without a blocking value their name.
+fn stored_verdict(r: &vantage_probe::store::StoredResult) -> String {
+    let blocking = r
+        .blocking
+        .as_deref()
+        .and_then(|b| serde_json::from_str::<Blocking>(b).ok());
+    match (blocking, r.accessible) {
+        (Some(Blocking::Kind(kind)), _) if r.confirmed => format!("{kind} (confirmed)"),
+        (Some(Blocking::Kind(kind)), _) => kind,
+        (Some(Blocking::Flag(false)), Some(true)) => "accessible".to_string(),
+        (Some(Blocking::Flag(_)), _) => "down".to_string(),
+        (None, Some(true)) if r.test_name == canary::CANARY => "canary: online".to_string(),
+        (None, _) if r.test_name == canary::CANARY => "canary: cut off".to_string(),
+        (None, _) if r.test_name != vantage_probe::ooni::WEB_CONNECTIVITY => r.test_name.clone(),
+        (None, _) => "undetermined".to_string(),
+    }
+}
+
+/// A Unix time as everything else prints times: OONI's UTC format (df-000), marked `UTC`.
+fn utc(unix: &str) -> String {
+    match unix.trim().parse::<u64>() {
+        Ok(secs) => format!(
+            "{} UTC",
+            vantage_probe::ooni::ooni_timestamp(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+        ),
+        Err(_) => unix.to_string(),
+    }
+}
+
 pub fn status(args: &DataArgs) -> Result<ExitCode> {
     let dir = args.dir()?;
     let key = dir.join("identity.key");
     if key.exists() {
         let (identity, _) = Identity::load_or_create(&key)?;
-        println!("key: {}", identity.public_key());
+        outln!("key: {}", identity.public_key());
     } else {
-        println!("key: none yet (created by the first `vantage run` or `vantage id`)");
+        outln!("key: none yet (created by the first `vantage run` or `vantage id`)");
     }
     let store = open_store(&dir)?;
     let status = store.status()?;
-    println!("results: {}", status.results);
-    println!("waiting for upload: {}", status.pending);
+    outln!("results: {}", status.results);
+    outln!("waiting for upload: {}", status.pending);
     if status.held > 0 {
-        println!(
+        outln!(
             "held back by the aggregator, kept to send again: {}",
             status.held
         );
         for (reason, n) in &status.held_reasons {
-            println!("  {n}  {reason}");
+            outln!("  {n}  {reason}");
         }
         let key = status
             .held_reasons
             .iter()
             .any(|(r, _)| classify(r) == Rejection::Key);
         if key {
-            println!(
+            outln!(
                 "  (sent again after `vantage enrol TOKEN`; or now with `vantage upload --retry-rejected`)"
             );
         } else {
-            println!(
+            outln!(
                 "  (sent again later by themselves; or now with `vantage upload --retry-rejected`)"
             );
         }
     }
     if status.rejected > 0 {
-        println!(
+        outln!(
             "refused for good by the aggregator (kept here): {}",
             status.rejected
         );
         for (reason, n) in &status.rejected_reasons {
-            println!("  {n}  {reason}");
+            outln!("  {n}  {reason}");
         }
     }
-    println!(
+    outln!(
         "last upload: {}",
-        status
-            .last_upload
-            .map_or("never".to_string(), |t| format!("unix time {t}"))
+        status.last_upload.map_or("never".to_string(), |t| utc(&t))
     );
     if let Some(e) = status.last_error {
-        println!("last upload error: {e}");
+        outln!("last upload error: {e}");
     }
     for (key, label) in [
         ("daemon", "daemon"),
@@ -1066,7 +1315,7 @@ pub fn status(args: &DataArgs) -> Result<ExitCode> {
         ("last_run", "last list run"),
     ] {
         if let Some(value) = store.meta(key)? {
-            println!("{label}: {value}");
+            outln!("{label}: {value}");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -1111,7 +1360,7 @@ pub async fn lists(args: ListsArgs) -> Result<ExitCode> {
                 KeyTrust::Given { .. } | KeyTrust::Pinned => {}
             }
             for (name, rows, file) in &fetched.files {
-                println!("fetched {name} ({rows} lines) into {}", file.display());
+                outln!("fetched {name} ({rows} lines) into {}", file.display());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -1135,7 +1384,7 @@ pub async fn lists(args: ListsArgs) -> Result<ExitCode> {
                 .into_iter()
                 .next()
                 .context("nothing written")?;
-            println!(
+            outln!(
                 "imported {} URLs from {} as {}",
                 list.entries.len(),
                 path.display(),

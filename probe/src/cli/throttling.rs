@@ -146,7 +146,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
             .await
             .map_err(|e| anyhow::anyhow!("cannot find the throughput server: {e}"))?;
     }
-    let (probe_cc, probe_asn) = locate(
+    let located = locate(
         pinned_cc,
         pinned_asn,
         aggregator.as_ref(),
@@ -155,7 +155,9 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         &tls,
     )
     .await;
+    let (probe_cc, probe_asn) = (located.cc, located.asn);
     if !args.json {
+        eprintln!("{}", located.describe(args.cc.as_deref()));
         eprintln!(
             "Throttling test against {}: {} target(s), {} repetitions, at most {} bytes.",
             plan.endpoint.addr,
@@ -174,13 +176,13 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
             let mut line = serde_json::to_value(a).unwrap_or_default();
             line["input"] = target.clone().into();
             line["id"] = id.as_str().into();
-            println!("{line}");
+            outln!("{line}");
         } else {
             let head = match (a.verdict, a.ceiling_kbps) {
                 (Verdict::Throttled, Some(kbps)) => format!("THROTTLED at about {kbps:.0} kbit/s"),
                 (v, _) => v.as_str().replace('_', " "),
             };
-            println!("{target}: {head} ({})", a.reason);
+            outln!("{target}: {head} ({})", a.reason);
         }
     }
     if let (Some(url), false) = (aggregator, args.no_upload) {
