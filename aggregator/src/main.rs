@@ -24,6 +24,14 @@ use vantage_probe::th::HelperConfig;
 use vantage_probe::verdict::fingerprints::Fingerprints;
 use vantage_probe::verdict::rules::RuleSet;
 
+/// `println!` that returns the write error instead of panicking, so that a closed pipe
+/// (`vantage-aggregator keys list | head`) reaches [`main`], which ends quietly on it.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    };
+}
+
 /// Vantage aggregator: verifies and stores signed measurements from probes, scores them against
 /// a control vantage point, and serves the shutdown and blocking timeline to researchers.
 #[derive(Debug, Parser)]
@@ -751,13 +759,13 @@ fn import_ooni(args: &ImportArgs) -> Result<ExitCode> {
             eprintln!("{p}");
         }
         failed |= !report.problems.is_empty();
-        println!(
+        outln!(
             "{}: {} stored, {} already there, {} skipped",
             path.display(),
             report.stored,
             report.duplicate,
             report.problems.len()
-        );
+        )?;
     }
     Ok(if failed {
         ExitCode::from(1)
@@ -769,10 +777,10 @@ fn import_ooni(args: &ImportArgs) -> Result<ExitCode> {
 fn rescore(args: &RescoreArgs) -> Result<ExitCode> {
     let db = Sqlite::open(&args.db)?;
     let n = vantage_aggregator::maintain::rescore(&db, &fingerprints(args.fingerprints.as_ref())?)?;
-    println!(
+    outln!(
         "rescored {n} measurements with {}",
         vantage_probe::verdict::rules::VANTAGE.version
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -787,7 +795,7 @@ fn export(args: &ExportArgs) -> Result<ExitCode> {
 fn compact(args: &DbArgs) -> Result<ExitCode> {
     let db = Sqlite::open(&args.db)?;
     let n = vantage_aggregator::compact::compact_all(&db, Duration::ZERO)?;
-    println!("compacted {n} measurements");
+    outln!("compacted {n} measurements")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -803,22 +811,22 @@ fn keys(args: &KeysArgs) -> Result<ExitCode> {
     match &args.command {
         KeysCommand::List => {
             for (key, state) in db.keys()? {
-                println!("{key} {state}");
+                outln!("{key} {state}")?;
             }
         }
         KeysCommand::Allow { key } => {
             valid(key)?;
             db.set_key(key, KeyState::Trusted)?;
-            println!("allowed {key}");
+            outln!("allowed {key}")?;
         }
         KeysCommand::Revoke { key } => {
             valid(key)?;
             db.set_key(key, KeyState::Revoked)?;
-            println!("revoked {key}: its later submissions will be refused");
+            outln!("revoked {key}: its later submissions will be refused")?;
         }
         KeysCommand::Token { count } => {
             for _ in 0..*count {
-                println!("{}", vantage_aggregator::enrol::new_token(&db)?);
+                outln!("{}", vantage_aggregator::enrol::new_token(&db)?)?;
             }
         }
     }
@@ -838,6 +846,15 @@ async fn shutdown_signal() {
         }
     };
     tokio::select! { () = ctrl_c => {}, () = term => {} }
+}
+
+/// Whether `e` is a write to a reader that went away (EPIPE): the reader has all it wanted,
+/// so the command ends quietly with success, as `cat` does when its reader closes.
+fn closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn main() -> ExitCode {
@@ -863,6 +880,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(e) if closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)

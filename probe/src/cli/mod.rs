@@ -773,7 +773,8 @@ struct Located {
 impl Located {
     /// One line for the summary: which country and network the results carry and why, so
     /// that `ZZ`/`AS0` (OONI's "unknown", df-000) is never a silent default; `list_cc` is
-    /// `--cc`, which chooses a list, not the country.
+    /// `--cc`, which chooses a list, not the country: when it differs from a country nobody
+    /// gave, the line says so.
     fn describe(&self, list_cc: Option<&str>) -> String {
         let said = |from: &Source, flag: &str| match from {
             Source::Given => format!("given with {flag}"),
@@ -798,6 +799,7 @@ impl Located {
             )
         };
         if let Some(cc) = list_cc
+            && self.cc_from != Source::Given
             && !cc.eq_ignore_ascii_case(self.cc.as_str())
         {
             let cc = cc.to_ascii_uppercase();
