@@ -198,8 +198,6 @@ mod tests {
             lines.push(with(Value::Null, Some(kind.clone())));
             lines.push(with(refusal.clone(), Some(kind.clone())));
         }
-        // From a probe that did not check the answer: no control_failure, the refusal as control.
-        lines.push(with(refusal.clone(), None));
         let text = lines.join("\n");
         for rules in [VANTAGE, OONI] {
             let (mut out, mut errors) = (Vec::new(), Vec::new());
@@ -232,12 +230,6 @@ mod tests {
                 assert_eq!(v["accessible"], Value::Null, "{v}");
                 assert_eq!(v["rule"], "no-control", "{v}");
             }
-            let last = verdicts.last().expect("last");
-            let why = last["control_failure"].as_str().unwrap_or_default();
-            assert!(
-                why.starts_with(UNUSABLE) && why.contains("127.0.0.1"),
-                "{last}"
-            );
             let mut text = Vec::new();
             write_summary(&summary, &rules, &mut text).expect("summary");
             let text = String::from_utf8(text).expect("utf-8");
@@ -248,6 +240,39 @@ mod tests {
                 )),
                 "{text}"
             );
+        }
+
+        // From a probe that did not check the answer: no control_failure, the refusal as
+        // control. The vantage rules check it; OONI's use it, as OONI does.
+        let unchecked = with(refusal.clone(), None);
+        for (rules, blocking) in [(VANTAGE, "null"), (OONI, "http-diff")] {
+            let (mut out, mut errors) = (Vec::new(), Vec::new());
+            let summary = score_text(
+                &unchecked,
+                "t.jsonl",
+                &rules,
+                &Fingerprints::builtin(),
+                false,
+                &mut out,
+                &mut errors,
+            )
+            .expect("score");
+            assert_eq!(
+                summary.by_blocking,
+                BTreeMap::from([(blocking.to_string(), 1)]),
+                "{}",
+                rules.name
+            );
+            let v: Value = serde_json::from_slice(&out).expect("verdict");
+            if rules.unusable_control_is_none {
+                let why = v["control_failure"].as_str().unwrap_or_default();
+                assert!(
+                    why.starts_with(UNUSABLE) && why.contains("127.0.0.1"),
+                    "{v}"
+                );
+            } else {
+                assert_eq!(v["control_failure"], Value::Null, "{v}");
+            }
         }
 
         // The same page with a control that measured it is accessible, so the above is not

@@ -99,7 +99,7 @@ fn score_only(
     set: &RuleSet,
     fingerprints: &Fingerprints,
 ) -> Verdict {
-    let obs = Observations::of(m);
+    let obs = Observations::of(m, set.unusable_control_is_none);
     let consistency = dns_consistency(
         &obs,
         ConsistencyRules {
@@ -366,19 +366,27 @@ mod tests {
                 );
                 undetermined(&v, kind);
             }
-            // A measurement from a probe that did not check the answer: the scorer checks it.
-            let v = score(&with(&m, Some(refusal_as_failure.clone()), None), set, &fp);
-            undetermined(&v, "refusal written as a failure");
-            let why = v.control_failure.as_deref().unwrap_or_default();
-            assert!(
-                why.starts_with(UNUSABLE) && why.contains("127.0.0.1"),
-                "{why}"
-            );
-            // A partial answer: neither a page nor a failure.
+            // A measurement from a probe that did not check the answer: the vantage rules
+            // check it; OONI's use the control, as OONI does (the bug this guards against).
+            let old = with(&m, Some(refusal_as_failure.clone()), None);
             let mut partial = control("127.0.0.1", None, &[(&endpoint, true)]);
             partial.http_request.status_code = -1;
-            let v = score(&with(&m, Some(partial), None), set, &fp);
-            undetermined(&v, "partial");
+            let partial = with(&m, Some(partial), None);
+            if set.unusable_control_is_none {
+                let v = score(&old, set, &fp);
+                undetermined(&v, "refusal written as a failure");
+                let why = v.control_failure.as_deref().unwrap_or_default();
+                assert!(
+                    why.starts_with(UNUSABLE) && why.contains("127.0.0.1"),
+                    "{why}"
+                );
+                // A partial answer: neither a page nor a failure.
+                undetermined(&score(&partial, set, &fp), "partial");
+            } else {
+                let v = score(&old, set, &fp);
+                assert_eq!(v.rule, "http-unexpected-success", "{v:?}");
+                assert_eq!(v.control_failure, None);
+            }
 
             // Controls that did measure still decide, so the checks above are not vacuous.
             let same = control("127.0.0.1", None, &[(&endpoint, true)]);
@@ -422,10 +430,12 @@ mod tests {
             ] {
                 undetermined(&score(&with(&m, None, Some(&kind)), set, &fp), &kind);
             }
-            undetermined(
-                &score(&with(&m, Some(refusal.clone()), None), set, &fp),
-                "refusal written as a failure",
-            );
+            let v = score(&with(&m, Some(refusal.clone()), None), set, &fp);
+            if set.unusable_control_is_none {
+                undetermined(&v, "refusal written as a failure");
+            } else {
+                assert_eq!(v.rule, "down-for-control", "OONI's reading: {v:?}");
+            }
             // The helper reached the page where the probe could not connect: blocked, as before.
             let page = control("127.0.0.1", None, &[(&endpoint, true)]);
             let v = score(&with(&m, Some(page), None), set, &fp);

@@ -78,8 +78,10 @@ fn counts(query_type: &str, engine: &str, failure: &str) -> bool {
 }
 
 impl<'a> Observations<'a> {
-    /// Reads the facts of `m`.
-    pub fn of(m: &'a WebConnectivityMeasurement) -> Self {
+    /// Reads the facts of `m`. With `check_control`, a control that measured nothing of the
+    /// site ([`crate::th::unusable`]) counts as none even when the measurement does not say so;
+    /// without, only the measurement's `control_failure` does, as in OONI's analysis.
+    pub fn of(m: &'a WebConnectivityMeasurement, check_control: bool) -> Self {
         let tk = &m.test_keys;
         let queries = tk.queries.as_deref().unwrap_or_default();
         let tcp = tk.tcp_connect.as_deref().unwrap_or_default();
@@ -161,10 +163,12 @@ impl<'a> Observations<'a> {
         // probe) or an answer that measured nothing of the site (checked here too, for
         // measurements from probes that did not check) leaves none, so the helper's refusal or
         // failure is never read as the site's (`docs/scoring.md`).
-        let control_failure = tk
-            .control_failure
-            .clone()
-            .or_else(|| tk.control.as_ref().and_then(crate::th::unusable));
+        let control_failure = tk.control_failure.clone().or_else(|| {
+            tk.control
+                .as_ref()
+                .filter(|_| check_control)
+                .and_then(crate::th::unusable)
+        });
         let control = if control_failure.is_none() {
             tk.control.as_ref()
         } else {

@@ -6,8 +6,9 @@
 //!   compared with theirs.
 //! - [`VANTAGE`] is the same table with Vantage's fixes as separate rules, each named: TLS
 //!   interference is `tls`, not `http-failure`; injected duplicate DNS answers are DNS tampering;
-//!   a known CAPTCHA or geo-block page is not a blockpage; and (in DNS consistency) an address
-//!   that completed a TLS handshake for the host is the host's.
+//!   a known CAPTCHA or geo-block page is not a blockpage; (in DNS consistency) an address
+//!   that completed a TLS handshake for the host is the host's; and a control in which the
+//!   helper measured nothing of the site is no control.
 //!
 //! A stored verdict names the set and version that produced it, so history can be rescored.
 
@@ -91,6 +92,12 @@ pub struct RuleSet {
     pub tls_proves_address: bool,
     /// A confirmed fingerprint turns a verdict that is not a block into one.
     pub fingerprints_decide: bool,
+    /// A control that measured nothing of the site ([`crate::th::unusable`]: the helper's own
+    /// refusal written as the site's failure, or a partial answer) is no control, even in a
+    /// measurement whose `control_failure` is null. OONI's analysis uses such a control (its own
+    /// helper answers so for a site on private addresses) and reads the site as down, or as
+    /// blocked when the probe got the page.
+    pub unusable_control_is_none: bool,
 }
 
 use Cond::*;
@@ -147,6 +154,7 @@ pub const OONI: RuleSet = RuleSet {
     ],
     tls_proves_address: false,
     fingerprints_decide: false,
+    unusable_control_is_none: false,
 };
 
 /// OONI's rules with Vantage's fixes.
@@ -209,6 +217,7 @@ pub const VANTAGE: RuleSet = RuleSet {
     ],
     tls_proves_address: true,
     fingerprints_decide: true,
+    unusable_control_is_none: true,
 };
 
 impl RuleSet {
