@@ -87,6 +87,19 @@ pub enum HelperError {
         /// The non-public addresses it is at or leads to, comma-separated.
         addrs: String,
     },
+    /// The helper's own resolver gave no answer at all (unreachable, refused the connection,
+    /// timed out): the helper could not look the name up, which says nothing about the site.
+    /// Answered as a failure of the helper rather than as a control whose DNS and HTTP
+    /// "failed", which a probe that got the page would read as blocking.
+    #[error(
+        "this test helper's resolver did not answer ({failure}), so there is no control for this URL"
+    )]
+    ResolverFailed {
+        /// The URL asked for, cut to 100 characters (for the operator's log).
+        url: String,
+        /// The lookup's failure, in OONI's vocabulary.
+        failure: String,
+    },
 }
 
 impl HelperError {
@@ -94,11 +107,13 @@ impl HelperError {
     /// probe (ours, or OONI's, which records any status but 200 as `control_failure`) can
     /// tell a helper that would not measure from a site that failed: 400 for a request that is
     /// not a probe's (RFC 9110 section 15.5.1), 403 for one the helper understood and will not
-    /// carry out (section 15.5.4).
+    /// carry out (section 15.5.4); and 502 when the helper itself failed.
     pub fn status(&self) -> u16 {
         match self {
             HelperError::Plan(_) | HelperError::TooManyEndpoints { .. } => 400,
             HelperError::PrivateAddress { .. } => 403,
+            // RFC 9110 section 15.6.3: what the helper relies on upstream failed.
+            HelperError::ResolverFailed { .. } => 502,
         }
     }
 }
@@ -201,6 +216,16 @@ pub async fn answer(
     // The helper's own view of the page and its DNS, with the same engine as the probe.
     let m = measure(&plan, tls_ctx).await;
     let tk = &m.test_keys;
+    // No answer from the helper's own resolver (OONI's helper maps exactly these failures to
+    // `unknown_error`, `oohelperd/dns.go::dnsMapFailure`): the helper's failure, not the site's.
+    if let Some(f) = tk.dns_experiment_failure.as_deref()
+        && legacy_dns_failure(f).as_deref() == Some("unknown_error")
+    {
+        return Err(HelperError::ResolverFailed {
+            url: request.http_request.chars().take(100).collect(),
+            failure: f.chars().take(100).collect(),
+        });
+    }
     // The engine refused to connect because every address of the host, or of a host it was
     // redirected to, is a bogon: the helper's own refusal, not the site's failure.
     let bogon_failure = crate::failure::Failure::DnsBogonError.as_str();
@@ -732,6 +757,42 @@ mod tests {
         assert_eq!(unusable(&r), None);
     }
 
+    #[tokio::test]
+    async fn a_helper_whose_resolver_does_not_answer_fails_instead_of_blaming_the_site() {
+        // Nothing listens on the helper's resolver: its lookups fail, on loopback.
+        let no_dns = std::net::UdpSocket::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr");
+        let mut config = HelperConfig {
+            resolvers: vec![Resolver::Udp(no_dns)],
+            ..HelperConfig::default()
+        };
+        config.engine.timeouts.dns = Duration::from_millis(500);
+        let tls = TlsContext::new(vec![]).expect("tls");
+        let request = request_for(&Url::parse("https://example.org/").expect("url"), &[]);
+        let err = answer(&request, &config, &tls)
+            .await
+            .expect_err("no control");
+        assert!(
+            matches!(&err, HelperError::ResolverFailed { .. }),
+            "{err:?}"
+        );
+        assert_eq!(err.status(), 502);
+        assert!(err.to_string().contains("resolver did not answer"), "{err}");
+        // A name that does not exist is the site's answer: a control, as before.
+        let dns = vantage_fixtures::dns::DnsFixture::start(vec![(
+            "gone.example",
+            vantage_fixtures::dns::Behaviour::NxDomain,
+        )])
+        .await;
+        config.resolvers = vec![Resolver::Udp(dns.addr)];
+        let request = request_for(&Url::parse("https://gone.example/").expect("url"), &[]);
+        let r = answer(&request, &config, &tls).await.expect("a control");
+        assert_eq!(r.dns.failure.as_deref(), Some("dns_name_error"));
+        assert_eq!(unusable(&r), None);
+    }
+
     #[test]
     fn every_refusal_answers_a_4xx() {
         let config = HelperConfig::default();
@@ -1130,14 +1191,14 @@ mod tests {
             format!("[::ffff:127.0.0.1]:{port}"),
             format!("[2002:7f00:1::1]:{port}"),
         ];
-        // A name the helper cannot resolve (its resolver is a closed port on loopback), so the
-        // URL itself is not refused and only the listed endpoints are left to check.
-        let no_dns = std::net::UdpSocket::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr");
-        config.resolvers = vec![Resolver::Udp(no_dns)];
-        config.engine.timeouts.dns = Duration::from_millis(300);
+        // A name that does not exist (NXDOMAIN from a resolver on loopback), so the URL itself
+        // is not refused and only the listed endpoints are left to check.
+        let dns = vantage_fixtures::dns::DnsFixture::start(vec![(
+            "unresolvable.example",
+            vantage_fixtures::dns::Behaviour::NxDomain,
+        )])
+        .await;
+        config.resolvers = vec![Resolver::Udp(dns.addr)];
         let request = request_listing(
             &format!("http://unresolvable.example:{port}/"),
             forms.to_vec(),
