@@ -190,7 +190,7 @@ pub fn reason(m: &WebConnectivityMeasurement, verdict: &Verdict) -> String {
         (None, _) => {
             let why = match k.control_failure.as_deref() {
                 Some(NO_TEST_HELPER) => "no control: no test helper was asked".to_string(),
-                Some(f) => format!("no usable control: the test helper failed ({f})"),
+                Some(f) => format!("no usable control from the test helper: {f}"),
                 None => format!("rule {}", verdict.rule),
             };
             match here {
@@ -431,7 +431,7 @@ mod tests {
         assert_eq!(verdict.blocking, None, "{verdict:?}");
         assert_eq!(
             reason(&m, &verdict),
-            "no usable control: the test helper failed (connection_refused); here: \
+            "no usable control from the test helper: connection_refused; here: \
              dns_nxdomain_error"
         );
     }

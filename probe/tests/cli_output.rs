@@ -265,7 +265,7 @@ async fn a_connected_run_says_where_the_country_came_from_and_why_results_are_un
         .collect();
     assert_eq!(why.len(), 1, "{shown}");
     assert!(
-        why[0].starts_with("  2  no usable control: the test helper failed ("),
+        why[0].starts_with("  2  no usable control from the test helper: "),
         "{shown}"
     );
     assert!(

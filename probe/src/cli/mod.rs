@@ -853,7 +853,7 @@ async fn locate(
         } else if found {
             Source::Whoami
         } else if unknown.is_empty() {
-            Source::Unknown("the aggregator did not know".to_string())
+            Source::Unknown("the aggregator could not place this connection".to_string())
         } else {
             Source::Unknown(unknown.clone())
         }
@@ -1394,5 +1394,55 @@ pub async fn lists(args: ListsArgs) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn located(cc: &str, asn: &str, cc_from: Source, asn_from: Source) -> Located {
+        Located {
+            cc: cc.parse().expect("cc"),
+            asn: asn.parse().expect("asn"),
+            cc_from,
+            asn_from,
+        }
+    }
+
+    #[test]
+    fn the_country_line_says_where_each_value_came_from() {
+        let none = || Source::Unknown("no aggregator was asked where this machine is".into());
+        assert_eq!(
+            located("ZZ", "AS0", none(), none()).describe(Some("ir")),
+            "Results are tagged country ZZ and network AS0 (unknown: no aggregator was asked \
+             where this machine is).\n--cc IR chose the test list, not your country: add \
+             --probe-cc IR if you are measuring from there."
+        );
+        // The list's country is the recorded one: nothing to explain.
+        assert_eq!(
+            located("IR", "AS12880", Source::Whoami, Source::Whoami).describe(Some("IR")),
+            "Results are tagged country IR and network AS12880 (as the aggregator sees this \
+             connection)."
+        );
+        // A country given differs from the list on purpose: no advice.
+        assert_eq!(
+            located("DE", "AS0", Source::Given, none()).describe(Some("IR")),
+            "Results are tagged country DE (given with --probe-cc) and network AS0 (unknown: no \
+             aggregator was asked where this machine is)."
+        );
+        assert_eq!(
+            located("IR", "AS1", Source::Given, Source::Given).describe(None),
+            "Results are tagged country IR and network AS1 (given with --probe-cc and \
+             --probe-asn)."
+        );
+    }
+
+    #[test]
+    fn unix_times_print_as_utc_and_anything_else_as_it_is() {
+        assert_eq!(utc("1796028092"), "2026-11-30 08:41:32 UTC");
+        assert_eq!(utc("0"), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc("yesterday"), "yesterday");
+        assert_eq!(utc("-5"), "-5");
     }
 }
