@@ -37,7 +37,7 @@ fn workspace() -> PathBuf {
 fn output_dir() -> PathBuf {
     let dir = workspace().join("target/web");
     std::fs::create_dir_all(&dir).expect("target/web");
-    dir
+    std::fs::canonicalize(&dir).unwrap_or(dir)
 }
 
 /// A scratch directory of one test (its database and Chromium profile).
@@ -339,6 +339,31 @@ fn an_empty_database_shows_that_nothing_has_arrived_not_zero() {
     assert!(!dom.contains("probes-run"), "a probes line with no data");
     assert!(!dom.contains("anomaly-point"), "an anomaly with no data");
     served.screenshot(link, "empty-country", 1000);
+
+    // Links a person may mistype or tamper with. Garbage falls back to the landing view and
+    // the default range, with nothing of it shown back as markup.
+    let dom = served.dom(
+        "/?cc=%3Cb%3Ex%3C/b%3E&since=2026-02-30&until=yesterday&asn=foo&kind=bad&event=..%2F..",
+    );
+    assert!(!is_hidden(&dom, "landing"), "garbage cc: not the landing");
+    assert!(!dom.contains("<b>x</b>"), "the cc was inserted as markup");
+    assert!(
+        !tag(&dom, "id=\"status\"").contains("error"),
+        "an error for a link that only has bad parts: {dom}"
+    );
+    // A reversed range says what is wrong instead of asking the API.
+    let dom = served.dom("/?cc=IR&since=2026-01-07&until=2026-01-05");
+    assert!(
+        dom.contains("“Since” must be before “until”."),
+        "reversed range: {dom}"
+    );
+    assert!(tag(&dom, "id=\"status\"").contains("class=\"error\""));
+    // An event that is not in the view is named, not silently dropped.
+    let dom = served.dom("/?cc=IR&since=2026-01-05&until=2026-01-07&event=0123abcd");
+    assert!(
+        dom.contains("Event 0123abcd is not in this range or country."),
+        "missing event: {dom}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
