@@ -130,6 +130,32 @@ async fn an_offline_run_says_so_and_which_country_it_recorded() {
     // An offline machine is not told that an aggregator would decide its results.
     assert!(!shown.contains("--aggregator"), "{shown}");
 
+    // With --json, stdout stays one JSON object per result and the warning goes to stderr.
+    let out = vantage(&[
+        "run",
+        "--yes",
+        "--no-upload",
+        "--cc",
+        "IR",
+        "--json",
+        "--resolver",
+        &resolver,
+        "--data-dir",
+        &data,
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert!(
+        stderr(&out).contains("warning: This machine seems to be offline: no lookup succeeded"),
+        "{}",
+        stderr(&out)
+    );
+
     // What was recorded is what was said.
     let listed = vantage(&["results", "list", "--json", "--data-dir", &data]).await;
     let first: Value =

@@ -668,14 +668,13 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     if !json {
         let tagged = located.describe(args.cc.as_deref());
         print_summary(&finished, started.elapsed(), &dir, &tagged);
-    } else if offline(
+    } else if let Some(o) = offline(
         finished
             .iter()
             .map(|f| (f.reach, f.control_failure.as_deref())),
-    )
-    .is_some()
-    {
-        eprintln!("warning: {}", OFFLINE.to_lowercase());
+    ) {
+        // The JSON lines on stdout stay JSON; the warning goes where a person still sees it.
+        eprintln!("warning: {}", offline_line(o));
     }
 
     if let (Some(url), false) = (aggregator, args.no_upload) {
@@ -874,9 +873,20 @@ async fn locate(
     }
 }
 
-/// What the summary says when [`offline`] finds no sign of a network.
-const OFFLINE: &str = "This machine seems to be offline: no lookup succeeded and no site or test \
-                       helper could be reached; check the connection and run again.";
+/// What the summary says when [`offline`] finds no sign of a network: one line, with what to
+/// do, instead of a count of undetermined results and advice to add a control.
+fn offline_line(o: Offline) -> &'static str {
+    match o {
+        Offline::HelperUnreachable => {
+            "This machine seems to be offline: no lookup succeeded and the test helper could not \
+             be reached; check the connection and run again."
+        }
+        Offline::NoHelper => {
+            "This machine seems to be offline: no lookup succeeded and no site or test helper \
+             could be reached; check the connection and run again."
+        }
+    }
+}
 
 /// What `vantage run` prints at the end: the counts, whether the machine seems offline, what is
 /// blocked, why the rest is undetermined, the country and network the results are `tagged`
@@ -913,13 +923,8 @@ fn print_summary(finished: &[Finished], took: Duration, dir: &Path, tagged: &str
             .iter()
             .map(|f| (f.reach, f.control_failure.as_deref())),
     );
-    match offline {
-        Some(Offline::HelperUnreachable) => outln!(
-            "This machine seems to be offline: no lookup succeeded and the test helper could not \
-             be reached; check the connection and run again."
-        ),
-        Some(Offline::NoHelper) => outln!("{OFFLINE}"),
-        None => {}
+    if let Some(o) = offline {
+        outln!("{}", offline_line(o));
     }
     if !blocked.is_empty() {
         outln!("Blocked:");
