@@ -323,8 +323,9 @@ async fn a_scan_request_to_the_test_helper_is_refused_before_any_connection() {
 
 /// `vantage-aggregator serve` as deployed: private addresses refused. The helper connects from
 /// 127.0.0.2, an IPv4 address no IPv6 socket can bind, so even a broken check could not send a
-/// packet to a NAT64 or 6to4 address off this machine.
-fn serve_public(db: &Path) -> Server {
+/// packet to a NAT64 or 6to4 address off this machine; it resolves names with `resolver` (on
+/// loopback), so no lookup leaves it either.
+fn serve_public(db: &Path, resolver: SocketAddr) -> Server {
     let mut child = Command::new(AGGREGATOR)
         .args([
             "serve",
@@ -333,7 +334,7 @@ fn serve_public(db: &Path) -> Server {
             "--th-local-addr",
             "127.0.0.2",
         ])
-        .args(["--th-timeout", "3", "--db"])
+        .args(["--th-timeout", "3", "--th-resolver", &resolver.to_string(), "--db"])
         .arg(db)
         .stdout(Stdio::piped())
         .spawn()
@@ -358,9 +359,16 @@ fn serve_public(db: &Path) -> Server {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv6_spellings_of_loopback_are_refused_as_loopback() {
     let dir = common::tempdir("attack-th-nat64");
+    // The helper's resolver, on loopback: the one name it is asked about does not exist.
+    let dns = vantage_fixtures::dns::DnsFixture::start(vec![(
+        "unresolvable.example",
+        vantage_fixtures::dns::Behaviour::NxDomain,
+    )])
+    .await;
+    let resolver = dns.addr;
     let server = {
         let db = dir.join("agg.db");
-        tokio::task::spawn_blocking(move || serve_public(&db))
+        tokio::task::spawn_blocking(move || serve_public(&db, resolver))
             .await
             .expect("join")
     };
@@ -373,11 +381,24 @@ async fn ipv6_spellings_of_loopback_are_refused_as_loopback() {
         "2002:7f00:1::1",
     ];
     let endpoints: Vec<String> = forms.iter().map(|f| format!("[{f}]:{port}")).collect();
+    // A URL at loopback, in any spelling, is refused whole: there is nothing the helper may
+    // measure, so there is no control (403, not a control whose HTTP "failed").
     for url in [
         format!("http://{target}/"),
         format!("http://[64:ff9b::7f00:1]:{port}/"),
         format!("http://[::ffff:127.0.0.1]:{port}/"),
     ] {
+        let (status, reply) = post_th(&server.base, th_request(&url, &endpoints)).await;
+        assert_eq!(status, 403, "{url}: {reply}");
+        assert!(
+            reply.contains("does not connect to private or other non-public addresses"),
+            "{url}: {reply}"
+        );
+    }
+    // A name that does not exist is measured (NXDOMAIN is the site's answer), and the loopback
+    // spellings the probe listed are left out.
+    {
+        let url = format!("http://unresolvable.example:{port}/");
         let (status, reply) = post_th(&server.base, th_request(&url, &endpoints)).await;
         assert_eq!(status, 200, "{url}: {reply}");
         let answer: Value = serde_json::from_str(&reply).expect("json");
