@@ -12,5 +12,5 @@ SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
 for _ in $(seq 50); do grep -q listening "$WORK/out" 2>/dev/null && break; sleep 0.1; done
 ADDR=$(sed -n 's|.*listening on http://||p' "$WORK/out")
-./target/release/examples/ingest_bench "$ADDR" "$COUNT" ../shared/ooni/webconnectivity
+./target/release/examples/ingest_bench "$ADDR" "$COUNT" tests/data/ooni/webconnectivity
 ls -l "$WORK"/agg.db* | awk '{s+=$5} END {printf "database and WAL: %.0f bytes per measurement\n", s/'"$COUNT"'}'

@@ -10,7 +10,7 @@ DB="${2:-/tmp/vantage-query-bench.db}"
 cargo build --release --quiet -p vantage-aggregator --bin vantage-aggregator --example query_bench
 if [ ! -e "$DB" ]; then
     /usr/bin/time -f "fill: %e s wall, %M KB peak memory" \
-        ./target/release/examples/query_bench fill "$DB" "$COUNT" ../shared/ooni/webconnectivity
+        ./target/release/examples/query_bench fill "$DB" "$COUNT" tests/data/ooni/webconnectivity
 fi
 ls -l "$DB"* | awk -v n="$COUNT" \
     '{s+=$5} END {printf "database and WAL: %.1f GB, %.0f bytes per measurement\n", s/1e9, s/n}'

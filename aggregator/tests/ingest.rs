@@ -22,7 +22,7 @@ const NDJSON: &[(&str, &str)] = &[("Content-Type", "application/x-ndjson")];
 /// A compact, realistic measurement: OONI's own successWithHTTP with a unique input.
 fn measurement(n: usize) -> String {
     let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/ooni/webconnectivity/generated-successWithHTTP.json");
+        .join("../tests/data/ooni/webconnectivity/generated-successWithHTTP.json");
     let mut v: Value =
         serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json");
     v["input"] = format!("http://www.example.com/page/{n}").into();

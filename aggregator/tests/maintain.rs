@@ -28,9 +28,10 @@ fn agg(args: &[&str], db: &Path) -> (bool, String, String) {
     )
 }
 
-fn shared(path: &str) -> std::path::PathBuf {
+/// A file of the repository's test data (tests/data/SOURCES.md).
+fn data(path: &str) -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared")
+        .join("../tests/data")
         .join(path)
 }
 
@@ -38,7 +39,7 @@ fn shared(path: &str) -> std::path::PathBuf {
 fn import_ooni_then_query_by_country_and_domain_and_rescore() {
     let dir = tempdir("import");
     let db = dir.join("agg.db");
-    let files: Vec<std::path::PathBuf> = std::fs::read_dir(shared("ooni/webconnectivity"))
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(data("ooni/webconnectivity"))
         .expect("fixtures")
         .map(|e| e.expect("entry").path())
         .collect();
@@ -171,10 +172,8 @@ fn request_from(local: [u8; 4], server: &str, head: &str, body: &[u8]) -> String
 
 fn measurement(n: usize) -> String {
     let mut v: Value = serde_json::from_str(
-        &std::fs::read_to_string(shared(
-            "ooni/webconnectivity/generated-successWithHTTP.json",
-        ))
-        .expect("read"),
+        &std::fs::read_to_string(data("ooni/webconnectivity/generated-successWithHTTP.json"))
+            .expect("read"),
     )
     .expect("json");
     v["input"] = format!("http://www.example.com/item/{n}").into();

@@ -10,15 +10,18 @@ use vantage_probe::verdict::fingerprints::Fingerprints;
 use vantage_probe::verdict::rules::{OONI, VANTAGE};
 use vantage_probe::verdict::{Verdict, score};
 
-fn shared() -> PathBuf {
+/// The repository's test data (tests/data/SOURCES.md): OONI's measurements, and fingerprints in
+/// OONI's format written for these tests. `VANTAGE_SHARED_DIR` names another directory laid out
+/// the same way.
+fn data() -> PathBuf {
     match std::env::var_os("VANTAGE_SHARED_DIR") {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data"),
     }
 }
 
 fn measurements() -> Vec<(String, WebConnectivityMeasurement)> {
-    let dir = shared().join("ooni/webconnectivity");
+    let dir = data().join("ooni/webconnectivity");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(Result::ok)
@@ -39,9 +42,11 @@ fn measurements() -> Vec<(String, WebConnectivityMeasurement)> {
         .collect()
 }
 
+/// Fingerprints in OONI's CSV format (`ooni/blocking-fingerprints`), as `--fingerprints DIR`
+/// reads them; the test files use every scope, location and pattern type OONI's files use, and
+/// every row must load.
 fn ooni_fingerprints() -> Fingerprints {
-    let (set, problems) =
-        Fingerprints::load_dir(&shared().join("ooni/fingerprints")).expect("load");
+    let (set, problems) = Fingerprints::load_dir(&data().join("ooni/fingerprints")).expect("load");
     assert!(problems.is_empty(), "{problems:?}");
     set
 }
@@ -166,7 +171,7 @@ fn vantage_rules_differ_only_where_a_fix_applies() {
 }
 
 fn load(name: &str) -> WebConnectivityMeasurement {
-    let path = shared().join("ooni/webconnectivity").join(name);
+    let path = data().join("ooni/webconnectivity").join(name);
     serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("parse")
 }
 
@@ -184,7 +189,7 @@ fn iranian_blockpage_address_is_confirmed() {
     let v = score(&m, &VANTAGE, &ooni_fingerprints());
     assert!(v.confirmed);
     assert!(
-        v.fingerprints.contains(&"ooni.ir_4".to_string()),
+        v.fingerprints.contains(&"vt.ir_dns_1".to_string()),
         "{:?}",
         v.fingerprints
     );
@@ -208,7 +213,7 @@ fn known_blockpage_string_is_confirmed() {
     ));
     let v = score(&m, &VANTAGE, &ooni_fingerprints());
     assert!(v.confirmed, "{v:?}");
-    assert_eq!(v.fingerprints, vec!["ooni.it_0".to_string()]);
+    assert_eq!(v.fingerprints, vec!["vt.it_body_gdf".to_string()]);
     assert_eq!(v.blocking, Some(Blocking::Kind("http-diff".into())));
     assert_eq!(v.accessible, Some(false));
 }
@@ -218,8 +223,7 @@ fn false_positive_fingerprint_raises_no_anomaly() {
     let m = load("generated-cloudflareCAPTCHAWithHTTP.json");
     let v = score(&m, &VANTAGE, &ooni_fingerprints());
     assert!(
-        v.fingerprints
-            .contains(&"cp.fp_x_cloudflare_check".to_string()),
+        v.fingerprints.contains(&"vt.fp_just_a_moment".to_string()),
         "{:?}",
         v.fingerprints
     );
@@ -239,10 +243,9 @@ const AGGREGATOR: &str = env!("CARGO_BIN_EXE_vantage-aggregator");
 fn score_cli_reports_bad_lines_with_numbers_and_fails() {
     let dir = std::env::temp_dir().join(format!("vantage-score-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let good = std::fs::read_to_string(
-        shared().join("ooni/webconnectivity/generated-successWithHTTP.json"),
-    )
-    .expect("read");
+    let good =
+        std::fs::read_to_string(data().join("ooni/webconnectivity/generated-successWithHTTP.json"))
+            .expect("read");
     let good: Value = serde_json::from_str(&good).expect("json");
     let line = serde_json::to_string(&good).expect("line");
     let input = format!(
@@ -289,7 +292,7 @@ fn score_cli_reports_bad_lines_with_numbers_and_fails() {
 
 #[test]
 fn score_cli_reads_a_document_and_summarises() {
-    let path = shared().join("ooni/webconnectivity/generated-dnsBlockingNXDOMAIN.json");
+    let path = data().join("ooni/webconnectivity/generated-dnsBlockingNXDOMAIN.json");
     let out = Command::new(AGGREGATOR)
         .arg("score")
         .arg(&path)

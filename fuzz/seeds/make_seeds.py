@@ -4,7 +4,8 @@
 Run from anywhere: `python3 fuzz/seeds/make_seeds.py [OONI_WEBCONNECTIVITY_DIR]`. It needs the
 `cryptography` package (Ed25519) and, for the OONI seeds, OONI's QA measurements (ooni/probe-cli
 `internal/minipipeline/testdata/webconnectivity/generated/*/measurement.json`, default
-/work/shared/ooni/webconnectivity/); without them the OONI seeds are left as they are.
+tests/data/ooni/webconnectivity/ of this repository, tests/data/SOURCES.md); without them the
+OONI seeds are left as they are.
 The output is deterministic (Ed25519 signatures are), so re-running it changes nothing.
 
 Envelopes are signed with the fuzz targets' fixed test key (fuzz/src/lib.rs,
@@ -24,7 +25,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 FUZZ = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO = os.path.dirname(FUZZ)
 CORPUS = os.path.join(FUZZ, "corpus")
-OONI = sys.argv[1] if len(sys.argv) > 1 else "/work/shared/ooni/webconnectivity"
+OONI = (
+    sys.argv[1]
+    if len(sys.argv) > 1
+    else os.path.join(REPO, "tests", "data", "ooni", "webconnectivity")
+)
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
 PUBLIC = base64.b64encode(

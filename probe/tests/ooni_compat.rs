@@ -1,6 +1,6 @@
 //! Data-format compatibility with OONI: real web_connectivity measurements from OONI's own test
-//! data (`../shared/ooni/webconnectivity/`, read in place) must read into our types and write back
-//! without losing anything, and our own output must round-trip through the same types.
+//! data (`tests/data/ooni/webconnectivity/`, tests/data/SOURCES.md) must read into our types and
+//! write back without losing anything, and our own output must round-trip through the same types.
 
 use std::path::PathBuf;
 
@@ -10,11 +10,12 @@ use vantage_probe::engine::{EngineConfig, Resolver, TlsContext};
 use vantage_probe::ooni::{Blocking, WebConnectivityMeasurement};
 use vantage_probe::web_connectivity::{WebConnectivityPlan, measure};
 
-/// `../shared/` beside the repository, as in CI; `VANTAGE_SHARED_DIR` overrides it.
-fn shared_dir() -> PathBuf {
+/// The repository's test data, `tests/data/`; `VANTAGE_SHARED_DIR` names another directory laid
+/// out the same way.
+fn data_dir() -> PathBuf {
     match std::env::var_os("VANTAGE_SHARED_DIR") {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data"),
     }
 }
 
@@ -51,13 +52,9 @@ fn assert_lossless(original: &Value, ours: &Value, path: &str) {
 
 #[test]
 fn every_ooni_measurement_reads_into_our_types_without_loss() {
-    let dir = shared_dir().join("ooni/webconnectivity");
-    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
-        panic!(
-            "OONI fixtures not found at {} ({e}); CI keeps ../shared beside the repository",
-            dir.display()
-        )
-    });
+    let dir = data_dir().join("ooni/webconnectivity");
+    let entries = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("OONI fixtures not found at {} ({e})", dir.display()));
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -67,7 +64,7 @@ fn every_ooni_measurement_reads_into_our_types_without_loss() {
     assert_eq!(
         files.len(),
         56,
-        "the 56 measurements of shared/ooni/webconnectivity"
+        "the 56 measurements of tests/data/ooni/webconnectivity"
     );
 
     let mut blocking_kinds = std::collections::BTreeSet::new();
@@ -180,21 +177,97 @@ async fn our_output_round_trips_through_the_same_types() {
     assert_eq!(&start[10..11], " ");
 }
 
+/// Citizen Lab's category codes and descriptions (`00-LEGEND-new_category_codes.csv` of
+/// citizenlab/test-lists), some of which hold a comma and so are quoted.
+const CATEGORIES: [(&str, &str); 6] = [
+    ("NEWS", "News Media"),
+    ("HUMR", "Human Rights Issues"),
+    ("GMB", "Gambling"),
+    ("ALDR", "Alcohol & Drugs"),
+    ("COMT", "Communication Tools"),
+    ("LGBT", "LGBTQ+"),
+];
+
+/// A directory of lists in Citizen Lab's format, made for this test (Citizen Lab's own lists are
+/// CC BY-NC-SA and not in the repository; tests/data/SOURCES.md): 150 lists of 70 rows like
+/// theirs (quoted fields, commas and doubled quotes in notes, the category legend beside the
+/// lists), one list with a byte-order mark and CRLF line ends, and three unusable rows at known
+/// lines. Returns the directory and the problems each list must report, as `(file, line)`.
+fn citizen_lab_style_lists() -> (PathBuf, Vec<(String, usize)>) {
+    let dir = std::env::temp_dir().join(format!("vantage-lists-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join("00-LEGEND-new_category_codes.csv"),
+        "Category Description,New Code,Replaces old code(s),Description\n\
+         News Media,NEWS,NEWS,\"Major news outlets (BBC, CNN, etc.) as well as regional news outlets.\"\n",
+    )
+    .expect("legend");
+    let mut names = vec!["global".to_string()];
+    names.extend(
+        (0..149u8).map(|i| format!("{}{}", (b'a' + i / 26) as char, (b'a' + i % 26) as char)),
+    );
+    let mut expected = Vec::new();
+    for (n, name) in names.iter().enumerate() {
+        let file = format!("{name}.csv");
+        let mut rows =
+            vec!["url,category_code,category_description,date_added,source,notes".to_string()];
+        for i in 0..70 {
+            let (code, description) = CATEGORIES[(n + i) % CATEGORIES.len()];
+            rows.push(format!(
+                "https://site{i}.{name}.example/path/{n}?q={i},{code},\"{description}\",2017-0{}-1{},citizenlab,\"{}\"",
+                1 + i % 9,
+                i % 10,
+                match i % 3 {
+                    0 => "",
+                    1 => "Blocked, then unblocked",
+                    _ => "The \"\"official\"\" site",
+                }
+            ));
+        }
+        let mut eol = "\n";
+        let mut bom = "";
+        match name.as_str() {
+            "aa" => {
+                rows[10] = "https://short.aa.example/,NEWS,News Media,2017-01-01,citizenlab".into();
+                expected.push((file.clone(), 11));
+            }
+            "ab" => {
+                rows[25] =
+                    "ftp://files.ab.example/,FILE,File-sharing,2017-01-01,citizenlab,".into();
+                expected.push((file.clone(), 26));
+            }
+            "ac" => {
+                rows[70] = "not a url,NEWS,News Media,2017-01-01,citizenlab,".into();
+                expected.push((file.clone(), 71));
+            }
+            "ad" => {
+                eol = "\r\n";
+                bom = "\u{feff}";
+            }
+            _ => {}
+        }
+        std::fs::write(dir.join(&file), format!("{bom}{}{eol}", rows.join(eol))).expect("list");
+    }
+    (dir, expected)
+}
+
 #[test]
 fn citizen_lab_lists_read_with_every_problem_located() {
     use vantage_probe::test_lists::TestList;
-    let dir = shared_dir().join("test-lists/citizenlab/lists");
+    let (dir, expected) = citizen_lab_style_lists();
     let mut lists = 0;
     let mut urls = 0;
-    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.expect("entry").path();
+    let mut found = Vec::new();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    paths.sort();
+    for path in paths {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if !name.ends_with(".csv") {
-            continue;
-        }
         if name.starts_with("00-LEGEND") {
             // The legends are CSV of another shape: refused as test lists, with the reason.
             let err = TestList::read(&path).expect_err("legend is not a list");
@@ -203,14 +276,27 @@ fn citizen_lab_lists_read_with_every_problem_located() {
         }
         let (list, problems) = TestList::read(&path).unwrap_or_else(|e| panic!("{e}"));
         for p in &problems {
-            assert!(
-                p.to_string().starts_with(&path.display().to_string()),
-                "{p}"
-            );
+            let text = p.to_string();
+            let (line, _) = text
+                .strip_prefix(&format!("{}:", path.display()))
+                .and_then(|rest| rest.split_once(':'))
+                .unwrap_or_else(|| panic!("problem not located in its file: {text}"));
+            found.push((name.clone(), line.parse::<usize>().expect("a line number")));
+        }
+        if name == "ad.csv" {
+            assert_eq!(list.entries.len(), 70, "byte-order mark and CRLF");
+            assert_eq!(list.entries[0].category_description, CATEGORIES[4].1);
+            assert_eq!(list.entries[69].line, 71);
+        }
+        if name == "global.csv" {
+            assert_eq!(list.entries[1].notes, "Blocked, then unblocked");
+            assert_eq!(list.entries[2].notes, "The \"official\" site");
         }
         lists += 1;
         urls += list.entries.len();
     }
-    assert!(lists >= 140, "{lists} lists");
-    assert!(urls > 10_000, "{urls} URLs");
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(lists, 150);
+    assert_eq!(urls, 150 * 70 - expected.len());
+    assert_eq!(found, expected);
 }

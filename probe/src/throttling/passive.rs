@@ -96,9 +96,9 @@ fn round(kbps: f64) -> f64 {
 mod tests {
     use super::*;
 
-    /// A real measurement of a page that loaded (OONI's `successWithHTTP`, read in place from
-    /// `../shared/`), whose final page took `probe_ms` at the probe and `control_ms` at the
-    /// helper for `bytes` body bytes after a 20 ms head.
+    /// A real measurement of a page that loaded (OONI's `successWithHTTP`, from
+    /// `tests/data/ooni/webconnectivity/`), whose final page took `probe_ms` at the probe and
+    /// `control_ms` at the helper for `bytes` body bytes after a 20 ms head.
     fn measurement(
         bytes: u64,
         probe_ms: u64,
@@ -106,9 +106,9 @@ mod tests {
     ) -> WebConnectivityMeasurement {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/ooni/webconnectivity/generated-successWithHTTP.json"
+            "/../tests/data/ooni/webconnectivity/generated-successWithHTTP.json"
         );
-        let text = std::fs::read_to_string(path).expect("shared OONI measurement");
+        let text = std::fs::read_to_string(path).expect("OONI measurement in tests/data");
         let mut m: serde_json::Value = serde_json::from_str(&text).expect("json");
         let transfer = |ms: u64| {
             serde_json::json!({"ttfb_ms": 20, "ttlb_ms": 20 + ms,

@@ -1,5 +1,5 @@
-//! `vantage-eval`: simulates probe fleets through shutdowns and blocking drawn from IODA's
-//! investigated outages, feeds what they sign to the aggregator, and scores the timeline
+//! `vantage-eval`: simulates probe fleets through shutdowns and blocking drawn from a list of
+//! outages with the statistics of IODA's investigated outages (`--outages`), feeds what they sign to the aggregator, and scores the timeline
 //! against the truth (BENCHMARKS.md, "Timeline detection quality").
 
 use std::path::PathBuf;
@@ -41,14 +41,12 @@ struct Args {
     /// Detection thresholds (TOML), as for `vantage-aggregator serve --detect-config`.
     #[arg(long, value_name = "FILE")]
     detect_config: Option<PathBuf>,
-    /// IODA's investigated outages (CSV).
-    #[arg(
-        long,
-        default_value = "../shared/datasets/ioda-investigated-outages.csv"
-    )]
+    /// Outages in the format of IODA's investigated outages (CSV): by default the list generated
+    /// with IODA's statistics (tests/data/SOURCES.md); IODA's own file reads as well.
+    #[arg(long, default_value = "tests/data/datasets/generated-outages.csv")]
     outages: PathBuf,
     /// OONI's web_connectivity measurements, used as templates.
-    #[arg(long, default_value = "../shared/ooni/webconnectivity")]
+    #[arg(long, default_value = "tests/data/ooni/webconnectivity")]
     ooni: PathBuf,
     /// Where the scenario databases go while they run.
     #[arg(long, default_value_os_t = std::env::temp_dir())]

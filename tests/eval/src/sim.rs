@@ -202,7 +202,7 @@ pub struct Templates {
 }
 
 impl Templates {
-    /// Reads the five templates from `dir` (`../shared/ooni/webconnectivity`).
+    /// Reads the five templates from `dir` (`tests/data/ooni/webconnectivity`).
     pub fn read(dir: &Path) -> Result<Templates> {
         let files = [
             (None, "generated-successWithHTTPS.json"),

@@ -69,9 +69,9 @@ fn figures(r: &Report) -> String {
 
 #[test]
 fn attackers_elsewhere_change_nothing_once_network_claims_are_checked() {
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data");
     let templates =
-        Templates::read(&shared.join("ooni/webconnectivity")).expect("OONI's measurements");
+        Templates::read(&data.join("ooni/webconnectivity")).expect("OONI's measurements");
     let dir: PathBuf =
         std::env::temp_dir().join(format!("vantage-attackers-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");

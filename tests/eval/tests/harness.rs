@@ -11,11 +11,11 @@ use vantage_eval::truth::Outages;
 
 #[test]
 fn a_small_plan_meets_the_detection_targets() {
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
-    let list = Outages::read(&shared.join("datasets/ioda-investigated-outages.csv"))
-        .expect("IODA's outage list beside the repository");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data");
+    let list = Outages::read(&data.join("datasets/generated-outages.csv"))
+        .expect("the outage list in tests/data");
     let templates =
-        Templates::read(&shared.join("ooni/webconnectivity")).expect("OONI's measurements");
+        Templates::read(&data.join("ooni/webconnectivity")).expect("OONI's measurements");
     let plan = Plan {
         shutdowns: 6,
         blocks: 2,
