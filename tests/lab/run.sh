@@ -48,10 +48,13 @@ check_clean() {
 "$lab" run --dir target/lab
 check_clean "a passing run"
 
+echo "tests/lab/run.sh: EXPECTED FAILURE NEXT: a run sabotaged on purpose (tcp-drop.lab left" \
+    "uncensored) must fail; the FAILED lines that follow are expected, not a test failure"
 if "$lab" run --no-shutdown --sabotage tcp-drop.lab --dir target/lab-sabotage; then
     echo "tests/lab/run.sh: the sabotaged run passed; its checks cannot fail" >&2
     exit 1
 fi
+echo "tests/lab/run.sh: END OF EXPECTED FAILURE: the sabotaged run failed, as it must"
 check_clean "a failing run"
 
 "$lab" run --no-shutdown --dir target/lab-interrupted &
