@@ -2,7 +2,8 @@
 # Ingest throughput of this tree against an earlier commit, in one run (BENCHMARKS.md): each
 # side's own benches/ingest.sh, alternated, ROUNDS times. The earlier commit is checked out in a
 # worktree beside this repository (so that a commit from before tests/data, whose benchmark read
-# ../shared, finds it there too) with its own target directory. Usage: bash benches/ingest_compare.sh BASE_COMMIT [COUNT] [ROUNDS]
+# ../shared, finds it there too) with its own target directory.
+# Usage: bash benches/ingest_compare.sh BASE_COMMIT [COUNT] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE="$1"
