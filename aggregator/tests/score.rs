@@ -91,7 +91,7 @@ fn ooni_rules_reproduce_oonis_verdicts() {
 }
 
 /// Each file where the two rule sets differ, with the fix that explains it (docs/scoring.md).
-const VANTAGE_DIFFERENCES: [(&str, &str); 8] = [
+const VANTAGE_DIFFERENCES: [(&str, &str); 10] = [
     (
         "generated-cloudflareCAPTCHAWithHTTP.json",
         "false-positive-page",
@@ -108,6 +108,8 @@ const VANTAGE_DIFFERENCES: [(&str, &str); 8] = [
         "generated-httpDiffWithInconsistentDNS.json",
         "tls-proves-address",
     ),
+    ("generated-localhostWithHTTP.json", "helper-refused"),
+    ("generated-localhostWithHTTPS.json", "helper-refused"),
     (
         "generated-redirectWithConsistentDNSAndThenConnectionResetForHTTPS.json",
         "tls",
@@ -136,6 +138,12 @@ fn fix(ooni: &Verdict, ours: &Verdict) -> Option<&'static str> {
         && ooni.blocking == Some(Blocking::Kind("http-failure".into()))
     {
         Some("tls")
+    } else if ours.rule == "no-control"
+        && ours.control_failure.is_some()
+        && ooni.control_failure.is_none()
+    {
+        // The helper connected to none of the site's addresses, all private: no control.
+        Some("helper-refused")
     } else if ooni.dns_consistency == Some("inconsistent")
         && ours.dns_consistency == Some("consistent")
     {
