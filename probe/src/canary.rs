@@ -5,7 +5,7 @@
 //! IP address. It needs neither a working resolver nor the aggregator, so a probe keeps
 //! recording canaries through a shutdown and uploads them afterwards from its queue; that late
 //! evidence is what lets the aggregator reconstruct an event nothing could report while it
-//! lasted (`../shared/research/shutdown-detection.md`, §11.4).
+//! lasted (README, "Timeline": a shutdown is confirmed when the probes' offline queues come in).
 //!
 //! The result is an OONI-format measurement, `test_name: canary`, whose `test_keys` hold the
 //! DNS and TCP records in OONI's own templates (df-002-dnst `queries`, df-005-tcpconnect
