@@ -334,7 +334,13 @@ fn serve_public(db: &Path, resolver: SocketAddr) -> Server {
             "--th-local-addr",
             "127.0.0.2",
         ])
-        .args(["--th-timeout", "3", "--th-resolver", &resolver.to_string(), "--db"])
+        .args([
+            "--th-timeout",
+            "3",
+            "--th-resolver",
+            &resolver.to_string(),
+            "--db",
+        ])
         .arg(db)
         .stdout(Stdio::piped())
         .spawn()

@@ -82,7 +82,9 @@ const COMMANDS: &[(&str, How)] = &[
     ),
     (
         "sudo target/debug/vantage-lab run --no-shutdown",
-        How::Elsewhere("root and network namespaces: the lab's quick run, a subset of the full one"),
+        How::Elsewhere(
+            "root and network namespaces: the lab's quick run, a subset of the full one",
+        ),
     ),
     (
         "sudo target/debug/vantage-lab cleanup",
@@ -175,7 +177,15 @@ async fn the_first_command_measures_offline_and_says_so() {
     let dns = resolver_without_upstream().await;
     // `cargo run --release --bin vantage --` is the same program as the test build's binary.
     let out = Command::new(vantage())
-        .args(["run", "--cc", "IR", "--no-upload", "--timeout", "3", "--resolver"])
+        .args([
+            "run",
+            "--cc",
+            "IR",
+            "--no-upload",
+            "--timeout",
+            "3",
+            "--resolver",
+        ])
         .arg(dns.addr.to_string())
         .env("VANTAGE_DATA_DIR", &data)
         .env("HOME", data.parent().expect("home"))
@@ -186,7 +196,10 @@ async fn the_first_command_measures_offline_and_says_so() {
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
     let all = format!("{stdout}{stderr}");
     assert!(all.contains("undetermined"), "{all}");
-    assert!(all.contains("offline"), "no network here, and the summary must say so: {all}");
+    assert!(
+        all.contains("offline"),
+        "no network here, and the summary must say so: {all}"
+    );
 
     // `vantage status --data-dir DIR` then shows the probe's key and the results waiting.
     let out = Command::new(vantage())
@@ -211,11 +224,21 @@ fn the_install_commands_name_packages_with_those_binaries() {
     // `cargo install --path DIR` installs the binaries of the package in DIR; building them
     // again here would cost minutes, so the test checks what would be installed.
     let out = Command::new(env!("CARGO"))
-        .args(["metadata", "--no-deps", "--format-version", "1", "--offline"])
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
         .current_dir(workspace())
         .output()
         .expect("cargo metadata");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata json");
     for (dir, binary) in [("probe", "vantage"), ("aggregator", "vantage-aggregator")] {
         let manifest = workspace().join(dir).join("Cargo.toml");
@@ -229,7 +252,11 @@ fn the_install_commands_name_packages_with_those_binaries() {
             .as_array()
             .expect("targets")
             .iter()
-            .filter(|t| t["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "bin")))
+            .filter(|t| {
+                t["kind"]
+                    .as_array()
+                    .is_some_and(|k| k.iter().any(|k| k == "bin"))
+            })
             .filter_map(|t| t["name"].as_str())
             .collect();
         assert_eq!(bins, [binary], "cargo install --path {dir}");
@@ -244,14 +271,22 @@ async fn a_probe_pointed_at_a_local_aggregator_uploads_to_it() {
     let mut child = Command::new(AGGREGATOR)
         .args(["serve", "--db"])
         .arg(&db)
-        .args(["--listen", "127.0.0.1:0", "--th-timeout", "3", "--th-resolver"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--th-timeout",
+            "3",
+            "--th-resolver",
+        ])
         .arg(dns.addr.to_string())
         .stdout(Stdio::piped())
         .spawn()
         .expect("start vantage-aggregator");
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("listen line");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("listen line");
     let base = line
         .trim()
         .strip_prefix("vantage-aggregator listening on ")
@@ -279,11 +314,20 @@ async fn a_probe_pointed_at_a_local_aggregator_uploads_to_it() {
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
     // Nothing is reachable offline, and nothing is called blocked for it.
     assert!(!stdout.contains("Blocked:"), "{stdout}");
-    let (status, body) = http(&server.base, "GET", "/api/v1/measurements?limit=1000", &[], b"");
+    let (status, body) = http(
+        &server.base,
+        "GET",
+        "/api/v1/measurements?limit=1000",
+        &[],
+        b"",
+    );
     assert_eq!(status, 200, "{body}");
     let page: serde_json::Value = serde_json::from_str(&body).expect("json");
     let stored = page["results"].as_array().map_or(0, Vec::len);
-    assert!(stored > 0, "the run's results reached the aggregator: {body:.300}");
+    assert!(
+        stored > 0,
+        "the run's results reached the aggregator: {body:.300}"
+    );
     drop(server);
 }
 
