@@ -15,15 +15,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{AGGREGATOR, Server, http, vantage};
+use common::{AGGREGATOR, Server, http, spawn_server, vantage};
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 use vantage_fixtures::http::{HttpFixture, Response};
@@ -326,7 +325,8 @@ async fn a_scan_request_to_the_test_helper_is_refused_before_any_connection() {
 /// packet to a NAT64 or 6to4 address off this machine; it resolves names with `resolver` (on
 /// loopback), so no lookup leaves it either.
 fn serve_public(db: &Path, resolver: SocketAddr) -> Server {
-    let mut child = Command::new(AGGREGATOR)
+    let mut serve = Command::new(AGGREGATOR);
+    serve
         .args([
             "serve",
             "--listen",
@@ -341,25 +341,8 @@ fn serve_public(db: &Path, resolver: SocketAddr) -> Server {
             &resolver.to_string(),
             "--db",
         ])
-        .arg(db)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start vantage-aggregator");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read listen line");
-    let base = line
-        .trim()
-        .strip_prefix("vantage-aggregator listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    Server {
-        child,
-        th: format!("{base}/api/v1/th"),
-        base,
-    }
+        .arg(db);
+    spawn_server(serve)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

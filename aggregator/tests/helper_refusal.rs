@@ -5,12 +5,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 
-use common::{AGGREGATOR, Server, http, tempdir, vantage};
+use common::{AGGREGATOR, Server, http, spawn_server, tempdir, vantage};
 use serde_json::Value;
 use vantage_fixtures::http::{Handler, HttpFixture, Response};
 use vantage_probe::envelope::{Identity, verify};
@@ -19,7 +18,8 @@ use vantage_probe::envelope::{Identity, verify};
 /// from 127.0.0.2 so that, when it may connect to loopback at all, it comes from another
 /// address than the probe.
 fn serve(db: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(AGGREGATOR)
+    let mut serve = Command::new(AGGREGATOR);
+    serve
         .args([
             "serve",
             "--listen",
@@ -29,25 +29,8 @@ fn serve(db: &Path, extra: &[&str]) -> Server {
         ])
         .args(["--th-timeout", "3", "--db"])
         .arg(db)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start vantage-aggregator");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read listen line");
-    let base = line
-        .trim()
-        .strip_prefix("vantage-aggregator listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    Server {
-        child,
-        th: format!("{base}/api/v1/th"),
-        base,
-    }
+        .args(extra);
+    spawn_server(serve)
 }
 
 /// `vantage run` over `list` through the aggregator at `base`, uploading there: (exit

@@ -13,11 +13,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{AGGREGATOR, Server, http, tempdir, vantage};
+use common::{AGGREGATOR, http, spawn_server, tempdir, vantage};
 use vantage_fixtures::dns::DnsFixture;
 
 /// A resolver on loopback that knows no name.
@@ -268,7 +267,8 @@ async fn a_probe_pointed_at_a_local_aggregator_uploads_to_it() {
     let dir = tempdir("readme-aggregator");
     let db = dir.join("vantage.db");
     let dns = resolver_without_upstream().await;
-    let mut child = Command::new(AGGREGATOR)
+    let mut serve = Command::new(AGGREGATOR);
+    serve
         .args(["serve", "--db"])
         .arg(&db)
         .args([
@@ -278,25 +278,9 @@ async fn a_probe_pointed_at_a_local_aggregator_uploads_to_it() {
             "3",
             "--th-resolver",
         ])
-        .arg(dns.addr.to_string())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start vantage-aggregator");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("listen line");
-    let base = line
-        .trim()
-        .strip_prefix("vantage-aggregator listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    let server = Server {
-        child,
-        th: format!("{base}/api/v1/th"),
-        base: base.clone(),
-    };
+        .arg(dns.addr.to_string());
+    let server = spawn_server(serve);
+    let base = server.base.clone();
     let (status, page) = http(&server.base, "GET", "/", &[], b"");
     assert_eq!(status, 200);
     assert!(page.contains("<html"), "the web page: {page:.200}");

@@ -114,13 +114,21 @@ pub fn start_aggregator_with(ca: &Path, db: &Path, extra: &[&str]) -> Server {
 /// [`start_aggregator_with`] on a given address, e.g. the port of an aggregator that was
 /// stopped, to bring it back where its probes expect it.
 pub fn start_aggregator_on(listen: &str, ca: &Path, db: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(AGGREGATOR)
+    let mut serve = Command::new(AGGREGATOR);
+    serve
         .args(["serve", "--listen", listen, "--th-local-addr", "127.0.0.2"])
         .args(["--th-allow-private", "--th-timeout", "3", "--ca-file"])
         .arg(ca)
         .arg("--db")
         .arg(db)
-        .args(extra)
+        .args(extra);
+    spawn_server(serve)
+}
+
+/// Starts `serve` (a `vantage-aggregator serve ...` command, listening on a free port) and waits
+/// for the line that says where it listens.
+pub fn spawn_server(mut serve: Command) -> Server {
+    let mut child = serve
         .stdout(Stdio::piped())
         .spawn()
         .expect("start vantage-aggregator");
