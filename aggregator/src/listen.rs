@@ -107,6 +107,21 @@ impl<T> Stalled<T> {
             Poll::Pending => Ok(()),
         }
     }
+
+    /// Passes a write's outcome on: a write that went through stops the clock, one that could
+    /// not proceed runs it ([`Stalled::blocked`]).
+    fn track<R>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        match poll {
+            Poll::Ready(r) => {
+                self.waiting = false;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                self.blocked(cx)?;
+                Poll::Pending
+            }
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Stalled<T> {
@@ -125,29 +140,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Stalled<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Ready(r) => {
-                self.waiting = false;
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                self.blocked(cx)?;
-                Poll::Pending
-            }
-        }
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.track(cx, poll)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match Pin::new(&mut self.inner).poll_flush(cx) {
-            Poll::Ready(r) => {
-                self.waiting = false;
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                self.blocked(cx)?;
-                Poll::Pending
-            }
-        }
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        self.track(cx, poll)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

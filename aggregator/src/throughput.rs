@@ -453,13 +453,17 @@ mod tests {
         }
     }
 
-    /// Downloads `bytes` from the server from 127.0.0.1 as the probe does; the bytes received.
-    async fn download(addr: std::net::SocketAddr, pin: CertPin, bytes: u64) -> usize {
+    /// The probe's pinned TLS handshake to the server at `addr` over `tcp`, with `sni`.
+    async fn pinned_handshake(
+        tcp: tokio::net::TcpStream,
+        addr: std::net::SocketAddr,
+        sni: &str,
+        pin: CertPin,
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
         use vantage_probe::engine::tls::{HandshakeSpec, handshake_pinned};
-        let tcp = connect_from([127, 0, 0, 1], addr).await;
         let ctx = vantage_probe::engine::TlsContext::new(vec![]).expect("tls context");
         let spec = HandshakeSpec {
-            server_name: "twitter.com",
+            server_name: sni,
             addr,
             alpn: &[b"http/1.1"],
             timeout: Duration::from_secs(5),
@@ -467,10 +471,16 @@ mod tests {
             transaction_id: 1,
         };
         let trace = vantage_probe::engine::Trace::new();
-        let mut tls = handshake_pinned(&ctx, tcp, spec, pin, &trace)
+        handshake_pinned(&ctx, tcp, spec, pin, &trace)
             .await
             .result
-            .expect("pinned handshake");
+            .expect("pinned handshake")
+    }
+
+    /// Downloads `bytes` from the server from 127.0.0.1 as the probe does; the bytes received.
+    async fn download(addr: std::net::SocketAddr, pin: CertPin, bytes: u64) -> usize {
+        let tcp = connect_from([127, 0, 0, 1], addr).await;
+        let mut tls = pinned_handshake(tcp, addr, "twitter.com", pin).await;
         tls.write_all(format!("GET /payload/{bytes} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
             .await
             .expect("request");
@@ -568,22 +578,8 @@ mod tests {
         assert!(t0.elapsed() < Duration::from_secs(2));
         // A handshake, then no request.
         let client = tokio::spawn(async move {
-            use vantage_probe::engine::tls::{HandshakeSpec, handshake_pinned};
             let tcp = connect_from([127, 0, 0, 1], addr).await;
-            let ctx = vantage_probe::engine::TlsContext::new(vec![]).expect("tls context");
-            let spec = HandshakeSpec {
-                server_name: "x.example",
-                addr,
-                alpn: &[b"http/1.1"],
-                timeout: Duration::from_secs(5),
-                tags: None,
-                transaction_id: 1,
-            };
-            let trace = vantage_probe::engine::Trace::new();
-            let tls = handshake_pinned(&ctx, tcp, spec, server.pin, &trace)
-                .await
-                .result
-                .expect("handshake");
+            let tls = pinned_handshake(tcp, addr, "x.example", server.pin).await;
             tokio::time::sleep(Duration::from_secs(3)).await;
             drop(tls);
         });
@@ -598,7 +594,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_stops_reading_is_dropped_after_the_stall_deadline() {
-        use vantage_probe::engine::tls::{HandshakeSpec, handshake_pinned};
         let dir = std::env::temp_dir().join(format!("vantage-tput-stall-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let server = ThroughputServer::bind(([127, 0, 0, 1], 0).into(), &dir.join("agg.db"))
@@ -612,20 +607,7 @@ mod tests {
             let socket = tokio::net::TcpSocket::new_v4().expect("socket");
             socket.set_recv_buffer_size(4096).expect("rcvbuf");
             let tcp = socket.connect(addr).await.expect("connect");
-            let ctx = vantage_probe::engine::TlsContext::new(vec![]).expect("tls context");
-            let spec = HandshakeSpec {
-                server_name: "x.example",
-                addr,
-                alpn: &[b"http/1.1"],
-                timeout: Duration::from_secs(5),
-                tags: None,
-                transaction_id: 1,
-            };
-            let trace = vantage_probe::engine::Trace::new();
-            let mut tls = handshake_pinned(&ctx, tcp, spec, pin, &trace)
-                .await
-                .result
-                .expect("handshake");
+            let mut tls = pinned_handshake(tcp, addr, "x.example", pin).await;
             tls.write_all(format!("GET /payload/{MAX_PAYLOAD_BYTES} HTTP/1.1\r\n\r\n").as_bytes())
                 .await
                 .expect("request");
