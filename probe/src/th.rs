@@ -218,8 +218,12 @@ pub async fn answer(
     let tk = &m.test_keys;
     // No answer from the helper's own resolver (OONI's helper maps exactly these failures to
     // `unknown_error`, `oohelperd/dns.go::dnsMapFailure`): the helper's failure, not the site's.
+    // REFUSED too: a recursive resolver that declines to answer (RFC 1035 section 4.1.1,
+    // RCODE 5, "for policy reasons") speaks of itself, not of the name; a broken zone comes back
+    // from a recursive resolver as SERVFAIL, which stays the site's answer.
     if let Some(f) = tk.dns_experiment_failure.as_deref()
-        && legacy_dns_failure(f).as_deref() == Some("unknown_error")
+        && (legacy_dns_failure(f).as_deref() == Some("unknown_error")
+            || f == crate::failure::Failure::DnsRefusedError.as_str())
     {
         return Err(HelperError::ResolverFailed {
             url: request.http_request.chars().take(100).collect(),
@@ -780,6 +784,14 @@ mod tests {
         );
         assert_eq!(err.status(), 502);
         assert!(err.to_string().contains("resolver did not answer"), "{err}");
+        // A resolver that refuses every name (no upstream) is no answer either.
+        let refusing = vantage_fixtures::dns::DnsFixture::start(Vec::new()).await;
+        config.resolvers = vec![Resolver::Udp(refusing.addr)];
+        let err = answer(&request, &config, &tls)
+            .await
+            .expect_err("no control");
+        assert_eq!(err.status(), 502, "{err:?}");
+        assert!(err.to_string().contains("dns_refused_error"), "{err}");
         // A name that does not exist is the site's answer: a control, as before.
         let dns = vantage_fixtures::dns::DnsFixture::start(vec![(
             "gone.example",
