@@ -436,7 +436,12 @@ fn search_sql(q: &Query) -> (String, Vec<rusqlite::types::Value>) {
         add("input =", V::Text(v.clone()));
     }
     if let Some(v) = &q.blocking {
-        add("blocking =", V::Text(v.clone()));
+        // An undetermined verdict is stored as SQL NULL; `IS` matches it and uses the index.
+        if v == "null" {
+            add("blocking IS", V::Null);
+        } else {
+            add("blocking =", V::Text(v.clone()));
+        }
     }
     if let Some(v) = q.confirmed {
         add("confirmed =", V::Integer(i64::from(v)));
@@ -1019,6 +1024,14 @@ mod tests {
                 Query {
                     asn: Some(197207),
                     blocking: Some("\"dns\"".into()),
+                    ..query()
+                },
+                "measurements_asn_time",
+            ),
+            (
+                Query {
+                    asn: Some(197207),
+                    blocking: Some("null".into()),
                     ..query()
                 },
                 "measurements_asn_time",

@@ -792,8 +792,9 @@ impl SearchParams {
     /// The storage query these filters mean.
     pub fn to_query(&self) -> Result<Query, String> {
         let asn = parse_asn(self.asn.as_deref())?;
+        // `blocking` is stored as JSON text: `false`, a quoted type, or NULL when undetermined.
         let blocking = self.blocking.as_deref().map(|b| match b {
-            "false" => "false".to_string(),
+            "false" | "null" => b.to_string(),
             other => format!("\"{other}\""),
         });
         Ok(Query {

@@ -320,6 +320,21 @@ async fn a_probe_pointed_at_a_local_aggregator_uploads_to_it() {
         stdout.contains(&format!("{} undetermined", stored.len())),
         "{stdout}"
     );
+    // And a researcher finds them as undetermined.
+    let (status, body) = http(
+        &server.base,
+        "GET",
+        "/api/v1/measurements?blocking=null&limit=1000",
+        &[],
+        b"",
+    );
+    assert_eq!(status, 200, "{body}");
+    let undetermined: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        undetermined["results"].as_array().map_or(0, Vec::len),
+        stored.len(),
+        "{body:.300}"
+    );
     drop(server);
 }
 
