@@ -4,11 +4,18 @@
 //! [`Storage`] is the interface the server uses; [`Sqlite`] implements it with one embedded file
 //! (bundled SQLite, WAL, numbered migrations), so one binary is enough to start. A server database
 //! can implement the same trait later. No table holds an IP address.
+//!
+//! One connection writes; a small pool of read-only connections answers the searches. In WAL
+//! mode a reader works from the last committed snapshot beside a writer in the middle of a
+//! transaction (<https://sqlite.org/wal.html>, "Concurrency"), so a researcher's search never
+//! waits for an upload's batch to commit.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
+use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 use serde::Serialize;
 use vantage_probe::store::{MigrateError, open_migrated};
 
@@ -332,10 +339,19 @@ pub enum Redeemed {
     Revoked,
 }
 
+/// Read-only connections opened beside the writer: enough for the server's concurrent searches
+/// on a small machine; a search beyond that waits for a reader, never for the writer.
+const READERS: usize = 4;
+
 /// SQLite storage.
 #[derive(Debug)]
 pub struct Sqlite {
+    /// The one connection that writes (inserts, keys, verdicts, compaction, tokens, events).
     conn: Mutex<Connection>,
+    /// Read-only connections for the methods that only read (see [`Sqlite::read`]).
+    readers: Vec<Mutex<Connection>>,
+    /// Where the next read starts looking for a free reader.
+    next_reader: AtomicUsize,
     path: String,
     verification: Verification,
 }
@@ -362,8 +378,19 @@ impl Sqlite {
                 known,
             },
         })?;
+        // Opened only once the writer has migrated the file and switched it to WAL: a
+        // read-only connection can neither migrate nor change the journal mode.
+        let readers = (0..READERS)
+            .map(|_| open_reader(path).map(Mutex::new))
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|source| DbError::Sqlite {
+                path: display.clone(),
+                source,
+            })?;
         Ok(Sqlite {
             conn: Mutex::new(conn),
+            readers,
+            next_reader: AtomicUsize::new(0),
             path: display,
             verification: Verification::default(),
         })
@@ -377,19 +404,58 @@ impl Sqlite {
         self
     }
 
+    /// Runs `f` on the writer connection, the only one that may change the file.
     pub(crate) fn with<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, DbError> {
-        let mut conn = self
-            .conn
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
         f(&mut conn).map_err(|source| DbError::Sqlite {
             path: self.path.clone(),
             source,
         })
     }
+
+    /// Runs `f` on a free read-only connection; it sees every transaction committed before it
+    /// starts and never waits for the writer. When every reader is busy it waits for one of
+    /// them (in turn), not for the writer. `f` gets a shared reference, so it cannot open a
+    /// transaction, and the connection is opened read-only, so it cannot write either.
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, DbError> {
+        let conn = self.reader();
+        f(&conn).map_err(|source| DbError::Sqlite {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        let n = self.readers.len();
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed) % n;
+        for i in 0..n {
+            match self.readers[(start + i) % n].try_lock() {
+                Ok(conn) => return conn,
+                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        self.readers[start]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One read-only connection to the migrated file at `path`, waiting as the writer does when
+/// the file is briefly locked (a checkpoint, the recovery of a WAL left by a crash).
+fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
 }
 
 /// An envelope column as stored: text as received, or a zstd frame once compacted.
@@ -466,7 +532,7 @@ fn search_sql(q: &Query) -> (String, Vec<rusqlite::types::Value>) {
 
 impl Storage for Sqlite {
     fn key_state(&self, key: &str) -> Result<Option<KeyState>, DbError> {
-        let state: Option<String> = self.with(|c| {
+        let state: Option<String> = self.read(|c| {
             c.query_row("SELECT state FROM probe_keys WHERE key = ?1", [key], |r| {
                 r.get(0)
             })
@@ -538,7 +604,7 @@ impl Storage for Sqlite {
     }
 
     fn envelope(&self, id: &str) -> Result<Option<String>, DbError> {
-        self.with(|c| {
+        self.read(|c| {
             c.query_row(
                 "SELECT coalesce(p.body, r.body) FROM measurements m
                  LEFT JOIN envelopes_packed p ON p.seq = m.seq
@@ -553,8 +619,8 @@ impl Storage for Sqlite {
 
     fn query(&self, q: &Query) -> Result<Vec<Found>, DbError> {
         let (sql, args) = search_sql(q);
-        self.with(|c| {
-            let mut stmt = c.prepare(&sql)?;
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(&sql)?;
             stmt.query_map(params_from_iter(args.iter()), |r| {
                 let blocking: Option<String> = r.get(7)?;
                 let asn: i64 = r.get(3)?;
@@ -582,7 +648,7 @@ impl Storage for Sqlite {
         after: &str,
         limit: usize,
     ) -> Result<Vec<(String, String, String)>, DbError> {
-        self.with(|c| {
+        self.read(|c| {
             let mut stmt = c.prepare(
                 "SELECT m.id, m.source, coalesce(p.body, r.body) FROM measurements m
                  LEFT JOIN envelopes_packed p ON p.seq = m.seq
@@ -618,7 +684,7 @@ impl Storage for Sqlite {
     }
 
     fn signals(&self, q: &SignalQuery) -> Result<Vec<SignalBin>, DbError> {
-        self.with(|c| crate::signals::query(c, q, self.verification))
+        self.read(|c| crate::signals::query(c, q, self.verification))
     }
 
     fn detect(
@@ -648,11 +714,11 @@ impl Storage for Sqlite {
     }
 
     fn timeline(&self, q: &TimelineQuery) -> Result<Vec<Event>, DbError> {
-        self.with(|c| crate::events::timeline(c, q))
+        self.read(|c| crate::events::timeline(c, q))
     }
 
     fn countries(&self) -> Result<Vec<(String, i64, i64)>, DbError> {
-        self.with(|c| crate::events::countries(c))
+        self.read(crate::events::countries)
     }
 
     fn heartbeat(
@@ -681,7 +747,7 @@ impl Storage for Sqlite {
     }
 
     fn heartbeat_count(&self, cc: &str) -> Result<u64, DbError> {
-        self.with(|c| {
+        self.read(|c| {
             c.query_row(
                 "SELECT count(*) FROM heartbeats WHERE probe_cc = ?1",
                 [cc],
@@ -778,7 +844,7 @@ impl Storage for Sqlite {
     }
 
     fn keys(&self) -> Result<Vec<(String, String)>, DbError> {
-        self.with(|c| {
+        self.read(|c| {
             let mut stmt =
                 c.prepare("SELECT key, state FROM probe_keys ORDER BY first_seen, key")?;
             stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -989,6 +1055,97 @@ mod tests {
                 (t / 86_400 + 1, t + 86_400 + 3600, t + 86_400 + 3600)
             ]
         );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    fn stored(id: &str) -> Row {
+        Row {
+            id: id.into(),
+            source: "vantage".into(),
+            probe_key: Some("k".into()),
+            probe_cc: "IR".into(),
+            probe_asn: 7,
+            test_name: "web_connectivity".into(),
+            input: Some(format!("https://{id}.example/")),
+            domain: Some(format!("{id}.example")),
+            measured_at: "2026-03-01 10:00:00".into(),
+            blocking: Some("false".into()),
+            accessible: Some(true),
+            confirmed: false,
+            rule_set: None,
+            verdict: None,
+            envelope: format!("{{\"id\":\"{id}\"}}"),
+            network_verified: false,
+        }
+    }
+
+    /// A search is answered while an upload's transaction holds the writer, from what was
+    /// committed before it: the writer is held for `HELD` and the answers must come well
+    /// before it is let go (before the pool of readers, they waited for all of it).
+    #[test]
+    fn reads_are_answered_while_the_writer_is_in_a_transaction() {
+        const HELD: Duration = Duration::from_secs(3);
+        let dir = std::env::temp_dir().join(format!("vantage-db-readers-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let db = Sqlite::open(&dir.join("agg.db")).expect("open");
+        db.insert(&[stored("committed")]).expect("insert");
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            let writer = s.spawn(|| {
+                db.with(|c| {
+                    let tx = c.transaction()?;
+                    tx.execute(
+                        "INSERT INTO measurements (id, source, probe_cc, probe_asn, test_name,
+                         measured_at, received_at) VALUES ('pending', 'vantage', 'IR', 7,
+                         'web_connectivity', '2026-03-01 11:00:00', 0)",
+                        [],
+                    )?;
+                    held_tx.send(()).expect("tell");
+                    std::thread::sleep(HELD);
+                    tx.commit()
+                })
+            });
+            held_rx.recv().expect("the writer holds its transaction");
+            let t = std::time::Instant::now();
+            let found = db
+                .query(&Query {
+                    cc: Some("ir".into()),
+                    ..query()
+                })
+                .expect("query");
+            let envelope = db.envelope("committed").expect("envelope");
+            let keys = db.keys().expect("keys");
+            let waited = t.elapsed();
+            assert!(
+                waited < HELD / 3,
+                "reads waited {waited:?} for a writer held {HELD:?}"
+            );
+            let ids: Vec<&str> = found.iter().map(|f| f.id.as_str()).collect();
+            assert_eq!(ids, ["committed"], "only what was committed is seen");
+            assert_eq!(envelope.as_deref(), Some("{\"id\":\"committed\"}"));
+            assert!(keys.is_empty(), "{keys:?}");
+            writer.join().expect("writer").expect("commit");
+        });
+        // Once committed, the next read sees it.
+        let found = db.query(&query()).expect("query");
+        assert_eq!(found.len(), 2, "{found:?}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// The readers are opened read-only: a write through one is refused by SQLite itself.
+    #[test]
+    fn a_reader_cannot_write() {
+        let dir = std::env::temp_dir().join(format!("vantage-db-ro-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let db = Sqlite::open(&dir.join("agg.db")).expect("open");
+        db.insert(&[stored("a")]).expect("insert");
+        let err = db
+            .read(|c| c.execute("DELETE FROM measurements", []))
+            .expect_err("a read-only connection refuses a write");
+        assert!(err.to_string().contains("readonly"), "{err}");
+        assert_eq!(db.query(&query()).expect("query").len(), 1);
         std::fs::remove_dir_all(&dir).ok();
     }
 
