@@ -346,10 +346,13 @@ const READERS: usize = 4;
 /// SQLite storage.
 #[derive(Debug)]
 pub struct Sqlite {
+    /// Read-only connections for the methods that only read (see [`Sqlite::read`]). Declared
+    /// before the writer so that they close first (fields drop in order): the last connection
+    /// to close checkpoints the WAL into the file and deletes it
+    /// (<https://sqlite.org/wal.html>, "Persistence of WAL mode"), which a read-only one cannot.
+    readers: Vec<Mutex<Connection>>,
     /// The one connection that writes (inserts, keys, verdicts, compaction, tokens, events).
     conn: Mutex<Connection>,
-    /// Read-only connections for the methods that only read (see [`Sqlite::read`]).
-    readers: Vec<Mutex<Connection>>,
     /// Where the next read starts looking for a free reader.
     next_reader: AtomicUsize,
     path: String,
@@ -388,8 +391,8 @@ impl Sqlite {
                 source,
             })?;
         Ok(Sqlite {
-            conn: Mutex::new(conn),
             readers,
+            conn: Mutex::new(conn),
             next_reader: AtomicUsize::new(0),
             path: display,
             verification: Verification::default(),
@@ -1146,6 +1149,29 @@ mod tests {
             .expect_err("a read-only connection refuses a write");
         assert!(err.to_string().contains("readonly"), "{err}");
         assert_eq!(db.query(&query()).expect("query").len(), 1);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Closing the storage leaves one file, as with the single connection before the readers:
+    /// the writer closes last and folds the WAL back into the database.
+    #[test]
+    fn closing_folds_the_wal_back_into_the_file() {
+        let dir = std::env::temp_dir().join(format!("vantage-db-close-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("agg.db");
+        let db = Sqlite::open(&path).expect("open");
+        db.insert(&[stored("a")]).expect("insert");
+        assert_eq!(db.query(&query()).expect("query").len(), 1);
+        let wal = dir.join("agg.db-wal");
+        assert!(wal.exists(), "WAL mode writes beside the file");
+        drop(db);
+        assert!(!wal.exists(), "the WAL is left behind after close");
+        let db = Sqlite::open(&path).expect("reopen");
+        assert_eq!(
+            db.envelope("a").expect("a").as_deref(),
+            Some("{\"id\":\"a\"}")
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 
