@@ -5,13 +5,12 @@
 #
 # With BASE_COMMIT, the same client first runs against the release `vantage-aggregator` of that
 # commit (checked out in a worktree beside this repository, as benches/ingest_compare.sh does,
-# built into this tree's target directory so only the workspace's own crates are compiled
-# again), then against this tree's: both figures come from one run on one machine.
+# with its own target directory), then against this tree's: both figures come from one run on
+# one machine.
 #
 # Usage: bash benches/read_under_ingest.sh [BASE_COMMIT] [SECONDS] [UPLOADERS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$(pwd)
 BASE="${1:-}"
 SECS="${2:-60}"
 UPLOADERS="${3:-50}"
@@ -24,8 +23,16 @@ cp target/release/examples/read_under_ingest "$OUT/client"
 if [ -n "$BASE" ]; then
     TREE="$(cd .. && pwd)/vantage-bench-$(git rev-parse --short "$BASE")"
     [ -d "$TREE" ] || git worktree add --detach "$TREE" "$BASE" >/dev/null
-    (cd "$TREE" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release --quiet -p vantage-aggregator --bin vantage-aggregator)
-    cp target/release/vantage-aggregator "$OUT/base"
+    # Its own target directory: cargo tells the two trees' crates apart by file times only, so
+    # in a shared one each build would take the other's as fresh. It is seeded with a copy of
+    # this tree's release build, less the workspace's own crates, so that only those are
+    # compiled, from the commit's sources.
+    if [ ! -d "$TREE/target/release" ] && [ -d target/release ]; then
+        mkdir -p "$TREE/target" && cp -r target/release "$TREE/target/"
+        rm -rf "$TREE/target/release/.fingerprint/vantage-"*
+    fi
+    (cd "$TREE" && CARGO_TARGET_DIR="$TREE/target" cargo build --release --quiet -p vantage-aggregator --bin vantage-aggregator)
+    cp "$TREE/target/release/vantage-aggregator" "$OUT/base"
 fi
 cargo build --release --quiet -p vantage-aggregator --bin vantage-aggregator
 cp target/release/vantage-aggregator "$OUT/head"
