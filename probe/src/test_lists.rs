@@ -179,14 +179,14 @@ impl TestList {
 /// `\n` of the `\r\n` that ended the row above: one line early or more (and it counts no lone
 /// `\r`, which also ends a row). This counts the line breaks before the record's first byte
 /// instead, going forward only, since records come in order.
-struct LineCounter<'a> {
+pub(crate) struct LineCounter<'a> {
     bytes: &'a [u8],
     at: usize,
     line: u64,
 }
 
 impl<'a> LineCounter<'a> {
-    fn new(text: &'a str) -> Self {
+    pub(crate) fn new(text: &'a str) -> Self {
         LineCounter {
             bytes: text.as_bytes(),
             at: 0,
@@ -195,7 +195,7 @@ impl<'a> LineCounter<'a> {
     }
 
     /// The 1-based line of the record at `pos`; 0 when the reader gave no position.
-    fn line_of(&mut self, pos: Option<&csv::Position>) -> u64 {
+    pub(crate) fn line_of(&mut self, pos: Option<&csv::Position>) -> u64 {
         let Some(pos) = pos else {
             return 0;
         };

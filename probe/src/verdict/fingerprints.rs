@@ -179,6 +179,7 @@ impl Fingerprints {
             .ok_or_else(|| FingerprintError::Header { file: file.into() })?;
         let mut set = Fingerprints::default();
         let mut errors = Vec::new();
+        let mut lines = crate::test_lists::LineCounter::new(text);
         for record in reader.records() {
             let row_error = |line: u64, reason: String| FingerprintError::Row {
                 file: file.into(),
@@ -188,12 +189,12 @@ impl Fingerprints {
             let record = match record {
                 Ok(r) => r,
                 Err(e) => {
-                    let line = e.position().map_or(0, |p| p.line());
+                    let line = lines.line_of(e.position());
                     errors.push(row_error(line, e.to_string()));
                     continue;
                 }
             };
-            let line = record.position().map_or(0, |p| p.line());
+            let line = lines.line_of(record.position());
             match Self::row(&record) {
                 Ok(fp) => set.all.push(fp),
                 Err(reason) => errors.push(row_error(line, reason)),
@@ -381,6 +382,24 @@ mod tests {
         );
         assert!(
             msgs[2].starts_with("t.csv:5: unknown location_found"),
+            "{msgs:?}"
+        );
+    }
+
+    #[test]
+    fn blank_lines_and_windows_line_endings_do_not_shift_line_numbers() {
+        // Line 1 header, 2 good, 3 blank, 4 bad regexp, 5 blank, 6 too short; CRLF throughout.
+        let text = format!(
+            "{}\r\nok,nat,,body,contains,blocked,5,IR,x,,\r\n\r\nbad,nat,,body,regexp,([,5,,x,,\r\n\r\nshort,nat\r\n",
+            HEADER.join(",")
+        );
+        let (set, errors) = Fingerprints::parse("w.csv", &text).expect("header");
+        assert_eq!(set.len(), 1);
+        let msgs: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(msgs.len(), 2, "{msgs:?}");
+        assert!(msgs[0].starts_with("w.csv:4: bad regexp"), "{msgs:?}");
+        assert!(
+            msgs[1].starts_with("w.csv:6: expected 11 fields"),
             "{msgs:?}"
         );
     }
