@@ -768,17 +768,9 @@ pub fn countries(c: &Connection) -> rusqlite::Result<Vec<(String, i64, i64)>> {
 /// The CSV header of [`csv_row`].
 pub const CSV_HEADER: &str = "id,cc,asn,asns,kind,scope,layer,category,targets,start,end,status,suspected,confidence,probes,evidence,rate_kbps";
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 /// One event as a CSV line (lists joined with spaces).
 pub fn csv_row(e: &Event) -> String {
-    [
+    let fields = [
         e.id.clone(),
         e.entity.cc.clone(),
         e.entity.asn.clone().unwrap_or_default(),
@@ -799,11 +791,8 @@ pub fn csv_row(e: &Event) -> String {
         e.probes.to_string(),
         e.evidence.join(" "),
         e.rate_kbps.map(|r| r.to_string()).unwrap_or_default(),
-    ]
-    .iter()
-    .map(|f| csv_field(f))
-    .collect::<Vec<_>>()
-    .join(",")
+    ];
+    crate::csv_line::csv_line(&fields)
 }
 
 /// Runs the detectors every `every` over every country with recent signals, as `serve` does

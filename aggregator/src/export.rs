@@ -3,6 +3,7 @@
 
 use std::io::{self, Write};
 
+use crate::csv_line::csv_line;
 use crate::db::{DbError, Query, Storage};
 
 /// Export formats.
@@ -40,14 +41,6 @@ pub enum ExportError {
 pub const CSV_HEADER: &str = "id,source,probe_cc,probe_asn,test_name,input,measured_at,blocking,accessible,confirmed,rule_set";
 
 /// RFC 4180 quoting where needed.
-fn cell(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 /// Rows read from storage at a time: an export holds one page, however many rows it has.
 const PAGE_ROWS: usize = 500;
 
@@ -96,35 +89,22 @@ fn write_rows(
                     .as_ref()
                     .map(|b| b.as_str().map_or(b.to_string(), str::to_string))
                     .unwrap_or_default();
-                writeln!(
-                    out,
-                    "{},{},{},{},{},{},{},{},{},{},{}",
-                    row.id,
-                    row.source,
-                    row.probe_cc,
-                    row.probe_asn,
-                    cell(&row.test_name),
-                    cell(row.input.as_deref().unwrap_or_default()),
-                    cell(&row.measured_at),
-                    cell(&blocking),
-                    row.accessible.map(|a| a.to_string()).unwrap_or_default(),
-                    row.confirmed,
-                    cell(row.rule_set.as_deref().unwrap_or_default())
-                )?;
+                let line = csv_line(&[
+                    row.id.as_str(),
+                    row.source.as_str(),
+                    row.probe_cc.as_str(),
+                    &row.probe_asn.to_string(),
+                    &row.test_name,
+                    row.input.as_deref().unwrap_or_default(),
+                    &row.measured_at,
+                    &blocking,
+                    &row.accessible.map(|a| a.to_string()).unwrap_or_default(),
+                    &row.confirmed.to_string(),
+                    row.rule_set.as_deref().unwrap_or_default(),
+                ]);
+                writeln!(out, "{line}")?;
             }
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cells_are_quoted_only_when_needed() {
-        assert_eq!(cell("plain"), "plain");
-        assert_eq!(cell("a,b"), "\"a,b\"");
-        assert_eq!(cell("say \"hi\""), "\"say \"\"hi\"\"\"");
-    }
 }

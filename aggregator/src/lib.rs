@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod blocking;
 pub mod compact;
+pub mod csv_line;
 pub mod db;
 pub mod enrol;
 pub mod events;
