@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Ingest throughput of this tree against an earlier commit, in one run (BENCHMARKS.md): each
 # side's own benches/ingest.sh, alternated, ROUNDS times. The earlier commit is checked out in a
-# worktree beside this repository (so that a commit from before tests/data, whose benchmark read
-# ../shared, finds it there too) with its own target directory.
+# worktree beside this repository, with its own target directory; a commit from before tests/data
+# read its measurements from a data directory beside the repository, which a worktree beside it
+# finds too (this tree's own side reads tests/data only).
 # Usage: bash benches/ingest_compare.sh BASE_COMMIT [COUNT] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
