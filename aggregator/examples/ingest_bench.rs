@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::time::Instant;
 
-use vantage_aggregator::db::{Row, Sqlite, Storage};
+use vantage_aggregator::store::{Row, Sqlite, Storage};
 use vantage_probe::envelope::{Identity, Verifier, verify};
 
 fn main() {

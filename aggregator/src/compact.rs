@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::db::{DbError, Storage, now};
+use crate::store::{DbError, Storage, now};
 
 /// zstd level: 3 is zstd's default, about 300 MB/s per core on this hardware, and within a few
 /// percent of level 9's ratio on OONI JSON.
@@ -66,7 +66,7 @@ pub async fn run(storage: Arc<dyn Storage>, every: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::{Row, Sqlite};
+    use crate::store::{Row, Sqlite};
 
     fn row(n: usize) -> Row {
         Row {

@@ -9,8 +9,8 @@
 use ring::digest::{SHA256, digest};
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::db::{DbError, Redeemed, Storage};
 use crate::ingest::{IngestConfig, control};
+use crate::store::{DbError, Redeemed, Storage};
 
 /// `test_name` of the signed enrolment request.
 pub const ENROLMENT: &str = "enrolment";
@@ -77,7 +77,7 @@ pub fn enrol(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::{KeyState, Sqlite};
+    use crate::store::{KeyState, Sqlite};
 
     #[test]
     fn a_token_enrols_one_key_once() {

@@ -800,7 +800,7 @@ pub fn csv_row(e: &Event) -> String {
 /// the whole lookback every [`DetectConfig::full_every`] runs, starting with the first.
 /// Silence is a signal, so this runs whether or not anything arrived.
 pub async fn run(
-    storage: std::sync::Arc<dyn crate::db::Storage>,
+    storage: std::sync::Arc<dyn crate::store::Storage>,
     categories: std::sync::Arc<HashMap<String, String>>,
     config: std::sync::Arc<DetectConfig>,
     every: std::time::Duration,
@@ -816,7 +816,7 @@ pub async fn run(
         runs = runs.wrapping_add(1);
         let (s, cats, cfg) = (storage.clone(), categories.clone(), config.clone());
         let done = tokio::task::spawn_blocking(move || {
-            s.detect(None, pass, crate::db::now(), &cats, &cfg)
+            s.detect(None, pass, crate::store::now(), &cats, &cfg)
         })
         .await;
         match done {
@@ -868,7 +868,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("vantage-events-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("agg.db");
-        drop(crate::db::Sqlite::open(&path).expect("migrate"));
+        drop(crate::store::Sqlite::open(&path).expect("migrate"));
         let mut c = Connection::open(&path).expect("open");
         let t = 1_767_571_200;
         let config = DetectConfig::default();
@@ -942,7 +942,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("vantage-plan-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("agg.db");
-        drop(crate::db::Sqlite::open(&path).expect("migrate"));
+        drop(crate::store::Sqlite::open(&path).expect("migrate"));
         let c = Connection::open(&path).expect("open");
         for (sql, args) in [
             (ACTIVE_COUNTRIES, params![1]),
@@ -967,8 +967,8 @@ mod tests {
     /// Five real probes of AS64500 beat from inside it for four hours, one of them measuring
     /// a.example every ten minutes; six keys elsewhere claim AS64500 too, beat for an hour,
     /// then fall silent with failed canaries and send "blocked" measurements of a.example.
-    fn attacked(dir: &Path) -> crate::db::Sqlite {
-        use crate::db::{Row, Sqlite, Storage};
+    fn attacked(dir: &Path) -> crate::store::Sqlite {
+        use crate::store::{Row, Sqlite, Storage};
         let db = Sqlite::open(&dir.join("agg.db")).expect("open");
         let t0 = 1_767_571_200;
         let measurement = |key: &str, at: i64, test: &str, verified: bool, blocked: bool| Row {
@@ -1018,7 +1018,7 @@ mod tests {
 
     #[test]
     fn with_verification_keys_claiming_a_network_from_elsewhere_make_no_event() {
-        use crate::db::Storage;
+        use crate::store::Storage;
         let dir = std::env::temp_dir().join(format!("vantage-attacked-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");

@@ -4,7 +4,7 @@
 use std::io::{self, Write};
 
 use crate::csv_line::csv_line;
-use crate::db::{DbError, Query, Storage};
+use crate::store::{DbError, Query, Storage};
 
 /// Export formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +63,7 @@ pub fn export(
         write_rows(storage, &rows, format, out)?;
         written += rows.len();
         match rows.last() {
-            Some(last) if rows.len() == page.limit => page.after = Some(last.cursor),
+            Some(last) if rows.len() == page.limit => page.after = Some(last.cursor.clone()),
             _ => break,
         }
     }
@@ -72,7 +72,7 @@ pub fn export(
 
 fn write_rows(
     storage: &dyn Storage,
-    rows: &[crate::db::Found],
+    rows: &[crate::store::Found],
     format: Format,
     out: &mut dyn Write,
 ) -> Result<(), ExportError> {

@@ -27,8 +27,8 @@ use vantage_probe::verdict::fingerprints::Fingerprints;
 use vantage_probe::verdict::rules::VANTAGE;
 use vantage_probe::verdict::score;
 
-use crate::db::{DbError, KeyState, Row, Storage};
 use crate::limits::KeyLimits;
+use crate::store::{DbError, KeyState, Row, Storage};
 
 /// Ingest limits.
 #[derive(Debug, Clone)]

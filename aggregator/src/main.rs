@@ -11,13 +11,13 @@ use clap::{Parser, Subcommand};
 use std::sync::Arc;
 use vantage_aggregator::score::{score_text, write_summary};
 
-use vantage_aggregator::db::{KeyState, Sqlite, Storage};
 use vantage_aggregator::export::Format;
 use vantage_aggregator::geo::{Geo, Mmdb, Prefixes};
 use vantage_aggregator::ingest::IngestConfig;
 use vantage_aggregator::limits::{ByteBudget, KeyLimits, Slots};
 use vantage_aggregator::listen::{ConnLimits, serve as serve_connections};
 use vantage_aggregator::server::{AppState, SearchParams, ServerLimits, router};
+use vantage_aggregator::store::{KeyState, Sqlite, Storage};
 use vantage_aggregator::throughput::ThroughputServer;
 use vantage_probe::engine::{Resolver, TlsContext};
 use vantage_probe::th::HelperConfig;
@@ -540,7 +540,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-fn open_query(args: &QueryArgs) -> Result<(Sqlite, vantage_aggregator::db::Query)> {
+fn open_query(args: &QueryArgs) -> Result<(Sqlite, vantage_aggregator::store::Query)> {
     let params = SearchParams {
         cc: args.cc.clone(),
         asn: args.asn.clone(),
@@ -593,7 +593,7 @@ fn detect(args: &DetectArgs) -> Result<ExitCode> {
     let n = db.detect(
         args.cc.as_deref(),
         vantage_aggregator::events::Pass::Full(since),
-        vantage_aggregator::db::now(),
+        vantage_aggregator::store::now(),
         &categories,
         &config,
     )?;
@@ -611,7 +611,7 @@ fn timeline(args: &TimelineArgs) -> Result<ExitCode> {
         format: None,
     };
     let q = params
-        .to_query(vantage_aggregator::db::now())
+        .to_query(vantage_aggregator::store::now())
         .map_err(anyhow::Error::msg)?;
     let db = Sqlite::open(&args.db)?;
     let events = db.timeline(&q)?;
@@ -679,7 +679,7 @@ fn signals(args: &SignalsArgs) -> Result<ExitCode> {
         until: args.until.clone(),
     };
     let q = params
-        .to_query(vantage_aggregator::db::now())
+        .to_query(vantage_aggregator::store::now())
         .map_err(anyhow::Error::msg)?;
     let db = Sqlite::open(&args.db)?;
     let mut out = std::io::stdout().lock();

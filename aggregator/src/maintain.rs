@@ -8,9 +8,9 @@ use vantage_probe::envelope::{MeasurementId, verify};
 use vantage_probe::ooni::{Measurement, WEB_CONNECTIVITY, WebConnectivityMeasurement};
 use vantage_probe::verdict::fingerprints::Fingerprints;
 
-use crate::db::{DbError, Row, Storage};
 use crate::ingest::apply_verdict;
 use crate::score::items;
+use crate::store::{DbError, Row, Storage};
 
 /// What an import did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -26,13 +26,13 @@ use vantage_probe::th::{HelperConfig, answer};
 use vantage_probe::throttling::ServerInfo;
 use vantage_probe::verdict::fingerprints::Fingerprints;
 
-use crate::db::{Query, Storage};
 use crate::enrol::enrol;
 use crate::events::{Kind, TimelineQuery};
 use crate::geo::Geo;
 use crate::ingest::{IngestConfig, LineOutcome, Origin, Session, heartbeat};
 use crate::limits::{ByteBudget, RETRY_AFTER_SECS, Slots};
 use crate::signals::{self, SignalQuery};
+use crate::store::{DbError, Query, Storage};
 use crate::stream::{CHANNEL_CHUNKS, ChunkReader, ChunkWriter, Ended, StreamError, ingest_lines};
 
 /// Counters for `/metrics` (Prometheus text format).
@@ -807,13 +807,7 @@ impl SearchParams {
             confirmed: self.confirmed,
             since: self.since.clone(),
             until: self.until.clone(),
-            after: match &self.cursor {
-                Some(c) => Some(
-                    c.parse::<i64>()
-                        .map_err(|_| format!("cursor {c:?} is not one this server gave"))?,
-                ),
-                None => None,
-            },
+            after: self.cursor.clone(),
             limit: self.limit.unwrap_or(100).clamp(1, MAX_PAGE),
         })
     }
@@ -833,10 +827,11 @@ async fn search(
     match result {
         Ok(Ok(rows)) => {
             let next = (rows.len() == limit)
-                .then(|| rows.last().map(|r| r.cursor.to_string()))
+                .then(|| rows.last().map(|r| r.cursor.clone()))
                 .flatten();
             axum::Json(json!({ "results": rows, "next": next })).into_response()
         }
+        Ok(Err(e @ DbError::BadCursor(_))) => error(StatusCode::BAD_REQUEST, e.to_string()),
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -889,7 +884,7 @@ async fn signals_route(
     State(state): State<AppState>,
     QueryParams(params): QueryParams<SignalParams>,
 ) -> Response {
-    let query = match params.to_query(crate::db::now()) {
+    let query = match params.to_query(crate::store::now()) {
         Ok(q) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
@@ -1008,7 +1003,7 @@ async fn timeline_route(
             );
         }
     };
-    let query = match params.to_query(crate::db::now()) {
+    let query = match params.to_query(crate::store::now()) {
         Ok(q) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };

@@ -24,7 +24,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 
-use crate::db::Row;
+use crate::store::Row;
 
 /// Width of a bin. Five minutes: IODA's finest active-probing step is ten, and the research
 /// note (`shutdown-detection.md` §11.11) puts the aggregator's bins at five so that a
@@ -801,7 +801,7 @@ pub fn query(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::{Sqlite, Storage};
+    use crate::store::{Sqlite, Storage};
 
     #[test]
     fn bins_are_five_minutes_of_utc() {

@@ -14,8 +14,8 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use tokio::sync::mpsc;
 
-use crate::db::DbError;
 use crate::ingest::{Flow, Session};
+use crate::store::DbError;
 
 /// Chunks in flight between a connection and its worker.
 pub const CHANNEL_CHUNKS: usize = 4;
@@ -221,8 +221,8 @@ impl http_body::Body for ChannelBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::Sqlite;
     use crate::ingest::{IngestConfig, Origin};
+    use crate::store::Sqlite;
     use vantage_probe::verdict::fingerprints::Fingerprints;
 
     fn lines_of(body: &[u8], max_line: usize, max_lines: usize) -> (Result<Ended, String>, String) {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::{AGGREGATOR, Server, http, tempdir};
 use serde_json::Value;
-use vantage_aggregator::db::{Row, Sqlite, Storage};
+use vantage_aggregator::store::{Row, Sqlite, Storage};
 use vantage_probe::envelope::Identity;
 
 /// The documented bound on the server's resident memory under every attack here.

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::{AGGREGATOR, http, serve, tempdir};
 use serde_json::{Value, json};
-use vantage_aggregator::db::Sqlite;
 use vantage_aggregator::events::format_time;
 use vantage_aggregator::ingest::{self, IngestConfig};
+use vantage_aggregator::store::Sqlite;
 use vantage_probe::envelope::Identity;
 use vantage_probe::verdict::fingerprints::Fingerprints;
 
@@ -39,7 +39,7 @@ fn seed(dir: &std::path::Path, t0: i64, cut: i64, back: i64) -> std::path::PathB
         let key = Identity::generate().expect("key");
         let mut queue = Vec::new();
         let mut t = t0 + p * 7;
-        while t < (t0 + 3 * 3600).min(vantage_aggregator::db::now()) {
+        while t < (t0 + 3 * 3600).min(vantage_aggregator::store::now()) {
             let online = !(cut..back).contains(&t);
             if online {
                 let beat = signed(&key, "heartbeat", t, 0.0, json!({}));
@@ -82,7 +82,7 @@ fn aggregator(args: &[&str]) -> (bool, String, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_hour_of_darkness_uploaded_late_is_one_shutdown_in_every_view() {
     let dir = tempdir("timeline");
-    let now = vantage_aggregator::db::now();
+    let now = vantage_aggregator::store::now();
     // The probes report up to now: had they stopped earlier, all five falling silent at once
     // would rightly be a (suspected) shutdown of its own.
     let t0 = (now - 3 * 3600) / 60 * 60;

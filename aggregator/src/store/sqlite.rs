@@ -16,9 +16,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
-use serde::Serialize;
+
 use vantage_probe::store::{MigrateError, open_migrated};
 
+use super::*;
 use crate::events::{DetectConfig, Event, Pass, TimelineQuery};
 use crate::signals::{BIN_SECONDS, SignalBin, SignalQuery, Verification};
 
@@ -125,220 +126,6 @@ const MIGRATIONS: &[&str] = &[
     crate::signals::VOTES_MIGRATION,
 ];
 
-/// Storage errors.
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    /// SQLite refused.
-    #[error("database {path}: {source}")]
-    Sqlite {
-        /// The file.
-        path: String,
-        /// Why.
-        source: rusqlite::Error,
-    },
-    /// A file from a newer aggregator.
-    #[error("database {path} has schema version {found}, newer than this aggregator ({known})")]
-    TooNew {
-        /// The file.
-        path: String,
-        /// Its version.
-        found: i64,
-        /// Ours.
-        known: i64,
-    },
-}
-
-/// One measurement to store.
-#[derive(Debug, Clone)]
-pub struct Row {
-    /// SHA-256 of the measurement bytes.
-    pub id: String,
-    /// `vantage` (signed) or `ooni` (imported, unsigned).
-    pub source: String,
-    /// The signer, for signed measurements.
-    pub probe_key: Option<String>,
-    /// Country.
-    pub probe_cc: String,
-    /// ASN number.
-    pub probe_asn: u32,
-    /// Test name.
-    pub test_name: String,
-    /// URL.
-    pub input: Option<String>,
-    /// Host of the URL, for searching by domain.
-    pub domain: Option<String>,
-    /// `measurement_start_time`.
-    pub measured_at: String,
-    /// Verdict blocking as JSON text.
-    pub blocking: Option<String>,
-    /// Verdict accessible.
-    pub accessible: Option<bool>,
-    /// Whether a fingerprint confirmed it.
-    pub confirmed: bool,
-    /// Rule set version of the verdict.
-    pub rule_set: Option<String>,
-    /// The verdict as JSON.
-    pub verdict: Option<String>,
-    /// The envelope line (or the raw OONI measurement).
-    pub envelope: String,
-    /// Whether the address it was uploaded from belongs to the network it claims
-    /// (`probe_cc`, `probe_asn`), as the aggregator's geolocation source says; false when it
-    /// could not be checked (no source, an import, an upload through a proxy). See
-    /// `ingest::Origin`.
-    pub network_verified: bool,
-}
-
-/// A probe key's standing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyState {
-    /// Accepted.
-    Trusted,
-    /// Refused from now on.
-    Revoked,
-}
-
-impl KeyState {
-    fn as_str(self) -> &'static str {
-        match self {
-            KeyState::Trusted => "trusted",
-            KeyState::Revoked => "revoked",
-        }
-    }
-}
-
-/// Filters of the researcher interface.
-#[derive(Debug, Clone, Default)]
-pub struct Query {
-    /// Country.
-    pub cc: Option<String>,
-    /// ASN number.
-    pub asn: Option<u32>,
-    /// Test name.
-    pub test_name: Option<String>,
-    /// Host.
-    pub domain: Option<String>,
-    /// Exact URL.
-    pub input: Option<String>,
-    /// Blocking value as JSON text (`false`, `"dns"`, ...).
-    pub blocking: Option<String>,
-    /// Confirmed only, or not.
-    pub confirmed: Option<bool>,
-    /// `measured_at >= since`.
-    pub since: Option<String>,
-    /// `measured_at < until`.
-    pub until: Option<String>,
-    /// Continue after this row: the `cursor` of the last row of the previous page. Pages are in
-    /// time order (`measured_at`, then storage order), which the indexes serve without sorting.
-    pub after: Option<i64>,
-    /// At most this many.
-    pub limit: usize,
-}
-
-/// One row of a query answer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Found {
-    /// Measurement id.
-    pub id: String,
-    /// `vantage` or `ooni`.
-    pub source: String,
-    /// Country.
-    pub probe_cc: String,
-    /// `AS<n>`.
-    pub probe_asn: String,
-    /// Test name.
-    pub test_name: String,
-    /// URL.
-    pub input: Option<String>,
-    /// Start time.
-    pub measured_at: String,
-    /// Verdict blocking.
-    pub blocking: Option<serde_json::Value>,
-    /// Verdict accessible.
-    pub accessible: Option<bool>,
-    /// Confirmed by a fingerprint.
-    pub confirmed: bool,
-    /// Rule set version.
-    pub rule_set: Option<String>,
-    /// Where the next page starts, for [`Query::after`].
-    #[serde(skip)]
-    pub cursor: i64,
-}
-
-/// What the server needs from storage.
-pub trait Storage: Send + Sync {
-    /// A key's standing, `None` when never seen.
-    fn key_state(&self, key: &str) -> Result<Option<KeyState>, DbError>;
-    /// Records a key's standing (first use, allow, revoke).
-    fn set_key(&self, key: &str, state: KeyState) -> Result<(), DbError>;
-    /// Stores rows in one transaction; returns for each whether it was new (false: duplicate).
-    fn insert(&self, rows: &[Row]) -> Result<Vec<bool>, DbError>;
-    /// The stored envelope of `id`.
-    fn envelope(&self, id: &str) -> Result<Option<String>, DbError>;
-    /// Measurements matching `q`, in id order.
-    fn query(&self, q: &Query) -> Result<Vec<Found>, DbError>;
-    /// Every key with its state.
-    fn keys(&self) -> Result<Vec<(String, String)>, DbError>;
-    /// Up to `limit` web_connectivity rows after `after` (id order): (id, source, envelope).
-    fn page_for_rescore(
-        &self,
-        after: &str,
-        limit: usize,
-    ) -> Result<Vec<(String, String, String)>, DbError>;
-    /// Replaces the stored verdict of one row.
-    fn update_verdict(&self, row: &Row) -> Result<(), DbError>;
-    /// Signals per 5-minute bin (see `signals.rs`).
-    fn signals(&self, q: &SignalQuery) -> Result<Vec<SignalBin>, DbError>;
-    /// Runs the detectors of `pass` for `cc` (every country with recent signals when `None`)
-    /// and stores the events; returns how many events the window now holds.
-    fn detect(
-        &self,
-        cc: Option<&str>,
-        pass: Pass,
-        now: i64,
-        categories: &std::collections::HashMap<String, String>,
-        config: &DetectConfig,
-    ) -> Result<usize, DbError>;
-    /// Stored events (see `events.rs`).
-    fn timeline(&self, q: &TimelineQuery) -> Result<Vec<Event>, DbError>;
-    /// Countries with signals: (cc, networks, events).
-    fn countries(&self) -> Result<Vec<(String, i64, i64)>, DbError>;
-    /// Records a heartbeat; false when the same one was already recorded. `verified`: it came
-    /// from an address inside the network it claims (see `ingest::Origin`).
-    fn heartbeat(
-        &self,
-        key: &str,
-        cc: &str,
-        asn: u32,
-        sent_at: &str,
-        verified: bool,
-    ) -> Result<bool, DbError>;
-    /// Heartbeats recorded for a country.
-    fn heartbeat_count(&self, cc: &str) -> Result<u64, DbError>;
-    /// Compresses the envelopes of up to `limit` rows received at or before `received_before`
-    /// (seconds since the epoch), oldest first; returns how many it compressed (fewer than
-    /// `limit`: nothing old enough is left).
-    fn compact(&self, received_before: i64, limit: usize) -> Result<usize, DbError>;
-    /// Records a new one-time enrolment token by its SHA-256 (hex).
-    fn add_token(&self, token_sha256: &str) -> Result<(), DbError>;
-    /// Spends a token for `key` and trusts the key, in one transaction.
-    fn redeem_token(&self, token_sha256: &str, key: &str) -> Result<Redeemed, DbError>;
-}
-
-/// What spending an enrolment token did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Redeemed {
-    /// The key is now trusted.
-    Enrolled,
-    /// The token was already spent by this same key (a retried request): still trusted.
-    AlreadyEnrolled,
-    /// The token was spent by another key.
-    Spent,
-    /// No such token.
-    Unknown,
-    /// The key is revoked; a token does not bring it back.
-    Revoked,
-}
-
 /// Read-only connections opened beside the writer: enough for the server's concurrent searches
 /// on a small machine; a search beyond that waits for a reader, never for the writer.
 const READERS: usize = 4;
@@ -357,13 +144,6 @@ pub struct Sqlite {
     next_reader: AtomicUsize,
     path: String,
     verification: Verification,
-}
-
-/// Seconds since the epoch: the one clock of received_at, compaction and signal defaults.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
 }
 
 impl Sqlite {
@@ -478,7 +258,7 @@ fn stored_envelope(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<String> 
 
 /// The SQL and arguments of a search. Every filter combination the API offers is served by an
 /// index in `(…, measured_at)` order, so a page costs the same on 10 million rows as on ten.
-fn search_sql(q: &Query) -> (String, Vec<rusqlite::types::Value>) {
+fn search_sql(q: &Query) -> Result<(String, Vec<rusqlite::types::Value>), DbError> {
     let mut sql = String::from(
         "SELECT id, source, probe_cc, probe_asn, test_name, input, measured_at, blocking,
              accessible, confirmed, rule_set, rowid FROM measurements WHERE 1=1",
@@ -521,7 +301,11 @@ fn search_sql(q: &Query) -> (String, Vec<rusqlite::types::Value>) {
     if let Some(v) = &q.until {
         add("measured_at <", V::Text(v.clone()));
     }
-    if let Some(v) = q.after {
+    if let Some(cursor) = &q.after {
+        // The cursor is the rowid of the page's last row.
+        let v: i64 = cursor
+            .parse()
+            .map_err(|_| DbError::BadCursor(cursor.clone()))?;
         args.push(V::Integer(v));
         let n = args.len();
         sql.push_str(&format!(
@@ -530,7 +314,7 @@ fn search_sql(q: &Query) -> (String, Vec<rusqlite::types::Value>) {
         ));
     }
     sql.push_str(&format!(" ORDER BY measured_at, rowid LIMIT {}", q.limit));
-    (sql, args)
+    Ok((sql, args))
 }
 
 impl Storage for Sqlite {
@@ -621,7 +405,7 @@ impl Storage for Sqlite {
     }
 
     fn query(&self, q: &Query) -> Result<Vec<Found>, DbError> {
-        let (sql, args) = search_sql(q);
+        let (sql, args) = search_sql(q)?;
         self.read(|c| {
             let mut stmt = c.prepare_cached(&sql)?;
             stmt.query_map(params_from_iter(args.iter()), |r| {
@@ -639,7 +423,7 @@ impl Storage for Sqlite {
                     accessible: r.get(8)?,
                     confirmed: r.get(9)?,
                     rule_set: r.get(10)?,
-                    cursor: r.get(11)?,
+                    cursor: r.get::<_, i64>(11)?.to_string(),
                 })
             })?
             .collect()
@@ -861,7 +645,7 @@ mod tests {
     use super::*;
 
     fn plan(db: &Sqlite, q: &Query) -> String {
-        let (sql, args) = search_sql(q);
+        let (sql, args) = search_sql(q).expect("a query of the test");
         db.with(|c| {
             let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
             let rows = stmt.query_map(params_from_iter(args.iter()), |r| r.get::<_, String>(3))?;
@@ -1198,7 +982,7 @@ mod tests {
             (
                 Query {
                     domain: Some("example.org".into()),
-                    after: Some(42),
+                    after: Some("42".into()),
                     ..query()
                 },
                 "measurements_domain",

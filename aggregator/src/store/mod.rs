@@ -1,0 +1,242 @@
+//! The aggregator's storage layer: what ingest, the API and the detectors need from a store,
+//! and the stores that provide it.
+//!
+//! [`Storage`] is the one interface; [`sqlite::Sqlite`] implements it with one embedded file
+//! (the default: one binary is enough to start). Nothing here uses the detectors, the API or
+//! ingest: the layers above depend on this one, never the other way (`docs/architecture.md`).
+
+use serde::Serialize;
+
+// Being moved into this layer (see docs/architecture.md); until then the circle remains.
+use crate::events::{DetectConfig, Event, Pass, TimelineQuery};
+use crate::signals::{SignalBin, SignalQuery};
+
+pub mod sqlite;
+
+pub use sqlite::Sqlite;
+
+/// Storage errors.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// A paging cursor this store never gave (`Query::after`): the client's mistake, not the
+    /// store's.
+    #[error("cursor {0:?} is not one this server gave")]
+    BadCursor(String),
+    /// SQLite refused.
+    #[error("database {path}: {source}")]
+    Sqlite {
+        /// The file.
+        path: String,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// A file from a newer aggregator.
+    #[error("database {path} has schema version {found}, newer than this aggregator ({known})")]
+    TooNew {
+        /// The file.
+        path: String,
+        /// Its version.
+        found: i64,
+        /// Ours.
+        known: i64,
+    },
+}
+
+/// One measurement to store.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// SHA-256 of the measurement bytes.
+    pub id: String,
+    /// `vantage` (signed) or `ooni` (imported, unsigned).
+    pub source: String,
+    /// The signer, for signed measurements.
+    pub probe_key: Option<String>,
+    /// Country.
+    pub probe_cc: String,
+    /// ASN number.
+    pub probe_asn: u32,
+    /// Test name.
+    pub test_name: String,
+    /// URL.
+    pub input: Option<String>,
+    /// Host of the URL, for searching by domain.
+    pub domain: Option<String>,
+    /// `measurement_start_time`.
+    pub measured_at: String,
+    /// Verdict blocking as JSON text.
+    pub blocking: Option<String>,
+    /// Verdict accessible.
+    pub accessible: Option<bool>,
+    /// Whether a fingerprint confirmed it.
+    pub confirmed: bool,
+    /// Rule set version of the verdict.
+    pub rule_set: Option<String>,
+    /// The verdict as JSON.
+    pub verdict: Option<String>,
+    /// The envelope line (or the raw OONI measurement).
+    pub envelope: String,
+    /// Whether the address it was uploaded from belongs to the network it claims
+    /// (`probe_cc`, `probe_asn`), as the aggregator's geolocation source says; false when it
+    /// could not be checked (no source, an import, an upload through a proxy). See
+    /// `ingest::Origin`.
+    pub network_verified: bool,
+}
+
+/// A probe key's standing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// Accepted.
+    Trusted,
+    /// Refused from now on.
+    Revoked,
+}
+
+impl KeyState {
+    fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Trusted => "trusted",
+            KeyState::Revoked => "revoked",
+        }
+    }
+}
+
+/// Filters of the researcher interface.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    /// Country.
+    pub cc: Option<String>,
+    /// ASN number.
+    pub asn: Option<u32>,
+    /// Test name.
+    pub test_name: Option<String>,
+    /// Host.
+    pub domain: Option<String>,
+    /// Exact URL.
+    pub input: Option<String>,
+    /// Blocking value as JSON text (`false`, `"dns"`, ...).
+    pub blocking: Option<String>,
+    /// Confirmed only, or not.
+    pub confirmed: Option<bool>,
+    /// `measured_at >= since`.
+    pub since: Option<String>,
+    /// `measured_at < until`.
+    pub until: Option<String>,
+    /// Continue after this row: the `cursor` of the last row of the previous page, as the
+    /// store gave it (each store has its own; the API passes it through unread). Pages are in
+    /// time order (`measured_at`, then storage order), which the indexes serve without sorting.
+    pub after: Option<String>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// One row of a query answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Found {
+    /// Measurement id.
+    pub id: String,
+    /// `vantage` or `ooni`.
+    pub source: String,
+    /// Country.
+    pub probe_cc: String,
+    /// `AS<n>`.
+    pub probe_asn: String,
+    /// Test name.
+    pub test_name: String,
+    /// URL.
+    pub input: Option<String>,
+    /// Start time.
+    pub measured_at: String,
+    /// Verdict blocking.
+    pub blocking: Option<serde_json::Value>,
+    /// Verdict accessible.
+    pub accessible: Option<bool>,
+    /// Confirmed by a fingerprint.
+    pub confirmed: bool,
+    /// Rule set version.
+    pub rule_set: Option<String>,
+    /// Where the next page starts, for [`Query::after`].
+    #[serde(skip)]
+    pub cursor: String,
+}
+
+/// What the server needs from storage.
+pub trait Storage: Send + Sync {
+    /// A key's standing, `None` when never seen.
+    fn key_state(&self, key: &str) -> Result<Option<KeyState>, DbError>;
+    /// Records a key's standing (first use, allow, revoke).
+    fn set_key(&self, key: &str, state: KeyState) -> Result<(), DbError>;
+    /// Stores rows in one transaction; returns for each whether it was new (false: duplicate).
+    fn insert(&self, rows: &[Row]) -> Result<Vec<bool>, DbError>;
+    /// The stored envelope of `id`.
+    fn envelope(&self, id: &str) -> Result<Option<String>, DbError>;
+    /// Measurements matching `q`, in id order.
+    fn query(&self, q: &Query) -> Result<Vec<Found>, DbError>;
+    /// Every key with its state.
+    fn keys(&self) -> Result<Vec<(String, String)>, DbError>;
+    /// Up to `limit` web_connectivity rows after `after` (id order): (id, source, envelope).
+    fn page_for_rescore(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, String, String)>, DbError>;
+    /// Replaces the stored verdict of one row.
+    fn update_verdict(&self, row: &Row) -> Result<(), DbError>;
+    /// Signals per 5-minute bin (see `signals.rs`).
+    fn signals(&self, q: &SignalQuery) -> Result<Vec<SignalBin>, DbError>;
+    /// Runs the detectors of `pass` for `cc` (every country with recent signals when `None`)
+    /// and stores the events; returns how many events the window now holds.
+    fn detect(
+        &self,
+        cc: Option<&str>,
+        pass: Pass,
+        now: i64,
+        categories: &std::collections::HashMap<String, String>,
+        config: &DetectConfig,
+    ) -> Result<usize, DbError>;
+    /// Stored events (see `events.rs`).
+    fn timeline(&self, q: &TimelineQuery) -> Result<Vec<Event>, DbError>;
+    /// Countries with signals: (cc, networks, events).
+    fn countries(&self) -> Result<Vec<(String, i64, i64)>, DbError>;
+    /// Records a heartbeat; false when the same one was already recorded. `verified`: it came
+    /// from an address inside the network it claims (see `ingest::Origin`).
+    fn heartbeat(
+        &self,
+        key: &str,
+        cc: &str,
+        asn: u32,
+        sent_at: &str,
+        verified: bool,
+    ) -> Result<bool, DbError>;
+    /// Heartbeats recorded for a country.
+    fn heartbeat_count(&self, cc: &str) -> Result<u64, DbError>;
+    /// Compresses the envelopes of up to `limit` rows received at or before `received_before`
+    /// (seconds since the epoch), oldest first; returns how many it compressed (fewer than
+    /// `limit`: nothing old enough is left).
+    fn compact(&self, received_before: i64, limit: usize) -> Result<usize, DbError>;
+    /// Records a new one-time enrolment token by its SHA-256 (hex).
+    fn add_token(&self, token_sha256: &str) -> Result<(), DbError>;
+    /// Spends a token for `key` and trusts the key, in one transaction.
+    fn redeem_token(&self, token_sha256: &str, key: &str) -> Result<Redeemed, DbError>;
+}
+
+/// What spending an enrolment token did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redeemed {
+    /// The key is now trusted.
+    Enrolled,
+    /// The token was already spent by this same key (a retried request): still trusted.
+    AlreadyEnrolled,
+    /// The token was spent by another key.
+    Spent,
+    /// No such token.
+    Unknown,
+    /// The key is revoked; a token does not bring it back.
+    Revoked,
+}
+
+/// Seconds since the epoch: the one clock of received_at, compaction and signal defaults.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
+}
