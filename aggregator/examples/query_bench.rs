@@ -14,9 +14,9 @@ use std::io::{Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use vantage_aggregator::compact::compact_all;
 use vantage_aggregator::ingest::{IngestConfig, Origin, ingest};
 use vantage_aggregator::store::Sqlite;
+use vantage_aggregator::store::compact::compact_all;
 use vantage_probe::envelope::Identity;
 use vantage_probe::verdict::fingerprints::Fingerprints;
 

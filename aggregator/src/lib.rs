@@ -7,23 +7,18 @@
 #![warn(missing_docs)]
 
 pub mod admission;
-pub mod blocking;
-pub mod compact;
 pub mod csv_line;
+pub mod detect;
 pub mod enrol;
-pub mod events;
 pub mod export;
 pub mod geo;
 pub mod ingest;
 pub mod limits;
 pub mod listen;
 pub mod maintain;
-pub mod outage;
 pub mod score;
 pub mod server;
-pub mod signals;
 pub mod store;
 pub mod stream;
-pub mod throttling;
 pub mod throughput;
 pub mod tls;

@@ -467,14 +467,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
     // it (`signals::Admit`), in the detectors and the signals alike.
     detect.require_verified_network |= !matches!(geo, Geo::Unknown);
     let detect = Arc::new(detect);
-    let storage = Arc::new(Sqlite::open(&args.db)?.verifying(detect.verification()));
-    tokio::spawn(vantage_aggregator::compact::run(
+    let verification = detect.verification();
+    let storage = Arc::new(Sqlite::open(&args.db)?);
+    tokio::spawn(vantage_aggregator::store::compact::run(
         storage.clone(),
         Duration::from_secs(30),
     ));
-    tokio::spawn(vantage_aggregator::events::run(
+    tokio::spawn(vantage_aggregator::detect::run(
         storage.clone(),
-        Arc::new(vantage_aggregator::events::categories(
+        Arc::new(vantage_aggregator::detect::categories(
             args.lists.as_deref(),
         )),
         detect,
@@ -512,6 +513,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     );
     let state = AppState::new(helper, TlsContext::new(roots)?, storage, ingest, geo)
         .with_limits(limits)
+        .with_verification(verification)
         .with_db_path(args.db.clone())
         .with_test_lists(signer, args.lists.clone());
     let state = match args.throughput_listen {
@@ -571,9 +573,9 @@ fn query(args: &QueryArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn detect_config(path: Option<&PathBuf>) -> Result<vantage_aggregator::events::DetectConfig> {
+fn detect_config(path: Option<&PathBuf>) -> Result<vantage_aggregator::detect::DetectConfig> {
     match path {
-        Some(p) => vantage_aggregator::events::DetectConfig::read(p).map_err(anyhow::Error::msg),
+        Some(p) => vantage_aggregator::detect::DetectConfig::read(p).map_err(anyhow::Error::msg),
         None => Ok(Default::default()),
     }
 }
@@ -584,15 +586,16 @@ fn detect(args: &DetectArgs) -> Result<ExitCode> {
         .since
         .as_deref()
         .map(|t| {
-            vantage_aggregator::signals::parse_time(t)
+            vantage_aggregator::store::model::parse_time(t)
                 .with_context(|| format!("--since {t:?} is not YYYY-MM-DD[ HH:MM:SS]"))
         })
         .transpose()?;
-    let categories = vantage_aggregator::events::categories(args.lists.as_deref());
+    let categories = vantage_aggregator::detect::categories(args.lists.as_deref());
     let db = Sqlite::open(&args.db)?;
-    let n = db.detect(
+    let n = vantage_aggregator::detect::detect(
+        &db,
         args.cc.as_deref(),
-        vantage_aggregator::events::Pass::Full(since),
+        vantage_aggregator::detect::Pass::Full(since),
         vantage_aggregator::store::now(),
         &categories,
         &config,
@@ -623,9 +626,9 @@ fn timeline(args: &TimelineArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if args.csv {
-        writeln!(out, "{}", vantage_aggregator::events::CSV_HEADER)?;
+        writeln!(out, "{}", vantage_aggregator::detect::CSV_HEADER)?;
         for e in &events {
-            writeln!(out, "{}", vantage_aggregator::events::csv_row(e))?;
+            writeln!(out, "{}", vantage_aggregator::detect::csv_row(e))?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -641,7 +644,7 @@ fn timeline(args: &TimelineArgs) -> Result<ExitCode> {
             (None, true) => "all".into(),
         };
         let what = match (&e.category, e.layer) {
-            _ if e.kind == vantage_aggregator::events::Kind::Throttling => format!(
+            _ if e.kind == vantage_aggregator::detect::Kind::Throttling => format!(
                 "{} throttled to about {} kbit/s",
                 e.targets.join(" "),
                 e.rate_kbps.map_or("?".into(), |r| format!("{r:.0}"))
@@ -683,7 +686,7 @@ fn signals(args: &SignalsArgs) -> Result<ExitCode> {
         .map_err(anyhow::Error::msg)?;
     let db = Sqlite::open(&args.db)?;
     let mut out = std::io::stdout().lock();
-    let bins = db.signals(&q)?;
+    let bins = vantage_aggregator::detect::signals::query(&db, &q, Default::default())?;
     if args.json {
         for bin in &bins {
             writeln!(out, "{}", serde_json::to_string(bin)?)?;
@@ -794,7 +797,7 @@ fn export(args: &ExportArgs) -> Result<ExitCode> {
 
 fn compact(args: &DbArgs) -> Result<ExitCode> {
     let db = Sqlite::open(&args.db)?;
-    let n = vantage_aggregator::compact::compact_all(&db, Duration::ZERO)?;
+    let n = vantage_aggregator::store::compact::compact_all(&db, Duration::ZERO)?;
     outln!("compacted {n} measurements")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -26,12 +26,13 @@ use vantage_probe::th::{HelperConfig, answer};
 use vantage_probe::throttling::ServerInfo;
 use vantage_probe::verdict::fingerprints::Fingerprints;
 
+use crate::detect::signals::{self, SignalQuery};
+use crate::detect::{Kind, TimelineQuery};
 use crate::enrol::enrol;
-use crate::events::{Kind, TimelineQuery};
 use crate::geo::Geo;
 use crate::ingest::{IngestConfig, LineOutcome, Origin, Session, heartbeat};
 use crate::limits::{ByteBudget, RETRY_AFTER_SECS, Slots};
-use crate::signals::{self, SignalQuery};
+use crate::store::model::{BIN_SECONDS, Verification, parse_time};
 use crate::store::{DbError, Query, Storage};
 use crate::stream::{CHANNEL_CHUNKS, ChunkReader, ChunkWriter, Ended, StreamError, ingest_lines};
 
@@ -177,6 +178,7 @@ pub struct AppState {
     lists_dir: Option<Arc<std::path::PathBuf>>,
     throughput: Option<Arc<ServerInfo>>,
     limits: Arc<ServerLimits>,
+    verification: Verification,
 }
 
 impl AppState {
@@ -201,7 +203,17 @@ impl AppState {
             lists_dir: None,
             throughput: None,
             limits: Arc::new(ServerLimits::default()),
+            verification: Verification::default(),
         }
+    }
+
+    /// Signals (`GET /api/v1/signals`) count probes as the detectors do: with
+    /// `verification.required` (`serve` with a geolocation source), only keys with verified
+    /// contact in the network they claim (`detect::signals::Admit`). Without this, every key
+    /// counts.
+    pub fn with_verification(mut self, verification: Verification) -> Self {
+        self.verification = verification;
+        self
     }
 
     /// Replaces the default [`ServerLimits`].
@@ -747,7 +759,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 fn param_time(v: &Option<String>, name: &str) -> Result<Option<i64>, String> {
     v.as_deref()
         .filter(|t| !t.is_empty())
-        .map(|t| signals::parse_time(t).ok_or(format!("{name} {t:?} is not YYYY-MM-DD[ HH:MM:SS]")))
+        .map(|t| parse_time(t).ok_or(format!("{name} {t:?} is not YYYY-MM-DD[ HH:MM:SS]")))
         .transpose()
 }
 
@@ -873,8 +885,8 @@ impl SignalParams {
         Ok(SignalQuery {
             cc: cc.to_ascii_uppercase(),
             asn,
-            from_bin: since.div_euclid(signals::BIN_SECONDS),
-            to_bin: (until + signals::BIN_SECONDS - 1).div_euclid(signals::BIN_SECONDS),
+            from_bin: since.div_euclid(BIN_SECONDS),
+            to_bin: (until + BIN_SECONDS - 1).div_euclid(BIN_SECONDS),
         })
     }
 }
@@ -889,9 +901,12 @@ async fn signals_route(
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let (cc, asn) = (query.cc.clone(), query.asn.map(|a| format!("AS{a}")));
-    match tokio::task::spawn_blocking(move || state.storage.signals(&query)).await {
+    let verification = state.verification;
+    match tokio::task::spawn_blocking(move || signals::query(&*state.storage, &query, verification))
+        .await
+    {
         Ok(Ok(bins)) => axum::Json(json!({
-            "cc": cc, "asn": asn, "bin_seconds": signals::BIN_SECONDS, "bins": bins,
+            "cc": cc, "asn": asn, "bin_seconds": BIN_SECONDS, "bins": bins,
         }))
         .into_response(),
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
@@ -1009,14 +1024,14 @@ async fn timeline_route(
     };
     let (cc, since, until) = (
         query.cc.clone(),
-        crate::events::format_time(query.since),
-        crate::events::format_time(query.until),
+        crate::detect::format_time(query.since),
+        crate::detect::format_time(query.until),
     );
     match tokio::task::spawn_blocking(move || state.storage.timeline(&query)).await {
         Ok(Ok(events)) if csv => {
-            let mut body = format!("{}\n", crate::events::CSV_HEADER);
+            let mut body = format!("{}\n", crate::detect::CSV_HEADER);
             for e in &events {
-                body.push_str(&crate::events::csv_row(e));
+                body.push_str(&crate::detect::csv_row(e));
                 body.push('\n');
             }
             ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()

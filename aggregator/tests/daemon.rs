@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{Server, http, start_aggregator_on, tempdir, vantage};
 use serde_json::Value;
-use vantage_aggregator::events::format_time;
-use vantage_aggregator::signals::parse_time;
+use vantage_aggregator::detect::format_time;
+use vantage_aggregator::store::model::parse_time;
 use vantage_fixtures::http::{Handler, HttpFixture, Response};
 use vantage_fixtures::tcp::SilentListener;
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{AGGREGATOR, http, serve, tempdir};
 use serde_json::{Value, json};
-use vantage_aggregator::events::format_time;
+use vantage_aggregator::detect::format_time;
 use vantage_aggregator::ingest::{self, IngestConfig};
 use vantage_aggregator::store::Sqlite;
 use vantage_probe::envelope::Identity;
@@ -126,10 +126,10 @@ async fn an_hour_of_darkness_uploaded_late_is_one_shutdown_in_every_view() {
         (Some("ended"), Some(false))
     );
     assert_eq!(e["probes"], 5);
-    let start =
-        vantage_aggregator::signals::parse_time(e["start"].as_str().expect("start")).expect("time");
-    let end =
-        vantage_aggregator::signals::parse_time(e["end"].as_str().expect("end")).expect("time");
+    let start = vantage_aggregator::store::model::parse_time(e["start"].as_str().expect("start"))
+        .expect("time");
+    let end = vantage_aggregator::store::model::parse_time(e["end"].as_str().expect("end"))
+        .expect("time");
     assert!(
         (start - cut).abs() <= 120,
         "start {} vs {}",

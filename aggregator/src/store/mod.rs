@@ -7,10 +7,14 @@
 
 use serde::Serialize;
 
-// Being moved into this layer (see docs/architecture.md); until then the circle remains.
-use crate::events::{DetectConfig, Event, Pass, TimelineQuery};
-use crate::signals::{SignalBin, SignalQuery};
+use model::{
+    Event, Kind, ProbeBin, ProbeContacts, RateSample, ThrottlingObservation, TimelineQuery,
+    VerdictRow, Vouches,
+};
 
+pub mod clickhouse;
+pub mod compact;
+pub mod model;
 pub mod sqlite;
 
 pub use sqlite::Sqlite;
@@ -39,6 +43,17 @@ pub enum DbError {
         found: i64,
         /// Ours.
         known: i64,
+    },
+    /// ClickHouse refused (its HTTP status and message), answered what could not be read,
+    /// could not be reached, or its address is not one the store takes.
+    #[error("ClickHouse {at}: {op}: {message}")]
+    ClickHouse {
+        /// `HOST:PORT/DB` (the address as given when it could not be read).
+        at: String,
+        /// What the store was doing.
+        op: String,
+        /// The HTTP status and ClickHouse's message, or why there was no answer.
+        message: String,
     },
 }
 
@@ -181,19 +196,62 @@ pub trait Storage: Send + Sync {
     ) -> Result<Vec<(String, String, String)>, DbError>;
     /// Replaces the stored verdict of one row.
     fn update_verdict(&self, row: &Row) -> Result<(), DbError>;
-    /// Signals per 5-minute bin (see `signals.rs`).
-    fn signals(&self, q: &SignalQuery) -> Result<Vec<SignalBin>, DbError>;
-    /// Runs the detectors of `pass` for `cc` (every country with recent signals when `None`)
-    /// and stores the events; returns how many events the window now holds.
-    fn detect(
+    /// The probe keys' rows of the signals of `cc` (one network, or all) in bins
+    /// `[from_bin, to_bin)` (`detect::signals` turns them into the signals).
+    fn probe_bins(
         &self,
-        cc: Option<&str>,
-        pass: Pass,
-        now: i64,
-        categories: &std::collections::HashMap<String, String>,
-        config: &DetectConfig,
-    ) -> Result<usize, DbError>;
-    /// Stored events (see `events.rs`).
+        cc: &str,
+        asn: Option<u32>,
+        from_bin: i64,
+        to_bin: i64,
+    ) -> Result<Vec<ProbeBin>, DbError>;
+    /// The verified contacts of `cc` (one network, or all) on days `[first_day, last_day]`
+    /// (days since the epoch).
+    fn vouches(
+        &self,
+        cc: &str,
+        asn: Option<u32>,
+        first_day: i64,
+        last_day: i64,
+    ) -> Result<Vouches, DbError>;
+    /// Countries heard from since a bin.
+    fn active_countries(&self, from_bin: i64) -> Result<Vec<String>, DbError>;
+    /// A country's networks heard from since a bin.
+    fn recent_networks(&self, cc: &str, from_bin: i64) -> Result<Vec<u32>, DbError>;
+    /// Every probe key's contacts with one network from `from_bin` on, by key, each key's in
+    /// bin order. A stored row that makes no sense is left out rather than failing.
+    fn contacts(&self, cc: &str, asn: u32, from_bin: i64) -> Result<Vec<ProbeContacts>, DbError>;
+    /// Failed canary rounds of `cc` measured in `[from, to]` (epoch seconds), oldest first, at
+    /// most 5,000: (measurement id, signer).
+    fn failed_canaries(
+        &self,
+        cc: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(String, Option<String>)>, DbError>;
+    /// web_connectivity verdicts of `cc` measured since `from` that name a host.
+    fn web_verdicts(&self, cc: &str, from: i64) -> Result<Vec<VerdictRow>, DbError>;
+    /// Throttling verdicts of `cc` measured since `from`.
+    fn throttling_verdicts(
+        &self,
+        cc: &str,
+        from: i64,
+    ) -> Result<Vec<ThrottlingObservation>, DbError>;
+    /// The goodput of web_connectivity pages of `cc` measured since `from` (pages without one
+    /// are left out).
+    fn rate_samples(&self, cc: &str, from: i64) -> Result<Vec<RateSample>, DbError>;
+    /// Stored events of `cc` of `kinds` that end at or after `from` or are ongoing.
+    fn events_since(&self, cc: &str, from: i64, kinds: &[Kind]) -> Result<Vec<Event>, DbError>;
+    /// Replaces the events of `cc` of `kinds` that start at or after `from` with `events`
+    /// (whose ids are already set), at once: a reader sees the old set or the new one.
+    fn replace_events(
+        &self,
+        cc: &str,
+        from: i64,
+        kinds: &[Kind],
+        events: &[Event],
+    ) -> Result<(), DbError>;
+    /// Stored events of `q`, oldest first.
     fn timeline(&self, q: &TimelineQuery) -> Result<Vec<Event>, DbError>;
     /// Countries with signals: (cc, networks, events).
     fn countries(&self) -> Result<Vec<(String, i64, i64)>, DbError>;

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use vantage_aggregator::events::DetectConfig;
+use vantage_aggregator::detect::DetectConfig;
 use vantage_eval::score::{Plan, Report, scenarios};
 use vantage_eval::sim::{Noise, Templates, Truth, simulate};
 use vantage_eval::truth::Outages;

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use vantage_aggregator::blocking::Layer;
-use vantage_aggregator::events::{Event, Kind, Scope};
+use vantage_aggregator::detect::blocking::Layer;
+use vantage_aggregator::detect::{Event, Kind, Scope};
 
 use crate::sim::{Noise, Outcome, Rng, Scenario, Truth, targets};
 use crate::truth::{Outages, Reach};
@@ -290,8 +290,8 @@ impl Report {
                             eprintln!(
                                 "\n{} AS{asn}: truth {}..{}, event {}..{:?} {:?}",
                                 s.cc,
-                                vantage_aggregator::events::format_time(*start),
-                                vantage_aggregator::events::format_time(*end),
+                                vantage_aggregator::detect::format_time(*start),
+                                vantage_aggregator::detect::format_time(*end),
                                 e.start,
                                 e.end,
                                 e.scope

@@ -24,10 +24,10 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
-use vantage_aggregator::blocking::Layer;
-use vantage_aggregator::db::{Sqlite, Storage};
-use vantage_aggregator::events::{DetectConfig, Event, Pass, TimelineQuery, format_time};
+use vantage_aggregator::detect::blocking::Layer;
+use vantage_aggregator::detect::{DetectConfig, Event, Pass, TimelineQuery, format_time};
 use vantage_aggregator::ingest::{self, IngestConfig};
+use vantage_aggregator::store::{Sqlite, Storage};
 use vantage_probe::envelope::Identity;
 use vantage_probe::verdict::fingerprints::Fingerprints;
 
@@ -724,7 +724,14 @@ pub fn simulate(
             None
         };
         if let Some(pass) = pass {
-            storage.detect(Some(&s.cc), pass, now, &categories, config)?;
+            vantage_aggregator::detect::detect(
+                &storage,
+                Some(&s.cc),
+                pass,
+                now,
+                &categories,
+                config,
+            )?;
             for e in storage.timeline(&everything)? {
                 seen.entry(e.id.clone())
                     .and_modify(|x| x.event = e.clone())
@@ -751,7 +758,8 @@ pub fn simulate(
             p.queue.clear();
         }
     }
-    storage.detect(
+    vantage_aggregator::detect::detect(
+        &storage,
         Some(&s.cc),
         Pass::Full(Some(s.from - 3600)),
         s.to,

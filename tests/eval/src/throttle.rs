@@ -184,7 +184,7 @@ pub fn measurement(cc: &str, asn: u32, at: i64, host: &str, downloads: Vec<Downl
     m["input"] = host.into();
     m["probe_cc"] = cc.into();
     m["probe_asn"] = format!("AS{asn}").into();
-    m["measurement_start_time"] = vantage_aggregator::events::format_time(at).into();
+    m["measurement_start_time"] = vantage_aggregator::detect::format_time(at).into();
     m
 }
 

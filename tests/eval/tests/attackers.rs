@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use vantage_aggregator::events::DetectConfig;
+use vantage_aggregator::detect::DetectConfig;
 use vantage_eval::score::{EPOCH, Report};
 use vantage_eval::sim::{Noise, Scenario, Templates, Truth, simulate};
 use vantage_eval::truth::Reach;

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use vantage_aggregator::events::DetectConfig;
+use vantage_aggregator::detect::DetectConfig;
 use vantage_eval::score::{Plan, Report, scenarios};
 use vantage_eval::sim::{Templates, simulate};
 use vantage_eval::truth::Outages;

@@ -16,13 +16,13 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vantage_aggregator::blocking::Layer;
-use vantage_aggregator::db::{Sqlite, Storage};
-use vantage_aggregator::events::{DetectConfig, Event, Kind, Scope, TimelineQuery};
+use vantage_aggregator::detect::blocking::Layer;
+use vantage_aggregator::detect::{DetectConfig, Event, Kind, Scope, TimelineQuery};
 use vantage_aggregator::geo::Geo;
 use vantage_aggregator::ingest::IngestConfig;
 use vantage_aggregator::server::{AppState, router};
-use vantage_aggregator::signals::{BIN_SECONDS, SignalQuery};
+use vantage_aggregator::store::{Sqlite, Storage};
+use vantage_aggregator::{detect::signals::SignalQuery, store::model::BIN_SECONDS};
 use vantage_eval::score::EPOCH;
 use vantage_eval::sim::{Noise, Scenario, Templates, Truth, simulate};
 use vantage_eval::truth::Reach;
@@ -404,19 +404,21 @@ fn a_sparse_database_shows_gaps_points_and_explains_zz() {
 
     // The anomalous (half-hour bucket, layer) pairs the page should draw as points: a week is
     // drawn in half-hour buckets (at most 600 over the width).
-    let bins = served
-        .storage
-        .signals(&SignalQuery {
+    let bins = vantage_aggregator::detect::signals::query(
+        &*served.storage,
+        &SignalQuery {
             cc: "ZZ".into(),
             asn: None,
             from_bin: since / BIN_SECONDS,
             to_bin: until / BIN_SECONDS,
-        })
-        .expect("signals");
+        },
+        Default::default(),
+    )
+    .expect("signals");
     assert!(!bins.is_empty(), "the simulation left no signals");
     let mut expected = BTreeSet::new();
     for b in &bins {
-        let at = vantage_aggregator::signals::parse_time(&b.start).expect("bin start");
+        let at = vantage_aggregator::store::model::parse_time(&b.start).expect("bin start");
         if let Some(r) = &b.anomaly_ratio {
             for (layer, v) in [
                 ("dns", r.dns),
@@ -477,7 +479,7 @@ fn a_sparse_database_shows_gaps_points_and_explains_zz() {
     let want: BTreeSet<(String, String)> = expected
         .iter()
         .map(|(t, l)| {
-            let t = vantage_aggregator::events::format_time(*t);
+            let t = vantage_aggregator::detect::format_time(*t);
             (t[..16].to_string(), l.to_string())
         })
         .collect();

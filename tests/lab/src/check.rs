@@ -53,7 +53,7 @@ impl Report {
 
 /// A time for the report, `YYYY-MM-DD HH:MM:SS` UTC as the timeline writes it.
 pub fn utc(t: f64) -> String {
-    vantage_aggregator::events::format_time(t as i64)
+    vantage_aggregator::detect::format_time(t as i64)
 }
 
 /// What differs between the expected verdict for `site` and the probe's line `v`.
@@ -198,7 +198,7 @@ pub fn check_shutdown(
 }
 
 fn parse_utc(s: &str) -> Option<f64> {
-    vantage_aggregator::signals::parse_time(s).map(|t| t as f64)
+    vantage_aggregator::store::model::parse_time(s).map(|t| t as f64)
 }
 
 /// The timeline's layer for a verdict's blocking type (`aggregator/src/blocking.rs`, `Layer`).

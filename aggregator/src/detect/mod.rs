@@ -12,37 +12,19 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use ring::digest::{SHA256, digest};
-use rusqlite::{Connection, Transaction, params};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::blocking::{self, BlockingConfig, Layer, Observation, Subject};
-use crate::outage::{self, Contact, NetworkOutage, OutageConfig, ProbeContacts};
-use crate::signals::{Admit, BIN_SECONDS, NO_KEY, Verification, counter, int};
+pub mod blocking;
+pub mod outage;
+pub mod signals;
+pub mod throttling;
 
-/// Tables of migration 8: how each probe's contacts in a bin read (see `signals.rs`), and the
-/// events.
-pub const MIGRATION: &str = "
-    ALTER TABLE signal_probes ADD COLUMN first_up INTEGER;
-    ALTER TABLE signal_probes ADD COLUMN last_up INTEGER;
-    ALTER TABLE signal_probes ADD COLUMN down INTEGER NOT NULL DEFAULT 0;
-    UPDATE signal_probes SET
-        first_up = (SELECT min(unixepoch(sent_at)) FROM heartbeats h
-            WHERE h.probe_key = signal_probes.probe_key
-            AND h.sent_at >= datetime(signal_probes.bin * 300, 'unixepoch')
-            AND h.sent_at < datetime(signal_probes.bin * 300 + 300, 'unixepoch')),
-        last_up = (SELECT max(unixepoch(sent_at)) FROM heartbeats h
-            WHERE h.probe_key = signal_probes.probe_key
-            AND h.sent_at >= datetime(signal_probes.bin * 300, 'unixepoch')
-            AND h.sent_at < datetime(signal_probes.bin * 300 + 300, 'unixepoch'));
-    CREATE TABLE events (
-        id TEXT PRIMARY KEY,
-        cc TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        start INTEGER NOT NULL,
-        end_at INTEGER,
-        body TEXT NOT NULL
-    );
-    CREATE INDEX events_cc_start ON events (cc, start);";
+use crate::store::model::{BIN_SECONDS, Verification};
+pub use crate::store::model::{Entity, Event, Kind, Scope, TimelineQuery, format_time};
+use crate::store::{DbError, Storage};
+use blocking::{BlockingConfig, Layer, Observation, Subject};
+use outage::{NetworkOutage, OutageConfig, ProbeContacts};
+use signals::Admit;
 
 /// Every threshold of detection, readable from a TOML file (`serve --detect-config`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -64,7 +46,7 @@ pub struct DetectConfig {
     /// The blocking detector.
     pub blocking: BlockingConfig,
     /// The throttling detector.
-    pub throttling: crate::throttling::ThrottlingConfig,
+    pub throttling: throttling::ThrottlingConfig,
     /// Count a probe key for a network only with verified contact in it: a heartbeat or an
     /// upload whose connecting address the geolocation source places in the network it claims
     /// (`signals::Admit` has the whole rule, and what it does with uploads through proxies).
@@ -89,7 +71,7 @@ impl Default for DetectConfig {
             full_every: 10,
             outage: OutageConfig::default(),
             blocking: BlockingConfig::default(),
-            throttling: crate::throttling::ThrottlingConfig::default(),
+            throttling: throttling::ThrottlingConfig::default(),
             require_verified_network: false,
             verified_window_hours: 168,
         }
@@ -147,138 +129,6 @@ impl Pass {
     }
 }
 
-/// What an event is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// Networks went dark.
-    Shutdown,
-    /// Targets blocked.
-    Blocking,
-    /// Targets slowed down (issue 8).
-    Throttling,
-}
-
-impl Kind {
-    /// Its name in the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Shutdown => "shutdown",
-            Kind::Blocking => "blocking",
-            Kind::Throttling => "throttling",
-        }
-    }
-}
-
-/// How far an event reached. DESIGN lists `full | partial | service`; the issue asks to tell
-/// regional shutdowns (several networks of a country) from single-network ones, so `partial`
-/// is split into `regional` and `network`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    /// Every network of the country with enough probes.
-    Full,
-    /// Several networks, not all.
-    Regional,
-    /// One network.
-    Network,
-    /// Some services in one network.
-    Service,
-}
-
-/// Where an event happened.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entity {
-    /// Country.
-    pub cc: String,
-    /// The network, for single-network events.
-    pub asn: Option<String>,
-    /// The networks of a regional event.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub asns: Vec<String>,
-}
-
-/// One event of the timeline (DESIGN "Events").
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event {
-    /// Stable id (16 hex digits).
-    pub id: String,
-    /// Where.
-    pub entity: Entity,
-    /// What.
-    pub kind: Kind,
-    /// How far.
-    pub scope: Scope,
-    /// The layer of a blocking event.
-    pub layer: Option<Layer>,
-    /// The category of a category-wide block.
-    pub category: Option<String>,
-    /// Hosts affected.
-    pub targets: Vec<String>,
-    /// `YYYY-MM-DD HH:MM:SS` UTC.
-    pub start: String,
-    /// `None` while ongoing.
-    pub end: Option<String>,
-    /// `ongoing` or `ended`.
-    pub status: String,
-    /// Only probe silence so far: no offline canary confirms it yet.
-    pub suspected: bool,
-    /// 0 to 1.
-    pub confidence: f64,
-    /// Probes whose data shows it.
-    pub probes: usize,
-    /// Ids of the measurements that show it (each verifiable at `/api/v1/measurements/<id>`).
-    pub evidence: Vec<String>,
-    /// The estimated rate ceiling of a throttling event, kbit/s (median of its measurements).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_kbps: Option<f64>,
-}
-
-impl Event {
-    /// Start, in epoch seconds.
-    pub fn start_secs(&self) -> i64 {
-        crate::signals::parse_time(&self.start).unwrap_or(0)
-    }
-
-    /// End, in epoch seconds.
-    pub fn end_secs(&self) -> Option<i64> {
-        self.end.as_deref().and_then(crate::signals::parse_time)
-    }
-
-    /// What the event is about, apart from time: two detections with the same subject that
-    /// overlap are the same event.
-    fn subject(&self) -> String {
-        format!(
-            "{}|{}|{:?}|{:?}|{:?}|{:?}|{}",
-            self.entity.cc,
-            self.kind.as_str(),
-            self.entity.asn,
-            self.entity.asns,
-            self.layer,
-            self.category,
-            if self.category.is_none() && self.kind != Kind::Shutdown {
-                self.targets.join(",")
-            } else {
-                String::new()
-            }
-        )
-    }
-
-    fn overlaps(&self, other: &Event) -> bool {
-        self.start_secs() <= other.end_secs().unwrap_or(i64::MAX)
-            && other.start_secs() <= self.end_secs().unwrap_or(i64::MAX)
-    }
-}
-
-/// `YYYY-MM-DD HH:MM:SS` of epoch seconds.
-pub fn format_time(secs: i64) -> String {
-    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| t.format(format).ok())
-        .unwrap_or_default()
-}
-
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
@@ -328,71 +178,21 @@ pub fn categories(lists_dir: Option<&Path>) -> HashMap<String, String> {
     map
 }
 
-/// The contacts of one network's probes from `from_bin` on, those `admit` admits. Every
-/// stored value is read whatever it holds (`signals::int`, `signals::counter`): a row that
-/// makes no sense is left out rather than failing detection.
-fn contacts(
-    c: &Connection,
-    cc: &str,
-    asn: u32,
-    from_bin: i64,
-    admit: &Admit,
-) -> rusqlite::Result<Vec<ProbeContacts>> {
-    let mut stmt = c.prepare_cached(
-        "SELECT probe_key, bin, first_up, last_up, down FROM signal_probes
-         WHERE cc = ?1 AND asn = ?2 AND bin >= ?3 AND probe_key <> ?4 ORDER BY bin",
-    )?;
-    let mut by_probe: BTreeMap<String, Vec<Contact>> = BTreeMap::new();
-    let rows = stmt.query_map(params![cc, asn, from_bin, NO_KEY], |r| {
-        let (rusqlite::types::Value::Text(key), Some(bin)) = (r.get(0)?, int(r.get(1)?)) else {
-            return Ok(None);
-        };
-        let (first, last) = (int(r.get(2)?), int(r.get(3)?));
-        Ok(Some((
-            key,
-            Contact {
-                bin,
-                up: first.zip(last),
-                down: u32::try_from(counter(r.get(4)?)).unwrap_or(u32::MAX),
-            },
-        )))
-    })?;
-    for row in rows {
-        if let Some((key, contact)) = row? {
-            by_probe.entry(key).or_default().push(contact);
-        }
-    }
-    let probes = by_probe
-        .into_iter()
-        .map(|(key, contacts)| ProbeContacts { key, asn, contacts })
-        .collect();
-    Ok(outage::admitted(probes, admit))
-}
-
 /// Failed canary rounds of `keys` during `[from, to]`: the evidence of a shutdown.
 fn failed_canaries(
-    c: &Connection,
+    storage: &dyn Storage,
     cc: &str,
     keys: &[String],
     from: i64,
     to: i64,
-) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = c.prepare_cached(
-        "SELECT id, probe_key FROM measurements WHERE probe_cc = ?1 AND measured_at >= ?2
-         AND measured_at <= ?3 AND test_name = 'canary' AND accessible = 0
-         ORDER BY measured_at LIMIT 5000",
-    )?;
+) -> Result<Vec<String>, DbError> {
     let keys: BTreeSet<&str> = keys.iter().map(String::as_str).collect();
-    let rows = stmt.query_map(params![cc, format_time(from), format_time(to)], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (id, key) = row?;
-        if key.is_some_and(|k| keys.contains(k.as_str())) {
-            out.push(id);
-        }
-    }
+    let mut out: Vec<String> = storage
+        .failed_canaries(cc, from, to)?
+        .into_iter()
+        .filter(|(_, key)| key.as_deref().is_some_and(|k| keys.contains(k)))
+        .map(|(id, _)| id)
+        .collect();
     out.truncate(200);
     Ok(out)
 }
@@ -400,43 +200,28 @@ fn failed_canaries(
 /// Web_connectivity verdicts of a country since `from` (epoch seconds), of the probes `admit`
 /// admits.
 fn observations(
-    c: &Connection,
+    storage: &dyn Storage,
     cc: &str,
     from: i64,
     admit: &Admit,
-) -> rusqlite::Result<Vec<Observation>> {
-    let mut stmt = c.prepare_cached(
-        "SELECT probe_asn, domain, unixepoch(measured_at), blocking, probe_key, id
-         FROM measurements WHERE probe_cc = ?1 AND measured_at >= ?2
-         AND test_name = 'web_connectivity' AND domain IS NOT NULL",
-    )?;
+) -> Result<Vec<Observation>, DbError> {
     let mut probes: HashMap<String, u32> = HashMap::new();
-    let rows = stmt.query_map(params![cc, format_time(from)], |r| {
-        Ok((
-            r.get::<_, u32>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, Option<i64>>(2)?,
-            r.get::<_, Option<String>>(3)?,
-            r.get::<_, Option<String>>(4)?,
-            r.get::<_, String>(5)?,
-        ))
-    })?;
     let mut out = Vec::new();
-    for row in rows {
-        let (asn, domain, at, blocking, key, id) = row?;
-        let Some(at) = at else { continue };
-        if !admit.counts(key.as_deref(), asn, at) {
+    for row in storage.web_verdicts(cc, from)? {
+        if !admit.counts(row.probe_key.as_deref(), row.asn, row.at) {
             continue;
         }
         let next = probes.len() as u32;
-        let probe = *probes.entry(key.unwrap_or_default()).or_insert(next);
+        let probe = *probes
+            .entry(row.probe_key.unwrap_or_default())
+            .or_insert(next);
         out.push(Observation {
-            asn,
-            domain,
-            at,
-            anomaly: blocking.as_deref().and_then(Layer::of_blocking),
+            asn: row.asn,
+            domain: row.domain,
+            at: row.at,
+            anomaly: row.blocking.as_deref().and_then(Layer::of_blocking),
             probe,
-            id,
+            id: row.id,
         });
     }
     Ok(out)
@@ -446,13 +231,13 @@ fn observations(
 /// reach gives them: every network with enough live probes is `full`, several `regional`,
 /// one `network`.
 fn shutdown_events(
-    c: &Connection,
+    storage: &dyn Storage,
     cc: &str,
     networks: &BTreeMap<u32, Vec<ProbeContacts>>,
     found: Vec<NetworkOutage>,
     now: i64,
     config: &OutageConfig,
-) -> rusqlite::Result<Vec<Event>> {
+) -> Result<Vec<Event>, DbError> {
     let mut found = found;
     found.sort_by_key(|o| o.start);
     let mut groups: Vec<Vec<NetworkOutage>> = Vec::new();
@@ -501,7 +286,7 @@ fn shutdown_events(
         let confirming: usize = g.iter().map(|o| o.confirming).sum();
         let suspected = confirming * 2 < probes;
         let keys: Vec<String> = g.iter().flat_map(|o| o.probes.clone()).collect();
-        let evidence = failed_canaries(c, cc, &keys, start, end.unwrap_or(now))?;
+        let evidence = failed_canaries(storage, cc, &keys, start, end.unwrap_or(now))?;
         // Share of live probes that went dark, discounted while only silence shows it.
         let share = probes as f64 / live.max(1) as f64;
         let confidence = round2(share.min(1.0) * if suspected { 0.6 } else { 0.95 });
@@ -561,13 +346,13 @@ fn blocking_event(cc: &str, f: blocking::Finding) -> Event {
 
 /// Runs the detectors of `kinds` for one country over `[from, now]`.
 pub fn detect_country(
-    c: &Connection,
+    storage: &dyn Storage,
     cc: &str,
     (from, kinds): (i64, &[Kind]),
     now: i64,
     categories: &HashMap<String, String>,
     config: &DetectConfig,
-) -> rusqlite::Result<Vec<Event>> {
+) -> Result<Vec<Event>, DbError> {
     // Who counts (`signals::Admit`): read once, back to the earliest contact any detector of
     // the pass reads (the shutdown detector's hour before the window, the throttling
     // baselines' week).
@@ -575,13 +360,13 @@ pub fn detect_country(
     if kinds.contains(&Kind::Throttling) {
         earliest = earliest.min(from - config.throttling.baseline_days * 86_400);
     }
-    let admit = Admit::load(c, cc, None, earliest, now, config.verification())?;
+    let admit = Admit::load(storage, cc, None, earliest, now, config.verification())?;
     let mut events = Vec::new();
     if kinds.contains(&Kind::Shutdown) {
-        events = shutdowns(c, cc, from, now, config, &admit)?;
+        events = shutdowns(storage, cc, from, now, config, &admit)?;
     }
     if kinds.contains(&Kind::Blocking) {
-        let obs = observations(c, cc, from, &admit)?;
+        let obs = observations(storage, cc, from, &admit)?;
         events.extend(
             blocking::detect(&obs, categories, now, &config.blocking)
                 .into_iter()
@@ -589,8 +374,8 @@ pub fn detect_country(
         );
     }
     if kinds.contains(&Kind::Throttling) {
-        events.extend(crate::throttling::events(
-            c,
+        events.extend(throttling::events(
+            storage,
             cc,
             from,
             now,
@@ -602,24 +387,20 @@ pub fn detect_country(
 }
 
 fn shutdowns(
-    c: &Connection,
+    storage: &dyn Storage,
     cc: &str,
     from: i64,
     now: i64,
     config: &DetectConfig,
     admit: &Admit,
-) -> rusqlite::Result<Vec<Event>> {
+) -> Result<Vec<Event>, DbError> {
     // Who was live at the start of the window depends on the hour before it: read that too,
     // but report only outages that start inside the window (the others are a wider pass's).
     let from_bin = (from - config.outage.live_seconds).div_euclid(BIN_SECONDS);
-    let asns: Vec<u32> = c
-        .prepare_cached(RECENT_NETWORKS)?
-        .query_map(params![from_bin, cc], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
     let mut networks = BTreeMap::new();
     let mut found = Vec::new();
-    for asn in asns {
-        let probes = contacts(c, cc, asn, from_bin, admit)?;
+    for asn in storage.recent_networks(cc, from_bin)? {
+        let probes = outage::admitted(storage.contacts(cc, asn, from_bin)?, admit);
         found.extend(
             outage::detect(&probes, now, &config.outage)
                 .into_iter()
@@ -627,36 +408,15 @@ fn shutdowns(
         );
         networks.insert(asn, probes);
     }
-    shutdown_events(c, cc, &networks, found, now, &config.outage)
+    shutdown_events(storage, cc, &networks, found, now, &config.outage)
 }
 
-/// Replaces a country's events of `kinds` that start at or after `from` with `fresh`, keeping
-/// the id of any stored event a fresh one overlaps (and its start, if it began before the
-/// window).
-pub fn store(
-    tx: &Transaction<'_>,
-    cc: &str,
-    (from, kinds): (i64, &[Kind]),
-    fresh: Vec<Event>,
-) -> rusqlite::Result<()> {
-    let mut stored: Vec<Event> = Vec::new();
-    for kind in kinds {
-        let mut stmt = tx.prepare_cached(
-            "SELECT body FROM events WHERE cc = ?1 AND kind = ?3
-             AND (end_at IS NULL OR end_at >= ?2)",
-        )?;
-        let rows = stmt.query_map(params![cc, from, kind.as_str()], |r| r.get::<_, String>(0))?;
-        for body in rows {
-            if let Ok(e) = serde_json::from_str::<Event>(&body?) {
-                stored.push(e);
-            }
-        }
-        tx.execute(
-            "DELETE FROM events WHERE cc = ?1 AND start >= ?2 AND kind = ?3",
-            params![cc, from, kind.as_str()],
-        )?;
-    }
+/// Gives each fresh event its id: the id of the stored event of the same subject it overlaps
+/// (and that event's start, if it began before the window `from`), else a new one from its
+/// subject and start. So links to an event stay valid while late uploads revise it.
+pub fn assign_ids(stored: &[Event], from: i64, fresh: Vec<Event>) -> Vec<Event> {
     let mut taken: BTreeSet<String> = BTreeSet::new();
+    let mut out = Vec::with_capacity(fresh.len());
     for mut e in fresh {
         let subject = e.subject();
         if let Some(old) = stored
@@ -671,98 +431,48 @@ pub fn store(
             e.id = new_id(&subject, e.start_secs());
         }
         taken.insert(e.id.clone());
-        let body = serde_json::to_string(&e).unwrap_or_default();
-        tx.execute(
-            "INSERT OR REPLACE INTO events (id, cc, kind, start, end_at, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                e.id,
-                cc,
-                e.kind.as_str(),
-                e.start_secs(),
-                e.end_secs(),
-                body
-            ],
-        )?;
+        out.push(e);
     }
-    Ok(())
+    out
 }
 
-/// Countries heard from since a bin. Asked every minute: it must read only the recent bins,
-/// and SQLite without statistics would rather scan the primary key for the `DISTINCT`.
-const ACTIVE_COUNTRIES: &str =
-    "SELECT DISTINCT cc FROM signal_bins INDEXED BY signal_bins_recent WHERE bin >= ?1 ORDER BY cc";
-
-/// A country's networks heard from since a bin.
-const RECENT_NETWORKS: &str = "SELECT DISTINCT asn FROM signal_bins INDEXED BY signal_bins_recent WHERE bin >= ?1 AND cc = ?2";
-
-/// Countries with signals since `from_bin`.
-pub fn active_countries(c: &Connection, from_bin: i64) -> rusqlite::Result<Vec<String>> {
-    c.prepare_cached(ACTIVE_COUNTRIES)?
-        .query_map([from_bin], |r| r.get(0))?
-        .collect()
+/// Replaces a country's events of `kinds` that start at or after `from` with `fresh`, keeping
+/// the ids of the stored events they continue ([`assign_ids`]).
+pub fn store(
+    storage: &dyn Storage,
+    cc: &str,
+    (from, kinds): (i64, &[Kind]),
+    fresh: Vec<Event>,
+) -> Result<(), DbError> {
+    let stored = storage.events_since(cc, from, kinds)?;
+    let events = assign_ids(&stored, from, fresh);
+    storage.replace_events(cc, from, kinds, &events)
 }
 
-/// Which events to read.
-#[derive(Debug, Clone, Default)]
-pub struct TimelineQuery {
-    /// Country; `None` for all.
-    pub cc: Option<String>,
-    /// Events touching this network (its own, regional ones naming it, and full ones).
-    pub asn: Option<u32>,
-    /// Events that end at or after this (epoch seconds) ...
-    pub since: i64,
-    /// ... and start before this.
-    pub until: i64,
-    /// One kind only.
-    pub kind: Option<Kind>,
-}
-
-/// Events of `q`, oldest first.
-pub fn timeline(c: &Connection, q: &TimelineQuery) -> rusqlite::Result<Vec<Event>> {
-    let mut stmt = c.prepare_cached(
-        "SELECT body FROM events WHERE (?1 IS NULL OR cc = ?1) AND start < ?2
-         AND (end_at IS NULL OR end_at >= ?3) AND (?4 IS NULL OR kind = ?4)
-         ORDER BY start, id",
-    )?;
-    let rows = stmt.query_map(
-        params![
-            q.cc.as_deref().map(str::to_ascii_uppercase),
-            q.until,
-            q.since,
-            q.kind.map(Kind::as_str)
-        ],
-        |r| r.get::<_, String>(0),
-    )?;
-    let asn = q.asn.map(|a| format!("AS{a}"));
-    let mut out = Vec::new();
-    for body in rows {
-        let Ok(e) = serde_json::from_str::<Event>(&body?) else {
-            continue;
-        };
-        let touches = match &asn {
-            None => true,
-            Some(a) => {
-                e.scope == Scope::Full
-                    || e.entity.asn.as_deref() == Some(a.as_str())
-                    || e.entity.asns.contains(a)
-            }
-        };
-        if touches {
-            out.push(e);
-        }
+/// Runs the detectors of `pass` for `cc` (every country with recent signals when `None`) and
+/// stores the events; returns how many events the window now holds. It reads through the
+/// store's readers and writes each country's events in one short transaction, so uploads
+/// are not held up while it thinks.
+pub fn detect(
+    storage: &dyn Storage,
+    cc: Option<&str>,
+    pass: Pass,
+    now: i64,
+    categories: &HashMap<String, String>,
+    config: &DetectConfig,
+) -> Result<usize, DbError> {
+    let window = pass.window(now, config);
+    let countries = match cc {
+        Some(cc) => vec![cc.to_ascii_uppercase()],
+        None => storage.active_countries(window.0.div_euclid(BIN_SECONDS))?,
+    };
+    let mut n = 0;
+    for cc in countries {
+        let found = detect_country(storage, &cc, window, now, categories, config)?;
+        n += found.len();
+        store(storage, &cc, window, found)?;
     }
-    Ok(out)
-}
-
-/// Countries with data, for the web page's picker: (cc, networks, events).
-pub fn countries(c: &Connection) -> rusqlite::Result<Vec<(String, i64, i64)>> {
-    c.prepare_cached(
-        "SELECT cc, count(DISTINCT asn), (SELECT count(*) FROM events e WHERE e.cc = s.cc)
-         FROM signal_bins s GROUP BY cc ORDER BY cc",
-    )?
-    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-    .collect()
+    Ok(n)
 }
 
 /// The CSV header of [`csv_row`].
@@ -800,7 +510,7 @@ pub fn csv_row(e: &Event) -> String {
 /// the whole lookback every [`DetectConfig::full_every`] runs, starting with the first.
 /// Silence is a signal, so this runs whether or not anything arrived.
 pub async fn run(
-    storage: std::sync::Arc<dyn crate::store::Storage>,
+    storage: std::sync::Arc<dyn Storage>,
     categories: std::sync::Arc<HashMap<String, String>>,
     config: std::sync::Arc<DetectConfig>,
     every: std::time::Duration,
@@ -816,7 +526,7 @@ pub async fn run(
         runs = runs.wrapping_add(1);
         let (s, cats, cfg) = (storage.clone(), categories.clone(), config.clone());
         let done = tokio::task::spawn_blocking(move || {
-            s.detect(None, pass, crate::store::now(), &cats, &cfg)
+            detect(&*s, None, pass, crate::store::now(), &cats, &cfg)
         })
         .await;
         match done {
@@ -868,14 +578,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("vantage-events-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("agg.db");
-        drop(crate::store::Sqlite::open(&path).expect("migrate"));
-        let mut c = Connection::open(&path).expect("open");
+        let db = crate::store::Sqlite::open(&path).expect("open");
         let t = 1_767_571_200;
         let config = DetectConfig::default();
         let full = Pass::Full(Some(t - 86_400)).window(t, &config);
-        let tx = c.transaction().expect("tx");
         store(
-            &tx,
+            &db,
             "IR",
             full,
             vec![
@@ -884,19 +592,15 @@ mod tests {
             ],
         )
         .expect("store");
-        tx.commit().expect("commit");
-        let all = |c: &Connection| {
-            timeline(
-                c,
-                &TimelineQuery {
-                    since: t - 86_400,
-                    until: t + 86_400,
-                    ..Default::default()
-                },
-            )
+        let all = || {
+            db.timeline(&TimelineQuery {
+                since: t - 86_400,
+                until: t + 86_400,
+                ..Default::default()
+            })
             .expect("timeline")
         };
-        let before = all(&c);
+        let before = all();
         assert_eq!(before.len(), 2);
         let shutdown_id = before
             .iter()
@@ -906,16 +610,14 @@ mod tests {
         // The shutdown ended, seen by a recent pass; the blocking event is not its business.
         let recent = Pass::Recent.window(t + 600, &config);
         assert_eq!(recent, (t + 600 - 7200, &[Kind::Shutdown][..]));
-        let tx = c.transaction().expect("tx");
         store(
-            &tx,
+            &db,
             "IR",
             recent,
             vec![event(Kind::Shutdown, t - 1790, Some(t + 300))],
         )
         .expect("store");
-        tx.commit().expect("commit");
-        let after = all(&c);
+        let after = all();
         assert_eq!(after.len(), 2, "{after:#?}");
         let shutdown = after
             .iter()
@@ -930,37 +632,8 @@ mod tests {
         assert!(after.iter().any(|e| e.kind == Kind::Blocking));
 
         // A later recent pass that no longer sees it (nothing in the window) removes it.
-        let tx = c.transaction().expect("tx");
-        store(&tx, "IR", recent, Vec::new()).expect("store");
-        tx.commit().expect("commit");
-        assert_eq!(all(&c).len(), 1);
-        std::fs::remove_dir_all(&dir).ok();
-    }
-
-    #[test]
-    fn the_minute_by_minute_questions_read_only_recent_bins() {
-        let dir = std::env::temp_dir().join(format!("vantage-plan-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join("agg.db");
-        drop(crate::store::Sqlite::open(&path).expect("migrate"));
-        let c = Connection::open(&path).expect("open");
-        for (sql, args) in [
-            (ACTIVE_COUNTRIES, params![1]),
-            (RECENT_NETWORKS, params![1, "IR"]),
-        ] {
-            let plan: Vec<String> = c
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .expect("plan")
-                .query_map(args, |r| r.get::<_, String>(3))
-                .expect("rows")
-                .collect::<rusqlite::Result<_>>()
-                .expect("plan rows");
-            assert!(
-                plan.iter()
-                    .any(|p| p.contains("signal_bins_recent (bin>?)")),
-                "{sql}: {plan:?}"
-            );
-        }
+        store(&db, "IR", recent, Vec::new()).expect("store");
+        assert_eq!(all().len(), 1);
         std::fs::remove_dir_all(&dir).ok();
     }
 
@@ -1032,8 +705,7 @@ mod tests {
         };
         let mut config = DetectConfig::default();
         let cats = HashMap::new();
-        db.detect(Some("IR"), Pass::Full(None), now, &cats, &config)
-            .expect("detect");
+        detect(&db, Some("IR"), Pass::Full(None), now, &cats, &config).expect("detect");
         let kinds: BTreeSet<&str> = db
             .timeline(&q)
             .expect("timeline")
@@ -1046,8 +718,7 @@ mod tests {
             "unchecked, the fakes invent both"
         );
         config.require_verified_network = true;
-        db.detect(Some("IR"), Pass::Full(None), now, &cats, &config)
-            .expect("detect");
+        detect(&db, Some("IR"), Pass::Full(None), now, &cats, &config).expect("detect");
         let events = db.timeline(&q).expect("timeline");
         assert!(events.is_empty(), "{events:#?}");
         std::fs::remove_dir_all(&dir).ok();

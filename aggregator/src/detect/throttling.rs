@@ -28,11 +28,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
-use rusqlite::{Connection, params};
 use serde::Deserialize;
 
-use crate::events::{Entity, Event, Kind, Scope, format_time};
-use crate::signals::Admit;
+use super::signals::Admit;
+use crate::store::model::{Entity, Event, Kind, Scope, format_time};
+pub use crate::store::model::{RateSample, ThrottlingObservation as Observation};
+use crate::store::{DbError, Storage};
 
 /// A probe's verdicts of one target within this long are one vote. The daemon tests every few
 /// hours (DESIGN "Tests the probe runs"), so an honest probe casts one anyway.
@@ -99,46 +100,6 @@ impl ThrottlingConfig {
         }
         Ok(())
     }
-}
-
-/// One scored throttling measurement.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Observation {
-    /// The network.
-    pub asn: u32,
-    /// The target host.
-    pub domain: String,
-    /// Epoch seconds.
-    pub at: i64,
-    /// `Some(true)` throttled, `Some(false)` clean, `None` undetermined or failed.
-    pub throttled: Option<bool>,
-    /// The estimated ceiling, when throttled.
-    pub kbps: Option<f64>,
-    /// The probe's key.
-    pub probe: String,
-    /// The measurement id.
-    pub id: String,
-    /// Whether the verdict is the passive signal's rather than the active test's.
-    pub passive: bool,
-}
-
-/// The goodput of one web_connectivity page, from its stored verdict.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RateSample {
-    /// The network.
-    pub asn: u32,
-    /// The page's host.
-    pub domain: String,
-    /// Epoch seconds.
-    pub at: i64,
-    /// The probe's key.
-    pub probe: String,
-    /// The measurement id.
-    pub id: String,
-    /// The probe's rate, kbit/s.
-    pub kbps: f64,
-    /// Whether it was far below the helper's; `None` without a helper rate.
-    pub below_control: Option<bool>,
 }
 
 /// The middle value (the upper one of an even count), as every rate here is summarised.
@@ -391,95 +352,21 @@ pub fn detect(obs: &[Observation], now: i64, config: &ThrottlingConfig) -> Vec<F
     out
 }
 
-/// A country's scored throttling measurements since `from`.
-pub fn load(c: &Connection, cc: &str, from: i64) -> rusqlite::Result<Vec<Observation>> {
-    let mut stmt = c.prepare_cached(
-        "SELECT probe_asn, domain, unixepoch(measured_at), blocking, verdict, probe_key, id
-         FROM measurements WHERE probe_cc = ?1 AND measured_at >= ?2
-         AND test_name = 'throttling' AND domain IS NOT NULL",
-    )?;
-    let rows = stmt.query_map(params![cc, format_time(from)], |r| {
-        Ok((
-            r.get::<_, u32>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, Option<i64>>(2)?,
-            r.get::<_, Option<String>>(3)?,
-            r.get::<_, Option<String>>(4)?,
-            r.get::<_, Option<String>>(5)?,
-            r.get::<_, String>(6)?,
-        ))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (asn, domain, at, blocking, verdict, probe, id) = row?;
-        let Some(at) = at else { continue };
-        let throttled = match blocking.as_deref() {
-            Some("\"throttling\"") => Some(true),
-            Some("false") => Some(false),
-            _ => None,
-        };
-        let kbps = verdict
-            .as_deref()
-            .and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok())
-            .and_then(|v| v["ceiling_kbps"].as_f64());
-        out.push(Observation {
-            asn,
-            domain,
-            at,
-            throttled,
-            kbps,
-            probe: probe.unwrap_or_default(),
-            id,
-            passive: false,
-        });
-    }
-    Ok(out)
-}
-
-/// A country's web_connectivity rate samples since `from`.
-pub fn load_passive(c: &Connection, cc: &str, from: i64) -> rusqlite::Result<Vec<RateSample>> {
-    let mut stmt = c.prepare_cached(
-        "SELECT probe_asn, domain, unixepoch(measured_at), probe_key, id, kbps, below
-         FROM (SELECT probe_asn, domain, measured_at, probe_key, id,
-               json_extract(verdict, '$.goodput.probe_kbps') AS kbps,
-               json_extract(verdict, '$.goodput.below_control') AS below
-               FROM measurements WHERE probe_cc = ?1 AND measured_at >= ?2
-               AND test_name = 'web_connectivity' AND domain IS NOT NULL)
-         WHERE kbps IS NOT NULL",
-    )?;
-    // A row whose time SQLite cannot read is left out, as in `load`.
-    let rows = stmt.query_map(params![cc, format_time(from)], |r| {
-        let Some(at) = r.get::<_, Option<i64>>(2)? else {
-            return Ok(None);
-        };
-        Ok(Some(RateSample {
-            asn: r.get(0)?,
-            domain: r.get(1)?,
-            at,
-            probe: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
-            id: r.get(4)?,
-            kbps: r.get(5)?,
-            below_control: r.get(6)?,
-        }))
-    })?;
-    rows.filter_map(Result::transpose).collect()
-}
-
 /// Throttling events of a country over `[from, now]`, from the probes `admit` admits.
 pub fn events(
-    c: &Connection,
+    storage: &dyn Storage,
     cc: &str,
     from: i64,
     now: i64,
     config: &ThrottlingConfig,
     admit: &Admit,
-) -> rusqlite::Result<Vec<Event>> {
+) -> Result<Vec<Event>, DbError> {
     let counts = |probe: &str, asn: u32, at: i64| {
         admit.counts((!probe.is_empty()).then_some(probe), asn, at)
     };
-    let mut obs = load(c, cc, from)?;
+    let mut obs = storage.throttling_verdicts(cc, from)?;
     obs.retain(|o| counts(&o.probe, o.asn, o.at));
-    let mut samples = load_passive(c, cc, from - config.baseline_days * 86_400)?;
+    let mut samples = storage.rate_samples(cc, from - config.baseline_days * 86_400)?;
     samples.retain(|s| counts(&s.probe, s.asn, s.at));
     obs.extend(judge(samples, config).into_iter().filter(|o| o.at >= from));
     Ok(detect(&obs, now, config)
@@ -837,7 +724,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("vantage-thr-{}.toml", std::process::id()));
         let read = |text: &str| {
             std::fs::write(&path, text).expect("write");
-            crate::events::DetectConfig::read(&path)
+            crate::detect::DetectConfig::read(&path)
         };
         let ok = read("[throttling]\nbaseline_drop = 0.4\nbaseline_days = 3\n").expect("valid");
         assert_eq!(

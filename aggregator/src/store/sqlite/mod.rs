@@ -19,9 +19,14 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_ite
 
 use vantage_probe::store::{MigrateError, open_migrated};
 
-use super::*;
-use crate::events::{DetectConfig, Event, Pass, TimelineQuery};
-use crate::signals::{BIN_SECONDS, SignalBin, SignalQuery, Verification};
+use super::model::{
+    Event, Kind, ProbeBin, ProbeContacts, RateSample, ThrottlingObservation, TimelineQuery,
+    VerdictRow, Vouches,
+};
+use super::{DbError, Found, KeyState, Query, Redeemed, Row, Storage, now};
+
+mod detect;
+mod signals;
 
 const MIGRATIONS: &[&str] = &[
     // 1: measurements and keys.
@@ -116,14 +121,14 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX measurements_asn_time ON measurements(probe_asn, measured_at);
     DELETE FROM meta WHERE key = 'compacted_rowid';",
     // 7: signals in 5-minute bins, filled from what is already stored.
-    crate::signals::MIGRATION,
+    signals::MIGRATION,
     // 8: what each probe's contacts say about its connectivity, and the events.
-    crate::events::MIGRATION,
+    detect::MIGRATION,
     // 9: detection asks every minute which countries and networks were heard from recently.
     "CREATE INDEX signal_bins_recent ON signal_bins (bin, cc, asn);",
     // 10: whether each contact came from inside the network it claims, and the signals per
     // probe key, so that each key is one vote.
-    crate::signals::VOTES_MIGRATION,
+    signals::VOTES_MIGRATION,
 ];
 
 /// Read-only connections opened beside the writer: enough for the server's concurrent searches
@@ -143,7 +148,6 @@ pub struct Sqlite {
     /// Where the next read starts looking for a free reader.
     next_reader: AtomicUsize,
     path: String,
-    verification: Verification,
 }
 
 impl Sqlite {
@@ -175,16 +179,7 @@ impl Sqlite {
             conn: Mutex::new(conn),
             next_reader: AtomicUsize::new(0),
             path: display,
-            verification: Verification::default(),
         })
-    }
-
-    /// Signals (`GET /api/v1/signals`) count probes as the detectors do: with
-    /// `verification.required` (`serve` with a geolocation source), only keys with verified
-    /// contact in the network they claim (`signals::Admit`). Without this, every key counts.
-    pub fn verifying(mut self, verification: Verification) -> Sqlite {
-        self.verification = verification;
-        self
     }
 
     /// Runs `f` on the writer connection, the only one that may change the file.
@@ -245,7 +240,7 @@ fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
 fn stored_envelope(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<String> {
     match r.get::<_, rusqlite::types::Value>(i)? {
         rusqlite::types::Value::Text(t) => Ok(t),
-        rusqlite::types::Value::Blob(b) => crate::compact::unpack(&b).map_err(|e| {
+        rusqlite::types::Value::Blob(b) => super::compact::unpack(&b).map_err(|e| {
             rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Blob, Box::new(e))
         }),
         other => Err(rusqlite::Error::InvalidColumnType(
@@ -380,7 +375,7 @@ impl Storage for Sqlite {
                     ])?;
                     if n > 0 {
                         body.execute(params![tx.last_insert_rowid(), r.envelope])?;
-                        crate::signals::record_row(&tx, r)?;
+                        signals::record_row(&tx, r)?;
                     }
                     added.push(n > 0);
                 }
@@ -453,7 +448,7 @@ impl Storage for Sqlite {
     fn update_verdict(&self, row: &Row) -> Result<(), DbError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            crate::signals::rescored(&tx, &row.id, row.blocking.as_deref())?;
+            signals::rescored(&tx, &row.id, row.blocking.as_deref())?;
             tx.execute(
                 "UPDATE measurements SET blocking = ?2, accessible = ?3, confirmed = ?4,
                  rule_set = ?5, verdict = ?6 WHERE id = ?1",
@@ -470,42 +465,87 @@ impl Storage for Sqlite {
         })
     }
 
-    fn signals(&self, q: &SignalQuery) -> Result<Vec<SignalBin>, DbError> {
-        self.read(|c| crate::signals::query(c, q, self.verification))
+    fn probe_bins(
+        &self,
+        cc: &str,
+        asn: Option<u32>,
+        from_bin: i64,
+        to_bin: i64,
+    ) -> Result<Vec<ProbeBin>, DbError> {
+        self.read(|c| signals::probe_bins(c, cc, asn, from_bin, to_bin))
     }
 
-    fn detect(
+    fn vouches(
         &self,
-        cc: Option<&str>,
-        pass: Pass,
-        now: i64,
-        categories: &std::collections::HashMap<String, String>,
-        config: &DetectConfig,
-    ) -> Result<usize, DbError> {
-        let window = pass.window(now, config);
+        cc: &str,
+        asn: Option<u32>,
+        first_day: i64,
+        last_day: i64,
+    ) -> Result<Vouches, DbError> {
+        self.read(|c| signals::vouches(c, cc, asn, first_day, last_day))
+    }
+
+    fn active_countries(&self, from_bin: i64) -> Result<Vec<String>, DbError> {
+        self.read(|c| detect::active_countries(c, from_bin))
+    }
+
+    fn recent_networks(&self, cc: &str, from_bin: i64) -> Result<Vec<u32>, DbError> {
+        self.read(|c| detect::recent_networks(c, cc, from_bin))
+    }
+
+    fn contacts(&self, cc: &str, asn: u32, from_bin: i64) -> Result<Vec<ProbeContacts>, DbError> {
+        self.read(|c| detect::contacts(c, cc, asn, from_bin))
+    }
+
+    fn failed_canaries(
+        &self,
+        cc: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(String, Option<String>)>, DbError> {
+        self.read(|c| detect::failed_canaries(c, cc, from, to))
+    }
+
+    fn web_verdicts(&self, cc: &str, from: i64) -> Result<Vec<VerdictRow>, DbError> {
+        self.read(|c| detect::web_verdicts(c, cc, from))
+    }
+
+    fn throttling_verdicts(
+        &self,
+        cc: &str,
+        from: i64,
+    ) -> Result<Vec<ThrottlingObservation>, DbError> {
+        self.read(|c| detect::throttling_verdicts(c, cc, from))
+    }
+
+    fn rate_samples(&self, cc: &str, from: i64) -> Result<Vec<RateSample>, DbError> {
+        self.read(|c| detect::rate_samples(c, cc, from))
+    }
+
+    fn events_since(&self, cc: &str, from: i64, kinds: &[Kind]) -> Result<Vec<Event>, DbError> {
+        self.read(|c| detect::events_since(c, cc, from, kinds))
+    }
+
+    fn replace_events(
+        &self,
+        cc: &str,
+        from: i64,
+        kinds: &[Kind],
+        events: &[Event],
+    ) -> Result<(), DbError> {
         self.with(|c| {
-            let countries = match cc {
-                Some(cc) => vec![cc.to_ascii_uppercase()],
-                None => crate::events::active_countries(c, window.0.div_euclid(BIN_SECONDS))?,
-            };
-            let mut n = 0;
-            for cc in countries {
-                let found = crate::events::detect_country(c, &cc, window, now, categories, config)?;
-                n += found.len();
-                let tx = c.transaction()?;
-                crate::events::store(&tx, &cc, window, found)?;
-                tx.commit()?;
-            }
-            Ok(n)
+            let tx = c.transaction()?;
+            detect::replace_events(&tx, cc, from, kinds, events)?;
+            tx.commit()
         })
     }
 
     fn timeline(&self, q: &TimelineQuery) -> Result<Vec<Event>, DbError> {
-        self.read(|c| crate::events::timeline(c, q))
+        self.read(|c| detect::timeline(c, q))
     }
 
     fn countries(&self) -> Result<Vec<(String, i64, i64)>, DbError> {
-        self.read(crate::events::countries)
+        self.read(detect::countries)
     }
 
     fn heartbeat(
@@ -526,7 +566,7 @@ impl Storage for Sqlite {
                 .execute(params![key, cc, asn, sent_at, now(), verified])?
                 > 0;
             if new {
-                crate::signals::record_heartbeat(&tx, key, cc, asn, sent_at, verified)?;
+                signals::record_heartbeat(&tx, key, cc, asn, sent_at, verified)?;
             }
             tx.commit()?;
             Ok(new)
@@ -566,7 +606,7 @@ impl Storage for Sqlite {
                     if received_at > received_before {
                         break;
                     }
-                    let body = crate::compact::pack(&text)
+                    let body = super::compact::pack(&text)
                         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
                     packed.execute(params![seq, body])?;
                     raw.execute([seq])?;
@@ -643,6 +683,7 @@ impl Storage for Sqlite {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::model::COUNTER_MAX;
 
     fn plan(db: &Sqlite, q: &Query) -> String {
         let (sql, args) = search_sql(q).expect("a query of the test");
@@ -681,7 +722,9 @@ mod tests {
                 ("a", rusqlite::types::Value::Text("{\"v\":1}".into())),
                 (
                     "b",
-                    rusqlite::types::Value::Blob(crate::compact::pack("{\"v\":2}").expect("pack")),
+                    rusqlite::types::Value::Blob(
+                        crate::store::compact::pack("{\"v\":2}").expect("pack"),
+                    ),
                 ),
             ] {
                 c.execute(
@@ -695,16 +738,9 @@ mod tests {
         }
         let db = Sqlite::open(&path).expect("migrate");
         // Migration 7 derived the signals of what was stored.
-        let bins = db
-            .signals(&SignalQuery {
-                cc: "IT".into(),
-                asn: None,
-                from_bin: 0,
-                to_bin: i64::MAX,
-            })
-            .expect("signals");
-        assert_eq!(bins.len(), 1);
-        assert_eq!(bins[0].measurements, 2);
+        let rows = db.probe_bins("IT", None, 0, i64::MAX).expect("signals");
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0].measurements, 2);
         assert_eq!(db.envelope("a").expect("a").as_deref(), Some("{\"v\":1}"));
         assert_eq!(db.envelope("b").expect("b").as_deref(), Some("{\"v\":2}"));
         assert_eq!(db.query(&query()).expect("query").len(), 2);
@@ -719,7 +755,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("agg.db");
-        let bin = crate::signals::bin_of("2026-03-01 10:00:00").expect("bin");
+        let bin = crate::store::model::bin_of("2026-03-01 10:00:00").expect("bin");
         {
             let c = open_migrated(&path, &MIGRATIONS[..9], "NORMAL").expect("v9");
             c.execute_batch(&format!(
@@ -736,27 +772,26 @@ mod tests {
                  INSERT INTO signal_bins (cc, asn, bin, heartbeats, canary_checks, canary_ok,
                     measurements, anomalies_dns)
                     VALUES ('IR', 1, {bin}, 1, 1.8446744073709552e19, 1.8446744073709552e19, 1, 1);",
-                t = bin * BIN_SECONDS + 120
+                t = bin * crate::store::model::BIN_SECONDS + 120
             ))
             .expect("v9 rows");
         }
         let db = Sqlite::open(&path).expect("migrate");
-        let bins = db
-            .signals(&SignalQuery {
-                cc: "IR".into(),
-                asn: None,
-                from_bin: bin,
-                to_bin: bin + 1,
-            })
+        let rows = db
+            .probe_bins("IR", None, bin, bin + 1)
             .expect("the signals answer");
-        assert_eq!(bins.len(), 1, "{bins:?}");
-        let b = &bins[0];
+        let key = rows.iter().find(|r| r.key == "k").expect("the key's row");
+        assert!(key.online, "{rows:?}");
         assert_eq!(
-            (b.probes, b.probes_online, b.heartbeats, b.measurements),
-            (1, 1, 1, 1)
+            (key.heartbeats, key.measurements, key.anomalies[0]),
+            (1, 1, 1)
         );
-        assert_eq!(b.canary_success, Some(1.0));
-        assert_eq!(b.anomaly_ratio.as_ref().map(|r| r.dns), Some(1.0));
+        // The overflowed canary totals are carried over as one voice, clamped, and sane.
+        let keyless = rows.iter().find(|r| r.key.is_empty()).expect("no-key row");
+        assert_eq!(
+            (keyless.canary_ok, keyless.canary_checks),
+            (COUNTER_MAX, COUNTER_MAX)
+        );
         let (checks, verified): (rusqlite::types::Value, i64) = db
             .with(|c| {
                 c.query_row(
@@ -767,10 +802,7 @@ mod tests {
                 )
             })
             .expect("columns");
-        assert_eq!(
-            checks,
-            rusqlite::types::Value::Integer(crate::signals::COUNTER_MAX)
-        );
+        assert_eq!(checks, rusqlite::types::Value::Integer(COUNTER_MAX));
         assert_eq!(verified, 0, "rows stored before are unverified");
         std::fs::remove_dir_all(&dir).ok();
     }
@@ -833,7 +865,7 @@ mod tests {
                 ("2026-03-02 11:00:00".to_string(), true)
             ]
         );
-        let t = crate::signals::parse_time("2026-03-01 10:00:00").expect("time");
+        let t = crate::store::model::parse_time("2026-03-01 10:00:00").expect("time");
         // Only the verified ones vouch: the upload of the first day, the 11:00 heartbeat.
         assert_eq!(
             stored.2,

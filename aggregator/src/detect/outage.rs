@@ -24,7 +24,9 @@
 
 use serde::Deserialize;
 
-use crate::signals::{Admit, BIN_SECONDS};
+use super::signals::Admit;
+use crate::store::model::BIN_SECONDS;
+pub use crate::store::model::{Contact, ProbeContacts};
 
 /// Thresholds of the shutdown detector. Every default cites where it comes from.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -78,28 +80,6 @@ impl Default for OutageConfig {
             settle_seconds: 3600,
         }
     }
-}
-
-/// What one probe's bin says about its connectivity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Contact {
-    /// Bin number (see `signals::BIN_SECONDS`).
-    pub bin: i64,
-    /// First and last moment (epoch seconds) it showed connectivity in the bin.
-    pub up: Option<(i64, i64)>,
-    /// Canary rounds that failed in the bin.
-    pub down: u32,
-}
-
-/// One probe in one network, its contacts in bin order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProbeContacts {
-    /// The probe's key.
-    pub key: String,
-    /// Its network.
-    pub asn: u32,
-    /// Contacts, oldest first.
-    pub contacts: Vec<Contact>,
 }
 
 /// A time one probe was disconnected.
@@ -310,7 +290,7 @@ pub fn detect(probes: &[ProbeContacts], now: i64, config: &OutageConfig) -> Vec<
 mod tests {
     use super::*;
 
-    const BIN: i64 = crate::signals::BIN_SECONDS;
+    const BIN: i64 = BIN_SECONDS;
 
     /// A probe heard every minute over `[from, to)` except during `gaps`, with failed canary
     /// rounds recorded inside the gaps when `canaries`.
@@ -453,7 +433,7 @@ mod tests {
     /// Verified contacts of each real probe of `fleet` from inside its network: one day of
     /// them at the start of `fleet`'s contacts (the proxied or offline ones later inherit).
     fn vouched(fleet: &[ProbeContacts]) -> Admit {
-        let mut vouches = crate::signals::Vouches::default();
+        let mut vouches = crate::store::model::Vouches::default();
         for p in fleet {
             let first = p.contacts[0].up.map_or(0, |u| u.0);
             vouches.add(&p.key, p.asn, first, first + 60);

@@ -19,47 +19,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-/// A layer of the measurement, as events name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Layer {
-    /// DNS resolution.
-    Dns,
-    /// TCP connect.
-    Tcp,
-    /// TLS handshake.
-    Tls,
-    /// HTTP failure or a differing page.
-    Http,
-}
-
-impl Layer {
-    /// All layers, in protocol order.
-    pub const ALL: [Layer; 4] = [Layer::Dns, Layer::Tcp, Layer::Tls, Layer::Http];
-
-    /// The name in the API (`dns`, `tcp`, `tls`, `http`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Layer::Dns => "dns",
-            Layer::Tcp => "tcp",
-            Layer::Tls => "tls",
-            Layer::Http => "http",
-        }
-    }
-
-    /// The layer of a stored `blocking` value (JSON text), if it is an anomaly.
-    pub fn of_blocking(blocking: &str) -> Option<Layer> {
-        match blocking {
-            "\"dns\"" => Some(Layer::Dns),
-            "\"tcp_ip\"" => Some(Layer::Tcp),
-            "\"tls\"" => Some(Layer::Tls),
-            "\"http-failure\"" | "\"http-diff\"" => Some(Layer::Http),
-            _ => None,
-        }
-    }
-}
+pub use crate::store::model::Layer;
 
 /// Thresholds of the blocking detector.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
