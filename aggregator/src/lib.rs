@@ -6,19 +6,7 @@
 
 #![warn(missing_docs)]
 
-pub mod admission;
-pub mod csv_line;
+pub mod api;
 pub mod detect;
-pub mod enrol;
-pub mod export;
-pub mod geo;
 pub mod ingest;
-pub mod limits;
-pub mod listen;
-pub mod maintain;
-pub mod score;
-pub mod server;
 pub mod store;
-pub mod stream;
-pub mod throughput;
-pub mod tls;

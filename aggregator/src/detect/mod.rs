@@ -475,36 +475,6 @@ pub fn detect(
     Ok(n)
 }
 
-/// The CSV header of [`csv_row`].
-pub const CSV_HEADER: &str = "id,cc,asn,asns,kind,scope,layer,category,targets,start,end,status,suspected,confidence,probes,evidence,rate_kbps";
-
-/// One event as a CSV line (lists joined with spaces).
-pub fn csv_row(e: &Event) -> String {
-    let fields = [
-        e.id.clone(),
-        e.entity.cc.clone(),
-        e.entity.asn.clone().unwrap_or_default(),
-        e.entity.asns.join(" "),
-        e.kind.as_str().into(),
-        serde_json::to_value(e.scope)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default(),
-        e.layer.map(|l| l.as_str().to_string()).unwrap_or_default(),
-        e.category.clone().unwrap_or_default(),
-        e.targets.join(" "),
-        e.start.clone(),
-        e.end.clone().unwrap_or_default(),
-        e.status.clone(),
-        e.suspected.to_string(),
-        e.confidence.to_string(),
-        e.probes.to_string(),
-        e.evidence.join(" "),
-        e.rate_kbps.map(|r| r.to_string()).unwrap_or_default(),
-    ];
-    crate::csv_line::csv_line(&fields)
-}
-
 /// Runs the detectors every `every` over every country with recent signals, as `serve` does
 /// (`--detect-every`): the shutdown detector over the recent window each time, and both over
 /// the whole lookback every [`DetectConfig::full_every`] runs, starting with the first.
@@ -748,14 +718,5 @@ mod tests {
             "{err}"
         );
         let _ = std::fs::remove_file(&path);
-    }
-
-    #[test]
-    fn csv_fields_with_commas_and_quotes_are_quoted() {
-        let mut e = event(Kind::Blocking, 1_767_571_200, None);
-        e.category = Some("NEWS, \"intl\"".into());
-        let row = csv_row(&e);
-        assert!(row.contains(",\"NEWS, \"\"intl\"\"\","), "{row}");
-        assert_eq!(CSV_HEADER.split(',').count(), 17);
     }
 }

@@ -16,11 +16,11 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use vantage_aggregator::api::geo::Geo;
+use vantage_aggregator::api::server::{AppState, router};
 use vantage_aggregator::detect::blocking::Layer;
 use vantage_aggregator::detect::{DetectConfig, Event, Kind, Scope, TimelineQuery};
-use vantage_aggregator::geo::Geo;
 use vantage_aggregator::ingest::IngestConfig;
-use vantage_aggregator::server::{AppState, router};
 use vantage_aggregator::store::{Sqlite, Storage};
 use vantage_aggregator::{detect::signals::SignalQuery, store::model::BIN_SECONDS};
 use vantage_eval::score::EPOCH;

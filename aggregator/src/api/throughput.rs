@@ -36,8 +36,8 @@ use tokio_rustls::TlsAcceptor;
 use vantage_probe::engine::tls::CertPin;
 use vantage_probe::throttling::{MAX_PAYLOAD_BYTES, PAYLOAD_PATH, ServerInfo};
 
-use crate::admission::Slots;
-use crate::tls::{TlsError, server_config};
+use crate::api::admission::Slots;
+use crate::api::tls::{TlsError, server_config};
 
 /// Random bytes repeated to make a payload.
 const BLOCK_BYTES: usize = 64 * 1024;

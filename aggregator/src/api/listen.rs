@@ -36,7 +36,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-use crate::admission::{Slot, Slots};
+use crate::api::admission::{Slot, Slots};
 
 /// Caps and deadlines of the accept loop.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 
-use crate::csv_line::csv_line;
+use crate::api::csv_line::csv_line;
 use crate::store::{DbError, Query, Storage};
 
 /// Export formats.

@@ -9,7 +9,7 @@ use vantage_probe::ooni::{Measurement, WEB_CONNECTIVITY, WebConnectivityMeasurem
 use vantage_probe::verdict::fingerprints::Fingerprints;
 
 use crate::ingest::apply_verdict;
-use crate::score::items;
+use crate::ingest::score::items;
 use crate::store::{DbError, Row, Storage};
 
 /// What an import did.

@@ -26,15 +26,17 @@ use vantage_probe::th::{HelperConfig, answer};
 use vantage_probe::throttling::ServerInfo;
 use vantage_probe::verdict::fingerprints::Fingerprints;
 
+use crate::api::geo::Geo;
 use crate::detect::signals::{self, SignalQuery};
 use crate::detect::{Kind, TimelineQuery};
-use crate::enrol::enrol;
-use crate::geo::Geo;
+use crate::ingest::enrol::enrol;
+use crate::ingest::limits::{ByteBudget, RETRY_AFTER_SECS, Slots};
+use crate::ingest::stream::{
+    CHANNEL_CHUNKS, ChunkReader, ChunkWriter, Ended, StreamError, ingest_lines,
+};
 use crate::ingest::{IngestConfig, LineOutcome, Origin, Session, heartbeat};
-use crate::limits::{ByteBudget, RETRY_AFTER_SECS, Slots};
 use crate::store::model::{BIN_SECONDS, Verification, parse_time};
 use crate::store::{DbError, Query, Storage};
-use crate::stream::{CHANNEL_CHUNKS, ChunkReader, ChunkWriter, Ended, StreamError, ingest_lines};
 
 /// Counters for `/metrics` (Prometheus text format).
 #[derive(Debug, Default)]
@@ -696,7 +698,7 @@ async fn export_route(
     QueryParams(search): QueryParams<SearchParams>,
 ) -> Response {
     let format_name = wanted.format.as_deref().unwrap_or("jsonl");
-    let Some(format) = crate::export::Format::parse(format_name) else {
+    let Some(format) = crate::api::export::Format::parse(format_name) else {
         return error(StatusCode::BAD_REQUEST, "format is jsonl or csv".into());
     };
     let mut query = match search.to_query() {
@@ -712,12 +714,12 @@ async fn export_route(
     let (mut writer, body) = ChunkWriter::new();
     tokio::task::spawn_blocking(move || {
         let _slot = slot;
-        match crate::export::export(state.storage.as_ref(), &query, format, &mut writer) {
+        match crate::api::export::export(state.storage.as_ref(), &query, format, &mut writer) {
             Ok(_) => {
                 let _ = writer.flush();
             }
             // The client hung up: nothing to tell anyone.
-            Err(crate::export::ExportError::Io(e))
+            Err(crate::api::export::ExportError::Io(e))
                 if e.kind() == std::io::ErrorKind::BrokenPipe =>
             {
                 tracing::debug!("export stopped: {e}");
@@ -729,8 +731,8 @@ async fn export_route(
         }
     });
     let content_type = match format {
-        crate::export::Format::Jsonl => "application/x-ndjson",
-        crate::export::Format::Csv => "text/csv",
+        crate::api::export::Format::Jsonl => "application/x-ndjson",
+        crate::api::export::Format::Csv => "text/csv",
     };
     (
         [(header::CONTENT_TYPE, content_type)],
@@ -933,7 +935,7 @@ async fn by_id(State(state): State<AppState>, Path(id): Path<String>) -> Respons
 }
 
 /// The web page: one file, no external resources, so it works offline (issue 6, step 5).
-pub const INDEX_HTML: &str = include_str!("web/index.html");
+pub const INDEX_HTML: &str = include_str!("../web/index.html");
 
 /// `GET /`: the timeline page.
 async fn index() -> Response {
@@ -1029,9 +1031,9 @@ async fn timeline_route(
     );
     match tokio::task::spawn_blocking(move || state.storage.timeline(&query)).await {
         Ok(Ok(events)) if csv => {
-            let mut body = format!("{}\n", crate::detect::CSV_HEADER);
+            let mut body = format!("{}\n", crate::api::csv_line::CSV_HEADER);
             for e in &events {
-                body.push_str(&crate::detect::csv_row(e));
+                body.push_str(&crate::api::csv_line::csv_row(e));
                 body.push('\n');
             }
             ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()

@@ -13,6 +13,12 @@
 //! first time is registered only by a line that passed every check, and only as many keys per
 //! hour as the operator allows (`limits.rs`).
 
+pub mod enrol;
+pub mod limits;
+pub mod maintain;
+pub mod score;
+pub mod stream;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -27,7 +33,7 @@ use vantage_probe::verdict::fingerprints::Fingerprints;
 use vantage_probe::verdict::rules::VANTAGE;
 use vantage_probe::verdict::score;
 
-use crate::limits::KeyLimits;
+use crate::ingest::limits::KeyLimits;
 use crate::store::{DbError, KeyState, Row, Storage};
 
 /// Ingest limits.
