@@ -1,0 +1,1815 @@
+//! ClickHouse storage: several aggregator nodes on one database, for fleets and archives one
+//! SQLite file cannot hold (`serve --store clickhouse://HOST:PORT/DB`).
+//!
+//! # The client
+//! ClickHouse's HTTP interface (<https://clickhouse.com/docs/en/interfaces/http>) through
+//! `ureq`, a small synchronous client without TLS: the storage trait is synchronous and the
+//! server calls it from blocking threads, so an async client (the `clickhouse` crate) would
+//! need a private runtime inside every call for nothing; and plain HTTP with JSONEachRow is
+//! what every ClickHouse version speaks, Debian's 18.16 included, whose lack of
+//! RowBinaryWithNamesAndTypes the `clickhouse` crate's validation trips on. Each statement is
+//! one POST whose body is the SQL (and, for an insert, the rows after `FORMAT JSONEachRow`).
+//! Values are written into the SQL as quoted literals ([`quote`]): 18.16 has no `{p:Type}`
+//! query parameters.
+//!
+//! # What runs on 18.16 and on current ClickHouse
+//! Only what both have: `ReplacingMergeTree`, `FINAL`, `argMax`, `Nullable`, `PARTITION BY`
+//! an expression, JSONEachRow in and out; no `DateTime64`, `Map`, `Bool`, `TTL`, `CODEC`,
+//! skip indexes, `DELETE FROM`, window functions, JSON functions or query parameters. Times stay
+//! the OONI text (`YYYY-MM-DD HH:MM:SS`, UTC) they are in SQLite, which sorts as time does, so
+//! the same `since`/`until` text compares the same way in both stores; tables are partitioned
+//! by its month (`substring(measured_at, 1, 7)`, which a malformed time cannot make fail).
+//!
+//! # No transactions: what replaces them
+//! - Duplicates: a measurement's id is the SHA-256 of its bytes, and every table keyed by an id
+//!   is a `ReplacingMergeTree` ordered by columns that the id determines, so two copies of one
+//!   measurement (two nodes that each found it new at once) are one row after a merge, and
+//!   every read uses `FINAL` or groups by the key before that. Verdict changes insert a new
+//!   version of the row (`version`): `ALTER ... UPDATE` is an asynchronous mutation.
+//! - Filters on the columns a new version can change (verdicts) are applied outside the
+//!   `FINAL` subquery: a filter inside may be evaluated before `FINAL` picks the newest
+//!   version (`PREWHERE`) and find an old verdict.
+//! - Enrolment tokens and the detector lease: insert, then read back who came first; see
+//!   [`ClickHouse::redeem_token`] and [`ClickHouse::try_lease`] for what a race can do.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::{DbError, Found, KeyState, Query, Redeemed, Row, now};
+
+/// The numbered migrations. Every statement is idempotent (`IF NOT EXISTS`): several nodes may
+/// open one database at once and run the same migration together.
+const MIGRATIONS: &[&[&str]] = &[
+    // 1: the tables.
+    &[
+        // The columns of SQLite's `measurements`, less the envelope, plus the version that
+        // makes the newest verdict win. Ordered for the searches by country and time; the id
+        // last, and the country and time are the id's own, so two copies of one measurement
+        // share the whole sorting key and merge into one.
+        "CREATE TABLE IF NOT EXISTS measurements (
+            id String,
+            source String,
+            probe_key Nullable(String),
+            probe_cc String,
+            probe_asn UInt32,
+            test_name String,
+            input Nullable(String),
+            domain Nullable(String),
+            measured_at String,
+            received_at Int64,
+            blocking Nullable(String),
+            accessible Nullable(UInt8),
+            confirmed UInt8,
+            rule_set Nullable(String),
+            verdict Nullable(String),
+            network_verified UInt8,
+            version UInt64
+        ) ENGINE = ReplacingMergeTree(version)
+        PARTITION BY substring(measured_at, 1, 7)
+        ORDER BY (probe_cc, measured_at, id)",
+        // The envelopes byte for byte, by id: what `GET /api/v1/measurements/<id>` reads, and
+        // the index by id that ingest's duplicate check and verdict updates look up (with the
+        // country and time, which find the row in `measurements` by its sorting key).
+        "CREATE TABLE IF NOT EXISTS envelopes (
+            id String,
+            probe_cc String,
+            measured_at String,
+            envelope String
+        ) ENGINE = ReplacingMergeTree
+        PARTITION BY substring(measured_at, 1, 7)
+        ORDER BY id",
+        // A key's standing: the newest version wins; `first_seen` is carried from the first.
+        "CREATE TABLE IF NOT EXISTS probe_keys (
+            key String,
+            state String,
+            first_seen Int64,
+            last_seen Int64,
+            version UInt64
+        ) ENGINE = ReplacingMergeTree(version)
+        ORDER BY key",
+        "CREATE TABLE IF NOT EXISTS heartbeats (
+            probe_key String,
+            probe_cc String,
+            probe_asn UInt32,
+            sent_at String,
+            received_at Int64,
+            network_verified UInt8
+        ) ENGINE = ReplacingMergeTree
+        PARTITION BY substring(sent_at, 1, 7)
+        ORDER BY (probe_key, sent_at)",
+        // One-time enrolment tokens, kept as SHA-256 so a copy of the database enrols nobody.
+        "CREATE TABLE IF NOT EXISTS enrolment_tokens (
+            token_sha256 String,
+            created_at Int64
+        ) ENGINE = ReplacingMergeTree
+        ORDER BY token_sha256",
+        // Every attempt to spend a token: the earliest spent it (`redeem_token`). `at` is the
+        // server's clock (seconds), `used_at` the node's (microseconds).
+        "CREATE TABLE IF NOT EXISTS token_redemptions (
+            token_sha256 String,
+            key String,
+            at UInt32,
+            used_at UInt64
+        ) ENGINE = MergeTree
+        ORDER BY (token_sha256, at, used_at, key)",
+        // Who runs the detectors: each node's latest claim; see `try_lease`.
+        "CREATE TABLE IF NOT EXISTS lease (
+            name String,
+            node String,
+            at Int64
+        ) ENGINE = ReplacingMergeTree
+        ORDER BY (name, node)",
+        // The detectors' events (SQLite's `events`): a replaced event is a newer version with
+        // `deleted = 1`.
+        "CREATE TABLE IF NOT EXISTS events (
+            id String,
+            cc String,
+            kind String,
+            start Int64,
+            end_at Nullable(Int64),
+            body String,
+            deleted UInt8,
+            version UInt64
+        ) ENGINE = ReplacingMergeTree(version)
+        ORDER BY (cc, id)",
+    ],
+];
+
+/// How long a node waits after recording an attempt to spend a token before reading which
+/// attempt came first: longer than the second of the server's clock that orders attempts,
+/// plus the time an insert takes to land, so that every attempt stamped no later than this
+/// one is visible by then (see [`ClickHouse::redeem_token`]).
+const REDEEM_SETTLE: Duration = Duration::from_millis(1500);
+
+/// The name of the detector lease in the `lease` table.
+const DETECTOR_LEASE: &str = "detector";
+
+/// How long to wait for a connection: the database is near (loopback or the same network).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one statement may take, answer included: a search over billions of rows is
+/// seconds; anything near this is a server in trouble.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The ClickHouse store: one database on one server (or a cluster's entry point), over HTTP.
+#[derive(Debug)]
+pub struct ClickHouse {
+    agent: ureq::Agent,
+    /// `http://HOST:PORT/`.
+    endpoint: String,
+    /// `HOST:PORT/DB`, for error messages.
+    at: String,
+    db: String,
+}
+
+/// The parts of `clickhouse://HOST:PORT/DB`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Address {
+    host: String,
+    port: u16,
+    db: String,
+}
+
+/// Parses `clickhouse://HOST:PORT/DB`: a host name or IP address (IPv6 in brackets), a port and
+/// one database name of ASCII letters, digits and `_`; nothing else (no user, path, query or
+/// fragment), so that what is not understood is refused rather than ignored.
+fn parse_address(url: &str) -> Result<Address, String> {
+    const FORM: &str = "expected clickhouse://HOST:PORT/DB";
+    let rest = url
+        .strip_prefix("clickhouse://")
+        .ok_or_else(|| format!("{FORM}: the address must start with clickhouse://"))?;
+    let (authority, db) = rest
+        .split_once('/')
+        .ok_or_else(|| format!("{FORM}: no database name"))?;
+    let (host, port) = authority
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{FORM}: no port after the host"))?;
+    let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+    };
+    if !host_ok {
+        return Err(format!("{FORM}: {host:?} is not a host name or IP address"));
+    }
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{FORM}: {port:?} is not a port (1 to 65535)"))?;
+    if db.is_empty() || db.len() > 64 || !db.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(format!(
+            "{FORM}: the database name {db:?} must be 1 to 64 ASCII letters, digits or _"
+        ));
+    }
+    Ok(Address {
+        host: host.to_string(),
+        port,
+        db: db.to_string(),
+    })
+}
+
+/// `s` as a ClickHouse string literal: single quotes, with backslash escapes for the quote,
+/// the backslash and the control characters (ClickHouse SQL "String literals").
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\0' => out.push_str("\\0"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// Lower-case hex of `bytes`, for cursors.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The text of lower-case or upper-case hex, if it is hex of UTF-8.
+fn unhex(text: &str) -> Option<String> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes = (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// The paging cursor of a row: its place in the search order, (`measured_at`, `id`), each in
+/// hex so the cursor is one URL-safe word.
+fn cursor_of(measured_at: &str, id: &str) -> String {
+    format!("{}.{}", hex(measured_at.as_bytes()), hex(id.as_bytes()))
+}
+
+/// The (`measured_at`, `id`) of a cursor this store gave.
+fn parse_cursor(cursor: &str) -> Result<(String, String), DbError> {
+    let bad = || DbError::BadCursor(cursor.to_string());
+    let (t, id) = cursor.split_once('.').ok_or_else(bad)?;
+    Ok((unhex(t).ok_or_else(bad)?, unhex(id).ok_or_else(bad)?))
+}
+
+/// Microseconds since the epoch: versions and the order of token redemptions.
+fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// At most the first 500 characters of an answer, for an error message.
+fn excerpt(text: &str) -> &str {
+    let text = text.trim_end();
+    match text.char_indices().nth(500) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
+}
+
+/// One row of `measurements` as inserted and read back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredRow {
+    id: String,
+    source: String,
+    probe_key: Option<String>,
+    probe_cc: String,
+    probe_asn: u32,
+    test_name: String,
+    input: Option<String>,
+    domain: Option<String>,
+    measured_at: String,
+    received_at: i64,
+    blocking: Option<String>,
+    accessible: Option<u8>,
+    confirmed: u8,
+    rule_set: Option<String>,
+    verdict: Option<String>,
+    network_verified: u8,
+    version: u64,
+}
+
+impl StoredRow {
+    /// The first version of a row received at `received_at`.
+    fn new(r: &Row, received_at: i64) -> StoredRow {
+        StoredRow {
+            id: r.id.clone(),
+            source: r.source.clone(),
+            probe_key: r.probe_key.clone(),
+            probe_cc: r.probe_cc.clone(),
+            probe_asn: r.probe_asn,
+            test_name: r.test_name.clone(),
+            input: r.input.clone(),
+            domain: r.domain.clone(),
+            measured_at: r.measured_at.clone(),
+            received_at,
+            blocking: r.blocking.clone(),
+            accessible: r.accessible.map(u8::from),
+            confirmed: u8::from(r.confirmed),
+            rule_set: r.rule_set.clone(),
+            verdict: r.verdict.clone(),
+            network_verified: u8::from(r.network_verified),
+            version: 0,
+        }
+    }
+}
+
+/// The columns of [`StoredRow`], in order, for SELECTs.
+const STORED_COLUMNS: &str = "id, source, probe_key, probe_cc, probe_asn, test_name, input, \
+    domain, measured_at, received_at, blocking, accessible, confirmed, rule_set, verdict, \
+    network_verified, version";
+
+/// One row of `envelopes`.
+#[derive(Debug, Serialize)]
+struct EnvelopeRow<'a> {
+    id: &'a str,
+    probe_cc: &'a str,
+    measured_at: &'a str,
+    envelope: &'a str,
+}
+
+/// One row of a search answer.
+#[derive(Debug, Deserialize)]
+struct SearchRow {
+    id: String,
+    source: String,
+    probe_cc: String,
+    probe_asn: u32,
+    test_name: String,
+    input: Option<String>,
+    measured_at: String,
+    blocking: Option<String>,
+    accessible: Option<u8>,
+    confirmed: u8,
+    rule_set: Option<String>,
+}
+
+impl ClickHouse {
+    /// Connects to `clickhouse://HOST:PORT/DB`, creates the database if missing and runs the
+    /// migrations it has not recorded yet.
+    pub fn open(url: &str) -> Result<ClickHouse, DbError> {
+        let address = parse_address(url).map_err(|message| DbError::ClickHouse {
+            at: url.to_string(),
+            op: "reading the store address".into(),
+            message,
+        })?;
+        let config = ureq::Agent::config_builder()
+            // A ClickHouse error is an HTTP status with the message in the body: read it.
+            .http_status_as_error(false)
+            // The database is reached directly; a proxy from the environment is not for it.
+            .proxy(None)
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_global(Some(STATEMENT_TIMEOUT))
+            .build();
+        let db = ClickHouse {
+            agent: ureq::Agent::new_with_config(config),
+            endpoint: format!("http://{}:{}/", address.host, address.port),
+            at: format!("{}:{}/{}", address.host, address.port, address.db),
+            db: address.db,
+        };
+        db.migrate()?;
+        Ok(db)
+    }
+
+    /// Creates the database and runs the missing migrations, recording each in
+    /// `schema_migrations`. Two nodes opening one new database at once both run the same
+    /// idempotent statements and both record the version: reads take the distinct versions.
+    fn migrate(&self) -> Result<(), DbError> {
+        self.post(
+            "creating the database",
+            false,
+            &format!("CREATE DATABASE IF NOT EXISTS {}", self.db),
+        )?;
+        self.execute(
+            "creating the migrations table",
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, applied_at Int64)
+             ENGINE = MergeTree ORDER BY version",
+        )?;
+        #[derive(Deserialize)]
+        struct Applied {
+            v: u32,
+        }
+        let applied: Vec<u32> = self
+            .rows::<Applied>(
+                "reading the schema version",
+                "SELECT DISTINCT version AS v FROM schema_migrations",
+            )?
+            .into_iter()
+            .map(|a| a.v)
+            .collect();
+        let known = MIGRATIONS.len();
+        if let Some(found) = applied.iter().copied().max()
+            && usize::try_from(found).unwrap_or(usize::MAX) > known
+        {
+            return Err(DbError::TooNew {
+                path: self.at.clone(),
+                found: i64::from(found),
+                known: i64::try_from(known).unwrap_or(i64::MAX),
+            });
+        }
+        for (i, statements) in MIGRATIONS.iter().enumerate() {
+            let version = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            if applied.contains(&version) {
+                continue;
+            }
+            let op = format!("migration {version}");
+            for sql in *statements {
+                self.execute(&op, sql)?;
+            }
+            self.execute(
+                &op,
+                &format!(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES ({version}, {})",
+                    now()
+                ),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// One statement; the answer's body on success. `in_db`: run it in this store's database
+    /// (everything but creating it).
+    fn post(&self, op: &str, in_db: bool, body: &str) -> Result<String, DbError> {
+        // Unquoted 64-bit numbers in JSON whatever the server's profile says, and room for a
+        // duplicate check's list of ids (the default `max_query_size` is 256 KiB; the rows of
+        // an INSERT are data, not query, and do not count).
+        let mut url = format!(
+            "{}?output_format_json_quote_64bit_integers=0&max_query_size={}",
+            self.endpoint,
+            body.len().max(262_144) + 1
+        );
+        if in_db {
+            url.push_str("&database=");
+            url.push_str(&self.db);
+        }
+        let mut response = self
+            .agent
+            .post(&url)
+            .send(body)
+            .map_err(|e| self.error(op, format!("cannot reach the server: {e}")))?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_string()
+            .map_err(|e| self.error(op, format!("HTTP {status}, answer cut short: {e}")))?;
+        if status != 200 {
+            return Err(self.error(op, format!("HTTP {status}: {}", excerpt(&text))));
+        }
+        Ok(text)
+    }
+
+    /// A statement in this store's database.
+    fn execute(&self, op: &str, sql: &str) -> Result<String, DbError> {
+        self.post(op, true, sql)
+    }
+
+    /// The rows a SELECT answers, each read as `T` from JSONEachRow.
+    fn rows<T: DeserializeOwned>(&self, op: &str, sql: &str) -> Result<Vec<T>, DbError> {
+        let text = self.execute(op, &format!("{sql} FORMAT JSONEachRow"))?;
+        // An error raised after the answer began streaming arrives as text after the rows, with
+        // status 200 already sent: it does not parse, and its text is the message.
+        serde_json::Deserializer::from_str(&text)
+            .into_iter::<T>()
+            .collect::<Result<Vec<T>, _>>()
+            .map_err(|e| self.error(op, format!("unreadable answer ({e}): {}", excerpt(&text))))
+    }
+
+    /// Inserts `rows` into `table` in one statement (one part on the server).
+    fn insert_rows<T: Serialize>(&self, op: &str, table: &str, rows: &[T]) -> Result<(), DbError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut body = format!("INSERT INTO {table} FORMAT JSONEachRow\n");
+        for row in rows {
+            let line = serde_json::to_string(row)
+                .map_err(|e| self.error(op, format!("encoding a row: {e}")))?;
+            body.push_str(&line);
+            body.push('\n');
+        }
+        self.execute(op, &body).map(|_| ())
+    }
+
+    fn error(&self, op: &str, message: String) -> DbError {
+        DbError::ClickHouse {
+            at: self.at.clone(),
+            op: op.to_string(),
+            message,
+        }
+    }
+
+    /// A key's standing, `None` when never seen.
+    pub fn key_state(&self, key: &str) -> Result<Option<KeyState>, DbError> {
+        #[derive(Deserialize)]
+        struct S {
+            st: String,
+        }
+        let rows: Vec<S> = self.rows(
+            "reading a key's state",
+            &format!(
+                "SELECT argMax(state, version) AS st FROM probe_keys WHERE key = {} GROUP BY key",
+                quote(key)
+            ),
+        )?;
+        Ok(rows.into_iter().next().map(|s| {
+            if s.st == KeyState::Revoked.as_str() {
+                KeyState::Revoked
+            } else {
+                KeyState::Trusted
+            }
+        }))
+    }
+
+    /// Records a key's standing (first use, allow, revoke), keeping when it was first seen.
+    pub fn set_key(&self, key: &str, state: KeyState) -> Result<(), DbError> {
+        #[derive(Deserialize)]
+        struct Prev {
+            fs: i64,
+            v: u64,
+        }
+        let prev: Option<Prev> = self
+            .rows(
+                "reading a key's state",
+                &format!(
+                    "SELECT argMax(first_seen, version) AS fs, max(version) AS v FROM probe_keys
+                     WHERE key = {} GROUP BY key",
+                    quote(key)
+                ),
+            )?
+            .into_iter()
+            .next();
+        #[derive(Serialize)]
+        struct K<'a> {
+            key: &'a str,
+            state: &'a str,
+            first_seen: i64,
+            last_seen: i64,
+            version: u64,
+        }
+        let t = now();
+        let row = K {
+            key,
+            state: state.as_str(),
+            first_seen: prev.as_ref().map_or(t, |p| p.fs),
+            last_seen: t,
+            version: prev.map_or(0, |p| p.v.saturating_add(1)).max(now_micros()),
+        };
+        self.insert_rows("recording a key's state", "probe_keys", &[row])
+    }
+
+    /// Stores rows; returns for each whether it was new (false: a duplicate, stored before or
+    /// earlier in `rows`). Which ids exist is one query per batch on `envelopes` (ordered by
+    /// id); the measurements are written before their envelopes, so a row whose envelope is
+    /// missing (a node that died between the two) counts as new and is written again, and the
+    /// copies merge. Two nodes inserting one new id at once both store it; every read shows
+    /// it once.
+    pub fn insert(&self, rows: &[Row]) -> Result<Vec<bool>, DbError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let list = ids.iter().map(|id| quote(id)).collect::<Vec<_>>().join(",");
+        #[derive(Deserialize)]
+        struct Id {
+            id: String,
+        }
+        let existing: std::collections::HashSet<String> = self
+            .rows::<Id>(
+                "checking for duplicates",
+                &format!("SELECT DISTINCT id FROM envelopes WHERE id IN ({list})"),
+            )?
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        let added: Vec<bool> = rows
+            .iter()
+            .map(|r| !existing.contains(&r.id) && seen.insert(r.id.as_str()))
+            .collect();
+        let new_rows: Vec<&Row> = rows
+            .iter()
+            .zip(&added)
+            .filter(|(_, new)| **new)
+            .map(|(r, _)| r)
+            .collect();
+        self.store_new(&new_rows)?;
+        Ok(added)
+    }
+
+    /// Writes rows found new: the measurements first, then their envelopes (see
+    /// [`ClickHouse::insert`]).
+    fn store_new(&self, rows: &[&Row]) -> Result<(), DbError> {
+        let received_at = now();
+        let stored: Vec<StoredRow> = rows
+            .iter()
+            .map(|r| StoredRow::new(r, received_at))
+            .collect();
+        self.insert_rows("storing measurements", "measurements", &stored)?;
+        let envelopes: Vec<EnvelopeRow<'_>> = rows
+            .iter()
+            .map(|r| EnvelopeRow {
+                id: &r.id,
+                probe_cc: &r.probe_cc,
+                measured_at: &r.measured_at,
+                envelope: &r.envelope,
+            })
+            .collect();
+        self.insert_rows("storing envelopes", "envelopes", &envelopes)
+    }
+
+    /// The stored envelope of `id`, byte for byte.
+    pub fn envelope(&self, id: &str) -> Result<Option<String>, DbError> {
+        #[derive(Deserialize)]
+        struct E {
+            envelope: String,
+        }
+        let rows: Vec<E> = self.rows(
+            "reading an envelope",
+            &format!(
+                "SELECT envelope FROM envelopes WHERE id = {} LIMIT 1",
+                quote(id)
+            ),
+        )?;
+        Ok(rows.into_iter().next().map(|e| e.envelope))
+    }
+
+    /// The researcher search: the filters of SQLite's, in time order (`measured_at`, then id),
+    /// each measurement once (its newest verdict), paged by [`Found::cursor`].
+    pub fn query(&self, q: &Query) -> Result<Vec<Found>, DbError> {
+        let sql = search_sql(q, "measurements")?;
+        let rows: Vec<SearchRow> = self.rows("searching measurements", &sql)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Found {
+                cursor: cursor_of(&r.measured_at, &r.id),
+                id: r.id,
+                source: r.source,
+                probe_cc: r.probe_cc,
+                probe_asn: format!("AS{}", r.probe_asn),
+                test_name: r.test_name,
+                input: r.input,
+                measured_at: r.measured_at,
+                blocking: r.blocking.and_then(|b| serde_json::from_str(&b).ok()),
+                accessible: r.accessible.map(|a| a != 0),
+                confirmed: r.confirmed != 0,
+                rule_set: r.rule_set,
+            })
+            .collect())
+    }
+
+    /// Every key with its state, oldest first.
+    pub fn keys(&self) -> Result<Vec<(String, String)>, DbError> {
+        #[derive(Deserialize)]
+        struct K {
+            key: String,
+            st: String,
+        }
+        let rows: Vec<K> = self.rows(
+            "listing keys",
+            "SELECT key, argMax(state, version) AS st, argMax(first_seen, version) AS fs
+             FROM probe_keys GROUP BY key ORDER BY fs, key",
+        )?;
+        Ok(rows.into_iter().map(|k| (k.key, k.st)).collect())
+    }
+
+    /// Up to `limit` web_connectivity rows after `after` (id order): (id, source, envelope).
+    pub fn page_for_rescore(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, String, String)>, DbError> {
+        #[derive(Deserialize)]
+        struct M {
+            id: String,
+            src: String,
+        }
+        #[derive(Deserialize)]
+        struct E {
+            id: String,
+            env: String,
+        }
+        let page: Vec<M> = self.rows(
+            "reading measurements to rescore",
+            &format!(
+                "SELECT id, any(source) AS src FROM measurements
+                 WHERE test_name = 'web_connectivity' AND id > {} GROUP BY id ORDER BY id LIMIT {limit}",
+                quote(after)
+            ),
+        )?;
+        if page.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = page
+            .iter()
+            .map(|m| quote(&m.id))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut envelopes: std::collections::HashMap<String, String> = self
+            .rows::<E>(
+                "reading envelopes to rescore",
+                &format!(
+                    "SELECT id, any(envelope) AS env FROM envelopes WHERE id IN ({list}) GROUP BY id"
+                ),
+            )?
+            .into_iter()
+            .map(|e| (e.id, e.env))
+            .collect();
+        Ok(page
+            .into_iter()
+            .filter_map(|m| {
+                let env = envelopes.remove(&m.id)?;
+                Some((m.id, m.src, env))
+            })
+            .collect())
+    }
+
+    /// Replaces the stored verdict of one row (`blocking`, `accessible`, `confirmed`,
+    /// `rule_set`, `verdict` of `row`; the rest is kept): a new version of the stored row.
+    pub fn update_verdict(&self, row: &Row) -> Result<(), DbError> {
+        let op = "updating a verdict";
+        #[derive(Deserialize)]
+        struct Place {
+            probe_cc: String,
+            measured_at: String,
+        }
+        let Some(place) = self
+            .rows::<Place>(
+                op,
+                &format!(
+                    "SELECT probe_cc, measured_at FROM envelopes WHERE id = {} LIMIT 1",
+                    quote(&row.id)
+                ),
+            )?
+            .into_iter()
+            .next()
+        else {
+            return Ok(());
+        };
+        let Some(mut stored) = self
+            .rows::<StoredRow>(
+                op,
+                &format!(
+                    "SELECT {STORED_COLUMNS} FROM measurements FINAL
+                     WHERE probe_cc = {} AND measured_at = {} AND id = {}",
+                    quote(&place.probe_cc),
+                    quote(&place.measured_at),
+                    quote(&row.id)
+                ),
+            )?
+            .into_iter()
+            .next()
+        else {
+            return Ok(());
+        };
+        stored.blocking = row.blocking.clone();
+        stored.accessible = row.accessible.map(u8::from);
+        stored.confirmed = u8::from(row.confirmed);
+        stored.rule_set = row.rule_set.clone();
+        stored.verdict = row.verdict.clone();
+        stored.version = stored.version.saturating_add(1).max(now_micros());
+        self.insert_rows(op, "measurements", &[stored])
+    }
+
+    /// Records a heartbeat; false when the same one (key, `sent_at`) was already recorded.
+    pub fn heartbeat(
+        &self,
+        key: &str,
+        cc: &str,
+        asn: u32,
+        sent_at: &str,
+        verified: bool,
+    ) -> Result<bool, DbError> {
+        #[derive(Deserialize)]
+        struct N {
+            n: u64,
+        }
+        let seen = self
+            .rows::<N>(
+                "checking a heartbeat",
+                &format!(
+                    "SELECT count() AS n FROM heartbeats WHERE probe_key = {} AND sent_at = {}",
+                    quote(key),
+                    quote(sent_at)
+                ),
+            )?
+            .first()
+            .is_some_and(|r| r.n > 0);
+        if seen {
+            return Ok(false);
+        }
+        #[derive(Serialize)]
+        struct H<'a> {
+            probe_key: &'a str,
+            probe_cc: &'a str,
+            probe_asn: u32,
+            sent_at: &'a str,
+            received_at: i64,
+            network_verified: u8,
+        }
+        self.insert_rows(
+            "recording a heartbeat",
+            "heartbeats",
+            &[H {
+                probe_key: key,
+                probe_cc: cc,
+                probe_asn: asn,
+                sent_at,
+                received_at: now(),
+                network_verified: u8::from(verified),
+            }],
+        )?;
+        Ok(true)
+    }
+
+    /// Heartbeats recorded for a country, each (key, `sent_at`) once.
+    pub fn heartbeat_count(&self, cc: &str) -> Result<u64, DbError> {
+        #[derive(Deserialize)]
+        struct N {
+            n: u64,
+        }
+        Ok(self
+            .rows::<N>(
+                "counting heartbeats",
+                &format!(
+                    "SELECT uniqExact(probe_key, sent_at) AS n FROM heartbeats WHERE probe_cc = {}",
+                    quote(cc)
+                ),
+            )?
+            .first()
+            .map_or(0, |r| r.n))
+    }
+
+    /// Nothing to do: ClickHouse compresses every column itself (LZ4 by default), envelopes
+    /// included, as it writes them.
+    pub fn compact(&self, _received_before: i64, _limit: usize) -> Result<usize, DbError> {
+        Ok(0)
+    }
+
+    /// Records a new one-time enrolment token by its SHA-256 (hex).
+    pub fn add_token(&self, token_sha256: &str) -> Result<(), DbError> {
+        #[derive(Serialize)]
+        struct T<'a> {
+            token_sha256: &'a str,
+            created_at: i64,
+        }
+        self.insert_rows(
+            "recording an enrolment token",
+            "enrolment_tokens",
+            &[T {
+                token_sha256,
+                created_at: now(),
+            }],
+        )
+    }
+
+    /// The key that spent a token first, if any: the earliest attempt by the server's clock,
+    /// then by the node's, then the smaller key, so every node reads the same one.
+    fn first_redeemer(&self, token_sha256: &str) -> Result<Option<String>, DbError> {
+        #[derive(Deserialize)]
+        struct K {
+            key: String,
+        }
+        Ok(self
+            .rows::<K>(
+                "reading who spent a token",
+                &format!(
+                    "SELECT key FROM token_redemptions WHERE token_sha256 = {}
+                     ORDER BY at, used_at, key LIMIT 1",
+                    quote(token_sha256)
+                ),
+            )?
+            .into_iter()
+            .next()
+            .map(|k| k.key))
+    }
+
+    /// Spends a token for `key` and trusts the key.
+    ///
+    /// Without transactions, spending is: record this key's attempt stamped with the server's
+    /// clock, wait [`REDEEM_SETTLE`], then read back the earliest attempt; the key whose
+    /// attempt is earliest spent the token, and every other one finds it spent. The wait is
+    /// what makes two attempts at once agree: an attempt stamped in the same second as ours or
+    /// before has landed by the time we read, so both read the same earliest one. Only an
+    /// insert that takes longer than the wait to land after the server stamped it (a server
+    /// stalled for seconds) could let two keys be enrolled by one token; both were trusted by
+    /// a token their owner did hold, and from then on every node names the same first key.
+    /// A node that dies between recording and trusting leaves the key untrusted; the probe's
+    /// retry finds its own attempt first and trusts it then.
+    pub fn redeem_token(&self, token_sha256: &str, key: &str) -> Result<Redeemed, DbError> {
+        #[derive(Deserialize)]
+        struct N {
+            n: u64,
+        }
+        let exists = self
+            .rows::<N>(
+                "reading an enrolment token",
+                &format!(
+                    "SELECT count() AS n FROM enrolment_tokens WHERE token_sha256 = {}",
+                    quote(token_sha256)
+                ),
+            )?
+            .first()
+            .is_some_and(|r| r.n > 0);
+        if !exists {
+            return Ok(Redeemed::Unknown);
+        }
+        let state = self.key_state(key)?;
+        if state == Some(KeyState::Revoked) {
+            return Ok(Redeemed::Revoked);
+        }
+        let outcome_for = |first: &str, just_now: bool| {
+            if first != key {
+                Redeemed::Spent
+            } else if just_now {
+                Redeemed::Enrolled
+            } else {
+                Redeemed::AlreadyEnrolled
+            }
+        };
+        let outcome = match self.first_redeemer(token_sha256)? {
+            Some(first) => outcome_for(&first, false),
+            None => {
+                // INSERT ... SELECT, so that `now()` is evaluated by the server.
+                self.execute(
+                    "spending an enrolment token",
+                    &format!(
+                        "INSERT INTO token_redemptions (token_sha256, key, at, used_at)
+                         SELECT {}, {}, toUInt32(now()), {}",
+                        quote(token_sha256),
+                        quote(key),
+                        now_micros()
+                    ),
+                )?;
+                std::thread::sleep(REDEEM_SETTLE);
+                match self.first_redeemer(token_sha256)? {
+                    Some(first) => outcome_for(&first, true),
+                    None => {
+                        return Err(self.error(
+                            "spending an enrolment token",
+                            "the redemption just stored is not there".into(),
+                        ));
+                    }
+                }
+            }
+        };
+        if matches!(outcome, Redeemed::Enrolled | Redeemed::AlreadyEnrolled)
+            && state != Some(KeyState::Trusted)
+        {
+            self.set_key(key, KeyState::Trusted)?;
+        }
+        Ok(outcome)
+    }
+
+    /// Takes or renews the detector lease for `node` at `now` (seconds): true when `node`
+    /// holds it now, false when another node renewed it within the last `ttl_seconds`.
+    ///
+    /// Each call that may hold it records (`node`, `now`); the holder is the latest record
+    /// (ties to the greater node name). Without transactions, two nodes that both find the
+    /// lease expired both record, and one reading back before the other's record lands
+    /// believes it holds the lease for that pass, as the other does: at worst two detector
+    /// passes run at once once. That is acceptable because a pass replaces the events of its
+    /// window with what the stored measurements show, so two passes over the same data write
+    /// the same events; from the next call on, every node reads the same holder.
+    pub fn try_lease(&self, node: &str, now: i64, ttl_seconds: i64) -> Result<bool, DbError> {
+        #[derive(Serialize, Deserialize)]
+        struct L {
+            name: String,
+            node: String,
+            at: i64,
+        }
+        let holder = |this: &Self| -> Result<Option<L>, DbError> {
+            Ok(this
+                .rows::<L>(
+                    "reading the detector lease",
+                    &format!(
+                        "SELECT name, node, at FROM lease WHERE name = {}
+                         ORDER BY at DESC, node DESC LIMIT 1",
+                        quote(DETECTOR_LEASE)
+                    ),
+                )?
+                .into_iter()
+                .next())
+        };
+        let current = holder(self)?;
+        if let Some(l) = &current
+            && l.node != node
+            && now.saturating_sub(l.at) <= ttl_seconds
+        {
+            return Ok(false);
+        }
+        self.insert_rows(
+            "taking the detector lease",
+            "lease",
+            &[L {
+                name: DETECTOR_LEASE.into(),
+                node: node.into(),
+                at: now,
+            }],
+        )?;
+        if current.as_ref().is_some_and(|l| l.node == node) {
+            return Ok(true);
+        }
+        Ok(holder(self)?.is_some_and(|l| l.node == node))
+    }
+}
+
+/// The SQL of a search. Filters on what a measurement's id fixes (network, test, URL, time)
+/// go inside the `FINAL` subquery, where the sorting key serves the country and time; filters
+/// on the verdict, which a newer version may change, go outside it (see the module's docs).
+/// `table`: `measurements`, or a `Distributed` table over the shards' `measurements`; the
+/// subquery selects the whole sorting key and the version because 18.16's `FINAL` through a
+/// `Distributed` table needs them ("Cannot find column ... in source stream" otherwise).
+fn search_sql(q: &Query, table: &str) -> Result<String, DbError> {
+    let mut inner = Vec::new();
+    let mut outer = Vec::new();
+    if let Some(v) = &q.cc {
+        inner.push(format!("probe_cc = {}", quote(&v.to_ascii_uppercase())));
+    }
+    if let Some(v) = q.asn {
+        inner.push(format!("probe_asn = {v}"));
+    }
+    if let Some(v) = &q.test_name {
+        inner.push(format!("test_name = {}", quote(v)));
+    }
+    if let Some(v) = &q.domain {
+        inner.push(format!("domain = {}", quote(&v.to_ascii_lowercase())));
+    }
+    if let Some(v) = &q.input {
+        inner.push(format!("input = {}", quote(v)));
+    }
+    if let Some(v) = &q.since {
+        inner.push(format!("measured_at >= {}", quote(v)));
+    }
+    if let Some(v) = &q.until {
+        inner.push(format!("measured_at < {}", quote(v)));
+    }
+    if let Some(cursor) = &q.after {
+        let (t, id) = parse_cursor(cursor)?;
+        inner.push(format!(
+            "(measured_at > {t} OR (measured_at = {t} AND id > {id}))",
+            t = quote(&t),
+            id = quote(&id)
+        ));
+    }
+    if let Some(v) = &q.blocking {
+        // An undetermined verdict is stored as NULL, as in SQLite.
+        if v == "null" {
+            outer.push("isNull(blocking)".to_string());
+        } else {
+            outer.push(format!("blocking = {}", quote(v)));
+        }
+    }
+    if let Some(v) = q.confirmed {
+        outer.push(format!("confirmed = {}", u8::from(v)));
+    }
+    let clause = |c: &[String]| {
+        if c.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", c.join(" AND "))
+        }
+    };
+    Ok(format!(
+        "SELECT id, source, probe_cc, probe_asn, test_name, input, measured_at, blocking,
+             accessible, confirmed, rule_set
+         FROM (SELECT id, source, probe_cc, probe_asn, test_name, input, measured_at, blocking,
+             accessible, confirmed, rule_set, version FROM {table} FINAL{})
+         {} ORDER BY measured_at, id LIMIT {}",
+        clause(&inner),
+        clause(&outer),
+        q.limit
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vantage_fixtures::clickhouse::{CLUSTER, Cluster, Server};
+
+    fn server() -> Server {
+        Server::start().expect("clickhouse-server (install it with: sudo bash tests/clickhouse.sh)")
+    }
+
+    fn row(id: &str, cc: &str, at: &str) -> Row {
+        Row {
+            id: id.into(),
+            source: "vantage".into(),
+            probe_key: Some("key-1".into()),
+            probe_cc: cc.into(),
+            probe_asn: 3269,
+            test_name: "web_connectivity".into(),
+            input: Some(format!("https://{id}.example/")),
+            domain: Some(format!("{id}.example")),
+            measured_at: at.into(),
+            blocking: Some("false".into()),
+            accessible: Some(true),
+            confirmed: false,
+            rule_set: Some("1".into()),
+            verdict: Some("{}".into()),
+            envelope: format!("{{\"id\":\"{id}\"}}"),
+            network_verified: true,
+        }
+    }
+
+    fn query() -> Query {
+        Query {
+            limit: 100,
+            ..Query::default()
+        }
+    }
+
+    fn ids(found: &[Found]) -> Vec<&str> {
+        found.iter().map(|f| f.id.as_str()).collect()
+    }
+
+    #[test]
+    fn addresses_are_parsed_strictly() {
+        assert_eq!(
+            parse_address("clickhouse://127.0.0.1:8123/vantage_1"),
+            Ok(Address {
+                host: "127.0.0.1".into(),
+                port: 8123,
+                db: "vantage_1".into()
+            })
+        );
+        assert_eq!(
+            parse_address("clickhouse://[::1]:9000/v").map(|a| a.host),
+            Ok("[::1]".into())
+        );
+        for (bad, why) in [
+            ("http://127.0.0.1:8123/db", "must start with clickhouse://"),
+            ("clickhouse://127.0.0.1:8123", "no database name"),
+            ("clickhouse://127.0.0.1/db", "no port"),
+            ("clickhouse://127.0.0.1:99999/db", "is not a port"),
+            ("clickhouse://127.0.0.1:0/db", "is not a port"),
+            ("clickhouse://127.0.0.1:8123/", "database name \"\""),
+            ("clickhouse://127.0.0.1:8123/db;DROP", "database name"),
+            ("clickhouse://127.0.0.1:8123/db/more", "database name"),
+            ("clickhouse://127.0.0.1:8123/db?x=1", "database name"),
+            ("clickhouse://user:pw@127.0.0.1:8123/db", "not a host name"),
+            ("clickhouse://ho st:8123/db", "not a host name"),
+            ("clickhouse://[zz]:8123/db", "not a host name"),
+        ] {
+            let err = parse_address(bad).expect_err(bad);
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn cursors_round_trip_and_foreign_ones_are_refused() {
+        let c = cursor_of("2026-01-01 00:00:00", "ab'c");
+        assert!(c.bytes().all(|b| b.is_ascii_hexdigit() || b == b'.'), "{c}");
+        assert_eq!(
+            parse_cursor(&c).expect("ours"),
+            ("2026-01-01 00:00:00".into(), "ab'c".into())
+        );
+        for bad in ["17", "zz.00", "0.00", "", "ff.ff"] {
+            assert!(
+                matches!(parse_cursor(bad), Err(DbError::BadCursor(ref c)) if c == bad),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_address_is_refused_before_any_connection() {
+        let err = ClickHouse::open("clickhouse://127.0.0.1:8123/db;drop").expect_err("bad");
+        assert_eq!(
+            err.to_string(),
+            "ClickHouse clickhouse://127.0.0.1:8123/db;drop: reading the store address: \
+             expected clickhouse://HOST:PORT/DB: the database name \"db;drop\" must be 1 to 64 \
+             ASCII letters, digits or _"
+        );
+    }
+
+    #[test]
+    fn an_unreachable_server_is_named_in_the_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let err = ClickHouse::open(&format!("clickhouse://127.0.0.1:{port}/v"))
+            .expect_err("nothing listens");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "ClickHouse 127.0.0.1:{port}/v: creating the database: cannot reach the server:"
+            )),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_server_answering_500_gives_its_status_and_message() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let answer = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let body = "Code: 243, e.displayText() = DB::Exception: Cannot reserve 1.00 MiB, not enough space";
+            let _ = write!(
+                s,
+                "HTTP/1.1 500 Internal Server Error\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        });
+        let err = ClickHouse::open(&format!("clickhouse://127.0.0.1:{port}/v")).expect_err("500");
+        answer.join().expect("fake server");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "ClickHouse 127.0.0.1:{port}/v: creating the database: HTTP 500: Code: 243, \
+                 e.displayText() = DB::Exception: Cannot reserve 1.00 MiB, not enough space"
+            )
+        );
+    }
+
+    #[test]
+    fn a_missing_table_is_a_clear_error() {
+        let server = server();
+        let db = ClickHouse::open(&server.url("v")).expect("open");
+        server.query("DROP TABLE v.envelopes").expect("drop");
+        let err = db.envelope("x").expect_err("no table");
+        let text = err.to_string();
+        assert!(
+            text.contains("reading an envelope: HTTP 404: Code: 60")
+                && text.contains("v.envelopes doesn't exist"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn migrations_run_once_and_a_newer_database_is_refused() {
+        let server = server();
+        let url = server.url("v");
+        ClickHouse::open(&url).expect("first open");
+        ClickHouse::open(&url).expect("second open");
+        assert_eq!(
+            server
+                .query("SELECT count() FROM v.schema_migrations")
+                .expect("count"),
+            "1\n"
+        );
+        server
+            .query("INSERT INTO v.schema_migrations VALUES (99, 0)")
+            .expect("future");
+        let err = ClickHouse::open(&url).expect_err("too new");
+        assert!(
+            matches!(
+                err,
+                DbError::TooNew {
+                    found: 99,
+                    known: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn two_nodes_opening_a_new_database_at_once_both_work() {
+        let server = server();
+        let url = server.url("race");
+        let opens: Vec<_> = (0..4)
+            .map(|_| {
+                let url = url.clone();
+                std::thread::spawn(move || ClickHouse::open(&url).map(|_| ()))
+            })
+            .collect();
+        for o in opens {
+            o.join().expect("thread").expect("open");
+        }
+        let db = ClickHouse::open(&url).expect("open");
+        assert_eq!(
+            db.insert(&[row("a", "IT", "2026-01-01 00:00:00")])
+                .expect("insert"),
+            [true]
+        );
+    }
+
+    #[test]
+    fn inserts_report_duplicates_and_keep_envelopes_byte_for_byte() {
+        let server = server();
+        let db = ClickHouse::open(&server.url("v")).expect("open");
+        let mut tricky = row("t", "IT", "2026-01-01 00:00:00");
+        tricky.envelope = "{\"m\":\"Ünïcödé ✓ 𝄞 中文\",\"q\":\"it's \\\"quoted\\\"\",\
+                           \"b\":\"back\\\\slash\",\"tab\":\"a\tb\",\"nl\":\"x\\ny\"}\r\n\u{1}'\\"
+            .into();
+        let a = row("a", "IT", "2026-01-01 00:00:01");
+        assert_eq!(
+            db.insert(&[tricky.clone(), a.clone(), a.clone()])
+                .expect("insert"),
+            [true, true, false],
+            "the second copy in one batch is a duplicate"
+        );
+        assert_eq!(
+            db.insert(&[a.clone(), row("b", "IT", "2026-01-01 00:00:02")])
+                .expect("again"),
+            [false, true]
+        );
+        assert_eq!(db.insert(&[]).expect("empty"), Vec::<bool>::new());
+        assert_eq!(
+            db.envelope("t").expect("read").as_deref(),
+            Some(tricky.envelope.as_str())
+        );
+        assert_eq!(db.envelope("a").expect("read"), Some(a.envelope));
+        assert_eq!(db.envelope("nope").expect("read"), None);
+        assert_eq!(db.envelope("x' OR '1'='1").expect("read"), None);
+        assert_eq!(ids(&db.query(&query()).expect("search")), ["t", "a", "b"]);
+    }
+
+    #[test]
+    fn searches_filter_and_page_in_time_order() {
+        let server = server();
+        let db = ClickHouse::open(&server.url("v")).expect("open");
+        let mut rows = vec![
+            row("m1", "IT", "2026-01-02 00:00:00"),
+            row("m2", "IT", "2026-01-01 00:00:00"),
+            row("m3", "IR", "2026-01-01 12:00:00"),
+            row("m4", "IT", "2026-02-01 00:00:00"),
+            row("m5", "IT", "2026-01-01 00:00:00"),
+        ];
+        rows[2].probe_asn = 197207;
+        rows[2].blocking = Some("\"dns\"".into());
+        rows[2].confirmed = true;
+        rows[3].blocking = None;
+        rows[3].accessible = None;
+        rows[4].test_name = "canary".into();
+        rows[4].input = None;
+        rows[4].domain = None;
+        db.insert(&rows).expect("insert");
+        let search = |q: Query| ids(&db.query(&q).expect("search")).join(" ");
+        assert_eq!(search(query()), "m2 m5 m3 m1 m4");
+        assert_eq!(
+            search(Query {
+                cc: Some("it".into()),
+                ..query()
+            }),
+            "m2 m5 m1 m4"
+        );
+        assert_eq!(
+            search(Query {
+                asn: Some(197207),
+                ..query()
+            }),
+            "m3"
+        );
+        assert_eq!(
+            search(Query {
+                test_name: Some("canary".into()),
+                ..query()
+            }),
+            "m5"
+        );
+        assert_eq!(
+            search(Query {
+                domain: Some("M1.EXAMPLE".into()),
+                ..query()
+            }),
+            "m1"
+        );
+        assert_eq!(
+            search(Query {
+                input: Some("https://m4.example/".into()),
+                ..query()
+            }),
+            "m4"
+        );
+        assert_eq!(
+            search(Query {
+                blocking: Some("\"dns\"".into()),
+                ..query()
+            }),
+            "m3"
+        );
+        assert_eq!(
+            search(Query {
+                blocking: Some("null".into()),
+                ..query()
+            }),
+            "m4"
+        );
+        assert_eq!(
+            search(Query {
+                confirmed: Some(true),
+                ..query()
+            }),
+            "m3"
+        );
+        assert_eq!(
+            search(Query {
+                since: Some("2026-01-01 12:00:00".into()),
+                until: Some("2026-02-01 00:00:00".into()),
+                ..query()
+            }),
+            "m3 m1"
+        );
+        assert_eq!(
+            search(Query {
+                cc: Some("IT' OR '1'='1".into()),
+                ..query()
+            }),
+            ""
+        );
+        let found = db.query(&query()).expect("all");
+        let m3 = &found[2];
+        assert_eq!(
+            (
+                m3.probe_asn.as_str(),
+                &m3.blocking,
+                m3.accessible,
+                m3.confirmed
+            ),
+            (
+                "AS197207",
+                &Some(serde_json::json!("dns")),
+                Some(true),
+                true
+            )
+        );
+        assert_eq!(found[4].accessible, None);
+        // Pages of two, each starting after the previous page's last row.
+        let mut pages = Vec::new();
+        let mut after = None;
+        loop {
+            let page = db
+                .query(&Query {
+                    limit: 2,
+                    after: after.clone(),
+                    ..query()
+                })
+                .expect("page");
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().map(|f| f.cursor.clone());
+            pages.push(ids(&page).join(" "));
+        }
+        assert_eq!(pages, ["m2 m5", "m3 m1", "m4"]);
+        let err = db
+            .query(&Query {
+                after: Some("12".into()),
+                ..query()
+            })
+            .expect_err("a cursor of another store");
+        assert_eq!(err.to_string(), "cursor \"12\" is not one this server gave");
+    }
+
+    #[test]
+    fn the_same_measurement_through_two_nodes_shows_once() {
+        let server = server();
+        let one = ClickHouse::open(&server.url("v")).expect("node 1");
+        let two = ClickHouse::open(&server.url("v")).expect("node 2");
+        let r = row("dup", "IT", "2026-01-01 00:00:00");
+        // Both nodes check before either writes: both find it new and both store it (what
+        // `insert` does after finding it new), one of them with a different verdict.
+        let mut other = r.clone();
+        other.network_verified = false;
+        other.blocking = Some("\"dns\"".into());
+        one.store_new(&[&r]).expect("node 1 writes");
+        two.store_new(&[&other]).expect("node 2 writes");
+        assert_eq!(
+            server
+                .query("SELECT count() FROM v.measurements")
+                .expect("count"),
+            "2\n",
+            "two copies on disk"
+        );
+        assert_eq!(ids(&one.query(&query()).expect("search")), ["dup"]);
+        assert_eq!(ids(&two.query(&query()).expect("search")), ["dup"]);
+        // Whichever verdict the search shows, it is one row, under either filter at most once.
+        let by = |v: &str| {
+            two.query(&Query {
+                blocking: Some(v.into()),
+                ..query()
+            })
+            .expect("search")
+            .len()
+        };
+        assert_eq!(by("false") + by("\"dns\""), 1);
+        assert_eq!(one.envelope("dup").expect("read"), Some(r.envelope.clone()));
+        assert_eq!(two.page_for_rescore("", 10).expect("page").len(), 1);
+        // From now on every node finds it stored.
+        assert_eq!(
+            one.insert(std::slice::from_ref(&r)).expect("insert"),
+            [false]
+        );
+        assert_eq!(
+            two.insert(std::slice::from_ref(&r)).expect("insert"),
+            [false]
+        );
+        // And after the server merges the copies, one is left.
+        server
+            .query("OPTIMIZE TABLE v.measurements FINAL")
+            .expect("merge");
+        assert_eq!(
+            server
+                .query("SELECT count() FROM v.measurements")
+                .expect("count"),
+            "1\n"
+        );
+        assert_eq!(ids(&two.query(&query()).expect("search")), ["dup"]);
+    }
+
+    #[test]
+    fn a_new_verdict_replaces_the_old_in_searches_and_rescoring_pages() {
+        let server = server();
+        let db = ClickHouse::open(&server.url("v")).expect("open");
+        let mut canary = row("c", "IT", "2026-01-01 00:00:03");
+        canary.test_name = "canary".into();
+        db.insert(&[
+            row("w2", "IT", "2026-01-01 00:00:01"),
+            row("w1", "IR", "2026-01-01 00:00:02"),
+            canary,
+        ])
+        .expect("insert");
+        let page = db.page_for_rescore("", 10).expect("page");
+        assert_eq!(
+            page,
+            [
+                (
+                    "w1".to_string(),
+                    "vantage".to_string(),
+                    "{\"id\":\"w1\"}".to_string()
+                ),
+                (
+                    "w2".to_string(),
+                    "vantage".to_string(),
+                    "{\"id\":\"w2\"}".to_string()
+                )
+            ]
+        );
+        assert_eq!(db.page_for_rescore("w1", 10).expect("page").len(), 1);
+        assert_eq!(db.page_for_rescore("w1", 0).expect("page").len(), 0);
+        let mut rescored = row("w2", "", "");
+        rescored.blocking = Some("\"http-diff\"".into());
+        rescored.accessible = Some(false);
+        rescored.confirmed = true;
+        rescored.rule_set = Some("2".into());
+        db.update_verdict(&rescored).expect("rescore");
+        db.update_verdict(&rescored).expect("again");
+        let blocked = |v: &str| {
+            ids(&db
+                .query(&Query {
+                    blocking: Some(v.into()),
+                    ..query()
+                })
+                .expect("search"))
+            .join(" ")
+        };
+        assert_eq!(blocked("\"http-diff\""), "w2");
+        assert_eq!(blocked("false"), "w1 c", "the old verdict of w2 is gone");
+        let all = db.query(&query()).expect("all");
+        assert_eq!(ids(&all), ["w2", "w1", "c"]);
+        assert_eq!(
+            (
+                all[0].confirmed,
+                all[0].rule_set.as_deref(),
+                all[0].accessible
+            ),
+            (true, Some("2"), Some(false))
+        );
+        // The envelope and the rest of the row are kept.
+        assert_eq!(
+            db.envelope("w2").expect("read").as_deref(),
+            Some("{\"id\":\"w2\"}")
+        );
+        assert_eq!(all[0].input.as_deref(), Some("https://w2.example/"));
+        // Rescoring an id never stored changes nothing.
+        db.update_verdict(&row("nope", "", "")).expect("no row");
+        assert_eq!(db.query(&query()).expect("all").len(), 3);
+        assert_eq!(db.compact(i64::MAX, 100).expect("compact"), 0);
+    }
+
+    #[test]
+    fn keys_are_trusted_revoked_and_listed_oldest_first() {
+        let server = server();
+        let db = ClickHouse::open(&server.url("v")).expect("open");
+        assert_eq!(db.key_state("k1").expect("state"), None);
+        db.set_key("k1", KeyState::Trusted).expect("trust");
+        std::thread::sleep(Duration::from_millis(1100));
+        db.set_key("k2", KeyState::Trusted).expect("trust");
+        db.set_key("k1", KeyState::Revoked).expect("revoke");
+        assert_eq!(db.key_state("k1").expect("state"), Some(KeyState::Revoked));
+        assert_eq!(db.key_state("k2").expect("state"), Some(KeyState::Trusted));
+        let other = ClickHouse::open(&server.url("v")).expect("node 2");
+        assert_eq!(
+            other.key_state("k1").expect("state"),
+            Some(KeyState::Revoked)
+        );
+        // k1 keeps its place (first seen) after the revocation.
+        assert_eq!(
+            db.keys().expect("keys"),
+            [
+                ("k1".to_string(), "revoked".to_string()),
+                ("k2".to_string(), "trusted".to_string())
+            ]
+        );
+        db.set_key("k1", KeyState::Trusted).expect("allow again");
+        assert_eq!(
+            other.key_state("k1").expect("state"),
+            Some(KeyState::Trusted)
+        );
+    }
+
+    #[test]
+    fn heartbeats_count_once() {
+        let server = server();
+        let db = ClickHouse::open(&server.url("v")).expect("open");
+        assert!(
+            db.heartbeat("k", "IT", 1, "2026-01-01 00:00:00", true)
+                .expect("hb")
+        );
+        assert!(
+            !db.heartbeat("k", "IT", 1, "2026-01-01 00:00:00", true)
+                .expect("hb")
+        );
+        assert!(
+            db.heartbeat("k", "IT", 1, "2026-01-01 00:05:00", false)
+                .expect("hb")
+        );
+        assert!(
+            db.heartbeat("k2", "IR", 2, "2026-01-01 00:00:00", false)
+                .expect("hb")
+        );
+        assert_eq!(db.heartbeat_count("IT").expect("count"), 2);
+        assert_eq!(db.heartbeat_count("IR").expect("count"), 1);
+        assert_eq!(db.heartbeat_count("DE").expect("count"), 0);
+    }
+
+    #[test]
+    fn a_token_is_spent_once_even_through_two_nodes() {
+        let server = server();
+        let one = ClickHouse::open(&server.url("v")).expect("node 1");
+        let two = ClickHouse::open(&server.url("v")).expect("node 2");
+        one.add_token("t1").expect("token");
+        assert_eq!(
+            two.redeem_token("nope", "a").expect("redeem"),
+            Redeemed::Unknown
+        );
+        assert_eq!(
+            two.redeem_token("t1", "a").expect("redeem"),
+            Redeemed::Enrolled
+        );
+        assert_eq!(one.key_state("a").expect("state"), Some(KeyState::Trusted));
+        assert_eq!(
+            one.redeem_token("t1", "a").expect("retry"),
+            Redeemed::AlreadyEnrolled
+        );
+        assert_eq!(
+            one.redeem_token("t1", "b").expect("redeem"),
+            Redeemed::Spent
+        );
+        assert_eq!(one.key_state("b").expect("state"), None);
+        one.set_key("r", KeyState::Revoked).expect("revoke");
+        one.add_token("t2").expect("token");
+        assert_eq!(
+            two.redeem_token("t2", "r").expect("redeem"),
+            Redeemed::Revoked
+        );
+        assert_eq!(one.key_state("r").expect("state"), Some(KeyState::Revoked));
+        // Eight keys try one token at once through two nodes: one is enrolled.
+        one.add_token("t3").expect("token");
+        let one = std::sync::Arc::new(one);
+        let two = std::sync::Arc::new(two);
+        let tries: Vec<_> = (0..8)
+            .map(|i| {
+                let node = if i % 2 == 0 { one.clone() } else { two.clone() };
+                std::thread::spawn(move || node.redeem_token("t3", &format!("k{i}")))
+            })
+            .collect();
+        let outcomes: Vec<Redeemed> = tries
+            .into_iter()
+            .map(|t| t.join().expect("thread").expect("redeem"))
+            .collect();
+        let enrolled = outcomes
+            .iter()
+            .filter(|o| **o == Redeemed::Enrolled)
+            .count();
+        assert_eq!(enrolled, 1, "{outcomes:?}");
+        let trusted = one.keys().expect("keys");
+        assert_eq!(
+            trusted.iter().filter(|(k, _)| k.starts_with('k')).count(),
+            1,
+            "{trusted:?}"
+        );
+    }
+
+    #[test]
+    fn the_detector_lease_is_taken_renewed_and_taken_over_after_its_ttl() {
+        let server = server();
+        let a = ClickHouse::open(&server.url("v")).expect("node a");
+        let b = ClickHouse::open(&server.url("v")).expect("node b");
+        assert!(a.try_lease("a", 1000, 60).expect("take"));
+        assert!(!b.try_lease("b", 1010, 60).expect("held"));
+        assert!(a.try_lease("a", 1050, 60).expect("renew"));
+        assert!(!b.try_lease("b", 1100, 60).expect("renewed at 1050"));
+        // a stops renewing; 61 s after its last renewal b takes over.
+        assert!(!b.try_lease("b", 1110, 60).expect("exactly the ttl"));
+        assert!(b.try_lease("b", 1111, 60).expect("take over"));
+        assert!(
+            !a.try_lease("a", 1120, 60)
+                .expect("a is back but b holds it")
+        );
+        assert!(b.try_lease("b", 1150, 60).expect("renew"));
+    }
+
+    #[test]
+    fn a_distributed_table_over_two_shards_returns_every_row_once() {
+        let cluster = Cluster::start(2).expect("two clickhouse-servers");
+        let shards: Vec<ClickHouse> = cluster
+            .shards
+            .iter()
+            .map(|s| ClickHouse::open(&s.url("v")).expect("open shard"))
+            .collect();
+        // Sharded by id, so both copies of one measurement land on the same shard, where they
+        // merge like any duplicate.
+        shards[0]
+            .execute(
+                "test",
+                &format!(
+                    "CREATE TABLE measurements_all AS measurements
+                     ENGINE = Distributed({CLUSTER}, v, measurements, sipHash64(id))"
+                ),
+            )
+            .expect("distributed table");
+        let rows: Vec<StoredRow> = (0..40)
+            .map(|i| StoredRow::new(&row(&format!("m{i:02}"), "IT", "2026-01-01 00:00:00"), 0))
+            .collect();
+        for copy in [&rows[..], &rows[..10]] {
+            let mut body = String::from("INSERT INTO measurements_all FORMAT JSONEachRow\n");
+            for r in copy {
+                body.push_str(&serde_json::to_string(r).expect("json"));
+                body.push('\n');
+            }
+            let url = format!(
+                "{}?database=v&insert_distributed_sync=1",
+                shards[0].endpoint
+            );
+            let mut answer = shards[0].agent.post(&url).send(&body).expect("insert");
+            let text = answer.body_mut().read_to_string().expect("answer");
+            assert_eq!(answer.status().as_u16(), 200, "{text}");
+        }
+        let local: Vec<u64> = cluster
+            .shards
+            .iter()
+            .map(|s| {
+                s.query("SELECT count() FROM v.measurements")
+                    .expect("count")
+                    .trim()
+                    .parse()
+                    .expect("a number")
+            })
+            .collect();
+        assert_eq!(local.iter().sum::<u64>(), 50, "{local:?}");
+        assert!(
+            local.iter().all(|n| *n > 0),
+            "both shards hold rows: {local:?}"
+        );
+        // The store's own search, over the Distributed table: every row once, in order, and
+        // pages that neither skip nor repeat one.
+        let search = |q: &Query| {
+            let sql = search_sql(q, "measurements_all").expect("sql");
+            shards[0].rows::<SearchRow>("test", &sql).expect("search")
+        };
+        let read: Vec<String> = search(&query()).into_iter().map(|r| r.id).collect();
+        let expected: Vec<String> = (0..40).map(|i| format!("m{i:02}")).collect();
+        assert_eq!(read, expected);
+        let mut paged = Vec::new();
+        let mut after = None;
+        loop {
+            let page = search(&Query {
+                limit: 7,
+                after: after.clone(),
+                ..query()
+            });
+            let Some(last) = page.last() else { break };
+            after = Some(cursor_of(&last.measured_at, &last.id));
+            paged.extend(page.into_iter().map(|r| r.id));
+        }
+        assert_eq!(paged, expected);
+    }
+}
