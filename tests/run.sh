@@ -3,6 +3,9 @@
 # Rust toolchain, then runs every test of the workspace.
 #
 # - Chromium, for the web page test (tests/web/install-chromium.sh, apt-get, idempotent).
+# - ClickHouse, for the aggregator's ClickHouse store (tests/clickhouse.sh, apt-get, idempotent);
+#   each test starts its own clickhouse-server on a fresh directory and free loopback ports and
+#   stops it at its end.
 # - As root, the tests run inside a network namespace that holds only loopback (unshare -n,
 #   from util-linux; `ip` from iproute2 brings loopback up), so a test that tried to reach
 #   beyond loopback fails instead of sending a packet.
@@ -51,12 +54,17 @@ count_cargo_tests() {
 
 if [ "$(id -u)" = 0 ]; then
     bash tests/web/install-chromium.sh
+    bash tests/clickhouse.sh
     if ! command -v ip >/dev/null; then
         apt-get update -qq && apt-get install -y -qq iproute2
     fi
 elif ! command -v chromium >/dev/null; then
     echo "tests/run.sh: chromium is missing and installing it needs root:" >&2
     echo "    sudo bash tests/web/install-chromium.sh" >&2
+    exit 1
+elif [ ! -x /usr/sbin/clickhouse-server ]; then
+    echo "tests/run.sh: clickhouse-server is missing and installing it needs root:" >&2
+    echo "    sudo bash tests/clickhouse.sh" >&2
     exit 1
 fi
 

@@ -4,9 +4,26 @@ use super::*;
 
 #[derive(Debug, clap::Args)]
 pub(super) struct ServeArgs {
-    /// The database file (SQLite), created if missing.
+    /// The database file (SQLite), created if missing. With --store clickhouse://, the base
+    /// name of this node's own files instead (its key, `FILE.key`, and the throughput server's
+    /// certificate).
     #[arg(long, value_name = "FILE")]
     db: PathBuf,
+
+    /// Where measurements, keys and events are stored: the --db file (the default), or
+    /// clickhouse://HOST:PORT/DB (its HTTP interface), which several `serve` nodes can share;
+    /// they then take turns running the detectors (--lease-seconds).
+    #[arg(long, value_name = "URL")]
+    store: Option<vantage_aggregator::store::Location>,
+
+    /// Never run the detectors on this node (an ingest-only node of a shared store).
+    #[arg(long)]
+    no_detect: bool,
+
+    /// How long the detectors' lease lasts without renewal, in seconds: when the node running
+    /// them dies, another of the same store takes over within this and a third of it.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    lease_seconds: u64,
 
     /// A MaxMind DB file for whoami (GeoLite2-ASN/-Country/-City, DB-IP ASN/Country Lite).
     /// Repeat it to give an ASN file and a country file; each answer comes from the first file
@@ -161,19 +178,36 @@ pub(super) async fn serve(args: ServeArgs) -> Result<()> {
     detect.require_verified_network |= !matches!(geo, Geo::Unknown);
     let detect = Arc::new(detect);
     let verification = detect.verification();
-    let storage = Arc::new(Sqlite::open(&args.db)?);
+    let location = args
+        .store
+        .clone()
+        .unwrap_or_else(|| vantage_aggregator::store::Location::Sqlite(args.db.clone()));
+    let storage = location
+        .open()
+        .with_context(|| format!("cannot open the store {location}"))?;
+    eprintln!("vantage-aggregator: storing in {location}");
     tokio::spawn(vantage_aggregator::store::compact::run(
         storage.clone(),
         Duration::from_secs(30),
     ));
-    tokio::spawn(vantage_aggregator::detect::run(
-        storage.clone(),
-        Arc::new(vantage_aggregator::detect::categories(
-            args.lists.as_deref(),
-        )),
-        detect,
-        Duration::from_secs(args.detect_every.max(1)),
-    ));
+    if args.no_detect {
+        eprintln!("vantage-aggregator: this node does not run the detectors (--no-detect)");
+    } else {
+        let lease = Arc::new(vantage_aggregator::detect::Lease::new(
+            node_name(),
+            Duration::from_secs(args.lease_seconds.max(3)),
+        ));
+        tokio::spawn(lease.clone().keep(storage.clone()));
+        tokio::spawn(vantage_aggregator::detect::run(
+            storage.clone(),
+            Arc::new(vantage_aggregator::detect::categories(
+                args.lists.as_deref(),
+            )),
+            detect,
+            Duration::from_secs(args.detect_every.max(1)),
+            lease,
+        ));
+    }
     let ingest = IngestConfig {
         require_enrolment: args.require_enrolment,
         max_body_bytes: args.max_body_mib.max(1) << 20,
@@ -207,8 +241,11 @@ pub(super) async fn serve(args: ServeArgs) -> Result<()> {
     let state = AppState::new(helper, TlsContext::new(roots)?, storage, ingest, geo)
         .with_limits(limits)
         .with_verification(verification)
-        .with_db_path(args.db.clone())
         .with_test_lists(signer, args.lists.clone());
+    let state = match &location {
+        vantage_aggregator::store::Location::Sqlite(path) => state.with_db_path(path.clone()),
+        vantage_aggregator::store::Location::ClickHouse(_) => state,
+    };
     let state = match args.throughput_listen {
         Some(addr) => {
             let server = ThroughputServer::bind(addr, &args.db).await?;
@@ -248,4 +285,16 @@ pub(super) async fn shutdown_signal() {
         }
     };
     tokio::select! { () = ctrl_c => {}, () = term => {} }
+}
+
+/// This process's name in the detectors' lease: the host, the process and a random part, so
+/// that two nodes never share one, even in containers that all see pid 1.
+fn node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let mut random = [0u8; 4];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
+    let random: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{host}-{}-{random}", std::process::id())
 }

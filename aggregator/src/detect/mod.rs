@@ -475,19 +475,90 @@ pub fn detect(
     Ok(n)
 }
 
+/// Who runs the detectors among the `serve` nodes of one store: exactly one at a time, by a
+/// lease kept in the store ([`Storage::detector_lease`]). Renewed every third of its term, on
+/// its own timer, so that a long detection pass does not let it lapse.
+#[derive(Debug)]
+pub struct Lease {
+    /// This node's name in the lease (unique per process).
+    pub node: String,
+    /// How long a lease lasts without renewal: a dead holder's lease is taken over after at
+    /// most this plus a third of it.
+    pub ttl: std::time::Duration,
+    held: std::sync::atomic::AtomicBool,
+}
+
+impl Lease {
+    /// A lease for `node`, not yet held.
+    pub fn new(node: String, ttl: std::time::Duration) -> Lease {
+        Lease {
+            node,
+            ttl,
+            held: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Whether this node held the lease at its last renewal.
+    pub fn held(&self) -> bool {
+        self.held.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Keeps asking for the lease every third of its term, for as long as the server runs.
+    pub async fn keep(self: std::sync::Arc<Self>, storage: std::sync::Arc<dyn Storage>) {
+        let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX).max(3);
+        loop {
+            let (s, me) = (storage.clone(), self.clone());
+            let got = tokio::task::spawn_blocking(move || {
+                s.detector_lease(&me.node, crate::store::now(), ttl)
+            })
+            .await;
+            let held = match got {
+                Ok(Ok(held)) => held,
+                Ok(Err(e)) => {
+                    tracing::warn!("detector lease: {e}");
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!("detector lease task failed: {e}");
+                    false
+                }
+            };
+            let was = self.held.swap(held, std::sync::atomic::Ordering::Relaxed);
+            if held && !was {
+                eprintln!(
+                    "vantage-aggregator: node {} now runs the detectors",
+                    self.node
+                );
+            } else if was && !held {
+                eprintln!(
+                    "vantage-aggregator: node {} no longer runs the detectors",
+                    self.node
+                );
+            }
+            tokio::time::sleep(self.ttl / 3).await;
+        }
+    }
+}
+
 /// Runs the detectors every `every` over every country with recent signals, as `serve` does
-/// (`--detect-every`): the shutdown detector over the recent window each time, and both over
-/// the whole lookback every [`DetectConfig::full_every`] runs, starting with the first.
-/// Silence is a signal, so this runs whether or not anything arrived.
+/// (`--detect-every`), while this node holds `lease`: the shutdown detector over the recent
+/// window each time, and both over the whole lookback every [`DetectConfig::full_every`] runs,
+/// starting with the first after the lease is taken (a node taking over recomputes the whole
+/// window). Silence is a signal, so this runs whether or not anything arrived.
 pub async fn run(
     storage: std::sync::Arc<dyn Storage>,
     categories: std::sync::Arc<HashMap<String, String>>,
     config: std::sync::Arc<DetectConfig>,
     every: std::time::Duration,
+    lease: std::sync::Arc<Lease>,
 ) {
     let mut runs: u32 = 0;
     loop {
         tokio::time::sleep(every).await;
+        if !lease.held() {
+            runs = 0;
+            continue;
+        }
         let pass = if runs.is_multiple_of(config.full_every.max(1)) {
             Pass::Full(None)
         } else {

@@ -271,6 +271,14 @@ pub trait Storage: Send + Sync {
     /// (seconds since the epoch), oldest first; returns how many it compressed (fewer than
     /// `limit`: nothing old enough is left).
     fn compact(&self, received_before: i64, limit: usize) -> Result<usize, DbError>;
+    /// Takes or renews the detectors' lease for `node` at `now` (epoch seconds); true while
+    /// `node` holds it. Another node's lease lapses `ttl_seconds` after its last renewal, so a
+    /// node that dies hands over. A store that one process owns alone (SQLite) has no one to
+    /// share with and always grants it.
+    fn detector_lease(&self, node: &str, now: i64, ttl_seconds: i64) -> Result<bool, DbError> {
+        let _ = (node, now, ttl_seconds);
+        Ok(true)
+    }
     /// Records a new one-time enrolment token by its SHA-256 (hex).
     fn add_token(&self, token_sha256: &str) -> Result<(), DbError>;
     /// Spends a token for `key` and trusts the key, in one transaction.
@@ -297,4 +305,64 @@ pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
+}
+
+/// Where the data lives, as `serve --store` and `migrate --from/--to` name it:
+/// `sqlite:FILE` (or a bare file path) or `clickhouse://HOST:PORT/DB`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// One embedded SQLite file.
+    Sqlite(std::path::PathBuf),
+    /// A ClickHouse database over its HTTP interface, shareable by several nodes.
+    ClickHouse(String),
+}
+
+impl std::str::FromStr for Location {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Location, String> {
+        if text.starts_with("clickhouse://") {
+            Ok(Location::ClickHouse(text.to_string()))
+        } else if let Some(path) = text.strip_prefix("sqlite:") {
+            if path.is_empty() {
+                return Err("sqlite: needs a file, as in sqlite:/var/lib/vantage/agg.db".into());
+            }
+            Ok(Location::Sqlite(path.into()))
+        } else if text.contains("://") {
+            Err(format!(
+                "{text:?}: the stores are sqlite:FILE and clickhouse://HOST:PORT/DB"
+            ))
+        } else if text.is_empty() {
+            Err("an empty store location".into())
+        } else {
+            Ok(Location::Sqlite(text.into()))
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            Location::ClickHouse(url) => f.write_str(url),
+        }
+    }
+}
+
+impl Location {
+    /// Opens (creating and migrating as needed) the store.
+    pub fn open(&self) -> Result<std::sync::Arc<dyn Storage>, DbError> {
+        Ok(match self {
+            Location::Sqlite(path) => std::sync::Arc::new(Sqlite::open(path)?),
+            // Until `impl Storage for ClickHouse` lands (the store is being finished).
+            Location::ClickHouse(url) => {
+                drop(clickhouse::ClickHouse::open(url)?);
+                return Err(DbError::ClickHouse {
+                    at: url.clone(),
+                    op: "open".into(),
+                    message: "not yet a complete store".into(),
+                });
+            }
+        })
+    }
 }
