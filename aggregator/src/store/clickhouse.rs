@@ -37,7 +37,12 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{DbError, Found, KeyState, Query, Redeemed, Row, now};
+use super::model::{
+    BIN_SECONDS, COUNTER_MAX, Contact, Event, Kind, NO_KEY, ProbeBin, ProbeContacts, RateSample,
+    Scope, ThrottlingObservation, TimelineQuery, VerdictRow, Vouches, canary_counts, format_time,
+    parse_time,
+};
+use super::{DbError, Found, KeyState, Query, Redeemed, Row, Storage, now};
 
 /// The numbered migrations. Every statement is idempotent (`IF NOT EXISTS`): several nodes may
 /// open one database at once and run the same migration together.
@@ -45,7 +50,12 @@ const MIGRATIONS: &[&[&str]] = &[
     // 1: the tables.
     &[
         // The columns of SQLite's `measurements`, less the envelope, plus the version that
-        // makes the newest verdict win. Ordered for the searches by country and time; the id
+        // makes the newest verdict win, and what SQLite keeps in its signal tables or reads
+        // with JSON functions (18.16 has none), computed once at insert so that the signals
+        // can be grouped from the rows at read time (see "Signals" in the module's docs):
+        // `ts`, the epoch seconds of `measured_at` (`model::parse_time`; NULL when it does
+        // not read, as SQLite then counts it in no bin); a canary's `model::canary_counts`;
+        // the verdict's `goodput.probe_kbps` and `goodput.below_control`. Ordered for the searches by country and time; the id
         // last, and the country and time are the id's own, so two copies of one measurement
         // share the whole sorting key and merge into one.
         "CREATE TABLE IF NOT EXISTS measurements (
@@ -65,7 +75,12 @@ const MIGRATIONS: &[&[&str]] = &[
             rule_set Nullable(String),
             verdict Nullable(String),
             network_verified UInt8,
-            version UInt64
+            version UInt64,
+            ts Nullable(Int64),
+            canary_ok Int64,
+            canary_total Int64,
+            goodput_kbps Nullable(Float64),
+            below_control Nullable(UInt8)
         ) ENGINE = ReplacingMergeTree(version)
         PARTITION BY substring(measured_at, 1, 7)
         ORDER BY (probe_cc, measured_at, id)",
@@ -95,7 +110,8 @@ const MIGRATIONS: &[&[&str]] = &[
             probe_asn UInt32,
             sent_at String,
             received_at Int64,
-            network_verified UInt8
+            network_verified UInt8,
+            sent_ts Nullable(Int64)
         ) ENGINE = ReplacingMergeTree
         PARTITION BY substring(sent_at, 1, 7)
         ORDER BY (probe_key, sent_at)",
@@ -304,12 +320,32 @@ struct StoredRow {
     verdict: Option<String>,
     network_verified: u8,
     version: u64,
+    ts: Option<i64>,
+    canary_ok: i64,
+    canary_total: i64,
+    goodput_kbps: Option<f64>,
+    below_control: Option<u8>,
+}
+
+/// The verdict's `goodput.probe_kbps` and `goodput.below_control`, as SQLite's `json_extract`
+/// reads them for `rate_samples` (a number, and a boolean or 0/1); anything else is absent.
+fn goodput(verdict: Option<&str>) -> (Option<f64>, Option<u8>) {
+    let Some(v) = verdict.and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok()) else {
+        return (None, None);
+    };
+    let g = &v["goodput"];
+    let below = match &g["below_control"] {
+        serde_json::Value::Bool(b) => Some(u8::from(*b)),
+        serde_json::Value::Number(n) => n.as_i64().map(|n| u8::from(n != 0)),
+        _ => None,
+    };
+    (g["probe_kbps"].as_f64(), below)
 }
 
 impl StoredRow {
     /// The first version of a row received at `received_at`.
     fn new(r: &Row, received_at: i64) -> StoredRow {
-        StoredRow {
+        let mut stored = StoredRow {
             id: r.id.clone(),
             source: r.source.clone(),
             probe_key: r.probe_key.clone(),
@@ -327,14 +363,31 @@ impl StoredRow {
             verdict: r.verdict.clone(),
             network_verified: u8::from(r.network_verified),
             version: 0,
+            ts: parse_time(&r.measured_at),
+            canary_ok: 0,
+            canary_total: 0,
+            goodput_kbps: None,
+            below_control: None,
+        };
+        if r.test_name == "canary"
+            && let Some((ok, total)) = canary_counts(&r.envelope)
+        {
+            (stored.canary_ok, stored.canary_total) = (ok, total);
         }
+        stored.set_goodput();
+        stored
+    }
+
+    /// The goodput columns of the row's verdict.
+    fn set_goodput(&mut self) {
+        (self.goodput_kbps, self.below_control) = goodput(self.verdict.as_deref());
     }
 }
 
 /// The columns of [`StoredRow`], in order, for SELECTs.
 const STORED_COLUMNS: &str = "id, source, probe_key, probe_cc, probe_asn, test_name, input, \
     domain, measured_at, received_at, blocking, accessible, confirmed, rule_set, verdict, \
-    network_verified, version";
+    network_verified, version, ts, canary_ok, canary_total, goodput_kbps, below_control";
 
 /// One row of `envelopes`.
 #[derive(Debug, Serialize)]
@@ -790,6 +843,7 @@ impl ClickHouse {
         stored.confirmed = u8::from(row.confirmed);
         stored.rule_set = row.rule_set.clone();
         stored.verdict = row.verdict.clone();
+        stored.set_goodput();
         stored.version = stored.version.saturating_add(1).max(now_micros());
         self.insert_rows(op, "measurements", &[stored])
     }
@@ -829,6 +883,7 @@ impl ClickHouse {
             sent_at: &'a str,
             received_at: i64,
             network_verified: u8,
+            sent_ts: Option<i64>,
         }
         self.insert_rows(
             "recording a heartbeat",
@@ -840,6 +895,7 @@ impl ClickHouse {
                 sent_at,
                 received_at: now(),
                 network_verified: u8::from(verified),
+                sent_ts: parse_time(sent_at),
             }],
         )?;
         Ok(true)
@@ -1034,6 +1090,645 @@ impl ClickHouse {
             return Ok(true);
         }
         Ok(holder(self)?.is_some_and(|l| l.node == node))
+    }
+}
+
+/// The newest version of each measurement of one country: the `FINAL` subquery every signal
+/// read groups from. It selects the whole sorting key and the version (see [`search_sql`]);
+/// `extra` is a filter on what a measurement's id fixes (never on a verdict, which goes outside
+/// it: see the module's docs).
+fn newest_measurements(cc: &str, extra: &str) -> String {
+    format!(
+        "(SELECT id, probe_key, probe_cc, probe_asn, test_name, domain, measured_at, accessible,
+             blocking, verdict, network_verified, ts, canary_ok, canary_total, goodput_kbps,
+             below_control, version
+         FROM measurements FINAL WHERE probe_cc = {}{extra})",
+        quote(cc)
+    )
+}
+
+/// Each heartbeat of one country once (a key and `sent_at`; two nodes racing may both have
+/// stored it), as SQLite's primary key keeps it.
+fn unique_heartbeats(cc: &str) -> String {
+    format!(
+        "(SELECT probe_key, sent_at, any(probe_asn) AS probe_asn, any(sent_ts) AS sent_ts,
+             any(network_verified) AS network_verified
+         FROM heartbeats WHERE probe_cc = {} GROUP BY probe_key, sent_at)",
+        quote(cc)
+    )
+}
+
+/// The bin of epoch seconds `expr` (a `Nullable(Int64)` known not to be NULL), as
+/// `model::bin_of` makes it: `div_euclid`, exact below 2^53 seconds.
+fn bin_sql(expr: &str, width: i64) -> String {
+    format!("toInt64(floor(ifNull({expr}, 0) / {width}))")
+}
+
+/// One probe key's row of one bin, grouped from the measurements and heartbeats as SQLite's
+/// `signal_probes` adds them up one at a time (`store/sqlite/signals.rs`).
+#[derive(Debug, Deserialize)]
+struct BinRow {
+    bin: i64,
+    asn: u32,
+    key: String,
+    first_up: Option<i64>,
+    last_up: Option<i64>,
+    down: i64,
+    hb: i64,
+    cok: i64,
+    cchk: i64,
+    m: i64,
+    a0: i64,
+    a1: i64,
+    a2: i64,
+    a3: i64,
+}
+
+/// One version of one stored event.
+#[derive(Debug, Serialize, Deserialize)]
+struct EventRow {
+    id: String,
+    cc: String,
+    kind: String,
+    start: i64,
+    end_at: Option<i64>,
+    body: String,
+    deleted: u8,
+    version: u64,
+}
+
+impl ClickHouse {
+    /// Every probe key's row of the bins of `cc` (one network, or all) whose start is in
+    /// `[from, to)` (epoch seconds).
+    ///
+    /// # Signals
+    /// SQLite adds each stored measurement and heartbeat to its key's row of its bin in the
+    /// transaction that stores it; ClickHouse has no transactions, so the same rows are grouped
+    /// here from the measurements (each id once, its newest verdict) and the heartbeats (each
+    /// key and `sent_at` once), adding what `signals::record_row` and `record_heartbeat` add:
+    /// every submission with a readable time makes its key's row exist (a keyless one the
+    /// [`NO_KEY`] row); a web_connectivity measurement counts, with its verdict's layer; a
+    /// keyed canary whose targets mostly answered (`accessible`) shows the key up, one whose
+    /// targets did not counts down; a canary's counts; a heartbeat shows the key up. Counters
+    /// saturate at [`COUNTER_MAX`]. The constants of a `UNION ALL` branch are `materialize`d:
+    /// 18.16 refuses a column constant in one branch and not in the other.
+    fn bin_rows(
+        &self,
+        cc: &str,
+        asn: Option<u32>,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<BinRow>, DbError> {
+        let asn_filter = asn.map_or(String::new(), |a| format!(" AND probe_asn = {a}"));
+        let layer = |values: &str| {
+            format!(
+                "toInt64(test_name = 'web_connectivity' AND ifNull(blocking, '') IN ({values}))"
+            )
+        };
+        let sql = format!(
+            "SELECT bin, asn, key, min(up) AS first_up, max(up) AS last_up,
+                 least(sum(dn), {max}) AS down, least(sum(hb), {max}) AS hb,
+                 least(sum(cok), {max}) AS cok, least(sum(cchk), {max}) AS cchk,
+                 least(sum(m), {max}) AS m, least(sum(a0), {max}) AS a0,
+                 least(sum(a1), {max}) AS a1, least(sum(a2), {max}) AS a2,
+                 least(sum(a3), {max}) AS a3
+             FROM (
+                 SELECT {mbin} AS bin, probe_asn AS asn, ifNull(probe_key, '') AS key,
+                     if(test_name = 'canary' AND isNotNull(probe_key)
+                         AND ifNull(accessible, 2) = 1, ts, CAST(NULL AS Nullable(Int64))) AS up,
+                     toInt64(test_name = 'canary' AND isNotNull(probe_key)
+                         AND ifNull(accessible, 2) = 0) AS dn,
+                     materialize(toInt64(0)) AS hb, toInt64(canary_ok) AS cok, toInt64(canary_total) AS cchk,
+                     toInt64(test_name = 'web_connectivity') AS m,
+                     {l0} AS a0, {l1} AS a1, {l2} AS a2, {l3} AS a3
+                 FROM {meas} WHERE isNotNull(ts) AND ts >= {from} AND ts < {to}{asn_filter}
+                 UNION ALL
+                 SELECT {hbin} AS bin, probe_asn AS asn, probe_key AS key,
+                     sent_ts AS up, materialize(toInt64(0)) AS dn, materialize(toInt64(1)) AS hb, materialize(toInt64(0)) AS cok,
+                     materialize(toInt64(0)) AS cchk, materialize(toInt64(0)) AS m, materialize(toInt64(0)) AS a0, materialize(toInt64(0)) AS a1,
+                     materialize(toInt64(0)) AS a2, materialize(toInt64(0)) AS a3
+                 FROM {hbs} WHERE isNotNull(sent_ts) AND sent_ts >= {from} AND sent_ts < {to}
+                     {asn_filter}
+             ) GROUP BY bin, asn, key ORDER BY bin, asn, key",
+            max = COUNTER_MAX,
+            mbin = bin_sql("ts", BIN_SECONDS),
+            hbin = bin_sql("sent_ts", BIN_SECONDS),
+            l0 = layer("'\"dns\"'"),
+            l1 = layer("'\"tcp_ip\"'"),
+            l2 = layer("'\"tls\"'"),
+            l3 = layer("'\"http-failure\"', '\"http-diff\"'"),
+            meas = newest_measurements(cc, ""),
+            hbs = unique_heartbeats(cc),
+        );
+        self.rows("reading the signals' bins", &sql)
+    }
+
+    /// The epoch seconds where bin `bin` starts, saturating: a bound of "every bin" stays one.
+    fn bin_start(bin: i64) -> i64 {
+        bin.saturating_mul(BIN_SECONDS)
+    }
+
+    /// The live (newest, not deleted) events of `cc` (or all), each once, filtered by `filter`
+    /// (on the newest version's columns), in `start`, `id` order.
+    fn live_events(&self, cc: Option<&str>, filter: &str) -> Result<Vec<EventRow>, DbError> {
+        let inner = cc.map_or(String::new(), |cc| format!(" WHERE cc = {}", quote(cc)));
+        self.rows(
+            "reading events",
+            &format!(
+                "SELECT id, cc, kind, start, end_at, body, deleted, version
+                 FROM (SELECT id, cc, kind, start, end_at, body, deleted, version
+                       FROM events FINAL{inner})
+                 WHERE deleted = 0{filter} ORDER BY start, id"
+            ),
+        )
+    }
+}
+
+/// Every method of the trait is the inherent one of the same name above, or, for what the
+/// signals and the detectors read, grouped from the stored rows here with the semantics of
+/// SQLite's (`store/sqlite/signals.rs`, `store/sqlite/detect.rs`).
+impl Storage for ClickHouse {
+    fn key_state(&self, key: &str) -> Result<Option<KeyState>, DbError> {
+        ClickHouse::key_state(self, key)
+    }
+
+    fn set_key(&self, key: &str, state: KeyState) -> Result<(), DbError> {
+        ClickHouse::set_key(self, key, state)
+    }
+
+    fn insert(&self, rows: &[Row]) -> Result<Vec<bool>, DbError> {
+        ClickHouse::insert(self, rows)
+    }
+
+    fn envelope(&self, id: &str) -> Result<Option<String>, DbError> {
+        ClickHouse::envelope(self, id)
+    }
+
+    fn query(&self, q: &Query) -> Result<Vec<Found>, DbError> {
+        ClickHouse::query(self, q)
+    }
+
+    fn keys(&self) -> Result<Vec<(String, String)>, DbError> {
+        ClickHouse::keys(self)
+    }
+
+    fn page_for_rescore(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, String, String)>, DbError> {
+        ClickHouse::page_for_rescore(self, after, limit)
+    }
+
+    fn update_verdict(&self, row: &Row) -> Result<(), DbError> {
+        ClickHouse::update_verdict(self, row)
+    }
+
+    fn probe_bins(
+        &self,
+        cc: &str,
+        asn: Option<u32>,
+        from_bin: i64,
+        to_bin: i64,
+    ) -> Result<Vec<ProbeBin>, DbError> {
+        let rows = self.bin_rows(
+            cc,
+            asn,
+            ClickHouse::bin_start(from_bin),
+            ClickHouse::bin_start(to_bin),
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ProbeBin {
+                bin: r.bin,
+                asn: r.asn,
+                key: r.key,
+                online: r.first_up.is_some(),
+                heartbeats: r.hb,
+                canary_ok: r.cok,
+                canary_checks: r.cchk,
+                measurements: r.m,
+                anomalies: [r.a0, r.a1, r.a2, r.a3],
+            })
+            .collect())
+    }
+
+    fn vouches(
+        &self,
+        cc: &str,
+        asn: Option<u32>,
+        first_day: i64,
+        last_day: i64,
+    ) -> Result<Vouches, DbError> {
+        #[derive(Deserialize)]
+        struct V {
+            key: String,
+            asn: u32,
+            first_at: i64,
+            last_at: i64,
+        }
+        let asn_filter = asn.map_or(String::new(), |a| format!(" AND asn = {a}"));
+        let rows: Vec<V> = self.rows(
+            "reading verified contacts",
+            &format!(
+                "SELECT key, asn, {day} AS day, min(at) AS first_at, max(at) AS last_at FROM (
+                     SELECT assumeNotNull(probe_key) AS key, probe_asn AS asn,
+                         ifNull(ts, 0) AS at
+                     FROM {meas} WHERE isNotNull(probe_key) AND network_verified = 1
+                         AND isNotNull(ts)
+                     UNION ALL
+                     SELECT probe_key AS key, probe_asn AS asn, ifNull(sent_ts, 0) AS at
+                     FROM {hbs} WHERE network_verified = 1 AND isNotNull(sent_ts)
+                 ) WHERE day >= {first_day} AND day <= {last_day}{asn_filter}
+                 GROUP BY key, asn, day",
+                day = bin_sql("at", 86_400),
+                meas = newest_measurements(cc, ""),
+                hbs = unique_heartbeats(cc),
+            ),
+        )?;
+        let mut vouches = Vouches::default();
+        for v in rows {
+            vouches.add(&v.key, v.asn, v.first_at, v.last_at);
+        }
+        Ok(vouches)
+    }
+
+    fn active_countries(&self, from_bin: i64) -> Result<Vec<String>, DbError> {
+        #[derive(Deserialize)]
+        struct C {
+            cc: String,
+        }
+        let from = ClickHouse::bin_start(from_bin);
+        let rows: Vec<C> = self.rows(
+            "listing active countries",
+            &format!(
+                "SELECT DISTINCT cc FROM (
+                     SELECT probe_cc AS cc FROM measurements WHERE isNotNull(ts) AND ts >= {from}
+                     UNION ALL
+                     SELECT probe_cc AS cc FROM heartbeats
+                     WHERE isNotNull(sent_ts) AND sent_ts >= {from}
+                 ) ORDER BY cc"
+            ),
+        )?;
+        Ok(rows.into_iter().map(|c| c.cc).collect())
+    }
+
+    fn recent_networks(&self, cc: &str, from_bin: i64) -> Result<Vec<u32>, DbError> {
+        #[derive(Deserialize)]
+        struct A {
+            asn: u32,
+        }
+        let from = ClickHouse::bin_start(from_bin);
+        let rows: Vec<A> = self.rows(
+            "listing a country's recent networks",
+            &format!(
+                "SELECT DISTINCT asn FROM (
+                     SELECT probe_asn AS asn FROM measurements
+                     WHERE probe_cc = {cc} AND isNotNull(ts) AND ts >= {from}
+                     UNION ALL
+                     SELECT probe_asn AS asn FROM heartbeats
+                     WHERE probe_cc = {cc} AND isNotNull(sent_ts) AND sent_ts >= {from}
+                 ) ORDER BY asn",
+                cc = quote(cc)
+            ),
+        )?;
+        Ok(rows.into_iter().map(|a| a.asn).collect())
+    }
+
+    fn contacts(&self, cc: &str, asn: u32, from_bin: i64) -> Result<Vec<ProbeContacts>, DbError> {
+        let rows = self.bin_rows(cc, Some(asn), ClickHouse::bin_start(from_bin), i64::MAX)?;
+        let mut by_probe: std::collections::BTreeMap<String, Vec<Contact>> =
+            std::collections::BTreeMap::new();
+        for r in rows {
+            if r.key == NO_KEY {
+                continue;
+            }
+            by_probe.entry(r.key).or_default().push(Contact {
+                bin: r.bin,
+                up: r.first_up.zip(r.last_up),
+                down: u32::try_from(r.down.clamp(0, COUNTER_MAX)).unwrap_or(u32::MAX),
+            });
+        }
+        // Each key's contacts are in bin order: the rows are ordered by bin.
+        Ok(by_probe
+            .into_iter()
+            .map(|(key, contacts)| ProbeContacts { key, asn, contacts })
+            .collect())
+    }
+
+    fn failed_canaries(
+        &self,
+        cc: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(String, Option<String>)>, DbError> {
+        #[derive(Deserialize)]
+        struct F {
+            id: String,
+            probe_key: Option<String>,
+        }
+        let rows: Vec<F> = self.rows(
+            "reading failed canaries",
+            &format!(
+                "SELECT id, probe_key FROM {}
+                 WHERE ifNull(accessible, 2) = 0 ORDER BY measured_at, id LIMIT 5000",
+                newest_measurements(
+                    cc,
+                    &format!(
+                        " AND measured_at >= {} AND measured_at <= {} AND test_name = 'canary'",
+                        quote(&format_time(from)),
+                        quote(&format_time(to))
+                    )
+                )
+            ),
+        )?;
+        Ok(rows.into_iter().map(|f| (f.id, f.probe_key)).collect())
+    }
+
+    fn web_verdicts(&self, cc: &str, from: i64) -> Result<Vec<VerdictRow>, DbError> {
+        #[derive(Deserialize)]
+        struct W {
+            probe_asn: u32,
+            domain: String,
+            at: i64,
+            blocking: Option<String>,
+            probe_key: Option<String>,
+            id: String,
+        }
+        let rows: Vec<W> = self.rows(
+            "reading web verdicts",
+            &format!(
+                "SELECT probe_asn, assumeNotNull(domain) AS domain, ifNull(ts, 0) AS at,
+                     blocking, probe_key, id
+                 FROM {} ORDER BY measured_at, id",
+                newest_measurements(
+                    cc,
+                    &format!(
+                        " AND measured_at >= {} AND test_name = 'web_connectivity'
+                         AND isNotNull(domain) AND isNotNull(ts)",
+                        quote(&format_time(from))
+                    )
+                )
+            ),
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|w| VerdictRow {
+                asn: w.probe_asn,
+                domain: w.domain,
+                at: w.at,
+                blocking: w.blocking,
+                probe_key: w.probe_key,
+                id: w.id,
+            })
+            .collect())
+    }
+
+    fn throttling_verdicts(
+        &self,
+        cc: &str,
+        from: i64,
+    ) -> Result<Vec<ThrottlingObservation>, DbError> {
+        #[derive(Deserialize)]
+        struct T {
+            probe_asn: u32,
+            domain: String,
+            at: i64,
+            blocking: Option<String>,
+            verdict: Option<String>,
+            probe_key: Option<String>,
+            id: String,
+        }
+        let rows: Vec<T> = self.rows(
+            "reading throttling verdicts",
+            &format!(
+                "SELECT probe_asn, assumeNotNull(domain) AS domain, ifNull(ts, 0) AS at,
+                     blocking, verdict, probe_key, id
+                 FROM {} ORDER BY measured_at, id",
+                newest_measurements(
+                    cc,
+                    &format!(
+                        " AND measured_at >= {} AND test_name = 'throttling'
+                         AND isNotNull(domain) AND isNotNull(ts)",
+                        quote(&format_time(from))
+                    )
+                )
+            ),
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|t| {
+                ThrottlingObservation::of_verdict(
+                    t.probe_asn,
+                    t.domain,
+                    t.at,
+                    t.blocking.as_deref(),
+                    t.verdict.as_deref(),
+                    t.probe_key.unwrap_or_default(),
+                    t.id,
+                )
+            })
+            .collect())
+    }
+
+    fn rate_samples(&self, cc: &str, from: i64) -> Result<Vec<RateSample>, DbError> {
+        #[derive(Deserialize)]
+        struct S {
+            probe_asn: u32,
+            domain: String,
+            at: i64,
+            probe_key: Option<String>,
+            id: String,
+            kbps: f64,
+            below: Option<u8>,
+        }
+        let rows: Vec<S> = self.rows(
+            "reading rate samples",
+            &format!(
+                "SELECT probe_asn, assumeNotNull(domain) AS domain, ifNull(ts, 0) AS at,
+                     probe_key, id, assumeNotNull(goodput_kbps) AS kbps, below_control AS below
+                 FROM {} WHERE isNotNull(goodput_kbps) ORDER BY measured_at, id",
+                newest_measurements(
+                    cc,
+                    &format!(
+                        " AND measured_at >= {} AND test_name = 'web_connectivity'
+                         AND isNotNull(domain) AND isNotNull(ts)",
+                        quote(&format_time(from))
+                    )
+                )
+            ),
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|s| RateSample {
+                asn: s.probe_asn,
+                domain: s.domain,
+                at: s.at,
+                probe: s.probe_key.unwrap_or_default(),
+                id: s.id,
+                kbps: s.kbps,
+                below_control: s.below.map(|b| b != 0),
+            })
+            .collect())
+    }
+
+    fn events_since(&self, cc: &str, from: i64, kinds: &[Kind]) -> Result<Vec<Event>, DbError> {
+        if kinds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names = kinds
+            .iter()
+            .map(|k| quote(k.as_str()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let rows = self.live_events(
+            Some(cc),
+            &format!(" AND kind IN ({names}) AND ifNull(end_at, {from}) >= {from}"),
+        )?;
+        // Kind by kind, as SQLite answers; a body that no longer reads as an event is left out.
+        let mut out = Vec::new();
+        for kind in kinds {
+            for r in rows.iter().filter(|r| r.kind == kind.as_str()) {
+                if let Ok(e) = serde_json::from_str::<Event>(&r.body) {
+                    out.push(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Without transactions, the replacement is one INSERT (one part, which a reader sees
+    /// whole or not at all): a deleted version of each replaced event and the new events one
+    /// version above it, both above every version stored for the country, so the newest
+    /// version of each id is the new set's.
+    fn replace_events(
+        &self,
+        cc: &str,
+        from: i64,
+        kinds: &[Kind],
+        events: &[Event],
+    ) -> Result<(), DbError> {
+        let op = "replacing events";
+        let stored: Vec<EventRow> = self.rows(
+            op,
+            &format!(
+                "SELECT id, cc, kind, start, end_at, '' AS body, deleted, version
+                 FROM events FINAL WHERE cc = {}",
+                quote(cc)
+            ),
+        )?;
+        let top = stored.iter().map(|r| r.version).max().unwrap_or(0);
+        let version = top.saturating_add(1).max(now_micros());
+        let mut rows: Vec<EventRow> = stored
+            .into_iter()
+            .filter(|r| {
+                r.deleted == 0 && r.start >= from && kinds.iter().any(|k| k.as_str() == r.kind)
+            })
+            .map(|r| EventRow {
+                deleted: 1,
+                version,
+                ..r
+            })
+            .collect();
+        for e in events {
+            let body = serde_json::to_string(e)
+                .map_err(|err| self.error(op, format!("encoding event {}: {err}", e.id)))?;
+            rows.push(EventRow {
+                id: e.id.clone(),
+                cc: cc.to_string(),
+                kind: e.kind.as_str().to_string(),
+                start: e.start_secs(),
+                end_at: e.end_secs(),
+                body,
+                deleted: 0,
+                version: version.saturating_add(1),
+            });
+        }
+        self.insert_rows(op, "events", &rows)
+    }
+
+    fn timeline(&self, q: &TimelineQuery) -> Result<Vec<Event>, DbError> {
+        let mut filter = format!(
+            " AND start < {} AND ifNull(end_at, {since}) >= {since}",
+            q.until,
+            since = q.since
+        );
+        if let Some(kind) = q.kind {
+            filter.push_str(&format!(" AND kind = {}", quote(kind.as_str())));
+        }
+        let cc = q.cc.as_deref().map(str::to_ascii_uppercase);
+        let rows = self.live_events(cc.as_deref(), &filter)?;
+        let asn = q.asn.map(|a| format!("AS{a}"));
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| serde_json::from_str::<Event>(&r.body).ok())
+            .filter(|e| match &asn {
+                None => true,
+                Some(a) => {
+                    e.scope == Scope::Full
+                        || e.entity.asn.as_deref() == Some(a.as_str())
+                        || e.entity.asns.contains(a)
+                }
+            })
+            .collect())
+    }
+
+    fn countries(&self) -> Result<Vec<(String, i64, i64)>, DbError> {
+        #[derive(Deserialize)]
+        struct C {
+            cc: String,
+            n: u64,
+        }
+        let networks: Vec<C> = self.rows(
+            "listing countries",
+            "SELECT cc, uniqExact(asn) AS n FROM (
+                 SELECT probe_cc AS cc, probe_asn AS asn FROM measurements WHERE isNotNull(ts)
+                 UNION ALL
+                 SELECT probe_cc AS cc, probe_asn AS asn FROM heartbeats WHERE isNotNull(sent_ts)
+             ) GROUP BY cc ORDER BY cc",
+        )?;
+        let mut events: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+        for e in self.live_events(None, "")? {
+            *events.entry(e.cc).or_default() += 1;
+        }
+        Ok(networks
+            .into_iter()
+            .map(|c| {
+                let n = events.get(&c.cc).copied().unwrap_or(0);
+                (c.cc, i64::try_from(c.n).unwrap_or(i64::MAX), n)
+            })
+            .collect())
+    }
+
+    fn heartbeat(
+        &self,
+        key: &str,
+        cc: &str,
+        asn: u32,
+        sent_at: &str,
+        verified: bool,
+    ) -> Result<bool, DbError> {
+        ClickHouse::heartbeat(self, key, cc, asn, sent_at, verified)
+    }
+
+    fn heartbeat_count(&self, cc: &str) -> Result<u64, DbError> {
+        ClickHouse::heartbeat_count(self, cc)
+    }
+
+    fn compact(&self, received_before: i64, limit: usize) -> Result<usize, DbError> {
+        ClickHouse::compact(self, received_before, limit)
+    }
+
+    fn detector_lease(&self, node: &str, now: i64, ttl_seconds: i64) -> Result<bool, DbError> {
+        self.try_lease(node, now, ttl_seconds)
+    }
+
+    fn add_token(&self, token_sha256: &str) -> Result<(), DbError> {
+        ClickHouse::add_token(self, token_sha256)
+    }
+
+    fn redeem_token(&self, token_sha256: &str, key: &str) -> Result<Redeemed, DbError> {
+        ClickHouse::redeem_token(self, token_sha256, key)
     }
 }
 
@@ -1835,5 +2530,537 @@ mod tests {
             paged.extend(page.into_iter().map(|r| r.id));
         }
         assert_eq!(paged, expected);
+    }
+
+    /// A measurement of `test` by `key` (or an import) for the comparison with SQLite.
+    #[allow(clippy::too_many_arguments)]
+    fn measured(
+        id: &str,
+        key: Option<&str>,
+        asn: u32,
+        test: &str,
+        at: &str,
+        blocking: Option<&str>,
+        accessible: Option<bool>,
+        verdict: Option<&str>,
+        envelope: &str,
+        verified: bool,
+    ) -> Row {
+        Row {
+            id: id.into(),
+            source: if key.is_some() { "vantage" } else { "ooni" }.into(),
+            probe_key: key.map(Into::into),
+            probe_cc: "IR".into(),
+            probe_asn: asn,
+            test_name: test.into(),
+            input: Some(format!("https://{id}.example/")),
+            domain: (test != "canary").then(|| format!("{id}.example")),
+            measured_at: at.into(),
+            blocking: blocking.map(Into::into),
+            accessible,
+            confirmed: false,
+            rule_set: Some("1".into()),
+            verdict: verdict.map(Into::into),
+            envelope: envelope.into(),
+            network_verified: verified,
+        }
+    }
+
+    fn event(id: &str, kind: Kind, asn: Option<&str>, start: &str, end: Option<&str>) -> Event {
+        Event {
+            id: id.into(),
+            entity: crate::store::model::Entity {
+                cc: "IR".into(),
+                asn: asn.map(Into::into),
+                asns: Vec::new(),
+            },
+            kind,
+            scope: if asn.is_some() {
+                Scope::Network
+            } else {
+                Scope::Full
+            },
+            layer: None,
+            category: None,
+            targets: vec![format!("{id}.example")],
+            start: start.into(),
+            end: end.map(Into::into),
+            status: if end.is_some() { "ended" } else { "ongoing" }.into(),
+            suspected: false,
+            confidence: 0.9,
+            probes: 3,
+            evidence: vec![format!("m-{id}")],
+            rate_kbps: None,
+        }
+    }
+
+    fn sorted<T: Clone, K: Ord>(v: &[T], key: impl Fn(&T) -> K) -> Vec<T> {
+        let mut v = v.to_vec();
+        v.sort_by_key(|x| key(x));
+        v
+    }
+
+    /// The signals and the detectors' inputs grouped at read time from ClickHouse's rows answer
+    /// what SQLite's tables, added up at insert, answer for the same rows: measurements of
+    /// every kind (keyed and imported, a time that does not read, a rescored verdict, a copy
+    /// stored twice as two racing nodes would), heartbeats (verified or not, one repeated), and
+    /// events replaced twice.
+    #[test]
+    fn the_signals_and_the_detectors_inputs_answer_as_sqlite_does() {
+        let server = server();
+        let ch = ClickHouse::open(&server.url("same")).expect("open clickhouse");
+        let dir = std::env::temp_dir().join(format!("vantage-ch-same-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let lite = crate::store::Sqlite::open(&dir.join("agg.db")).expect("open sqlite");
+        let stores: [&dyn Storage; 2] = [&lite, &ch];
+
+        let canary = |ok: i64, total: i64| {
+            format!("{{\"measurement\":{{\"test_keys\":{{\"ok\":{ok},\"total\":{total}}}}}}}")
+        };
+        let fast = Some("{\"goodput\":{\"probe_kbps\":812.5,\"below_control\":false}}");
+        let slow = Some("{\"goodput\":{\"probe_kbps\":40,\"below_control\":true}}");
+        let no_control = Some("{\"goodput\":{\"probe_kbps\":99.0}}");
+        let throttled = Some("{\"ceiling_kbps\":128.0}");
+        let rows = vec![
+            measured(
+                "w1",
+                Some("k1"),
+                3269,
+                "web_connectivity",
+                "2026-03-01 10:00:10",
+                Some("\"dns\""),
+                Some(false),
+                fast,
+                "{}",
+                true,
+            ),
+            measured(
+                "w2",
+                Some("k1"),
+                3269,
+                "web_connectivity",
+                "2026-03-01 10:01:00",
+                Some("\"tcp_ip\""),
+                Some(false),
+                slow,
+                "{}",
+                true,
+            ),
+            measured(
+                "w3",
+                Some("k2"),
+                3269,
+                "web_connectivity",
+                "2026-03-01 10:02:00",
+                Some("\"tls\""),
+                Some(false),
+                None,
+                "{}",
+                false,
+            ),
+            measured(
+                "w4",
+                Some("k2"),
+                3269,
+                "web_connectivity",
+                "2026-03-01 10:07:00",
+                Some("\"http-diff\""),
+                Some(false),
+                no_control,
+                "{}",
+                false,
+            ),
+            measured(
+                "w5",
+                Some("k2"),
+                44244,
+                "web_connectivity",
+                "2026-03-01 10:08:00",
+                Some("false"),
+                Some(true),
+                fast,
+                "{}",
+                true,
+            ),
+            measured(
+                "w6",
+                None,
+                44244,
+                "web_connectivity",
+                "2026-03-01 10:09:00",
+                None,
+                None,
+                None,
+                "{}",
+                false,
+            ),
+            measured(
+                "w7",
+                Some("k1"),
+                3269,
+                "web_connectivity",
+                "not a time",
+                Some("\"dns\""),
+                Some(false),
+                fast,
+                "{}",
+                true,
+            ),
+            measured(
+                "w8",
+                Some("k1"),
+                3269,
+                "web_connectivity",
+                "2026-02-28 23:59:59",
+                Some("\"http-failure\""),
+                Some(false),
+                fast,
+                "{}",
+                true,
+            ),
+            measured(
+                "c1",
+                Some("k1"),
+                3269,
+                "canary",
+                "2026-03-01 10:03:00",
+                Some("false"),
+                Some(true),
+                None,
+                &canary(5, 5),
+                true,
+            ),
+            measured(
+                "c2",
+                Some("k1"),
+                3269,
+                "canary",
+                "2026-03-01 10:20:00",
+                Some("\"canary\""),
+                Some(false),
+                None,
+                &canary(0, 5),
+                false,
+            ),
+            measured(
+                "c3",
+                Some("k2"),
+                3269,
+                "canary",
+                "2026-03-01 10:21:00",
+                Some("\"canary\""),
+                Some(false),
+                None,
+                &canary(1, 5),
+                true,
+            ),
+            measured(
+                "c4",
+                None,
+                3269,
+                "canary",
+                "2026-03-01 10:22:00",
+                Some("false"),
+                Some(true),
+                None,
+                &canary(4, 5),
+                false,
+            ),
+            measured(
+                "c5",
+                Some("k3"),
+                3269,
+                "canary",
+                "2026-03-01 10:23:00",
+                None,
+                None,
+                None,
+                "not json",
+                true,
+            ),
+            measured(
+                "t1",
+                Some("k1"),
+                3269,
+                "throttling",
+                "2026-03-01 10:04:00",
+                Some("\"throttling\""),
+                Some(false),
+                throttled,
+                "{}",
+                true,
+            ),
+            measured(
+                "t2",
+                Some("k3"),
+                44244,
+                "throttling",
+                "2026-03-01 10:30:00",
+                Some("false"),
+                Some(true),
+                None,
+                "{}",
+                false,
+            ),
+        ];
+        let beats = [
+            ("k1", 3269, "2026-03-01 10:00:30", true),
+            ("k1", 3269, "2026-03-01 10:04:59", false),
+            ("k1", 3269, "2026-03-01 10:04:59", false),
+            ("k2", 3269, "2026-03-01 10:06:00", true),
+            ("k3", 44244, "2026-03-01 10:31:00", true),
+            ("k3", 44244, "2026-03-02 09:00:00", true),
+            ("k4", 3269, "garbage", true),
+        ];
+        for db in stores {
+            let added = db.insert(&rows).expect("insert");
+            assert!(added.iter().all(|a| *a));
+            for (key, asn, at, verified) in beats {
+                db.heartbeat(key, "IR", asn, at, verified)
+                    .expect("heartbeat");
+            }
+            let mut rescored = rows[0].clone();
+            rescored.blocking = Some("\"tls\"".into());
+            rescored.verdict = slow.map(Into::into);
+            db.update_verdict(&rescored).expect("rescore");
+        }
+        // Two nodes that both found a measurement and a heartbeat new stored them twice.
+        let first: Vec<&Row> = rows.iter().take(3).collect();
+        ch.store_new(&first).expect("a racing node's copy");
+        ch.execute(
+            "a racing node's heartbeat",
+            "INSERT INTO heartbeats (probe_key, probe_cc, probe_asn, sent_at, received_at,
+             network_verified, sent_ts) VALUES ('k2', 'IR', 3269, '2026-03-01 10:06:00', 0, 1, 1772359560)",
+        )
+        .expect("copy");
+
+        let by_bin = |b: &ProbeBin| (b.bin, b.asn, b.key.clone());
+        let answers = |db: &dyn Storage| {
+            (
+                sorted(
+                    &db.probe_bins("IR", None, 0, i64::MAX).expect("bins"),
+                    by_bin,
+                ),
+                sorted(
+                    &db.probe_bins("IR", Some(3269), 0, i64::MAX).expect("bins"),
+                    by_bin,
+                ),
+                sorted(
+                    &db.probe_bins(
+                        "IR",
+                        None,
+                        bin_of_test("2026-03-01 10:05:00"),
+                        bin_of_test("2026-03-01 10:25:00"),
+                    )
+                    .expect("bins"),
+                    by_bin,
+                ),
+                db.probe_bins("IT", None, 0, i64::MAX).expect("bins"),
+                db.contacts("IR", 3269, 0).expect("contacts"),
+                db.contacts("IR", 44244, bin_of_test("2026-03-01 10:20:00"))
+                    .expect("contacts"),
+            )
+        };
+        let (l, c) = (answers(&lite), answers(&ch));
+        assert!(
+            !l.0.is_empty() && !l.4.is_empty(),
+            "the test has data: {l:?}"
+        );
+        assert_eq!(c, l);
+        // What the counters hold, not only that they agree.
+        let k1 =
+            l.0.iter()
+                .find(|b| b.key == "k1" && b.bin == bin_of_test("2026-03-01 10:00:00"))
+                .expect("k1's bin");
+        assert_eq!(
+            (
+                k1.online,
+                k1.heartbeats,
+                k1.canary_ok,
+                k1.canary_checks,
+                k1.measurements,
+                k1.anomalies
+            ),
+            (true, 2, 5, 5, 2, [0, 1, 1, 0]),
+            "w1 rescored from dns to tls: {k1:?}"
+        );
+
+        let verdicts = |db: &dyn Storage| {
+            let from = parse_time("2026-03-01 00:00:00").expect("time");
+            (
+                sorted(&db.web_verdicts("IR", from).expect("web"), |v| v.id.clone()),
+                sorted(
+                    &db.throttling_verdicts("IR", from).expect("throttling"),
+                    |v| v.id.clone(),
+                ),
+                sorted(&db.rate_samples("IR", 0).expect("rates"), |v| v.id.clone()),
+                sorted(
+                    &db.failed_canaries("IR", from, from + 86_400)
+                        .expect("canaries"),
+                    |v| v.clone(),
+                ),
+                db.failed_canaries("IR", from, parse_time("2026-03-01 10:20:30").expect("t"))
+                    .expect("canaries"),
+                db.active_countries(bin_of_test("2026-03-01 10:30:00"))
+                    .expect("active"),
+                sorted(&db.recent_networks("IR", 0).expect("networks"), |a| *a),
+                db.countries().expect("countries"),
+            )
+        };
+        let (l, c) = (verdicts(&lite), verdicts(&ch));
+        assert_eq!(l.0.len(), 6, "w1..w6 with a time since the 1st: {:?}", l.0);
+        assert_eq!(
+            l.2.iter().filter(|r| r.below_control == Some(true)).count(),
+            2
+        );
+        assert_eq!(l.4, vec![("c2".to_string(), Some("k1".to_string()))]);
+        assert_eq!(c, l);
+
+        let grid = ["k1", "k2", "k3", "k4"];
+        for key in grid {
+            for asn in [3269, 44244] {
+                for at in [
+                    "2026-03-01 10:00:00",
+                    "2026-03-01 10:10:00",
+                    "2026-03-02 12:00:00",
+                ] {
+                    let at = parse_time(at).expect("t");
+                    for window in [0, 600, 86_400] {
+                        let day = at.div_euclid(86_400);
+                        let ask = |db: &dyn Storage| {
+                            db.vouches("IR", None, day - 1, day)
+                                .expect("vouches")
+                                .vouch(key, asn, at, window)
+                        };
+                        assert_eq!(
+                            ask(&ch),
+                            ask(&lite),
+                            "{key} AS{asn} at {at} within {window}"
+                        );
+                    }
+                }
+            }
+        }
+        let one = |db: &dyn Storage| db.vouches("IR", Some(44244), 0, 30_000).expect("vouches");
+        assert!(one(&lite).vouch(
+            "k3",
+            44244,
+            parse_time("2026-03-02 09:00:00").expect("t"),
+            0
+        ));
+        assert!(one(&ch).vouch(
+            "k3",
+            44244,
+            parse_time("2026-03-02 09:00:00").expect("t"),
+            0
+        ));
+        assert!(!one(&ch).vouch("k1", 3269, parse_time("2026-03-01 10:00:30").expect("t"), 0));
+
+        // Events: a first pass, then a second that replaces those from 10:00 on.
+        let old = event(
+            "e-old",
+            Kind::Shutdown,
+            None,
+            "2026-02-27 08:00:00",
+            Some("2026-02-27 09:00:00"),
+        );
+        let a = event(
+            "e-a",
+            Kind::Shutdown,
+            Some("AS3269"),
+            "2026-03-01 10:20:00",
+            None,
+        );
+        let b = event(
+            "e-b",
+            Kind::Blocking,
+            Some("AS44244"),
+            "2026-03-01 10:00:00",
+            Some("2026-03-01 11:00:00"),
+        );
+        let a2 = event(
+            "e-a",
+            Kind::Shutdown,
+            Some("AS3269"),
+            "2026-03-01 10:20:00",
+            Some("2026-03-01 10:40:00"),
+        );
+        let c2 = event(
+            "e-c",
+            Kind::Shutdown,
+            Some("AS44244"),
+            "2026-03-01 10:30:00",
+            None,
+        );
+        let ask = |db: &dyn Storage| {
+            let all = TimelineQuery {
+                cc: Some("ir".into()),
+                since: 0,
+                until: i64::MAX,
+                ..TimelineQuery::default()
+            };
+            (
+                db.timeline(&all).expect("timeline"),
+                db.timeline(&TimelineQuery {
+                    asn: Some(44244),
+                    ..all.clone()
+                })
+                .expect("timeline"),
+                db.timeline(&TimelineQuery {
+                    kind: Some(Kind::Blocking),
+                    ..all.clone()
+                })
+                .expect("timeline"),
+                db.timeline(&TimelineQuery {
+                    since: parse_time("2026-03-01 10:50:00").expect("t"),
+                    ..all.clone()
+                })
+                .expect("timeline"),
+                db.events_since(
+                    "IR",
+                    parse_time("2026-03-01 10:45:00").expect("t"),
+                    &[Kind::Blocking, Kind::Shutdown],
+                )
+                .expect("since"),
+                db.countries().expect("countries"),
+            )
+        };
+        let mut first_pass = Vec::new();
+        for db in stores {
+            db.replace_events(
+                "IR",
+                0,
+                &[Kind::Shutdown, Kind::Blocking],
+                &[old.clone(), a.clone(), b.clone()],
+            )
+            .expect("first pass");
+            first_pass.push(ask(db));
+        }
+        assert_eq!(first_pass[0].0, vec![old.clone(), b.clone(), a.clone()]);
+        assert_eq!(first_pass[1], first_pass[0]);
+        let mut second_pass = Vec::new();
+        for db in stores {
+            let from = parse_time("2026-03-01 10:00:00").expect("t");
+            db.replace_events("IR", from, &[Kind::Shutdown], &[a2.clone(), c2.clone()])
+                .expect("second pass");
+            second_pass.push(ask(db));
+        }
+        // The shutdowns from 10:00 are replaced; the old one and the blocking event stay.
+        assert_eq!(second_pass[0].0, vec![old, b.clone(), a2, c2.clone()]);
+        assert_eq!(second_pass[0].4, vec![b, c2]);
+        assert_eq!(second_pass[1], second_pass[0]);
+        // Replacing with nothing empties the window.
+        for db in stores {
+            db.replace_events("IR", 0, &[Kind::Shutdown, Kind::Blocking], &[])
+                .expect("third pass");
+        }
+        assert_eq!(ask(&ch), ask(&lite));
+        assert!(ask(&ch).0.is_empty());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    fn bin_of_test(at: &str) -> i64 {
+        crate::store::model::bin_of(at).expect("a time")
     }
 }

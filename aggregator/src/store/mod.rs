@@ -354,15 +354,7 @@ impl Location {
     pub fn open(&self) -> Result<std::sync::Arc<dyn Storage>, DbError> {
         Ok(match self {
             Location::Sqlite(path) => std::sync::Arc::new(Sqlite::open(path)?),
-            // Until `impl Storage for ClickHouse` lands (the store is being finished).
-            Location::ClickHouse(url) => {
-                drop(clickhouse::ClickHouse::open(url)?);
-                return Err(DbError::ClickHouse {
-                    at: url.clone(),
-                    op: "open".into(),
-                    message: "not yet a complete store".into(),
-                });
-            }
+            Location::ClickHouse(url) => std::sync::Arc::new(clickhouse::ClickHouse::open(url)?),
         })
     }
 }
