@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod engine;
 pub mod envelope;
 pub mod failure;
+pub mod migrate;
 pub mod ooni;
 pub mod run;
 pub mod store;
@@ -20,6 +21,7 @@ pub mod throttling;
 pub mod upload;
 pub mod verdict;
 pub mod web_connectivity;
+pub mod wire;
 
 pub use failure::{Failure, Operation, StepError};
 

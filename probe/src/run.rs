@@ -18,23 +18,6 @@ use crate::verdict::rules::VANTAGE;
 use crate::verdict::{Verdict, score};
 use crate::web_connectivity::{NO_TEST_HELPER, WebConnectivityPlan, measure};
 
-/// Lists compiled into the binary: (name, CSV text).
-pub const BUILTIN_LISTS: [(&str, &str); 4] = [
-    ("global", include_str!("../../test-lists/global.csv")),
-    ("ir", include_str!("../../test-lists/ir.csv")),
-    ("ru", include_str!("../../test-lists/ru.csv")),
-    ("tr", include_str!("../../test-lists/tr.csv")),
-];
-
-/// The built-in list called `name`.
-pub fn builtin_list(name: &str) -> Option<&'static str> {
-    let name = name.to_ascii_lowercase();
-    BUILTIN_LISTS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, text)| *text)
-}
-
 /// Errors that stop a run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -323,18 +306,6 @@ pub fn layer(blocking: &Blocking) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_lists::TestList;
-
-    #[test]
-    fn builtin_lists_parse_cleanly() {
-        for (name, text) in BUILTIN_LISTS {
-            let (list, problems) = TestList::parse(name, text.as_bytes()).expect("list");
-            assert!(problems.is_empty(), "{name}: {problems:?}");
-            assert!(list.entries.len() >= 5, "{name}");
-        }
-        assert!(builtin_list("IR").is_some());
-        assert!(builtin_list("zz").is_none());
-    }
 
     #[test]
     fn layers_for_volunteers() {

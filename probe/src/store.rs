@@ -4,7 +4,7 @@
 //! WAL with `synchronous=FULL`: a result is written in one transaction, with its outbox row,
 //! before the probe reports it, so a kill (or power cut) at any moment loses no completed
 //! measurement (DESIGN "Probe"). Schema changes are numbered migrations keyed on
-//! `PRAGMA user_version`.
+//! `PRAGMA user_version` ([`crate::migrate`]).
 //!
 //! Nothing here deletes a result. The outbox row of each result says where its upload stands:
 //! `pending` (to send), `held` (the aggregator refused it for a reason that can change, such as
@@ -17,6 +17,8 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::migrate::{MigrateError, open_migrated};
 
 /// Migrations, in order; entry `n` moves the schema from version `n` to `n + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -55,95 +57,6 @@ const MIGRATIONS: &[&str] = &[
         AND coalesce(reason, '') NOT LIKE 'bad signature%'
         AND coalesce(reason, '') NOT LIKE 'malformed%';",
 ];
-
-/// Why a database could not be opened and brought up to date.
-#[derive(Debug)]
-pub enum MigrateError {
-    /// SQLite refused.
-    Sqlite(rusqlite::Error),
-    /// The file's schema is newer than the migrations this binary knows.
-    TooNew {
-        /// The file's `user_version`.
-        found: i64,
-        /// How many migrations we know.
-        known: i64,
-    },
-}
-
-impl From<rusqlite::Error> for MigrateError {
-    fn from(e: rusqlite::Error) -> Self {
-        MigrateError::Sqlite(e)
-    }
-}
-
-/// Opens a SQLite file in WAL mode with the given `synchronous` level and applies the
-/// `migrations` above its `PRAGMA user_version`, each in its own transaction. Shared by the
-/// probe's store and the aggregator's database.
-///
-/// Several processes may open the same file at once (the daemon's tasks, `vantage status` run
-/// beside it, the aggregator's server and its maintenance command), so each migration step
-/// takes the write lock first (`BEGIN IMMEDIATE`) and reads the version again under it: the
-/// one that waited sees the migration done and does not run it twice.
-pub fn open_migrated(
-    path: &Path,
-    migrations: &[&str],
-    synchronous: &str,
-) -> Result<Connection, MigrateError> {
-    // Switching a new file to WAL needs an exclusive lock, and openers racing on a new file
-    // were seen to get "database is locked" despite the busy timeout (once in 40 runs of the
-    // race test on a loaded machine). Such an opener starts again, for a bounded while.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut pause_ms = 5;
-    loop {
-        match open_migrated_once(path, migrations, synchronous) {
-            Err(MigrateError::Sqlite(rusqlite::Error::SqliteFailure(e, _)))
-                if e.code == rusqlite::ErrorCode::DatabaseBusy
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(pause_ms));
-                pause_ms = (pause_ms * 2).min(200);
-            }
-            other => return other,
-        }
-    }
-}
-
-fn open_migrated_once(
-    path: &Path,
-    migrations: &[&str],
-    synchronous: &str,
-) -> Result<Connection, MigrateError> {
-    let mut conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", synchronous)?;
-    let known = i64::try_from(migrations.len()).unwrap_or(i64::MAX);
-    let version = |c: &Connection| -> rusqlite::Result<i64> {
-        c.pragma_query_value(None, "user_version", |r| r.get(0))
-    };
-    let mut current = version(&conn)?;
-    while current < known {
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        current = version(&tx)?;
-        let Some(sql) = usize::try_from(current)
-            .ok()
-            .and_then(|i| migrations.get(i))
-        else {
-            break;
-        };
-        tx.execute_batch(sql)?;
-        current += 1;
-        tx.pragma_update(None, "user_version", current)?;
-        tx.commit()?;
-    }
-    if current > known {
-        return Err(MigrateError::TooNew {
-            found: current,
-            known,
-        });
-    }
-    Ok(conn)
-}
 
 /// Store errors.
 #[derive(Debug, thiserror::Error)]

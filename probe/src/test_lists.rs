@@ -22,6 +22,25 @@ pub const HEADER: [&str; 6] = [
     "notes",
 ];
 
+/// Lists compiled into the binary: (name, CSV text), from the repository's `test-lists/`.
+/// They are what a probe measures when it has no list of its own, and what the aggregator
+/// serves (signed) and checks a country's blocking against when its operator gives none.
+pub const BUILTIN_LISTS: [(&str, &str); 4] = [
+    ("global", include_str!("../../test-lists/global.csv")),
+    ("ir", include_str!("../../test-lists/ir.csv")),
+    ("ru", include_str!("../../test-lists/ru.csv")),
+    ("tr", include_str!("../../test-lists/tr.csv")),
+];
+
+/// The built-in list called `name`.
+pub fn builtin_list(name: &str) -> Option<&'static str> {
+    let name = name.to_ascii_lowercase();
+    BUILTIN_LISTS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, text)| *text)
+}
+
 /// A problem with a list, naming the file and line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ListError {
@@ -471,7 +490,7 @@ impl ListChoice {
             let imported = data_dir.join("lists").join(format!("{name}.csv"));
             if imported.exists() {
                 take(TestList::read(&imported)?);
-            } else if let Some(text) = crate::run::builtin_list(&name) {
+            } else if let Some(text) = builtin_list(&name) {
                 take(TestList::parse(&name, text.as_bytes())?);
             } else {
                 loaded.missing.push(name);
@@ -501,6 +520,17 @@ mod tests {
     use super::*;
 
     const HEAD: &str = "url,category_code,category_description,date_added,source,notes\n";
+
+    #[test]
+    fn builtin_lists_parse_cleanly() {
+        for (name, text) in BUILTIN_LISTS {
+            let (list, problems) = TestList::parse(name, text.as_bytes()).expect("list");
+            assert!(problems.is_empty(), "{name}: {problems:?}");
+            assert!(list.entries.len() >= 5, "{name}");
+        }
+        assert!(builtin_list("IR").is_some());
+        assert!(builtin_list("zz").is_none());
+    }
 
     #[test]
     fn good_list_is_read_in_order() {

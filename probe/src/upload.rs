@@ -1,7 +1,8 @@
 //! Uploading the outbox to the aggregator (DESIGN "Aggregator", ingest).
 //!
 //! `POST {aggregator}/api/v1/measurements` with a body of signed envelope lines (JSONL). The
-//! aggregator answers 200 with one outcome per line:
+//! aggregator answers 200 with one outcome per line ([`crate::wire::IngestAnswer`], the type
+//! the aggregator writes it with):
 //!
 //! ```text
 //! {"results":[{"line":1,"id":"<hex>","status":"accepted"|"duplicate"|"rejected","reason":"..."}]}
@@ -22,13 +23,14 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
 use url::Url;
 
 use crate::engine::{EngineConfig, TlsContext, Trace, client};
 use crate::ooni::{Asn, CountryCode};
 use crate::store::{Delivery, Requeue, Store, StoreError};
 use crate::test_lists::{SignedListError, WriteError};
+pub use crate::wire::WhoAmI;
+use crate::wire::{IngestAnswer, Status};
 
 /// How to upload.
 #[derive(Debug, Clone)]
@@ -85,22 +87,6 @@ pub struct UploadReport {
     /// How long the aggregator asked the probe to wait (`Retry-After` on a 429 or 503), when
     /// the run gave up because of it.
     pub retry_after: Option<Duration>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Answer {
-    results: Vec<LineOutcome>,
-}
-
-#[derive(Debug, Deserialize)]
-struct LineOutcome {
-    #[serde(default)]
-    line: Option<u64>,
-    #[serde(default)]
-    id: Option<String>,
-    status: String,
-    #[serde(default)]
-    reason: Option<String>,
 }
 
 /// Why one request failed.
@@ -336,7 +322,7 @@ async fn send(
             retry_after: reply_retry_after(&reply),
         });
     }
-    let answer: Answer =
+    let answer: IngestAnswer =
         serde_json::from_slice(&reply.body).map_err(|e| Attempt::Answer(e.to_string()))?;
     let outcomes = read_answer(answer, pending, report);
     if outcomes.is_empty() {
@@ -363,20 +349,20 @@ fn reply_retry_after(reply: &client::Reply) -> Option<Duration> {
 /// sent, a second outcome for one line, an `accepted` or `duplicate` without the line's id,
 /// and statuses this version does not know are ignored: their lines stay queued.
 fn read_answer(
-    answer: Answer,
+    answer: IngestAnswer,
     pending: &[(String, String)],
     report: &mut UploadReport,
 ) -> Vec<(String, Delivery)> {
     let mut seen = vec![false; pending.len()];
     let mut outcomes = Vec::new();
     for outcome in answer.results {
-        let index = match (&outcome.id, outcome.line) {
-            (Some(id), _) => pending.iter().position(|(p, _)| p == id),
-            (None, Some(line)) => usize::try_from(line)
+        let index = match &outcome.id {
+            Some(id) => pending.iter().position(|(p, _)| p == id),
+            // Line 0 is what an outcome without a number reads as: no line.
+            None => usize::try_from(outcome.line)
                 .ok()
                 .and_then(|l| l.checked_sub(1))
                 .filter(|i| *i < pending.len()),
-            (None, None) => None,
         };
         let Some(i) = index else { continue };
         if seen[i] {
@@ -384,10 +370,10 @@ fn read_answer(
         }
         let (id, line) = &pending[i];
         let id_given = outcome.id.is_some();
-        let delivery = match outcome.status.as_str() {
-            "accepted" if id_given => Delivery::Accepted,
-            "duplicate" if id_given => Delivery::Duplicate,
-            "rejected" => rejection(outcome.reason.as_deref(), line, id_given),
+        let delivery = match outcome.status {
+            Status::Accepted if id_given => Delivery::Accepted,
+            Status::Duplicate if id_given => Delivery::Duplicate,
+            Status::Rejected => rejection(outcome.reason.as_deref(), line, id_given),
             _ => continue,
         };
         match &delivery {
@@ -491,16 +477,6 @@ impl Control {
             )),
         }
     }
-}
-
-/// What `GET /api/v1/whoami` answers: the caller's network and country, which the aggregator
-/// looks up from the connection's address and then forgets.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct WhoAmI {
-    /// `AS<n>`.
-    pub probe_asn: Asn,
-    /// Two letters.
-    pub probe_cc: CountryCode,
 }
 
 /// Asks the aggregator where this probe is. Never through a proxy: that would locate the proxy.
@@ -779,7 +755,7 @@ mod tests {
             .collect()
     }
 
-    fn answer(json: serde_json::Value) -> Answer {
+    fn answer(json: serde_json::Value) -> IngestAnswer {
         serde_json::from_value(json).expect("answer")
     }
 

@@ -28,6 +28,8 @@ use crate::engine::{EngineConfig, TlsContext, Trace, tcp};
 use crate::failure::{Failure, classify_io};
 use crate::ooni::{Measurement, TcpConnect, TlsHandshake};
 
+/// What `GET /api/v1/throughput` answers; defined with the other wire types.
+pub use crate::wire::ServerInfo;
 pub use score::{Assessment, Rules, Verdict};
 
 /// `test_name`.
@@ -48,17 +50,6 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// SHA-256 of its certificate.
     pub pin: CertPin,
-}
-
-/// What `GET /api/v1/throughput` answers: the server's port (on the aggregator's host) and pin.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServerInfo {
-    /// TCP port of the throughput server.
-    pub port: u16,
-    /// Hex SHA-256 of its certificate.
-    pub cert_sha256: String,
-    /// The largest payload it sends.
-    pub max_payload_bytes: u64,
 }
 
 /// The knobs of the test, with the defaults a daemon uses.
