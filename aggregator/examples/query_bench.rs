@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use vantage_aggregator::ingest::{IngestConfig, Origin, ingest};
+use vantage_aggregator::ingest::{IngestConfig, Origin, Status, ingest};
 use vantage_aggregator::store::Sqlite;
 use vantage_aggregator::store::compact::compact_all;
 use vantage_probe::envelope::Identity;
@@ -107,12 +107,15 @@ fn fill(db_path: &str, count: usize, fixtures: &str) {
                     }
                     let outcomes = ingest(&db, &body, &config, &fingerprints, &Origin::UNKNOWN)
                         .expect("ingest");
-                    let ok = outcomes.iter().filter(|o| o.status == "accepted").count();
+                    let ok = outcomes
+                        .iter()
+                        .filter(|o| o.status == Status::Accepted)
+                        .count();
                     assert_eq!(
                         ok,
                         outcomes.len(),
                         "{:?}",
-                        outcomes.iter().find(|o| o.status != "accepted")
+                        outcomes.iter().find(|o| o.status != Status::Accepted)
                     );
                     let done = accepted.fetch_add(ok, Ordering::Relaxed) + ok;
                     if done % 100_000 < BATCH {

@@ -61,7 +61,11 @@ fn seed(dir: &std::path::Path, t0: i64, cut: i64, back: i64) -> std::path::PathB
                     &ingest::Origin::UNKNOWN,
                 )
                 .expect("ingest");
-                assert!(outcomes.iter().all(|o| o.status == "accepted"));
+                assert!(
+                    outcomes
+                        .iter()
+                        .all(|o| o.status == ingest::Status::Accepted)
+                );
                 queue.clear();
             }
             t += 60;

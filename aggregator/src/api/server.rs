@@ -21,10 +21,10 @@ use http_body_util::BodyExt as _;
 use serde::Deserialize;
 use serde_json::json;
 use vantage_probe::engine::TlsContext;
-use vantage_probe::ooni::ControlRequest;
+use vantage_probe::ooni::{Asn, ControlRequest, CountryCode};
 use vantage_probe::th::{HelperConfig, answer};
-use vantage_probe::throttling::ServerInfo;
 use vantage_probe::verdict::fingerprints::Fingerprints;
+use vantage_probe::wire::{IngestAnswer, ServerInfo, WhoAmI};
 
 use crate::api::geo::Geo;
 use crate::detect::signals::{self, SignalQuery};
@@ -34,7 +34,7 @@ use crate::ingest::limits::{ByteBudget, RETRY_AFTER_SECS, Slots};
 use crate::ingest::stream::{
     CHANNEL_CHUNKS, ChunkReader, ChunkWriter, Ended, StreamError, ingest_lines,
 };
-use crate::ingest::{IngestConfig, LineOutcome, Origin, Session, heartbeat};
+use crate::ingest::{IngestConfig, LineOutcome, Origin, Session, Status, heartbeat};
 use crate::store::model::{BIN_SECONDS, Verification, parse_time};
 use crate::store::{DbError, Query, Storage};
 
@@ -53,10 +53,10 @@ impl Metrics {
     fn record(&self, outcomes: &[LineOutcome], took: std::time::Duration) {
         for o in outcomes {
             match o.status {
-                "accepted" => {
+                Status::Accepted => {
                     self.accepted.fetch_add(1, Ordering::Relaxed);
                 }
-                "duplicate" => {
+                Status::Duplicate => {
                     self.duplicate.fetch_add(1, Ordering::Relaxed);
                 }
                 _ => {
@@ -389,7 +389,11 @@ async fn whoami(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
     let (asn, cc) = state.geo.lookup(peer.ip());
-    axum::Json(json!({"probe_asn": format!("AS{asn}"), "probe_cc": cc})).into_response()
+    axum::Json(WhoAmI {
+        probe_asn: Asn(asn),
+        probe_cc: cc.parse().unwrap_or(CountryCode::UNKNOWN),
+    })
+    .into_response()
 }
 
 /// The network of the connecting address, for checking what a probe claims; the address itself
@@ -530,17 +534,18 @@ async fn upload(
             );
         }
     };
-    let mut answer = json!({ "results": results });
-    if let Some(problem) = problem {
-        answer["error"] = json!(problem);
-    }
-    if full {
+    let incomplete = full.then(|| {
         let last = results.last().map_or(0, |o| o.line);
-        answer["incomplete"] = json!(format!(
+        format!(
             "at most {} lines are read from one request: lines after line {last} were not read; send them again",
             state.ingest.max_lines
-        ));
-    }
+        )
+    });
+    let answer = IngestAnswer {
+        results,
+        error: problem,
+        incomplete,
+    };
     (status, axum::Json(answer)).into_response()
 }
 
@@ -660,7 +665,7 @@ async fn test_lists(State(state): State<AppState>, Path(cc): Path<String>) -> Re
             .map(|d| d.join(format!("{name}.csv")))
             .and_then(|p| std::fs::read_to_string(p).ok());
         if let Some(text) =
-            operator.or_else(|| vantage_probe::run::builtin_list(name).map(str::to_string))
+            operator.or_else(|| vantage_probe::test_lists::builtin_list(name).map(str::to_string))
         {
             lists.insert(name.to_string(), text);
         }

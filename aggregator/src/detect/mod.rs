@@ -144,7 +144,7 @@ fn hex_prefix(bytes: &[u8]) -> String {
 /// Host → category code, from the aggregator's lists: the built-in ones, then the operator's
 /// `--lists-dir` (which wins).
 pub fn categories(lists_dir: Option<&Path>) -> HashMap<String, String> {
-    let mut texts: Vec<(String, String)> = vantage_probe::run::BUILTIN_LISTS
+    let mut texts: Vec<(String, String)> = vantage_probe::test_lists::BUILTIN_LISTS
         .iter()
         .map(|(n, t)| (n.to_string(), t.to_string()))
         .collect();

@@ -23,7 +23,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
 use url::Url;
 use vantage_probe::envelope::{EnvelopeError, Verifier, verify};
 use vantage_probe::ooni::{Measurement, WEB_CONNECTIVITY, WebConnectivityMeasurement};
@@ -115,27 +114,11 @@ impl Origin {
     }
 }
 
-/// The answer for one line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LineOutcome {
-    /// 1-based line in the body.
-    pub line: usize,
-    /// The measurement id, when the line was a valid envelope.
-    pub id: Option<String>,
-    /// `accepted`, `duplicate` or `rejected`.
-    pub status: &'static str,
-    /// Why it was rejected.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
+/// The answer for one line: the wire type the probe reads it with.
+pub use vantage_probe::wire::{LineOutcome, Status};
 
 fn rejected(line: usize, id: Option<String>, reason: String) -> LineOutcome {
-    LineOutcome {
-        line,
-        id,
-        status: "rejected",
-        reason: Some(reason),
-    }
+    LineOutcome::rejected(line as u64, id, reason)
 }
 
 /// The envelope fields ingest needs from any measurement; `test_keys` is skipped unparsed, so a
@@ -495,12 +478,8 @@ impl<'a> Session<'a> {
         }
         let added = self.storage.insert(&self.rows)?;
         for ((row, n), new) in self.rows.drain(..).zip(self.row_lines.drain(..)).zip(added) {
-            self.outcomes.push(LineOutcome {
-                line: n,
-                id: Some(row.id),
-                status: if new { "accepted" } else { "duplicate" },
-                reason: None,
-            });
+            self.outcomes
+                .push(LineOutcome::stored(n as u64, row.id, new));
         }
         self.waiting_bytes = 0;
         Ok(())

@@ -244,7 +244,13 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let summary = outcomes
             .iter()
-            .map(|o| format!("{}:{}", o.line, o.reason.as_deref().unwrap_or(o.status)))
+            .map(|o| {
+                format!(
+                    "{}:{}",
+                    o.line,
+                    o.reason.as_deref().unwrap_or(o.status.as_str())
+                )
+            })
             .collect::<Vec<_>>()
             .join(" ");
         (ended, summary)

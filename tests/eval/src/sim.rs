@@ -670,7 +670,7 @@ pub fn simulate(
                 for o in
                     ingest::ingest(&storage, &body, &ingest_config, &fingerprints, &origin(asn))?
                 {
-                    if o.status != "accepted" {
+                    if o.status != ingest::Status::Accepted {
                         anyhow::bail!(
                             "upload refused: line {}: {} {:?}",
                             o.line,
@@ -701,7 +701,7 @@ pub fn simulate(
                         &fingerprints,
                         &x.origin,
                     )? {
-                        if o.status != "accepted" {
+                        if o.status != ingest::Status::Accepted {
                             anyhow::bail!(
                                 "attacker's upload refused: line {}: {} {:?}",
                                 o.line,

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 
-use vantage_probe::store::{MigrateError, open_migrated};
+use vantage_probe::migrate::{MigrateError, open_migrated};
 
 use super::model::{
     Event, Kind, ProbeBin, ProbeContacts, RateSample, ThrottlingObservation, TimelineQuery,
