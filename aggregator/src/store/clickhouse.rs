@@ -31,6 +31,13 @@
 //!   version (`PREWHERE`) and find an old verdict.
 //! - Enrolment tokens and the detector lease: insert, then read back who came first; see
 //!   [`ClickHouse::redeem_token`] and [`ClickHouse::try_lease`] for what a race can do.
+//! - Signals: SQLite adds each measurement and heartbeat to its probe's bin in the transaction
+//!   that stores it; here the bins, contacts and verified contacts are grouped at read time from
+//!   each measurement's newest version and each heartbeat once, with what SQL cannot read from
+//!   the row (its time in seconds, a canary's counts, the verdict's goodput) stored beside it
+//!   at insert. See `ClickHouse::bin_rows`.
+//! - Events: a replaced event is a newer version with `deleted = 1`, written in the same
+//!   INSERT as its replacements (`replace_events`), so a reader sees the old set or the new.
 
 use std::time::Duration;
 
@@ -52,7 +59,7 @@ const MIGRATIONS: &[&[&str]] = &[
         // The columns of SQLite's `measurements`, less the envelope, plus the version that
         // makes the newest verdict win, and what SQLite keeps in its signal tables or reads
         // with JSON functions (18.16 has none), computed once at insert so that the signals
-        // can be grouped from the rows at read time (see "Signals" in the module's docs):
+        // can be grouped from the rows at read time (`ClickHouse::bin_rows`):
         // `ts`, the epoch seconds of `measured_at` (`model::parse_time`; NULL when it does
         // not read, as SQLite then counts it in no bin); a canary's `model::canary_counts`;
         // the verdict's `goodput.probe_kbps` and `goodput.below_control`. Ordered for the searches by country and time; the id
