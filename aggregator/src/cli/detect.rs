@@ -1,12 +1,12 @@
 //! `detect`: one detection pass now.
 
+use super::compact::DbArgs;
 use super::*;
 
 #[derive(Debug, clap::Args)]
 pub(super) struct DetectArgs {
-    /// The database file.
-    #[arg(long, value_name = "FILE")]
-    db: PathBuf,
+    #[command(flatten)]
+    store: DbArgs,
     /// One country; default: every country with signals in the window.
     #[arg(long)]
     cc: Option<String>,
@@ -32,9 +32,9 @@ pub(super) fn detect(args: &DetectArgs) -> Result<ExitCode> {
         })
         .transpose()?;
     let categories = vantage_aggregator::detect::categories(args.lists.as_deref());
-    let db = Sqlite::open(&args.db)?;
+    let db = args.store.open()?;
     let n = vantage_aggregator::detect::detect(
-        &db,
+        db.as_ref(),
         args.cc.as_deref(),
         vantage_aggregator::detect::Pass::Full(since),
         vantage_aggregator::store::now(),

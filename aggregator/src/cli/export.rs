@@ -16,6 +16,6 @@ pub(super) fn export(args: &ExportArgs) -> Result<ExitCode> {
     let (db, q) = open_query(&args.filters)?;
     let format = Format::parse(&args.format).context("--format is jsonl or csv")?;
     let mut out = std::io::stdout().lock();
-    vantage_aggregator::api::export::export(&db, &q, format, &mut out)?;
+    vantage_aggregator::api::export::export(db.as_ref(), &q, format, &mut out)?;
     Ok(ExitCode::SUCCESS)
 }

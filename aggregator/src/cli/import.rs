@@ -1,26 +1,26 @@
 //! `import-ooni`: OONI measurements stored beside Vantage's.
 
+use super::compact::DbArgs;
 use super::*;
 
 #[derive(Debug, clap::Args)]
 pub(super) struct ImportArgs {
-    /// The database file.
-    #[arg(long, value_name = "FILE")]
-    db: PathBuf,
+    #[command(flatten)]
+    store: DbArgs,
     /// Files to import.
     #[arg(required = true)]
     files: Vec<PathBuf>,
 }
 
 pub(super) fn import_ooni(args: &ImportArgs) -> Result<ExitCode> {
-    let db = Sqlite::open(&args.db)?;
+    let db = args.store.open()?;
     let fps = Fingerprints::builtin();
     let mut failed = false;
     for path in &args.files {
         let text =
             vantage_aggregator::ingest::maintain::read_text(path).map_err(anyhow::Error::msg)?;
         let report = vantage_aggregator::ingest::maintain::import_ooni(
-            &db,
+            db.as_ref(),
             &path.display().to_string(),
             &text,
             &fps,

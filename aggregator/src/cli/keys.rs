@@ -4,9 +4,13 @@ use super::*;
 
 #[derive(Debug, clap::Args)]
 pub(super) struct KeysArgs {
-    /// The database file.
-    #[arg(long, value_name = "FILE", global = true)]
+    /// The database file (SQLite).
+    #[arg(long, value_name = "FILE", global = true, conflicts_with = "store")]
     db: Option<PathBuf>,
+    /// Where the data is stored instead of --db: sqlite:FILE or clickhouse://HOST:PORT/DB, as
+    /// for `serve --store`.
+    #[arg(long, value_name = "URL", global = true)]
+    store: Option<vantage_aggregator::store::Location>,
     #[command(subcommand)]
     command: KeysCommand,
 }
@@ -36,8 +40,15 @@ pub(super) enum KeysCommand {
 }
 
 pub(super) fn keys(args: &KeysArgs) -> Result<ExitCode> {
-    let path = args.db.as_ref().context("--db FILE is required")?;
-    let db = Sqlite::open(path)?;
+    // Not a clap group: a global argument may come after the subcommand
+    // (`keys list --db FILE`), where a group of the parent command does not see it.
+    let db: Arc<dyn Storage> = match (&args.db, &args.store) {
+        (Some(path), _) => Arc::new(Sqlite::open(path)?),
+        (None, Some(location)) => location
+            .open()
+            .with_context(|| format!("cannot open the store {location}"))?,
+        (None, None) => bail!("--db FILE or --store URL is required"),
+    };
     let valid = |key: &str| -> Result<()> {
         if vantage_probe::envelope::parse_public_key(key).is_none() {
             bail!("{key:?} is not a base64 Ed25519 public key");
@@ -62,7 +73,10 @@ pub(super) fn keys(args: &KeysArgs) -> Result<ExitCode> {
         }
         KeysCommand::Token { count } => {
             for _ in 0..*count {
-                outln!("{}", vantage_aggregator::ingest::enrol::new_token(&db)?)?;
+                outln!(
+                    "{}",
+                    vantage_aggregator::ingest::enrol::new_token(db.as_ref())?
+                )?;
             }
         }
     }

@@ -1,12 +1,12 @@
 //! `query`: a search of stored measurements, as `GET /api/v1/measurements`.
 
+use super::compact::DbArgs;
 use super::*;
 
 #[derive(Debug, clap::Args)]
 pub(super) struct QueryArgs {
-    /// The database file.
-    #[arg(long, value_name = "FILE")]
-    db: PathBuf,
+    #[command(flatten)]
+    store: DbArgs,
     /// Country code.
     #[arg(long)]
     cc: Option<String>,
@@ -39,7 +39,9 @@ pub(super) struct QueryArgs {
     limit: usize,
 }
 
-pub(super) fn open_query(args: &QueryArgs) -> Result<(Sqlite, vantage_aggregator::store::Query)> {
+pub(super) fn open_query(
+    args: &QueryArgs,
+) -> Result<(Arc<dyn Storage>, vantage_aggregator::store::Query)> {
     let params = SearchParams {
         cc: args.cc.clone(),
         asn: args.asn.clone(),
@@ -55,10 +57,7 @@ pub(super) fn open_query(args: &QueryArgs) -> Result<(Sqlite, vantage_aggregator
     };
     let mut q = params.to_query().map_err(anyhow::Error::msg)?;
     q.limit = args.limit.max(1);
-    if !args.db.exists() {
-        bail!("no database at {}", args.db.display());
-    }
-    Ok((Sqlite::open(&args.db)?, q))
+    Ok((args.store.open_existing()?, q))
 }
 
 pub(super) fn query(args: &QueryArgs) -> Result<ExitCode> {

@@ -1,12 +1,12 @@
 //! `signals`: a network's signals in 5-minute bins, as `GET /api/v1/signals`.
 
+use super::compact::DbArgs;
 use super::*;
 
 #[derive(Debug, clap::Args)]
 pub(super) struct SignalsArgs {
-    /// The database file.
-    #[arg(long, value_name = "FILE")]
-    db: PathBuf,
+    #[command(flatten)]
+    store: DbArgs,
     /// Country code.
     #[arg(long)]
     cc: String,
@@ -34,9 +34,9 @@ pub(super) fn signals(args: &SignalsArgs) -> Result<ExitCode> {
     let q = params
         .to_query(vantage_aggregator::store::now())
         .map_err(anyhow::Error::msg)?;
-    let db = Sqlite::open(&args.db)?;
+    let db = args.store.open()?;
     let mut out = std::io::stdout().lock();
-    let bins = vantage_aggregator::detect::signals::query(&db, &q, Default::default())?;
+    let bins = vantage_aggregator::detect::signals::query(db.as_ref(), &q, Default::default())?;
     if args.json {
         for bin in &bins {
             writeln!(out, "{}", serde_json::to_string(bin)?)?;

@@ -1,12 +1,12 @@
 //! `timeline`: the stored events, as `GET /api/v1/timeline`.
 
+use super::compact::DbArgs;
 use super::*;
 
 #[derive(Debug, clap::Args)]
 pub(super) struct TimelineArgs {
-    /// The database file.
-    #[arg(long, value_name = "FILE")]
-    db: PathBuf,
+    #[command(flatten)]
+    store: DbArgs,
     /// Country code; default: every country.
     #[arg(long)]
     cc: Option<String>,
@@ -42,7 +42,7 @@ pub(super) fn timeline(args: &TimelineArgs) -> Result<ExitCode> {
     let q = params
         .to_query(vantage_aggregator::store::now())
         .map_err(anyhow::Error::msg)?;
-    let db = Sqlite::open(&args.db)?;
+    let db = args.store.open()?;
     let events = db.timeline(&q)?;
     let mut out = std::io::stdout().lock();
     if args.json {
