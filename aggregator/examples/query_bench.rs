@@ -1,7 +1,8 @@
 //! Query benchmark (BENCHMARKS.md, issue 5 (b)): search latency with millions of stored
 //! measurements.
 //!
-//! `fill DB COUNT FIXTURE_DIR` stores COUNT signed web_connectivity measurements through the
+//! `fill STORE COUNT FIXTURE_DIR` (STORE: a file, `sqlite:FILE` or `clickhouse://HOST:PORT/DB`)
+//! stores COUNT signed web_connectivity measurements through the
 //! aggregator's own ingest (signature check, scoring, insert) and compaction, made from OONI's
 //! measurements of 2 to 8 KB: 40 countries of very different sizes (the i-th has weight 1/i),
 //! 50 networks each, 20,000 domains, 1,000 probes each uploading batches of 1,000, spread over
@@ -15,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use vantage_aggregator::ingest::{IngestConfig, Origin, Status, ingest};
-use vantage_aggregator::store::Sqlite;
+use vantage_aggregator::store::Location;
 use vantage_aggregator::store::compact::compact_all;
 use vantage_probe::envelope::Identity;
 use vantage_probe::verdict::fingerprints::Fingerprints;
@@ -60,7 +61,7 @@ fn timestamp(secs: i64) -> String {
     t.format(&f).expect("format")
 }
 
-fn fill(db_path: &str, count: usize, fixtures: &str) {
+fn fill(store: &str, count: usize, fixtures: &str) {
     let mut templates: Vec<serde_json::Value> = std::fs::read_dir(fixtures)
         .expect("fixtures")
         .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
@@ -72,7 +73,9 @@ fn fill(db_path: &str, count: usize, fixtures: &str) {
     let probes: Vec<Identity> = (0..PROBES)
         .map(|_| Identity::generate().expect("key"))
         .collect();
-    let db = Sqlite::open(std::path::Path::new(db_path)).expect("db");
+    let location: Location = store.parse().expect("STORE: a file, sqlite:FILE or clickhouse://");
+    let db = location.open().expect("store");
+    let db = &*db;
     let config = IngestConfig::default();
     let fingerprints = Fingerprints::builtin();
     let next = AtomicUsize::new(0);
@@ -105,7 +108,7 @@ fn fill(db_path: &str, count: usize, fixtures: &str) {
                         body.push_str(&probe.seal(&v.to_string()).expect("seal").1);
                         body.push('\n');
                     }
-                    let outcomes = ingest(&db, &body, &config, &fingerprints, &Origin::UNKNOWN)
+                    let outcomes = ingest(db, &body, &config, &fingerprints, &Origin::UNKNOWN)
                         .expect("ingest");
                     let ok = outcomes
                         .iter()
@@ -119,7 +122,7 @@ fn fill(db_path: &str, count: usize, fixtures: &str) {
                     );
                     let done = accepted.fetch_add(ok, Ordering::Relaxed) + ok;
                     if done % 100_000 < BATCH {
-                        compact_all(&db, Duration::ZERO).expect("compact");
+                        compact_all(db, Duration::ZERO).expect("compact");
                         eprintln!(
                             "{done} stored ({:.0}/s)",
                             done as f64 / started.elapsed().as_secs_f64()
@@ -129,7 +132,7 @@ fn fill(db_path: &str, count: usize, fixtures: &str) {
             });
         }
     });
-    compact_all(&db, Duration::ZERO).expect("compact");
+    compact_all(db, Duration::ZERO).expect("compact");
     let secs = started.elapsed().as_secs_f64();
     println!(
         "filled {} measurements in {secs:.0} s ({:.0}/s, ingest and compaction)",
@@ -200,12 +203,12 @@ fn query(addr: &str, count: usize) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match &args[1..] {
-        [mode, db, count, fixtures] if mode == "fill" => {
-            fill(db, count.parse().expect("COUNT"), fixtures);
+        [mode, store, count, fixtures] if mode == "fill" => {
+            fill(store, count.parse().expect("COUNT"), fixtures);
         }
         [mode, addr, count] if mode == "query" => query(addr, count.parse().expect("COUNT")),
         _ => {
-            eprintln!("usage: query_bench fill DB COUNT FIXTURE_DIR | query ADDR COUNT");
+            eprintln!("usage: query_bench fill STORE COUNT FIXTURE_DIR | query ADDR COUNT");
             std::process::exit(2);
         }
     }

@@ -15,7 +15,7 @@
 //! answer read to the end) and the lines per second accepted under load. Bodies are OONI's own
 //! web_connectivity measurements of 2 to 8 KB, made unique by their input; each uploader signs
 //! its lines as it goes, as a probe does. A 503 (upload budget spent) is retried after 100 ms
-//! and counted. Only the given (loopback) address is ever contacted.
+//! and counted. Only the given (loopback) addresses are ever contacted.
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -136,11 +136,15 @@ impl Uploader<'_> {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: read_under_ingest ADDR SECONDS FIXTURE_DIR [UPLOADERS] [BATCH]";
+    let usage = "usage: read_under_ingest ADDR[,ADDR...] SECONDS FIXTURE_DIR [UPLOADERS] [BATCH]";
     let (addr, seconds, fixtures) = match &args[..] {
         [_, a, s, f, ..] => (a.clone(), s.parse::<u64>().context(usage)?, f.clone()),
         _ => bail!(usage),
     };
+    // Several addresses: nodes of one store (`serve --store clickhouse://`); uploader `who`
+    // posts to node `who % n`, and searches go to the first.
+    let nodes: Vec<String> = addr.split(',').map(String::from).collect();
+    let addr = nodes[0].clone();
     let uploaders: usize = args.get(4).map_or(Ok(50), |v| v.parse()).context(usage)?;
     let batch: usize = args.get(5).map_or(Ok(100), |v| v.parse()).context(usage)?;
     if uploaders == 0 || batch == 0 {
@@ -190,7 +194,7 @@ fn main() -> anyhow::Result<()> {
             .iter_mut()
             .enumerate()
             .map(|(who, p)| {
-                let addr = &addr;
+                let addr = &nodes[who % nodes.len()];
                 s.spawn(move || -> anyhow::Result<usize> {
                     let mut n = 0;
                     for _ in 0..PRELOAD_BATCHES {
@@ -238,8 +242,13 @@ fn main() -> anyhow::Result<()> {
             .iter_mut()
             .enumerate()
             .map(|(who, p)| {
-                let (addr, stop, accepted, busy, upload_errors) =
-                    (&addr, &stop, &accepted, &busy, &upload_errors);
+                let (addr, stop, accepted, busy, upload_errors) = (
+                    &nodes[who % nodes.len()],
+                    &stop,
+                    &accepted,
+                    &busy,
+                    &upload_errors,
+                );
                 s.spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         match p.upload(addr, who) {
