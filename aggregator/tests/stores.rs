@@ -552,5 +552,49 @@ async fn story(store: &Store) {
         err.contains("\"not a key\" is not a base64 Ed25519 public key"),
         "{err}"
     );
+
+    // OONI's measurements imported beside them (once: a second import finds them there), and
+    // every web_connectivity verdict recomputed.
+    let ooni = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/data/ooni/webconnectivity/generated-successWithHTTP.json");
+    let ooni = ooni.to_str().expect("utf-8");
+    let (ok, out, err) = cli(store, &["import-ooni", ooni]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim(),
+        format!("{ooni}: 1 stored, 0 already there, 0 skipped")
+    );
+    let (ok, out, err) = cli(store, &["import-ooni", ooni]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim(),
+        format!("{ooni}: 0 stored, 1 already there, 0 skipped")
+    );
+    let (ok, out, err) = cli(
+        store,
+        &[
+            "query",
+            "--cc",
+            "IT",
+            "--since",
+            "2024-02-12",
+            "--until",
+            "2024-02-13",
+        ],
+    );
+    assert!(ok, "{err}");
+    let imported: Value = serde_json::from_str(out.trim()).expect("one JSON line");
+    assert_eq!(
+        (imported["source"].as_str(), imported["probe_asn"].as_str()),
+        (Some("ooni"), Some("AS137")),
+        "{imported}"
+    );
+    let (ok, out, err) = cli(store, &["rescore"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim(),
+        "rescored 32 measurements with vantage-1",
+        "30, 1 and 1"
+    );
     drop(server);
 }
