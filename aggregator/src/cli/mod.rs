@@ -36,6 +36,7 @@ mod detect;
 mod export;
 mod import;
 mod keys;
+mod migrate;
 mod query;
 mod rescore;
 mod score;
@@ -80,6 +81,10 @@ enum Command {
     /// Compress every stored envelope now (the server does this by itself a minute after
     /// ingest). Envelopes read back byte for byte; only the space they take changes.
     Compact(compact::DbArgs),
+    /// Copy every measurement (envelopes byte for byte), heartbeat, key and event from one
+    /// store into another (sqlite:FILE, clickhouse://HOST:PORT/DB), then check that the copy
+    /// answers as the source does, signals included; exits 1 on any difference.
+    Migrate(migrate::MigrateArgs),
     /// Score OONI web_connectivity measurements (JSONL or one JSON document) and print one
     /// verdict per line: blocking, accessible, dns_consistency, confirmed, fingerprints, the
     /// rule set version, and OONI's own verdict from the input for comparison.
@@ -134,6 +139,7 @@ pub fn main() -> ExitCode {
         Command::Rescore(args) => rescore::rescore(&args),
         Command::Export(args) => export::export(&args),
         Command::Compact(args) => compact::compact(&args),
+        Command::Migrate(args) => migrate::migrate(&args),
         Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

@@ -49,7 +49,7 @@ use super::model::{
     Scope, ThrottlingObservation, TimelineQuery, VerdictRow, Vouches, canary_counts, format_time,
     parse_time,
 };
-use super::{DbError, Found, KeyState, Query, Redeemed, Row, Storage, now};
+use super::{DbError, Found, KeyState, Query, Redeemed, Row, Storage, StoredHeartbeat, now};
 
 /// The numbered migrations. Every statement is idempotent (`IF NOT EXISTS`): several nodes may
 /// open one database at once and run the same migration together.
@@ -1251,6 +1251,162 @@ impl ClickHouse {
     }
 }
 
+/// What copying a store reads (`vantage-aggregator migrate`).
+impl ClickHouse {
+    /// A page of ids from `envelopes` (ordered by id, so `id > after` is a range of its primary
+    /// index), then [`ClickHouse::stored_rows`] of them. Before read-in-order (ClickHouse
+    /// 19.14) the server sorts the ids after `after` to take the first `limit`, so paging a
+    /// whole archive out of 18.16 costs more with each page; copying into ClickHouse never
+    /// pages it (the copy is checked with [`ClickHouse::stored_rows`], by id).
+    pub fn rows_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<Row>, DbError> {
+        #[derive(Deserialize)]
+        struct Id {
+            id: String,
+        }
+        let ids: Vec<Id> = self.rows(
+            "paging measurements",
+            &format!(
+                "SELECT DISTINCT id FROM envelopes WHERE id > {} ORDER BY id LIMIT {limit}",
+                quote(after.unwrap_or(""))
+            ),
+        )?;
+        let ids: Vec<&str> = ids.iter().map(|i| i.id.as_str()).collect();
+        self.stored_rows(&ids)
+    }
+
+    /// The measurements of `ids` that have an envelope, in id order, each its newest version:
+    /// the envelopes by id (their primary index), then the rows by their whole sorting key
+    /// (country, time, id), which the envelope gives, so neither read scans a table.
+    pub fn stored_rows(&self, ids: &[&str]) -> Result<Vec<Row>, DbError> {
+        let op = "reading measurements by id";
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        #[derive(Deserialize)]
+        struct E {
+            id: String,
+            cc: String,
+            at: String,
+            env: String,
+        }
+        let list = ids.iter().map(|id| quote(id)).collect::<Vec<_>>().join(",");
+        let envelopes: Vec<E> = self.rows(
+            op,
+            &format!(
+                "SELECT id, any(probe_cc) AS cc, any(measured_at) AS at, any(envelope) AS env
+                 FROM envelopes WHERE id IN ({list}) GROUP BY id"
+            ),
+        )?;
+        if envelopes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = envelopes
+            .iter()
+            .map(|e| format!("({},{},{})", quote(&e.cc), quote(&e.at), quote(&e.id)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut newest: std::collections::HashMap<String, StoredRow> =
+            std::collections::HashMap::new();
+        for row in self.rows::<StoredRow>(
+            op,
+            &format!(
+                "SELECT {STORED_COLUMNS} FROM measurements FINAL
+                 WHERE (probe_cc, measured_at, id) IN ({keys})"
+            ),
+        )? {
+            match newest.get(&row.id) {
+                Some(kept) if kept.version >= row.version => {}
+                _ => {
+                    newest.insert(row.id.clone(), row);
+                }
+            }
+        }
+        let mut rows: Vec<Row> = envelopes
+            .into_iter()
+            .filter_map(|e| {
+                let m = newest.remove(&e.id)?;
+                Some(Row {
+                    id: m.id,
+                    source: m.source,
+                    probe_key: m.probe_key,
+                    probe_cc: m.probe_cc,
+                    probe_asn: m.probe_asn,
+                    test_name: m.test_name,
+                    input: m.input,
+                    domain: m.domain,
+                    measured_at: m.measured_at,
+                    blocking: m.blocking,
+                    accessible: m.accessible.map(|a| a != 0),
+                    confirmed: m.confirmed != 0,
+                    rule_set: m.rule_set,
+                    verdict: m.verdict,
+                    envelope: e.env,
+                    network_verified: m.network_verified != 0,
+                })
+            })
+            .collect();
+        rows.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(rows)
+    }
+
+    /// Measurements with an envelope, each once.
+    pub fn measurement_count(&self) -> Result<u64, DbError> {
+        #[derive(Deserialize)]
+        struct N {
+            n: u64,
+        }
+        Ok(self
+            .rows::<N>(
+                "counting measurements",
+                "SELECT uniqExact(id) AS n FROM envelopes",
+            )?
+            .first()
+            .map_or(0, |r| r.n))
+    }
+
+    /// Heartbeats in (key, `sent_at`) order, the table's sorting key, each once.
+    pub fn heartbeats_page(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<StoredHeartbeat>, DbError> {
+        #[derive(Deserialize)]
+        struct H {
+            probe_key: String,
+            cc: String,
+            asn: u32,
+            sent_at: String,
+            verified: u8,
+        }
+        let filter = after.map_or(String::new(), |(key, sent_at)| {
+            format!(
+                " WHERE probe_key > {k} OR (probe_key = {k} AND sent_at > {s})",
+                k = quote(key),
+                s = quote(sent_at)
+            )
+        });
+        let rows: Vec<H> = self.rows(
+            "paging heartbeats",
+            &format!(
+                "SELECT probe_key, any(probe_cc) AS cc, any(probe_asn) AS asn, sent_at,
+                     any(network_verified) AS verified
+                 FROM heartbeats{filter} GROUP BY probe_key, sent_at
+                 ORDER BY probe_key, sent_at LIMIT {limit}"
+            ),
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|h| StoredHeartbeat {
+                key: h.probe_key,
+                cc: h.cc,
+                asn: h.asn,
+                sent_at: h.sent_at,
+                verified: h.verified != 0,
+            })
+            .collect())
+    }
+}
+
 /// Every method of the trait is the inherent one of the same name above, or, for what the
 /// signals and the detectors read, grouped from the stored rows here with the semantics of
 /// SQLite's (`store/sqlite/signals.rs`, `store/sqlite/detect.rs`).
@@ -1736,6 +1892,26 @@ impl Storage for ClickHouse {
 
     fn redeem_token(&self, token_sha256: &str, key: &str) -> Result<Redeemed, DbError> {
         ClickHouse::redeem_token(self, token_sha256, key)
+    }
+
+    fn rows_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<Row>, DbError> {
+        ClickHouse::rows_page(self, after, limit)
+    }
+
+    fn rows_of(&self, ids: &[&str]) -> Result<Vec<Row>, DbError> {
+        self.stored_rows(ids)
+    }
+
+    fn measurement_count(&self) -> Result<u64, DbError> {
+        ClickHouse::measurement_count(self)
+    }
+
+    fn heartbeats_page(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<StoredHeartbeat>, DbError> {
+        ClickHouse::heartbeats_page(self, after, limit)
     }
 }
 

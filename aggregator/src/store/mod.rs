@@ -58,7 +58,7 @@ pub enum DbError {
 }
 
 /// One measurement to store.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     /// SHA-256 of the measurement bytes.
     pub id: String,
@@ -283,6 +283,39 @@ pub trait Storage: Send + Sync {
     fn add_token(&self, token_sha256: &str) -> Result<(), DbError>;
     /// Spends a token for `key` and trusts the key, in one transaction.
     fn redeem_token(&self, token_sha256: &str, key: &str) -> Result<Redeemed, DbError>;
+    /// Up to `limit` stored measurements with ids after `after` (all when `None`), in id order,
+    /// each as the [`Row`] it was stored from: the envelope byte for byte and the newest
+    /// verdict. What copies one store into another (`vantage-aggregator migrate`) reads, a
+    /// page at a time, so that no store is ever held in memory.
+    fn rows_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<Row>, DbError>;
+    /// The stored measurements of `ids` (those that exist, in id order), as
+    /// [`Storage::rows_page`] gives them: how a copy is checked against its source, one page
+    /// of the source at a time.
+    fn rows_of(&self, ids: &[&str]) -> Result<Vec<Row>, DbError>;
+    /// How many measurements are stored (each once).
+    fn measurement_count(&self) -> Result<u64, DbError>;
+    /// Up to `limit` recorded heartbeats after `after` (key, `sent_at`) (all when `None`), in
+    /// (key, `sent_at`) order, each once: what a copy replays through [`Storage::heartbeat`].
+    fn heartbeats_page(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<StoredHeartbeat>, DbError>;
+}
+
+/// One recorded heartbeat, as [`Storage::heartbeat`] took it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredHeartbeat {
+    /// The probe key.
+    pub key: String,
+    /// Country.
+    pub cc: String,
+    /// ASN number.
+    pub asn: u32,
+    /// When the probe sent it (`YYYY-MM-DD HH:MM:SS`).
+    pub sent_at: String,
+    /// It came from an address inside the network it claims.
+    pub verified: bool,
 }
 
 /// What spending an enrolment token did.

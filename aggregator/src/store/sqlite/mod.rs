@@ -23,7 +23,7 @@ use super::model::{
     Event, Kind, ProbeBin, ProbeContacts, RateSample, ThrottlingObservation, TimelineQuery,
     VerdictRow, Vouches,
 };
-use super::{DbError, Found, KeyState, Query, Redeemed, Row, Storage, now};
+use super::{DbError, Found, KeyState, Query, Redeemed, Row, Storage, StoredHeartbeat, now};
 
 mod detect;
 mod signals;
@@ -678,6 +678,103 @@ impl Storage for Sqlite {
                 .collect()
         })
     }
+
+    fn rows_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<Row>, DbError> {
+        // `id` is UNIQUE, so its index gives the pages in order without sorting.
+        let sql = format!("{ROW_SELECT} WHERE m.id > ?1 ORDER BY m.id LIMIT ?2");
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|c| {
+            c.prepare_cached(&sql)?
+                .query_map(params![after.unwrap_or(""), limit], stored_row)?
+                .collect()
+        })
+    }
+
+    fn rows_of(&self, ids: &[&str]) -> Result<Vec<Row>, DbError> {
+        let sql = format!("{ROW_SELECT} WHERE m.id = ?1");
+        let mut sorted = ids.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            let mut rows = Vec::with_capacity(sorted.len());
+            for id in sorted {
+                if let Some(row) = stmt.query_row([id], stored_row).optional()? {
+                    rows.push(row);
+                }
+            }
+            Ok(rows)
+        })
+    }
+
+    fn measurement_count(&self) -> Result<u64, DbError> {
+        self.read(|c| {
+            c.query_row("SELECT count(*) FROM measurements", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    fn heartbeats_page(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<StoredHeartbeat>, DbError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // The primary key (probe_key, sent_at) serves the row-value comparison and the order.
+        let (filter, key, sent_at) = match after {
+            Some((key, sent_at)) => ("(probe_key, sent_at) > (?1, ?2)", key, sent_at),
+            None => ("?1 = ?2", "", ""),
+        };
+        let sql = format!(
+            "SELECT probe_key, probe_cc, probe_asn, sent_at, network_verified FROM heartbeats
+             WHERE {filter} ORDER BY probe_key, sent_at LIMIT ?3"
+        );
+        self.read(|c| {
+            c.prepare_cached(&sql)?
+                .query_map(params![key, sent_at, limit], |r| {
+                    Ok(StoredHeartbeat {
+                        key: r.get(0)?,
+                        cc: r.get(1)?,
+                        asn: r.get(2)?,
+                        sent_at: r.get(3)?,
+                        verified: r.get(4)?,
+                    })
+                })?
+                .collect()
+        })
+    }
+}
+
+/// A measurement's columns and its envelope (wherever compaction left it), as [`stored_row`]
+/// reads them.
+const ROW_SELECT: &str = "SELECT m.id, m.source, m.probe_key, m.probe_cc, m.probe_asn,
+    m.test_name, m.input, m.domain, m.measured_at, m.blocking, m.accessible, m.confirmed,
+    m.rule_set, m.verdict, coalesce(p.body, r.body), m.network_verified FROM measurements m
+    LEFT JOIN envelopes_packed p ON p.seq = m.seq
+    LEFT JOIN envelopes_raw r ON r.seq = m.seq";
+
+/// One row of [`ROW_SELECT`] as the [`Row`] it was stored from.
+fn stored_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
+        id: r.get(0)?,
+        source: r.get(1)?,
+        probe_key: r.get(2)?,
+        probe_cc: r.get(3)?,
+        probe_asn: r.get(4)?,
+        test_name: r.get(5)?,
+        input: r.get(6)?,
+        domain: r.get(7)?,
+        measured_at: r.get(8)?,
+        blocking: r.get(9)?,
+        accessible: r.get(10)?,
+        confirmed: r.get(11)?,
+        rule_set: r.get(12)?,
+        verdict: r.get(13)?,
+        envelope: stored_envelope(r, 14)?,
+        network_verified: r.get(15)?,
+    })
 }
 
 #[cfg(test)]

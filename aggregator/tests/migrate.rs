@@ -1,0 +1,359 @@
+//! `vantage-aggregator migrate` end to end: an SQLite store filled through the real ingest
+//! (signed heartbeats and canaries of five probes, one network dark for an hour, some contacts
+//! from inside their network, a revoked key) and a detection pass, copied by the real binary
+//! into a real ClickHouse server and into another SQLite file; the copies are then read through
+//! the stores as the API reads them. Running it twice, a verdict changed at the source, a
+//! tampered copy, and bad locations are each checked for what the user sees.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{AGGREGATOR, tempdir};
+use serde_json::{Value, json};
+use vantage_aggregator::detect::{self, DetectConfig, Pass, format_time};
+use vantage_aggregator::ingest::{self, IngestConfig, Origin};
+use vantage_aggregator::store::model::{Event, TimelineQuery};
+use vantage_aggregator::store::{KeyState, Location, Row, Sqlite, Storage};
+use vantage_fixtures::clickhouse::Server;
+use vantage_probe::envelope::Identity;
+use vantage_probe::verdict::fingerprints::Fingerprints;
+
+fn signed(key: &Identity, test_name: &str, at: i64, runtime: f64, keys: Value) -> String {
+    let mut m = serde_json::to_value(vantage_probe::ooni::Measurement::vantage(
+        test_name, "0.1.0", keys,
+    ))
+    .expect("json");
+    m["probe_cc"] = "IR".into();
+    m["probe_asn"] = "AS64500".into();
+    m["measurement_start_time"] = format_time(at).into();
+    m["test_runtime"] = runtime.into();
+    key.seal(&m.to_string()).expect("seal").1
+}
+
+/// Three hours of five probes of AS64500, dark for the middle hour (the canaries they recorded
+/// offline uploaded when back); the first two probes connect from inside their network. Then
+/// the last probe's key is revoked and the detectors run. Returns the file and the events.
+fn seed(dir: &Path) -> (PathBuf, Vec<Event>) {
+    let path = dir.join("source.db");
+    let db = Sqlite::open(&path).expect("db");
+    let now = vantage_aggregator::store::now();
+    let t0 = (now - 3 * 3600) / 60 * 60;
+    let (cut, back) = (t0 + 3600, t0 + 7200);
+    let config = IngestConfig::default();
+    let fingerprints = Fingerprints::builtin();
+    let mut last_key = None;
+    for p in 0..5 {
+        let key = Identity::generate().expect("key");
+        let origin = if p < 2 {
+            Origin::observed(64500, "IR")
+        } else {
+            Origin::UNKNOWN
+        };
+        let mut queue = Vec::new();
+        let mut t = t0 + p * 7;
+        while t < now {
+            let online = !(cut..back).contains(&t);
+            if online {
+                let beat = signed(&key, "heartbeat", t, 0.0, json!({}));
+                ingest::heartbeat(&db, &beat, &config, &origin)
+                    .expect("db")
+                    .expect("accepted");
+            }
+            if (t - t0) % 300 < 60 {
+                let ok = if online { 4 } else { 0 };
+                let keys = json!({"ok": ok, "total": 4, "checks": []});
+                queue.push(signed(&key, "canary", t, p as f64 / 10.0, keys));
+            }
+            if online && !queue.is_empty() {
+                let outcomes =
+                    ingest::ingest(&db, &queue.join("\n"), &config, &fingerprints, &origin)
+                        .expect("ingest");
+                assert!(
+                    outcomes
+                        .iter()
+                        .all(|o| o.status == ingest::Status::Accepted),
+                    "{outcomes:?}"
+                );
+                queue.clear();
+            }
+            t += 60;
+        }
+        last_key = Some(key.public_key());
+    }
+    let revoked = last_key.expect("five keys");
+    db.set_key(&revoked, KeyState::Revoked).expect("revoke");
+    detect::detect(
+        &db,
+        Some("IR"),
+        Pass::Full(None),
+        now,
+        &HashMap::new(),
+        &DetectConfig::default(),
+    )
+    .expect("detect");
+    let events = db.timeline(&everything()).expect("timeline");
+    assert!(
+        events.iter().any(|e| e.kind.as_str() == "shutdown"),
+        "the seed has a shutdown to copy: {events:?}"
+    );
+    (path, events)
+}
+
+fn everything() -> TimelineQuery {
+    TimelineQuery {
+        cc: Some("IR".into()),
+        asn: None,
+        since: 0,
+        until: i64::MAX / 2,
+        kind: None,
+    }
+}
+
+fn aggregator(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(AGGREGATOR).args(args).output().expect("run");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn migrate(from: &str, to: &str, extra: &[&str]) -> (Option<i32>, String, String) {
+    let mut args = vec!["migrate", "--from", from, "--to", to];
+    args.extend_from_slice(extra);
+    aggregator(&args)
+}
+
+/// Every stored row of a store, in id order, a page at a time.
+fn all_rows(db: &dyn Storage) -> Vec<Row> {
+    let mut out: Vec<Row> = Vec::new();
+    loop {
+        let page = db
+            .rows_page(out.last().map(|r| r.id.as_str()), 97)
+            .expect("page");
+        if page.is_empty() {
+            return out;
+        }
+        out.extend(page);
+    }
+}
+
+/// The summary's line that starts with `label`.
+fn line<'a>(stdout: &'a str, label: &str) -> &'a str {
+    stdout
+        .lines()
+        .find(|l| l.starts_with(label))
+        .unwrap_or_else(|| panic!("no {label:?} line in:\n{stdout}"))
+}
+
+#[test]
+fn sqlite_to_clickhouse_moves_everything_and_checks_it() {
+    let server = Server::start()
+        .expect("clickhouse-server (install it with: sudo bash tests/clickhouse.sh)");
+    let dir = tempdir("migrate-ch");
+    let (source, events) = seed(&dir);
+    let from = format!("sqlite:{}", source.display());
+    let to = server.url("moved");
+    let lite = Sqlite::open(&source).expect("source");
+    let rows = all_rows(&lite);
+    let n = rows.len();
+    let keys = lite.keys().expect("keys");
+    let beats = lite.heartbeat_count("IR").expect("beats");
+    drop(lite);
+
+    // A small page, so that the copy and the check take many pages.
+    let (code, out, err) = migrate(&from, &to, &["--page", "50"]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert_eq!(
+        line(&out, "measurements:"),
+        format!("measurements: {n} ({n} new, 0 already there, 0 verdicts brought up to date)")
+    );
+    assert_eq!(
+        line(&out, "heartbeats:"),
+        format!("heartbeats: {beats} ({beats} new)")
+    );
+    assert_eq!(line(&out, "keys:"), format!("keys: {}", keys.len()));
+    assert_eq!(
+        line(&out, "events:"),
+        format!("events: {} in 1 countries", events.len())
+    );
+    assert!(
+        out.contains("verified: every measurement byte for byte"),
+        "{out}"
+    );
+
+    // Read through the ClickHouse store as the API does.
+    let ch = to
+        .parse::<Location>()
+        .expect("location")
+        .open()
+        .expect("open");
+    for r in [&rows[0], &rows[n / 2], &rows[n - 1]] {
+        assert_eq!(
+            ch.envelope(&r.id).expect("envelope").as_deref(),
+            Some(r.envelope.as_str()),
+            "{}",
+            r.id
+        );
+    }
+    assert_eq!(all_rows(ch.as_ref()), rows);
+    assert_eq!(ch.timeline(&everything()).expect("timeline"), events);
+    let mut copied_keys = ch.keys().expect("keys");
+    let mut source_keys = keys.clone();
+    copied_keys.sort();
+    source_keys.sort();
+    assert_eq!(copied_keys, source_keys);
+    assert!(
+        copied_keys.iter().any(|(_, s)| s == "revoked"),
+        "{copied_keys:?}"
+    );
+    assert_eq!(ch.heartbeat_count("IR").expect("beats"), beats);
+
+    // Again: nothing new, and still equal.
+    let (code, out, err) = migrate(&from, &to, &[]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert_eq!(
+        line(&out, "measurements:"),
+        format!("measurements: {n} (0 new, {n} already there, 0 verdicts brought up to date)")
+    );
+    assert_eq!(
+        line(&out, "heartbeats:"),
+        format!("heartbeats: {beats} (0 new)")
+    );
+    assert_eq!(all_rows(ch.as_ref()).len(), n, "no measurement twice");
+
+    // A measurement only the copy has is a difference.
+    let mut extra = rows[0].clone();
+    extra.id = "f".repeat(64);
+    extra.envelope = "{\"extra\":true}".into();
+    ch.insert(&[extra]).expect("insert");
+    let (code, out, err) = migrate(&from, &to, &["--check-only"]);
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(
+        err.contains(&format!(
+            "the source holds {n} measurements, the destination {}",
+            n + 1
+        )),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn sqlite_to_sqlite_copies_brings_verdicts_up_to_date_and_names_differences() {
+    let dir = tempdir("migrate-lite");
+    let (source, events) = seed(&dir);
+    let dest = dir.join("copy.db");
+    let (from, to) = (
+        format!("sqlite:{}", source.display()),
+        format!("sqlite:{}", dest.display()),
+    );
+    let (code, out, err) = migrate(&from, &to, &[]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("verified:"), "{out}");
+
+    let lite = Sqlite::open(&source).expect("source");
+    let rows = all_rows(&lite);
+    let copy = Sqlite::open(&dest).expect("copy");
+    assert_eq!(all_rows(&copy), rows);
+    assert_eq!(copy.timeline(&everything()).expect("timeline"), events);
+    // The signals of the dark hour are the source's, bin by bin.
+    let bins = |db: &dyn Storage| {
+        let mut v = db.probe_bins("IR", None, 0, 1 << 40).expect("bins");
+        v.sort_by(|a, b| (a.bin, &a.key).cmp(&(b.bin, &b.key)));
+        v
+    };
+    let source_bins = bins(&lite);
+    assert!(
+        source_bins.iter().any(|b| !b.online),
+        "the dark hour is in the signals"
+    );
+    assert_eq!(bins(&copy), source_bins);
+
+    // A verdict changed at the source after the copy (a rescore) reaches the copy on the next
+    // run.
+    let mut rescored = rows[0].clone();
+    rescored.blocking = Some("\"dns\"".into());
+    rescored.verdict = Some("{\"rescored\":true}".into());
+    lite.update_verdict(&rescored).expect("rescore");
+    drop(copy);
+    let (code, out, err) = migrate(&from, &to, &[]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(
+        line(&out, "measurements:").ends_with("1 verdicts brought up to date)"),
+        "{out}"
+    );
+    let copy = Sqlite::open(&dest).expect("copy");
+    assert_eq!(
+        copy.rows_of(&[rescored.id.as_str()]).expect("row"),
+        vec![rescored.clone()]
+    );
+
+    // A copy whose verdict was changed behind the source's back is named, field by field.
+    let mut tampered = rescored.clone();
+    tampered.blocking = Some("false".into());
+    copy.update_verdict(&tampered).expect("tamper");
+    // And a key revoked only in the copy.
+    let (key, _) = lite.keys().expect("keys").remove(0);
+    copy.set_key(&key, KeyState::Revoked).expect("revoke");
+    drop(copy);
+    let (code, out, err) = migrate(&from, &to, &["--check-only"]);
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(
+        err.contains(&format!("measurement {} differs in blocking", rescored.id)),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("key {key} is revoked, not trusted")),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bad_locations_are_refused_clearly_and_nothing_is_created() {
+    let dir = tempdir("migrate-bad");
+    let missing = dir.join("missing.db");
+    let created = dir.join("created.db");
+    let to = format!("sqlite:{}", created.display());
+
+    let (code, _, err) = migrate(&format!("sqlite:{}", missing.display()), &to, &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no database there"), "{err}");
+    assert!(!missing.exists(), "the missing source was created");
+    assert!(!created.exists(), "the destination was created for nothing");
+
+    // Nothing listens on port 1 of loopback.
+    let (code, _, err) = migrate("clickhouse://127.0.0.1:1/x", &to, &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("cannot open the source clickhouse://127.0.0.1:1/x")
+            && err.contains("cannot reach the server"),
+        "{err}"
+    );
+    assert!(!created.exists(), "the destination was created for nothing");
+
+    let source = dir.join("source.db");
+    drop(Sqlite::open(&source).expect("source"));
+    let same = format!("sqlite:{}", source.display());
+    let also_same = format!("sqlite:{}/./source.db", dir.display());
+    let (code, _, err) = migrate(&same, &also_same, &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("the same store"), "{err}");
+
+    let (code, _, err) = migrate(&same, "http://127.0.0.1:8123/x", &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("the stores are sqlite:FILE and clickhouse://"),
+        "{err}"
+    );
+
+    let (code, _, err) = migrate(&same, &to, &["--page", "0"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--page"), "{err}");
+    assert!(!created.exists(), "the destination was created for nothing");
+    std::fs::remove_dir_all(&dir).ok();
+}
