@@ -598,3 +598,97 @@ async fn story(store: &Store) {
     );
     drop(server);
 }
+
+/// `vantage-aggregator ARGS` as given: (exit code, stderr).
+fn bare(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(AGGREGATOR)
+        .args(args)
+        .output()
+        .expect("run vantage-aggregator");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_data_command_takes_one_store() {
+    let dir = tempdir("stores-arguments");
+    let db = dir.join("agg.db");
+    let db = db.to_str().expect("utf-8");
+    let sqlite = format!("sqlite:{db}");
+    for command in [
+        &["query"][..],
+        &["export"],
+        &["signals", "--cc", "IR"],
+        &["timeline"],
+        &["detect"],
+        &["import-ooni", "x.json"],
+        &["rescore"],
+        &["compact"],
+    ] {
+        let (code, err) = bare(command);
+        assert_eq!(code, Some(2), "{command:?}: {err}");
+        assert!(
+            err.contains("<--db <FILE>|--store <URL>>"),
+            "{command:?}: {err}"
+        );
+        let both = [command, &["--db", db, "--store", &sqlite]].concat();
+        let (code, err) = bare(&both);
+        assert_eq!(code, Some(2), "{command:?}: {err}");
+        assert!(
+            err.contains("the argument '--db <FILE>' cannot be used with '--store <URL>'"),
+            "{command:?}: {err}"
+        );
+    }
+    let (code, err) = bare(&["keys", "list"]);
+    assert_eq!(
+        (code, err.trim()),
+        (Some(2), "error: --db FILE or --store URL is required")
+    );
+    let (code, err) = bare(&["keys", "list", "--db", db, "--store", &sqlite]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("cannot be used with"), "{err}");
+
+    // A store that is not one, a read of a file that is not there (not created), and a
+    // ClickHouse that does not answer: each says so.
+    let (code, err) = bare(&["query", "--store", "postgres://127.0.0.1/v"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("the stores are sqlite:FILE and clickhouse://HOST:PORT/DB"),
+        "{err}"
+    );
+    let (code, err) = bare(&["query", "--store", "sqlite:"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("sqlite: needs a file"), "{err}");
+    for args in [
+        ["query", "--store", &sqlite],
+        ["export", "--store", &sqlite],
+    ] {
+        let (code, err) = bare(&args);
+        assert_eq!(
+            (code, err.trim()),
+            (Some(2), format!("error: no database at {db}").as_str())
+        );
+    }
+    assert!(!dir.join("agg.db").exists(), "a read created the database");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!(
+        "clickhouse://127.0.0.1:{}/vantage",
+        closed.local_addr().expect("addr").port()
+    );
+    drop(closed);
+    for command in [&["query"][..], &["keys", "list"], &["detect"]] {
+        let (code, err) = bare(&[command, &["--store", &url]].concat());
+        assert_eq!(code, Some(2), "{command:?}: {err}");
+        assert!(
+            err.starts_with(&format!("error: cannot open the store {url}: ClickHouse ")),
+            "{command:?}: {err}"
+        );
+    }
+    // The --store sqlite: file is the one written.
+    let (code, err) = bare(&["keys", "list", "--store", &sqlite]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(dir.join("agg.db").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
