@@ -3246,4 +3246,74 @@ mod tests {
     fn bin_of_test(at: &str) -> i64 {
         crate::store::model::bin_of(at).expect("a time")
     }
+
+    /// What `migrate` reads: every measurement once in id order across pages (copies two
+    /// racing nodes both stored included), each with its envelope and newest verdict, the same
+    /// rows when asked by id, and every heartbeat once in (key, time) order.
+    #[test]
+    fn a_store_is_read_whole_a_page_at_a_time() {
+        let server = server();
+        let db = ClickHouse::open(&server.url("pages")).expect("open");
+        let rows: Vec<Row> = (0..7)
+            .map(|i| {
+                row(
+                    &format!("m{i}"),
+                    ["IR", "IT"][i % 2],
+                    &format!("2026-01-0{} 10:00:00", i + 1),
+                )
+            })
+            .collect();
+        db.insert(&rows).expect("insert");
+        // A racing copy of m3, and a newer verdict for m5.
+        db.store_new(&[&rows[3]]).expect("racing copy");
+        let mut rescored = rows[5].clone();
+        rescored.blocking = Some("\"dns\"".into());
+        rescored.verdict = Some("{\"again\":1}".into());
+        db.update_verdict(&rescored).expect("rescore");
+        let mut want = rows.clone();
+        want[5] = rescored.clone();
+        let mut got: Vec<Row> = Vec::new();
+        loop {
+            let page = db
+                .rows_page(got.last().map(|r| r.id.as_str()), 3)
+                .expect("page");
+            assert!(page.len() <= 3);
+            if page.is_empty() {
+                break;
+            }
+            got.extend(page);
+        }
+        assert_eq!(got, want);
+        assert_eq!(db.measurement_count().expect("count"), 7);
+        assert_eq!(
+            db.stored_rows(&["m5", "nothing", "m3", "m5"])
+                .expect("by id"),
+            vec![want[3].clone(), rescored]
+        );
+        assert!(db.stored_rows(&[]).expect("none").is_empty());
+
+        for (key, at) in [("k2", "2026-01-01 10:00:00"), ("k1", "2026-01-02 10:00:00")] {
+            assert!(db.heartbeat(key, "IR", 7, at, key == "k1").expect("beat"));
+        }
+        // A copy of one, as two racing nodes may leave.
+        server
+            .query(
+                "INSERT INTO pages.heartbeats (probe_key, probe_cc, probe_asn, sent_at,
+                 received_at, network_verified) VALUES ('k2', 'IR', 7, '2026-01-01 10:00:00', 0, 0)",
+            )
+            .expect("racing copy");
+        let first = db.heartbeats_page(None, 1).expect("page");
+        let rest = db
+            .heartbeats_page(Some(("k1", "2026-01-02 10:00:00")), 10)
+            .expect("page");
+        let beat = |key: &str, at: &str, verified| StoredHeartbeat {
+            key: key.into(),
+            cc: "IR".into(),
+            asn: 7,
+            sent_at: at.into(),
+            verified,
+        };
+        assert_eq!(first, [beat("k1", "2026-01-02 10:00:00", true)]);
+        assert_eq!(rest, [beat("k2", "2026-01-01 10:00:00", false)]);
+    }
 }

@@ -1149,4 +1149,57 @@ mod tests {
         }
         std::fs::remove_dir_all(&dir).ok();
     }
+
+    /// What `migrate` reads: every measurement once in id order across pages, its envelope
+    /// byte for byte whether compacted or not and its newest verdict, the same rows when asked
+    /// by id, and every heartbeat in (key, time) order.
+    #[test]
+    fn a_store_is_read_whole_a_page_at_a_time() {
+        let dir = std::env::temp_dir().join(format!("vantage-db-pages-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let db = Sqlite::open(&dir.join("agg.db")).expect("open");
+        let rows: Vec<Row> = ["b", "a", "e", "c", "d"].into_iter().map(stored).collect();
+        db.insert(&rows[..3]).expect("insert");
+        assert_eq!(db.compact(i64::MAX, 10).expect("compact"), 3);
+        db.insert(&rows[3..]).expect("insert");
+        let mut rescored = stored("c");
+        rescored.blocking = Some("\"dns\"".into());
+        rescored.verdict = Some("{\"again\":1}".into());
+        db.update_verdict(&rescored).expect("rescore");
+        let mut want = rows.clone();
+        want[3] = rescored.clone();
+        want.sort_by(|a, b| a.id.cmp(&b.id));
+        let first = db.rows_page(None, 2).expect("page");
+        let second = db.rows_page(Some("b"), 2).expect("page");
+        let last = db.rows_page(Some("d"), 2).expect("page");
+        assert_eq!([first, second, last].concat(), want);
+        assert!(db.rows_page(Some("e"), 2).expect("page").is_empty());
+        assert_eq!(db.measurement_count().expect("count"), 5);
+        assert_eq!(
+            db.rows_of(&["c", "nothing", "a", "c"]).expect("by id"),
+            vec![want[0].clone(), rescored]
+        );
+
+        for (key, at) in [("k2", "2026-01-01 10:00:00"), ("k1", "2026-01-02 10:00:00")] {
+            assert!(db.heartbeat(key, "IR", 7, at, key == "k1").expect("beat"));
+        }
+        let beat = |key: &str, at: &str, verified| StoredHeartbeat {
+            key: key.into(),
+            cc: "IR".into(),
+            asn: 7,
+            sent_at: at.into(),
+            verified,
+        };
+        assert_eq!(
+            db.heartbeats_page(None, 1).expect("page"),
+            [beat("k1", "2026-01-02 10:00:00", true)]
+        );
+        assert_eq!(
+            db.heartbeats_page(Some(("k1", "2026-01-02 10:00:00")), 10)
+                .expect("page"),
+            [beat("k2", "2026-01-01 10:00:00", false)]
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }
