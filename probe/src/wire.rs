@@ -8,6 +8,10 @@
 //! exact text the aggregator writes. Reading is lenient where an older or newer peer may
 //! differ (a status this version does not know, an outcome without an id or a line number);
 //! writing is exact.
+//!
+//! With the `utoipa` feature (the aggregator's build only) each type also describes itself as
+//! an OpenAPI schema, for the aggregator's generated document; the probe's own build leaves it
+//! out.
 
 use std::fmt;
 
@@ -22,6 +26,7 @@ use crate::ooni::{Asn, CountryCode};
 /// {"results":[{"line":1,"id":"<hex>","status":"accepted"}, ...],"error":"...","incomplete":"..."}
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct IngestAnswer {
     /// One outcome per line read. Lines the answer does not mention were not read.
     pub results: Vec<LineOutcome>,
@@ -38,6 +43,7 @@ pub struct IngestAnswer {
 /// What the aggregator did with one line of an upload (DESIGN "Aggregator", ingest: "accepted,
 /// duplicate, or rejected with a reason").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct LineOutcome {
     /// The 1-based line of the body. The aggregator always numbers its outcomes; 0 (what a
     /// missing number reads as) names no line.
@@ -85,6 +91,7 @@ impl LineOutcome {
 /// The status of one line, written as the lowercase word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum Status {
     /// Stored now.
     Accepted,
@@ -121,10 +128,13 @@ impl fmt::Display for Status {
 /// and country, which the aggregator looks up from the connection's address and then forgets.
 /// `AS0` and `ZZ` when it does not know.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct WhoAmI {
     /// `AS<n>`.
+    #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "AS64500"))]
     pub probe_asn: Asn,
     /// Two letters.
+    #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "IR"))]
     pub probe_cc: CountryCode,
 }
 
@@ -132,6 +142,7 @@ pub struct WhoAmI {
 /// host) and the certificate the probe pins for the throttling test (DESIGN "Tests the probe
 /// runs").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct ServerInfo {
     /// TCP port of the throughput server.
     pub port: u16,

@@ -8,6 +8,8 @@ pub mod csv_line;
 pub mod export;
 pub mod geo;
 pub mod listen;
+pub mod metrics;
+pub mod openapi;
 pub mod server;
 pub mod throughput;
 pub mod tls;

@@ -6,20 +6,20 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query as QueryParams, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::{Extension, Router};
 use http_body_util::BodyExt as _;
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::{IntoParams, OpenApi as _};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt as _};
+use utoipa_axum::routes;
 use vantage_probe::engine::TlsContext;
 use vantage_probe::ooni::{Asn, ControlRequest, CountryCode};
 use vantage_probe::th::{HelperConfig, answer};
@@ -27,6 +27,11 @@ use vantage_probe::verdict::fingerprints::Fingerprints;
 use vantage_probe::wire::{IngestAnswer, ServerInfo, WhoAmI};
 
 use crate::api::geo::Geo;
+use crate::api::metrics::{self as prom, Metrics};
+use crate::api::openapi::{
+    ApiDoc, CountriesAnswer, Country, EnrolAnswer, ErrorAnswer, Health, HeartbeatAnswer,
+    SearchAnswer, SignalsAnswer, TimelineAnswer,
+};
 use crate::detect::signals::{self, SignalQuery};
 use crate::detect::{Kind, TimelineQuery};
 use crate::ingest::enrol::enrol;
@@ -34,101 +39,9 @@ use crate::ingest::limits::{ByteBudget, RETRY_AFTER_SECS, Slots};
 use crate::ingest::stream::{
     CHANNEL_CHUNKS, ChunkReader, ChunkWriter, Ended, StreamError, ingest_lines,
 };
-use crate::ingest::{IngestConfig, LineOutcome, Origin, Session, Status, heartbeat};
+use crate::ingest::{IngestConfig, Origin, Session, heartbeat};
 use crate::store::model::{BIN_SECONDS, Verification, parse_time};
 use crate::store::{DbError, Query, Storage};
-
-/// Counters for `/metrics` (Prometheus text format).
-#[derive(Debug, Default)]
-pub struct Metrics {
-    accepted: AtomicU64,
-    duplicate: AtomicU64,
-    rejected: Mutex<BTreeMap<String, u64>>,
-    heartbeats: AtomicU64,
-    ingest_micros: AtomicU64,
-    ingest_requests: AtomicU64,
-}
-
-impl Metrics {
-    fn record(&self, outcomes: &[LineOutcome], took: std::time::Duration) {
-        for o in outcomes {
-            match o.status {
-                Status::Accepted => {
-                    self.accepted.fetch_add(1, Ordering::Relaxed);
-                }
-                Status::Duplicate => {
-                    self.duplicate.fetch_add(1, Ordering::Relaxed);
-                }
-                _ => {
-                    // The reason without its details, so the label set stays small.
-                    let reason = o
-                        .reason
-                        .as_deref()
-                        .unwrap_or("unknown")
-                        .split(':')
-                        .next()
-                        .unwrap_or("unknown")
-                        .to_string();
-                    let mut map = self
-                        .rejected
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    *map.entry(reason).or_default() += 1;
-                }
-            }
-        }
-        self.ingest_micros.fetch_add(
-            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-        self.ingest_requests.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn render(&self, db_bytes: u64) -> String {
-        let mut out = String::new();
-        out.push_str("# HELP vantage_ingest_lines_total Lines received by outcome.\n");
-        out.push_str("# TYPE vantage_ingest_lines_total counter\n");
-        out.push_str(&format!(
-            "vantage_ingest_lines_total{{outcome=\"accepted\"}} {}\n",
-            self.accepted.load(Ordering::Relaxed)
-        ));
-        out.push_str(&format!(
-            "vantage_ingest_lines_total{{outcome=\"duplicate\"}} {}\n",
-            self.duplicate.load(Ordering::Relaxed)
-        ));
-        out.push_str("# HELP vantage_ingest_rejected_total Lines rejected, by reason.\n");
-        out.push_str("# TYPE vantage_ingest_rejected_total counter\n");
-        let rejected = self
-            .rejected
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (reason, n) in rejected.iter() {
-            out.push_str(&format!(
-                "vantage_ingest_rejected_total{{reason=\"{}\"}} {n}\n",
-                reason.replace('"', "'")
-            ));
-        }
-        out.push_str("# HELP vantage_ingest_seconds Time spent handling ingest requests.\n");
-        out.push_str("# TYPE vantage_ingest_seconds summary\n");
-        #[allow(clippy::cast_precision_loss)]
-        let secs = self.ingest_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        out.push_str(&format!("vantage_ingest_seconds_sum {secs}\n"));
-        out.push_str(&format!(
-            "vantage_ingest_seconds_count {}\n",
-            self.ingest_requests.load(Ordering::Relaxed)
-        ));
-        out.push_str("# HELP vantage_heartbeats_total Heartbeats recorded.\n");
-        out.push_str("# TYPE vantage_heartbeats_total counter\n");
-        out.push_str(&format!(
-            "vantage_heartbeats_total {}\n",
-            self.heartbeats.load(Ordering::Relaxed)
-        ));
-        out.push_str("# HELP vantage_store_bytes Size of the database file and its WAL.\n");
-        out.push_str("# TYPE vantage_store_bytes gauge\n");
-        out.push_str(&format!("vantage_store_bytes {db_bytes}\n"));
-        out
-    }
-}
 
 /// OONI's helper accepts bodies up to 1<<24 bytes; a THRequest is a few hundred bytes, so we
 /// allow far less.
@@ -248,43 +161,51 @@ impl AppState {
     }
 }
 
-/// The OpenAPI document served at `/api/v1/openapi.json`; a test checks it against the routes.
-pub const OPENAPI: &str = include_str!("openapi.json");
+/// The routes and the OpenAPI document that describes them, built from one list of handlers:
+/// `routes!` takes each handler's `#[utoipa::path]` (method, path, parameters, answers) both
+/// into the axum router and into the document, so no route is served undocumented.
+fn api() -> OpenApiRouter<AppState> {
+    let small_body = || DefaultBodyLimit::max(64 * 1024);
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(whoami))
+        .routes(routes!(throughput_route))
+        .routes(routes!(test_helper).layer(DefaultBodyLimit::max(TH_BODY_LIMIT_BYTES)))
+        .routes(routes!(upload, search))
+        .routes(routes!(by_id))
+        .routes(routes!(beat).layer(small_body()))
+        .routes(routes!(enrol_route).layer(small_body()))
+        .routes(routes!(signals_route))
+        .routes(routes!(timeline_route))
+        .routes(routes!(countries_route))
+        .routes(routes!(index))
+        .routes(routes!(metrics))
+        .routes(routes!(test_lists))
+        .routes(routes!(export_route))
+        .routes(routes!(openapi_json))
+}
+
+/// The OpenAPI document of [`router`]'s routes, as served at `/api/v1/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().into_openapi()
+}
 
 /// The routes. Serve with `into_make_service_with_connect_info::<SocketAddr>()` for whoami.
 pub fn router(state: AppState) -> Router {
     let request_timeout = state.limits.request_timeout;
-    Router::new()
-        .route("/api/v1/health", get(health))
-        .route("/api/v1/whoami", get(whoami))
-        .route("/api/v1/throughput", get(throughput_route))
-        .route(
-            "/api/v1/th",
-            post(test_helper).layer(DefaultBodyLimit::max(TH_BODY_LIMIT_BYTES)),
-        )
-        .route("/api/v1/measurements", post(upload).get(search))
-        .route("/api/v1/measurements/{id}", get(by_id))
-        .route(
-            "/api/v1/heartbeat",
-            post(beat).layer(DefaultBodyLimit::max(64 * 1024)),
-        )
-        .route(
-            "/api/v1/enrol",
-            post(enrol_route).layer(DefaultBodyLimit::max(64 * 1024)),
-        )
-        .route("/api/v1/signals", get(signals_route))
-        .route("/api/v1/timeline", get(timeline_route))
-        .route("/api/v1/countries", get(countries_route))
-        .route("/", get(index))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/test-lists/{cc}", get(test_lists))
-        .route("/api/v1/export", get(export_route))
-        .route(
-            "/api/v1/openapi.json",
-            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
-        )
+    let (routes, document) = api().split_for_parts();
+    routes
+        .layer(Extension(Arc::new(document)))
         .layer(middleware::from_fn_with_state(request_timeout, deadline))
         .with_state(state)
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3.1 document of these routes",
+        content_type = "application/json")))]
+async fn openapi_json(Extension(document): Extension<Arc<utoipa::openapi::OpenApi>>) -> Response {
+    axum::Json(document.as_ref()).into_response()
 }
 
 /// Every request gets an answer within the server's request timeout, or 503: no handler can be
@@ -304,9 +225,9 @@ fn busy(what: &str) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
         [(header::RETRY_AFTER, RETRY_AFTER_SECS.to_string())],
-        axum::Json(json!({
-            "error": format!("too many {what} in progress; retry in {RETRY_AFTER_SECS} s"),
-        })),
+        axum::Json(ErrorAnswer {
+            error: format!("too many {what} in progress; retry in {RETRY_AFTER_SECS} s"),
+        }),
     )
         .into_response()
 }
@@ -343,15 +264,33 @@ fn content_type(headers: &HeaderMap, allowed: &[&str]) -> Result<(), Box<Respons
     }
 }
 
+/// Liveness.
+#[utoipa::path(get, path = "/api/v1/health", tag = "meta",
+    responses((status = 200, description = "The server answers", body = Health)))]
 async fn health() -> impl IntoResponse {
-    axum::Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+    axum::Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
 }
 
 fn error(status: StatusCode, message: String) -> Response {
-    (status, axum::Json(json!({ "error": message }))).into_response()
+    (status, axum::Json(ErrorAnswer { error: message })).into_response()
 }
 
-/// `POST /api/v1/th`: OONI's THRequest in, THResponse out.
+/// OONI-compatible test helper: OONI's THRequest in, THResponse out.
+///
+/// The control measurement from an uncensored network (OONI's web_connectivity spec, "test
+/// helper"), measured by this server.
+#[utoipa::path(post, path = "/api/v1/th", tag = "probes",
+    request_body(content = Object, description = "OONI's THRequest", content_type = "application/json"),
+    responses(
+        (status = 200, description = "OONI's THResponse", body = Object),
+        (status = 400, description = "Malformed THRequest, or more tcp_connect endpoints than the helper measures", body = ErrorAnswer),
+        (status = 403, description = "The URL is, resolves to or redirects only to a private or other non-public address (allowed with --th-allow-private): no control", body = ErrorAnswer),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorAnswer),
+        (status = 502, description = "The helper's own resolver gave no answer: no control", body = ErrorAnswer),
+    ))]
 async fn test_helper(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(refused) = content_type(&headers, JSON_TYPES) {
         return *refused;
@@ -372,7 +311,15 @@ async fn test_helper(State(state): State<AppState>, headers: HeaderMap, body: By
     }
 }
 
-/// `GET /api/v1/throughput`: where the throttling test downloads from, and the pin.
+/// Where the throttling test downloads from, and the pin.
+///
+/// The throughput server's port on this host and the SHA-256 of its certificate, which probes
+/// pin.
+#[utoipa::path(get, path = "/api/v1/throughput", tag = "probes",
+    responses(
+        (status = 200, description = "The throughput server", body = ServerInfo),
+        (status = 404, description = "This aggregator runs no throughput server", body = ErrorAnswer),
+    ))]
 async fn throughput_route(State(state): State<AppState>) -> Response {
     match &state.throughput {
         Some(info) => axum::Json(info.as_ref()).into_response(),
@@ -383,7 +330,9 @@ async fn throughput_route(State(state): State<AppState>) -> Response {
     }
 }
 
-/// `GET /api/v1/whoami`: the caller's network and country; the address is not kept.
+/// The caller's network and country; the address is not kept.
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "probes",
+    responses((status = 200, description = "`AS0` and `ZZ` when the server does not know", body = WhoAmI)))]
 async fn whoami(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -425,14 +374,30 @@ fn gzip(headers: &HeaderMap) -> Result<bool, Box<Response>> {
     }
 }
 
-/// `POST /api/v1/measurements`: signed JSONL in, one outcome per line out.
+/// Ingest signed measurements: signed JSONL in, one outcome per line out.
 ///
-/// The body is not gathered: its chunks go to a worker that inflates them and ingests each line
+/// Body: JSON lines of envelopes `{"v":1,"key":...,"sig":...,"measurement":{...}}`, gzip
+/// allowed (`Content-Encoding: gzip`). The body is not gathered: its chunks go to a worker that inflates them and ingests each line
 /// as it completes (`stream.rs`), storing in batches. What one upload may hold in memory is
 /// reserved from the server's byte budget before anything is read; when the budget is spent the
 /// answer is 503 with `Retry-After`. A body that breaks off, exceeds the limit or arrives too
 /// slowly is answered with the error and the outcomes of the lines read before it, which stay
 /// stored.
+#[utoipa::path(post, path = "/api/v1/measurements", tag = "probes",
+    request_body(description = "Signed envelopes, one per line",
+        content(
+            (String = "application/x-ndjson"),
+            (String = "application/jsonl"),
+            (String = "application/json"),
+        )),
+    responses(
+        (status = 200, description = "One outcome per line read; `incomplete` when the request held more lines than one request may", body = IngestAnswer),
+        (status = 400, description = "The body broke off or is not valid gzip; the outcomes of the lines read before are in the answer", body = IngestAnswer),
+        (status = 408, description = "The body did not arrive in time; the outcomes of the lines read before are in the answer", body = IngestAnswer),
+        (status = 413, description = "Body larger than the limit (after decompression); the outcomes of the lines read before are in the answer", body = IngestAnswer),
+        (status = 415, description = "Content-Type is not application/x-ndjson, application/jsonl or application/json, or Content-Encoding is not gzip", body = ErrorAnswer),
+        (status = 503, description = "The upload byte budget is spent (retry after Retry-After seconds), or storage is unavailable", body = ErrorAnswer),
+    ))]
 async fn upload(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -585,7 +550,15 @@ async fn forward(
     }
 }
 
-/// `POST /api/v1/heartbeat`: one signed envelope of a `heartbeat` measurement.
+/// A probe is alive: one signed envelope of a `heartbeat` measurement.
+#[utoipa::path(post, path = "/api/v1/heartbeat", tag = "probes",
+    request_body(content = String, description = "One envelope whose measurement has test_name heartbeat", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Recorded", body = HeartbeatAnswer),
+        (status = 400, description = "Refused, with the reason", body = ErrorAnswer),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorAnswer),
+        (status = 503, description = "Storage is unavailable", body = ErrorAnswer),
+    ))]
 async fn beat(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -606,8 +579,11 @@ async fn beat(
     .await;
     match result {
         Ok(Ok(Ok(()))) => {
-            metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
-            axum::Json(json!({"status": "ok"})).into_response()
+            metrics.heartbeat();
+            axum::Json(HeartbeatAnswer {
+                status: "ok".into(),
+            })
+            .into_response()
         }
         Ok(Ok(Err(reason))) => error(StatusCode::BAD_REQUEST, reason),
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
@@ -615,9 +591,19 @@ async fn beat(
     }
 }
 
-/// `POST /api/v1/enrol`: one envelope of an `enrolment` measurement carrying a one-time token.
-/// 403 when the token is unknown or spent, so a probe can tell "ask the operator" from a typo
+/// Enrol a probe key with a one-time token (for servers run with `--require-enrolment`).
+///
+/// One envelope, signed by the key to enrol, of an `enrolment` measurement carrying the
+/// one-time token in `test_keys.token`. 403 when the token is unknown or spent, so a probe can tell "ask the operator" from a typo
 /// in the request (400).
+#[utoipa::path(post, path = "/api/v1/enrol", tag = "probes",
+    request_body(content = String, description = "One envelope whose measurement has test_name enrolment", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Enrolled", body = EnrolAnswer),
+        (status = 400, description = "Malformed or badly signed request", body = ErrorAnswer),
+        (status = 403, description = "Unknown or already used token, or a revoked key", body = ErrorAnswer),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorAnswer),
+    ))]
 async fn enrol_route(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(refused) = content_type(&headers, JSON_TYPES) {
         return *refused;
@@ -629,7 +615,11 @@ async fn enrol_route(State(state): State<AppState>, headers: HeaderMap, body: By
         tokio::task::spawn_blocking(move || enrol(state.storage.as_ref(), &text, &state.ingest))
             .await;
     match result {
-        Ok(Ok(Ok(key))) => axum::Json(json!({"status": "enrolled", "key": key})).into_response(),
+        Ok(Ok(Ok(key))) => axum::Json(EnrolAnswer {
+            status: "enrolled".into(),
+            key,
+        })
+        .into_response(),
         Ok(Ok(Err(reason)))
             if reason.starts_with("malformed") || reason.starts_with("test_name") =>
         {
@@ -641,8 +631,18 @@ async fn enrol_route(State(state): State<AppState>, headers: HeaderMap, body: By
     }
 }
 
-/// `GET /api/v1/test-lists/{cc}`: the country's list and the global one, as a signed envelope
-/// (`vantage_probe::test_lists::SignedLists`), so a probe can check them before use.
+/// The country's test list and the global one, signed by the aggregator's key.
+///
+/// One signed envelope (`vantage_probe::test_lists::SignedLists`) whose measurement is
+/// `{"kind":"vantage-test-lists","cc","generated_at","lists":{name: csv}}`, so a probe can
+/// check the lists before use.
+#[utoipa::path(get, path = "/api/v1/test-lists/{cc}", tag = "probes",
+    params(("cc" = String, Path, description = "Two letters", pattern = "^[A-Za-z]{2}$")),
+    responses(
+        (status = 200, description = "One signed envelope", body = String, content_type = "application/json"),
+        (status = 400, description = "Not a country code", body = ErrorAnswer),
+        (status = 404, description = "This aggregator publishes no test lists", body = ErrorAnswer),
+    ))]
 async fn test_lists(State(state): State<AppState>, Path(cc): Path<String>) -> Response {
     let Some(signer) = state.signer.clone() else {
         return error(
@@ -690,13 +690,28 @@ pub const MAX_EXPORT: usize = 100_000;
 
 /// The export format, read from the same query string as the filters (a separate struct,
 /// since serde's `flatten` breaks numbers in query strings).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExportFormat {
     /// `jsonl` (default) or `csv`.
+    #[param(pattern = "^(jsonl|csv)$")]
     pub format: Option<String>,
 }
 
-/// `GET /api/v1/export?format=jsonl|csv&...filters`: bulk data, up to [`MAX_EXPORT`] rows.
+/// Bulk export: stored envelopes (JSONL) or columns (CSV), with the search filters.
+///
+/// Up to [`MAX_EXPORT`] (100,000) rows a request, 10,000 by default; page through bigger sets
+/// with `cursor`.
+#[utoipa::path(get, path = "/api/v1/export", tag = "research",
+    params(ExportFormat, SearchParams),
+    responses(
+        (status = 200, description = "The rows, streamed", content(
+            (String = "application/x-ndjson"),
+            (String = "text/csv"),
+        )),
+        (status = 400, description = "Bad format or filter", body = ErrorAnswer),
+        (status = 503, description = "As many exports as the server streams at once are running (retry after Retry-After seconds)", body = ErrorAnswer),
+    ))]
 async fn export_route(
     State(state): State<AppState>,
     QueryParams(wanted): QueryParams<ExportFormat>,
@@ -746,7 +761,11 @@ async fn export_route(
         .into_response()
 }
 
-/// `GET /metrics`.
+/// Prometheus metrics: lines accepted, duplicate and rejected by reason, ingest time,
+/// heartbeats, store size (`metrics.rs`).
+#[utoipa::path(get, path = "/metrics", tag = "meta",
+    responses((status = 200, description = "OpenMetrics text", body = String,
+        content_type = "application/openmetrics-text")))]
 async fn metrics(State(state): State<AppState>) -> Response {
     let bytes = state.db_path.as_ref().map_or(0, |p| {
         let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
@@ -754,7 +773,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         size(p) + size(&wal)
     });
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, prom::CONTENT_TYPE)],
         state.metrics.render(bytes),
     )
         .into_response()
@@ -781,7 +800,8 @@ fn parse_asn(asn: Option<&str>) -> Result<Option<u32>, String> {
 }
 
 /// Filters of `GET /api/v1/measurements`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchParams {
     /// Country.
     pub cc: Option<String>,
@@ -793,7 +813,8 @@ pub struct SearchParams {
     pub domain: Option<String>,
     /// Exact URL.
     pub input: Option<String>,
-    /// `false`, `dns`, `tcp_ip`, `tls`, `http-failure`, `http-diff`, or `null`.
+    /// `false` (accessible or down), `null` (undetermined), `dns`, `tcp_ip`, `tls`,
+    /// `http-failure` or `http-diff`.
     pub blocking: Option<String>,
     /// `true` or `false`.
     pub confirmed: Option<bool>,
@@ -801,9 +822,10 @@ pub struct SearchParams {
     pub since: Option<String>,
     /// `YYYY-MM-DD[ HH:MM:SS]`.
     pub until: Option<String>,
-    /// The `next` value of the previous page.
+    /// The `next` value of the previous page; pages are in `measured_at` order.
     pub cursor: Option<String>,
-    /// Page size, at most [`MAX_PAGE`].
+    /// Page size: 100 by default, at most 1000 (at most 100,000 for an export).
+    #[param(minimum = 1)]
     pub limit: Option<usize>,
 }
 
@@ -832,7 +854,14 @@ impl SearchParams {
     }
 }
 
-/// `GET /api/v1/measurements`: filtered, cursor-paginated.
+/// Search measurements: filtered, cursor-paginated.
+#[utoipa::path(get, path = "/api/v1/measurements", tag = "research",
+    params(SearchParams),
+    responses(
+        (status = 200, description = "A page", body = SearchAnswer),
+        (status = 400, description = "Bad filter or cursor", body = ErrorAnswer),
+        (status = 503, description = "Storage is unavailable", body = ErrorAnswer),
+    ))]
 async fn search(
     State(state): State<AppState>,
     QueryParams(params): QueryParams<SearchParams>,
@@ -848,7 +877,11 @@ async fn search(
             let next = (rows.len() == limit)
                 .then(|| rows.last().map(|r| r.cursor.clone()))
                 .flatten();
-            axum::Json(json!({ "results": rows, "next": next })).into_response()
+            axum::Json(SearchAnswer {
+                results: rows,
+                next,
+            })
+            .into_response()
         }
         Ok(Err(e @ DbError::BadCursor(_))) => error(StatusCode::BAD_REQUEST, e.to_string()),
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
@@ -857,15 +890,17 @@ async fn search(
 }
 
 /// Parameters of `GET /api/v1/signals`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SignalParams {
     /// Country (required).
+    #[param(required = true)]
     pub cc: Option<String>,
     /// `AS<n>`; the whole country when absent.
     pub asn: Option<String>,
     /// `YYYY-MM-DD[ HH:MM:SS]`; default: a day before `until`.
     pub since: Option<String>,
-    /// `YYYY-MM-DD[ HH:MM:SS]`; default: now.
+    /// `YYYY-MM-DD[ HH:MM:SS]`; default: now; at most 31 days after `since`.
     pub until: Option<String>,
 }
 
@@ -898,7 +933,15 @@ impl SignalParams {
     }
 }
 
-/// `GET /api/v1/signals`: a network's signals in 5-minute bins.
+/// A network's signals in 5-minute bins: probes heard from, heartbeats, canary success,
+/// anomaly ratio by layer.
+#[utoipa::path(get, path = "/api/v1/signals", tag = "research",
+    params(SignalParams),
+    responses(
+        (status = 200, description = "The bins; bins with nothing heard are absent", body = SignalsAnswer),
+        (status = 400, description = "Missing cc, bad time or range", body = ErrorAnswer),
+        (status = 503, description = "Storage is unavailable", body = ErrorAnswer),
+    ))]
 async fn signals_route(
     State(state): State<AppState>,
     QueryParams(params): QueryParams<SignalParams>,
@@ -912,17 +955,27 @@ async fn signals_route(
     match tokio::task::spawn_blocking(move || signals::query(&*state.storage, &query, verification))
         .await
     {
-        Ok(Ok(bins)) => axum::Json(json!({
-            "cc": cc, "asn": asn, "bin_seconds": BIN_SECONDS, "bins": bins,
-        }))
+        Ok(Ok(bins)) => axum::Json(SignalsAnswer {
+            cc,
+            asn,
+            bin_seconds: BIN_SECONDS,
+            bins,
+        })
         .into_response(),
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
-/// `GET /api/v1/measurements/{id}`: the raw signed envelope, byte for byte, so anyone can
-/// verify it.
+/// The signed envelope of one measurement, byte for byte, so anyone can verify it.
+#[utoipa::path(get, path = "/api/v1/measurements/{id}", tag = "research",
+    params(("id" = String, Path, description = "The measurement id: 64 hex digits", pattern = "^[0-9a-fA-F]{64}$")),
+    responses(
+        (status = 200, description = "One JSON line: the envelope as uploaded", body = String, content_type = "application/x-ndjson"),
+        (status = 400, description = "Not an id", body = ErrorAnswer),
+        (status = 404, description = "Unknown id", body = ErrorAnswer),
+        (status = 503, description = "Storage is unavailable", body = ErrorAnswer),
+    ))]
 async fn by_id(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return error(StatusCode::BAD_REQUEST, "an id is 64 hex digits".into());
@@ -942,7 +995,9 @@ async fn by_id(State(state): State<AppState>, Path(id): Path<String>) -> Respons
 /// The web page: one file, no external resources, so it works offline (issue 6, step 5).
 pub const INDEX_HTML: &str = include_str!("../web/index.html");
 
-/// `GET /`: the timeline page.
+/// The timeline web page: one self-contained HTML file that works offline.
+#[utoipa::path(get, path = "/", tag = "research",
+    responses((status = 200, description = "The page", body = String, content_type = "text/html")))]
 async fn index() -> Response {
     (
         [
@@ -958,7 +1013,8 @@ async fn index() -> Response {
 }
 
 /// Parameters of `GET /api/v1/timeline`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TimelineParams {
     /// Country; all countries when absent.
     pub cc: Option<String>,
@@ -969,8 +1025,10 @@ pub struct TimelineParams {
     /// `YYYY-MM-DD[ HH:MM:SS]`; default: now.
     pub until: Option<String>,
     /// `shutdown`, `blocking` or `throttling`.
+    #[param(pattern = "^(shutdown|blocking|throttling)$")]
     pub kind: Option<String>,
-    /// `json` (default) or `csv`.
+    /// `json` (default) or `csv`: one line per event, lists joined with spaces.
+    #[param(pattern = "^(json|csv)$")]
     pub format: Option<String>,
 }
 
@@ -1010,7 +1068,18 @@ impl TimelineParams {
     }
 }
 
-/// `GET /api/v1/timeline`: events, as JSON or CSV.
+/// Shutdown, blocking and throttling events with the ids of their evidence, as JSON or CSV
+/// (DESIGN "Events").
+#[utoipa::path(get, path = "/api/v1/timeline", tag = "research",
+    params(TimelineParams),
+    responses(
+        (status = 200, description = "The events", content(
+            (TimelineAnswer = "application/json"),
+            (String = "text/csv"),
+        )),
+        (status = 400, description = "Bad cc, asn, time, range, kind or format", body = ErrorAnswer),
+        (status = 503, description = "Storage is unavailable", body = ErrorAnswer),
+    ))]
 async fn timeline_route(
     State(state): State<AppState>,
     QueryParams(params): QueryParams<TimelineParams>,
@@ -1043,23 +1112,36 @@ async fn timeline_route(
             }
             ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
         }
-        Ok(Ok(events)) => axum::Json(json!({
-            "cc": cc, "since": since, "until": until, "events": events,
-        }))
+        Ok(Ok(events)) => axum::Json(TimelineAnswer {
+            cc,
+            since,
+            until,
+            events,
+        })
         .into_response(),
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
-/// `GET /api/v1/countries`: countries with signals, for the page's picker.
+/// Countries with signals, for the web page's picker.
+#[utoipa::path(get, path = "/api/v1/countries", tag = "research",
+    responses(
+        (status = 200, description = "The countries", body = CountriesAnswer),
+        (status = 503, description = "Storage is unavailable", body = ErrorAnswer),
+    ))]
 async fn countries_route(State(state): State<AppState>) -> Response {
     match tokio::task::spawn_blocking(move || state.storage.countries()).await {
-        Ok(Ok(list)) => axum::Json(json!({
-            "countries": list.iter().map(|(cc, networks, events)| json!({
-                "cc": cc, "networks": networks, "events": events,
-            })).collect::<Vec<_>>(),
-        }))
+        Ok(Ok(list)) => axum::Json(CountriesAnswer {
+            countries: list
+                .into_iter()
+                .map(|(cc, networks, events)| Country {
+                    cc,
+                    networks,
+                    events,
+                })
+                .collect(),
+        })
         .into_response(),
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

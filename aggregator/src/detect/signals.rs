@@ -97,7 +97,7 @@ pub struct SignalQuery {
 }
 
 /// Share of measurements with an anomaly on each layer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct LayerRatios {
     /// DNS.
     pub dns: f64,
@@ -110,7 +110,7 @@ pub struct LayerRatios {
 }
 
 /// One bin of signals. Bins in which nothing was heard are absent: silence is the signal.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SignalBin {
     /// Start of the bin, `YYYY-MM-DD HH:MM:SS` UTC.
     pub start: String,

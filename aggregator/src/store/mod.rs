@@ -145,7 +145,7 @@ pub struct Query {
 }
 
 /// One row of a query answer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Found {
     /// Measurement id.
     pub id: String,

@@ -156,7 +156,19 @@ pub struct ProbeContacts {
 }
 
 /// A layer of the measurement, as events name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Layer {
     /// DNS resolution.
@@ -286,7 +298,7 @@ pub struct RateSample {
 }
 
 /// What an event is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// Networks went dark.
@@ -311,7 +323,7 @@ impl Kind {
 /// How far an event reached. DESIGN lists `full | partial | service`; the issue asks to tell
 /// regional shutdowns (several networks of a country) from single-network ones, so `partial`
 /// is split into `regional` and `network`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Every network of the country with enough probes.
@@ -325,7 +337,7 @@ pub enum Scope {
 }
 
 /// Where an event happened.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Entity {
     /// Country.
     pub cc: String,
@@ -337,7 +349,7 @@ pub struct Entity {
 }
 
 /// One event of the timeline (DESIGN "Events").
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     /// Stable id (16 hex digits).
     pub id: String,
