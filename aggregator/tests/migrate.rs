@@ -297,7 +297,12 @@ fn sqlite_to_sqlite_copies_brings_verdicts_up_to_date_and_names_differences() {
     tampered.blocking = Some("false".into());
     copy.update_verdict(&tampered).expect("tamper");
     // And a key revoked only in the copy.
-    let (key, _) = lite.keys().expect("keys").remove(0);
+    let (key, _) = lite
+        .keys()
+        .expect("keys")
+        .into_iter()
+        .find(|(_, state)| state == "trusted")
+        .expect("a trusted key");
     copy.set_key(&key, KeyState::Revoked).expect("revoke");
     drop(copy);
     let (code, out, err) = migrate(&from, &to, &["--check-only"]);
@@ -310,6 +315,9 @@ fn sqlite_to_sqlite_copies_brings_verdicts_up_to_date_and_names_differences() {
         err.contains(&format!("key {key} is revoked, not trusted")),
         "{err}"
     );
+    // The tampered verdict moved the copy's signals too (an anomaly less in its bin).
+    assert!(err.contains("the signals of IR differ from bin"), "{err}");
+    assert!(err.contains("3 difference(s)"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

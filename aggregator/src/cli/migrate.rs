@@ -8,7 +8,7 @@
 //! machine is not enough; SQLite to SQLite costs nothing and is how the command is tested
 //! without a server), and no store is ever held in memory: measurements in id order
 //! ([`Storage::rows_page`]) through [`Storage::insert`], heartbeats in (key, time) order through
-//! [`Storage::heartbeat`], keys with their standing through [`Storage::set_key`], and each
+//! [`Storage::record_heartbeats`], keys with their standing through [`Storage::set_key`], and each
 //! country's events through [`Storage::replace_events`]. The signals are not copied: both
 //! stores derive them from the measurements and heartbeats (SQLite adds them up at insert,
 //! ClickHouse groups them at read time), so they are checked instead.
@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use vantage_aggregator::store::model::{BIN_SECONDS, Kind, ProbeBin, TimelineQuery, bin_of};
-use vantage_aggregator::store::{Location, Row, StoredHeartbeat};
+use vantage_aggregator::store::{Location, Row};
 
 use super::*;
 
@@ -313,21 +313,11 @@ fn copy(
             .context("reading heartbeats from the source")?;
         let Some(last) = beats.last() else { break };
         after = Some((last.key.clone(), last.sent_at.clone()));
-        for StoredHeartbeat {
-            key,
-            cc,
-            asn,
-            sent_at,
-            verified,
-        } in &beats
-        {
-            if to
-                .heartbeat(key, cc, *asn, sent_at, *verified)
-                .context("writing heartbeats to the destination")?
-            {
-                copied.new_heartbeats += 1;
-            }
-            copied.touch(cc, sent_at);
+        copied.new_heartbeats +=
+            to.record_heartbeats(&beats)
+                .context("writing heartbeats to the destination")? as u64;
+        for h in &beats {
+            copied.touch(&h.cc, &h.sent_at);
         }
         copied.heartbeats += beats.len() as u64;
         progress.inc(beats.len() as u64);

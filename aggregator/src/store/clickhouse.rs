@@ -1405,6 +1405,62 @@ impl ClickHouse {
             })
             .collect())
     }
+
+    /// [`ClickHouse::heartbeat`] for a page: one query for which (key, `sent_at`) are already
+    /// there (the table's sorting key), one INSERT for the rest.
+    pub fn record_heartbeats(&self, beats: &[StoredHeartbeat]) -> Result<usize, DbError> {
+        if beats.is_empty() {
+            return Ok(0);
+        }
+        #[derive(Deserialize)]
+        struct Seen {
+            probe_key: String,
+            sent_at: String,
+        }
+        let list = beats
+            .iter()
+            .map(|b| format!("({},{})", quote(&b.key), quote(&b.sent_at)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut seen: std::collections::HashSet<(String, String)> = self
+            .rows::<Seen>(
+                "checking heartbeats",
+                &format!(
+                    "SELECT DISTINCT probe_key, sent_at FROM heartbeats
+                     WHERE (probe_key, sent_at) IN ({list})"
+                ),
+            )?
+            .into_iter()
+            .map(|s| (s.probe_key, s.sent_at))
+            .collect();
+        #[derive(Serialize)]
+        struct H<'a> {
+            probe_key: &'a str,
+            probe_cc: &'a str,
+            probe_asn: u32,
+            sent_at: &'a str,
+            received_at: i64,
+            network_verified: u8,
+            sent_ts: Option<i64>,
+        }
+        let received_at = now();
+        let fresh: Vec<H<'_>> = beats
+            .iter()
+            // Inserting into `seen` also keeps a heartbeat given twice in `beats` once.
+            .filter(|b| seen.insert((b.key.clone(), b.sent_at.clone())))
+            .map(|b| H {
+                probe_key: &b.key,
+                probe_cc: &b.cc,
+                probe_asn: b.asn,
+                sent_at: &b.sent_at,
+                received_at,
+                network_verified: u8::from(b.verified),
+                sent_ts: parse_time(&b.sent_at),
+            })
+            .collect();
+        self.insert_rows("recording heartbeats", "heartbeats", &fresh)?;
+        Ok(fresh.len())
+    }
 }
 
 /// Every method of the trait is the inherent one of the same name above, or, for what the
@@ -1912,6 +1968,10 @@ impl Storage for ClickHouse {
         limit: usize,
     ) -> Result<Vec<StoredHeartbeat>, DbError> {
         ClickHouse::heartbeats_page(self, after, limit)
+    }
+
+    fn record_heartbeats(&self, beats: &[StoredHeartbeat]) -> Result<usize, DbError> {
+        ClickHouse::record_heartbeats(self, beats)
     }
 }
 
@@ -3315,5 +3375,22 @@ mod tests {
         };
         assert_eq!(first, [beat("k1", "2026-01-02 10:00:00", true)]);
         assert_eq!(rest, [beat("k2", "2026-01-01 10:00:00", false)]);
+        // A page recorded at once: the ones already there (and a repeat) are skipped, and
+        // what is new counts in the signals as one recorded alone does.
+        let page = [
+            beat("k1", "2026-01-02 10:00:00", true),
+            beat("k3", "2026-01-03 10:00:00", true),
+            beat("k3", "2026-01-03 10:00:00", true),
+        ];
+        assert_eq!(db.record_heartbeats(&page).expect("page"), 1);
+        assert_eq!(db.record_heartbeats(&page).expect("again"), 0);
+        assert_eq!(db.heartbeat_count("IR").expect("count"), 3);
+        let day = bin_of_test("2026-01-03 10:00:00") * BIN_SECONDS / 86_400;
+        assert!(db.vouches("IR", None, day, day).expect("vouches").vouch(
+            "k3",
+            7,
+            parse_time("2026-01-03 10:00:00").expect("t"),
+            0
+        ));
     }
 }
