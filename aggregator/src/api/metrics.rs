@@ -153,10 +153,13 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    /// A sample line: its name, its labels (name, value unescaped) and its value.
+    type Sample = (String, Vec<(String, String)>, String);
+
     /// The sample lines (name, labels, value) of an exposition, read as a scraper reads them:
     /// a label value is a quoted string in which only `\\`, `\"` and `\n` are escapes, so an
     /// unescaped quote or a raw newline inside a value breaks the line apart and fails here.
-    fn samples(text: &str) -> Vec<(String, Vec<(String, String)>, String)> {
+    fn samples(text: &str) -> Vec<Sample> {
         let mut out = Vec::new();
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let mut chars = line.chars();

@@ -117,3 +117,89 @@ pub struct EnrolAnswer {
     /// The enrolled public key.
     pub key: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+    use vantage_probe::wire::{IngestAnswer, LineOutcome, ServerInfo};
+
+    use super::*;
+    use crate::api::server::openapi;
+
+    /// `value`, as a handler writes it, fits the schema `name` of the served document: every
+    /// field it writes is a documented property and every required property is written.
+    fn fits(doc: &Value, name: &str, value: &Value) {
+        let schema = &doc["components"]["schemas"][name];
+        let properties = schema["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{name} has no properties: {schema}"));
+        let written = value.as_object().expect("an object");
+        for key in written.keys() {
+            assert!(
+                properties.contains_key(key),
+                "{name}.{key} is written but not documented"
+            );
+        }
+        for required in schema["required"].as_array().into_iter().flatten() {
+            let key = required.as_str().expect("a name");
+            assert!(
+                written.contains_key(key),
+                "{name}.{key} is required but not written"
+            );
+        }
+    }
+
+    #[test]
+    fn the_answers_the_handlers_write_fit_the_documented_schemas() {
+        let doc = serde_json::to_value(openapi()).expect("the document serialises");
+        let found = Found {
+            id: "a".repeat(64),
+            source: "vantage".into(),
+            probe_cc: "IR".into(),
+            probe_asn: "AS64500".into(),
+            test_name: "web_connectivity".into(),
+            input: Some("https://example.org/".into()),
+            measured_at: "2026-01-01 00:00:00".into(),
+            blocking: Some(json!("dns")),
+            accessible: Some(false),
+            confirmed: true,
+            rule_set: None,
+            cursor: "not sent".into(),
+        };
+        let page = serde_json::to_value(SearchAnswer {
+            results: vec![found],
+            next: None,
+        })
+        .expect("page");
+        fits(&doc, "SearchAnswer", &page);
+        fits(&doc, "Found", &page["results"][0]);
+        let event: Event = serde_json::from_value(json!({
+            "id": "0123456789abcdef", "entity": {"cc": "IR", "asn": null, "asns": ["AS1", "AS2"]},
+            "kind": "shutdown", "scope": "regional", "layer": null, "category": null,
+            "targets": [], "start": "2026-01-01 00:00:00", "end": null, "status": "ongoing",
+            "suspected": false, "confidence": 0.9, "probes": 4, "evidence": [], "rate_kbps": 12.5,
+        }))
+        .expect("an event");
+        let written = serde_json::to_value(&event).expect("event");
+        fits(&doc, "Event", &written);
+        fits(&doc, "Entity", &written["entity"]);
+        let answer = serde_json::to_value(IngestAnswer {
+            results: vec![LineOutcome::rejected(1, None, "bad signature".into())],
+            error: Some("bad body".into()),
+            incomplete: None,
+        })
+        .expect("answer");
+        fits(&doc, "IngestAnswer", &answer);
+        fits(&doc, "LineOutcome", &answer["results"][0]);
+        let info = ServerInfo {
+            port: 1,
+            cert_sha256: "00".into(),
+            max_payload_bytes: 1,
+        };
+        fits(
+            &doc,
+            "ServerInfo",
+            &serde_json::to_value(info).expect("info"),
+        );
+    }
+}
