@@ -50,6 +50,13 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let lines = Family::<OutcomeLabel, Counter>::default();
+        // Both outcomes from the start, at 0, so a dashboard's rate() has a series before the
+        // first upload (a family only shows the label values it has seen).
+        for outcome in [Status::Accepted, Status::Duplicate] {
+            lines.get_or_create(&OutcomeLabel {
+                outcome: outcome.as_str(),
+            });
+        }
         let rejected = Family::<ReasonLabel, Counter>::default();
         // 1 ms to about 16 s: a small batch on an idle server to a full upload under load.
         let ingest_seconds = Histogram::new(exponential_buckets(0.001, 4.0, 8));
@@ -248,6 +255,12 @@ mod tests {
         let nasty = "say \"hi\" \\ then\nvantage_heartbeats_total 999";
         m.reject(nasty);
         let text = m.render(0);
+        for zero in [
+            "vantage_ingest_lines_total{outcome=\"accepted\"} 0\n",
+            "vantage_ingest_lines_total{outcome=\"duplicate\"} 0\n",
+        ] {
+            assert!(text.contains(zero), "{zero:?} missing from:\n{text}");
+        }
         assert!(
             text.contains(
                 "vantage_ingest_rejected_total{reason=\"say \\\"hi\\\" \\\\ then\\nvantage_heartbeats_total 999\"} 1\n"
@@ -269,5 +282,19 @@ mod tests {
             .map(|(_, _, v)| v.as_str())
             .collect();
         assert_eq!(heartbeats, ["0"], "{text}");
+    }
+
+    /// The reader above is strict enough to catch what escaping prevents: the same value
+    /// written raw splits its line.
+    #[test]
+    #[should_panic(expected = "after a label value")]
+    fn the_reader_refuses_a_raw_quote() {
+        samples("vantage_ingest_rejected_total{reason=\"say \"hi\"\"} 1\n");
+    }
+
+    #[test]
+    #[should_panic(expected = "runs past the line")]
+    fn the_reader_refuses_a_raw_newline() {
+        samples("vantage_ingest_rejected_total{reason=\"one\ntwo\"} 1\n");
     }
 }
