@@ -151,24 +151,29 @@ pub(super) fn migrate(args: &MigrateArgs) -> Result<ExitCode> {
         "migrated"
     };
     outln!("{verb} {} -> {}", args.from, args.to)?;
-    outln!(
-        "measurements: {} ({} new, {} already there, {} verdicts brought up to date)",
-        copied.measurements,
-        copied.new_measurements,
-        copied.measurements - copied.new_measurements,
-        copied.verdicts_updated
-    )?;
-    outln!(
-        "heartbeats: {} ({} new)",
-        copied.heartbeats,
-        copied.new_heartbeats
-    )?;
+    if args.check_only {
+        outln!("measurements: {}", copied.measurements)?;
+        outln!("heartbeats: {}", copied.heartbeats)?;
+    } else {
+        outln!(
+            "measurements: {} ({} new, {} already there, {} verdicts brought up to date)",
+            copied.measurements,
+            copied.new_measurements,
+            copied.measurements - copied.new_measurements,
+            copied.verdicts_updated
+        )?;
+        outln!(
+            "heartbeats: {} ({} new)",
+            copied.heartbeats,
+            copied.new_heartbeats
+        )?;
+    }
     outln!("keys: {}", copied.keys)?;
-    outln!("events: {} in {countries} countries", copied.events)?;
+    outln!("events: {}", copied.events)?;
     outln!("signals compared on {days} days of {countries} countries")?;
     if diff.count == 0 {
         outln!(
-            "verified: every measurement byte for byte, every heartbeat, key, event and signal"
+            "verified: every measurement byte for byte; heartbeats per country, keys, events and signals equal"
         )?;
         return Ok(ExitCode::SUCCESS);
     }
