@@ -53,9 +53,11 @@ impl Default for Metrics {
         // Both outcomes from the start, at 0, so a dashboard's rate() has a series before the
         // first upload (a family only shows the label values it has seen).
         for outcome in [Status::Accepted, Status::Duplicate] {
-            lines.get_or_create(&OutcomeLabel {
-                outcome: outcome.as_str(),
-            });
+            lines
+                .get_or_create(&OutcomeLabel {
+                    outcome: outcome.as_str(),
+                })
+                .inc_by(0);
         }
         let rejected = Family::<ReasonLabel, Counter>::default();
         // 1 ms to about 16 s: a small batch on an idle server to a full upload under load.
