@@ -13,7 +13,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let base = url.trim_end_matches('x');
     let mut out = std::io::stdout().lock();
     writeln!(out, "{base}")?;
-    writeln!(out, "{}", server.log_path().parent().map_or_else(String::new, |p| p.display().to_string()))?;
+    writeln!(
+        out,
+        "{}",
+        server
+            .log_path()
+            .parent()
+            .map_or_else(String::new, |p| p.display().to_string())
+    )?;
     out.flush()?;
     drop(out);
     let mut sink = Vec::new();

@@ -73,7 +73,9 @@ fn fill(store: &str, count: usize, fixtures: &str) {
     let probes: Vec<Identity> = (0..PROBES)
         .map(|_| Identity::generate().expect("key"))
         .collect();
-    let location: Location = store.parse().expect("STORE: a file, sqlite:FILE or clickhouse://");
+    let location: Location = store
+        .parse()
+        .expect("STORE: a file, sqlite:FILE or clickhouse://");
     let db = location.open().expect("store");
     let db = &*db;
     let config = IngestConfig::default();
