@@ -19,19 +19,6 @@ use vantage_aggregator::store::{Location, Storage};
 use vantage_probe::envelope::Identity;
 use vantage_probe::verdict::fingerprints::Fingerprints;
 
-/// A measurement of `test_name` by `key`, made at `at` in IR / AS64500, signed.
-fn signed(key: &Identity, test_name: &str, at: i64, runtime: f64, keys: Value) -> String {
-    let mut m = serde_json::to_value(vantage_probe::ooni::Measurement::vantage(
-        test_name, "0.1.0", keys,
-    ))
-    .expect("json");
-    m["probe_cc"] = "IR".into();
-    m["probe_asn"] = "AS64500".into();
-    m["measurement_start_time"] = format_time(at).into();
-    m["test_runtime"] = runtime.into();
-    key.seal(&m.to_string()).expect("seal").1
-}
-
 /// The probes' heartbeats (every minute while online) and canary rounds (every five minutes,
 /// failing while dark and uploaded once back) over `[from, to)`, dark during `[cut, back)`,
 /// ingested through the library straight into the shared store, as a node would.
@@ -44,7 +31,7 @@ fn seed(store: &dyn Storage, keys: &[Identity], from: i64, to: i64, cut: i64, ba
         while t < to {
             let online = !(cut..back).contains(&t);
             if online {
-                let beat = signed(key, "heartbeat", t, 0.0, json!({}));
+                let beat = common::signed_in_ir(key, "heartbeat", t, 0.0, json!({}));
                 ingest::heartbeat(store, &beat, &config, &ingest::Origin::UNKNOWN)
                     .expect("store")
                     .expect("accepted");
@@ -52,7 +39,13 @@ fn seed(store: &dyn Storage, keys: &[Identity], from: i64, to: i64, cut: i64, ba
             if (t - from) % 300 < 60 {
                 let ok = if online { 4 } else { 0 };
                 let keys = json!({"ok": ok, "total": 4, "checks": []});
-                queue.push(signed(key, "canary", t, p as f64 / 10.0, keys));
+                queue.push(common::signed_in_ir(
+                    key,
+                    "canary",
+                    t,
+                    p as f64 / 10.0,
+                    keys,
+                ));
             }
             if online && !queue.is_empty() {
                 let outcomes = ingest::ingest(
@@ -182,7 +175,7 @@ fn two_nodes_share_one_clickhouse_and_the_detectors_move_when_their_node_dies() 
     let (b, b_err) = node(&dir, "node-b", &url);
 
     // One measurement uploaded through both nodes is stored once.
-    let line = signed(
+    let line = common::signed_in_ir(
         &keys[0],
         "canary",
         t0 + 30,

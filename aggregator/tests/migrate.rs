@@ -12,26 +12,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{AGGREGATOR, tempdir};
-use serde_json::{Value, json};
-use vantage_aggregator::detect::{self, DetectConfig, Pass, format_time};
+use serde_json::json;
+use vantage_aggregator::detect::{self, DetectConfig, Pass};
 use vantage_aggregator::ingest::{self, IngestConfig, Origin};
 use vantage_aggregator::store::model::{Event, TimelineQuery};
 use vantage_aggregator::store::{KeyState, Location, Row, Sqlite, Storage};
 use vantage_fixtures::clickhouse::Server;
 use vantage_probe::envelope::Identity;
 use vantage_probe::verdict::fingerprints::Fingerprints;
-
-fn signed(key: &Identity, test_name: &str, at: i64, runtime: f64, keys: Value) -> String {
-    let mut m = serde_json::to_value(vantage_probe::ooni::Measurement::vantage(
-        test_name, "0.1.0", keys,
-    ))
-    .expect("json");
-    m["probe_cc"] = "IR".into();
-    m["probe_asn"] = "AS64500".into();
-    m["measurement_start_time"] = format_time(at).into();
-    m["test_runtime"] = runtime.into();
-    key.seal(&m.to_string()).expect("seal").1
-}
 
 /// Three hours of five probes of AS64500, dark for the middle hour (the canaries they recorded
 /// offline uploaded when back); the first two probes connect from inside their network. Then
@@ -57,7 +45,7 @@ fn seed(dir: &Path) -> (PathBuf, Vec<Event>) {
         while t < now {
             let online = !(cut..back).contains(&t);
             if online {
-                let beat = signed(&key, "heartbeat", t, 0.0, json!({}));
+                let beat = common::signed_in_ir(&key, "heartbeat", t, 0.0, json!({}));
                 ingest::heartbeat(&db, &beat, &config, &origin)
                     .expect("db")
                     .expect("accepted");
@@ -65,7 +53,13 @@ fn seed(dir: &Path) -> (PathBuf, Vec<Event>) {
             if (t - t0) % 300 < 60 {
                 let ok = if online { 4 } else { 0 };
                 let keys = json!({"ok": ok, "total": 4, "checks": []});
-                queue.push(signed(&key, "canary", t, p as f64 / 10.0, keys));
+                queue.push(common::signed_in_ir(
+                    &key,
+                    "canary",
+                    t,
+                    p as f64 / 10.0,
+                    keys,
+                ));
             }
             if online && !queue.is_empty() {
                 let outcomes =

@@ -110,19 +110,6 @@ fn page(key: &Identity, n: usize, cc: &str, at: i64) -> (String, String) {
     (id.to_string(), line)
 }
 
-/// A heartbeat or canary of `key` at `at` in IR / AS64500, signed.
-fn control(key: &Identity, test_name: &str, at: i64, runtime: f64, keys: Value) -> String {
-    let mut m = serde_json::to_value(vantage_probe::ooni::Measurement::vantage(
-        test_name, "0.1.0", keys,
-    ))
-    .expect("json");
-    m["probe_cc"] = "IR".into();
-    m["probe_asn"] = "AS64500".into();
-    m["measurement_start_time"] = format_time(at).into();
-    m["test_runtime"] = runtime.into();
-    key.seal(&m.to_string()).expect("seal").1
-}
-
 /// The statuses of an upload's answer, in line order: (status, reason).
 fn outcomes(body: &str) -> Vec<(String, Option<String>)> {
     let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{body}: {e}"));
@@ -148,14 +135,20 @@ fn probe_life(base: &str, key: &Identity, p: i64, (from, to): (i64, i64), (cut, 
     while t < to {
         let online = !(cut..back).contains(&t);
         if online {
-            let beat = control(key, "heartbeat", t, 0.0, json!({}));
+            let beat = common::signed_in_ir(key, "heartbeat", t, 0.0, json!({}));
             let (status, body) = http(base, "POST", "/api/v1/heartbeat", JSON, beat.as_bytes());
             assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
         }
         if (t - from) % 300 < 60 {
             let ok = if online { 4 } else { 0 };
             let keys = json!({"ok": ok, "total": 4, "checks": []});
-            queue.push(control(key, "canary", t, p as f64 / 10.0, keys));
+            queue.push(common::signed_in_ir(
+                key,
+                "canary",
+                t,
+                p as f64 / 10.0,
+                keys,
+            ));
         }
         if online && !queue.is_empty() {
             let body = queue.join("\n");
@@ -521,7 +514,7 @@ async fn story(store: &Store) {
         [("rejected".to_string(), Some("revoked key".to_string()))],
         "{reply}"
     );
-    let beat = control(&alice, "heartbeat", now, 0.0, json!({}));
+    let beat = common::signed_in_ir(&alice, "heartbeat", now, 0.0, json!({}));
     let (status, body) = http(&base, "POST", "/api/v1/heartbeat", JSON, beat.as_bytes());
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("revoked key"), "{body}");

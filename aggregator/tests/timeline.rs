@@ -17,18 +17,6 @@ use vantage_aggregator::store::Sqlite;
 use vantage_probe::envelope::Identity;
 use vantage_probe::verdict::fingerprints::Fingerprints;
 
-fn signed(key: &Identity, test_name: &str, at: i64, runtime: f64, keys: Value) -> String {
-    let mut m = serde_json::to_value(vantage_probe::ooni::Measurement::vantage(
-        test_name, "0.1.0", keys,
-    ))
-    .expect("json");
-    m["probe_cc"] = "IR".into();
-    m["probe_asn"] = "AS64500".into();
-    m["measurement_start_time"] = format_time(at).into();
-    m["test_runtime"] = runtime.into();
-    key.seal(&m.to_string()).expect("seal").1
-}
-
 /// Three hours of five probes, dark during `[cut, back)`; returns the database path.
 fn seed(dir: &std::path::Path, t0: i64, cut: i64, back: i64) -> std::path::PathBuf {
     let path = dir.join("agg.db");
@@ -42,7 +30,7 @@ fn seed(dir: &std::path::Path, t0: i64, cut: i64, back: i64) -> std::path::PathB
         while t < (t0 + 3 * 3600).min(vantage_aggregator::store::now()) {
             let online = !(cut..back).contains(&t);
             if online {
-                let beat = signed(&key, "heartbeat", t, 0.0, json!({}));
+                let beat = common::signed_in_ir(&key, "heartbeat", t, 0.0, json!({}));
                 ingest::heartbeat(&db, &beat, &config, &ingest::Origin::UNKNOWN)
                     .expect("db")
                     .expect("accepted");
@@ -50,7 +38,13 @@ fn seed(dir: &std::path::Path, t0: i64, cut: i64, back: i64) -> std::path::PathB
             if (t - t0) % 300 < 60 {
                 let ok = if online { 4 } else { 0 };
                 let keys = json!({"ok": ok, "total": 4, "checks": []});
-                queue.push(signed(&key, "canary", t, p as f64 / 10.0, keys));
+                queue.push(common::signed_in_ir(
+                    &key,
+                    "canary",
+                    t,
+                    p as f64 / 10.0,
+                    keys,
+                ));
             }
             if online && !queue.is_empty() {
                 let outcomes = ingest::ingest(

@@ -308,3 +308,23 @@ pub fn http(
     };
     (status, body)
 }
+
+/// A measurement of `test_name` by `key`, made at `at` (epoch seconds) in IR / AS64500, with
+/// these test keys, sealed: the heartbeats and canaries of the timeline's end-to-end tests.
+pub fn signed_in_ir(
+    key: &vantage_probe::envelope::Identity,
+    test_name: &str,
+    at: i64,
+    runtime: f64,
+    keys: serde_json::Value,
+) -> String {
+    let mut m = serde_json::to_value(vantage_probe::ooni::Measurement::vantage(
+        test_name, "0.1.0", keys,
+    ))
+    .expect("json");
+    m["probe_cc"] = "IR".into();
+    m["probe_asn"] = "AS64500".into();
+    m["measurement_start_time"] = vantage_aggregator::detect::format_time(at).into();
+    m["test_runtime"] = runtime.into();
+    key.seal(&m.to_string()).expect("seal").1
+}
