@@ -14,60 +14,9 @@ use std::time::{Duration, Instant};
 use common::{AGGREGATOR, Server, http, spawn_server, tempdir};
 use serde_json::{Value, json};
 use vantage_aggregator::detect::format_time;
-use vantage_aggregator::ingest::{self, IngestConfig};
-use vantage_aggregator::store::{Location, Storage};
+use vantage_aggregator::ingest;
+use vantage_aggregator::store::Location;
 use vantage_probe::envelope::Identity;
-use vantage_probe::verdict::fingerprints::Fingerprints;
-
-/// The probes' heartbeats (every minute while online) and canary rounds (every five minutes,
-/// failing while dark and uploaded once back) over `[from, to)`, dark during `[cut, back)`,
-/// ingested through the library straight into the shared store, as a node would.
-fn seed(store: &dyn Storage, keys: &[Identity], from: i64, to: i64, cut: i64, back: i64) {
-    let config = IngestConfig::default();
-    let fingerprints = Fingerprints::builtin();
-    for (p, key) in keys.iter().enumerate() {
-        let mut queue = Vec::new();
-        let mut t = from + i64::try_from(p).expect("small") * 7;
-        while t < to {
-            let online = !(cut..back).contains(&t);
-            if online {
-                let beat = common::signed_in_ir(key, "heartbeat", t, 0.0, json!({}));
-                ingest::heartbeat(store, &beat, &config, &ingest::Origin::UNKNOWN)
-                    .expect("store")
-                    .expect("accepted");
-            }
-            if (t - from) % 300 < 60 {
-                let ok = if online { 4 } else { 0 };
-                let keys = json!({"ok": ok, "total": 4, "checks": []});
-                queue.push(common::signed_in_ir(
-                    key,
-                    "canary",
-                    t,
-                    p as f64 / 10.0,
-                    keys,
-                ));
-            }
-            if online && !queue.is_empty() {
-                let outcomes = ingest::ingest(
-                    store,
-                    &queue.join("\n"),
-                    &config,
-                    &fingerprints,
-                    &ingest::Origin::UNKNOWN,
-                )
-                .expect("ingest");
-                assert!(
-                    outcomes
-                        .iter()
-                        .all(|o| o.status == ingest::Status::Accepted),
-                    "{outcomes:?}"
-                );
-                queue.clear();
-            }
-            t += 60;
-        }
-    }
-}
 
 /// A node serving `url`, its stderr lines collected as they come.
 fn node(dir: &std::path::Path, name: &str, url: &str) -> (Server, Arc<Mutex<Vec<String>>>) {
@@ -168,15 +117,17 @@ fn two_nodes_share_one_clickhouse_and_the_detectors_move_when_their_node_dies() 
     let t0 = (now - 4 * 3600) / 60 * 60;
     let (cut1, back1) = (t0 + 3600, t0 + 5400);
     let (split, cut2, back2) = (t0 + 9000, t0 + 10_800, t0 + 12_600);
-    let keys: Vec<Identity> = (0..5).map(|_| Identity::generate().expect("key")).collect();
-    seed(&*store, &keys, t0, split, cut1, back1);
+    let probes: Vec<(Identity, ingest::Origin)> = (0..5)
+        .map(|_| (Identity::generate().expect("key"), ingest::Origin::UNKNOWN))
+        .collect();
+    common::seed_probes(&*store, &probes, t0, split, cut1, back1);
 
     let (a, a_err) = node(&dir, "node-a", &url);
     let (b, b_err) = node(&dir, "node-b", &url);
 
     // One measurement uploaded through both nodes is stored once.
     let line = common::signed_in_ir(
-        &keys[0],
+        &probes[0].0,
         "canary",
         t0 + 30,
         0.0,
@@ -229,7 +180,7 @@ fn two_nodes_share_one_clickhouse_and_the_detectors_move_when_their_node_dies() 
     holder.child.kill().expect("kill");
     holder.child.wait().expect("wait");
     let killed = Instant::now();
-    seed(&*store, &keys, split, now, cut2, back2);
+    common::seed_probes(&*store, &probes, split, now, cut2, back2);
     assert!(
         wait(Duration::from_secs(60), || runs_detectors(&survivor_err)),
         "the survivor never took the detectors over: {:?}",

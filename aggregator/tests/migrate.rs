@@ -12,14 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{AGGREGATOR, tempdir};
-use serde_json::json;
 use vantage_aggregator::detect::{self, DetectConfig, Pass};
-use vantage_aggregator::ingest::{self, IngestConfig, Origin};
+use vantage_aggregator::ingest::Origin;
 use vantage_aggregator::store::model::{Event, TimelineQuery};
 use vantage_aggregator::store::{KeyState, Location, Row, Sqlite, Storage};
 use vantage_fixtures::clickhouse::Server;
 use vantage_probe::envelope::Identity;
-use vantage_probe::verdict::fingerprints::Fingerprints;
 
 /// Three hours of five probes of AS64500, dark for the middle hour (the canaries they recorded
 /// offline uploaded when back); the first two probes connect from inside their network. Then
@@ -30,53 +28,18 @@ fn seed(dir: &Path) -> (PathBuf, Vec<Event>) {
     let now = vantage_aggregator::store::now();
     let t0 = (now - 3 * 3600) / 60 * 60;
     let (cut, back) = (t0 + 3600, t0 + 7200);
-    let config = IngestConfig::default();
-    let fingerprints = Fingerprints::builtin();
-    let mut last_key = None;
-    for p in 0..5 {
-        let key = Identity::generate().expect("key");
-        let origin = if p < 2 {
-            Origin::observed(64500, "IR")
-        } else {
-            Origin::UNKNOWN
-        };
-        let mut queue = Vec::new();
-        let mut t = t0 + p * 7;
-        while t < now {
-            let online = !(cut..back).contains(&t);
-            if online {
-                let beat = common::signed_in_ir(&key, "heartbeat", t, 0.0, json!({}));
-                ingest::heartbeat(&db, &beat, &config, &origin)
-                    .expect("db")
-                    .expect("accepted");
-            }
-            if (t - t0) % 300 < 60 {
-                let ok = if online { 4 } else { 0 };
-                let keys = json!({"ok": ok, "total": 4, "checks": []});
-                queue.push(common::signed_in_ir(
-                    &key,
-                    "canary",
-                    t,
-                    p as f64 / 10.0,
-                    keys,
-                ));
-            }
-            if online && !queue.is_empty() {
-                let outcomes =
-                    ingest::ingest(&db, &queue.join("\n"), &config, &fingerprints, &origin)
-                        .expect("ingest");
-                assert!(
-                    outcomes
-                        .iter()
-                        .all(|o| o.status == ingest::Status::Accepted),
-                    "{outcomes:?}"
-                );
-                queue.clear();
-            }
-            t += 60;
-        }
-        last_key = Some(key.public_key());
-    }
+    let probes: Vec<(Identity, Origin)> = (0..5)
+        .map(|p| {
+            let origin = if p < 2 {
+                Origin::observed(64500, "IR")
+            } else {
+                Origin::UNKNOWN
+            };
+            (Identity::generate().expect("key"), origin)
+        })
+        .collect();
+    common::seed_probes(&db, &probes, t0, now, cut, back);
+    let last_key = probes.last().map(|(key, _)| key.public_key());
     let revoked = last_key.expect("five keys");
     db.set_key(&revoked, KeyState::Revoked).expect("revoke");
     detect::detect(

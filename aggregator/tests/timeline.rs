@@ -10,61 +10,21 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{AGGREGATOR, http, serve, tempdir};
-use serde_json::{Value, json};
+use serde_json::Value;
 use vantage_aggregator::detect::format_time;
-use vantage_aggregator::ingest::{self, IngestConfig};
+use vantage_aggregator::ingest;
 use vantage_aggregator::store::Sqlite;
 use vantage_probe::envelope::Identity;
-use vantage_probe::verdict::fingerprints::Fingerprints;
 
 /// Three hours of five probes, dark during `[cut, back)`; returns the database path.
 fn seed(dir: &std::path::Path, t0: i64, cut: i64, back: i64) -> std::path::PathBuf {
     let path = dir.join("agg.db");
     let db = Sqlite::open(&path).expect("db");
-    let config = IngestConfig::default();
-    let fingerprints = Fingerprints::builtin();
-    for p in 0..5 {
-        let key = Identity::generate().expect("key");
-        let mut queue = Vec::new();
-        let mut t = t0 + p * 7;
-        while t < (t0 + 3 * 3600).min(vantage_aggregator::store::now()) {
-            let online = !(cut..back).contains(&t);
-            if online {
-                let beat = common::signed_in_ir(&key, "heartbeat", t, 0.0, json!({}));
-                ingest::heartbeat(&db, &beat, &config, &ingest::Origin::UNKNOWN)
-                    .expect("db")
-                    .expect("accepted");
-            }
-            if (t - t0) % 300 < 60 {
-                let ok = if online { 4 } else { 0 };
-                let keys = json!({"ok": ok, "total": 4, "checks": []});
-                queue.push(common::signed_in_ir(
-                    &key,
-                    "canary",
-                    t,
-                    p as f64 / 10.0,
-                    keys,
-                ));
-            }
-            if online && !queue.is_empty() {
-                let outcomes = ingest::ingest(
-                    &db,
-                    &queue.join("\n"),
-                    &config,
-                    &fingerprints,
-                    &ingest::Origin::UNKNOWN,
-                )
-                .expect("ingest");
-                assert!(
-                    outcomes
-                        .iter()
-                        .all(|o| o.status == ingest::Status::Accepted)
-                );
-                queue.clear();
-            }
-            t += 60;
-        }
-    }
+    let probes: Vec<(Identity, ingest::Origin)> = (0..5)
+        .map(|_| (Identity::generate().expect("key"), ingest::Origin::UNKNOWN))
+        .collect();
+    let end = (t0 + 3 * 3600).min(vantage_aggregator::store::now());
+    common::seed_probes(&db, &probes, t0, end, cut, back);
     path
 }
 

@@ -328,3 +328,54 @@ pub fn signed_in_ir(
     m["test_runtime"] = runtime.into();
     key.seal(&m.to_string()).expect("seal").1
 }
+
+/// The probes' heartbeats (every minute while online) and canary rounds (every five minutes,
+/// failing while dark and uploaded once back) over `[from, to)`, dark during `[cut, back)`,
+/// ingested through the library straight into `store` (each probe from its `Origin`), as a
+/// node would: the fleet of the timeline's end-to-end tests.
+pub fn seed_probes(
+    store: &dyn vantage_aggregator::store::Storage,
+    probes: &[(
+        vantage_probe::envelope::Identity,
+        vantage_aggregator::ingest::Origin,
+    )],
+    from: i64,
+    to: i64,
+    cut: i64,
+    back: i64,
+) {
+    use vantage_aggregator::ingest::{self, IngestConfig};
+    let fingerprints = vantage_probe::verdict::fingerprints::Fingerprints::builtin();
+    let config = IngestConfig::default();
+    for (p, (key, origin)) in probes.iter().enumerate() {
+        let mut queue = Vec::new();
+        let mut t = from + i64::try_from(p).expect("small") * 7;
+        while t < to {
+            let online = !(cut..back).contains(&t);
+            if online {
+                let beat = signed_in_ir(key, "heartbeat", t, 0.0, serde_json::json!({}));
+                ingest::heartbeat(store, &beat, &config, origin)
+                    .expect("store")
+                    .expect("accepted");
+            }
+            if (t - from) % 300 < 60 {
+                let ok = if online { 4 } else { 0 };
+                let keys = serde_json::json!({"ok": ok, "total": 4, "checks": []});
+                queue.push(signed_in_ir(key, "canary", t, p as f64 / 10.0, keys));
+            }
+            if online && !queue.is_empty() {
+                let outcomes =
+                    ingest::ingest(store, &queue.join("\n"), &config, &fingerprints, origin)
+                        .expect("ingest");
+                assert!(
+                    outcomes
+                        .iter()
+                        .all(|o| o.status == ingest::Status::Accepted),
+                    "{outcomes:?}"
+                );
+                queue.clear();
+            }
+            t += 60;
+        }
+    }
+}
