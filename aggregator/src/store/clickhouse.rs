@@ -580,106 +580,6 @@ impl ClickHouse {
         }
     }
 
-    /// A key's standing, `None` when never seen.
-    pub fn key_state(&self, key: &str) -> Result<Option<KeyState>, DbError> {
-        #[derive(Deserialize)]
-        struct S {
-            st: String,
-        }
-        let rows: Vec<S> = self.rows(
-            "reading a key's state",
-            &format!(
-                "SELECT argMax(state, version) AS st FROM probe_keys WHERE key = {} GROUP BY key",
-                quote(key)
-            ),
-        )?;
-        Ok(rows.into_iter().next().map(|s| {
-            if s.st == KeyState::Revoked.as_str() {
-                KeyState::Revoked
-            } else {
-                KeyState::Trusted
-            }
-        }))
-    }
-
-    /// Records a key's standing (first use, allow, revoke), keeping when it was first seen.
-    pub fn set_key(&self, key: &str, state: KeyState) -> Result<(), DbError> {
-        #[derive(Deserialize)]
-        struct Prev {
-            fs: i64,
-            v: u64,
-        }
-        let prev: Option<Prev> = self
-            .rows(
-                "reading a key's state",
-                &format!(
-                    "SELECT argMax(first_seen, version) AS fs, max(version) AS v FROM probe_keys
-                     WHERE key = {} GROUP BY key",
-                    quote(key)
-                ),
-            )?
-            .into_iter()
-            .next();
-        #[derive(Serialize)]
-        struct K<'a> {
-            key: &'a str,
-            state: &'a str,
-            first_seen: i64,
-            last_seen: i64,
-            version: u64,
-        }
-        let t = now();
-        let row = K {
-            key,
-            state: state.as_str(),
-            first_seen: prev.as_ref().map_or(t, |p| p.fs),
-            last_seen: t,
-            version: prev.map_or(0, |p| p.v.saturating_add(1)).max(now_micros()),
-        };
-        self.insert_rows("recording a key's state", "probe_keys", &[row])
-    }
-
-    /// Stores rows; returns for each whether it was new (false: a duplicate, stored before or
-    /// earlier in `rows`). Which ids exist is one query per batch on `envelopes` (ordered by
-    /// id); the measurements are written before their envelopes, so a row whose envelope is
-    /// missing (a node that died between the two) counts as new and is written again, and the
-    /// copies merge. Two nodes inserting one new id at once both store it; every read shows
-    /// it once.
-    pub fn insert(&self, rows: &[Row]) -> Result<Vec<bool>, DbError> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let list = ids.iter().map(|id| quote(id)).collect::<Vec<_>>().join(",");
-        #[derive(Deserialize)]
-        struct Id {
-            id: String,
-        }
-        let existing: std::collections::HashSet<String> = self
-            .rows::<Id>(
-                "checking for duplicates",
-                &format!("SELECT DISTINCT id FROM envelopes WHERE id IN ({list})"),
-            )?
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
-        let mut seen = std::collections::HashSet::new();
-        let added: Vec<bool> = rows
-            .iter()
-            .map(|r| !existing.contains(&r.id) && seen.insert(r.id.as_str()))
-            .collect();
-        let new_rows: Vec<&Row> = rows
-            .iter()
-            .zip(&added)
-            .filter(|(_, new)| **new)
-            .map(|(r, _)| r)
-            .collect();
-        self.store_new(&new_rows)?;
-        Ok(added)
-    }
-
     /// Writes rows found new: the measurements first, then their envelopes (see
     /// [`ClickHouse::insert`]).
     fn store_new(&self, rows: &[&Row]) -> Result<(), DbError> {
@@ -701,254 +601,6 @@ impl ClickHouse {
         self.insert_rows("storing envelopes", "envelopes", &envelopes)
     }
 
-    /// The stored envelope of `id`, byte for byte.
-    pub fn envelope(&self, id: &str) -> Result<Option<String>, DbError> {
-        #[derive(Deserialize)]
-        struct E {
-            envelope: String,
-        }
-        let rows: Vec<E> = self.rows(
-            "reading an envelope",
-            &format!(
-                "SELECT envelope FROM envelopes WHERE id = {} LIMIT 1",
-                quote(id)
-            ),
-        )?;
-        Ok(rows.into_iter().next().map(|e| e.envelope))
-    }
-
-    /// The researcher search: the filters of SQLite's, in time order (`measured_at`, then id),
-    /// each measurement once (its newest verdict), paged by [`Found::cursor`].
-    pub fn query(&self, q: &Query) -> Result<Vec<Found>, DbError> {
-        let sql = search_sql(q, "measurements")?;
-        let rows: Vec<SearchRow> = self.rows("searching measurements", &sql)?;
-        Ok(rows
-            .into_iter()
-            .map(|r| Found {
-                cursor: cursor_of(&r.measured_at, &r.id),
-                id: r.id,
-                source: r.source,
-                probe_cc: r.probe_cc,
-                probe_asn: format!("AS{}", r.probe_asn),
-                test_name: r.test_name,
-                input: r.input,
-                measured_at: r.measured_at,
-                blocking: r.blocking.and_then(|b| serde_json::from_str(&b).ok()),
-                accessible: r.accessible.map(|a| a != 0),
-                confirmed: r.confirmed != 0,
-                rule_set: r.rule_set,
-            })
-            .collect())
-    }
-
-    /// Every key with its state, oldest first.
-    pub fn keys(&self) -> Result<Vec<(String, String)>, DbError> {
-        #[derive(Deserialize)]
-        struct K {
-            key: String,
-            st: String,
-        }
-        let rows: Vec<K> = self.rows(
-            "listing keys",
-            "SELECT key, argMax(state, version) AS st, argMax(first_seen, version) AS fs
-             FROM probe_keys GROUP BY key ORDER BY fs, key",
-        )?;
-        Ok(rows.into_iter().map(|k| (k.key, k.st)).collect())
-    }
-
-    /// Up to `limit` web_connectivity rows after `after` (id order): (id, source, envelope).
-    pub fn page_for_rescore(
-        &self,
-        after: &str,
-        limit: usize,
-    ) -> Result<Vec<(String, String, String)>, DbError> {
-        #[derive(Deserialize)]
-        struct M {
-            id: String,
-            src: String,
-        }
-        #[derive(Deserialize)]
-        struct E {
-            id: String,
-            env: String,
-        }
-        let page: Vec<M> = self.rows(
-            "reading measurements to rescore",
-            &format!(
-                "SELECT id, any(source) AS src FROM measurements
-                 WHERE test_name = 'web_connectivity' AND id > {} GROUP BY id ORDER BY id LIMIT {limit}",
-                quote(after)
-            ),
-        )?;
-        if page.is_empty() {
-            return Ok(Vec::new());
-        }
-        let list = page
-            .iter()
-            .map(|m| quote(&m.id))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut envelopes: std::collections::HashMap<String, String> = self
-            .rows::<E>(
-                "reading envelopes to rescore",
-                &format!(
-                    "SELECT id, any(envelope) AS env FROM envelopes WHERE id IN ({list}) GROUP BY id"
-                ),
-            )?
-            .into_iter()
-            .map(|e| (e.id, e.env))
-            .collect();
-        Ok(page
-            .into_iter()
-            .filter_map(|m| {
-                let env = envelopes.remove(&m.id)?;
-                Some((m.id, m.src, env))
-            })
-            .collect())
-    }
-
-    /// Replaces the stored verdict of one row (`blocking`, `accessible`, `confirmed`,
-    /// `rule_set`, `verdict` of `row`; the rest is kept): a new version of the stored row.
-    pub fn update_verdict(&self, row: &Row) -> Result<(), DbError> {
-        let op = "updating a verdict";
-        #[derive(Deserialize)]
-        struct Place {
-            probe_cc: String,
-            measured_at: String,
-        }
-        let Some(place) = self
-            .rows::<Place>(
-                op,
-                &format!(
-                    "SELECT probe_cc, measured_at FROM envelopes WHERE id = {} LIMIT 1",
-                    quote(&row.id)
-                ),
-            )?
-            .into_iter()
-            .next()
-        else {
-            return Ok(());
-        };
-        let Some(mut stored) = self
-            .rows::<StoredRow>(
-                op,
-                &format!(
-                    "SELECT {STORED_COLUMNS} FROM measurements FINAL
-                     WHERE probe_cc = {} AND measured_at = {} AND id = {}",
-                    quote(&place.probe_cc),
-                    quote(&place.measured_at),
-                    quote(&row.id)
-                ),
-            )?
-            .into_iter()
-            .next()
-        else {
-            return Ok(());
-        };
-        stored.blocking = row.blocking.clone();
-        stored.accessible = row.accessible.map(u8::from);
-        stored.confirmed = u8::from(row.confirmed);
-        stored.rule_set = row.rule_set.clone();
-        stored.verdict = row.verdict.clone();
-        stored.set_goodput();
-        stored.version = stored.version.saturating_add(1).max(now_micros());
-        self.insert_rows(op, "measurements", &[stored])
-    }
-
-    /// Records a heartbeat; false when the same one (key, `sent_at`) was already recorded.
-    pub fn heartbeat(
-        &self,
-        key: &str,
-        cc: &str,
-        asn: u32,
-        sent_at: &str,
-        verified: bool,
-    ) -> Result<bool, DbError> {
-        #[derive(Deserialize)]
-        struct N {
-            n: u64,
-        }
-        let seen = self
-            .rows::<N>(
-                "checking a heartbeat",
-                &format!(
-                    "SELECT count() AS n FROM heartbeats WHERE probe_key = {} AND sent_at = {}",
-                    quote(key),
-                    quote(sent_at)
-                ),
-            )?
-            .first()
-            .is_some_and(|r| r.n > 0);
-        if seen {
-            return Ok(false);
-        }
-        #[derive(Serialize)]
-        struct H<'a> {
-            probe_key: &'a str,
-            probe_cc: &'a str,
-            probe_asn: u32,
-            sent_at: &'a str,
-            received_at: i64,
-            network_verified: u8,
-            sent_ts: Option<i64>,
-        }
-        self.insert_rows(
-            "recording a heartbeat",
-            "heartbeats",
-            &[H {
-                probe_key: key,
-                probe_cc: cc,
-                probe_asn: asn,
-                sent_at,
-                received_at: now(),
-                network_verified: u8::from(verified),
-                sent_ts: parse_time(sent_at),
-            }],
-        )?;
-        Ok(true)
-    }
-
-    /// Heartbeats recorded for a country, each (key, `sent_at`) once.
-    pub fn heartbeat_count(&self, cc: &str) -> Result<u64, DbError> {
-        #[derive(Deserialize)]
-        struct N {
-            n: u64,
-        }
-        Ok(self
-            .rows::<N>(
-                "counting heartbeats",
-                &format!(
-                    "SELECT uniqExact(probe_key, sent_at) AS n FROM heartbeats WHERE probe_cc = {}",
-                    quote(cc)
-                ),
-            )?
-            .first()
-            .map_or(0, |r| r.n))
-    }
-
-    /// Nothing to do: ClickHouse compresses every column itself (LZ4 by default), envelopes
-    /// included, as it writes them.
-    pub fn compact(&self, _received_before: i64, _limit: usize) -> Result<usize, DbError> {
-        Ok(0)
-    }
-
-    /// Records a new one-time enrolment token by its SHA-256 (hex).
-    pub fn add_token(&self, token_sha256: &str) -> Result<(), DbError> {
-        #[derive(Serialize)]
-        struct T<'a> {
-            token_sha256: &'a str,
-            created_at: i64,
-        }
-        self.insert_rows(
-            "recording an enrolment token",
-            "enrolment_tokens",
-            &[T {
-                token_sha256,
-                created_at: now(),
-            }],
-        )
-    }
-
     /// The key that spent a token first, if any: the earliest attempt by the server's clock,
     /// then by the node's, then the smaller key, so every node reads the same one.
     fn first_redeemer(&self, token_sha256: &str) -> Result<Option<String>, DbError> {
@@ -968,83 +620,6 @@ impl ClickHouse {
             .into_iter()
             .next()
             .map(|k| k.key))
-    }
-
-    /// Spends a token for `key` and trusts the key.
-    ///
-    /// Without transactions, spending is: record this key's attempt stamped with the server's
-    /// clock, wait [`REDEEM_SETTLE`], then read back the earliest attempt; the key whose
-    /// attempt is earliest spent the token, and every other one finds it spent. The wait is
-    /// what makes two attempts at once agree: an attempt stamped in the same second as ours or
-    /// before has landed by the time we read, so both read the same earliest one. Only an
-    /// insert that takes longer than the wait to land after the server stamped it (a server
-    /// stalled for seconds) could let two keys be enrolled by one token; both were trusted by
-    /// a token their owner did hold, and from then on every node names the same first key.
-    /// A node that dies between recording and trusting leaves the key untrusted; the probe's
-    /// retry finds its own attempt first and trusts it then.
-    pub fn redeem_token(&self, token_sha256: &str, key: &str) -> Result<Redeemed, DbError> {
-        #[derive(Deserialize)]
-        struct N {
-            n: u64,
-        }
-        let exists = self
-            .rows::<N>(
-                "reading an enrolment token",
-                &format!(
-                    "SELECT count() AS n FROM enrolment_tokens WHERE token_sha256 = {}",
-                    quote(token_sha256)
-                ),
-            )?
-            .first()
-            .is_some_and(|r| r.n > 0);
-        if !exists {
-            return Ok(Redeemed::Unknown);
-        }
-        let state = self.key_state(key)?;
-        if state == Some(KeyState::Revoked) {
-            return Ok(Redeemed::Revoked);
-        }
-        let outcome_for = |first: &str, just_now: bool| {
-            if first != key {
-                Redeemed::Spent
-            } else if just_now {
-                Redeemed::Enrolled
-            } else {
-                Redeemed::AlreadyEnrolled
-            }
-        };
-        let outcome = match self.first_redeemer(token_sha256)? {
-            Some(first) => outcome_for(&first, false),
-            None => {
-                // INSERT ... SELECT, so that `now()` is evaluated by the server.
-                self.execute(
-                    "spending an enrolment token",
-                    &format!(
-                        "INSERT INTO token_redemptions (token_sha256, key, at, used_at)
-                         SELECT {}, {}, toUInt32(now()), {}",
-                        quote(token_sha256),
-                        quote(key),
-                        now_micros()
-                    ),
-                )?;
-                std::thread::sleep(REDEEM_SETTLE);
-                match self.first_redeemer(token_sha256)? {
-                    Some(first) => outcome_for(&first, true),
-                    None => {
-                        return Err(self.error(
-                            "spending an enrolment token",
-                            "the redemption just stored is not there".into(),
-                        ));
-                    }
-                }
-            }
-        };
-        if matches!(outcome, Redeemed::Enrolled | Redeemed::AlreadyEnrolled)
-            && state != Some(KeyState::Trusted)
-        {
-            self.set_key(key, KeyState::Trusted)?;
-        }
-        Ok(outcome)
     }
 
     /// Takes or renews the detector lease for `node` at `now` (seconds): true when `node`
@@ -1253,27 +828,6 @@ impl ClickHouse {
 
 /// What copying a store reads (`vantage-aggregator migrate`).
 impl ClickHouse {
-    /// A page of ids from `envelopes` (ordered by id, so `id > after` is a range of its primary
-    /// index), then [`ClickHouse::stored_rows`] of them. Before read-in-order (ClickHouse
-    /// 19.14) the server sorts the ids after `after` to take the first `limit`, so paging a
-    /// whole archive out of 18.16 costs more with each page; copying into ClickHouse never
-    /// pages it (the copy is checked with [`ClickHouse::stored_rows`], by id).
-    pub fn rows_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<Row>, DbError> {
-        #[derive(Deserialize)]
-        struct Id {
-            id: String,
-        }
-        let ids: Vec<Id> = self.rows(
-            "paging measurements",
-            &format!(
-                "SELECT DISTINCT id FROM envelopes WHERE id > {} ORDER BY id LIMIT {limit}",
-                quote(after.unwrap_or(""))
-            ),
-        )?;
-        let ids: Vec<&str> = ids.iter().map(|i| i.id.as_str()).collect();
-        self.stored_rows(&ids)
-    }
-
     /// The measurements of `ids` that have an envelope, in id order, each its newest version:
     /// the envelopes by id (their primary index), then the rows by their whole sorting key
     /// (country, time, id), which the envelope gives, so neither read scans a table.
@@ -1348,159 +902,264 @@ impl ClickHouse {
         rows.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(rows)
     }
-
-    /// Measurements with an envelope, each once.
-    pub fn measurement_count(&self) -> Result<u64, DbError> {
-        #[derive(Deserialize)]
-        struct N {
-            n: u64,
-        }
-        Ok(self
-            .rows::<N>(
-                "counting measurements",
-                "SELECT uniqExact(id) AS n FROM envelopes",
-            )?
-            .first()
-            .map_or(0, |r| r.n))
-    }
-
-    /// Heartbeats in (key, `sent_at`) order, the table's sorting key, each once.
-    pub fn heartbeats_page(
-        &self,
-        after: Option<(&str, &str)>,
-        limit: usize,
-    ) -> Result<Vec<StoredHeartbeat>, DbError> {
-        #[derive(Deserialize)]
-        struct H {
-            probe_key: String,
-            cc: String,
-            asn: u32,
-            sent_at: String,
-            verified: u8,
-        }
-        let filter = after.map_or(String::new(), |(key, sent_at)| {
-            format!(
-                " WHERE probe_key > {k} OR (probe_key = {k} AND sent_at > {s})",
-                k = quote(key),
-                s = quote(sent_at)
-            )
-        });
-        let rows: Vec<H> = self.rows(
-            "paging heartbeats",
-            &format!(
-                "SELECT probe_key, any(probe_cc) AS cc, any(probe_asn) AS asn, sent_at,
-                     any(network_verified) AS verified
-                 FROM heartbeats{filter} GROUP BY probe_key, sent_at
-                 ORDER BY probe_key, sent_at LIMIT {limit}"
-            ),
-        )?;
-        Ok(rows
-            .into_iter()
-            .map(|h| StoredHeartbeat {
-                key: h.probe_key,
-                cc: h.cc,
-                asn: h.asn,
-                sent_at: h.sent_at,
-                verified: h.verified != 0,
-            })
-            .collect())
-    }
-
-    /// [`ClickHouse::heartbeat`] for a page: one query for which (key, `sent_at`) are already
-    /// there (the table's sorting key), one INSERT for the rest.
-    pub fn record_heartbeats(&self, beats: &[StoredHeartbeat]) -> Result<usize, DbError> {
-        if beats.is_empty() {
-            return Ok(0);
-        }
-        #[derive(Deserialize)]
-        struct Seen {
-            probe_key: String,
-            sent_at: String,
-        }
-        let list = beats
-            .iter()
-            .map(|b| format!("({},{})", quote(&b.key), quote(&b.sent_at)))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut seen: std::collections::HashSet<(String, String)> = self
-            .rows::<Seen>(
-                "checking heartbeats",
-                &format!(
-                    "SELECT DISTINCT probe_key, sent_at FROM heartbeats
-                     WHERE (probe_key, sent_at) IN ({list})"
-                ),
-            )?
-            .into_iter()
-            .map(|s| (s.probe_key, s.sent_at))
-            .collect();
-        #[derive(Serialize)]
-        struct H<'a> {
-            probe_key: &'a str,
-            probe_cc: &'a str,
-            probe_asn: u32,
-            sent_at: &'a str,
-            received_at: i64,
-            network_verified: u8,
-            sent_ts: Option<i64>,
-        }
-        let received_at = now();
-        let fresh: Vec<H<'_>> = beats
-            .iter()
-            // Inserting into `seen` also keeps a heartbeat given twice in `beats` once.
-            .filter(|b| seen.insert((b.key.clone(), b.sent_at.clone())))
-            .map(|b| H {
-                probe_key: &b.key,
-                probe_cc: &b.cc,
-                probe_asn: b.asn,
-                sent_at: &b.sent_at,
-                received_at,
-                network_verified: u8::from(b.verified),
-                sent_ts: parse_time(&b.sent_at),
-            })
-            .collect();
-        self.insert_rows("recording heartbeats", "heartbeats", &fresh)?;
-        Ok(fresh.len())
-    }
 }
 
 /// Every method of the trait is the inherent one of the same name above, or, for what the
 /// signals and the detectors read, grouped from the stored rows here with the semantics of
 /// SQLite's (`store/sqlite/signals.rs`, `store/sqlite/detect.rs`).
 impl Storage for ClickHouse {
+    /// A key's standing, `None` when never seen.
     fn key_state(&self, key: &str) -> Result<Option<KeyState>, DbError> {
-        ClickHouse::key_state(self, key)
+        #[derive(Deserialize)]
+        struct S {
+            st: String,
+        }
+        let rows: Vec<S> = self.rows(
+            "reading a key's state",
+            &format!(
+                "SELECT argMax(state, version) AS st FROM probe_keys WHERE key = {} GROUP BY key",
+                quote(key)
+            ),
+        )?;
+        Ok(rows.into_iter().next().map(|s| {
+            if s.st == KeyState::Revoked.as_str() {
+                KeyState::Revoked
+            } else {
+                KeyState::Trusted
+            }
+        }))
     }
 
+    /// Records a key's standing (first use, allow, revoke), keeping when it was first seen.
     fn set_key(&self, key: &str, state: KeyState) -> Result<(), DbError> {
-        ClickHouse::set_key(self, key, state)
+        #[derive(Deserialize)]
+        struct Prev {
+            fs: i64,
+            v: u64,
+        }
+        let prev: Option<Prev> = self
+            .rows(
+                "reading a key's state",
+                &format!(
+                    "SELECT argMax(first_seen, version) AS fs, max(version) AS v FROM probe_keys
+                     WHERE key = {} GROUP BY key",
+                    quote(key)
+                ),
+            )?
+            .into_iter()
+            .next();
+        #[derive(Serialize)]
+        struct K<'a> {
+            key: &'a str,
+            state: &'a str,
+            first_seen: i64,
+            last_seen: i64,
+            version: u64,
+        }
+        let t = now();
+        let row = K {
+            key,
+            state: state.as_str(),
+            first_seen: prev.as_ref().map_or(t, |p| p.fs),
+            last_seen: t,
+            version: prev.map_or(0, |p| p.v.saturating_add(1)).max(now_micros()),
+        };
+        self.insert_rows("recording a key's state", "probe_keys", &[row])
     }
 
+    /// Stores rows; returns for each whether it was new (false: a duplicate, stored before or
+    /// earlier in `rows`). Which ids exist is one query per batch on `envelopes` (ordered by
+    /// id); the measurements are written before their envelopes, so a row whose envelope is
+    /// missing (a node that died between the two) counts as new and is written again, and the
+    /// copies merge. Two nodes inserting one new id at once both store it; every read shows
+    /// it once.
     fn insert(&self, rows: &[Row]) -> Result<Vec<bool>, DbError> {
-        ClickHouse::insert(self, rows)
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let list = ids.iter().map(|id| quote(id)).collect::<Vec<_>>().join(",");
+        #[derive(Deserialize)]
+        struct Id {
+            id: String,
+        }
+        let existing: std::collections::HashSet<String> = self
+            .rows::<Id>(
+                "checking for duplicates",
+                &format!("SELECT DISTINCT id FROM envelopes WHERE id IN ({list})"),
+            )?
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        let added: Vec<bool> = rows
+            .iter()
+            .map(|r| !existing.contains(&r.id) && seen.insert(r.id.as_str()))
+            .collect();
+        let new_rows: Vec<&Row> = rows
+            .iter()
+            .zip(&added)
+            .filter(|(_, new)| **new)
+            .map(|(r, _)| r)
+            .collect();
+        self.store_new(&new_rows)?;
+        Ok(added)
     }
 
+    /// The stored envelope of `id`, byte for byte.
     fn envelope(&self, id: &str) -> Result<Option<String>, DbError> {
-        ClickHouse::envelope(self, id)
+        #[derive(Deserialize)]
+        struct E {
+            envelope: String,
+        }
+        let rows: Vec<E> = self.rows(
+            "reading an envelope",
+            &format!(
+                "SELECT envelope FROM envelopes WHERE id = {} LIMIT 1",
+                quote(id)
+            ),
+        )?;
+        Ok(rows.into_iter().next().map(|e| e.envelope))
     }
 
+    /// The researcher search: the filters of SQLite's, in time order (`measured_at`, then id),
+    /// each measurement once (its newest verdict), paged by [`Found::cursor`].
     fn query(&self, q: &Query) -> Result<Vec<Found>, DbError> {
-        ClickHouse::query(self, q)
+        let sql = search_sql(q, "measurements")?;
+        let rows: Vec<SearchRow> = self.rows("searching measurements", &sql)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Found {
+                cursor: cursor_of(&r.measured_at, &r.id),
+                id: r.id,
+                source: r.source,
+                probe_cc: r.probe_cc,
+                probe_asn: format!("AS{}", r.probe_asn),
+                test_name: r.test_name,
+                input: r.input,
+                measured_at: r.measured_at,
+                blocking: r.blocking.and_then(|b| serde_json::from_str(&b).ok()),
+                accessible: r.accessible.map(|a| a != 0),
+                confirmed: r.confirmed != 0,
+                rule_set: r.rule_set,
+            })
+            .collect())
     }
 
+    /// Every key with its state, oldest first.
     fn keys(&self) -> Result<Vec<(String, String)>, DbError> {
-        ClickHouse::keys(self)
+        #[derive(Deserialize)]
+        struct K {
+            key: String,
+            st: String,
+        }
+        let rows: Vec<K> = self.rows(
+            "listing keys",
+            "SELECT key, argMax(state, version) AS st, argMax(first_seen, version) AS fs
+             FROM probe_keys GROUP BY key ORDER BY fs, key",
+        )?;
+        Ok(rows.into_iter().map(|k| (k.key, k.st)).collect())
     }
 
+    /// Up to `limit` web_connectivity rows after `after` (id order): (id, source, envelope).
     fn page_for_rescore(
         &self,
         after: &str,
         limit: usize,
     ) -> Result<Vec<(String, String, String)>, DbError> {
-        ClickHouse::page_for_rescore(self, after, limit)
+        #[derive(Deserialize)]
+        struct M {
+            id: String,
+            src: String,
+        }
+        #[derive(Deserialize)]
+        struct E {
+            id: String,
+            env: String,
+        }
+        let page: Vec<M> = self.rows(
+            "reading measurements to rescore",
+            &format!(
+                "SELECT id, any(source) AS src FROM measurements
+                 WHERE test_name = 'web_connectivity' AND id > {} GROUP BY id ORDER BY id LIMIT {limit}",
+                quote(after)
+            ),
+        )?;
+        if page.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = page
+            .iter()
+            .map(|m| quote(&m.id))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut envelopes: std::collections::HashMap<String, String> = self
+            .rows::<E>(
+                "reading envelopes to rescore",
+                &format!(
+                    "SELECT id, any(envelope) AS env FROM envelopes WHERE id IN ({list}) GROUP BY id"
+                ),
+            )?
+            .into_iter()
+            .map(|e| (e.id, e.env))
+            .collect();
+        Ok(page
+            .into_iter()
+            .filter_map(|m| {
+                let env = envelopes.remove(&m.id)?;
+                Some((m.id, m.src, env))
+            })
+            .collect())
     }
 
+    /// Replaces the stored verdict of one row (`blocking`, `accessible`, `confirmed`,
+    /// `rule_set`, `verdict` of `row`; the rest is kept): a new version of the stored row.
     fn update_verdict(&self, row: &Row) -> Result<(), DbError> {
-        ClickHouse::update_verdict(self, row)
+        let op = "updating a verdict";
+        #[derive(Deserialize)]
+        struct Place {
+            probe_cc: String,
+            measured_at: String,
+        }
+        let Some(place) = self
+            .rows::<Place>(
+                op,
+                &format!(
+                    "SELECT probe_cc, measured_at FROM envelopes WHERE id = {} LIMIT 1",
+                    quote(&row.id)
+                ),
+            )?
+            .into_iter()
+            .next()
+        else {
+            return Ok(());
+        };
+        let Some(mut stored) = self
+            .rows::<StoredRow>(
+                op,
+                &format!(
+                    "SELECT {STORED_COLUMNS} FROM measurements FINAL
+                     WHERE probe_cc = {} AND measured_at = {} AND id = {}",
+                    quote(&place.probe_cc),
+                    quote(&place.measured_at),
+                    quote(&row.id)
+                ),
+            )?
+            .into_iter()
+            .next()
+        else {
+            return Ok(());
+        };
+        stored.blocking = row.blocking.clone();
+        stored.accessible = row.accessible.map(u8::from);
+        stored.confirmed = u8::from(row.confirmed);
+        stored.rule_set = row.rule_set.clone();
+        stored.verdict = row.verdict.clone();
+        stored.set_goodput();
+        stored.version = stored.version.saturating_add(1).max(now_micros());
+        self.insert_rows(op, "measurements", &[stored])
     }
 
     fn probe_bins(
@@ -1919,6 +1578,7 @@ impl Storage for ClickHouse {
             .collect())
     }
 
+    /// Records a heartbeat; false when the same one (key, `sent_at`) was already recorded.
     fn heartbeat(
         &self,
         key: &str,
@@ -1927,51 +1587,308 @@ impl Storage for ClickHouse {
         sent_at: &str,
         verified: bool,
     ) -> Result<bool, DbError> {
-        ClickHouse::heartbeat(self, key, cc, asn, sent_at, verified)
+        #[derive(Deserialize)]
+        struct N {
+            n: u64,
+        }
+        let seen = self
+            .rows::<N>(
+                "checking a heartbeat",
+                &format!(
+                    "SELECT count() AS n FROM heartbeats WHERE probe_key = {} AND sent_at = {}",
+                    quote(key),
+                    quote(sent_at)
+                ),
+            )?
+            .first()
+            .is_some_and(|r| r.n > 0);
+        if seen {
+            return Ok(false);
+        }
+        #[derive(Serialize)]
+        struct H<'a> {
+            probe_key: &'a str,
+            probe_cc: &'a str,
+            probe_asn: u32,
+            sent_at: &'a str,
+            received_at: i64,
+            network_verified: u8,
+            sent_ts: Option<i64>,
+        }
+        self.insert_rows(
+            "recording a heartbeat",
+            "heartbeats",
+            &[H {
+                probe_key: key,
+                probe_cc: cc,
+                probe_asn: asn,
+                sent_at,
+                received_at: now(),
+                network_verified: u8::from(verified),
+                sent_ts: parse_time(sent_at),
+            }],
+        )?;
+        Ok(true)
     }
 
+    /// Heartbeats recorded for a country, each (key, `sent_at`) once.
     fn heartbeat_count(&self, cc: &str) -> Result<u64, DbError> {
-        ClickHouse::heartbeat_count(self, cc)
+        #[derive(Deserialize)]
+        struct N {
+            n: u64,
+        }
+        Ok(self
+            .rows::<N>(
+                "counting heartbeats",
+                &format!(
+                    "SELECT uniqExact(probe_key, sent_at) AS n FROM heartbeats WHERE probe_cc = {}",
+                    quote(cc)
+                ),
+            )?
+            .first()
+            .map_or(0, |r| r.n))
     }
 
-    fn compact(&self, received_before: i64, limit: usize) -> Result<usize, DbError> {
-        ClickHouse::compact(self, received_before, limit)
+    /// Nothing to do: ClickHouse compresses every column itself (LZ4 by default), envelopes
+    /// included, as it writes them.
+    fn compact(&self, _received_before: i64, _limit: usize) -> Result<usize, DbError> {
+        Ok(0)
     }
 
     fn detector_lease(&self, node: &str, now: i64, ttl_seconds: i64) -> Result<bool, DbError> {
         self.try_lease(node, now, ttl_seconds)
     }
 
+    /// Records a new one-time enrolment token by its SHA-256 (hex).
     fn add_token(&self, token_sha256: &str) -> Result<(), DbError> {
-        ClickHouse::add_token(self, token_sha256)
+        #[derive(Serialize)]
+        struct T<'a> {
+            token_sha256: &'a str,
+            created_at: i64,
+        }
+        self.insert_rows(
+            "recording an enrolment token",
+            "enrolment_tokens",
+            &[T {
+                token_sha256,
+                created_at: now(),
+            }],
+        )
     }
 
+    /// Spends a token for `key` and trusts the key.
+    ///
+    /// Without transactions, spending is: record this key's attempt stamped with the server's
+    /// clock, wait [`REDEEM_SETTLE`], then read back the earliest attempt; the key whose
+    /// attempt is earliest spent the token, and every other one finds it spent. The wait is
+    /// what makes two attempts at once agree: an attempt stamped in the same second as ours or
+    /// before has landed by the time we read, so both read the same earliest one. Only an
+    /// insert that takes longer than the wait to land after the server stamped it (a server
+    /// stalled for seconds) could let two keys be enrolled by one token; both were trusted by
+    /// a token their owner did hold, and from then on every node names the same first key.
+    /// A node that dies between recording and trusting leaves the key untrusted; the probe's
+    /// retry finds its own attempt first and trusts it then.
     fn redeem_token(&self, token_sha256: &str, key: &str) -> Result<Redeemed, DbError> {
-        ClickHouse::redeem_token(self, token_sha256, key)
+        #[derive(Deserialize)]
+        struct N {
+            n: u64,
+        }
+        let exists = self
+            .rows::<N>(
+                "reading an enrolment token",
+                &format!(
+                    "SELECT count() AS n FROM enrolment_tokens WHERE token_sha256 = {}",
+                    quote(token_sha256)
+                ),
+            )?
+            .first()
+            .is_some_and(|r| r.n > 0);
+        if !exists {
+            return Ok(Redeemed::Unknown);
+        }
+        let state = self.key_state(key)?;
+        if state == Some(KeyState::Revoked) {
+            return Ok(Redeemed::Revoked);
+        }
+        let outcome_for = |first: &str, just_now: bool| {
+            if first != key {
+                Redeemed::Spent
+            } else if just_now {
+                Redeemed::Enrolled
+            } else {
+                Redeemed::AlreadyEnrolled
+            }
+        };
+        let outcome = match self.first_redeemer(token_sha256)? {
+            Some(first) => outcome_for(&first, false),
+            None => {
+                // INSERT ... SELECT, so that `now()` is evaluated by the server.
+                self.execute(
+                    "spending an enrolment token",
+                    &format!(
+                        "INSERT INTO token_redemptions (token_sha256, key, at, used_at)
+                         SELECT {}, {}, toUInt32(now()), {}",
+                        quote(token_sha256),
+                        quote(key),
+                        now_micros()
+                    ),
+                )?;
+                std::thread::sleep(REDEEM_SETTLE);
+                match self.first_redeemer(token_sha256)? {
+                    Some(first) => outcome_for(&first, true),
+                    None => {
+                        return Err(self.error(
+                            "spending an enrolment token",
+                            "the redemption just stored is not there".into(),
+                        ));
+                    }
+                }
+            }
+        };
+        if matches!(outcome, Redeemed::Enrolled | Redeemed::AlreadyEnrolled)
+            && state != Some(KeyState::Trusted)
+        {
+            self.set_key(key, KeyState::Trusted)?;
+        }
+        Ok(outcome)
     }
 
+    /// A page of ids from `envelopes` (ordered by id, so `id > after` is a range of its primary
+    /// index), then [`ClickHouse::stored_rows`] of them. Before read-in-order (ClickHouse
+    /// 19.14) the server sorts the ids after `after` to take the first `limit`, so paging a
+    /// whole archive out of 18.16 costs more with each page; copying into ClickHouse never
+    /// pages it (the copy is checked with [`ClickHouse::stored_rows`], by id).
     fn rows_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<Row>, DbError> {
-        ClickHouse::rows_page(self, after, limit)
+        #[derive(Deserialize)]
+        struct Id {
+            id: String,
+        }
+        let ids: Vec<Id> = self.rows(
+            "paging measurements",
+            &format!(
+                "SELECT DISTINCT id FROM envelopes WHERE id > {} ORDER BY id LIMIT {limit}",
+                quote(after.unwrap_or(""))
+            ),
+        )?;
+        let ids: Vec<&str> = ids.iter().map(|i| i.id.as_str()).collect();
+        self.stored_rows(&ids)
     }
 
     fn rows_of(&self, ids: &[&str]) -> Result<Vec<Row>, DbError> {
         self.stored_rows(ids)
     }
 
+    /// Measurements with an envelope, each once.
     fn measurement_count(&self) -> Result<u64, DbError> {
-        ClickHouse::measurement_count(self)
+        #[derive(Deserialize)]
+        struct N {
+            n: u64,
+        }
+        Ok(self
+            .rows::<N>(
+                "counting measurements",
+                "SELECT uniqExact(id) AS n FROM envelopes",
+            )?
+            .first()
+            .map_or(0, |r| r.n))
     }
 
+    /// Heartbeats in (key, `sent_at`) order, the table's sorting key, each once.
     fn heartbeats_page(
         &self,
         after: Option<(&str, &str)>,
         limit: usize,
     ) -> Result<Vec<StoredHeartbeat>, DbError> {
-        ClickHouse::heartbeats_page(self, after, limit)
+        #[derive(Deserialize)]
+        struct H {
+            probe_key: String,
+            cc: String,
+            asn: u32,
+            sent_at: String,
+            verified: u8,
+        }
+        let filter = after.map_or(String::new(), |(key, sent_at)| {
+            format!(
+                " WHERE probe_key > {k} OR (probe_key = {k} AND sent_at > {s})",
+                k = quote(key),
+                s = quote(sent_at)
+            )
+        });
+        let rows: Vec<H> = self.rows(
+            "paging heartbeats",
+            &format!(
+                "SELECT probe_key, any(probe_cc) AS cc, any(probe_asn) AS asn, sent_at,
+                     any(network_verified) AS verified
+                 FROM heartbeats{filter} GROUP BY probe_key, sent_at
+                 ORDER BY probe_key, sent_at LIMIT {limit}"
+            ),
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|h| StoredHeartbeat {
+                key: h.probe_key,
+                cc: h.cc,
+                asn: h.asn,
+                sent_at: h.sent_at,
+                verified: h.verified != 0,
+            })
+            .collect())
     }
 
+    /// [`ClickHouse::heartbeat`] for a page: one query for which (key, `sent_at`) are already
+    /// there (the table's sorting key), one INSERT for the rest.
     fn record_heartbeats(&self, beats: &[StoredHeartbeat]) -> Result<usize, DbError> {
-        ClickHouse::record_heartbeats(self, beats)
+        if beats.is_empty() {
+            return Ok(0);
+        }
+        #[derive(Deserialize)]
+        struct Seen {
+            probe_key: String,
+            sent_at: String,
+        }
+        let list = beats
+            .iter()
+            .map(|b| format!("({},{})", quote(&b.key), quote(&b.sent_at)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut seen: std::collections::HashSet<(String, String)> = self
+            .rows::<Seen>(
+                "checking heartbeats",
+                &format!(
+                    "SELECT DISTINCT probe_key, sent_at FROM heartbeats
+                     WHERE (probe_key, sent_at) IN ({list})"
+                ),
+            )?
+            .into_iter()
+            .map(|s| (s.probe_key, s.sent_at))
+            .collect();
+        #[derive(Serialize)]
+        struct H<'a> {
+            probe_key: &'a str,
+            probe_cc: &'a str,
+            probe_asn: u32,
+            sent_at: &'a str,
+            received_at: i64,
+            network_verified: u8,
+            sent_ts: Option<i64>,
+        }
+        let received_at = now();
+        let fresh: Vec<H<'_>> = beats
+            .iter()
+            // Inserting into `seen` also keeps a heartbeat given twice in `beats` once.
+            .filter(|b| seen.insert((b.key.clone(), b.sent_at.clone())))
+            .map(|b| H {
+                probe_key: &b.key,
+                probe_cc: &b.cc,
+                probe_asn: b.asn,
+                sent_at: &b.sent_at,
+                received_at,
+                network_verified: u8::from(b.verified),
+                sent_ts: parse_time(&b.sent_at),
+            })
+            .collect();
+        self.insert_rows("recording heartbeats", "heartbeats", &fresh)?;
+        Ok(fresh.len())
     }
 }
 
