@@ -8,12 +8,14 @@
 //! - [`Slots`]: concurrent exports (each streams, but holds a reader and a thread).
 //! - [`KeyLimits`]: lines one key may have accepted per hour, and keys registered on first use
 //!   per hour, so that neither a runaway probe nor a crowd of fresh keys can flood the store.
+//! - [`Turns`]: uploads doing processor work (signatures, verdicts) at once, as many as there
+//!   are cores, so that searches and the store keep a share of the machine under any upload.
 //!
 //! Counters live in memory only: they hold keys (pseudonymous, DESIGN "Privacy and safety"),
 //! never an address, and a restart forgets them.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -92,6 +94,56 @@ impl Slots {
     /// A slot, or `None` when all are taken.
     pub fn try_take(&self) -> Option<OwnedSemaphorePermit> {
         self.0.clone().try_acquire_owned().ok()
+    }
+}
+
+/// Turns at the processors for the uploads in flight: at most as many verify and score a line
+/// at once as the machine has cores. Fifty uploads at once otherwise make fifty runnable
+/// threads, and a researcher's search, which needs a few milliseconds of processor, waits
+/// behind all of them (BENCHMARKS.md, "SQLite and ClickHouse side by side"). An upload waits
+/// for a turn a line at a time, and holds none while it reads its body or the store writes.
+#[derive(Debug)]
+pub struct Turns {
+    free: Mutex<usize>,
+    returned: Condvar,
+}
+
+/// A turn, given back when dropped.
+#[derive(Debug)]
+pub struct Turn<'a>(&'a Turns);
+
+impl Turns {
+    /// `n` turns (at least one).
+    pub fn new(n: usize) -> Self {
+        Turns {
+            free: Mutex::new(n.max(1)),
+            returned: Condvar::new(),
+        }
+    }
+
+    /// One turn per core.
+    pub fn per_core() -> Self {
+        Turns::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+
+    /// Waits for a turn.
+    pub fn take(&self) -> Turn<'_> {
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        while *free == 0 {
+            free = self
+                .returned
+                .wait(free)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *free -= 1;
+        Turn(self)
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        self.0.returned.notify_one();
     }
 }
 
@@ -205,6 +257,33 @@ impl Default for KeyLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_more_than_the_turns_work_at_once_and_every_waiter_gets_one() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let turns = Turns::new(2);
+        let (now, most, done) = (
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+        );
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..20 {
+                        let _turn = turns.take();
+                        let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(n, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_micros(200));
+                        now.fetch_sub(1, Ordering::SeqCst);
+                        done.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        assert_eq!(done.load(Ordering::SeqCst), 160);
+        assert_eq!(most.load(Ordering::SeqCst), 2, "two turns, two at once");
+    }
 
     #[test]
     fn the_budget_refuses_what_it_does_not_have_and_gets_it_back_on_drop() {

@@ -32,7 +32,7 @@ use vantage_probe::verdict::fingerprints::Fingerprints;
 use vantage_probe::verdict::rules::VANTAGE;
 use vantage_probe::verdict::score;
 
-use crate::ingest::limits::KeyLimits;
+use crate::ingest::limits::{KeyLimits, Turns};
 use crate::store::{DbError, KeyState, Row, Storage};
 
 /// Ingest limits.
@@ -56,6 +56,8 @@ pub struct IngestConfig {
     pub batch_bytes: usize,
     /// Per-key and new-key rate limits.
     pub limits: Arc<KeyLimits>,
+    /// Turns at the processors, shared by every upload.
+    pub turns: Arc<Turns>,
 }
 
 impl Default for IngestConfig {
@@ -68,6 +70,7 @@ impl Default for IngestConfig {
             max_lines: 20_000,
             batch_bytes: 2 << 20,
             limits: Arc::new(KeyLimits::unlimited()),
+            turns: Arc::new(Turns::per_core()),
         }
     }
 }
@@ -330,7 +333,10 @@ impl<'a> Session<'a> {
                 None,
                 format!("too large: {} bytes", line.len()),
             ));
-        } else if let Some(row) = self.check(n, line)? {
+        } else if let Some(row) = {
+            let _turn = self.config.turns.take();
+            self.check(n, line)?
+        } {
             self.waiting_bytes += line.len();
             self.rows.push(row);
             self.row_lines.push(n);
