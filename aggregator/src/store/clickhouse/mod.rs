@@ -39,6 +39,9 @@
 //! - Events: a replaced event is a newer version with `deleted = 1`, written in the same
 //!   INSERT as its replacements (`replace_events`), so a reader sees the old set or the new.
 
+mod commit;
+mod search;
+
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -158,6 +161,10 @@ const MIGRATIONS: &[&[&str]] = &[
         ) ENGINE = ReplacingMergeTree(version)
         ORDER BY (cc, id)",
     ],
+    // 2: the search's columns ordered by domain, so that a search by domain reads a page and
+    // not the whole table (see `search`). Filled from what is already stored (`POPULATE`),
+    // then by every insert into `measurements`, verdict updates included.
+    &[search::BY_DOMAIN_VIEW],
 ];
 
 /// How long a node waits after recording an attempt to spend a token before reading which
@@ -185,6 +192,8 @@ pub struct ClickHouse {
     /// `HOST:PORT/DB`, for error messages.
     at: String,
     db: String,
+    /// The uploads waiting to be written together.
+    commits: commit::Commits,
 }
 
 /// The parts of `clickhouse://HOST:PORT/DB`.
@@ -405,22 +414,6 @@ struct EnvelopeRow<'a> {
     envelope: &'a str,
 }
 
-/// One row of a search answer.
-#[derive(Debug, Deserialize)]
-struct SearchRow {
-    id: String,
-    source: String,
-    probe_cc: String,
-    probe_asn: u32,
-    test_name: String,
-    input: Option<String>,
-    measured_at: String,
-    blocking: Option<String>,
-    accessible: Option<u8>,
-    confirmed: u8,
-    rule_set: Option<String>,
-}
-
 impl ClickHouse {
     /// Connects to `clickhouse://HOST:PORT/DB`, creates the database if missing and runs the
     /// migrations it has not recorded yet.
@@ -443,6 +436,7 @@ impl ClickHouse {
             endpoint: format!("http://{}:{}/", address.host, address.port),
             at: format!("{}:{}/{}", address.host, address.port, address.db),
             db: address.db,
+            commits: commit::Commits::default(),
         };
         db.migrate()?;
         Ok(db)
@@ -507,9 +501,21 @@ impl ClickHouse {
     /// One statement; the answer's body on success. `in_db`: run it in this store's database
     /// (everything but creating it).
     fn post(&self, op: &str, in_db: bool, body: &str) -> Result<String, DbError> {
+        self.post_with(op, in_db, body, "")
+    }
+
+    /// [`Self::post`] with query settings (`&name=value...`) in the URL, where every version
+    /// takes them (18.16 has no `SETTINGS` clause in a SELECT).
+    fn post_with(
+        &self,
+        op: &str,
+        in_db: bool,
+        body: &str,
+        settings: &str,
+    ) -> Result<String, DbError> {
         // Unquoted 64-bit numbers in JSON whatever the server's profile says.
         let mut url = format!(
-            "{}?output_format_json_quote_64bit_integers=0",
+            "{}?output_format_json_quote_64bit_integers=0{settings}",
             self.endpoint
         );
         // Room for a long query, a duplicate check's list of ids: the default
@@ -548,7 +554,17 @@ impl ClickHouse {
 
     /// The rows a SELECT answers, each read as `T` from JSONEachRow.
     fn rows<T: DeserializeOwned>(&self, op: &str, sql: &str) -> Result<Vec<T>, DbError> {
-        let text = self.execute(op, &format!("{sql} FORMAT JSONEachRow"))?;
+        self.rows_with(op, sql, "")
+    }
+
+    /// [`Self::rows`] with query settings (see [`Self::post_with`]).
+    fn rows_with<T: DeserializeOwned>(
+        &self,
+        op: &str,
+        sql: &str,
+        settings: &str,
+    ) -> Result<Vec<T>, DbError> {
+        let text = self.post_with(op, true, &format!("{sql} FORMAT JSONEachRow"), settings)?;
         // An error raised after the answer began streaming arrives as text after the rows, with
         // status 200 already sent: it does not parse, and its text is the message.
         serde_json::Deserializer::from_str(&text)
@@ -578,6 +594,60 @@ impl ClickHouse {
             op: op.to_string(),
             message,
         }
+    }
+
+    /// Stores rows; returns for each whether it was new (false: a duplicate, stored before or
+    /// earlier in `rows`). Which ids exist is one query per batch on `envelopes` (ordered by
+    /// id, within the batch's time range); the measurements are written before their envelopes, so a row whose envelope is
+    /// missing (a node that died between the two) counts as new and is written again, and the
+    /// copies merge. Two nodes inserting one new id at once both store it; every read shows
+    /// it once.
+    fn insert_now(&self, rows: &[Row]) -> Result<Vec<bool>, DbError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let list = ids.iter().map(|id| quote(id)).collect::<Vec<_>>().join(",");
+        #[derive(Deserialize)]
+        struct Id {
+            id: String,
+        }
+        // A stored copy has the same time (the id fixes it): the time range lets the server
+        // skip every part (and month) outside it, where a list of random ids alone would
+        // touch nearly every granule of the id index.
+        let (first, last) = rows
+            .iter()
+            .fold((&rows[0].measured_at, &rows[0].measured_at), |(a, b), r| {
+                (a.min(&r.measured_at), b.max(&r.measured_at))
+            });
+        let existing: std::collections::HashSet<String> = self
+            .rows::<Id>(
+                "checking for duplicates",
+                &format!(
+                    "SELECT DISTINCT id FROM envelopes WHERE measured_at >= {} AND measured_at <= {}
+                     AND id IN ({list})",
+                    quote(first),
+                    quote(last)
+                ),
+            )?
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        let added: Vec<bool> = rows
+            .iter()
+            .map(|r| !existing.contains(&r.id) && seen.insert(r.id.as_str()))
+            .collect();
+        let new_rows: Vec<&Row> = rows
+            .iter()
+            .zip(&added)
+            .filter(|(_, new)| **new)
+            .map(|(r, _)| r)
+            .collect();
+        self.store_new(&new_rows)?;
+        Ok(added)
     }
 
     /// Writes rows found new: the measurements first, then their envelopes (see
@@ -968,44 +1038,9 @@ impl Storage for ClickHouse {
     }
 
     /// Stores rows; returns for each whether it was new (false: a duplicate, stored before or
-    /// earlier in `rows`). Which ids exist is one query per batch on `envelopes` (ordered by
-    /// id); the measurements are written before their envelopes, so a row whose envelope is
-    /// missing (a node that died between the two) counts as new and is written again, and the
-    /// copies merge. Two nodes inserting one new id at once both store it; every read shows
-    /// it once.
+    /// earlier in `rows`). Uploads that arrive together are written together (`commit`).
     fn insert(&self, rows: &[Row]) -> Result<Vec<bool>, DbError> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let list = ids.iter().map(|id| quote(id)).collect::<Vec<_>>().join(",");
-        #[derive(Deserialize)]
-        struct Id {
-            id: String,
-        }
-        let existing: std::collections::HashSet<String> = self
-            .rows::<Id>(
-                "checking for duplicates",
-                &format!("SELECT DISTINCT id FROM envelopes WHERE id IN ({list})"),
-            )?
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
-        let mut seen = std::collections::HashSet::new();
-        let added: Vec<bool> = rows
-            .iter()
-            .map(|r| !existing.contains(&r.id) && seen.insert(r.id.as_str()))
-            .collect();
-        let new_rows: Vec<&Row> = rows
-            .iter()
-            .zip(&added)
-            .filter(|(_, new)| **new)
-            .map(|(r, _)| r)
-            .collect();
-        self.store_new(&new_rows)?;
-        Ok(added)
+        self.insert_grouped(rows)
     }
 
     /// The stored envelope of `id`, byte for byte.
@@ -1025,27 +1060,9 @@ impl Storage for ClickHouse {
     }
 
     /// The researcher search: the filters of SQLite's, in time order (`measured_at`, then id),
-    /// each measurement once (its newest verdict), paged by [`Found::cursor`].
+    /// each measurement once (its newest verdict), paged by [`Found::cursor`]. See [`search`].
     fn query(&self, q: &Query) -> Result<Vec<Found>, DbError> {
-        let sql = search_sql(q, "measurements")?;
-        let rows: Vec<SearchRow> = self.rows("searching measurements", &sql)?;
-        Ok(rows
-            .into_iter()
-            .map(|r| Found {
-                cursor: cursor_of(&r.measured_at, &r.id),
-                id: r.id,
-                source: r.source,
-                probe_cc: r.probe_cc,
-                probe_asn: format!("AS{}", r.probe_asn),
-                test_name: r.test_name,
-                input: r.input,
-                measured_at: r.measured_at,
-                blocking: r.blocking.and_then(|b| serde_json::from_str(&b).ok()),
-                accessible: r.accessible.map(|a| a != 0),
-                confirmed: r.confirmed != 0,
-                rule_set: r.rule_set,
-            })
-            .collect())
+        self.search(q)
     }
 
     /// Every key with its state, oldest first.
@@ -1892,74 +1909,6 @@ impl Storage for ClickHouse {
     }
 }
 
-/// The SQL of a search. Filters on what a measurement's id fixes (network, test, URL, time)
-/// go inside the `FINAL` subquery, where the sorting key serves the country and time; filters
-/// on the verdict, which a newer version may change, go outside it (see the module's docs).
-/// `table`: `measurements`, or a `Distributed` table over the shards' `measurements`; the
-/// subquery selects the whole sorting key and the version because 18.16's `FINAL` through a
-/// `Distributed` table needs them ("Cannot find column ... in source stream" otherwise).
-fn search_sql(q: &Query, table: &str) -> Result<String, DbError> {
-    let mut inner = Vec::new();
-    let mut outer = Vec::new();
-    if let Some(v) = &q.cc {
-        inner.push(format!("probe_cc = {}", quote(&v.to_ascii_uppercase())));
-    }
-    if let Some(v) = q.asn {
-        inner.push(format!("probe_asn = {v}"));
-    }
-    if let Some(v) = &q.test_name {
-        inner.push(format!("test_name = {}", quote(v)));
-    }
-    if let Some(v) = &q.domain {
-        inner.push(format!("domain = {}", quote(&v.to_ascii_lowercase())));
-    }
-    if let Some(v) = &q.input {
-        inner.push(format!("input = {}", quote(v)));
-    }
-    if let Some(v) = &q.since {
-        inner.push(format!("measured_at >= {}", quote(v)));
-    }
-    if let Some(v) = &q.until {
-        inner.push(format!("measured_at < {}", quote(v)));
-    }
-    if let Some(cursor) = &q.after {
-        let (t, id) = parse_cursor(cursor)?;
-        inner.push(format!(
-            "(measured_at > {t} OR (measured_at = {t} AND id > {id}))",
-            t = quote(&t),
-            id = quote(&id)
-        ));
-    }
-    if let Some(v) = &q.blocking {
-        // An undetermined verdict is stored as NULL, as in SQLite.
-        if v == "null" {
-            outer.push("isNull(blocking)".to_string());
-        } else {
-            outer.push(format!("blocking = {}", quote(v)));
-        }
-    }
-    if let Some(v) = q.confirmed {
-        outer.push(format!("confirmed = {}", u8::from(v)));
-    }
-    let clause = |c: &[String]| {
-        if c.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", c.join(" AND "))
-        }
-    };
-    Ok(format!(
-        "SELECT id, source, probe_cc, probe_asn, test_name, input, measured_at, blocking,
-             accessible, confirmed, rule_set
-         FROM (SELECT id, source, probe_cc, probe_asn, test_name, input, measured_at, blocking,
-             accessible, confirmed, rule_set, version FROM {table} FINAL{})
-         {} ORDER BY measured_at, id LIMIT {}",
-        clause(&inner),
-        clause(&outer),
-        q.limit
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2129,7 +2078,7 @@ mod tests {
             server
                 .query("SELECT count() FROM v.schema_migrations")
                 .expect("count"),
-            "1\n"
+            "2\n"
         );
         server
             .query("INSERT INTO v.schema_migrations VALUES (99, 0)")
@@ -2140,11 +2089,195 @@ mod tests {
                 err,
                 DbError::TooNew {
                     found: 99,
-                    known: 1,
+                    known: 2,
                     ..
                 }
             ),
             "{err}"
+        );
+    }
+
+    /// A database made before the by-domain view (migration 1 only, with rows): opening it
+    /// adds the view with what was stored, so a search by domain still finds the old rows.
+    #[test]
+    fn the_domain_view_is_added_with_the_rows_already_stored() {
+        let server = server();
+        let url = server.url("v");
+        let db = ClickHouse::open(&url).expect("open");
+        db.insert(&[row("m1", "IT", "2026-01-02 00:00:00")])
+            .expect("insert");
+        for sql in [
+            "DROP TABLE v.measurements_by_domain",
+            "DROP TABLE v.schema_migrations",
+            "CREATE TABLE v.schema_migrations (version UInt32, applied_at Int64)
+             ENGINE = MergeTree ORDER BY version",
+            "INSERT INTO v.schema_migrations VALUES (1, 0)",
+        ] {
+            server.query(sql).expect(sql);
+        }
+        let db = ClickHouse::open(&url).expect("reopen runs migration 2");
+        let by_domain = Query {
+            domain: Some("m1.example".into()),
+            ..query()
+        };
+        assert_eq!(ids(&db.query(&by_domain).expect("search")), ["m1"]);
+        db.insert(&[row("m2", "IR", "2026-01-01 00:00:00")])
+            .expect("insert");
+        let m2 = Query {
+            domain: Some("m2.example".into()),
+            ..query()
+        };
+        assert_eq!(ids(&db.query(&m2).expect("search")), ["m2"]);
+    }
+
+    /// Searches by country and by domain read a page from a stream (see `search`): over many
+    /// parts inserted out of order, with copies of rows and newer verdicts, every page is the
+    /// one a full sort gives, whatever the filters.
+    #[test]
+    fn pages_by_country_and_domain_are_those_of_a_full_sort() {
+        let server = server();
+        let db = ClickHouse::open(&server.url("v")).expect("open");
+        // 1,200 rows in 24 inserts (24 parts), times on a few seconds so that many rows share
+        // one, ids in no order; a third in IR, the rest in IT; domains d0 to d4.
+        let mut all: Vec<Row> = (0..1200u32)
+            .map(|i| {
+                let id = format!("{:08x}", i.wrapping_mul(2_654_435_761));
+                let cc = if i % 3 == 0 { "IR" } else { "IT" };
+                let mut r = row(&id, cc, &format!("2026-01-01 00:00:0{}", (i / 5) % 5));
+                r.domain = Some(format!("d{}.example", i % 5));
+                r
+            })
+            .collect();
+        for chunk in all.chunks(50).rev() {
+            db.insert(chunk).expect("insert");
+        }
+        // Copies of 100 rows through another "node" (they were stored: not new), written
+        // as fresh parts anyway, and newer verdicts for every seventh row.
+        db.store_new(&all[..100].iter().collect::<Vec<_>>())
+            .expect("copies");
+        for r in all.iter_mut().step_by(7) {
+            r.blocking = Some("\"dns\"".into());
+            db.update_verdict(r).expect("update");
+        }
+        let expect = |keep: &dyn Fn(&Row) -> bool| {
+            let mut v: Vec<&Row> = all.iter().filter(|r| keep(r)).collect();
+            v.sort_by(|a, b| (&a.measured_at, &a.id).cmp(&(&b.measured_at, &b.id)));
+            v.iter().map(|r| r.id.clone()).collect::<Vec<_>>()
+        };
+        let paged = |q: Query| {
+            let mut out = Vec::new();
+            let mut after = None;
+            loop {
+                let page = db
+                    .query(&Query {
+                        after: after.clone(),
+                        limit: 13,
+                        ..q.clone()
+                    })
+                    .expect("search");
+                after = page.last().map(|f| f.cursor.clone());
+                out.extend(page.iter().map(|f| f.id.clone()));
+                if page.len() < 13 {
+                    return out;
+                }
+            }
+        };
+        type Keep = Box<dyn Fn(&Row) -> bool>;
+        let cases: Vec<(Query, Keep)> = vec![
+            (
+                Query {
+                    cc: Some("IT".into()),
+                    ..query()
+                },
+                Box::new(|r: &Row| r.probe_cc == "IT"),
+            ),
+            (
+                Query {
+                    domain: Some("d2.example".into()),
+                    ..query()
+                },
+                Box::new(|r: &Row| r.domain.as_deref() == Some("d2.example")),
+            ),
+            (
+                Query {
+                    cc: Some("IR".into()),
+                    blocking: Some("\"dns\"".into()),
+                    ..query()
+                },
+                Box::new(|r: &Row| r.probe_cc == "IR" && r.blocking.as_deref() == Some("\"dns\"")),
+            ),
+            (
+                Query {
+                    domain: Some("d3.example".into()),
+                    cc: Some("IT".into()),
+                    blocking: Some("false".into()),
+                    since: Some("2026-01-01 00:00:02".into()),
+                    ..query()
+                },
+                Box::new(|r: &Row| {
+                    r.domain.as_deref() == Some("d3.example")
+                        && r.probe_cc == "IT"
+                        && r.blocking.as_deref() == Some("false")
+                        && r.measured_at.as_str() >= "2026-01-01 00:00:02"
+                }),
+            ),
+        ];
+        for (q, keep) in cases {
+            let want = expect(keep.as_ref());
+            assert!(want.len() > 13, "{q:?}: more than one page");
+            assert_eq!(paged(q.clone()), want, "{q:?}");
+        }
+    }
+
+    /// Uploads that arrive together are written together (`commit`): every upload is
+    /// answered with its own rows' fate, an id sent by two uploads is new for exactly one,
+    /// and the server sees far fewer inserts than there were uploads.
+    #[test]
+    fn concurrent_uploads_share_inserts_and_each_gets_its_answer() {
+        let server = server();
+        let db = ClickHouse::open(&server.url("v")).expect("open");
+        let inserts = || -> u64 {
+            server
+                .query("SELECT value FROM system.events WHERE event = 'InsertQuery'")
+                .expect("events")
+                .trim()
+                .parse()
+                .unwrap_or(0)
+        };
+        let before = inserts();
+        const UPLOADS: usize = 24;
+        let barrier = std::sync::Barrier::new(UPLOADS);
+        let answers: Vec<Vec<bool>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..UPLOADS)
+                .map(|u| {
+                    let (db, barrier) = (&db, &barrier);
+                    s.spawn(move || {
+                        // 20 rows of its own and one, "shared", that every upload sends.
+                        let mut rows: Vec<Row> = (0..20)
+                            .map(|i| row(&format!("u{u}-{i}"), "IT", "2026-01-01 00:00:00"))
+                            .collect();
+                        rows.push(row("shared", "IT", "2026-01-01 00:00:00"));
+                        barrier.wait();
+                        db.insert(&rows).expect("insert")
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect()
+        });
+        for a in &answers {
+            assert_eq!(a.len(), 21);
+            assert!(a[..20].iter().all(|new| *new), "own rows are new: {a:?}");
+        }
+        let shared_new = answers.iter().filter(|a| a[20]).count();
+        assert_eq!(shared_new, 1, "the shared row is new for one upload");
+        assert_eq!(db.measurement_count().expect("count"), 20 * 24 + 1);
+        let used = inserts() - before;
+        assert!(
+            used < UPLOADS as u64,
+            "{used} inserts for {UPLOADS} uploads (two tables each)"
         );
     }
 
@@ -2671,8 +2804,10 @@ mod tests {
         // The store's own search, over the Distributed table: every row once, in order, and
         // pages that neither skip nor repeat one.
         let search = |q: &Query| {
-            let sql = search_sql(q, "measurements_all").expect("sql");
-            shards[0].rows::<SearchRow>("test", &sql).expect("search")
+            let sql = search::sorted_sql(q, "measurements_all", None).expect("sql");
+            shards[0]
+                .rows::<search::SearchRow>("test", &sql)
+                .expect("search")
         };
         let read: Vec<String> = search(&query()).into_iter().map(|r| r.id).collect();
         let expected: Vec<String> = (0..40).map(|i| format!("m{i:02}")).collect();
