@@ -67,7 +67,8 @@ const MIGRATIONS: &[&[&str]] = &[
         // not read, as SQLite then counts it in no bin); a canary's `model::canary_counts`;
         // the verdict's `goodput.probe_kbps` and `goodput.below_control`. Ordered for the searches by country and time; the id
         // last, and the country and time are the id's own, so two copies of one measurement
-        // share the whole sorting key and merge into one.
+        // share the whole sorting key and merge into one. Granules of 1,024 rows, not 8,192: a
+        // search reads at least one granule of every part (see `search`).
         "CREATE TABLE IF NOT EXISTS measurements (
             id String,
             source String,
@@ -93,10 +94,12 @@ const MIGRATIONS: &[&[&str]] = &[
             below_control Nullable(UInt8)
         ) ENGINE = ReplacingMergeTree(version)
         PARTITION BY substring(measured_at, 1, 7)
-        ORDER BY (probe_cc, measured_at, id)",
+        ORDER BY (probe_cc, measured_at, id)
+        SETTINGS index_granularity = 1024",
         // The envelopes byte for byte, by id: what `GET /api/v1/measurements/<id>` reads, and
         // the index by id that ingest's duplicate check and verdict updates look up (with the
-        // country and time, which find the row in `measurements` by its sorting key).
+        // country and time, which find the row in `measurements` by its sorting key). Granules
+        // of 256 rows: every read here looks up single ids, which SHA-256 scatters.
         "CREATE TABLE IF NOT EXISTS envelopes (
             id String,
             probe_cc String,
@@ -104,7 +107,8 @@ const MIGRATIONS: &[&[&str]] = &[
             envelope String
         ) ENGINE = ReplacingMergeTree
         PARTITION BY substring(measured_at, 1, 7)
-        ORDER BY id",
+        ORDER BY id
+        SETTINGS index_granularity = 256",
         // A key's standing: the newest version wins; `first_seen` is carried from the first.
         "CREATE TABLE IF NOT EXISTS probe_keys (
             key String,

@@ -43,6 +43,7 @@ pub(super) const BY_DOMAIN_VIEW: &str =
         ENGINE = ReplacingMergeTree(version)
         PARTITION BY substring(measured_at, 1, 7)
         ORDER BY (domain_key, measured_at, id)
+        SETTINGS index_granularity = 1024
         POPULATE
         AS SELECT ifNull(domain, '') AS domain_key, id, source, probe_cc, probe_asn, test_name,
             input, domain, measured_at, blocking, accessible, confirmed, rule_set, version
