@@ -13,8 +13,11 @@
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
-use super::super::{DbError, Row};
-use super::ClickHouse;
+use serde::Deserialize;
+
+use super::super::{DbError, Row, now};
+use super::client::quote;
+use super::{ClickHouse, EnvelopeRow, StoredRow};
 
 /// At most this many rows in one group, so that one INSERT stays a bounded size in memory on
 /// both sides (about 8 KB a row: 80 MB). Uploads beyond it wait for the next group.
@@ -133,5 +136,248 @@ fn message_of(e: &DbError) -> String {
     match e {
         DbError::ClickHouse { message, .. } => message.clone(),
         other => other.to_string(),
+    }
+}
+
+impl ClickHouse {
+    /// Stores rows; returns for each whether it was new (false: a duplicate, stored before or
+    /// earlier in `rows`). Which ids exist is one query per batch on `envelopes` (ordered by
+    /// id, within the batch's time range); the measurements are written before their envelopes, so a row whose envelope is
+    /// missing (a node that died between the two) counts as new and is written again, and the
+    /// copies merge. Two nodes inserting one new id at once both store it; every read shows
+    /// it once.
+    fn insert_now(&self, rows: &[Row]) -> Result<Vec<bool>, DbError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let list = ids.iter().map(|id| quote(id)).collect::<Vec<_>>().join(",");
+        #[derive(Deserialize)]
+        struct Id {
+            id: String,
+        }
+        // A stored copy has the same time (the id fixes it): the time range lets the server
+        // skip every part (and month) outside it, where a list of random ids alone would
+        // touch nearly every granule of the id index.
+        let (first, last) = rows
+            .iter()
+            .fold((&rows[0].measured_at, &rows[0].measured_at), |(a, b), r| {
+                (a.min(&r.measured_at), b.max(&r.measured_at))
+            });
+        let existing: std::collections::HashSet<String> = self
+            .rows::<Id>(
+                "checking for duplicates",
+                &format!(
+                    "SELECT DISTINCT id FROM envelopes WHERE measured_at >= {} AND measured_at <= {}
+                     AND id IN ({list})",
+                    quote(first),
+                    quote(last)
+                ),
+            )?
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        let added: Vec<bool> = rows
+            .iter()
+            .map(|r| !existing.contains(&r.id) && seen.insert(r.id.as_str()))
+            .collect();
+        let new_rows: Vec<&Row> = rows
+            .iter()
+            .zip(&added)
+            .filter(|(_, new)| **new)
+            .map(|(r, _)| r)
+            .collect();
+        self.store_new(&new_rows)?;
+        Ok(added)
+    }
+
+    /// Writes rows found new: the measurements first, then their envelopes (see
+    /// [`ClickHouse::insert`]).
+    pub(super) fn store_new(&self, rows: &[&Row]) -> Result<(), DbError> {
+        let received_at = now();
+        let stored: Vec<StoredRow> = rows
+            .iter()
+            .map(|r| StoredRow::new(r, received_at))
+            .collect();
+        self.insert_rows("storing measurements", "measurements", &stored)?;
+        let envelopes: Vec<EnvelopeRow<'_>> = rows
+            .iter()
+            .map(|r| EnvelopeRow {
+                id: &r.id,
+                probe_cc: &r.probe_cc,
+                measured_at: &r.measured_at,
+                envelope: &r.envelope,
+            })
+            .collect();
+        self.insert_rows("storing envelopes", "envelopes", &envelopes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::super::*;
+    use super::*;
+
+    /// Uploads that arrive together are written together (`commit`): every upload is
+    /// answered with its own rows' fate, an id sent by two uploads is new for exactly one,
+    /// and the server sees far fewer inserts than there were uploads.
+    #[test]
+    fn concurrent_uploads_share_inserts_and_each_gets_its_answer() {
+        let server = server();
+        let db = ClickHouse::open(&server.url("v")).expect("open");
+        let inserts = || -> u64 {
+            server
+                .query("SELECT value FROM system.events WHERE event = 'InsertQuery'")
+                .expect("events")
+                .trim()
+                .parse()
+                .unwrap_or(0)
+        };
+        let before = inserts();
+        const UPLOADS: usize = 24;
+        let barrier = std::sync::Barrier::new(UPLOADS);
+        let answers: Vec<Vec<bool>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..UPLOADS)
+                .map(|u| {
+                    let (db, barrier) = (&db, &barrier);
+                    s.spawn(move || {
+                        // 20 rows of its own and one, "shared", that every upload sends.
+                        let mut rows: Vec<Row> = (0..20)
+                            .map(|i| row(&format!("u{u}-{i}"), "IT", "2026-01-01 00:00:00"))
+                            .collect();
+                        rows.push(row("shared", "IT", "2026-01-01 00:00:00"));
+                        barrier.wait();
+                        db.insert(&rows).expect("insert")
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect()
+        });
+        for a in &answers {
+            assert_eq!(a.len(), 21);
+            assert!(a[..20].iter().all(|new| *new), "own rows are new: {a:?}");
+        }
+        let shared_new = answers.iter().filter(|a| a[20]).count();
+        assert_eq!(shared_new, 1, "the shared row is new for one upload");
+        assert_eq!(db.measurement_count().expect("count"), 20 * 24 + 1);
+        let used = inserts() - before;
+        assert!(
+            used < UPLOADS as u64,
+            "{used} inserts for {UPLOADS} uploads (two tables each)"
+        );
+    }
+
+    #[test]
+    fn inserts_report_duplicates_and_keep_envelopes_byte_for_byte() {
+        let server = server();
+        let db = ClickHouse::open(&server.url("v")).expect("open");
+        let mut tricky = row("t", "IT", "2026-01-01 00:00:00");
+        tricky.envelope = "{\"m\":\"Ünïcödé ✓ 𝄞 中文\",\"q\":\"it's \\\"quoted\\\"\",\
+                           \"b\":\"back\\\\slash\",\"tab\":\"a\tb\",\"nl\":\"x\\ny\",\"s\":\"</script>\u{2028}\"}\r\n\u{1}'\\"
+            .into();
+        let a = row("a", "IT", "2026-01-01 00:00:01");
+        assert_eq!(
+            db.insert(&[tricky.clone(), a.clone(), a.clone()])
+                .expect("insert"),
+            [true, true, false],
+            "the second copy in one batch is a duplicate"
+        );
+        assert_eq!(
+            db.insert(&[a.clone(), row("b", "IT", "2026-01-01 00:00:02")])
+                .expect("again"),
+            [false, true]
+        );
+        assert_eq!(db.insert(&[]).expect("empty"), Vec::<bool>::new());
+        assert_eq!(
+            db.envelope("t").expect("read").as_deref(),
+            Some(tricky.envelope.as_str())
+        );
+        assert_eq!(db.envelope("a").expect("read"), Some(a.envelope));
+        assert_eq!(db.envelope("nope").expect("read"), None);
+        assert_eq!(db.envelope("x' OR '1'='1").expect("read"), None);
+        assert_eq!(ids(&db.query(&query()).expect("search")), ["t", "a", "b"]);
+    }
+
+    #[test]
+    fn a_batch_whose_id_list_exceeds_the_default_query_size_is_checked() {
+        let server = server();
+        let db = ClickHouse::open(&server.url("v")).expect("open");
+        // 5,000 SHA-256-long ids: a duplicate check of about 340 KB, over the 256 KiB default.
+        let rows: Vec<Row> = (0..5000)
+            .map(|i| row(&format!("{i:064x}"), "IT", "2026-01-01 00:00:00"))
+            .collect();
+        let first = db.insert(&rows).expect("insert");
+        assert!(first.iter().all(|n| *n), "all new");
+        let again = db.insert(&rows).expect("insert again");
+        assert!(again.iter().all(|n| !*n), "all duplicates");
+        assert_eq!(
+            server
+                .query("SELECT count() FROM v.envelopes")
+                .expect("count"),
+            "5000\n"
+        );
+    }
+
+    #[test]
+    fn the_same_measurement_through_two_nodes_shows_once() {
+        let server = server();
+        let one = ClickHouse::open(&server.url("v")).expect("node 1");
+        let two = ClickHouse::open(&server.url("v")).expect("node 2");
+        let r = row("dup", "IT", "2026-01-01 00:00:00");
+        // Both nodes check before either writes: both find it new and both store it (what
+        // `insert` does after finding it new), one of them with a different verdict.
+        let mut other = r.clone();
+        other.network_verified = false;
+        other.blocking = Some("\"dns\"".into());
+        one.store_new(&[&r]).expect("node 1 writes");
+        two.store_new(&[&other]).expect("node 2 writes");
+        assert_eq!(
+            server
+                .query("SELECT count() FROM v.measurements")
+                .expect("count"),
+            "2\n",
+            "two copies on disk"
+        );
+        assert_eq!(ids(&one.query(&query()).expect("search")), ["dup"]);
+        assert_eq!(ids(&two.query(&query()).expect("search")), ["dup"]);
+        // Whichever verdict the search shows, it is one row, under either filter at most once.
+        let by = |v: &str| {
+            two.query(&Query {
+                blocking: Some(v.into()),
+                ..query()
+            })
+            .expect("search")
+            .len()
+        };
+        assert_eq!(by("false") + by("\"dns\""), 1);
+        assert_eq!(one.envelope("dup").expect("read"), Some(r.envelope.clone()));
+        assert_eq!(two.page_for_rescore("", 10).expect("page").len(), 1);
+        // From now on every node finds it stored.
+        assert_eq!(
+            one.insert(std::slice::from_ref(&r)).expect("insert"),
+            [false]
+        );
+        assert_eq!(
+            two.insert(std::slice::from_ref(&r)).expect("insert"),
+            [false]
+        );
+        // And after the server merges the copies, one is left.
+        server
+            .query("OPTIMIZE TABLE v.measurements FINAL")
+            .expect("merge");
+        assert_eq!(
+            server
+                .query("SELECT count() FROM v.measurements")
+                .expect("count"),
+            "1\n"
+        );
+        assert_eq!(ids(&two.query(&query()).expect("search")), ["dup"]);
     }
 }

@@ -30,7 +30,8 @@
 use serde::Deserialize;
 
 use super::super::{DbError, Found, Query};
-use super::{ClickHouse, cursor_of, parse_cursor, quote};
+use super::ClickHouse;
+use super::client::{hex, quote, unhex};
 
 /// Settings of the probe: one stream in key order, read in small blocks so that `LIMIT`
 /// stops after a few of them (the default block is 65,536 rows of each part).
@@ -282,8 +283,23 @@ pub(super) fn sorted_sql(
     ))
 }
 
+/// The paging cursor of a row: its place in the search order, (`measured_at`, `id`), each in
+/// hex so the cursor is one URL-safe word.
+pub(super) fn cursor_of(measured_at: &str, id: &str) -> String {
+    format!("{}.{}", hex(measured_at.as_bytes()), hex(id.as_bytes()))
+}
+
+/// The (`measured_at`, `id`) of a cursor this store gave.
+pub(super) fn parse_cursor(cursor: &str) -> Result<(String, String), DbError> {
+    let bad = || DbError::BadCursor(cursor.to_string());
+    let (t, id) = cursor.split_once('.').ok_or_else(bad)?;
+    Ok((unhex(t).ok_or_else(bad)?, unhex(id).ok_or_else(bad)?))
+}
+
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::{ids, row, server};
+    use super::super::*;
     use super::*;
 
     fn query() -> Query {
@@ -336,5 +352,257 @@ mod tests {
             page.contains("id <= 'ab\\'c'"),
             "the bound is quoted: {page}"
         );
+    }
+
+    #[test]
+    fn cursors_round_trip_and_foreign_ones_are_refused() {
+        let c = cursor_of("2026-01-01 00:00:00", "ab'c");
+        assert!(c.bytes().all(|b| b.is_ascii_hexdigit() || b == b'.'), "{c}");
+        assert_eq!(
+            parse_cursor(&c).expect("ours"),
+            ("2026-01-01 00:00:00".into(), "ab'c".into())
+        );
+        for bad in ["17", "zz.00", "0.00", "", "ff.ff"] {
+            assert!(
+                matches!(parse_cursor(bad), Err(DbError::BadCursor(ref c)) if c == bad),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn searches_filter_and_page_in_time_order() {
+        let server = server();
+        let db = ClickHouse::open(&server.url("v")).expect("open");
+        let mut rows = vec![
+            row("m1", "IT", "2026-01-02 00:00:00"),
+            row("m2", "IT", "2026-01-01 00:00:00"),
+            row("m3", "IR", "2026-01-01 12:00:00"),
+            row("m4", "IT", "2026-02-01 00:00:00"),
+            row("m5", "IT", "2026-01-01 00:00:00"),
+        ];
+        rows[2].probe_asn = 197207;
+        rows[2].blocking = Some("\"dns\"".into());
+        rows[2].confirmed = true;
+        rows[3].blocking = None;
+        rows[3].accessible = None;
+        rows[4].test_name = "canary".into();
+        rows[4].input = None;
+        rows[4].domain = None;
+        db.insert(&rows).expect("insert");
+        let search = |q: Query| ids(&db.query(&q).expect("search")).join(" ");
+        assert_eq!(search(query()), "m2 m5 m3 m1 m4");
+        assert_eq!(
+            search(Query {
+                cc: Some("it".into()),
+                ..query()
+            }),
+            "m2 m5 m1 m4"
+        );
+        assert_eq!(
+            search(Query {
+                asn: Some(197207),
+                ..query()
+            }),
+            "m3"
+        );
+        assert_eq!(
+            search(Query {
+                test_name: Some("canary".into()),
+                ..query()
+            }),
+            "m5"
+        );
+        assert_eq!(
+            search(Query {
+                domain: Some("M1.EXAMPLE".into()),
+                ..query()
+            }),
+            "m1"
+        );
+        assert_eq!(
+            search(Query {
+                input: Some("https://m4.example/".into()),
+                ..query()
+            }),
+            "m4"
+        );
+        assert_eq!(
+            search(Query {
+                blocking: Some("\"dns\"".into()),
+                ..query()
+            }),
+            "m3"
+        );
+        assert_eq!(
+            search(Query {
+                blocking: Some("null".into()),
+                ..query()
+            }),
+            "m4"
+        );
+        assert_eq!(
+            search(Query {
+                confirmed: Some(true),
+                ..query()
+            }),
+            "m3"
+        );
+        assert_eq!(
+            search(Query {
+                since: Some("2026-01-01 12:00:00".into()),
+                until: Some("2026-02-01 00:00:00".into()),
+                ..query()
+            }),
+            "m3 m1"
+        );
+        assert_eq!(
+            search(Query {
+                cc: Some("IT' OR '1'='1".into()),
+                ..query()
+            }),
+            ""
+        );
+        let found = db.query(&query()).expect("all");
+        let m3 = &found[2];
+        assert_eq!(
+            (
+                m3.probe_asn.as_str(),
+                &m3.blocking,
+                m3.accessible,
+                m3.confirmed
+            ),
+            (
+                "AS197207",
+                &Some(serde_json::json!("dns")),
+                Some(true),
+                true
+            )
+        );
+        assert_eq!(found[4].accessible, None);
+        // Pages of two, each starting after the previous page's last row.
+        let mut pages = Vec::new();
+        let mut after = None;
+        loop {
+            let page = db
+                .query(&Query {
+                    limit: 2,
+                    after: after.clone(),
+                    ..query()
+                })
+                .expect("page");
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().map(|f| f.cursor.clone());
+            pages.push(ids(&page).join(" "));
+        }
+        assert_eq!(pages, ["m2 m5", "m3 m1", "m4"]);
+        let err = db
+            .query(&Query {
+                after: Some("12".into()),
+                ..query()
+            })
+            .expect_err("a cursor of another store");
+        assert_eq!(err.to_string(), "cursor \"12\" is not one this server gave");
+    }
+
+    /// Searches by country and by domain read a page from a stream (see `search`): over many
+    /// parts inserted out of order, with copies of rows and newer verdicts, every page is the
+    /// one a full sort gives, whatever the filters.
+    #[test]
+    fn pages_by_country_and_domain_are_those_of_a_full_sort() {
+        let server = server();
+        let db = ClickHouse::open(&server.url("v")).expect("open");
+        // 1,200 rows in 24 inserts (24 parts), times on a few seconds so that many rows share
+        // one, ids in no order; a third in IR, the rest in IT; domains d0 to d4.
+        let mut all: Vec<Row> = (0..1200u32)
+            .map(|i| {
+                let id = format!("{:08x}", i.wrapping_mul(2_654_435_761));
+                let cc = if i % 3 == 0 { "IR" } else { "IT" };
+                let mut r = row(&id, cc, &format!("2026-01-01 00:00:0{}", (i / 5) % 5));
+                r.domain = Some(format!("d{}.example", i % 5));
+                r
+            })
+            .collect();
+        for chunk in all.chunks(50).rev() {
+            db.insert(chunk).expect("insert");
+        }
+        // Copies of 100 rows through another "node" (they were stored: not new), written
+        // as fresh parts anyway, and newer verdicts for every seventh row.
+        db.store_new(&all[..100].iter().collect::<Vec<_>>())
+            .expect("copies");
+        for r in all.iter_mut().step_by(7) {
+            r.blocking = Some("\"dns\"".into());
+            db.update_verdict(r).expect("update");
+        }
+        let expect = |keep: &dyn Fn(&Row) -> bool| {
+            let mut v: Vec<&Row> = all.iter().filter(|r| keep(r)).collect();
+            v.sort_by(|a, b| (&a.measured_at, &a.id).cmp(&(&b.measured_at, &b.id)));
+            v.iter().map(|r| r.id.clone()).collect::<Vec<_>>()
+        };
+        let paged = |q: Query| {
+            let mut out = Vec::new();
+            let mut after = None;
+            loop {
+                let page = db
+                    .query(&Query {
+                        after: after.clone(),
+                        limit: 13,
+                        ..q.clone()
+                    })
+                    .expect("search");
+                after = page.last().map(|f| f.cursor.clone());
+                out.extend(page.iter().map(|f| f.id.clone()));
+                if page.len() < 13 {
+                    return out;
+                }
+            }
+        };
+        type Keep = Box<dyn Fn(&Row) -> bool>;
+        let cases: Vec<(Query, Keep)> = vec![
+            (
+                Query {
+                    cc: Some("IT".into()),
+                    ..query()
+                },
+                Box::new(|r: &Row| r.probe_cc == "IT"),
+            ),
+            (
+                Query {
+                    domain: Some("d2.example".into()),
+                    ..query()
+                },
+                Box::new(|r: &Row| r.domain.as_deref() == Some("d2.example")),
+            ),
+            (
+                Query {
+                    cc: Some("IR".into()),
+                    blocking: Some("\"dns\"".into()),
+                    ..query()
+                },
+                Box::new(|r: &Row| r.probe_cc == "IR" && r.blocking.as_deref() == Some("\"dns\"")),
+            ),
+            (
+                Query {
+                    domain: Some("d3.example".into()),
+                    cc: Some("IT".into()),
+                    blocking: Some("false".into()),
+                    since: Some("2026-01-01 00:00:02".into()),
+                    ..query()
+                },
+                Box::new(|r: &Row| {
+                    r.domain.as_deref() == Some("d3.example")
+                        && r.probe_cc == "IT"
+                        && r.blocking.as_deref() == Some("false")
+                        && r.measured_at.as_str() >= "2026-01-01 00:00:02"
+                }),
+            ),
+        ];
+        for (q, keep) in cases {
+            let want = expect(keep.as_ref());
+            assert!(want.len() > 13, "{q:?}: more than one page");
+            assert_eq!(paged(q.clone()), want, "{q:?}");
+        }
     }
 }
