@@ -16,8 +16,9 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use serde::Deserialize;
 
 use super::super::{DbError, Row, now};
+use super::ClickHouse;
 use super::client::quote;
-use super::{ClickHouse, EnvelopeRow, StoredRow};
+use super::rows::{EnvelopeRow, StoredRow};
 
 /// At most this many rows in one group, so that one INSERT stays a bounded size in memory on
 /// both sides (about 8 KB a row: 80 MB). Uploads beyond it wait for the next group.
