@@ -51,7 +51,7 @@ pub struct Slots {
 struct Held {
     /// The next connection's number; numbers only grow, so the smallest waiting is the oldest.
     next: u64,
-    /// Connections counted against [`Limits::connections`].
+    /// Connections counted against `Slots::connections`.
     total: usize,
     by_source: HashMap<IpAddr, usize>,
     /// Connections that have not sent their request yet, oldest first, with the signal that

@@ -196,7 +196,7 @@ impl ClickHouse {
     }
 
     /// Writes rows found new: the measurements first, then their envelopes (see
-    /// [`ClickHouse::insert`]).
+    /// [`ClickHouse::insert_now`]).
     pub(super) fn store_new(&self, rows: &[&Row]) -> Result<(), DbError> {
         let received_at = now();
         let stored: Vec<StoredRow> = rows

@@ -12,7 +12,7 @@ use super::client::quote;
 /// How long a node waits after recording an attempt to spend a token before reading which
 /// attempt came first: longer than the second of the server's clock that orders attempts,
 /// plus the time an insert takes to land, so that every attempt stamped no later than this
-/// one is visible by then (see [`ClickHouse::redeem_token`]).
+/// one is visible by then (see [`Storage::redeem_token`](super::super::Storage::redeem_token)).
 pub(super) const REDEEM_SETTLE: Duration = Duration::from_millis(1500);
 
 /// The name of the detector lease in the `lease` table.

@@ -9,7 +9,7 @@ use super::ClickHouse;
 use super::client::quote;
 
 /// The newest version of each measurement of one country: the `FINAL` subquery every signal
-/// read groups from. It selects the whole sorting key and the version (see [`search_sql`]);
+/// read groups from. It selects the whole sorting key and the version (see [`super::search::sorted_sql`]);
 /// `extra` is a filter on what a measurement's id fixes (never on a verdict, which goes outside
 /// it: see the module's docs).
 pub(super) fn newest_measurements(cc: &str, extra: &str) -> String {
@@ -82,7 +82,7 @@ impl ClickHouse {
     /// here from the measurements (each id once, its newest verdict) and the heartbeats (each
     /// key and `sent_at` once), adding what `signals::record_row` and `record_heartbeat` add:
     /// every submission with a readable time makes its key's row exist (a keyless one the
-    /// [`NO_KEY`] row); a web_connectivity measurement counts, with its verdict's layer; a
+    /// [`NO_KEY`](super::super::model::NO_KEY) row); a web_connectivity measurement counts, with its verdict's layer; a
     /// keyed canary whose targets mostly answered (`accessible`) shows the key up, one whose
     /// targets did not counts down; a canary's counts; a heartbeat shows the key up. Counters
     /// saturate at [`COUNTER_MAX`]. The constants of a `UNION ALL` branch are `materialize`d:

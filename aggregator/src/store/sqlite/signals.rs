@@ -128,7 +128,7 @@ pub const VOTES_MIGRATION: &str = "
         PRIMARY KEY (cc, day, asn, probe_key)
     ) WITHOUT ROWID;";
 
-/// The anomaly columns, in [`LayerRatios`] order.
+/// The anomaly columns, in the order of `detect::signals::LayerRatios`.
 const LAYER_COLUMNS: [&str; 4] = [
     "anomalies_dns",
     "anomalies_tcp",
