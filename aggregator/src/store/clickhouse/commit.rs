@@ -110,17 +110,22 @@ impl ClickHouse {
                 tickets: group.iter().map(|(t, _)| *t).collect(),
                 finished: false,
             };
-            let all: Vec<Row> = group.iter().flat_map(|(_, r)| r.iter().cloned()).collect();
+            // The uploads' rows, moved (not copied again) into one batch.
+            let counts: Vec<(u64, usize)> = group.iter().map(|(t, r)| (*t, r.len())).collect();
+            let all: Vec<Row> = group.into_iter().flat_map(|(_, r)| r).collect();
             let result = self.insert_now(&all);
+            drop(all);
             state = commits.lock();
             let mut at = 0;
-            for (t, rows) in &group {
+            for (t, n) in counts {
                 let answer = match &result {
-                    Ok(new) => Ok(new[at..at + rows.len()].to_vec()),
+                    Ok(new) => new.get(at..at + n).map(<[bool]>::to_vec).ok_or_else(|| {
+                        "the store answered for fewer rows than it was given".into()
+                    }),
                     Err(e) => Err(message_of(e)),
                 };
-                at += rows.len();
-                state.answers.insert(*t, answer);
+                at += n;
+                state.answers.insert(t, answer);
             }
             writing.finished = true;
             drop(state);
