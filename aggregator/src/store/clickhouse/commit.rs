@@ -10,7 +10,7 @@
 //! adds no latency, and the busier it is, the larger its inserts. Each upload is answered only
 //! once its rows are written (or with the error that stopped them), as before.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use serde::Deserialize;
@@ -36,7 +36,7 @@ pub(super) struct Commits {
 struct State {
     next_ticket: u64,
     /// In arrival order.
-    waiting: Vec<(u64, Vec<Row>)>,
+    waiting: VecDeque<(u64, Vec<Row>)>,
     /// Whether an upload is writing a group now.
     writing: bool,
     /// The answer of each written upload until it takes it: which rows were new, or the error.
@@ -83,7 +83,7 @@ impl ClickHouse {
         let mut state = commits.lock();
         let ticket = state.next_ticket;
         state.next_ticket = state.next_ticket.wrapping_add(1);
-        state.waiting.push((ticket, rows.to_vec()));
+        state.waiting.push_back((ticket, rows.to_vec()));
         loop {
             if let Some(answer) = state.answers.remove(&ticket) {
                 return answer.map_err(|message| self.error("storing measurements", message));
@@ -96,12 +96,12 @@ impl ClickHouse {
             // them, as it is waiting and not answered), oldest first.
             let mut group = Vec::new();
             let mut size = 0;
-            while let Some((_, rows)) = state.waiting.first() {
+            while let Some((_, rows)) = state.waiting.front() {
                 if !group.is_empty() && size + rows.len() > GROUP_ROWS {
                     break;
                 }
                 size += rows.len();
-                group.push(state.waiting.remove(0));
+                group.extend(state.waiting.pop_front());
             }
             state.writing = true;
             drop(state);

@@ -59,7 +59,7 @@ use super::{DbError, Found, KeyState, Query, Redeemed, Row, Storage, StoredHeart
 use client::{CONNECT_TIMEOUT, STATEMENT_TIMEOUT, parse_address, quote};
 use lease::REDEEM_SETTLE;
 use rows::{STORED_COLUMNS, StoredRow};
-use signals::{EventRow, bin_sql, newest_measurements, unique_heartbeats};
+use signals::{EventRow, bin_sql, domain_measurements, newest_measurements, unique_heartbeats};
 
 /// The ClickHouse store: one database on one server (or a cluster's entry point), over HTTP.
 #[derive(Debug)]
@@ -492,14 +492,7 @@ impl Storage for ClickHouse {
                 "SELECT probe_asn, assumeNotNull(domain) AS domain, ifNull(ts, 0) AS at,
                      blocking, probe_key, id
                  FROM {} ORDER BY measured_at, id",
-                newest_measurements(
-                    cc,
-                    &format!(
-                        " AND measured_at >= {} AND test_name = 'web_connectivity'
-                         AND isNotNull(domain) AND isNotNull(ts)",
-                        quote(&format_time(from))
-                    )
-                )
+                domain_measurements(cc, "web_connectivity", from)
             ),
         )?;
         Ok(rows
@@ -536,14 +529,7 @@ impl Storage for ClickHouse {
                 "SELECT probe_asn, assumeNotNull(domain) AS domain, ifNull(ts, 0) AS at,
                      blocking, verdict, probe_key, id
                  FROM {} ORDER BY measured_at, id",
-                newest_measurements(
-                    cc,
-                    &format!(
-                        " AND measured_at >= {} AND test_name = 'throttling'
-                         AND isNotNull(domain) AND isNotNull(ts)",
-                        quote(&format_time(from))
-                    )
-                )
+                domain_measurements(cc, "throttling", from)
             ),
         )?;
         Ok(rows
@@ -579,14 +565,7 @@ impl Storage for ClickHouse {
                 "SELECT probe_asn, assumeNotNull(domain) AS domain, ifNull(ts, 0) AS at,
                      probe_key, id, assumeNotNull(goodput_kbps) AS kbps, below_control AS below
                  FROM {} WHERE isNotNull(goodput_kbps) ORDER BY measured_at, id",
-                newest_measurements(
-                    cc,
-                    &format!(
-                        " AND measured_at >= {} AND test_name = 'web_connectivity'
-                         AND isNotNull(domain) AND isNotNull(ts)",
-                        quote(&format_time(from))
-                    )
-                )
+                domain_measurements(cc, "web_connectivity", from)
             ),
         )?;
         Ok(rows
@@ -1235,7 +1214,8 @@ mod tests {
         // The store's own search, over the Distributed table: every row once, in order, and
         // pages that neither skip nor repeat one.
         let search = |q: &Query| {
-            let sql = search::sorted_sql(q, "measurements_all", None).expect("sql");
+            let sql = search::sorted_sql(q, search::Table::distributed("measurements_all"), None)
+                .expect("sql");
             shards[0]
                 .rows::<search::SearchRow>("test", &sql)
                 .expect("search")

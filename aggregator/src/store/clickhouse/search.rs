@@ -60,12 +60,42 @@ pub(super) const BY_DOMAIN_VIEW: &str =
 const COLUMNS: &str = "id, source, probe_cc, probe_asn, test_name, input, measured_at, blocking,
     accessible, confirmed, rule_set";
 
+/// A table a search reads, and the column its sorting key starts with (then `measured_at`,
+/// `id`), which the search must select for 18.16's `FINAL` through a `Distributed` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Table {
+    name: &'static str,
+    lead: &'static str,
+}
+
+impl Table {
+    /// `measurements`, ordered by country.
+    pub(super) const BY_COUNTRY: Table = Table {
+        name: "measurements",
+        lead: "probe_cc",
+    };
+    /// The view ordered by domain.
+    const BY_DOMAIN: Table = Table {
+        name: "measurements_by_domain",
+        lead: "domain_key",
+    };
+
+    /// A `Distributed` table `name` over the shards' `measurements`.
+    #[cfg(test)]
+    pub(super) const fn distributed(name: &'static str) -> Table {
+        Table {
+            name,
+            lead: "probe_cc",
+        }
+    }
+}
+
 /// How a search is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Plan {
-    /// Probe, then the page between the cursor and the probe's bound, on `table`, whose
-    /// sorting key is a fixed column and then (`measured_at`, `id`).
-    Ordered { table: &'static str },
+    /// Probe, then the page between the cursor and the probe's bound, on a table whose
+    /// sorting key is a column the search fixes and then (`measured_at`, `id`).
+    Ordered(Table),
     /// One `ORDER BY ... LIMIT` over everything the filters leave.
     Sorted,
 }
@@ -73,13 +103,9 @@ enum Plan {
 impl Plan {
     fn of(q: &Query) -> Plan {
         if q.domain.is_some() {
-            Plan::Ordered {
-                table: "measurements_by_domain",
-            }
+            Plan::Ordered(Table::BY_DOMAIN)
         } else if q.cc.is_some() {
-            Plan::Ordered {
-                table: "measurements",
-            }
+            Plan::Ordered(Table::BY_COUNTRY)
         } else {
             Plan::Sorted
         }
@@ -115,9 +141,9 @@ impl ClickHouse {
         let rows: Vec<SearchRow> = match Plan::of(q) {
             Plan::Sorted => self.rows(
                 "searching measurements",
-                &sorted_sql(q, "measurements", None)?,
+                &sorted_sql(q, Table::BY_COUNTRY, None)?,
             )?,
-            Plan::Ordered { table } => {
+            Plan::Ordered(table) => {
                 let keys: Vec<Key> = self.rows_with(
                     "searching measurements (finding the page)",
                     &probe_sql(q, table)?,
@@ -215,8 +241,8 @@ impl Filters {
     }
 
     /// The filters on the view's sorting key too, so that its index serves them.
-    fn on(mut self, table: &str, q: &Query) -> Filters {
-        if table == "measurements_by_domain"
+    fn on(mut self, table: Table, q: &Query) -> Filters {
+        if table == Table::BY_DOMAIN
             && let Some(v) = &q.domain
         {
             self.inner
@@ -238,11 +264,12 @@ fn clause(c: &[String]) -> String {
 /// Step 1 of an ordered search: the keys of the first `limit` rows of `table`'s `FINAL`
 /// stream that pass the filters, in the order the stream gives them (no `ORDER BY`: that
 /// would read everything).
-fn probe_sql(q: &Query, table: &str) -> Result<String, DbError> {
+fn probe_sql(q: &Query, table: Table) -> Result<String, DbError> {
     let f = Filters::of(q)?.on(table, q);
+    let name = table.name;
     Ok(format!(
         "SELECT measured_at, id
-         FROM (SELECT measured_at, id, blocking, confirmed FROM {table} FINAL{})
+         FROM (SELECT measured_at, id, blocking, confirmed FROM {name} FINAL{})
          {} LIMIT {}",
         clause(&f.inner),
         clause(&f.outer),
@@ -251,13 +278,12 @@ fn probe_sql(q: &Query, table: &str) -> Result<String, DbError> {
 }
 
 /// The plain search: everything the filters leave (up to `bound`, the last key of the page,
-/// when step 1 found it), sorted, the first `limit`. `table`: `measurements`,
-/// `measurements_by_domain`, or a `Distributed` table over the shards' `measurements`; the
-/// subquery selects the whole sorting key and the version because 18.16's `FINAL` through a
-/// `Distributed` table needs them ("Cannot find column ... in source stream" otherwise).
+/// when step 1 found it), sorted, the first `limit`. The subquery selects the whole sorting
+/// key and the version because 18.16's `FINAL` through a `Distributed` table needs them
+/// ("Cannot find column ... in source stream" otherwise).
 pub(super) fn sorted_sql(
     q: &Query,
-    table: &str,
+    table: Table,
     bound: Option<(&str, &str)>,
 ) -> Result<String, DbError> {
     let mut f = Filters::of(q)?.on(table, q);
@@ -268,14 +294,10 @@ pub(super) fn sorted_sql(
             id = quote(id)
         ));
     }
-    let key = if table == "measurements_by_domain" {
-        "domain_key, "
-    } else {
-        "probe_cc, "
-    };
+    let Table { name, lead } = table;
     Ok(format!(
         "SELECT {COLUMNS}
-         FROM (SELECT {COLUMNS}, {key}version FROM {table} FINAL{})
+         FROM (SELECT {COLUMNS}, {lead}, version FROM {name} FINAL{})
          {} ORDER BY measured_at, id LIMIT {}",
         clause(&f.inner),
         clause(&f.outer),
@@ -319,18 +341,8 @@ mod tests {
             domain: Some("Example.ORG".into()),
             ..by_cc.clone()
         };
-        assert_eq!(
-            Plan::of(&by_cc),
-            Plan::Ordered {
-                table: "measurements"
-            }
-        );
-        assert_eq!(
-            Plan::of(&by_domain),
-            Plan::Ordered {
-                table: "measurements_by_domain"
-            }
-        );
+        assert_eq!(Plan::of(&by_cc), Plan::Ordered(Table::BY_COUNTRY));
+        assert_eq!(Plan::of(&by_domain), Plan::Ordered(Table::BY_DOMAIN));
         assert_eq!(
             Plan::of(&Query {
                 asn: Some(3269),
@@ -338,13 +350,13 @@ mod tests {
             }),
             Plan::Sorted
         );
-        let probe = probe_sql(&by_domain, "measurements_by_domain").expect("sql");
+        let probe = probe_sql(&by_domain, Table::BY_DOMAIN).expect("sql");
         assert!(probe.contains("domain_key = 'example.org'"), "{probe}");
         assert!(probe.contains("probe_cc = 'IR'"), "{probe}");
         assert!(!probe.contains("ORDER BY"), "{probe}");
         let page = sorted_sql(
             &by_cc,
-            "measurements",
+            Table::BY_COUNTRY,
             Some(("2026-01-01 00:00:00", "ab'c")),
         )
         .expect("sql");

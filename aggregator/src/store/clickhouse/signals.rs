@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::super::DbError;
-use super::super::model::{BIN_SECONDS, COUNTER_MAX};
+use super::super::model::{BIN_SECONDS, COUNTER_MAX, format_time};
 use super::ClickHouse;
 use super::client::quote;
 
@@ -19,6 +19,20 @@ pub(super) fn newest_measurements(cc: &str, extra: &str) -> String {
              below_control, version
          FROM measurements FINAL WHERE probe_cc = {}{extra})",
         quote(cc)
+    )
+}
+
+/// The newest version of each of a country's `test_name` measurements of a domain at a known
+/// time, from `from` on: what the web, throttling and rate readers of the detectors group.
+pub(super) fn domain_measurements(cc: &str, test_name: &str, from: i64) -> String {
+    newest_measurements(
+        cc,
+        &format!(
+            " AND measured_at >= {} AND test_name = {}
+             AND isNotNull(domain) AND isNotNull(ts)",
+            quote(&format_time(from)),
+            quote(test_name)
+        ),
     )
 }
 
