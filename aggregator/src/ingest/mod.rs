@@ -595,6 +595,32 @@ pub fn heartbeat(
     Ok(Ok(()))
 }
 
+/// Scores a measurement of one of OONI's service tests
+/// ([`vantage_probe::verdict::services::SERVICE_TESTS`]) into `row`: its target becomes the
+/// row's domain, so that the blocking detector sees "whatsapp" as it sees a host. Returns
+/// whether the test name is one of them.
+pub fn apply_service(
+    row: &mut Row,
+    test_name: &str,
+    input: Option<&str>,
+    test_keys: &serde_json::Value,
+) -> bool {
+    let Some(v) = vantage_probe::verdict::services::score_service(test_name, input, test_keys)
+    else {
+        return false;
+    };
+    row.domain = Some(v.target.clone());
+    row.blocking = v
+        .blocking
+        .as_ref()
+        .and_then(|b| serde_json::to_string(b).ok());
+    row.accessible = v.accessible;
+    row.confirmed = false;
+    row.rule_set = Some(v.rule_set.to_string());
+    row.verdict = serde_json::to_string(&v).ok();
+    true
+}
+
 /// Scores `m` with the current rules into `row`.
 pub fn apply_verdict(row: &mut Row, m: &WebConnectivityMeasurement, fingerprints: &Fingerprints) {
     let v = score(m, &VANTAGE, fingerprints);

@@ -9,6 +9,7 @@ pub mod fingerprints;
 pub mod http_diff;
 pub mod observe;
 pub mod rules;
+pub mod services;
 
 use serde::Serialize;
 
