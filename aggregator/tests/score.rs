@@ -335,11 +335,11 @@ fn injected_duplicate_answer_is_dns_tampering() {
         .queries
         .iter()
         .flatten()
-        .find(|q| q.engine == "udp" && q.query_type == "A")
+        .find(|q| q.engine() == "udp" && q.query_type == "A")
         .cloned()
         .expect("a UDP A query");
     let mut late = udp_a.clone();
-    late.t += 0.1;
+    late.t = late.t.map(|t| t + 0.1);
     for a in late.answers.iter_mut().flatten() {
         a.ipv4 = Some("10.10.34.34".into());
     }

@@ -160,7 +160,7 @@ pub fn reason(m: &WebConnectivityMeasurement, verdict: &Verdict) -> String {
                 .requests
                 .iter()
                 .flatten()
-                .find_map(|r| r.response.as_ref().map(|r| r.code));
+                .find_map(|r| r.response.as_ref()?.code);
             match code {
                 Some(code) => format!("the page loaded (HTTP {code})"),
                 None => "the page loaded".to_string(),

@@ -284,11 +284,11 @@ pub async fn answer(
     let dns = match tk.dns_experiment_failure.as_deref() {
         Some(f) => ControlDns {
             failure: legacy_dns_failure(f),
-            addrs: Vec::new(),
+            addrs: Some(Vec::new()),
         },
         None => ControlDns {
             failure: None,
-            addrs: helper_addrs.iter().map(ToString::to_string).collect(),
+            addrs: Some(helper_addrs.iter().map(ToString::to_string).collect()),
         },
     };
     let http_request = match (
@@ -303,19 +303,21 @@ pub async fn answer(
                     .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)),
                 discovered_h3_endpoint: Some(String::new()),
                 failure: None,
-                title: response.and_then(|r| r.x_title.clone()).unwrap_or_default(),
-                headers: response
-                    .map(|r| {
-                        r.headers
-                            .iter()
-                            .filter_map(|(k, v)| match v {
-                                MaybeBinary::Text(t) => Some((k.clone(), t.clone())),
-                                MaybeBinary::Binary(_) => None,
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                status_code: response.map_or(-1, |r| r.code),
+                title: Some(response.and_then(|r| r.x_title.clone()).unwrap_or_default()),
+                headers: Some(
+                    response
+                        .map(|r| {
+                            r.headers
+                                .iter()
+                                .filter_map(|(k, v)| match v {
+                                    MaybeBinary::Text(t) => Some((k.clone(), t.clone())),
+                                    MaybeBinary::Binary(_) => None,
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                ),
+                status_code: response.map_or(-1, |r| r.status()),
                 x_transfer: response.and_then(|r| r.x_transfer.clone()),
             }
         }
@@ -325,8 +327,8 @@ pub async fn answer(
             failure: Some(legacy_http_failure(
                 failure.as_deref().unwrap_or("unknown_error"),
             )),
-            title: String::new(),
-            headers: BTreeMap::new(),
+            title: Some(String::new()),
+            headers: Some(BTreeMap::new()),
             status_code: -1,
             x_transfer: None,
         },
@@ -451,12 +453,12 @@ pub async fn answer(
     }
 
     Ok(ControlResponse {
-        tcp_connect,
+        tcp_connect: Some(tcp_connect),
         tls_handshake: Some(tls_handshake),
         quic_handshake: Some(Map::new()),
-        http_request,
+        http_request: Some(http_request),
         http3_request: None,
-        dns,
+        dns: Some(dns),
         ip_info: Some(ip_info),
         extra: Map::new(),
     })
@@ -527,8 +529,13 @@ pub async fn call(
     if reply.status != 200 {
         return Err(refused_or_failed(reply.status, &reply.body));
     }
-    // `json_parse_error` is OONI's failure for an answer that is not the JSON we expect.
-    serde_json::from_slice(&reply.body).map_err(|_| "json_parse_error".to_string())
+    // `json_parse_error` is OONI's failure for an answer that is not the JSON we expect. Old
+    // measurements are read without a page or a lookup in their control; a helper answering
+    // now must give both.
+    serde_json::from_slice::<ControlResponse>(&reply.body)
+        .ok()
+        .filter(|c| c.http_request.is_some() && c.dns.is_some())
+        .ok_or_else(|| "json_parse_error".to_string())
 }
 
 /// Start of `control_failure` when the helper answered a 4xx: it would not measure this
@@ -581,7 +588,9 @@ fn refused_or_failed(status: u16, body: &[u8]) -> String {
 ///   may still do so);
 /// - an HTTP result with neither a failure nor a status (a partial answer).
 pub fn unusable(control: &ControlResponse) -> Option<String> {
-    let http = &control.http_request;
+    let Some(http) = control.http() else {
+        return Some(format!("{UNUSABLE}: its answer has no HTTP result"));
+    };
     if http.failure.is_none() && http.status_code <= 0 {
         return Some(format!(
             "{UNUSABLE}: its HTTP result has neither a page nor a failure (status {})",
@@ -589,23 +598,23 @@ pub fn unusable(control: &ControlResponse) -> Option<String> {
         ));
     }
     let addrs: Vec<IpAddr> = control
-        .dns
-        .addrs
+        .addrs()
         .iter()
         .filter_map(|a| a.parse().ok())
         .collect();
     let all_bogons = !addrs.is_empty()
-        && addrs.len() == control.dns.addrs.len()
+        && addrs.len() == control.addrs().len()
         && addrs.iter().all(|ip| is_bogon(*ip));
     let tried = |ip: &IpAddr| {
         control
             .tcp_connect
-            .keys()
+            .iter()
+            .flat_map(BTreeMap::keys)
             .filter_map(|e| e.parse::<SocketAddr>().ok())
             .any(|e| e.ip() == *ip)
     };
     if http.failure.is_some()
-        && control.dns.failure.is_none()
+        && control.dns().is_some_and(|d| d.failure.is_none())
         && all_bogons
         && !addrs.iter().any(tried)
     {
@@ -756,8 +765,8 @@ mod tests {
         let r = answer(&request, &lab, &tls)
             .await
             .expect("a lab measures it");
-        assert_eq!(r.dns.addrs, vec!["127.0.0.1".to_string()]);
-        assert!(r.tcp_connect[&target.to_string()].status);
+        assert_eq!(r.addrs(), ["127.0.0.1".to_string()]);
+        assert!(r.tcp(&target.to_string()).expect("tried").status);
         assert_eq!(unusable(&r), None);
     }
 
@@ -801,7 +810,10 @@ mod tests {
         config.resolvers = vec![Resolver::Udp(dns.addr)];
         let request = request_for(&Url::parse("https://gone.example/").expect("url"), &[]);
         let r = answer(&request, &config, &tls).await.expect("a control");
-        assert_eq!(r.dns.failure.as_deref(), Some("dns_name_error"));
+        assert_eq!(
+            r.dns().and_then(|d| d.failure.as_deref()),
+            Some("dns_name_error")
+        );
         assert_eq!(unusable(&r), None);
     }
 
@@ -953,23 +965,23 @@ mod tests {
             );
         }
         ControlResponse {
-            tcp_connect,
+            tcp_connect: Some(tcp_connect),
             tls_handshake: Some(BTreeMap::new()),
             quic_handshake: None,
-            http_request: ControlHttpRequest {
+            http_request: Some(ControlHttpRequest {
                 body_length: -1,
                 discovered_h3_endpoint: None,
                 failure: failure.map(str::to_string),
-                title: String::new(),
-                headers: BTreeMap::new(),
+                title: Some(String::new()),
+                headers: Some(BTreeMap::new()),
                 status_code: if failure.is_some() { -1 } else { 200 },
                 x_transfer: None,
-            },
+            }),
             http3_request: None,
-            dns: ControlDns {
+            dns: Some(ControlDns {
                 failure: None,
-                addrs: vec![ip.to_string()],
-            },
+                addrs: Some(vec![ip.to_string()]),
+            }),
             ip_info: None,
             extra: Map::new(),
         }
@@ -1010,13 +1022,16 @@ mod tests {
         assert_eq!(unusable(&control_at("127.0.0.1", false, None)), None);
         // A partial answer: no failure and no page.
         let mut partial = control_at("93.184.216.34", false, None);
-        partial.http_request.status_code = -1;
+        let http = partial.http_request.as_mut().expect("http");
+        http.status_code = -1;
         assert!(
             unusable(&partial)
                 .expect("partial")
                 .contains("neither a page nor a failure")
         );
-        partial.http_request.status_code = 0;
+        if let Some(http) = partial.http_request.as_mut() {
+            http.status_code = 0;
+        }
         assert!(unusable(&partial).is_some());
     }
 
@@ -1170,7 +1185,7 @@ mod tests {
         let took = t0.elapsed();
         // Every endpoint was measured (the TCP connects succeeded, the handshakes timed out) ...
         for t in &targets {
-            assert_eq!(r.tcp_connect.get(t).map(|c| c.status), Some(true), "{t}");
+            assert_eq!(r.tcp(t).map(|c| c.status), Some(true), "{t}");
             let hs = &r.tls_handshake.as_ref().expect("tls")[t];
             assert!(!hs.status, "{t}: {hs:?}");
         }
@@ -1217,7 +1232,11 @@ mod tests {
         );
         let tls = TlsContext::new(vec![]).expect("tls");
         let r = answer(&request, &config, &tls).await.expect("answer");
-        assert!(r.tcp_connect.is_empty(), "{:?}", r.tcp_connect);
+        assert!(
+            r.tcp_connect.as_ref().is_some_and(BTreeMap::is_empty),
+            "{:?}",
+            r.tcp_connect
+        );
         let info = r.ip_info.expect("ip_info");
         for f in &forms {
             let ip = f.parse::<SocketAddr>().expect("endpoint").ip().to_string();

@@ -78,8 +78,8 @@ async fn nxdomain_is_dns_nxdomain_error() {
     for q in queries {
         assert_eq!(q.failure.as_deref(), Some("dns_nxdomain_error"));
         assert_eq!(q.rcode, Some(3));
-        assert_eq!(q.engine, "udp");
-        assert_eq!(q.resolver_address, dns.addr.to_string());
+        assert_eq!(q.engine.as_deref(), Some("udp"));
+        assert_eq!(q.resolver_address, Some(dns.addr.to_string()));
         let raw = base64::engine::general_purpose::STANDARD
             .decode(q.raw_response.as_deref().expect("raw response kept"))
             .expect("base64");
@@ -169,7 +169,7 @@ async fn injected_answer_and_real_answer_are_both_recorded_with_arrival_times() 
         late.x_dns_id, first.x_dns_id,
         "both replies carry the query id"
     );
-    let gap = late.t - first.t;
+    let gap = late.t.expect("t") - first.t.expect("t");
     assert!(
         (0.09..0.4).contains(&gap),
         "second answer about 100 ms later, got {gap:.3} s"
@@ -242,7 +242,7 @@ async fn reset_is_connection_reset() {
     );
     let req = &tk.requests.as_ref().expect("requests")[0];
     assert_eq!(req.failure.as_deref(), Some("connection_reset"));
-    assert_eq!(req.response.as_ref().expect("response").code, 0);
+    assert_eq!(req.response.as_ref().expect("response").code, Some(0));
 }
 
 #[tokio::test]
@@ -355,7 +355,7 @@ async fn trusted_https_site_is_fetched_with_handshake_details() {
     assert_eq!(tk.http_experiment_failure, None);
     let req = &tk.requests.as_ref().expect("requests")[0];
     let resp = req.response.as_ref().expect("response");
-    assert_eq!(resp.code, 200);
+    assert_eq!(resp.code, Some(200));
     assert_eq!(resp.x_title.as_deref(), Some("Welcome"));
     assert_eq!(req.alpn.as_deref(), Some("http/1.1"));
 }
@@ -374,15 +374,16 @@ async fn blockpage_length_title_and_hash_are_recorded() {
     assert_eq!(tk.http_experiment_failure, None);
     let req = &tk.requests.as_ref().expect("requests")[0];
     let resp = req.response.as_ref().expect("response");
-    assert_eq!(resp.code, 200);
+    assert_eq!(resp.code, Some(200));
     assert_eq!(resp.x_body_length, Some(BLOCKPAGE_LEN));
     assert_eq!(resp.x_title.as_deref(), Some("Access Denied"));
     assert_eq!(resp.x_body_sha256.as_deref(), Some(BLOCKPAGE_SHA256));
-    assert!(!resp.body_is_truncated);
+    assert_eq!(resp.body_is_truncated, Some(false));
     let sent: Vec<&str> = req
         .request
         .headers_list
         .iter()
+        .flatten()
         .map(|(k, _)| k.as_str())
         .collect();
     assert_eq!(sent, ["Accept", "Accept-Language", "Host", "User-Agent"]);
@@ -403,7 +404,7 @@ async fn body_is_capped() {
         .response
         .clone()
         .expect("response");
-    assert!(resp.body_is_truncated);
+    assert_eq!(resp.body_is_truncated, Some(true));
     assert_eq!(resp.x_body_length, Some(512 * 1024));
 }
 
@@ -500,8 +501,8 @@ async fn doh_lookup_is_recorded_and_used() {
         .iter()
         .find(|q| q.query_type == "A")
         .expect("A");
-    assert_eq!(a.engine, "doh");
-    assert_eq!(a.resolver_address, doh_url.to_string());
+    assert_eq!(a.engine.as_deref(), Some("doh"));
+    assert_eq!(a.resolver_address, Some(doh_url.to_string()));
     assert_eq!(
         a.answers.as_ref().expect("answers")[0].ipv4.as_deref(),
         Some("127.0.0.1")
@@ -548,9 +549,10 @@ async fn timings_are_relative_and_ordered() {
     .await;
     let tcp = &m.test_keys.tcp_connect.as_ref().expect("tcp")[0];
     let req = &m.test_keys.requests.as_ref().expect("requests")[0];
-    let (t0, t) = (tcp.t0.expect("t0"), tcp.t);
-    assert!(0.0 <= t0 && t0 <= t && t <= req.t0.expect("t0") && req.t0.expect("t0") <= req.t);
-    assert!(m.test_runtime >= req.t);
+    let (t0, t) = (tcp.t0.expect("t0"), tcp.t.expect("t"));
+    let req_t = req.t.expect("t");
+    assert!(0.0 <= t0 && t0 <= t && t <= req.t0.expect("t0") && req.t0.expect("t0") <= req_t);
+    assert!(m.test_runtime >= req_t);
     assert_eq!(
         tcp.transaction_id, req.transaction_id,
         "same connection, same transaction"

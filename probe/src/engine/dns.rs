@@ -141,18 +141,18 @@ impl QuerySpec<'_> {
     fn record(&self, t: f64) -> DnsQuery {
         DnsQuery {
             answers: None,
-            engine: self.engine.into(),
+            engine: Some(self.engine.into()),
             failure: None,
             getaddrinfo_error: None,
             hostname: self.hostname.into(),
             query_type: self.query_type.into(),
             raw_response: None,
             rcode: None,
-            resolver_address: self.resolver_address.into(),
+            resolver_address: Some(self.resolver_address.into()),
             resolver_hostname: None,
             resolver_port: None,
             t0: Some(self.t0),
-            t,
+            t: Some(t),
             tags: self.tags.clone(),
             transaction_id: Some(self.transaction_id),
             x_dns_id: None,
@@ -540,7 +540,7 @@ async fn doh(
     };
     let mut record = spec.record(t0);
     let result = doh_round_trip(url, host, qtype, config, tls_ctx, trace).await;
-    record.t = trace.clock.secs();
+    record.t = Some(trace.clock.secs());
     let mut lookup = Lookup::default();
     match result {
         Ok((raw, id)) => {
@@ -669,7 +669,7 @@ mod tests {
         assert!(lookup.error.is_none());
         assert_eq!(lookup.queries.len(), 1);
         assert_eq!(lookup.duplicates.len(), 2);
-        assert_eq!(lookup.duplicates[0].t, 1.0);
+        assert_eq!(lookup.duplicates[0].t, Some(1.0));
         assert_eq!(
             lookup.duplicates[0].answers.as_ref().expect("answers")[0]
                 .ipv4

@@ -188,16 +188,18 @@ where
         builder = builder.header(k.as_str(), v.as_str());
     }
     let request_record = HttpRequest {
-        body: MaybeBinary::default(),
-        body_is_truncated: false,
+        body: Some(MaybeBinary::default()),
+        body_is_truncated: Some(false),
         headers: headers_list
             .iter()
             .map(|(k, v)| (k.clone(), MaybeBinary::Text(v.clone())))
             .collect(),
-        headers_list: headers_list
-            .into_iter()
-            .map(|(k, v)| (k, MaybeBinary::Text(v)))
-            .collect(),
+        headers_list: Some(
+            headers_list
+                .into_iter()
+                .map(|(k, v)| (k, MaybeBinary::Text(v)))
+                .collect(),
+        ),
         method: "GET".into(),
         tor: Some(serde_json::json!({"exit_ip": null, "exit_name": null, "is_tor": false})),
         x_transport: Some("tcp".into()),
@@ -230,7 +232,7 @@ where
         request: request_record,
         response,
         t0: Some(t0),
-        t,
+        t: Some(t),
         tags: spec.tags,
         transaction_id: Some(spec.transaction_id),
         extra: Map::new(),
@@ -258,9 +260,9 @@ fn response_record(exchange: &Exchange) -> HttpResponse {
     let received = exchange.head.is_some();
     HttpResponse {
         body: Some(MaybeBinary::from_bytes(&exchange.body)),
-        body_is_truncated: exchange.truncated,
-        code,
-        headers_list,
+        body_is_truncated: Some(exchange.truncated),
+        code: Some(code),
+        headers_list: Some(headers_list),
         headers,
         x_body_length: received.then_some(exchange.body.len() as u64),
         x_body_sha256: received.then(|| sha256_hex(&exchange.body)),

@@ -46,7 +46,7 @@ pub async fn connect(
             success: result.is_ok(),
         },
         t0: Some(t0),
-        t: trace.clock.secs(),
+        t: Some(trace.clock.secs()),
         tags,
         transaction_id: Some(transaction_id),
         extra: Map::new(),
@@ -86,7 +86,7 @@ mod tests {
         assert!(!record.status.success);
         assert_eq!(record.status.failure.as_deref(), Some("connection_refused"));
         assert_eq!(record.port, addr.port());
-        assert!(record.t >= record.t0.unwrap_or(f64::MAX));
+        assert!(record.t.unwrap_or_default() >= record.t0.unwrap_or(f64::MAX));
     }
 
     #[tokio::test]

@@ -3,7 +3,9 @@
 //! Field names are OONI's, so that OONI's tools read our data and we read theirs. Every field a
 //! consumer might meet as `null` or missing is an `Option` (df-000: "consumers MUST be prepared for
 //! any field to be null or missing"), and fields we do not model are kept in `extra`, so reading an
-//! OONI measurement and writing it back loses nothing.
+//! OONI measurement and writing it back loses nothing. An optional field that was absent is not
+//! written back either (ooniprobe 2.x wrote no `resolver_ip`, some probes no `test_helpers`), so
+//! nothing is added; only `input` is always written, `null` for input-less tests, as df-000 has it.
 
 use std::fmt;
 use std::str::FromStr;
@@ -42,26 +44,26 @@ pub struct Measurement<TK> {
     /// Always [`SCRUBBED_PROBE_IP`] in what we write.
     pub probe_ip: String,
     /// AS organisation name.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_network_name: Option<String>,
     /// Server-assigned report id; empty or absent for us.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report_id: Option<String>,
     /// ASN of the resolver the probe uses.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolver_asn: Option<String>,
     /// Address of the resolver the probe uses.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolver_ip: Option<String>,
     /// AS organisation of the resolver.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolver_network_name: Option<String>,
     /// `"vantage"` for us.
     pub software_name: String,
     /// Our crate version.
     pub software_version: String,
     /// Test helpers used, e.g. `{"backend": {"address": ..., "type": "https"}}`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_helpers: Option<Value>,
     /// Test-specific keys.
     pub test_keys: TK,
@@ -70,7 +72,7 @@ pub struct Measurement<TK> {
     /// Seconds spent measuring this input.
     pub test_runtime: f64,
     /// Start of the whole run, same format as `measurement_start_time`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_start_time: Option<String>,
     /// Version of the test, e.g. `"0.5.28"`.
     pub test_version: String,

@@ -3,6 +3,13 @@
 //! (df-006-tlshandshake) and HTTP transactions (df-001-httpt).
 //!
 //! All `t0`/`t` values are seconds since `measurement_start_time`, taken from a monotonic clock.
+//!
+//! Every generation of OONI's probes is read, not only the current one: a field that an older
+//! version did not write, or wrote as `null`, takes the meaning the template gives it (df-000:
+//! "consumers MUST be prepared for any field to be null or missing"). Such fields are `Option`s
+//! that are not written when `None`, so that a measurement read and written back gains no field
+//! it did not have. Only the `failure` fields, which the templates define as always present and
+//! `null` on success, are written as `null`.
 
 use std::collections::BTreeMap;
 
@@ -60,8 +67,10 @@ impl Default for MaybeBinary {
 pub struct DnsQuery {
     /// Addresses and names in the answer; `null` on failure.
     pub answers: Option<Vec<DnsAnswer>>,
-    /// `getaddrinfo`, `udp`, `doh`, ...
-    pub engine: String,
+    /// `getaddrinfo`, `udp`, `doh`, ...; absent in ooniprobe 2.x (Python), which df-002-dnst
+    /// reads as `unknown` ([`DnsQuery::engine`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     /// OONI failure string.
     pub failure: Option<String>,
     /// Raw `EAI_*` code when the system resolver failed.
@@ -77,24 +86,27 @@ pub struct DnsQuery {
     /// Response code of the message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rcode: Option<i64>,
-    /// `ip:port` for UDP, the URL for DoH, empty for the system resolver.
-    pub resolver_address: String,
+    /// `ip:port` for UDP, the URL for DoH, empty for the system resolver; absent before
+    /// 2019-12-29 (df-002-dnst), when `resolver_hostname`/`resolver_port` named a custom one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolver_address: Option<String>,
     /// Unused by OONI's current probes; kept for compatibility.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolver_hostname: Option<String>,
     /// Unused by OONI's current probes; kept for compatibility.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolver_port: Option<String>,
     /// When the query was sent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub t0: Option<f64>,
-    /// When this response arrived (or the step failed).
-    pub t: f64,
+    /// When this response arrived (or the step failed); absent before the Go engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t: Option<f64>,
     /// `classic`, `depth=N`, ...
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<String>>,
     /// Groups events of one transaction.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transaction_id: Option<i64>,
     /// DNS message id, as a Vantage extension: injected answers usually reuse it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -102,6 +114,14 @@ pub struct DnsQuery {
     /// Other fields, kept as they came.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+impl DnsQuery {
+    /// The engine, `unknown` when the probe did not say (df-002-dnst: "If omitted implies
+    /// `unknown`"). ooniprobe 2.x and measurement-kit used the system resolver.
+    pub fn engine(&self) -> &str {
+        self.engine.as_deref().unwrap_or("unknown")
+    }
 }
 
 /// One record of a DNS answer.
@@ -124,8 +144,8 @@ pub struct DnsAnswer {
     /// For `CNAME` and `PTR`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
-    /// TTL in seconds; `null` when the resolver does not tell.
-    #[serde(default)]
+    /// TTL in seconds; `null` when the resolver does not tell, absent in some older probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<u32>,
     /// Other fields (e.g. SOA details), kept as they came.
     #[serde(flatten)]
@@ -149,15 +169,16 @@ pub struct TcpConnect {
     /// Outcome.
     pub status: TcpStatus,
     /// When the SYN went out.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub t0: Option<f64>,
-    /// When the handshake completed or failed.
-    pub t: f64,
+    /// When the handshake completed or failed; absent before the Go engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t: Option<f64>,
     /// `classic`, `depth=N`, ...
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<String>>,
     /// Groups events of one transaction.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transaction_id: Option<i64>,
     /// Other fields, kept as they came.
     #[serde(flatten)]
@@ -170,20 +191,40 @@ pub struct TcpStatus {
     /// Set by OONI's legacy analysis; absent in what we write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked: Option<bool>,
-    /// OONI failure string.
+    /// OONI failure string. Some older probes wrote `false` for "no failure" (df-005-tcpconnect),
+    /// read here as `null`.
+    #[serde(default, deserialize_with = "failure_or_false")]
     pub failure: Option<String>,
     /// Whether the handshake completed.
     pub success: bool,
 }
 
+/// A failure string, or `null`, or the `false` some older probes wrote for `null`
+/// (df-005-tcpconnect, Status).
+fn failure_or_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Failure {
+        Text(String),
+        Flag(bool),
+    }
+    match Option::<Failure>::deserialize(d)? {
+        Some(Failure::Text(s)) => Ok(Some(s)),
+        Some(Failure::Flag(false)) | None => Ok(None),
+        Some(Failure::Flag(true)) => Err(serde::de::Error::custom(
+            "invalid failure `true`: expected a failure string, null or false",
+        )),
+    }
+}
+
 /// One TLS handshake (df-006-tlshandshake).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TlsHandshake {
-    /// `tcp`.
-    #[serde(default)]
+    /// `tcp`; absent in web_connectivity 0.4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
-    /// `ip:port`.
-    #[serde(default)]
+    /// `ip:port`; absent in web_connectivity 0.4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// IANA cipher suite name; empty on failure.
     pub cipher_suite: String,
@@ -199,17 +240,17 @@ pub struct TlsHandshake {
     /// SNI sent.
     pub server_name: String,
     /// When the ClientHello went out.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub t0: Option<f64>,
     /// When the handshake completed or failed.
     pub t: f64,
     /// `classic`, `depth=N`, ...
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<String>>,
     /// `TLSv1.3`, `TLSv1.2`; empty on failure.
     pub tls_version: String,
     /// Groups events of one transaction.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transaction_id: Option<i64>,
     /// The TLS alert received from the peer, if any (Vantage extension), e.g. `handshake_failure`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -222,49 +263,92 @@ pub struct TlsHandshake {
 /// One HTTP request and its response (df-001-httpt).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HttpTransaction {
-    /// `tcp`.
-    #[serde(default)]
+    /// `tcp`; absent before web_connectivity 0.5 (df-001-httpt: optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
-    /// `ip:port` of the connection used.
-    #[serde(default)]
+    /// `ip:port` of the connection used; absent before web_connectivity 0.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// ALPN negotiated for this connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alpn: Option<String>,
-    /// OONI failure string.
+    /// OONI failure string. ooniprobe 2.x also wrote the final one as the top-level
+    /// `http_experiment_failure`.
+    #[serde(default)]
     pub failure: Option<String>,
     /// What we sent.
     pub request: HttpRequest,
-    /// What came back; on failure, what came back before it.
+    /// What came back; on failure, what came back before it. `null` in ooniprobe 2.x when
+    /// nothing came back.
+    #[serde(default)]
     pub response: Option<HttpResponse>,
     /// When the request started.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub t0: Option<f64>,
-    /// When the body was read (or the step failed).
-    pub t: f64,
+    /// When the body was read (or the step failed); absent before the Go engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t: Option<f64>,
     /// `classic`, `depth=N`, ...
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<String>>,
     /// Groups events of one transaction.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transaction_id: Option<i64>,
     /// Other fields, kept as they came.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
+/// A map that may be written `null` (as the Go engine writes an empty one), read as empty.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, MaybeBinary>, D::Error> {
+    Ok(Option::deserialize(d)?.unwrap_or_default())
+}
+
+impl HttpRequest {
+    /// Whether `body` was cut (df-001-httpt: "`false` or omitted otherwise").
+    pub fn truncated(&self) -> bool {
+        self.body_is_truncated.unwrap_or(false)
+    }
+}
+
+impl HttpResponse {
+    /// Whether the body was cut (df-001-httpt: "`false` or omitted otherwise").
+    pub fn truncated(&self) -> bool {
+        self.body_is_truncated.unwrap_or(false)
+    }
+
+    /// The status code, 0 when none was received or written.
+    pub fn status(&self) -> i64 {
+        self.code.unwrap_or(0)
+    }
+
+    /// The headers in the order received: `headers_list` when the probe wrote it, else the
+    /// map `headers` of older probes (one value per name, df-001-httpt).
+    pub fn header_pairs(&self) -> Vec<(&str, &MaybeBinary)> {
+        match &self.headers_list {
+            Some(list) => list.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+            None => self.headers.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+        }
+    }
+}
+
 /// An HTTP request as sent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HttpRequest {
-    /// Always empty for GET.
-    #[serde(default)]
-    pub body: MaybeBinary,
-    /// Whether `body` was cut.
-    #[serde(default)]
-    pub body_is_truncated: bool,
-    /// Headers in the order sent.
-    pub headers_list: Vec<(String, MaybeBinary)>,
-    /// Headers as a map (last value wins).
+    /// Always empty for GET; `null` in ooniprobe 2.x and in the Go engine's oldest versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<MaybeBinary>,
+    /// Whether `body` was cut; absent (meaning `false`, df-001-httpt) before 2019-12-02.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_is_truncated: Option<bool>,
+    /// Headers in the order sent; absent before 2019-12-02 (df-001-httpt), when only the map
+    /// `headers` was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers_list: Option<Vec<(String, MaybeBinary)>>,
+    /// Headers as a map (df-001-httpt: the first value of each name).
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub headers: BTreeMap<String, MaybeBinary>,
     /// `GET`.
     pub method: String,
@@ -284,19 +368,23 @@ pub struct HttpRequest {
 /// An HTTP response as received.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HttpResponse {
-    /// The body, up to the cap.
+    /// The body, up to the cap; `null` when none arrived.
     #[serde(default)]
     pub body: Option<MaybeBinary>,
-    /// Whether the body was cut at the cap.
-    #[serde(default)]
-    pub body_is_truncated: bool,
-    /// Status code; 0 when none was received.
-    pub code: i64,
-    /// Headers in the order received.
-    #[serde(default)]
-    pub headers_list: Vec<(String, MaybeBinary)>,
-    /// Headers as a map (last value wins).
-    #[serde(default)]
+    /// Whether the body was cut at the cap; absent (meaning `false`, df-001-httpt) before
+    /// 2019-12-02.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_is_truncated: Option<bool>,
+    /// Status code; 0 when none was received, absent in ooniprobe-ios/-android 2.x (0.0.1) when
+    /// the request failed before a response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i64>,
+    /// Headers in the order received; absent before 2019-12-02 (df-001-httpt) and `null` from the
+    /// Go engine when there were none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers_list: Option<Vec<(String, MaybeBinary)>>,
+    /// Headers as a map (df-001-httpt: the first value of each name).
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub headers: BTreeMap<String, MaybeBinary>,
     /// Bytes of body received (before any cut), a Vantage extension.
     #[serde(default, skip_serializing_if = "Option::is_none")]

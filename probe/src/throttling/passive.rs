@@ -77,7 +77,7 @@ pub fn goodput(m: &WebConnectivityMeasurement, rules: &PassiveRules) -> Option<G
     let control_kbps = tk
         .control
         .as_ref()
-        .and_then(|c| rate(c.http_request.x_transfer.as_ref(), rules))
+        .and_then(|c| rate(c.http()?.x_transfer.as_ref(), rules))
         .map(|(kbps, _)| kbps);
     Some(Goodput {
         probe_kbps: round(probe_kbps),

@@ -43,12 +43,13 @@ pub struct ConsistencyRules {
     pub tls_proves_address: bool,
 }
 
-/// Computes `dns_consistency`; `None` when there is no control or no lookup to judge.
+/// Computes `dns_consistency`; `None` when there is no control, the control reported no lookup,
+/// or there is no lookup to judge.
 pub fn dns_consistency(obs: &Observations<'_>, rules: ConsistencyRules) -> Option<Consistency> {
     let control = obs.control?;
+    let th_dns = control.dns()?;
     let th_addrs: BTreeSet<IpAddr> = control
-        .dns
-        .addrs
+        .addrs()
         .iter()
         .filter_map(|a| a.parse().ok())
         .collect();
@@ -60,7 +61,7 @@ pub fn dns_consistency(obs: &Observations<'_>, rules: ConsistencyRules) -> Optio
             .map_or(0, |i| i.asn)
     };
     let th_asns: BTreeSet<u32> = th_addrs.iter().map(asn_of).filter(|a| *a != 0).collect();
-    let th_failed = control.dns.failure.is_some();
+    let th_failed = th_dns.failure.is_some();
 
     let mut valid = 0;
     let mut invalid = 0;
@@ -115,7 +116,7 @@ pub fn injected_answers(m: &WebConnectivityMeasurement) -> bool {
     };
     tk.x_dns_duplicate_responses.iter().flatten().any(|late| {
         tk.queries.iter().flatten().any(|first| {
-            first.engine == late.engine
+            first.engine() == late.engine()
                 && first.resolver_address == late.resolver_address
                 && first.query_type == late.query_type
                 && first.hostname == late.hostname

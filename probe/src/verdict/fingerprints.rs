@@ -313,8 +313,8 @@ impl Fingerprints {
                     .any(|a| fp.pattern.matches(a.trim_end_matches('.'))),
                 Location::Body => bodies.iter().any(|b| fp.pattern.matches(b)),
                 Location::Header(name) => responses.iter().any(|r| {
-                    r.headers_list
-                        .iter()
+                    r.header_pairs()
+                        .into_iter()
                         .filter(|(k, _)| k.eq_ignore_ascii_case(name))
                         .any(|(_, v)| fp.pattern.matches(&text_of(v)))
                 }),

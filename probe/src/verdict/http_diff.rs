@@ -1,5 +1,10 @@
 //! Comparing the probe's final page with the control's (OONI `minipipeline/httpdiff.go`,
 //! `webconnectivitylte/analysishttpdiff.go`; research `ooni.md` 3.3).
+//!
+//! Every probe generation is compared from what it wrote: ooniprobe 2.x and measurement-kit wrote
+//! no `body_is_truncated` (so the body is whole, df-001-httpt), bodies that are not UTF-8 as
+//! `{"format":"base64","data":...}`, and headers only as the map `headers`; a response that never
+//! came may have no `code`; a helper may leave out `title` and `headers`.
 
 use std::collections::BTreeSet;
 
@@ -64,7 +69,7 @@ impl HttpDiff {
 }
 
 fn body_len(r: &HttpResponse) -> Option<i64> {
-    if r.body_is_truncated {
+    if r.truncated() {
         return None;
     }
     if let Some(n) = r.x_body_length {
@@ -102,7 +107,7 @@ pub fn compare(probe: &HttpResponse, control: &ControlHttpRequest) -> HttpDiff {
             diff.body_length_match = Some(proportion > BODY_PROPORTION_FACTOR);
         }
     }
-    diff.status_code_match = if probe.code == control.status_code {
+    diff.status_code_match = if probe.status() == control.status_code {
         Some(true)
     } else if (200..300).contains(&control.status_code) {
         Some(false)
@@ -116,7 +121,7 @@ pub fn compare(probe: &HttpResponse, control: &ControlHttpRequest) -> HttpDiff {
             .collect()
     };
     let probe_headers = uncommon(&mut probe.headers.keys().cloned());
-    let control_headers = uncommon(&mut control.headers.keys().cloned());
+    let control_headers = uncommon(&mut control.headers.iter().flat_map(|h| h.keys().cloned()));
     diff.headers_match = Some(
         probe_headers
             .intersection(&control_headers)
@@ -131,7 +136,8 @@ pub fn compare(probe: &HttpResponse, control: &ControlHttpRequest) -> HttpDiff {
             MaybeBinary::Binary(_) => None,
         })
         .unwrap_or_default();
-    let (a, b) = (title_words(&probe_title), title_words(&control.title));
+    let control_title = control.title.as_deref().unwrap_or_default();
+    let (a, b) = (title_words(&probe_title), title_words(control_title));
     diff.title_match = Some(a.symmetric_difference(&b).next().is_none());
     diff
 }

@@ -14,7 +14,7 @@ pub mod services;
 use serde::Serialize;
 
 use crate::engine::bogon::is_bogon;
-use crate::ooni::{Blocking, WebConnectivityMeasurement};
+use crate::ooni::{Blocking, ControlResponse, WebConnectivityMeasurement};
 use crate::throttling::passive::{Goodput, PassiveRules, goodput};
 use consistency::{Consistency, ConsistencyRules, dns_consistency, injected_answers};
 use fingerprints::{Fingerprints, Match};
@@ -187,8 +187,7 @@ impl Facts<'_> {
             Cond::NoControl => control.is_none(),
             Cond::ProbeDnsOnlyBogons => {
                 let th_public = control.is_some_and(|c| {
-                    c.dns
-                        .addrs
+                    c.addrs()
                         .iter()
                         .any(|a| a.parse().is_ok_and(|ip| !is_bogon(ip)))
                 });
@@ -202,9 +201,17 @@ impl Facts<'_> {
                 Decisive::HttpOk(r) | Decisive::HttpFailed(r) => {
                     r.request.url.starts_with("https://")
                 }
+                Decisive::HttpStepFailed(_) => self
+                    .m
+                    .input
+                    .as_deref()
+                    .is_some_and(|u| u.starts_with("https://")),
                 _ => false,
             },
-            Cond::HttpFailed => matches!(obs.decisive, Decisive::HttpFailed(_)),
+            Cond::HttpFailed => matches!(
+                obs.decisive,
+                Decisive::HttpFailed(_) | Decisive::HttpStepFailed(_)
+            ),
             Cond::TlsFailed => matches!(obs.decisive, Decisive::TlsFailed(_)),
             Cond::TcpFailed => matches!(obs.decisive, Decisive::TcpFailed(_)),
             Cond::DnsFailed => matches!(obs.decisive, Decisive::DnsFailed(_)),
@@ -213,11 +220,16 @@ impl Facts<'_> {
                 (Decisive::HttpOk(r), Some(c)) => r
                     .response
                     .as_ref()
-                    .is_some_and(|resp| http_diff::compare(resp, &c.http_request).same_page()),
+                    .zip(c.http())
+                    .is_some_and(|(resp, http)| http_diff::compare(resp, http).same_page()),
                 _ => false,
             },
-            Cond::ControlHttpFailed => control.is_some_and(|c| c.http_request.failure.is_some()),
-            Cond::ControlHttpOk => control.is_some_and(|c| c.http_request.failure.is_none()),
+            Cond::ControlHttpFailed => control
+                .and_then(ControlResponse::http)
+                .is_some_and(|h| h.failure.is_some()),
+            Cond::ControlHttpOk => control
+                .and_then(ControlResponse::http)
+                .is_some_and(|h| h.failure.is_none()),
             Cond::ControlTlsFailed | Cond::ControlTlsOk => {
                 let status = control
                     .and_then(|c| c.tls_handshake.as_ref()?.get(failing_endpoint?))
@@ -226,14 +238,16 @@ impl Facts<'_> {
             }
             Cond::ControlTcpFailed | Cond::ControlTcpOk => {
                 let status = control
-                    .and_then(|c| c.tcp_connect.get(failing_endpoint?))
+                    .and_then(|c| c.tcp(failing_endpoint?))
                     .map(|t| t.status);
                 status == Some(cond == Cond::ControlTcpOk)
             }
-            Cond::ControlDnsFailed => control.is_some_and(|c| c.dns.failure.is_some()),
+            Cond::ControlDnsFailed => control
+                .and_then(ControlResponse::dns)
+                .is_some_and(|d| d.failure.is_some()),
             Cond::ProbeNoAnswerControlEmpty => {
                 matches!(&obs.decisive, Decisive::DnsFailed(f) if f == "dns_no_answer")
-                    && control.is_some_and(|c| c.dns.addrs.is_empty())
+                    && control.is_some_and(|c| c.dns().is_some() && c.addrs().is_empty())
             }
         }
     }
@@ -265,19 +279,21 @@ mod tests {
     /// endpoints it connected to, with the outcome.
     fn control(ip: &str, failure: Option<&str>, tried: &[(&str, bool)]) -> ControlResponse {
         ControlResponse {
-            tcp_connect: tried
-                .iter()
-                .map(|(e, ok)| {
-                    let c = ControlTcpConnect {
-                        status: *ok,
-                        failure: (!ok).then(|| "connection_refused_error".to_string()),
-                    };
-                    (e.to_string(), c)
-                })
-                .collect(),
+            tcp_connect: Some(
+                tried
+                    .iter()
+                    .map(|(e, ok)| {
+                        let c = ControlTcpConnect {
+                            status: *ok,
+                            failure: (!ok).then(|| "connection_refused_error".to_string()),
+                        };
+                        (e.to_string(), c)
+                    })
+                    .collect(),
+            ),
             tls_handshake: Some(BTreeMap::new()),
             quic_handshake: None,
-            http_request: ControlHttpRequest {
+            http_request: Some(ControlHttpRequest {
                 body_length: if failure.is_some() {
                     -1
                 } else {
@@ -285,20 +301,20 @@ mod tests {
                 },
                 discovered_h3_endpoint: None,
                 failure: failure.map(str::to_string),
-                title: if failure.is_some() {
+                title: Some(if failure.is_some() {
                     String::new()
                 } else {
                     "The real site".into()
-                },
-                headers: BTreeMap::new(),
+                }),
+                headers: Some(BTreeMap::new()),
                 status_code: if failure.is_some() { -1 } else { 200 },
                 x_transfer: None,
-            },
+            }),
             http3_request: None,
-            dns: ControlDns {
+            dns: Some(ControlDns {
                 failure: None,
-                addrs: vec![ip.to_string()],
-            },
+                addrs: Some(vec![ip.to_string()]),
+            }),
             ip_info: None,
             extra: Map::new(),
         }
@@ -371,7 +387,9 @@ mod tests {
             // check it; OONI's use the control, as OONI does (the bug this guards against).
             let old = with(&m, Some(refusal_as_failure.clone()), None);
             let mut partial = control("127.0.0.1", None, &[(&endpoint, true)]);
-            partial.http_request.status_code = -1;
+            if let Some(http) = partial.http_request.as_mut() {
+                http.status_code = -1;
+            }
             let partial = with(&m, Some(partial), None);
             if set.unusable_control_is_none {
                 let v = score(&old, set, &fp);

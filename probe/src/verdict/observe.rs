@@ -5,10 +5,19 @@
 //! descending `depth`, within a depth HTTP before TLS before TCP before DNS, successes before
 //! failures, and lets the first entry decide. Measurements without a `classic` tag anywhere (OONI
 //! v0.4 and older, and v0.5 before 0.5.28 tagged its entries) are read whole: every entry counts.
+//!
+//! Older generations are read from what they wrote (ts-017, df-001-httpt, df-002-dnst): a lookup
+//! without `engine` is `unknown` (ooniprobe 2.x used the system resolver); a measurement whose
+//! steps end without a failure but that carries a top-level `http_experiment_failure` failed at
+//! its HTTP step, even when no request was recorded; a control that reports nothing (`{}`) is no
+//! control.
 
 use std::net::{IpAddr, SocketAddr};
 
 use crate::ooni::{ControlResponse, HttpTransaction, WebConnectivityMeasurement};
+
+/// Start of the `control_failure` a control that reports nothing is read with.
+pub const EMPTY_CONTROL: &str = "unknown_failure: test helper control empty";
 
 /// The step that decides, with what the probe saw there.
 #[derive(Debug, Clone)]
@@ -17,6 +26,9 @@ pub enum Decisive<'a> {
     HttpOk(&'a HttpTransaction),
     /// The HTTP exchange failed.
     HttpFailed(&'a HttpTransaction),
+    /// The HTTP step failed with this `http_experiment_failure`, and no failed request says
+    /// so (no request was recorded, or none failed).
+    HttpStepFailed(String),
     /// A TLS handshake succeeded but no HTTP followed.
     TlsOk,
     /// TLS handshakes failed; the first failing endpoint.
@@ -126,16 +138,29 @@ impl<'a> Observations<'a> {
         for q in queries.iter().filter(|q| classic(whole, q.tags.as_ref())) {
             let d = match &q.failure {
                 None => Decisive::DnsOk,
-                Some(f) if counts(&q.query_type, &q.engine, f) => Decisive::DnsFailed(f.clone()),
+                Some(f) if counts(&q.query_type, q.engine(), f) => Decisive::DnsFailed(f.clone()),
                 Some(_) => continue,
             };
             entries.push((depth(q.tags.as_ref()), 3, q.failure.is_some(), d));
         }
         entries.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-        let decisive = entries
+        let mut decisive = entries
             .into_iter()
             .next()
             .map_or(Decisive::Nothing, |e| e.3);
+        // The steps recorded end without a failure, yet the measurement says its HTTP step
+        // failed: a probe that wrote the failure only at the top (ts-017's
+        // `http_experiment_failure`), or that recorded no request for it. Only for measurements
+        // read whole; a classic-tagged one records its HTTP failures in `requests`.
+        if whole
+            && matches!(
+                decisive,
+                Decisive::TlsOk | Decisive::TcpOk | Decisive::DnsOk | Decisive::Nothing
+            )
+            && let Some(failure) = &tk.http_experiment_failure
+        {
+            decisive = Decisive::HttpStepFailed(failure.clone());
+        }
 
         let mut probe_addrs = Vec::new();
         for q in queries
@@ -163,11 +188,17 @@ impl<'a> Observations<'a> {
         // probe) or an answer that measured nothing of the site (checked here too, for
         // measurements from probes that did not check) leaves none, so the helper's refusal or
         // failure is never read as the site's (`docs/scoring.md`).
+        // An answer that reports nothing at all cannot be compared, whatever the rules.
         let control_failure = tk.control_failure.clone().or_else(|| {
-            tk.control
-                .as_ref()
-                .filter(|_| check_control)
-                .and_then(crate::th::unusable)
+            let control = tk.control.as_ref()?;
+            if control.is_empty() {
+                return Some(format!(
+                    "{EMPTY_CONTROL}: it reported no lookup, connect or page"
+                ));
+            }
+            check_control
+                .then(|| crate::th::unusable(control))
+                .flatten()
         });
         let control = if control_failure.is_none() {
             tk.control.as_ref()
@@ -177,12 +208,14 @@ impl<'a> Observations<'a> {
         let dns_lookups = queries
             .iter()
             .filter(|q| {
-                classic(whole, q.tags.as_ref()) && depth(q.tags.as_ref()) == 0 && q.engine != "doh"
+                classic(whole, q.tags.as_ref())
+                    && depth(q.tags.as_ref()) == 0
+                    && q.engine() != "doh"
             })
             .filter(|q| {
                 q.failure
                     .as_deref()
-                    .is_none_or(|f| counts(&q.query_type, &q.engine, f))
+                    .is_none_or(|f| counts(&q.query_type, q.engine(), f))
             })
             .map(|q| {
                 let addrs = q
