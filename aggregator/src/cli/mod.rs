@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,7 +16,7 @@ use vantage_aggregator::api::server::{AppState, SearchParams, ServerLimits, rout
 use vantage_aggregator::api::throughput::ThroughputServer;
 use vantage_aggregator::ingest::IngestConfig;
 use vantage_aggregator::ingest::limits::{ByteBudget, KeyLimits, Slots};
-use vantage_aggregator::ingest::score::{score_text, write_summary};
+use vantage_aggregator::ingest::score::{score_reader, write_summary};
 use vantage_aggregator::store::{KeyState, Sqlite, Storage};
 use vantage_probe::engine::{Resolver, TlsContext};
 use vantage_probe::th::HelperConfig;

@@ -13,6 +13,7 @@
 //! first time is registered only by a line that passed every check, and only as many keys per
 //! hour as the operator allows (`limits.rs`).
 
+pub mod archive;
 pub mod enrol;
 pub mod limits;
 pub mod maintain;

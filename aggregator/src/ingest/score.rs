@@ -1,25 +1,37 @@
-//! `vantage-aggregator score`: rescoring OONI web_connectivity measurements with our rules.
+//! `vantage-aggregator score`: rescoring OONI's measurements with our rules.
 //!
-//! Input is JSONL (one measurement per line, as OONI publishes them) or a single JSON document
-//! (one measurement, possibly indented, or an array of them). A line that is not a measurement
-//! is reported with its line number and skipped; the others are still scored.
+//! Input is JSONL (one measurement per line, as OONI publishes them), a single JSON document
+//! (one measurement, possibly indented), or an array of them, read as a stream
+//! ([`crate::ingest::archive::each_measurement`]). A measurement that cannot be scored is
+//! reported where it is, `SOURCE:LINE: reason` (`SOURCE:[INDEX]: reason` for the element of
+//! an array, counted from 0), and skipped; the others are still scored. web_connectivity is
+//! scored with [`vantage_probe::verdict::score`], OONI's service tests with
+//! [`vantage_probe::verdict::services::score_service`]; a test with no rules (ndt, dash,
+//! psiphon, ...) is reported as having no verdict, which is not a failure.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io::{self, BufRead, Write};
 
+use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use vantage_probe::ooni::{Blocking, WEB_CONNECTIVITY, WebConnectivityMeasurement};
 use vantage_probe::verdict::fingerprints::Fingerprints;
 use vantage_probe::verdict::rules::RuleSet;
+use vantage_probe::verdict::services::{ServiceVerdict, score_service};
 use vantage_probe::verdict::{Verdict, score};
+
+use crate::ingest::archive::{At, Layout, MAX_MEASUREMENT_BYTES, Stop, each_measurement};
 
 /// Counts over one run.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Summary {
     /// Measurements scored.
     pub scored: usize,
-    /// Lines or documents that could not be scored.
+    /// Lines, elements or documents that could not be scored.
     pub failed: usize,
+    /// Measurements of tests without rules (ndt, dash, psiphon, ...): read, and not scored.
+    pub no_verdict: usize,
     /// Verdicts by `blocking` value (`false`, `null`, or the type).
     pub by_blocking: BTreeMap<String, usize>,
     /// Verdicts confirmed by a fingerprint.
@@ -32,41 +44,81 @@ pub struct Summary {
     pub same_as_input: usize,
 }
 
-/// One measurement in a file, with the line it starts on.
+/// One measurement in a text, with where it is.
 pub struct Item {
-    /// 1-based line.
-    pub line: usize,
-    /// The JSON value, or why the line is not JSON.
-    pub value: Result<Value, String>,
+    /// Where it is: the line it starts on, or its index in an array.
+    pub at: At,
+    /// Its bytes as they are in the text, or why they are not a measurement.
+    pub value: Result<String, String>,
 }
 
-/// Splits `text` into measurements: one document or an array when the whole text is one JSON
-/// value, else JSONL.
+/// Splits `text` into measurements as [`score_text`] reads them: one document, an array, or
+/// JSONL. Whatever cannot be read after a break (a syntax error in an array) is one last item
+/// with the reason.
 pub fn items(text: &str) -> Vec<Item> {
-    if let Ok(value) = serde_json::from_str::<Value>(text) {
-        let lead = text.len() - text.trim_start().len();
-        let line = text[..lead].matches('\n').count() + 1;
-        let values = match value {
-            Value::Array(values) => values,
-            v => vec![v],
-        };
-        return values
-            .into_iter()
-            .map(|v| Item { line, value: Ok(v) })
-            .collect();
+    let mut items = Vec::new();
+    let end = each_measurement(text.as_bytes(), Layout::Any, text.len().max(1), |at, v| {
+        items.push(Item {
+            at,
+            value: v.map(str::to_string),
+        });
+        Ok::<(), ()>(())
+    });
+    if let Err(Stop::Unreadable(u)) = end {
+        items.push(Item {
+            at: u.at.unwrap_or(At::Line(1)),
+            value: Err(u.reason),
+        });
     }
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| Item {
-            line: i + 1,
-            value: serde_json::from_str(l).map_err(|e| format!("not JSON: {e}")),
-        })
-        .collect()
+    items
 }
 
-/// Scores every measurement in `text`, writing one JSON line per verdict to `out` (unless
-/// `quiet`) and one line per problem to `errors`, prefixed with `source:LINE:`.
+/// The fields that say which rules score a measurement.
+#[derive(Deserialize)]
+struct Which<'a> {
+    #[serde(default)]
+    test_name: Option<String>,
+    #[serde(default)]
+    input: Option<Value>,
+    #[serde(default, borrow)]
+    test_keys: Option<&'a RawValue>,
+}
+
+/// What one measurement came to.
+enum Scored {
+    Web(Box<Verdict>),
+    Service(ServiceVerdict),
+    NoVerdict(String),
+}
+
+fn score_one(raw: &str, rules: &RuleSet, fingerprints: &Fingerprints) -> Result<Scored, String> {
+    let which: Which<'_> = serde_json::from_str(raw).map_err(|e| {
+        if e.is_data() {
+            format!("not an OONI measurement: {e}")
+        } else {
+            format!("not JSON: {e}")
+        }
+    })?;
+    let name = which
+        .test_name
+        .ok_or("not an OONI measurement: no test_name")?;
+    if name == WEB_CONNECTIVITY {
+        let m = serde_json::from_str::<WebConnectivityMeasurement>(raw)
+            .map_err(|e| format!("not an OONI measurement: {e}"))?;
+        return Ok(Scored::Web(Box::new(score(&m, rules, fingerprints))));
+    }
+    let keys = which
+        .test_keys
+        .and_then(|k| serde_json::from_str(k.get()).ok())
+        .unwrap_or(Value::Null);
+    let input = which.input.as_ref().and_then(Value::as_str);
+    Ok(match score_service(&name, input, &keys) {
+        Some(v) => Scored::Service(v),
+        None => Scored::NoVerdict(name),
+    })
+}
+
+/// Scores every measurement in `text`; see [`score_reader`].
 pub fn score_text(
     text: &str,
     source: &str,
@@ -76,47 +128,90 @@ pub fn score_text(
     out: &mut dyn Write,
     errors: &mut dyn Write,
 ) -> io::Result<Summary> {
+    score_reader(
+        text.as_bytes(),
+        Layout::Any,
+        source,
+        rules,
+        fingerprints,
+        quiet,
+        out,
+        errors,
+    )
+}
+
+/// Scores every measurement read from `reader`, writing one JSON line per verdict to `out`
+/// (unless `quiet`) and one line per problem to `errors`, prefixed with `SOURCE:LINE:` or
+/// `SOURCE:[INDEX]:`. A web_connectivity verdict is a [`Verdict`], a service test's a
+/// [`ServiceVerdict`]; a test without rules gets the note `no verdict for TEST_NAME`.
+#[allow(clippy::too_many_arguments)]
+pub fn score_reader(
+    reader: impl BufRead,
+    layout: Layout,
+    source: &str,
+    rules: &RuleSet,
+    fingerprints: &Fingerprints,
+    quiet: bool,
+    out: &mut dyn Write,
+    errors: &mut dyn Write,
+) -> io::Result<Summary> {
     let mut summary = Summary::default();
-    for item in items(text) {
-        let measurement = item.value.and_then(|v| {
-            let name = v
-                .get("test_name")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            if name != WEB_CONNECTIVITY {
-                return Err(format!(
-                    "test_name is {name:?}; only web_connectivity measurements can be scored"
-                ));
-            }
-            serde_json::from_value::<WebConnectivityMeasurement>(v)
-                .map_err(|e| format!("not an OONI measurement: {e}"))
-        });
-        let m = match measurement {
-            Ok(m) => m,
+    let end = each_measurement(reader, layout, MAX_MEASUREMENT_BYTES, |at, item| {
+        let scored = match item.and_then(|raw| score_one(raw, rules, fingerprints)) {
+            Ok(s) => s,
             Err(reason) => {
                 summary.failed += 1;
-                writeln!(errors, "{source}:{}: {reason}", item.line)?;
-                continue;
+                return writeln!(errors, "{source}:{at}: {reason}");
             }
         };
-        let verdict = score(&m, rules, fingerprints);
-        tally(&mut summary, &verdict);
+        let line = match scored {
+            Scored::Web(verdict) => {
+                tally(&mut summary, &verdict);
+                serde_json::to_string(&verdict).map_err(io::Error::other)?
+            }
+            Scored::Service(verdict) => {
+                summary.scored += 1;
+                *summary
+                    .by_blocking
+                    .entry(blocking_key(verdict.blocking.as_ref()))
+                    .or_default() += 1;
+                serde_json::to_string(&verdict).map_err(io::Error::other)?
+            }
+            Scored::NoVerdict(name) => {
+                summary.no_verdict += 1;
+                return writeln!(errors, "{source}:{at}: no verdict for {name}");
+            }
+        };
         if !quiet {
-            let line = serde_json::to_string(&verdict).map_err(io::Error::other)?;
             writeln!(out, "{line}")?;
+        }
+        Ok(())
+    });
+    match end {
+        Ok(()) => {}
+        Err(Stop::Caller(e)) => return Err(e),
+        Err(Stop::Unreadable(u)) => {
+            summary.failed += 1;
+            writeln!(errors, "{}", u.located(source))?;
         }
     }
     Ok(summary)
 }
 
-fn tally(summary: &mut Summary, v: &Verdict) {
-    summary.scored += 1;
-    let key = match &v.blocking {
+fn blocking_key(b: Option<&Blocking>) -> String {
+    match b {
         None => "null".to_string(),
         Some(Blocking::Flag(b)) => b.to_string(),
         Some(Blocking::Kind(k)) => k.clone(),
-    };
-    *summary.by_blocking.entry(key).or_default() += 1;
+    }
+}
+
+fn tally(summary: &mut Summary, v: &Verdict) {
+    summary.scored += 1;
+    *summary
+        .by_blocking
+        .entry(blocking_key(v.blocking.as_ref()))
+        .or_default() += 1;
     summary.confirmed += usize::from(v.confirmed);
     summary.no_control += usize::from(v.control_failure.is_some());
     summary.same_as_input += usize::from(
@@ -132,6 +227,13 @@ pub fn write_summary(summary: &Summary, rules: &RuleSet, out: &mut dyn Write) ->
         "measurements: {} scored, {} failed",
         summary.scored, summary.failed
     )?;
+    if summary.no_verdict > 0 {
+        writeln!(
+            out,
+            "no verdict (tests without rules): {}",
+            summary.no_verdict
+        )?;
+    }
     writeln!(out, "blocking:")?;
     for (k, n) in &summary.by_blocking {
         writeln!(out, "  {k}: {n}")?;
@@ -308,8 +410,42 @@ mod tests {
         assert_eq!(items("[{\"a\":1},{\"a\":2}]").len(), 2);
         let bad = items("{\"a\":1}\nnot json\n\n{\"a\":3}\n");
         assert_eq!(bad.len(), 3);
-        assert_eq!(bad[1].line, 2);
-        assert!(bad[1].value.is_err());
-        assert_eq!(bad[2].line, 4);
+        assert_eq!(bad[1].at, At::Line(2));
+        assert_eq!(bad[1].value.as_deref(), Ok("not json"));
+        assert_eq!(bad[2].at, At::Line(4));
+    }
+
+    /// Errors name the element of an array by its index and the line of JSONL by its number;
+    /// a test without rules is noted, not failed.
+    #[test]
+    fn errors_say_where_and_tests_without_rules_are_not_failures() {
+        let ndt =
+            r#"{"test_name":"ndt","measurement_start_time":"2022-11-10 10:50:28","test_keys":{}}"#;
+        let text = format!("[{ndt}, 3, {{\"test_name\":\"web_connectivity\",\"test_keys\":[1]}}]");
+        let (mut out, mut errors) = (Vec::new(), Vec::new());
+        let s = score_text(
+            &text,
+            "a.json",
+            &vantage_probe::verdict::rules::VANTAGE,
+            &Fingerprints::builtin(),
+            false,
+            &mut out,
+            &mut errors,
+        )
+        .expect("score");
+        let errors = String::from_utf8_lossy(&errors);
+        assert!(
+            errors.contains("a.json:[0]: no verdict for ndt"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("a.json:[1]: not an OONI measurement"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("a.json:[2]: not an OONI measurement"),
+            "{errors}"
+        );
+        assert_eq!((s.scored, s.failed, s.no_verdict), (0, 2, 1));
     }
 }

@@ -188,13 +188,16 @@ pub trait Storage: Send + Sync {
     fn query(&self, q: &Query) -> Result<Vec<Found>, DbError>;
     /// Every key with its state.
     fn keys(&self) -> Result<Vec<(String, String)>, DbError>;
-    /// Up to `limit` web_connectivity rows after `after` (id order): (id, source, envelope).
+    /// Up to `limit` rows that have rules to score them (web_connectivity and OONI's service
+    /// tests, `vantage_probe::verdict::services::SERVICE_TESTS`) after `after` (id order):
+    /// (id, source, envelope).
     fn page_for_rescore(
         &self,
         after: &str,
         limit: usize,
     ) -> Result<Vec<(String, String, String)>, DbError>;
-    /// Replaces the stored verdict of one row.
+    /// Replaces the stored verdict of one row, and sets its domain from `row.domain` when it
+    /// has none (a service test's target, which rows imported before its rules lack).
     fn update_verdict(&self, row: &Row) -> Result<(), DbError>;
     /// The probe keys' rows of the signals of `cc` (one network, or all) in bins
     /// `[from_bin, to_bin)` (`detect::signals` turns them into the signals).
@@ -301,6 +304,11 @@ pub trait Storage: Send + Sync {
         after: Option<(&str, &str)>,
         limit: usize,
     ) -> Result<Vec<StoredHeartbeat>, DbError>;
+    /// The record of the file `path` of `size` bytes imported by `import-ooni`, if there is
+    /// one.
+    fn imported_file(&self, path: &str, size: u64) -> Result<Option<ImportedFile>, DbError>;
+    /// Records a file `import-ooni` read to its end (replacing an older record of it).
+    fn record_imported_file(&self, file: &ImportedFile) -> Result<(), DbError>;
     /// Records heartbeats as [`Storage::heartbeat`] does, each skipped when already recorded;
     /// returns how many were new. For copying a store: a store that answers each statement
     /// over the network (ClickHouse) does a page in two, instead of two per heartbeat.
@@ -313,6 +321,28 @@ pub trait Storage: Send + Sync {
         }
         Ok(new)
     }
+}
+
+/// A file `import-ooni` read to its end, as it records it so that the next import skips it:
+/// the file's path relative to the tree it was found in (or as given, for a file named on its
+/// own), its size, and what it held.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportedFile {
+    /// Path relative to the tree given (`raw/20240101/00/IT/webconnectivity/x.jsonl.gz`).
+    pub path: String,
+    /// Size in bytes as it is on disk (compressed): a file of the same path and another size
+    /// is another file.
+    pub size: u64,
+    /// Measurements read from it.
+    pub measurements: u64,
+    /// Of those, stored for the first time.
+    pub stored: u64,
+    /// Of those, already stored.
+    pub duplicate: u64,
+    /// Lines, elements or documents that were not measurements.
+    pub skipped: u64,
+    /// Measurements per test name, as a JSON object (`{"web_connectivity":120}`).
+    pub tests: String,
 }
 
 /// One recorded heartbeat, as [`Storage::heartbeat`] took it.
@@ -343,6 +373,20 @@ pub enum Redeemed {
     Unknown,
     /// The key is revoked; a token does not bring it back.
     Revoked,
+}
+
+/// The test names `rescore` has rules for, as an SQL list of string literals: web_connectivity
+/// and OONI's service tests (constant names, quoted here once for both stores).
+pub(crate) fn rescored_tests_sql() -> String {
+    std::iter::once(vantage_probe::ooni::WEB_CONNECTIVITY)
+        .chain(
+            vantage_probe::verdict::services::SERVICE_TESTS
+                .iter()
+                .copied(),
+        )
+        .map(|t| format!("'{}'", t.replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Seconds since the epoch: the one clock of received_at, compaction and signal defaults.

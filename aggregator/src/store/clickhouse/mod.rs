@@ -55,11 +55,16 @@ use super::model::{
     COUNTER_MAX, Contact, Event, Kind, NO_KEY, ProbeBin, ProbeContacts, RateSample, Scope,
     ThrottlingObservation, TimelineQuery, VerdictRow, Vouches, format_time, parse_time,
 };
-use super::{DbError, Found, KeyState, Query, Redeemed, Row, Storage, StoredHeartbeat, now};
+use super::{
+    DbError, Found, ImportedFile, KeyState, Query, Redeemed, Row, Storage, StoredHeartbeat, now,
+};
 use client::{CONNECT_TIMEOUT, STATEMENT_TIMEOUT, parse_address, quote};
 use lease::REDEEM_SETTLE;
 use rows::{STORED_COLUMNS, StoredRow};
-use signals::{EventRow, bin_sql, domain_measurements, newest_measurements, unique_heartbeats};
+use signals::{
+    EventRow, bin_sql, blocking_tests, domain_measurements, domain_measurements_of,
+    newest_measurements, unique_heartbeats,
+};
 
 /// The ClickHouse store: one database on one server (or a cluster's entry point), over HTTP.
 #[derive(Debug)]
@@ -236,7 +241,8 @@ impl Storage for ClickHouse {
             "reading measurements to rescore",
             &format!(
                 "SELECT id, any(source) AS src FROM measurements
-                 WHERE test_name = 'web_connectivity' AND id > {} GROUP BY id ORDER BY id LIMIT {limit}",
+                 WHERE test_name IN ({}) AND id > {} GROUP BY id ORDER BY id LIMIT {limit}",
+                super::rescored_tests_sql(),
                 quote(after)
             ),
         )?;
@@ -310,6 +316,9 @@ impl Storage for ClickHouse {
         stored.confirmed = u8::from(row.confirmed);
         stored.rule_set = row.rule_set.clone();
         stored.verdict = row.verdict.clone();
+        if stored.domain.is_none() {
+            stored.domain = row.domain.clone();
+        }
         stored.set_goodput();
         stored.version = stored.version.saturating_add(1).max(now_micros());
         self.insert_rows(op, "measurements", &[stored])
@@ -492,7 +501,7 @@ impl Storage for ClickHouse {
                 "SELECT probe_asn, assumeNotNull(domain) AS domain, ifNull(ts, 0) AS at,
                      blocking, probe_key, id
                  FROM {} ORDER BY measured_at, id",
-                domain_measurements(cc, "web_connectivity", from)
+                domain_measurements_of(cc, &blocking_tests(), from)
             ),
         )?;
         Ok(rows
@@ -923,6 +932,67 @@ impl Storage for ClickHouse {
             )?
             .first()
             .map_or(0, |r| r.n))
+    }
+
+    fn imported_file(&self, path: &str, size: u64) -> Result<Option<ImportedFile>, DbError> {
+        #[derive(Deserialize)]
+        struct F {
+            path: String,
+            size: u64,
+            measurements: u64,
+            stored: u64,
+            duplicate: u64,
+            skipped: u64,
+            tests: String,
+        }
+        Ok(self
+            .rows::<F>(
+                "reading an imported file",
+                &format!(
+                    "SELECT path, size, measurements, stored, duplicate, skipped, tests
+                     FROM imported_files FINAL WHERE path = {} AND size = {size} LIMIT 1",
+                    quote(path)
+                ),
+            )?
+            .into_iter()
+            .next()
+            .map(|f| ImportedFile {
+                path: f.path,
+                size: f.size,
+                measurements: f.measurements,
+                stored: f.stored,
+                duplicate: f.duplicate,
+                skipped: f.skipped,
+                tests: f.tests,
+            }))
+    }
+
+    fn record_imported_file(&self, f: &ImportedFile) -> Result<(), DbError> {
+        #[derive(Serialize)]
+        struct F<'a> {
+            path: &'a str,
+            size: u64,
+            measurements: u64,
+            stored: u64,
+            duplicate: u64,
+            skipped: u64,
+            tests: &'a str,
+            imported_at: u64,
+        }
+        self.insert_rows(
+            "recording an imported file",
+            "imported_files",
+            &[F {
+                path: &f.path,
+                size: f.size,
+                measurements: f.measurements,
+                stored: f.stored,
+                duplicate: f.duplicate,
+                skipped: f.skipped,
+                tests: &f.tests,
+                imported_at: now_micros(),
+            }],
+        )
     }
 
     /// Heartbeats in (key, `sent_at`) order, the table's sorting key, each once.

@@ -121,6 +121,19 @@ const MIGRATIONS: &[&[&str]] = &[
     // not the whole table (see `search`). Filled from what is already stored (`POPULATE`),
     // then by every insert into `measurements`, verdict updates included.
     &[search::BY_DOMAIN_VIEW],
+    // 3: the files `import-ooni` read to their end, so that the next import skips them; the
+    // newest record of a file wins.
+    &["CREATE TABLE IF NOT EXISTS imported_files (
+        path String,
+        size UInt64,
+        measurements UInt64,
+        stored UInt64,
+        duplicate UInt64,
+        skipped UInt64,
+        tests String,
+        imported_at UInt64
+    ) ENGINE = ReplacingMergeTree(imported_at)
+    ORDER BY (path, size)"],
 ];
 
 impl ClickHouse {
@@ -197,7 +210,7 @@ mod tests {
             server
                 .query("SELECT count() FROM v.schema_migrations")
                 .expect("count"),
-            "2\n"
+            "3\n"
         );
         server
             .query("INSERT INTO v.schema_migrations VALUES (99, 0)")
@@ -208,7 +221,7 @@ mod tests {
                 err,
                 DbError::TooNew {
                     found: 99,
-                    known: 2,
+                    known: 3,
                     ..
                 }
             ),

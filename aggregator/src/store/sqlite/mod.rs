@@ -23,7 +23,9 @@ use super::model::{
     Event, Kind, ProbeBin, ProbeContacts, RateSample, ThrottlingObservation, TimelineQuery,
     VerdictRow, Vouches,
 };
-use super::{DbError, Found, KeyState, Query, Redeemed, Row, Storage, StoredHeartbeat, now};
+use super::{
+    DbError, Found, ImportedFile, KeyState, Query, Redeemed, Row, Storage, StoredHeartbeat, now,
+};
 
 mod detect;
 mod signals;
@@ -129,6 +131,18 @@ const MIGRATIONS: &[&str] = &[
     // 10: whether each contact came from inside the network it claims, and the signals per
     // probe key, so that each key is one vote.
     signals::VOTES_MIGRATION,
+    // 11: the files `import-ooni` read to their end, so that the next import skips them.
+    "CREATE TABLE imported_files (
+        path TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        measurements INTEGER NOT NULL,
+        stored INTEGER NOT NULL,
+        duplicate INTEGER NOT NULL,
+        skipped INTEGER NOT NULL,
+        tests TEXT NOT NULL,
+        imported_at INTEGER NOT NULL,
+        PRIMARY KEY (path, size)
+    );",
 ];
 
 /// Read-only connections opened beside the writer: enough for the server's concurrent searches
@@ -431,12 +445,13 @@ impl Storage for Sqlite {
         limit: usize,
     ) -> Result<Vec<(String, String, String)>, DbError> {
         self.read(|c| {
-            let mut stmt = c.prepare(
+            let mut stmt = c.prepare(&format!(
                 "SELECT m.id, m.source, coalesce(p.body, r.body) FROM measurements m
                  LEFT JOIN envelopes_packed p ON p.seq = m.seq
                  LEFT JOIN envelopes_raw r ON r.seq = m.seq
-                 WHERE m.test_name = 'web_connectivity' AND m.id > ?1 ORDER BY m.id LIMIT ?2",
-            )?;
+                 WHERE m.test_name IN ({}) AND m.id > ?1 ORDER BY m.id LIMIT ?2",
+                super::rescored_tests_sql()
+            ))?;
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
             stmt.query_map(params![after, limit], |r| {
                 Ok((r.get(0)?, r.get(1)?, stored_envelope(r, 2)?))
@@ -451,14 +466,15 @@ impl Storage for Sqlite {
             signals::rescored(&tx, &row.id, row.blocking.as_deref())?;
             tx.execute(
                 "UPDATE measurements SET blocking = ?2, accessible = ?3, confirmed = ?4,
-                 rule_set = ?5, verdict = ?6 WHERE id = ?1",
+                 rule_set = ?5, verdict = ?6, domain = coalesce(domain, ?7) WHERE id = ?1",
                 params![
                     row.id,
                     row.blocking,
                     row.accessible,
                     row.confirmed,
                     row.rule_set,
-                    row.verdict
+                    row.verdict,
+                    row.domain
                 ],
             )?;
             tx.commit()
@@ -713,6 +729,51 @@ impl Storage for Sqlite {
                 r.get::<_, i64>(0)
             })
             .map(|n| u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    fn imported_file(&self, path: &str, size: u64) -> Result<Option<ImportedFile>, DbError> {
+        let size = i64::try_from(size).unwrap_or(i64::MAX);
+        self.read(|c| {
+            c.query_row(
+                "SELECT path, size, measurements, stored, duplicate, skipped, tests
+                 FROM imported_files WHERE path = ?1 AND size = ?2",
+                params![path, size],
+                |r| {
+                    let n = |i: usize| r.get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or(0));
+                    Ok(ImportedFile {
+                        path: r.get(0)?,
+                        size: n(1)?,
+                        measurements: n(2)?,
+                        stored: n(3)?,
+                        duplicate: n(4)?,
+                        skipped: n(5)?,
+                        tests: r.get(6)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    fn record_imported_file(&self, f: &ImportedFile) -> Result<(), DbError> {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO imported_files (path, size, measurements, stored,
+                 duplicate, skipped, tests, imported_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
+                params![
+                    f.path,
+                    n(f.size),
+                    n(f.measurements),
+                    n(f.stored),
+                    n(f.duplicate),
+                    n(f.skipped),
+                    f.tests,
+                    now()
+                ],
+            )
+            .map(|_| ())
         })
     }
 
