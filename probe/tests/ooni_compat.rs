@@ -1,13 +1,15 @@
 //! Data-format compatibility with OONI: real web_connectivity measurements from OONI's own test
-//! data (`tests/data/ooni/webconnectivity/`, tests/data/SOURCES.md) must read into our types and
-//! write back without losing anything, and our own output must round-trip through the same types.
+//! data (`tests/data/ooni/webconnectivity/`, tests/data/SOURCES.md) and OONI's measurements of
+//! every probe generation (`tests/data/ooni/real/`) must read into our types and write back
+//! without losing anything or adding anything, and our own output must round-trip through the
+//! same types.
 
 use std::path::PathBuf;
 
 use serde_json::Value;
 use vantage_fixtures::http::{BLOCKPAGE, HttpFixture, Response};
 use vantage_probe::engine::{EngineConfig, Resolver, TlsContext};
-use vantage_probe::ooni::{Blocking, WebConnectivityMeasurement};
+use vantage_probe::ooni::{Blocking, Measurement, WebConnectivityMeasurement};
 use vantage_probe::web_connectivity::{WebConnectivityPlan, measure};
 
 /// The repository's test data, `tests/data/`; `VANTAGE_SHARED_DIR` names another directory laid
@@ -19,8 +21,9 @@ fn data_dir() -> PathBuf {
     }
 }
 
-/// Asserts `ours` carries everything `original` does. Missing and `null` are the same to OONI's
-/// consumers (df-000), and `0` and `0.0` are the same number.
+/// Asserts `ours` carries everything `original` does and nothing more. A `null` may be left
+/// out (missing and `null` are the same to OONI's consumers, df-000), but a key that was absent
+/// must stay absent, even as `null`; `0` and `0.0` are the same number.
 fn assert_lossless(original: &Value, ours: &Value, path: &str) {
     match (original, ours) {
         (Value::Object(a), Value::Object(b)) => {
@@ -32,9 +35,7 @@ fn assert_lossless(original: &Value, ours: &Value, path: &str) {
                 }
             }
             for (key, value) in b {
-                if !a.contains_key(key) {
-                    assert!(value.is_null(), "{path}.{key} was invented: {value}");
-                }
+                assert!(a.contains_key(key), "{path}.{key} was added: {value}");
             }
         }
         (Value::Array(a), Value::Array(b)) => {
@@ -126,6 +127,108 @@ fn every_ooni_measurement_reads_into_our_types_without_loss() {
             "no {kind} verdict read; got {blocking_kinds:?}"
         );
     }
+}
+
+/// Every measurement in `tests/data/ooni/real/` with its place: `(file, line, JSON text)`. A
+/// `.json` file holds one measurement, or one per line (measurement-kit and `oonireport` wrote
+/// JSONL under that name); `.jsonl` holds one per line. The YAML reports of ooniprobe 0.x/1.x
+/// (`yaml/`) are not JSON and are left to the importer.
+fn real_measurements() -> Vec<(String, usize, String)> {
+    let dir = data_dir().join("ooni/real");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json" || x == "jsonl"))
+        .collect();
+    files.sort();
+    assert_eq!(
+        files.len(),
+        42,
+        "the JSON and JSONL files of tests/data/ooni/real"
+    );
+    let mut out = Vec::new();
+    for path in files {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let raw = std::fs::read_to_string(&path).expect("readable");
+        if serde_json::from_str::<Value>(&raw).is_ok() {
+            out.push((name, 1, raw));
+            continue;
+        }
+        for (i, line) in raw.lines().enumerate() {
+            if !line.trim().is_empty() {
+                out.push((name.clone(), i + 1, line.to_string()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_real_measurement_of_every_generation_reads_as_the_base_format_without_loss() {
+    let all = real_measurements();
+    let mut tests = std::collections::BTreeSet::new();
+    for (file, line, raw) in &all {
+        let here = format!("{file}:{line}");
+        let original: Value = serde_json::from_str(raw).unwrap_or_else(|e| panic!("{here}: {e}"));
+        let m: Measurement<Value> =
+            serde_json::from_str(raw).unwrap_or_else(|e| panic!("{here}: {e}"));
+        assert_eq!(m.test_name, original["test_name"], "{here}");
+        assert_eq!(m.probe_cc.as_str(), original["probe_cc"], "{here}");
+        assert_eq!(m.test_keys, original["test_keys"], "{here}");
+        tests.insert(m.test_name.clone());
+        let ours = serde_json::to_value(&m).expect("serialise");
+        assert_lossless(&original, &ours, &here);
+    }
+    // 40 files of one measurement (miniooni's JSONL has one line), measurement-kit's 9 lines
+    // and oonireport's 2; 16 test names, from `dash` to `whatsapp`.
+    assert_eq!(all.len(), 51);
+    assert_eq!(tests.len(), 16, "{tests:?}");
+}
+
+#[test]
+fn every_real_web_connectivity_measurement_reads_into_our_types_without_loss() {
+    let mut count = 0;
+    for (file, line, raw) in real_measurements() {
+        let original: Value = serde_json::from_str(&raw).expect("JSON");
+        if original["test_name"] != "web_connectivity" {
+            continue;
+        }
+        let here = format!("{file}:{line}");
+        let m: WebConnectivityMeasurement =
+            serde_json::from_str(&raw).unwrap_or_else(|e| panic!("{here}: {e}"));
+        let tk = &m.test_keys;
+        for key in ["queries", "tcp_connect", "requests", "control", "blocking"] {
+            assert!(!tk.extra.contains_key(key), "{here}: {key} not modelled");
+        }
+        let count_of = |key: &str| original["test_keys"][key].as_array().map_or(0, Vec::len);
+        assert_eq!(tk.queries.as_ref().map_or(0, Vec::len), count_of("queries"));
+        assert_eq!(
+            tk.requests.as_ref().map_or(0, Vec::len),
+            count_of("requests")
+        );
+        let ours = serde_json::to_value(&m).expect("serialise");
+        assert_lossless(&original, &ours, &here);
+        count += 1;
+    }
+    assert_eq!(
+        count, 15,
+        "the 15 web_connectivity measurements of tests/data/ooni/real"
+    );
+}
+
+#[test]
+fn a_key_added_on_the_way_back_is_caught() {
+    // The check above is not vacuous: a `null` written for an absent key fails it.
+    let original = serde_json::json!({"a": {"b": 1}});
+    let added = serde_json::json!({"a": {"b": 1, "c": null}});
+    let caught = std::panic::catch_unwind(|| assert_lossless(&original, &added, "m"));
+    assert!(caught.is_err());
+    let dropped_null = serde_json::json!({"a": {"b": 1, "c": null}});
+    assert_lossless(&dropped_null, &original, "m");
 }
 
 #[test]

@@ -4,8 +4,8 @@
 //! consumer might meet as `null` or missing is an `Option` (df-000: "consumers MUST be prepared for
 //! any field to be null or missing"), and fields we do not model are kept in `extra`, so reading an
 //! OONI measurement and writing it back loses nothing. An optional field that was absent is not
-//! written back either (ooniprobe 2.x wrote no `resolver_ip`, some probes no `test_helpers`), so
-//! nothing is added; only `input` is always written, `null` for input-less tests, as df-000 has it.
+//! written back either (ooniprobe 2.x wrote no `resolver_ip`, some probes no `test_helpers`,
+//! miniooni's `example` no `input`), so nothing is added.
 
 use std::fmt;
 use std::str::FromStr;
@@ -33,7 +33,9 @@ pub struct Measurement<TK> {
     /// Which test templates (`dnst`, `httpt`, ...) and versions `test_keys` uses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extensions: Option<Map<String, Value>>,
-    /// The URL or other input; `null` for input-less tests.
+    /// The URL or other input; `null` for input-less tests, absent in some (miniooni's
+    /// `example` of data format 0.3.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<String>,
     /// UTC, `"YYYY-MM-DD HH:MM:SS"`.
     pub measurement_start_time: String,
