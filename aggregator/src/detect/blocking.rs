@@ -1,4 +1,8 @@
-//! Blocking detection from web_connectivity verdicts (DESIGN "Events"; issue 6, step 3).
+//! Blocking detection from web_connectivity verdicts (DESIGN "Events"; issue 6, step 3), and
+//! from the verdicts of OONI's service tests (`vantage_probe::verdict::services`), whose target
+//! is the service (`whatsapp`, `telegram`, `tor`, ...) or their input's host: a run of
+//! anomalous WhatsApp measurements in one network is an event "whatsapp blocked" on its layer,
+//! as a host's would be.
 //!
 //! A stored verdict names a layer (`dns`, `tcp_ip`, `tls`, `http-*`) only when the test
 //! helper reached the site, so every anomaly counted here already satisfies "while the
@@ -71,12 +75,12 @@ impl Default for BlockingConfig {
     }
 }
 
-/// One web_connectivity verdict.
+/// One verdict: web_connectivity's, or a service test's.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
     /// Network.
     pub asn: u32,
-    /// Host measured.
+    /// Host measured, or the service (`whatsapp`, ...).
     pub domain: String,
     /// Epoch seconds.
     pub at: i64,

@@ -197,8 +197,8 @@ fn failed_canaries(
     Ok(out)
 }
 
-/// Web_connectivity verdicts of a country since `from` (epoch seconds), of the probes `admit`
-/// admits.
+/// Verdicts of a country since `from` (epoch seconds), of web_connectivity and of the service
+/// tests, of the probes `admit` admits.
 fn observations(
     storage: &dyn Storage,
     cc: &str,

@@ -32,6 +32,7 @@ use vantage_probe::throttling::{Download, Role, Rules as ThrottlingRules, THROTT
 use vantage_probe::verdict::fingerprints::Fingerprints;
 use vantage_probe::verdict::rules::VANTAGE;
 use vantage_probe::verdict::score;
+use vantage_probe::verdict::services::{self, Meta, SERVICE_TESTS};
 
 use crate::ingest::limits::{KeyLimits, Turns};
 use crate::store::{DbError, KeyState, Row, Storage};
@@ -461,6 +462,15 @@ impl<'a> Session<'a> {
             && let Err(reason) = apply_throttling(&mut row, verified.measurement)
         {
             return refuse(&mut self.outcomes, reason);
+        } else if SERVICE_TESTS.contains(&row.test_name.as_str()) {
+            // Parsed whole only here: these verdicts read `test_keys` and the envelope's
+            // version and date. A measurement whose JSON is not an object is stored unscored,
+            // as any test name without rules is.
+            if let Ok(m) = serde_json::from_str::<serde_json::Value>(verified.measurement) {
+                let (test_name, input) = (row.test_name.clone(), row.input.clone());
+                let keys = m.get("test_keys").unwrap_or(&serde_json::Value::Null);
+                apply_service_with(&mut row, &test_name, input.as_deref(), keys, &Meta::of(&m));
+            }
         }
         if new_key {
             // Registered only now, by a line that passed every check, and within the hour's
@@ -600,14 +610,32 @@ pub fn heartbeat(
 /// ([`vantage_probe::verdict::services::SERVICE_TESTS`]) into `row`: its target becomes the
 /// row's domain, so that the blocking detector sees "whatsapp" as it sees a host. Returns
 /// whether the test name is one of them.
+///
+/// The rules that depend on the test's version and date (`services::BROKEN_VERSIONS`) need
+/// [`apply_service_with`]; here only the row's `measured_at` is known.
 pub fn apply_service(
     row: &mut Row,
     test_name: &str,
     input: Option<&str>,
     test_keys: &serde_json::Value,
 ) -> bool {
-    let Some(v) = vantage_probe::verdict::services::score_service(test_name, input, test_keys)
-    else {
+    let meta = Meta {
+        measurement_start_time: Some(row.measured_at.clone()),
+        ..Meta::default()
+    };
+    apply_service_with(row, test_name, input, test_keys, &meta)
+}
+
+/// [`apply_service`] with the measurement's envelope fields (`Meta::of` the whole
+/// measurement), so that a test version known to report wrongly is stored as undetermined.
+pub fn apply_service_with(
+    row: &mut Row,
+    test_name: &str,
+    input: Option<&str>,
+    test_keys: &serde_json::Value,
+    meta: &Meta,
+) -> bool {
+    let Some(v) = services::score_service_with(test_name, input, test_keys, meta) else {
         return false;
     };
     row.domain = Some(v.target.clone());

@@ -128,6 +128,9 @@ pub struct Meta {
     pub test_version: Option<String>,
     /// `measurement_start_time`, `YYYY-MM-DD HH:MM:SS`.
     pub measurement_start_time: Option<String>,
+    /// `annotations.engine_name`: the engine version rules are of OONI's engine
+    /// (`ooniprobe-engine`) only.
+    pub engine_name: Option<String>,
     /// `annotations.engine_version`.
     pub engine_version: Option<String>,
 }
@@ -136,14 +139,12 @@ impl Meta {
     /// The fields read from a whole measurement.
     pub fn of(measurement: &Value) -> Meta {
         let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+        let annotation = |k: &str| text(measurement.get("annotations").and_then(|a| a.get(k)));
         Meta {
             test_version: text(measurement.get("test_version")),
             measurement_start_time: text(measurement.get("measurement_start_time")),
-            engine_version: text(
-                measurement
-                    .get("annotations")
-                    .and_then(|a| a.get("engine_version")),
-            ),
+            engine_name: annotation("engine_name"),
+            engine_version: annotation("engine_version"),
         }
     }
 }
@@ -1168,6 +1169,10 @@ pub const BROKEN_VERSIONS: &[BrokenVersion] = &[
     },
 ];
 
+/// The `engine_name` of OONI's Go engine (OONI spec df-000-base, `annotations`), whose
+/// versions the `engine_version` entries of [`BROKEN_VERSIONS`] are.
+pub const OONI_ENGINE: &str = "ooniprobe-engine";
+
 /// `a.b.c` (a suffix such as `-beta.3` ignored).
 fn version(text: &str) -> Option<(u32, u32, u32)> {
     let core = text.split(['-', '+']).next()?;
@@ -1185,7 +1190,8 @@ fn broken_version(test_name: &str, meta: &Meta) -> Option<String> {
         }
         let field = match b.field {
             "test_version" => meta.test_version.as_deref(),
-            _ => meta.engine_version.as_deref(),
+            _ if meta.engine_name.as_deref() == Some(OONI_ENGINE) => meta.engine_version.as_deref(),
+            _ => None,
         };
         let v = version(field?)?;
         let day = meta.measurement_start_time.as_deref().unwrap_or("");
@@ -1672,6 +1678,7 @@ mod tests {
         let meta = |tv: &str, day: &str, engine: &str| Meta {
             test_version: Some(tv.into()),
             measurement_start_time: Some(format!("{day} 10:00:00")),
+            engine_name: Some(OONI_ENGINE.into()),
             engine_version: Some(engine.into()),
         };
         let v = score_service_with("signal", None, &tls, &meta("0.2.3", "2023-11-08", "3.19.0"))
@@ -1696,6 +1703,13 @@ mod tests {
         let v = score_service_with("signal", None, &ok, &meta("0.2.4", "2021-01-01", "3.19.0"))
             .expect("signal");
         assert_eq!(v.blocking, None);
+        // Another engine's version numbers are not OONI's: Vantage 0.1.0 is not an old engine.
+        let vantage = Meta {
+            engine_name: Some("vantage".into()),
+            ..meta("0.2.5", "2024-01-01", "0.1.0")
+        };
+        let v = score_service_with("signal", None, &ok, &vantage).expect("signal");
+        assert_eq!(short(&v).0, "false");
     }
 
     #[test]

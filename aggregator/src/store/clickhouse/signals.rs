@@ -23,17 +23,36 @@ pub(super) fn newest_measurements(cc: &str, extra: &str) -> String {
 }
 
 /// The newest version of each of a country's `test_name` measurements of a domain at a known
-/// time, from `from` on: what the web, throttling and rate readers of the detectors group.
+/// time, from `from` on: what the throttling and rate readers of the detectors group.
 pub(super) fn domain_measurements(cc: &str, test_name: &str, from: i64) -> String {
+    domain_measurements_of(cc, &[test_name], from)
+}
+
+/// [`domain_measurements`] of several test names.
+pub(super) fn domain_measurements_of(cc: &str, test_names: &[&str], from: i64) -> String {
+    let names: Vec<String> = test_names.iter().map(|t| quote(t)).collect();
     newest_measurements(
         cc,
         &format!(
-            " AND measured_at >= {} AND test_name = {}
+            " AND measured_at >= {} AND test_name IN ({})
              AND isNotNull(domain) AND isNotNull(ts)",
             quote(&format_time(from)),
-            quote(test_name)
+            names.join(", ")
         ),
     )
+}
+
+/// The tests whose verdicts the blocking detector reads: web_connectivity, and OONI's service
+/// tests, whose rows name a service (`whatsapp`, `tor`, ...) or a host as their domain
+/// (`vantage_probe::verdict::services`).
+pub(super) fn blocking_tests() -> Vec<&'static str> {
+    std::iter::once(vantage_probe::ooni::WEB_CONNECTIVITY)
+        .chain(
+            vantage_probe::verdict::services::SERVICE_TESTS
+                .iter()
+                .copied(),
+        )
+        .collect()
 }
 
 /// Each heartbeat of one country once (a key and `sent_at`; two nodes racing may both have
