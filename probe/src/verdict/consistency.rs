@@ -3,7 +3,8 @@
 //! OONI v0.5 (`minipipeline/analysis.go`, `webconnectivitylte/analysisclassic.go`; research
 //! `ooni.md` 3.3): a successful lookup is *valid* if its addresses intersect the control's or
 //! share an ASN with them (ASN 0 ignored). Both sides failing is an *expected* failure, whatever
-//! the exact strings; the probe failing alone is *unexpected*. Any invalid lookup or unexpected
+//! the exact strings (a helper that answered no address failed too); the probe failing alone is
+//! *unexpected*. A control without a DNS part judges nothing. Any invalid lookup or unexpected
 //! failure makes the result `inconsistent`.
 //!
 //! Vantage adds two rules. An address on which a TLS handshake with the right SNI succeeded is
@@ -69,9 +70,12 @@ pub fn dns_consistency(obs: &Observations<'_>, rules: ConsistencyRules) -> Optio
     let mut unexpected_failures = 0;
     for (addrs, failure) in &obs.dns_lookups {
         match failure {
-            Some(f) => {
-                let th_empty = th_addrs.is_empty();
-                if th_failed || (f == "dns_no_answer" && th_empty) {
+            Some(_) => {
+                // A helper that answered no address failed to resolve as well: OONI's helper
+                // writes its `dns_no_answer` so (research `ooni.md` 2.2), and ooniprobe 2.x's
+                // helper wrote NXDOMAIN so. Both failing is an expected failure, whatever the
+                // strings (research `ooni.md` 3.3).
+                if th_failed || th_addrs.is_empty() {
                     expected_failures += 1;
                 } else {
                     unexpected_failures += 1;

@@ -54,7 +54,8 @@ pub struct HttpDiff {
     pub status_code_match: Option<bool>,
     /// The uncommon header names share at least one name.
     pub headers_match: Option<bool>,
-    /// No long title word appears in only one of the titles.
+    /// No long title word appears in only one of the titles; `None` when either title has no
+    /// long word (ts-017).
     pub title_match: Option<bool>,
 }
 
@@ -138,6 +139,9 @@ pub fn compare(probe: &HttpResponse, control: &ControlHttpRequest) -> HttpDiff {
         .unwrap_or_default();
     let control_title = control.title.as_deref().unwrap_or_default();
     let (a, b) = (title_words(&probe_title), title_words(control_title));
-    diff.title_match = Some(a.symmetric_difference(&b).next().is_none());
+    // ts-017 "title_match": only when both titles have long words; `null` otherwise, so that two
+    // pages without a title (a blockpage and a page whose helper copy has none) do not match.
+    diff.title_match =
+        (!a.is_empty() && !b.is_empty()).then(|| a.symmetric_difference(&b).next().is_none());
     diff
 }
