@@ -80,14 +80,32 @@ fn import_ooni_then_query_by_country_and_domain_and_rescore() {
         assert_eq!(v["rule_set"], "vantage-1");
     }
 
-    // Importing again stores nothing twice.
-    let out = Command::new(AGGREGATOR)
-        .args(["import-ooni", "--db"])
-        .arg(&db)
-        .arg(&files[0])
-        .output()
-        .expect("import");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("0 stored, 1 already there"));
+    // Importing again skips the file as done; read again (--again), it stores nothing twice.
+    let again = |flags: &[&str]| {
+        let out = Command::new(AGGREGATOR)
+            .args(["import-ooni", "--db"])
+            .arg(&db)
+            .args(flags)
+            .arg(&files[0])
+            .output()
+            .expect("import");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = again(&[]);
+    assert!(
+        out.starts_with("files: 0 imported, 1 skipped as already imported, 0 refused"),
+        "{out}"
+    );
+    let out = again(&["--again"]);
+    assert!(
+        out.contains("measurements: 0 stored, 1 already there, 0 skipped"),
+        "{out}"
+    );
 
     // A new fingerprint, then rescore: the matching pages become confirmed.
     let (_, before, _) = agg(&["query", "--confirmed", "true", "--limit", "1000"], &db);

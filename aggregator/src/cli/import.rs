@@ -140,7 +140,7 @@ impl Watch for Progress {
 
     fn measurements(&mut self, n: u64) {
         self.measurements += n;
-        if self.measurements % 500 == 0 {
+        if self.measurements.is_multiple_of(500) {
             self.show();
         }
     }

@@ -612,16 +612,15 @@ impl Iterator for Walk {
 mod tests {
     use super::*;
 
+    /// The items read: (where, text or reason).
+    type Got = Vec<(String, Result<String, String>)>;
+
     /// Every item of `text` read as `layout`: (where, text or reason), and how it ended.
-    fn read(text: &str, layout: Layout) -> (Vec<(String, Result<String, String>)>, Option<String>) {
+    fn read(text: &str, layout: Layout) -> (Got, Option<String>) {
         read_max(text, layout, 1 << 20)
     }
 
-    fn read_max(
-        text: &str,
-        layout: Layout,
-        max: usize,
-    ) -> (Vec<(String, Result<String, String>)>, Option<String>) {
+    fn read_max(text: &str, layout: Layout, max: usize) -> (Got, Option<String>) {
         let mut got = Vec::new();
         let end = each_measurement(text.as_bytes(), layout, max, |at, item| {
             got.push((at.to_string(), item.map(str::to_string)));
@@ -736,7 +735,7 @@ mod tests {
         assert!(got[1].1.as_ref().is_err_and(|e| e.starts_with("not UTF-8")));
     }
 
-    fn each_bytes(bytes: &[u8]) -> (Vec<(String, Result<String, String>)>, bool) {
+    fn each_bytes(bytes: &[u8]) -> (Got, bool) {
         let mut got = Vec::new();
         let end = each_measurement(bytes, Layout::Lines, 1 << 20, |at, item| {
             got.push((at.to_string(), item.map(str::to_string)));

@@ -539,9 +539,24 @@ fn import_file(
         }
         Err(Stop::Caller(e)) => return Err(e),
         Err(Stop::Unreadable(u)) => {
-            let text = u.located(&shown);
+            let place = match u.at {
+                Some(At::Line(n)) => format!(" at line {n}"),
+                Some(At::Element(i)) => format!(" at element [{i}]"),
+                None => String::new(),
+            };
+            let kept = if batch.file.measurements > 0 {
+                format!(
+                    "; the {} measurements before it were read",
+                    batch.file.measurements
+                )
+            } else {
+                String::new()
+            };
             report.files_refused += 1;
-            watch.problem(&format!("{text} (file not recorded as imported)"));
+            watch.problem(&format!(
+                "{shown}: {}{place}{kept}; not recorded as imported, so the next import reads it again",
+                u.reason
+            ));
             watch.file_done();
         }
     }
