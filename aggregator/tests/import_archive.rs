@@ -261,6 +261,24 @@ fn an_archive_tree_is_imported_once_and_broken_files_are_named() {
     }
     drop(store);
 
+    // Rescoring takes every row that has rules: web_connectivity and the service tests.
+    let scored: usize = tree
+        .expected
+        .iter()
+        .filter(|(t, _)| {
+            *t == "web_connectivity"
+                || vantage_probe::verdict::services::SERVICE_TESTS.contains(&t.as_str())
+        })
+        .map(|(_, n)| n)
+        .sum();
+    let out = run(&["rescore", "--db", db_arg], &[]);
+    assert!(
+        text(&out.stdout).starts_with(&format!("rescored {scored} measurements")),
+        "{} {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+
     // The second run reads nothing it has already done.
     let second = run(&["import-ooni", "--db", db_arg], &[&tree.root]);
     let (out, err) = (text(&second.stdout), text(&second.stderr));

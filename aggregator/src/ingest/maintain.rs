@@ -17,10 +17,10 @@ use url::Url;
 use vantage_probe::envelope::{MeasurementId, verify};
 use vantage_probe::ooni::{WEB_CONNECTIVITY, WebConnectivityMeasurement};
 use vantage_probe::verdict::fingerprints::Fingerprints;
-use vantage_probe::verdict::services::SERVICE_TESTS;
+use vantage_probe::verdict::services::{Meta, SERVICE_TESTS};
 
 use crate::ingest::archive::{self, At, Layout, Stop, Walk};
-use crate::ingest::{MAX_DEPTH, apply_service, apply_verdict, nesting_exceeds};
+use crate::ingest::{MAX_DEPTH, apply_service_with, apply_verdict, nesting_exceeds};
 use crate::store::{DbError, ImportedFile, Row, Storage};
 
 /// What an import of one text did.
@@ -51,6 +51,30 @@ struct Head<'a> {
     input: Option<serde_json::Value>,
     #[serde(default, borrow)]
     test_keys: Option<&'a RawValue>,
+    #[serde(default)]
+    test_version: Option<String>,
+    #[serde(default)]
+    annotations: Option<serde_json::Value>,
+}
+
+impl Head<'_> {
+    /// What the service rules read besides the test keys: the test's version and date, and the
+    /// engine that ran it (`services::Meta`).
+    fn meta(&self) -> Meta {
+        let annotation = |k: &str| {
+            self.annotations
+                .as_ref()
+                .and_then(|a| a.get(k))
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string)
+        };
+        Meta {
+            test_version: self.test_version.clone(),
+            measurement_start_time: self.measurement_start_time.clone(),
+            engine_name: annotation("engine_name"),
+            engine_version: annotation("engine_version"),
+        }
+    }
 }
 
 /// One measurement made into a row.
@@ -89,6 +113,7 @@ pub fn row_of(raw: &str, fingerprints: &Fingerprints) -> Result<Imported, String
             format!("not JSON: {e}")
         }
     })?;
+    let meta = head.meta();
     let test_name = head
         .test_name
         .filter(|n| !n.is_empty())
@@ -149,19 +174,19 @@ pub fn row_of(raw: &str, fingerprints: &Fingerprints) -> Result<Imported, String
             Err(e) => unscored = Some(format!("stored without a verdict: {e}")),
         }
     } else if SERVICE_TESTS.contains(&row.test_name.as_str()) {
-        score_service_row(&mut row, head.test_keys);
+        score_service_row(&mut row, head.test_keys, &meta);
     }
     Ok(Imported { row, unscored })
 }
 
 /// Scores a row of one of OONI's service tests from its `test_keys` (missing keys read as
 /// null, which the rules take as "nothing measured").
-fn score_service_row(row: &mut Row, test_keys: Option<&RawValue>) {
+fn score_service_row(row: &mut Row, test_keys: Option<&RawValue>, meta: &Meta) {
     let keys = test_keys
         .and_then(|k| serde_json::from_str(k.get()).ok())
         .unwrap_or(serde_json::Value::Null);
     let (name, input) = (row.test_name.clone(), row.input.clone());
-    apply_service(row, &name, input.as_deref(), &keys);
+    apply_service_with(row, &name, input.as_deref(), &keys, meta);
 }
 
 /// Stores OONI measurements (JSONL, one document, or an array) as unsigned rows marked `ooni`,
@@ -224,8 +249,8 @@ impl Default for TreeOptions {
             dry_run: false,
             again: false,
             max_measurement_bytes: archive::MAX_MEASUREMENT_BYTES,
-            batch_rows: 2_000,
-            batch_bytes: 16 << 20,
+            batch_rows: 1_000,
+            batch_bytes: 8 << 20,
         }
     }
 }
@@ -315,6 +340,11 @@ pub trait Watch {
 /// with its size and what it held, and skipped by the next import; a file that stopped early
 /// (truncated, corrupt) is not, so the next import reads it again (its rows already stored are
 /// then duplicates). `storage` is `None` for a dry run.
+///
+/// Two threads share the work: this one reads, parses and scores, and hands each batch of
+/// rows to another that stores it, so that parsing the next batch and committing the last one
+/// overlap (on two cores, about the time of the slower of the two instead of their sum). At
+/// most one batch waits between them, so memory stays bounded.
 pub fn import_tree(
     storage: Option<&dyn Storage>,
     roots: &[PathBuf],
@@ -322,15 +352,141 @@ pub fn import_tree(
     fingerprints: &Fingerprints,
     watch: &mut dyn Watch,
 ) -> Result<TreeReport, DbError> {
-    let mut report = TreeReport::default();
     let storage = storage.filter(|_| !options.dry_run);
-    for root in roots {
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<ToStore>(1);
+        let sink = storage.map(|s| scope.spawn(move || store_batches(s, rx)));
+        let mut reader = Reader {
+            storage,
+            tx: sink.as_ref().map(|_| tx),
+            options,
+            fingerprints,
+            watch,
+            report: TreeReport::default(),
+        };
+        let read = reader.roots(roots);
+        let Reader { tx, mut report, .. } = reader;
+        drop(tx);
+        if let Some(sink) = sink {
+            let stored = sink
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+            report.stored = stored.stored;
+            report.duplicate = stored.duplicate;
+            for (name, c) in stored.by_test.0 {
+                let counts = report.by_test.0.entry(name).or_default();
+                counts.stored = c.stored;
+                counts.duplicate = c.duplicate;
+            }
+        }
+        // The store's error, when it stopped, is the one to report (the reader only saw that
+        // it had gone).
+        read.map(|()| report)
+    })
+}
+
+/// What the reading thread hands the storing one.
+enum ToStore {
+    /// Rows to store in one transaction.
+    Rows(Vec<Row>),
+    /// The end of a file: its record when it was read to its end (its `stored` and
+    /// `duplicate` are the storing thread's to fill), `None` when it stopped early.
+    FileEnd(Option<ImportedFile>),
+}
+
+/// What the storing thread counted.
+#[derive(Default)]
+struct StoreCounts {
+    stored: u64,
+    duplicate: u64,
+    by_test: ByTest,
+}
+
+/// Stores batches as they come and records each finished file once its rows are committed.
+fn store_batches(
+    storage: &dyn Storage,
+    rx: std::sync::mpsc::Receiver<ToStore>,
+) -> Result<StoreCounts, DbError> {
+    let mut counts = StoreCounts::default();
+    let (mut file_stored, mut file_duplicate) = (0, 0);
+    for message in rx {
+        match message {
+            ToStore::Rows(rows) => {
+                let added = storage.insert(&rows)?;
+                for (row, new) in rows.iter().zip(added) {
+                    let c = counts.by_test.entry(&row.test_name);
+                    if new {
+                        c.stored += 1;
+                        counts.stored += 1;
+                        file_stored += 1;
+                    } else {
+                        c.duplicate += 1;
+                        counts.duplicate += 1;
+                        file_duplicate += 1;
+                    }
+                }
+            }
+            ToStore::FileEnd(record) => {
+                if let Some(mut f) = record {
+                    f.stored = file_stored;
+                    f.duplicate = file_duplicate;
+                    storage.record_imported_file(&f)?;
+                }
+                (file_stored, file_duplicate) = (0, 0);
+            }
+        }
+    }
+    Ok(counts)
+}
+
+/// The reading side of [`import_tree`].
+struct Reader<'a> {
+    /// Where finished files are looked up; `None` in a dry run.
+    storage: Option<&'a dyn Storage>,
+    /// To the storing thread; `None` in a dry run.
+    tx: Option<std::sync::mpsc::SyncSender<ToStore>>,
+    options: &'a TreeOptions,
+    fingerprints: &'a Fingerprints,
+    watch: &'a mut dyn Watch,
+    report: TreeReport,
+}
+
+/// Why the reading stopped before the end.
+enum Halt {
+    /// The storing thread stopped, on a store error its result carries.
+    SinkGone,
+    /// The store failed to answer this thread.
+    Store(DbError),
+}
+
+impl Reader<'_> {
+    fn send(&self, message: ToStore) -> Result<(), Halt> {
+        match &self.tx {
+            Some(tx) => tx.send(message).map_err(|_| Halt::SinkGone),
+            None => Ok(()),
+        }
+    }
+
+    fn roots(&mut self, roots: &[PathBuf]) -> Result<(), DbError> {
+        for root in roots {
+            match self.root(root) {
+                Ok(()) => {}
+                // The storing thread's error is returned by `import_tree`.
+                Err(Halt::SinkGone) => return Ok(()),
+                Err(Halt::Store(e)) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn root(&mut self, root: &Path) -> Result<(), Halt> {
         let meta = match std::fs::metadata(root) {
             Ok(m) => m,
             Err(e) => {
-                report.files_refused += 1;
-                watch.problem(&format!("{}: cannot read: {e}", root.display()));
-                continue;
+                self.report.files_refused += 1;
+                self.watch
+                    .problem(&format!("{}: cannot read: {e}", root.display()));
+                return Ok(());
             }
         };
         if !meta.is_dir() {
@@ -341,26 +497,15 @@ pub fn import_tree(
                 root.extension()
                     .is_some_and(|x| x.eq_ignore_ascii_case("gz")),
             ));
-            let name = root.display().to_string();
-            import_file(
-                storage,
-                root,
-                &name,
-                layout,
-                gz,
-                options,
-                fingerprints,
-                watch,
-                &mut report,
-            )?;
-            continue;
+            return self.file(root, &root.display().to_string(), layout, gz);
         }
         for entry in Walk::new(root) {
             let path = match entry {
                 Ok(p) => p,
                 Err((dir, e)) => {
-                    report.files_refused += 1;
-                    watch.problem(&format!("{}: cannot list: {e}", dir.display()));
+                    self.report.files_refused += 1;
+                    self.watch
+                        .problem(&format!("{}: cannot list: {e}", dir.display()));
                     continue;
                 }
             };
@@ -372,195 +517,133 @@ pub fn import_tree(
                 .unwrap_or(&path)
                 .to_string_lossy()
                 .into_owned();
-            import_file(
-                storage,
-                &path,
-                &relative,
-                layout,
-                gz,
-                options,
-                fingerprints,
-                watch,
-                &mut report,
-            )?;
+            self.file(&path, &relative, layout, gz)?;
         }
-    }
-    Ok(report)
-}
-
-/// Rows waiting to be stored, with what storing them did so far for one file.
-struct Batch {
-    rows: Vec<Row>,
-    bytes: usize,
-    file: ImportedFile,
-    file_tests: ByTest,
-}
-
-impl Batch {
-    fn flush(
-        &mut self,
-        storage: Option<&dyn Storage>,
-        report: &mut TreeReport,
-    ) -> Result<(), DbError> {
-        if self.rows.is_empty() {
-            return Ok(());
-        }
-        let added = match storage {
-            Some(s) => s.insert(&self.rows)?,
-            None => Vec::new(),
-        };
-        for (i, row) in self.rows.iter().enumerate() {
-            let counts = report.by_test.entry(&row.test_name);
-            let file_counts = self.file_tests.entry(&row.test_name);
-            counts.read += 1;
-            file_counts.read += 1;
-            match added.get(i) {
-                Some(true) => {
-                    counts.stored += 1;
-                    file_counts.stored += 1;
-                    report.stored += 1;
-                    self.file.stored += 1;
-                }
-                Some(false) => {
-                    counts.duplicate += 1;
-                    file_counts.duplicate += 1;
-                    report.duplicate += 1;
-                    self.file.duplicate += 1;
-                }
-                None => {}
-            }
-        }
-        self.rows.clear();
-        self.bytes = 0;
         Ok(())
     }
-}
 
-#[allow(clippy::too_many_arguments)]
-fn import_file(
-    storage: Option<&dyn Storage>,
-    path: &Path,
-    name: &str,
-    layout: Layout,
-    gz: bool,
-    options: &TreeOptions,
-    fingerprints: &Fingerprints,
-    watch: &mut dyn Watch,
-    report: &mut TreeReport,
-) -> Result<(), DbError> {
-    watch.file(path);
-    let shown = path.display().to_string();
-    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let refuse = |report: &mut TreeReport, watch: &mut dyn Watch, reason: String| {
-        report.files_refused += 1;
-        watch.problem(&format!("{shown}: {reason}"));
-        watch.file_done();
-    };
-    if layout == Layout::Yaml {
-        let why = match archive::open(path, gz) {
-            Ok(r) => archive::yaml_report(r),
-            Err(e) => archive::io_reason(&e),
-        };
-        refuse(report, watch, why);
-        return Ok(());
+    fn refuse(&mut self, shown: &str, reason: &str) {
+        self.report.files_refused += 1;
+        self.watch.problem(&format!("{shown}: {reason}"));
+        self.watch.file_done();
     }
-    if let Some(s) = storage
-        && !options.again
-        && s.imported_file(name, size)?.is_some()
-    {
-        report.files_done_before += 1;
-        watch.file_done();
-        return Ok(());
-    }
-    let reader = match archive::open(path, gz) {
-        Ok(r) => r,
-        Err(e) => {
-            refuse(report, watch, archive::io_reason(&e));
+
+    /// Reads one file; `name` is what it is recorded as.
+    fn file(&mut self, path: &Path, name: &str, layout: Layout, gz: bool) -> Result<(), Halt> {
+        self.watch.file(path);
+        let shown = path.display().to_string();
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        if layout == Layout::Yaml {
+            let why = match archive::open(path, gz) {
+                Ok(r) => archive::yaml_report(r),
+                Err(e) => archive::io_reason(&e),
+            };
+            self.refuse(&shown, &why);
             return Ok(());
         }
-    };
-    report.file_bytes += size;
-    let mut batch = Batch {
-        rows: Vec::new(),
-        bytes: 0,
-        file: ImportedFile {
+        // The store is read from this thread too (SQLite answers from a reader beside the
+        // writer).
+        if let Some(storage) = self.storage
+            && !self.options.again
+            && storage
+                .imported_file(name, size)
+                .map_err(Halt::Store)?
+                .is_some()
+        {
+            self.report.files_done_before += 1;
+            self.watch.file_done();
+            return Ok(());
+        }
+        let reader = match archive::open(path, gz) {
+            Ok(r) => r,
+            Err(e) => {
+                self.refuse(&shown, &archive::io_reason(&e));
+                return Ok(());
+            }
+        };
+        self.report.file_bytes += size;
+        let mut file = ImportedFile {
             path: name.to_string(),
             size,
             ..ImportedFile::default()
-        },
-        file_tests: ByTest::default(),
-    };
-    let read = archive::each_measurement(
-        reader,
-        layout,
-        options.max_measurement_bytes,
-        |at: At, item| {
-            match item.and_then(|raw| row_of(raw, fingerprints)) {
-                Ok(imported) => {
-                    if let Some(note) = imported.unscored {
-                        report.unscored += 1;
-                        watch.problem(&format!("{shown}:{at}: {note}"));
+        };
+        let mut file_tests: BTreeMap<String, u64> = BTreeMap::new();
+        let (mut rows, mut bytes) = (Vec::new(), 0usize);
+        let options = self.options;
+        let fingerprints = self.fingerprints;
+        let read = archive::each_measurement(
+            reader,
+            layout,
+            options.max_measurement_bytes,
+            |at: At, item| {
+                match item.and_then(|raw| row_of(raw, fingerprints)) {
+                    Ok(imported) => {
+                        if let Some(note) = imported.unscored {
+                            self.report.unscored += 1;
+                            self.watch.problem(&format!("{shown}:{at}: {note}"));
+                        }
+                        let row = imported.row;
+                        self.report.read += 1;
+                        self.report.by_test.entry(&row.test_name).read += 1;
+                        file.measurements += 1;
+                        if file_tests.len() < MAX_TEST_NAMES
+                            || file_tests.contains_key(&row.test_name)
+                        {
+                            *file_tests.entry(row.test_name.clone()).or_default() += 1;
+                        }
+                        bytes += row.envelope.len();
+                        rows.push(row);
+                        self.watch.measurements(1);
+                        if rows.len() >= options.batch_rows || bytes >= options.batch_bytes {
+                            bytes = 0;
+                            self.send(ToStore::Rows(std::mem::take(&mut rows)))?;
+                        }
                     }
-                    report.read += 1;
-                    batch.file.measurements += 1;
-                    batch.bytes += imported.row.envelope.len();
-                    batch.rows.push(imported.row);
-                    watch.measurements(1);
-                    if batch.rows.len() >= options.batch_rows || batch.bytes >= options.batch_bytes
-                    {
-                        batch.flush(storage, report)?;
+                    Err(reason) => {
+                        self.report.skipped += 1;
+                        file.skipped += 1;
+                        self.watch.problem(&format!("{shown}:{at}: {reason}"));
                     }
                 }
-                Err(reason) => {
-                    report.skipped += 1;
-                    batch.file.skipped += 1;
-                    watch.problem(&format!("{shown}:{at}: {reason}"));
-                }
-            }
-            Ok::<(), DbError>(())
-        },
-    );
-    // What was read before a truncation is stored either way.
-    batch.flush(storage, report)?;
-    match read {
-        Ok(()) => {
-            report.files_imported += 1;
-            if let Some(s) = storage {
-                let tests: BTreeMap<&str, u64> = batch
-                    .file_tests
-                    .0
-                    .iter()
-                    .map(|(k, c)| (k.as_str(), c.read))
-                    .collect();
-                batch.file.tests = serde_json::to_string(&tests).unwrap_or_default();
-                s.record_imported_file(&batch.file)?;
-            }
-            watch.file_done();
+                Ok::<(), Halt>(())
+            },
+        );
+        // What was read before a truncation is stored either way.
+        if !rows.is_empty() {
+            self.send(ToStore::Rows(rows))?;
         }
-        Err(Stop::Caller(e)) => return Err(e),
-        Err(Stop::Unreadable(u)) => {
-            let place = match u.at {
-                Some(At::Line(n)) => format!(" at line {n}"),
-                Some(At::Element(i)) => format!(" at element [{i}]"),
-                None => String::new(),
-            };
-            let kept = if batch.file.measurements > 0 {
-                format!(
-                    "; the {} measurements before it were read",
-                    batch.file.measurements
-                )
-            } else {
-                String::new()
-            };
-            report.files_refused += 1;
-            watch.problem(&format!(
-                "{shown}: {}{place}{kept}; not recorded as imported, so the next import reads it again",
-                u.reason
-            ));
-            watch.file_done();
+        match read {
+            Ok(()) => {
+                self.report.files_imported += 1;
+                file.tests = serde_json::to_string(&file_tests).unwrap_or_default();
+                self.send(ToStore::FileEnd(Some(file)))?;
+            }
+            Err(Stop::Caller(gone)) => return Err(gone),
+            Err(Stop::Unreadable(u)) => {
+                self.send(ToStore::FileEnd(None))?;
+                let place = match u.at {
+                    Some(At::Line(n)) => format!(" at line {n}"),
+                    Some(At::Element(i)) => format!(" at element [{i}]"),
+                    None => String::new(),
+                };
+                let kept = if file.measurements > 0 {
+                    format!(
+                        "; the {} measurements before it were read",
+                        file.measurements
+                    )
+                } else {
+                    String::new()
+                };
+                self.report.files_refused += 1;
+                self.watch.problem(&format!(
+                    "{shown}: {}{place}{kept}; not recorded as imported, so the next import reads it again",
+                    u.reason
+                ));
+            }
         }
+        self.watch.file_done();
+        Ok(())
     }
-    Ok(())
 }
 
 /// Recomputes every stored verdict of web_connectivity and of OONI's service tests with the
@@ -612,7 +695,7 @@ pub fn rescore(storage: &dyn Storage, fingerprints: &Fingerprints) -> Result<usi
                 };
                 apply_verdict(&mut row, &m, fingerprints);
             } else if SERVICE_TESTS.contains(&row.test_name.as_str()) {
-                score_service_row(&mut row, head.test_keys);
+                score_service_row(&mut row, head.test_keys, &head.meta());
                 if row.rule_set.is_none() {
                     continue;
                 }

@@ -6,7 +6,7 @@
 //! reported where it is, `SOURCE:LINE: reason` (`SOURCE:[INDEX]: reason` for the element of
 //! an array, counted from 0), and skipped; the others are still scored. web_connectivity is
 //! scored with [`vantage_probe::verdict::score`], OONI's service tests with
-//! [`vantage_probe::verdict::services::score_service`]; a test with no rules (ndt, dash,
+//! [`vantage_probe::verdict::services::score_service_with`]; a test with no rules (ndt, dash,
 //! psiphon, ...) is reported as having no verdict, which is not a failure.
 
 use std::collections::BTreeMap;
@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 use vantage_probe::ooni::{Blocking, WEB_CONNECTIVITY, WebConnectivityMeasurement};
 use vantage_probe::verdict::fingerprints::Fingerprints;
 use vantage_probe::verdict::rules::RuleSet;
-use vantage_probe::verdict::services::{ServiceVerdict, score_service};
+use vantage_probe::verdict::services::{Meta, ServiceVerdict, score_service_with};
 use vantage_probe::verdict::{Verdict, score};
 
 use crate::ingest::archive::{At, Layout, MAX_MEASUREMENT_BYTES, Stop, each_measurement};
@@ -82,6 +82,12 @@ struct Which<'a> {
     input: Option<Value>,
     #[serde(default, borrow)]
     test_keys: Option<&'a RawValue>,
+    #[serde(default)]
+    test_version: Option<String>,
+    #[serde(default)]
+    measurement_start_time: Option<String>,
+    #[serde(default)]
+    annotations: Option<Value>,
 }
 
 /// What one measurement came to.
@@ -112,7 +118,21 @@ fn score_one(raw: &str, rules: &RuleSet, fingerprints: &Fingerprints) -> Result<
         .and_then(|k| serde_json::from_str(k.get()).ok())
         .unwrap_or(Value::Null);
     let input = which.input.as_ref().and_then(Value::as_str);
-    Ok(match score_service(&name, input, &keys) {
+    let annotation = |k: &str| {
+        which
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let meta = Meta {
+        test_version: which.test_version.clone(),
+        measurement_start_time: which.measurement_start_time.clone(),
+        engine_name: annotation("engine_name"),
+        engine_version: annotation("engine_version"),
+    };
+    Ok(match score_service_with(&name, input, &keys, &meta) {
         Some(v) => Scored::Service(v),
         None => Scored::NoVerdict(name),
     })
