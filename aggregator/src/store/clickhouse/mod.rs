@@ -1205,6 +1205,31 @@ mod tests {
     }
 
     #[test]
+    fn an_imported_file_is_found_by_path_and_size_and_its_newest_record_wins() {
+        let server = server();
+        let db = ClickHouse::open(&server.url("files")).expect("open");
+        assert_eq!(db.imported_file("raw/a.jsonl.gz", 10).expect("read"), None);
+        let mut f = ImportedFile {
+            path: "raw/a.jsonl.gz".into(),
+            size: 10,
+            measurements: 3,
+            stored: 2,
+            duplicate: 1,
+            skipped: 0,
+            tests: "{\"ndt\":3}".into(),
+        };
+        db.record_imported_file(&f).expect("record");
+        f.stored = 0;
+        f.duplicate = 3;
+        db.record_imported_file(&f).expect("record again");
+        assert_eq!(
+            db.imported_file("raw/a.jsonl.gz", 10).expect("read"),
+            Some(f)
+        );
+        assert_eq!(db.imported_file("raw/a.jsonl.gz", 11).expect("read"), None);
+    }
+
+    #[test]
     fn heartbeats_count_once() {
         let server = server();
         let db = ClickHouse::open(&server.url("v")).expect("open");
