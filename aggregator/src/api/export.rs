@@ -70,6 +70,18 @@ pub fn export(
     Ok(written)
 }
 
+/// `envelope` on one line. Signed envelopes are compact already; an OONI measurement imported
+/// from an indented document is stored as received, with its line breaks. In JSON a raw line
+/// break can only stand between tokens (RFC 8259 section 7: inside a string it must be
+/// escaped), so writing it as a space keeps the document the same value on one JSONL line.
+fn one_line(envelope: &str) -> std::borrow::Cow<'_, str> {
+    if envelope.contains(['\n', '\r']) {
+        std::borrow::Cow::Owned(envelope.replace(['\n', '\r'], " "))
+    } else {
+        std::borrow::Cow::Borrowed(envelope)
+    }
+}
+
 fn write_rows(
     storage: &dyn Storage,
     rows: &[crate::store::Found],
@@ -80,7 +92,7 @@ fn write_rows(
         match format {
             Format::Jsonl => {
                 if let Some(envelope) = storage.envelope(&row.id)? {
-                    writeln!(out, "{envelope}")?;
+                    writeln!(out, "{}", one_line(&envelope))?;
                 }
             }
             Format::Csv => {
@@ -107,4 +119,20 @@ fn write_rows(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn an_indented_document_is_exported_as_one_line_with_the_same_value() {
+        let indented = "{\r\n  \"a\": \"x\\ny\",\n  \"b\": [1,\n 2]\n}";
+        let line = one_line(indented);
+        assert!(!line.contains(['\n', '\r']), "{line}");
+        let before: serde_json::Value = serde_json::from_str(indented).expect("json");
+        let after: serde_json::Value = serde_json::from_str(&line).expect("json");
+        assert_eq!(before, after);
+        assert!(matches!(one_line("{\"a\":1}"), std::borrow::Cow::Borrowed(_)));
+    }
 }

@@ -19,7 +19,7 @@ pub mod outage;
 pub mod signals;
 pub mod throttling;
 
-use crate::store::model::{BIN_SECONDS, Verification};
+use crate::store::model::{BIN_SECONDS, NO_KEY, Verification};
 pub use crate::store::model::{Entity, Event, Kind, Scope, TimelineQuery, format_time};
 use crate::store::{DbError, Storage};
 use blocking::{BlockingConfig, Layer, Observation, Subject};
@@ -199,6 +199,12 @@ fn failed_canaries(
 
 /// Verdicts of a country since `from` (epoch seconds), of web_connectivity and of the service
 /// tests, of the probes `admit` admits.
+///
+/// Each key is one probe. A row no key signed is an imported OONI measurement: OONI publishes
+/// no probe identity (df-000-base has none, and `report_id` changes with every run), so each
+/// such measurement is its own witness; otherwise an imported archive, all of it "one probe",
+/// could never reach the detector's two probes and would produce no timeline. Keyless rows
+/// never count when networks must be verified ([`Admit::Verified`]).
 fn observations(
     storage: &dyn Storage,
     cc: &str,
@@ -212,9 +218,11 @@ fn observations(
             continue;
         }
         let next = probes.len() as u32;
-        let probe = *probes
-            .entry(row.probe_key.unwrap_or_default())
-            .or_insert(next);
+        let voter = match row.probe_key {
+            Some(key) if key != NO_KEY => key,
+            _ => format!("import:{}", row.id),
+        };
+        let probe = *probes.entry(voter).or_insert(next);
         out.push(Observation {
             asn: row.asn,
             domain: row.domain,
