@@ -133,6 +133,9 @@ mod tests {
         let before: serde_json::Value = serde_json::from_str(indented).expect("json");
         let after: serde_json::Value = serde_json::from_str(&line).expect("json");
         assert_eq!(before, after);
-        assert!(matches!(one_line("{\"a\":1}"), std::borrow::Cow::Borrowed(_)));
+        assert!(matches!(
+            one_line("{\"a\":1}"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

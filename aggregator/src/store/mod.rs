@@ -375,15 +375,22 @@ pub enum Redeemed {
     Revoked,
 }
 
-/// The test names `rescore` has rules for, as an SQL list of string literals: web_connectivity
-/// and OONI's service tests (constant names, quoted here once for both stores).
-pub(crate) fn rescored_tests_sql() -> String {
-    std::iter::once(vantage_probe::ooni::WEB_CONNECTIVITY)
-        .chain(
-            vantage_probe::verdict::services::SERVICE_TESTS
-                .iter()
-                .copied(),
-        )
+/// The test names with rules: web_connectivity and OONI's service tests
+/// (`vantage_probe::verdict::services`). `rescore` rescores them, and the blocking detector
+/// reads their verdicts (a service test's row names the service, `whatsapp`, `tor`, ..., or a
+/// host as its domain).
+pub(crate) fn scored_tests() -> impl Iterator<Item = &'static str> {
+    std::iter::once(vantage_probe::ooni::WEB_CONNECTIVITY).chain(
+        vantage_probe::verdict::services::SERVICE_TESTS
+            .iter()
+            .copied(),
+    )
+}
+
+/// [`scored_tests`] as an SQL list of string literals (constant names, quoted here once for
+/// both stores).
+pub(crate) fn scored_tests_sql() -> String {
+    scored_tests()
         .map(|t| format!("'{}'", t.replace('\'', "''")))
         .collect::<Vec<_>>()
         .join(", ")

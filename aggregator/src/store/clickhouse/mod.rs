@@ -62,8 +62,8 @@ use client::{CONNECT_TIMEOUT, STATEMENT_TIMEOUT, parse_address, quote};
 use lease::REDEEM_SETTLE;
 use rows::{STORED_COLUMNS, StoredRow};
 use signals::{
-    EventRow, bin_sql, blocking_tests, domain_measurements, domain_measurements_of,
-    newest_measurements, unique_heartbeats,
+    EventRow, bin_sql, domain_measurements, domain_measurements_of, newest_measurements,
+    unique_heartbeats,
 };
 
 /// The ClickHouse store: one database on one server (or a cluster's entry point), over HTTP.
@@ -242,7 +242,7 @@ impl Storage for ClickHouse {
             &format!(
                 "SELECT id, any(source) AS src FROM measurements
                  WHERE test_name IN ({}) AND id > {} GROUP BY id ORDER BY id LIMIT {limit}",
-                super::rescored_tests_sql(),
+                super::scored_tests_sql(),
                 quote(after)
             ),
         )?;
@@ -501,7 +501,7 @@ impl Storage for ClickHouse {
                 "SELECT probe_asn, assumeNotNull(domain) AS domain, ifNull(ts, 0) AS at,
                      blocking, probe_key, id
                  FROM {} ORDER BY measured_at, id",
-                domain_measurements_of(cc, &blocking_tests(), from)
+                domain_measurements_of(cc, &crate::store::scored_tests().collect::<Vec<_>>(), from)
             ),
         )?;
         Ok(rows

@@ -42,19 +42,6 @@ pub(super) fn domain_measurements_of(cc: &str, test_names: &[&str], from: i64) -
     )
 }
 
-/// The tests whose verdicts the blocking detector reads: web_connectivity, and OONI's service
-/// tests, whose rows name a service (`whatsapp`, `tor`, ...) or a host as their domain
-/// (`vantage_probe::verdict::services`).
-pub(super) fn blocking_tests() -> Vec<&'static str> {
-    std::iter::once(vantage_probe::ooni::WEB_CONNECTIVITY)
-        .chain(
-            vantage_probe::verdict::services::SERVICE_TESTS
-                .iter()
-                .copied(),
-        )
-        .collect()
-}
-
 /// Each heartbeat of one country once (a key and `sent_at`; two nodes racing may both have
 /// stored it), as SQLite's primary key keeps it.
 pub(super) fn unique_heartbeats(cc: &str) -> String {

@@ -163,29 +163,14 @@ pub fn failed_canaries(
     .collect()
 }
 
-/// The tests whose verdicts the blocking detector reads, as an SQL list: web_connectivity, and
-/// OONI's service tests, whose rows name a service (`whatsapp`, `tor`, ...) or a host as their
-/// domain (`vantage_probe::verdict::services`).
-fn blocking_tests_sql() -> String {
-    std::iter::once(vantage_probe::ooni::WEB_CONNECTIVITY)
-        .chain(
-            vantage_probe::verdict::services::SERVICE_TESTS
-                .iter()
-                .copied(),
-        )
-        .map(|t| format!("'{}'", t.replace('\'', "''")))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Verdicts of `cc` since `from` that name a target, of web_connectivity and of the service
-/// tests ([`blocking_tests_sql`]); a row whose time SQLite cannot read is left out.
+/// tests ([`crate::store::scored_tests`]); a row whose time SQLite cannot read is left out.
 pub fn web_verdicts(c: &Connection, cc: &str, from: i64) -> rusqlite::Result<Vec<VerdictRow>> {
     let mut stmt = c.prepare_cached(&format!(
         "SELECT probe_asn, domain, unixepoch(measured_at), blocking, probe_key, id
          FROM measurements WHERE probe_cc = ?1 AND measured_at >= ?2
          AND test_name IN ({}) AND domain IS NOT NULL",
-        blocking_tests_sql()
+        crate::store::scored_tests_sql()
     ))?;
     let rows = stmt.query_map(params![cc, format_time(from)], |r| {
         let Some(at) = r.get::<_, Option<i64>>(2)? else {

@@ -450,7 +450,7 @@ impl Storage for Sqlite {
                  LEFT JOIN envelopes_packed p ON p.seq = m.seq
                  LEFT JOIN envelopes_raw r ON r.seq = m.seq
                  WHERE m.test_name IN ({}) AND m.id > ?1 ORDER BY m.id LIMIT ?2",
-                super::rescored_tests_sql()
+                super::scored_tests_sql()
             ))?;
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
             stmt.query_map(params![after, limit], |r| {

@@ -289,8 +289,9 @@ fn combine(test_name: &str, target: String, checks: Vec<(String, Outcome)>) -> S
 
 /// Failure strings (OONI spec df-007-errors, and measurement-kit's and ooniprobe 2.x's legacy
 /// names) whose prefix alone says the layer. Anything else (`generic_timeout_error`,
-/// `connection_reset`, `eof_error`, ...) can happen at any stage: its layer is read from the
-/// stage that failed ([`stage`]), else it is the test's fallback layer.
+/// `connection_reset`, `eof_error`, ...) can happen at any stage: its layer is that of the
+/// stage that failed for the check's host (read from its lookups, connects and handshakes),
+/// else the test's fallback layer.
 pub const FAILURE_LAYERS: &[(&str, Layer)] = &[
     ("dns_", Layer::Dns),
     ("android_dns_cache_no_data", Layer::Dns),
