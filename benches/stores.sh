@@ -16,12 +16,17 @@
 # directory and free loopback ports by aggregator/examples/clickhouse_server.rs and stopped at
 # the end. Nothing leaves loopback.
 #
-# Usage: bash benches/stores.sh [SECONDS] [COUNT] [UPLOADERS]
+# (a) also runs ClickHouse with `serve --upload-niceness 0`, uploads at the same priority as
+# searches, to show what running them lower buys.
+#
+# Usage: bash benches/stores.sh [SECONDS] [COUNT] [UPLOADERS] [SECTIONS]   (SECTIONS: any of
+# abcd, default abcd; e.g. `a` for the searches under upload alone, about 6 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${1:-60}"
 COUNT="${2:-1000000}"
 UPLOADERS="${3:-50}"
+SECTIONS="${4:-abcd}"
 OUT=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -81,6 +86,7 @@ ch_bytes() {
         "SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND database = '$1'"
 }
 
+if [[ $SECTIONS == *a* ]]; then
 echo "== (a) searches while $UPLOADERS probes upload for $SECS s"
 echo "sqlite:"
 start a-sqlite --db "$OUT/a.db"; A=$ADDR
@@ -90,7 +96,13 @@ echo "clickhouse:"
 start a-ch --db "$OUT/a-ch" --store "${CH}a"; A=$ADDR
 client "$A"
 stop_all
+echo "clickhouse, uploads at the searches' priority (--upload-niceness 0):"
+start a-ch0 --db "$OUT/a-ch0" --store "${CH}a0" --upload-niceness 0; A=$ADDR
+client "$A"
+stop_all
+fi
 
+if [[ $SECTIONS == *b* ]]; then
 echo "== (b) ingest on ClickHouse: one node, then two nodes of one database"
 echo "one node:"
 start b1 --db "$OUT/b1" --store "${CH}b1" --no-detect; B1=$ADDR
@@ -102,6 +114,9 @@ start b2b --db "$OUT/b2b" --store "${CH}b2" --no-detect; N2=$ADDR
 client "$N1,$N2"
 stop_all
 
+fi
+
+if [[ $SECTIONS == *c* || $SECTIONS == *d* ]]; then
 echo "== (c) $COUNT measurements in each store"
 for store in sqlite clickhouse; do
     if [ "$store" = sqlite ]; then LOC="sqlite:$OUT/c.db"; else LOC="${CH}c"; fi
@@ -123,3 +138,4 @@ for store in sqlite clickhouse; do
     /usr/bin/time -f "  detect: %e s wall, %M KB peak memory" \
         "$AGG" detect --store "$LOC" --cc IR --since 2025-11-23 2>&1 | sed 's/^vantage/  vantage/'
 done
+fi

@@ -35,7 +35,7 @@ use crate::api::openapi::{
 use crate::detect::signals::{self, SignalQuery};
 use crate::detect::{Kind, TimelineQuery};
 use crate::ingest::enrol::enrol;
-use crate::ingest::limits::{ByteBudget, RETRY_AFTER_SECS, Slots};
+use crate::ingest::limits::{ByteBudget, RETRY_AFTER_SECS, Slots, spawn_upload};
 use crate::ingest::stream::{
     CHANNEL_CHUNKS, ChunkReader, ChunkWriter, Ended, StreamError, ingest_lines,
 };
@@ -63,6 +63,9 @@ pub struct ServerLimits {
     /// Time any request may take from its head to its answer (an export's streaming after the
     /// answer starts is bounded by the connection's idle deadline instead, `listen.rs`).
     pub request_timeout: Duration,
+    /// How much lower uploads run than searches and the store
+    /// ([`crate::ingest::limits::spawn_upload`]).
+    pub upload_niceness: i32,
 }
 
 impl Default for ServerLimits {
@@ -74,6 +77,7 @@ impl Default for ServerLimits {
             exports: Slots::new(4),
             body_timeout: Duration::from_secs(90),
             request_timeout: Duration::from_secs(120),
+            upload_niceness: crate::ingest::limits::UPLOAD_NICENESS,
         }
     }
 }
@@ -437,7 +441,7 @@ async fn upload(
     let started = Instant::now();
     let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_CHUNKS);
     let worker_state = state.clone();
-    let worker = tokio::task::spawn_blocking(move || {
+    let worker = match spawn_upload(state.limits.upload_niceness, move || {
         let _reservation = reservation;
         let s = &worker_state;
         let mut session = Session::new(s.storage.as_ref(), &s.ingest, &s.fingerprints, &origin);
@@ -454,7 +458,13 @@ async fn upload(
             ingest_lines(reader, &mut session, max_line, max_body)
         };
         (ended, session.finish())
-    });
+    }) {
+        Ok(worker) => worker,
+        Err(e) => {
+            tracing::error!("cannot start an upload thread: {e}");
+            return busy("uploads");
+        }
+    };
     let (timed_out, too_large) = forward(body, &tx, max_body, state.limits.body_timeout).await;
     drop(tx);
     let (ended, finished) = match worker.await {

@@ -58,6 +58,13 @@ pub(super) struct ServeArgs {
     #[arg(long, value_name = "MIB", default_value_t = 96)]
     upload_budget_mib: usize,
 
+    /// How much lower than searches, the store and the detectors an upload's processor work
+    /// runs, in nice(2) steps (0 to 19; 0: the same). On a busy machine this keeps searches
+    /// fast while uploads still use every cycle nothing else wants (BENCHMARKS.md).
+    #[arg(long, value_name = "N", default_value_t = vantage_aggregator::ingest::limits::UPLOAD_NICENESS,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    upload_niceness: i32,
+
     /// Lines one key may have accepted per hour (0: no limit). Further lines are refused as
     /// "rate limited" and stay queued on the probe for later.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
@@ -223,6 +230,7 @@ pub(super) async fn serve(args: ServeArgs) -> Result<()> {
         exports: Slots::new(args.max_exports),
         body_timeout: request_timeout * 3 / 4,
         request_timeout,
+        upload_niceness: args.upload_niceness,
     };
     let connections = ConnLimits {
         max_connections: args.max_connections.max(1),

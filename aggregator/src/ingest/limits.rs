@@ -147,6 +147,60 @@ impl Drop for Turn<'_> {
     }
 }
 
+/// How far below the server's other work an upload's processor work runs, in nice(2) steps.
+/// Under load the machine's processors are all busy; a search then needs a few milliseconds of
+/// processor at once, in this process and in the store, while fifty uploads verify and score
+/// for as long as they are given. At niceness 10 an upload thread weighs about a tenth of a
+/// thread at 0 in Linux's scheduler (CFS weights, `sched(7)`), so searches, the store and the
+/// detectors go first, and uploads still take every processor cycle nothing else wants.
+pub const UPLOAD_NICENESS: i32 = 10;
+
+/// Runs `work` (one upload: reading, verifying, scoring and storing its lines) on a thread of
+/// its own whose niceness is `niceness` (0: as the server's; `serve --upload-niceness`,
+/// [`UPLOAD_NICENESS`] by default), and hands back its result. A thread of its
+/// own, because lowering a thread's priority cannot be undone without privileges: a thread of
+/// a shared pool, once lowered, would later serve searches at that priority. Uploads in flight
+/// are bounded by the upload budget and the connection limit, which bound these threads. Elsewhere than Linux, where
+/// setpriority(2) would lower the whole process, the thread runs at normal priority.
+pub fn spawn_upload<T, F>(
+    niceness: i32,
+    work: F,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<T>>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("upload".into())
+        .spawn(move || {
+            lower_priority(niceness);
+            // The receiver is gone only when the request was dropped; nothing to tell.
+            let _ = tx.send(work());
+        })?;
+    Ok(rx)
+}
+
+/// Lowers the calling thread's priority by `niceness`; a failure (a sandbox that forbids it)
+/// leaves it as it was.
+fn lower_priority(niceness: i32) {
+    #[cfg(not(target_os = "linux"))]
+    let _ = niceness;
+    #[cfg(target_os = "linux")]
+    {
+        // On Linux, PRIO_PROCESS with no pid names the calling thread (setpriority(2), "BUGS").
+        if niceness == 0 {
+            return;
+        }
+        // setpriority(2) sets a value, not a step: the step is taken from where the thread is,
+        // so that a server already running niced is never raised.
+        let from = rustix::process::getpriority_process(None).unwrap_or(0);
+        if let Err(e) = rustix::process::setpriority_process(None, (from + niceness).min(19)) {
+            tracing::debug!("upload thread keeps its priority: {e}");
+        }
+    }
+}
+
 /// Per-key and new-key limits, over fixed one-hour windows.
 #[derive(Debug)]
 pub struct KeyLimits {
@@ -327,5 +381,34 @@ mod tests {
             limits.take_line("k").expect("no limit");
             limits.take_new_key().expect("no limit");
         }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_upload_runs_lower_than_the_server_and_the_server_stays_where_it_was() {
+        let own = || rustix::process::getpriority_process(None).expect("getpriority");
+        let server = own();
+        let upload = spawn_upload(UPLOAD_NICENESS, move || own())
+            .expect("thread")
+            .blocking_recv()
+            .expect("result");
+        assert_eq!(upload, (server + UPLOAD_NICENESS).min(19));
+        let same = spawn_upload(0, move || own())
+            .expect("thread")
+            .blocking_recv()
+            .expect("result");
+        assert_eq!(same, server);
+        assert_eq!(own(), server, "the caller's priority is untouched");
+        // From a server thread already niced by 3, an upload goes 10 lower still, never up.
+        let from_niced = std::thread::spawn(move || {
+            rustix::process::setpriority_process(None, server + 3).expect("lower");
+            spawn_upload(UPLOAD_NICENESS, move || own())
+                .expect("thread")
+                .blocking_recv()
+                .expect("result")
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(from_niced, (server + 3 + UPLOAD_NICENESS).min(19));
     }
 }
