@@ -14,6 +14,7 @@ use model::{
 
 pub mod clickhouse;
 pub mod compact;
+pub mod log;
 pub mod model;
 pub mod sqlite;
 
@@ -54,6 +55,15 @@ pub enum DbError {
         op: String,
         /// The HTTP status and ClickHouse's message, or why there was no answer.
         message: String,
+    },
+    /// The transparency log lacks what it must hold (a stored hash or a leaf below its size):
+    /// the database was altered.
+    #[error("database {path}: the transparency log has no {what}")]
+    LogMissing {
+        /// The file.
+        path: String,
+        /// What is missing (`stored hash 12`, `leaf 3`).
+        what: String,
     },
 }
 
@@ -321,6 +331,12 @@ pub trait Storage: Send + Sync {
         }
         Ok(new)
     }
+    /// The store's transparency log (`docs/transparency.md`), or why it keeps none. A store
+    /// that keeps one appends every signed measurement to it in the transaction that stores
+    /// it, whichever method stores it.
+    fn log(&self) -> Result<&dyn log::LogStore, log::NoLog> {
+        Err(log::NoLog::NotInThisStore)
+    }
 }
 
 /// A file `import-ooni` read to its end, as it records it so that the next import skips it:
@@ -448,8 +464,15 @@ impl std::fmt::Display for Location {
 impl Location {
     /// Opens (creating and migrating as needed) the store.
     pub fn open(&self) -> Result<std::sync::Arc<dyn Storage>, DbError> {
+        self.open_with_log(true)
+    }
+
+    /// [`Location::open`], keeping the transparency log or not (`serve --no-log`: the SQLite
+    /// store then appends nothing, and catches up on the next start with the log).
+    pub fn open_with_log(&self, log: bool) -> Result<std::sync::Arc<dyn Storage>, DbError> {
         Ok(match self {
-            Location::Sqlite(path) => std::sync::Arc::new(Sqlite::open(path)?),
+            Location::Sqlite(path) if log => std::sync::Arc::new(Sqlite::open(path)?),
+            Location::Sqlite(path) => std::sync::Arc::new(Sqlite::open_without_log(path)?),
             Location::ClickHouse(url) => std::sync::Arc::new(clickhouse::ClickHouse::open(url)?),
         })
     }

@@ -19,6 +19,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_ite
 
 use vantage_probe::migrate::{MigrateError, open_migrated};
 
+use super::log::{LogStore, NoLog};
 use super::model::{
     Event, Kind, ProbeBin, ProbeContacts, RateSample, ThrottlingObservation, TimelineQuery,
     VerdictRow, Vouches,
@@ -28,6 +29,7 @@ use super::{
 };
 
 mod detect;
+mod log;
 mod signals;
 
 const MIGRATIONS: &[&str] = &[
@@ -143,6 +145,8 @@ const MIGRATIONS: &[&str] = &[
         imported_at INTEGER NOT NULL,
         PRIMARY KEY (path, size)
     );",
+    // 12: the transparency log: leaves, stored hashes and checkpoints (`log.rs`).
+    log::MIGRATION,
 ];
 
 /// Read-only connections opened beside the writer: enough for the server's concurrent searches
@@ -162,11 +166,24 @@ pub struct Sqlite {
     /// Where the next read starts looking for a free reader.
     next_reader: AtomicUsize,
     path: String,
+    /// Whether stored signed measurements are appended to the transparency log (`log.rs`);
+    /// false only for `serve --no-log`.
+    logging: bool,
 }
 
 impl Sqlite {
-    /// Opens or creates the database at `path`.
+    /// Opens or creates the database at `path`, appending to the transparency log every signed
+    /// measurement stored without it since the last leaf (`log::catch_up`).
     pub fn open(path: &Path) -> Result<Sqlite, DbError> {
+        let mut db = Self::open_without_log(path)?;
+        db.with(log::catch_up)?;
+        db.logging = true;
+        Ok(db)
+    }
+
+    /// Opens or creates the database at `path` without the transparency log: nothing stored
+    /// through it is appended, and [`Storage::log`] says so (`serve --no-log`).
+    pub fn open_without_log(path: &Path) -> Result<Sqlite, DbError> {
         let display = path.display().to_string();
         let conn = open_migrated(path, MIGRATIONS, "NORMAL").map_err(|e| match e {
             MigrateError::Sqlite(source) => DbError::Sqlite {
@@ -193,6 +210,7 @@ impl Sqlite {
             conn: Mutex::new(conn),
             next_reader: AtomicUsize::new(0),
             path: display,
+            logging: false,
         })
     }
 
@@ -236,6 +254,58 @@ impl Sqlite {
         self.readers[start]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Stores measurement rows inside one transaction (`log::Sqlite::insert_rows` adds their leaves).
+struct Inserter<'t> {
+    tx: &'t rusqlite::Transaction<'t>,
+    row: rusqlite::CachedStatement<'t>,
+    body: rusqlite::CachedStatement<'t>,
+    received: i64,
+}
+
+impl<'t> Inserter<'t> {
+    fn new(tx: &'t rusqlite::Transaction<'t>) -> rusqlite::Result<Self> {
+        Ok(Inserter {
+            tx,
+            row: tx.prepare_cached(
+                "INSERT OR IGNORE INTO measurements (id, source, probe_key, probe_cc, probe_asn,
+                 test_name, input, domain, measured_at, received_at, blocking, accessible,
+                 confirmed, rule_set, verdict, network_verified)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
+            )?,
+            body: tx.prepare_cached("INSERT INTO envelopes_raw (seq, body) VALUES (?1, ?2)")?,
+            received: now(),
+        })
+    }
+
+    /// Stores `r` with its envelope and signals; false when its id was already stored.
+    fn row(&mut self, r: &Row) -> rusqlite::Result<bool> {
+        let n = self.row.execute(params![
+            r.id,
+            r.source,
+            r.probe_key,
+            r.probe_cc,
+            r.probe_asn,
+            r.test_name,
+            r.input,
+            r.domain,
+            r.measured_at,
+            self.received,
+            r.blocking,
+            r.accessible,
+            r.confirmed,
+            r.rule_set,
+            r.verdict,
+            r.network_verified
+        ])?;
+        if n > 0 {
+            self.body
+                .execute(params![self.tx.last_insert_rowid(), r.envelope])?;
+            signals::record_row(self.tx, r)?;
+        }
+        Ok(n > 0)
     }
 }
 
@@ -355,48 +425,7 @@ impl Storage for Sqlite {
     }
 
     fn insert(&self, rows: &[Row]) -> Result<Vec<bool>, DbError> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let mut added = Vec::with_capacity(rows.len());
-            {
-                let mut stmt = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO measurements (id, source, probe_key, probe_cc, probe_asn,
-                     test_name, input, domain, measured_at, received_at, blocking, accessible,
-                     confirmed, rule_set, verdict, network_verified)
-                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
-                )?;
-                let mut body =
-                    tx.prepare_cached("INSERT INTO envelopes_raw (seq, body) VALUES (?1, ?2)")?;
-                let received = now();
-                for r in rows {
-                    let n = stmt.execute(params![
-                        r.id,
-                        r.source,
-                        r.probe_key,
-                        r.probe_cc,
-                        r.probe_asn,
-                        r.test_name,
-                        r.input,
-                        r.domain,
-                        r.measured_at,
-                        received,
-                        r.blocking,
-                        r.accessible,
-                        r.confirmed,
-                        r.rule_set,
-                        r.verdict,
-                        r.network_verified
-                    ])?;
-                    if n > 0 {
-                        body.execute(params![tx.last_insert_rowid(), r.envelope])?;
-                        signals::record_row(&tx, r)?;
-                    }
-                    added.push(n > 0);
-                }
-            }
-            tx.commit()?;
-            Ok(added)
-        })
+        Ok(self.insert_rows(rows)?.into_iter().map(|s| s.new).collect())
     }
 
     fn envelope(&self, id: &str) -> Result<Option<String>, DbError> {
@@ -775,6 +804,14 @@ impl Storage for Sqlite {
             )
             .map(|_| ())
         })
+    }
+
+    fn log(&self) -> Result<&dyn LogStore, NoLog> {
+        if self.logging {
+            Ok(self)
+        } else {
+            Err(NoLog::Disabled)
+        }
     }
 
     fn heartbeats_page(

@@ -1,0 +1,117 @@
+//! What a store keeps of the transparency log (`docs/transparency.md`): the leaves, the Merkle
+//! tree's stored hashes and the checkpoints published, appended in the same transaction as the
+//! measurements they stand for, so that a stored signed measurement always has a leaf and a
+//! leaf always a measurement.
+//!
+//! The tree and its hashes are those of RFC 6962 section 2.1, kept in the order of Crosby and
+//! Wallach's "stored hash index" (`tlog_tiles::stored_hash_index`, a port of Go's
+//! `golang.org/x/mod/sumdb/tlog`), from which the C2SP tlog-tiles tiles and RFC 9162 inclusion
+//! proofs are read (`crate::log`).
+
+use super::{DbError, Row};
+
+/// Bytes of one leaf: the measurement id (the SHA-256 of the signed measurement's exact bytes)
+/// then the signer's Ed25519 public key.
+pub const LEAF_BYTES: usize = 64;
+
+/// The leaf of a signed measurement: its id, 64 hex digits, as 32 bytes, followed by the 32
+/// bytes of the signer's base64 Ed25519 public key (`docs/transparency.md`, "Leaves"). `None`
+/// when either is not what a verified envelope has (ingest stores no such row).
+pub fn leaf(id: &str, key: &str) -> Option<[u8; LEAF_BYTES]> {
+    use base64::Engine as _;
+    let id: [u8; 32] = hex::decode(id).ok()?.try_into().ok()?;
+    let key: [u8; 32] = base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .ok()?
+        .try_into()
+        .ok()?;
+    let mut out = [0u8; LEAF_BYTES];
+    out[..32].copy_from_slice(&id);
+    out[32..].copy_from_slice(&key);
+    Some(out)
+}
+
+/// The leaf of a row to store: signed rows (with a probe key) have one, OONI imports none.
+pub fn row_leaf(row: &Row) -> Option<[u8; LEAF_BYTES]> {
+    row.probe_key.as_deref().and_then(|key| leaf(&row.id, key))
+}
+
+/// What storing one row did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// Stored now (false: it was already stored).
+    pub new: bool,
+    /// Its leaf in the log: appended now for a new signed row, the earlier one for a duplicate;
+    /// `None` for a row without a leaf (an unsigned import, or one stored without the log).
+    pub leaf_index: Option<u64>,
+}
+
+/// A published checkpoint, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    /// The tree size it commits to.
+    pub size: u64,
+    /// The tree's root hash (RFC 6962 MTH) at that size.
+    pub root: [u8; 32],
+    /// The signed note (C2SP tlog-checkpoint), exactly as served.
+    pub note: String,
+    /// When it was published, seconds since the epoch.
+    pub published_at: i64,
+}
+
+/// Why a store keeps no transparency log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoLog {
+    /// This kind of store has none (yet): ClickHouse.
+    NotInThisStore,
+    /// The server was started with `serve --no-log`.
+    Disabled,
+}
+
+impl NoLog {
+    /// The reason, as the log routes give it.
+    pub fn reason(self) -> &'static str {
+        match self {
+            NoLog::NotInThisStore => "the ClickHouse store has none yet",
+            NoLog::Disabled => "it was started with --no-log",
+        }
+    }
+}
+
+/// A store's transparency log. Reads see committed transactions only, so a tree size and the
+/// hashes read after it always agree (the log only grows).
+pub trait LogStore: Send + Sync {
+    /// Stores `rows` as [`super::Storage::insert`] does, appending each new signed row to the
+    /// log in the same transaction; says for each row whether it was new and its leaf.
+    fn insert_logged(&self, rows: &[Row]) -> Result<Vec<Stored>, DbError>;
+    /// Leaves committed: the size of the tree.
+    fn tree_size(&self) -> Result<u64, DbError>;
+    /// The stored hashes at `indexes` (`tlog_tiles::stored_hash_index` order), each present.
+    fn hashes(&self, indexes: &[u64]) -> Result<Vec<[u8; 32]>, DbError>;
+    /// The leaves `[from, from + count)`, each present.
+    fn leaves(&self, from: u64, count: u64) -> Result<Vec<Vec<u8>>, DbError>;
+    /// The leaf of measurement `id`: its index and bytes.
+    fn leaf_of(&self, id: &str) -> Result<Option<(u64, Vec<u8>)>, DbError>;
+    /// The newest checkpoint published.
+    fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, DbError>;
+    /// Records a checkpoint just signed.
+    fn add_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), DbError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leaf_is_the_id_then_the_key() {
+        let id = "ab".repeat(32);
+        let key = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
+        let l = leaf(&id, key).expect("a leaf");
+        assert_eq!(&l[..32], &[0xab; 32]);
+        assert_eq!(l[32..], (1..=32).collect::<Vec<u8>>()[..]);
+        assert_eq!(leaf(&id[2..], key), None, "31 bytes of id");
+        assert_eq!(leaf("zz".repeat(32).as_str(), key), None, "not hex");
+        assert_eq!(leaf(&id, "AQID"), None, "3 bytes of key");
+        assert_eq!(leaf(&id, "not base64!"), None);
+    }
+}

@@ -1,0 +1,487 @@
+//! The SQLite store's transparency log (`docs/transparency.md`): three tables, written by the
+//! transaction that stores the measurements.
+//!
+//! - `log_leaves`: each leaf's index, its measurement id and its 64 bytes
+//!   ([`crate::store::log::leaf`]);
+//! - `log_hashes`: the Merkle tree's stored hashes by their stored hash index (RFC 6962
+//!   section 2.1 hashing, Crosby and Wallach's order, as `tlog_tiles` computes them): about two
+//!   per leaf, never rewritten;
+//! - `log_checkpoints`: the signed checkpoints published.
+//!
+//! Appending leaf `n` reads at most log2(n) earlier hashes (the roots of the complete subtrees
+//! to its left); those written in the same transaction come from memory, the others from one
+//! indexed lookup each.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use tlog_tiles::{Hash, HashReader, stored_hash_index, stored_hashes_for_record_hash};
+
+use super::Sqlite;
+use crate::store::log::{LEAF_BYTES, LogStore, Stored, StoredCheckpoint, row_leaf};
+use crate::store::{DbError, Row};
+
+/// Migration 12: the log's tables.
+pub(super) const MIGRATION: &str = "CREATE TABLE log_leaves (
+        idx INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        leaf BLOB NOT NULL
+    );
+    CREATE TABLE log_hashes (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL);
+    CREATE TABLE log_checkpoints (
+        size INTEGER PRIMARY KEY,
+        root BLOB NOT NULL,
+        note TEXT NOT NULL,
+        published_at INTEGER NOT NULL
+    );";
+
+/// Signed rows appended per transaction when catching up on rows stored without the log.
+const CATCH_UP_BATCH: usize = 10_000;
+
+/// Appends leaves inside one transaction.
+pub(super) struct Appender {
+    /// The index the next leaf gets.
+    next: u64,
+    /// Hashes written by this transaction, by stored hash index.
+    written: HashMap<u64, Hash>,
+}
+
+/// Reads earlier hashes for `tlog_tiles`: this transaction's from memory, the rest from the
+/// table. An SQL error is kept aside (the trait's error type cannot carry it).
+struct TxReader<'a> {
+    tx: &'a Transaction<'a>,
+    written: &'a HashMap<u64, Hash>,
+    failed: RefCell<Option<rusqlite::Error>>,
+}
+
+impl HashReader for TxReader<'_> {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+        let mut out = Vec::with_capacity(indexes.len());
+        for &i in indexes {
+            if let Some(h) = self.written.get(&i) {
+                out.push(*h);
+                continue;
+            }
+            match read_hash(self.tx, i) {
+                Ok(Some(h)) => out.push(h),
+                Ok(None) => return Err(tlog_tiles::Error::IndexesNotInTree),
+                Err(e) => {
+                    *self.failed.borrow_mut() = Some(e);
+                    return Err(tlog_tiles::Error::IndexesNotInTree);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn read_hash(c: &Connection, index: u64) -> rusqlite::Result<Option<Hash>> {
+    let index =
+        i64::try_from(index).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+    let bytes: Option<Vec<u8>> = c
+        .prepare_cached("SELECT hash FROM log_hashes WHERE idx = ?1")?
+        .query_row([index], |r| r.get(0))
+        .optional()?;
+    Ok(bytes.and_then(|b| <[u8; 32]>::try_from(b).ok()).map(Hash))
+}
+
+/// A failure that is not SQLite's, carried through rusqlite's error type to [`Sqlite::with`].
+fn other(message: String) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(message.into())
+}
+
+impl Appender {
+    /// Starts appending after the last committed leaf.
+    pub(super) fn start(tx: &Transaction<'_>) -> rusqlite::Result<Appender> {
+        let next: i64 = tx.query_row(
+            "SELECT coalesce(max(idx) + 1, 0) FROM log_leaves",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(Appender {
+            next: u64::try_from(next).unwrap_or(0),
+            written: HashMap::new(),
+        })
+    }
+
+    /// Appends `leaf` for measurement `id`; returns its index.
+    pub(super) fn append(
+        &mut self,
+        tx: &Transaction<'_>,
+        id: &str,
+        leaf: &[u8; LEAF_BYTES],
+    ) -> rusqlite::Result<u64> {
+        let n = self.next;
+        let hashes = {
+            let reader = TxReader {
+                tx,
+                written: &self.written,
+                failed: RefCell::new(None),
+            };
+            match stored_hashes_for_record_hash(n, tlog_tiles::record_hash(leaf), &reader) {
+                Ok(h) => h,
+                Err(e) => {
+                    return Err(reader
+                        .failed
+                        .into_inner()
+                        .unwrap_or_else(|| other(format!("appending leaf {n}: {e}"))));
+                }
+            }
+        };
+        let to_sql = |v: u64| i64::try_from(v).map_err(|e| other(e.to_string()));
+        tx.prepare_cached("INSERT INTO log_leaves (idx, id, leaf) VALUES (?1, ?2, ?3)")?
+            .execute(params![to_sql(n)?, id, &leaf[..]])?;
+        let mut put = tx.prepare_cached("INSERT INTO log_hashes (idx, hash) VALUES (?1, ?2)")?;
+        let first = stored_hash_index(0, n);
+        for (i, h) in (first..).zip(hashes) {
+            put.execute(params![to_sql(i)?, &h.0[..]])?;
+            self.written.insert(i, h);
+        }
+        self.next = n + 1;
+        Ok(n)
+    }
+}
+
+/// The leaf already appended for measurement `id`.
+pub(super) fn leaf_index(c: &Connection, id: &str) -> rusqlite::Result<Option<u64>> {
+    let idx: Option<i64> = c
+        .prepare_cached("SELECT idx FROM log_leaves WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    Ok(idx.and_then(|i| u64::try_from(i).ok()))
+}
+
+/// Appends the signed measurements stored without the log (`serve --no-log`, or before the log
+/// existed), oldest first, a bounded batch per transaction; returns how many. Every signed row
+/// stored after the last leaf's row is looked at, and any that has no leaf appended: rows
+/// stored by a server with the log are appended as they are stored, so none is left behind.
+pub(super) fn catch_up(c: &mut Connection) -> rusqlite::Result<u64> {
+    let mut appended = 0;
+    loop {
+        let tx = c.transaction()?;
+        let after: i64 = tx
+            .query_row(
+                "SELECT m.seq FROM measurements m
+                 WHERE m.id = (SELECT id FROM log_leaves ORDER BY idx DESC LIMIT 1)",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        let rows: Vec<(String, String)> = tx
+            .prepare(
+                "SELECT id, probe_key FROM measurements m
+                 WHERE seq > ?1 AND probe_key IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM log_leaves l WHERE l.id = m.id)
+                 ORDER BY seq LIMIT ?2",
+            )?
+            .query_map(
+                params![after, i64::try_from(CATCH_UP_BATCH).unwrap_or(i64::MAX)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut appender = Appender::start(&tx)?;
+        let mut logged = 0;
+        for (id, key) in &rows {
+            // A row whose id or key is not a verified envelope's (ingest stores none) has no
+            // leaf; the next start looks at it again, harmlessly.
+            if let Some(leaf) = crate::store::log::leaf(id, key) {
+                appender.append(&tx, id, &leaf)?;
+                logged += 1;
+            }
+        }
+        tx.commit()?;
+        appended += logged;
+        if rows.len() < CATCH_UP_BATCH || logged == 0 {
+            return Ok(appended);
+        }
+    }
+}
+
+impl Sqlite {
+    /// Stores rows in one transaction, appending each new signed one to the log when this store
+    /// keeps it.
+    pub(super) fn insert_rows(&self, rows: &[Row]) -> Result<Vec<Stored>, DbError> {
+        let logging = self.logging;
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let mut stored = Vec::with_capacity(rows.len());
+            {
+                let mut appender = if logging {
+                    Some(Appender::start(&tx)?)
+                } else {
+                    None
+                };
+                let mut insert = super::Inserter::new(&tx)?;
+                for r in rows {
+                    let new = insert.row(r)?;
+                    let leaf_index = match (&mut appender, new, row_leaf(r)) {
+                        (Some(a), true, Some(leaf)) => Some(a.append(&tx, &r.id, &leaf)?),
+                        (Some(_), false, Some(_)) => leaf_index(&tx, &r.id)?,
+                        _ => None,
+                    };
+                    stored.push(Stored { new, leaf_index });
+                }
+            }
+            tx.commit()?;
+            Ok(stored)
+        })
+    }
+
+    fn log_missing(&self, what: String) -> DbError {
+        DbError::LogMissing {
+            path: self.path.clone(),
+            what,
+        }
+    }
+}
+
+impl LogStore for Sqlite {
+    fn insert_logged(&self, rows: &[Row]) -> Result<Vec<Stored>, DbError> {
+        self.insert_rows(rows)
+    }
+
+    fn tree_size(&self) -> Result<u64, DbError> {
+        let n: i64 = self.read(|c| {
+            c.query_row(
+                "SELECT coalesce(max(idx) + 1, 0) FROM log_leaves",
+                [],
+                |r| r.get(0),
+            )
+        })?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn hashes(&self, indexes: &[u64]) -> Result<Vec<[u8; 32]>, DbError> {
+        let found: Vec<Option<Hash>> = self.read(|c| {
+            indexes
+                .iter()
+                .map(|&i| read_hash(c, i))
+                .collect::<rusqlite::Result<_>>()
+        })?;
+        found
+            .into_iter()
+            .zip(indexes)
+            .map(|(h, i)| {
+                h.map(|h| h.0)
+                    .ok_or_else(|| self.log_missing(format!("stored hash {i}")))
+            })
+            .collect()
+    }
+
+    fn leaves(&self, from: u64, count: u64) -> Result<Vec<Vec<u8>>, DbError> {
+        let bound = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let rows: Vec<(i64, Vec<u8>)> = self.read(|c| {
+            c.prepare_cached(
+                "SELECT idx, leaf FROM log_leaves WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+            )?
+            .query_map([bound(from), bound(from.saturating_add(count))], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect()
+        })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (want, (idx, leaf)) in (from..).zip(rows) {
+            if u64::try_from(idx).ok() != Some(want) {
+                return Err(self.log_missing(format!("leaf {want}")));
+            }
+            out.push(leaf);
+        }
+        match u64::try_from(out.len()) {
+            Ok(n) if n == count => Ok(out),
+            _ => Err(self.log_missing(format!(
+                "leaf {}",
+                from.saturating_add(u64::try_from(out.len()).unwrap_or(0))
+            ))),
+        }
+    }
+
+    fn leaf_of(&self, id: &str) -> Result<Option<(u64, Vec<u8>)>, DbError> {
+        let found: Option<(i64, Vec<u8>)> = self.read(|c| {
+            c.query_row(
+                "SELECT idx, leaf FROM log_leaves WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+        })?;
+        Ok(found.and_then(|(i, leaf)| Some((u64::try_from(i).ok()?, leaf))))
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, DbError> {
+        let found: Option<(i64, Vec<u8>, String, i64)> = self.read(|c| {
+            c.query_row(
+                "SELECT size, root, note, published_at FROM log_checkpoints
+                 ORDER BY size DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+        })?;
+        let Some((size, root, note, published_at)) = found else {
+            return Ok(None);
+        };
+        let root = <[u8; 32]>::try_from(root)
+            .map_err(|_| self.log_missing(format!("32-byte root in checkpoint {size}")))?;
+        Ok(Some(StoredCheckpoint {
+            size: u64::try_from(size).unwrap_or(0),
+            root,
+            note,
+            published_at,
+        }))
+    }
+
+    fn add_checkpoint(&self, cp: &StoredCheckpoint) -> Result<(), DbError> {
+        let size = i64::try_from(cp.size).unwrap_or(i64::MAX);
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO log_checkpoints (size, root, note, published_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![size, &cp.root[..], cp.note, cp.published_at],
+            )
+            .map(|_| ())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Storage;
+
+    fn row(n: u8, signed: bool) -> Row {
+        use base64::Engine as _;
+        Row {
+            id: format!("{n:02x}").repeat(32),
+            source: if signed { "vantage" } else { "ooni" }.into(),
+            probe_key: signed.then(|| base64::engine::general_purpose::STANDARD.encode([n; 32])),
+            probe_cc: "IT".into(),
+            probe_asn: 3269,
+            test_name: "web_connectivity".into(),
+            input: None,
+            domain: None,
+            measured_at: "2026-01-01 00:00:00".into(),
+            blocking: None,
+            accessible: None,
+            confirmed: false,
+            rule_set: None,
+            verdict: None,
+            envelope: format!("{{\"n\":{n}}}"),
+            network_verified: false,
+        }
+    }
+
+    fn temp(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("vantage-log-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        dir.join("agg.db")
+    }
+
+    /// The root of the first `n` leaves, computed from the leaves alone (RFC 6962 MTH).
+    fn mth(leaves: &[Vec<u8>]) -> Hash {
+        match leaves.len() {
+            0 => tlog_tiles::EMPTY_HASH,
+            1 => tlog_tiles::record_hash(&leaves[0]),
+            n => {
+                let k = 1 << (usize::BITS - 1 - (n - 1).leading_zeros());
+                tlog_tiles::node_hash(mth(&leaves[..k]), mth(&leaves[k..]))
+            }
+        }
+    }
+
+    struct Reader<'a>(&'a Sqlite);
+    impl HashReader for Reader<'_> {
+        fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+            self.0
+                .hashes(indexes)
+                .map(|v| v.into_iter().map(Hash).collect())
+                .map_err(|_| tlog_tiles::Error::IndexesNotInTree)
+        }
+    }
+
+    #[test]
+    fn a_duplicate_is_not_appended_twice_and_gets_its_first_leaf() {
+        let db = Sqlite::open(&temp("dup")).expect("open");
+        let first = db
+            .insert_logged(&[row(1, true), row(2, false), row(3, true)])
+            .expect("insert");
+        let leaves: Vec<_> = first.iter().map(|s| (s.new, s.leaf_index)).collect();
+        assert_eq!(leaves, [(true, Some(0)), (true, None), (true, Some(1))]);
+        let again = db
+            .insert_logged(&[row(3, true), row(4, true), row(1, true)])
+            .expect("insert");
+        let leaves: Vec<_> = again.iter().map(|s| (s.new, s.leaf_index)).collect();
+        assert_eq!(
+            leaves,
+            [(false, Some(1)), (true, Some(2)), (false, Some(0))]
+        );
+        assert_eq!(db.tree_size().expect("size"), 3);
+        // Storage::insert appends too: an import of signed rows or a copy is logged.
+        assert_eq!(db.insert(&[row(5, true)]).expect("insert"), [true]);
+        assert_eq!(db.tree_size().expect("size"), 4);
+        let (index, leaf) = db.leaf_of(&row(5, true).id).expect("read").expect("logged");
+        assert_eq!(index, 3);
+        assert_eq!(
+            leaf,
+            crate::store::log::row_leaf(&row(5, true)).expect("leaf")
+        );
+        assert!(db.leaf_of(&row(2, false).id).expect("read").is_none());
+        assert!(
+            db.envelope(&row(2, false).id).expect("read").is_some(),
+            "the import is stored"
+        );
+    }
+
+    #[test]
+    fn the_stored_hashes_give_the_root_of_the_leaves_at_every_size() {
+        let db = Sqlite::open(&temp("roots")).expect("open");
+        // Batches of uneven sizes: hashes come from memory and from the table.
+        let mut n = 0u8;
+        for batch in [1usize, 2, 5, 1, 13, 40] {
+            let rows: Vec<Row> = (0..batch)
+                .map(|_| {
+                    n += 1;
+                    row(n, true)
+                })
+                .collect();
+            db.insert_logged(&rows).expect("insert");
+        }
+        let size = db.tree_size().expect("size");
+        assert_eq!(size, 62);
+        let leaves = db.leaves(0, size).expect("leaves");
+        for s in 0..=size {
+            let root = tlog_tiles::tree_hash(s, &Reader(&db)).expect("root");
+            let want = mth(&leaves[..usize::try_from(s).expect("small")]);
+            assert_eq!(root, want, "size {s}");
+        }
+        assert!(db.leaves(60, 3).is_err(), "leaf 62 does not exist");
+        assert!(db.hashes(&[10_000]).is_err());
+    }
+
+    #[test]
+    fn rows_stored_without_the_log_are_appended_at_the_next_start_with_it() {
+        let path = temp("catch-up");
+        {
+            let db = Sqlite::open(&path).expect("open");
+            db.insert(&[row(1, true)]).expect("insert");
+        }
+        {
+            let db = Sqlite::open_without_log(&path).expect("open");
+            assert!(db.log().is_err(), "no log with --no-log");
+            let stored = db
+                .insert_rows(&[row(2, true), row(3, false), row(4, true)])
+                .expect("insert");
+            assert!(stored.iter().all(|s| s.new && s.leaf_index.is_none()));
+        }
+        let db = Sqlite::open(&path).expect("open");
+        assert_eq!(db.tree_size().expect("size"), 3);
+        let index = |n| db.leaf_of(&row(n, true).id).expect("read").map(|l| l.0);
+        assert_eq!([index(1), index(2), index(4)], [Some(0), Some(1), Some(2)]);
+        drop(db);
+        // Nothing is left to catch up: the next start appends nothing.
+        let db = Sqlite::open(&path).expect("open");
+        assert_eq!(db.tree_size().expect("size"), 3);
+    }
+}
