@@ -9,4 +9,5 @@
 pub mod api;
 pub mod detect;
 pub mod ingest;
+pub mod log;
 pub mod store;

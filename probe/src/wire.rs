@@ -60,6 +60,11 @@ pub struct LineOutcome {
     /// in the future ..."). Absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The measurement's leaf in the aggregator's transparency log (its position, from 0), for
+    /// an accepted or duplicate line of an aggregator that keeps one. Absent otherwise, and
+    /// from aggregators older than the log, which read and write answers without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaf_index: Option<u64>,
 }
 
 impl LineOutcome {
@@ -70,6 +75,7 @@ impl LineOutcome {
             id,
             status: Status::Rejected,
             reason: Some(reason),
+            leaf_index: None,
         }
     }
 
@@ -84,6 +90,7 @@ impl LineOutcome {
                 Status::Duplicate
             },
             reason: None,
+            leaf_index: None,
         }
     }
 }
@@ -291,6 +298,32 @@ mod tests {
             r#"{"probe_asn":"AS64500"}"#,
         ] {
             assert!(serde_json::from_str::<WhoAmI>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_leaf_index_is_written_only_when_there_is_one_and_read_when_absent() {
+        let mut logged = LineOutcome::stored(2, "ab12".into(), true);
+        logged.leaf_index = Some(41);
+        let text = serde_json::to_string(&logged).expect("write");
+        assert_eq!(
+            text,
+            r#"{"line":2,"id":"ab12","status":"accepted","leaf_index":41}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<LineOutcome>(&text).expect("read"),
+            logged
+        );
+        // An older aggregator's outcome has none; an older probe ignores the field.
+        let old: LineOutcome =
+            serde_json::from_str(r#"{"line":2,"id":"ab12","status":"accepted"}"#).expect("old");
+        assert_eq!(old.leaf_index, None);
+        for bad in [r#""41""#, "-1", "1.5"] {
+            let text = format!(r#"{{"line":2,"status":"accepted","leaf_index":{bad}}}"#);
+            assert!(
+                serde_json::from_str::<LineOutcome>(&text).is_err(),
+                "{text}"
+            );
         }
     }
 }

@@ -35,6 +35,7 @@ use vantage_probe::verdict::score;
 use vantage_probe::verdict::services::{self, Meta, SERVICE_TESTS};
 
 use crate::ingest::limits::{KeyLimits, Turns};
+use crate::store::log::Stored;
 use crate::store::{DbError, KeyState, Row, Storage};
 
 /// Ingest limits.
@@ -488,15 +489,34 @@ impl<'a> Session<'a> {
         Ok(Some(row))
     }
 
-    /// Stores the rows waiting, in one transaction.
+    /// Stores the rows waiting, in one transaction, appending the new ones to the store's
+    /// transparency log in it when the store keeps one; each outcome carries its leaf
+    /// (`docs/transparency.md`).
     fn flush(&mut self) -> Result<(), DbError> {
         if self.rows.is_empty() {
             return Ok(());
         }
-        let added = self.storage.insert(&self.rows)?;
-        for ((row, n), new) in self.rows.drain(..).zip(self.row_lines.drain(..)).zip(added) {
-            self.outcomes
-                .push(LineOutcome::stored(n as u64, row.id, new));
+        let stored: Vec<Stored> = match self.storage.log() {
+            Ok(log) => log.insert_logged(&self.rows)?,
+            Err(_) => self
+                .storage
+                .insert(&self.rows)?
+                .into_iter()
+                .map(|new| Stored {
+                    new,
+                    leaf_index: None,
+                })
+                .collect(),
+        };
+        for ((row, n), s) in self
+            .rows
+            .drain(..)
+            .zip(self.row_lines.drain(..))
+            .zip(stored)
+        {
+            let mut outcome = LineOutcome::stored(n as u64, row.id, s.new);
+            outcome.leaf_index = s.leaf_index;
+            self.outcomes.push(outcome);
         }
         self.waiting_bytes = 0;
         Ok(())
