@@ -388,12 +388,12 @@ mod tests {
     fn an_upload_runs_lower_than_the_server_and_the_server_stays_where_it_was() {
         let own = || rustix::process::getpriority_process(None).expect("getpriority");
         let server = own();
-        let upload = spawn_upload(UPLOAD_NICENESS, move || own())
+        let upload = spawn_upload(UPLOAD_NICENESS, own)
             .expect("thread")
             .blocking_recv()
             .expect("result");
         assert_eq!(upload, (server + UPLOAD_NICENESS).min(19));
-        let same = spawn_upload(0, move || own())
+        let same = spawn_upload(0, own)
             .expect("thread")
             .blocking_recv()
             .expect("result");
@@ -402,7 +402,7 @@ mod tests {
         // From a server thread already niced by 3, an upload goes 10 lower still, never up.
         let from_niced = std::thread::spawn(move || {
             rustix::process::setpriority_process(None, server + 3).expect("lower");
-            spawn_upload(UPLOAD_NICENESS, move || own())
+            spawn_upload(UPLOAD_NICENESS, own)
                 .expect("thread")
                 .blocking_recv()
                 .expect("result")
