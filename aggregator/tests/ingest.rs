@@ -661,6 +661,9 @@ async fn openapi_document_matches_the_routes() {
         "GET /api/v1/openapi.json",
         "GET /api/v1/test-lists/{cc}",
         "GET /api/v1/export",
+        "GET /log/checkpoint",
+        "GET /log/tile/{path}",
+        "GET /api/v1/log/proof/{id}",
     ]
     .into_iter()
     .map(String::from)

@@ -8,6 +8,7 @@ pub mod csv_line;
 pub mod export;
 pub mod geo;
 pub mod listen;
+pub mod log;
 pub mod metrics;
 pub mod openapi;
 pub mod server;

@@ -19,13 +19,19 @@ use crate::store::model::Event;
 /// The document's head: title, version and what the API is for. The paths and schemas are
 /// added by the router (`server::openapi`).
 #[derive(OpenApi)]
-#[openapi(info(
-    title = "Vantage aggregator",
-    version = "1",
-    description = "Signed measurements from Vantage probes: ingest, search, raw evidence, \
-        geolocation, heartbeats, signals, the timeline of shutdown, blocking and throttling \
-        events, and an OONI-compatible test helper."
-))]
+#[openapi(
+    // The one route `routes!` cannot serve (its path has a varying number of parts): served by
+    // a wildcard in `server::api`, documented here.
+    paths(crate::api::log::tile),
+    info(
+        title = "Vantage aggregator",
+        version = "1",
+        description = "Signed measurements from Vantage probes: ingest, search, raw evidence, \
+            geolocation, heartbeats, signals, the timeline of shutdown, blocking and throttling \
+            events, an OONI-compatible test helper, and the transparency log of every signed \
+            measurement accepted (C2SP tlog-tiles)."
+    )
+)]
 pub struct ApiDoc;
 
 /// Any error: one sentence saying what was wrong with the request, or what the server could

@@ -163,6 +163,11 @@ impl AppState {
         self.db_path = Some(Arc::new(path));
         self
     }
+
+    /// The store, for the routes kept in files of their own (`api/log.rs`).
+    pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
 }
 
 /// The routes and the OpenAPI document that describes them, built from one list of handlers:
@@ -187,6 +192,14 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(test_lists))
         .routes(routes!(export_route))
         .routes(routes!(openapi_json))
+        .routes(routes!(crate::api::log::checkpoint))
+        .routes(routes!(crate::api::log::proof))
+        // A tile's path has a varying number of parts, which only axum's wildcard takes; it is
+        // documented as `/log/tile/{path}` through `ApiDoc` (`openapi.rs`).
+        .route(
+            "/log/tile/{*path}",
+            axum::routing::get(crate::api::log::tile),
+        )
 }
 
 /// The OpenAPI document of [`router`]'s routes, as served at `/api/v1/openapi.json`.

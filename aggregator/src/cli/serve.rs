@@ -20,6 +20,12 @@ pub(super) struct ServeArgs {
     #[arg(long)]
     no_detect: bool,
 
+    /// Keep no transparency log: accepted measurements are not appended and the log routes
+    /// answer 404 (for measuring what the log costs; docs/transparency.md). The next start
+    /// without it appends what was stored meanwhile.
+    #[arg(long)]
+    no_log: bool,
+
     /// How long the detectors' lease lasts without renewal, in seconds: when the node running
     /// them dies, another of the same store takes over within this and a third of it.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
@@ -190,7 +196,7 @@ pub(super) async fn serve(args: ServeArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| vantage_aggregator::store::Location::Sqlite(args.db.clone()));
     let storage = location
-        .open()
+        .open_with_log(!args.no_log)
         .with_context(|| format!("cannot open the store {location}"))?;
     eprintln!("vantage-aggregator: storing in {location}");
     tokio::spawn(vantage_aggregator::store::compact::run(
@@ -246,6 +252,22 @@ pub(super) async fn serve(args: ServeArgs) -> Result<()> {
         "vantage-aggregator: test lists are signed with key {}",
         signer.public_key()
     );
+    match storage.log() {
+        Ok(_) => {
+            let log_key = vantage_aggregator::log::LogKey::load(&key_path)?;
+            eprintln!(
+                "vantage-aggregator: transparency log {}, checkpoints verify with {}",
+                log_key.origin(),
+                log_key.verifier_key()
+            );
+            tokio::spawn(vantage_aggregator::log::run(
+                storage.clone(),
+                Arc::new(log_key),
+                vantage_aggregator::log::PUBLISH_EVERY,
+            ));
+        }
+        Err(why) => eprintln!("vantage-aggregator: no transparency log: {}", why.reason()),
+    }
     let state = AppState::new(helper, TlsContext::new(roots)?, storage, ingest, geo)
         .with_limits(limits)
         .with_verification(verification)

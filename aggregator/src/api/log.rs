@@ -1,0 +1,219 @@
+//! The transparency log's routes (`docs/transparency.md`): the latest checkpoint and the tiles
+//! at C2SP tlog-tiles' paths under `/log/`, and an inclusion proof by measurement id under the
+//! API. A store without a log (ClickHouse, or `serve --no-log`) answers each with 404 and says
+//! why.
+//!
+//! Every answer is bounded: a tile is at most 256 hashes (8 KiB) or 256 entries of 66 bytes,
+//! a proof at most 64 hashes, and a tile path longer than any real one is refused unread.
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::api::openapi::ErrorAnswer;
+use crate::api::server::AppState;
+use crate::log::{LogError, Proven, tiles};
+use crate::store::log::{LogStore, NoLog};
+
+/// `Cache-Control` of a full tile: it never changes (C2SP tlog-tiles: "immutable").
+pub const FULL_TILE_CACHE: &str = "public, max-age=31536000, immutable";
+
+/// `Cache-Control` of a partial tile, which a wider one replaces as the log grows.
+pub const PARTIAL_TILE_CACHE: &str = "public, max-age=60";
+
+/// `Cache-Control` of the checkpoint, replaced every few seconds while entries arrive.
+pub const CHECKPOINT_CACHE: &str = "no-cache";
+
+/// `GET /api/v1/log/proof/{id}`: that a measurement is in the log, provably.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProofAnswer {
+    /// The measurement id.
+    pub id: String,
+    /// Its leaf's position in the log, from 0.
+    pub leaf_index: u64,
+    /// The leaf, base64: the 32 bytes of the id then the 32 bytes of the signer's Ed25519 key.
+    pub leaf: String,
+    /// The size of the tree the proof is against: the checkpoint's.
+    pub tree_size: u64,
+    /// The checkpoint (C2SP tlog-checkpoint, a signed note) whose root the proof leads to.
+    pub checkpoint: String,
+    /// The inclusion proof (RFC 9162 section 2.1.3), base64 SHA-256 hashes from the leaf's
+    /// sibling up to the root.
+    pub inclusion_proof: Vec<String>,
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (status, axum::Json(ErrorAnswer { error: message })).into_response()
+}
+
+fn no_log(why: NoLog) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "this aggregator keeps no transparency log ({})",
+            why.reason()
+        ),
+    )
+}
+
+/// Runs `f` on the store's log off the async runtime; `Err` is the answer to give instead.
+async fn with_log<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&dyn LogStore) -> Result<T, LogError> + Send + 'static,
+) -> Result<T, Response> {
+    let storage = state.storage().clone();
+    match tokio::task::spawn_blocking(move || match storage.log() {
+        Ok(log) => Ok(f(log)),
+        Err(why) => Err(why),
+    })
+    .await
+    {
+        Ok(Ok(Ok(value))) => Ok(value),
+        Ok(Err(why)) => Err(no_log(why)),
+        Ok(Ok(Err(e @ (LogError::Db(_) | LogError::Sign { .. } | LogError::Key { .. })))) => {
+            Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+        }
+        Ok(Ok(Err(e))) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+/// The latest signed checkpoint of the transparency log.
+///
+/// A C2SP tlog-checkpoint: the origin, the tree size, the base64 root hash, a blank line and
+/// the aggregator's Ed25519 signature (C2SP signed-note). A new one is published within
+/// 10 seconds of new entries.
+#[utoipa::path(get, path = "/log/checkpoint", tag = "log",
+    responses(
+        (status = 200, description = "The signed checkpoint", body = String, content_type = "text/plain; charset=utf-8"),
+        (status = 404, description = "This aggregator keeps no log, or has published no checkpoint yet", body = ErrorAnswer),
+        (status = 503, description = "Storage is unavailable", body = ErrorAnswer),
+    ))]
+pub async fn checkpoint(State(state): State<AppState>) -> Response {
+    match with_log(&state, |log| Ok(log.latest_checkpoint()?)).await {
+        Ok(Some(c)) => (
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::CACHE_CONTROL, CHECKPOINT_CACHE),
+            ],
+            c.note,
+        )
+            .into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "no checkpoint published yet; one is within 10 s of the server's start".into(),
+        ),
+        Err(answer) => answer,
+    }
+}
+
+/// A tile of the transparency log (C2SP tlog-tiles).
+///
+/// `path` is the rest of the path, slashes included: `<L>/<N>[.p/<W>]` for 256 (or, partial,
+/// W) hashes of level L, or `entries/<N>[.p/<W>]` for an entry bundle (each leaf prefixed with
+/// its length, a big-endian uint16). N is written in 3-digit groups, all but the last
+/// prefixed with `x` (`x001/x234/067`). A full tile never changes and may be cached for good.
+#[utoipa::path(get, path = "/log/tile/{path}", tag = "log",
+    params(("path" = String, Path, description = "`<L>/<N>[.p/<W>]` or `entries/<N>[.p/<W>]`, slashes included",
+        example = "0/x001/234.p/17")),
+    responses(
+        (status = 200, description = "The tile's bytes", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 400, description = "Not a tile path, or not its canonical spelling", body = ErrorAnswer),
+        (status = 404, description = "This aggregator keeps no log, or the log is not that large yet", body = ErrorAnswer),
+        (status = 503, description = "Storage is unavailable", body = ErrorAnswer),
+    ))]
+pub async fn tile(State(state): State<AppState>, Path(path): Path<String>) -> Response {
+    let tile = match tiles::parse(&path) {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let read = with_log(&state, move |log| {
+        let size = log.tree_size()?;
+        Ok((tile.read(log, size)?, size))
+    })
+    .await;
+    match read {
+        Ok((Some(bytes), _)) => (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                (
+                    header::CACHE_CONTROL,
+                    if tile.is_full() {
+                        FULL_TILE_CACHE
+                    } else {
+                        PARTIAL_TILE_CACHE
+                    },
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Ok((None, size)) => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "tile/{}: the log holds {size} entries, too few for this tile",
+                tile.path()
+            ),
+        ),
+        Err(answer) => answer,
+    }
+}
+
+/// That a measurement is in the transparency log: its leaf and an inclusion proof.
+///
+/// The proof (RFC 9162 section 2.1.3) leads from the measurement's leaf to the root of the
+/// latest checkpoint, which is in the answer as served at `/log/checkpoint`. A measurement
+/// accepted since that checkpoint is proven once the next is published (within 10 s).
+#[utoipa::path(get, path = "/api/v1/log/proof/{id}", tag = "log",
+    params(("id" = String, Path, description = "The measurement id: 64 hex digits", pattern = "^[0-9a-fA-F]{64}$")),
+    responses(
+        (status = 200, description = "The leaf and its inclusion proof", body = ProofAnswer),
+        (status = 400, description = "Not an id", body = ErrorAnswer),
+        (status = 404, description = "Not in the log (unknown, an unsigned OONI import, or stored without the log), or this aggregator keeps no log", body = ErrorAnswer),
+        (status = 500, description = "The stored log does not prove its own checkpoint: it was altered", body = ErrorAnswer),
+        (status = 503, description = "Not in a checkpoint yet (retry after Retry-After seconds), or storage is unavailable", body = ErrorAnswer),
+    ))]
+pub async fn proof(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return error(StatusCode::BAD_REQUEST, "an id is 64 hex digits".into());
+    }
+    let id = id.to_ascii_lowercase();
+    let asked = id.clone();
+    match with_log(&state, move |log| crate::log::prove(log, &asked)).await {
+        Ok(Proven::Included(p)) => axum::Json(ProofAnswer {
+            id,
+            leaf_index: p.leaf_index,
+            leaf: B64.encode(&p.leaf),
+            tree_size: p.checkpoint.size,
+            checkpoint: p.checkpoint.note,
+            inclusion_proof: p.hashes.iter().map(|h| B64.encode(h.0)).collect(),
+        })
+        .into_response(),
+        Ok(Proven::NotLogged) => error(
+            StatusCode::NOT_FOUND,
+            "this measurement is not in the log".into(),
+        ),
+        Ok(Proven::Pending {
+            leaf_index,
+            checkpoint_size,
+        }) => {
+            let retry = crate::log::PUBLISH_EVERY.as_secs().max(1) * 2;
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, retry.to_string())],
+                axum::Json(ErrorAnswer {
+                    error: format!(
+                        "leaf {leaf_index} is not in a checkpoint yet (the latest holds {}); retry in {retry} s",
+                        checkpoint_size.unwrap_or(0)
+                    ),
+                }),
+            )
+                .into_response()
+        }
+        Err(answer) => answer,
+    }
+}
