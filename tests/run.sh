@@ -3,6 +3,8 @@
 # Rust toolchain, then runs every test of the workspace.
 #
 # - Chromium, for the web page test (tests/web/install-chromium.sh, apt-get, idempotent).
+# - Python 3 (apt-get, only when missing), for the independent verifier of the transparency log
+#   (aggregator/tests/log_verify.py, standard library only).
 # - ClickHouse, for the aggregator's ClickHouse store (tests/clickhouse.sh, apt-get, idempotent);
 #   each test starts its own clickhouse-server on a fresh directory and free loopback ports and
 #   stops it at its end.
@@ -58,6 +60,14 @@ if [ "$(id -u)" = 0 ]; then
     if ! command -v ip >/dev/null; then
         apt-get update -qq && apt-get install -y -qq iproute2
     fi
+    # The transparency log's independent verifier (aggregator/tests/log_verify.py).
+    if ! command -v python3 >/dev/null; then
+        apt-get update -qq && apt-get install -y -qq python3
+    fi
+elif ! command -v python3 >/dev/null; then
+    echo "tests/run.sh: python3 is missing and installing it needs root:" >&2
+    echo "    sudo apt-get install -y python3" >&2
+    exit 1
 elif ! command -v chromium >/dev/null; then
     echo "tests/run.sh: chromium is missing and installing it needs root:" >&2
     echo "    sudo bash tests/web/install-chromium.sh" >&2

@@ -1,0 +1,499 @@
+//! The transparency log end to end (docs/transparency.md): the real `serve` on loopback with a
+//! SQLite file, signed measurements uploaded over HTTP, the leaf indices of the answer, the
+//! checkpoint published within 10 seconds, the tiles and proofs served, all verified by an
+//! independent verifier written in Python from the specifications (`log_verify.py`), and then
+//! the same file altered underneath the server: the verifier, holding the checkpoint it saw
+//! before, reports what no longer verifies.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{AGGREGATOR, fresh_aggregator, serve, signed_in_ir, spawn_server, tempdir};
+use serde_json::Value;
+use vantage_aggregator::store::Sqlite;
+use vantage_probe::envelope::Identity;
+
+const NDJSON: &[(&str, &str)] = &[("Content-Type", "application/x-ndjson")];
+
+/// Measurements uploaded: more than one full tile (256), so that the log has a full and a
+/// partial tile at level 0 and a partial one at level 1.
+const COUNT: usize = 300;
+
+/// A GET on loopback: status, headers (lower-case names) and the body's bytes.
+fn get(base: &str, path: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let addr = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .expect("write");
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).expect("read");
+    let split = reply
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head");
+    let head = String::from_utf8_lossy(&reply[..split]).into_owned();
+    let status = head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let headers: Vec<(String, String)> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    assert!(
+        !headers
+            .iter()
+            .any(|(k, v)| k == "transfer-encoding" && v == "chunked"),
+        "{path}: a chunked answer"
+    );
+    (status, headers, reply[split + 4..].to_vec())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Waits (up to `limit`) for a checkpoint of `size` entries; returns it and how long it took.
+fn checkpoint_of(base: &str, size: u64, limit: Duration) -> (String, Duration) {
+    let start = Instant::now();
+    loop {
+        let (status, _, body) = get(base, "/log/checkpoint");
+        let text = String::from_utf8_lossy(&body).into_owned();
+        if status == 200 && text.lines().nth(1) == Some(size.to_string().as_str()) {
+            return (text, start.elapsed());
+        }
+        assert!(
+            start.elapsed() < limit,
+            "no checkpoint of {size} within {limit:?}: {status} {text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The Python verifier's run: (success, its report).
+fn python_verifier(
+    base: &str,
+    public_key: &str,
+    pinned: Option<&Path>,
+    ids: &Path,
+) -> (bool, String) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/log_verify.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script)
+        .args(["--base", base, "--public-key", public_key, "--measurements"])
+        .arg(ids)
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    if let Some(p) = pinned {
+        cmd.arg("--checkpoint").arg(p);
+    }
+    let out = cmd.output().expect("python3 (tests/run.sh installs it)");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), report)
+}
+
+/// `COUNT` canary rounds signed by `key`: (id, envelope line).
+fn measurements(key: &Identity) -> Vec<(String, String)> {
+    let start = vantage_aggregator::store::now() - 86_400;
+    (0..COUNT)
+        .map(|i| {
+            let line = signed_in_ir(
+                key,
+                "canary",
+                start + i64::try_from(i).expect("small") * 60,
+                0.5,
+                serde_json::json!({"ok": 4, "total": 4, "checks": []}),
+            );
+            let id = vantage_probe::envelope::verify(&line)
+                .expect("signed")
+                .id
+                .to_string();
+            (id, line)
+        })
+        .collect()
+}
+
+/// Uploads `lines`; returns each line's (status, leaf_index).
+fn upload(base: &str, lines: &[String]) -> Vec<(String, Option<u64>)> {
+    let (status, body) = common::http(
+        base,
+        "POST",
+        "/api/v1/measurements",
+        NDJSON,
+        lines.join("\n").as_bytes(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).expect("json");
+    answer["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| {
+            (
+                r["status"].as_str().expect("status").to_string(),
+                r["leaf_index"].as_u64(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn accepted_measurements_are_provably_in_the_signed_log_and_an_altered_file_is_caught() {
+    let (server, dir, db) = fresh_aggregator("log").await;
+    let base = server.base.clone();
+    let aggregator_key = Identity::load_or_create(&dir.join("agg.db.key"))
+        .expect("the aggregator's key")
+        .0
+        .public_key();
+    let probe = Identity::generate().expect("key");
+    let signed = measurements(&probe);
+    let lines: Vec<String> = signed.iter().map(|(_, l)| l.clone()).collect();
+
+    // Each accepted line gets its leaf, in order; sent again, each is a duplicate with the same.
+    let (answers, again, took) = tokio::task::spawn_blocking({
+        let (base, lines) = (base.clone(), lines.clone());
+        move || {
+            let answers = upload(&base, &lines);
+            let uploaded = Instant::now();
+            let again = upload(&base, &lines);
+            checkpoint_of(&base, COUNT as u64, Duration::from_secs(20));
+            (answers, again, uploaded.elapsed())
+        }
+    })
+    .await
+    .expect("join");
+    let want: Vec<(String, Option<u64>)> = (0..COUNT as u64)
+        .map(|i| ("accepted".to_string(), Some(i)))
+        .collect();
+    assert_eq!(answers, want);
+    let dup: Vec<(String, Option<u64>)> = (0..COUNT as u64)
+        .map(|i| ("duplicate".to_string(), Some(i)))
+        .collect();
+    assert_eq!(again, dup, "a duplicate is not appended twice");
+    assert!(
+        took <= Duration::from_secs(12),
+        "the checkpoint came {took:?} after the upload"
+    );
+
+    let (checkpoint, _) = checkpoint_of(&base, COUNT as u64, Duration::from_secs(1));
+    let origin = checkpoint.lines().next().expect("origin").to_string();
+    assert!(origin.starts_with("vantage.invalid/"), "{checkpoint}");
+    let (status, headers, _) = get(&base, "/log/checkpoint");
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, "content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+
+    // The tiles of a log of 300: level 0 has a full tile and one of 44, level 1 one of 1.
+    let (status, headers, full) = get(&base, "/log/tile/0/000");
+    assert_eq!((status, full.len()), (200, 256 * 32));
+    assert_eq!(
+        header(&headers, "cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    assert_eq!(
+        header(&headers, "content-type"),
+        Some("application/octet-stream")
+    );
+    let (status, headers, partial) = get(&base, "/log/tile/0/001.p/44");
+    assert_eq!((status, partial.len()), (200, 44 * 32));
+    assert_eq!(
+        header(&headers, "cache-control"),
+        Some("public, max-age=60")
+    );
+    let (status, _, top) = get(&base, "/log/tile/1/000.p/1");
+    assert_eq!((status, top.len()), (200, 32));
+    let (status, _, bundle) = get(&base, "/log/tile/entries/001.p/44");
+    assert_eq!((status, bundle.len()), (200, 44 * 66));
+    assert_eq!(
+        &bundle[..2],
+        &[0, 64],
+        "each entry is 64 bytes, length first"
+    );
+    // The first entry of the second bundle is leaf 256: measurement 256's id and the probe key.
+    assert_eq!(hex::encode(&bundle[2..34]), signed[256].0);
+    for (path, status) in [
+        ("/log/tile/0/001", 404),
+        ("/log/tile/0/001.p/45", 404),
+        ("/log/tile/2/000.p/1", 404),
+        ("/log/tile/0/x000/001.p/44", 400),
+        ("/log/tile/0/001.p/0", 400),
+        ("/log/tile/0/001.p/256", 400),
+        ("/log/tile/64/000", 400),
+        ("/log/tile/00/000", 400),
+        ("/log/tile/0/0001", 400),
+        ("/log/tile/0/x018/x446/x744/x073/x709/x551/616", 400),
+        ("/log/tile/entries/000/extra", 400),
+        ("/log/tile/", 404),
+    ] {
+        let (got, _, body) = get(&base, path);
+        assert_eq!(got, status, "{path}: {}", String::from_utf8_lossy(&body));
+    }
+    let (status, _, _) = get(&base, &format!("/log/tile/0/{}000", "x000/".repeat(200)));
+    assert_eq!(status, 400, "an endless path is refused");
+
+    // A proof, as a client reads it.
+    let (status, _, body) = get(&base, &format!("/api/v1/log/proof/{}", signed[5].0));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let proof: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(proof["leaf_index"], 5);
+    assert_eq!(proof["tree_size"], COUNT);
+    assert_eq!(proof["checkpoint"], checkpoint);
+    assert_eq!(
+        proof["inclusion_proof"].as_array().expect("hashes").len(),
+        9
+    );
+    for (path, status) in [
+        (format!("/api/v1/log/proof/{}", "0".repeat(64)), 404),
+        ("/api/v1/log/proof/xyz".to_string(), 400),
+        (format!("/api/v1/log/proof/{}", "g".repeat(64)), 400),
+    ] {
+        let (got, _, _) = get(&base, &path);
+        assert_eq!(got, status, "{path}");
+    }
+
+    // The independent verifier agrees: signature, root from the tiles, every proof.
+    let ids = dir.join("measurements.txt");
+    let probe_key = probe.public_key();
+    std::fs::write(
+        &ids,
+        signed
+            .iter()
+            .map(|(id, _)| format!("{id} {probe_key}\n"))
+            .collect::<String>(),
+    )
+    .expect("write");
+    let pinned = dir.join("checkpoint.txt");
+    std::fs::write(&pinned, &checkpoint).expect("write");
+    let (ok, report) = tokio::task::spawn_blocking({
+        let (base, key, ids) = (base.clone(), aggregator_key.clone(), ids.clone());
+        move || python_verifier(&base, &key, None, &ids)
+    })
+    .await
+    .expect("join");
+    assert!(ok, "{report}");
+    assert!(
+        report.contains("is signed by the aggregator's key"),
+        "{report}"
+    );
+    assert!(report.contains("ok 300 of 300 proofs verify"), "{report}");
+    assert!(report.ends_with("0 failed\n"), "{report}");
+    // Another key's checkpoint is not this aggregator's.
+    let (ok, report) = tokio::task::spawn_blocking({
+        let (base, key, ids) = (base.clone(), probe_key.clone(), ids.clone());
+        move || python_verifier(&base, &key, None, &ids)
+    })
+    .await
+    .expect("join");
+    assert!(!ok && report.contains("FAIL checkpoint"), "{report}");
+    drop(server);
+
+    // Altered: the operator rewrites measurement 7's leaf and its leaf hash in the file.
+    let forged_id = "ee".repeat(32);
+    {
+        let c = rusqlite::Connection::open(&db).expect("open");
+        let mut leaf = hex::decode(&forged_id).expect("hex");
+        leaf.extend_from_slice(&[1u8; 32]);
+        c.execute(
+            "UPDATE log_leaves SET id = ?1, leaf = ?2 WHERE idx = 7",
+            rusqlite::params![forged_id, leaf],
+        )
+        .expect("alter");
+        let hash = tlog_tiles::record_hash(&leaf);
+        let at = i64::try_from(tlog_tiles::stored_hash_index(0, 7)).expect("small");
+        let n = c
+            .execute(
+                "UPDATE log_hashes SET hash = ?1 WHERE idx = ?2",
+                rusqlite::params![&hash.0[..], at],
+            )
+            .expect("alter");
+        assert_eq!(n, 1);
+    }
+    // Our own audit, from the leaves up, says where.
+    let audit = vantage_aggregator::log::audit(&Sqlite::open(&db).expect("open"));
+    let e = audit.expect_err("the audit catches it").to_string();
+    assert!(e.contains("the log was altered"), "{e}");
+    let ca = dir.join("ca.pem");
+    let server = serve(&ca, &db, &[]).await;
+    let base = server.base.clone();
+    let (ok, report) = tokio::task::spawn_blocking({
+        let (base, key, ids, pinned) = (
+            base.clone(),
+            aggregator_key.clone(),
+            ids.clone(),
+            pinned.clone(),
+        );
+        move || python_verifier(&base, &key, Some(&pinned), &ids)
+    })
+    .await
+    .expect("join");
+    assert!(!ok, "{report}");
+    assert!(
+        report.contains("FAIL the root of the 300 leaf hashes of the tiles is the checkpoint's"),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("FAIL proof of {}: HTTP 404", signed[7].0)),
+        "the rewritten measurement is no longer in the log: {report}"
+    );
+    assert!(
+        report.contains(&format!("FAIL proof of {}: HTTP 500", signed[6].0)),
+        "its neighbour's proof no longer leads to the signed root: {report}"
+    );
+    assert!(report.contains("FAIL 298 of 300 proofs verify"), "{report}");
+    drop(server);
+
+    // Deleted: the last measurement and its leaf are removed from the file.
+    {
+        let c = rusqlite::Connection::open(&db).expect("open");
+        let last = &signed[COUNT - 1].0;
+        assert_eq!(
+            c.execute("DELETE FROM log_leaves WHERE id = ?1", [last])
+                .expect("delete"),
+            1
+        );
+        c.execute("DELETE FROM measurements WHERE id = ?1", [last])
+            .expect("delete");
+    }
+    let shrunk = vantage_aggregator::log::check(&Sqlite::open(&db).expect("open"));
+    let e = shrunk.expect_err("caught").to_string();
+    assert!(e.contains("299 leaves, fewer than the 300"), "{e}");
+    let server = serve(&ca, &db, &[]).await;
+    let base = server.base.clone();
+    let (ok, report) = tokio::task::spawn_blocking({
+        let (base, key, ids, pinned) = (
+            base.clone(),
+            aggregator_key.clone(),
+            ids.clone(),
+            pinned.clone(),
+        );
+        move || python_verifier(&base, &key, Some(&pinned), &ids)
+    })
+    .await
+    .expect("join");
+    assert!(!ok, "{report}");
+    assert!(
+        report.contains("FAIL the level-0 tiles of a tree of 300: HTTP Error 404"),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("FAIL proof of {}: HTTP 404", signed[COUNT - 1].0)),
+        "{report}"
+    );
+    drop(server);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_the_log_nothing_is_appended_until_the_next_start_with_it() {
+    let (server, dir, db) = fresh_aggregator("no-log").await;
+    drop(server);
+    let ca = dir.join("ca.pem");
+    let server = serve(&ca, &db, &["--no-log"]).await;
+    let probe = Identity::generate().expect("key");
+    let signed = measurements(&probe);
+    let lines: Vec<String> = signed.iter().take(3).map(|(_, l)| l.clone()).collect();
+    let base = server.base.clone();
+    let answers = tokio::task::spawn_blocking({
+        let (base, lines) = (base.clone(), lines.clone());
+        move || upload(&base, &lines)
+    })
+    .await
+    .expect("join");
+    assert!(
+        answers.iter().all(|a| a == &("accepted".to_string(), None)),
+        "no leaf without the log: {answers:?}"
+    );
+    for path in [
+        "/log/checkpoint".to_string(),
+        "/log/tile/0/000.p/1".to_string(),
+        format!("/api/v1/log/proof/{}", signed[0].0),
+    ] {
+        let (status, _, body) = get(&base, &path);
+        assert_eq!(status, 404, "{path}");
+        let answer: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(
+            answer["error"],
+            "this aggregator keeps no transparency log (it was started with --no-log)"
+        );
+    }
+    drop(server);
+    // Started again with the log, it appends what was stored meanwhile before anything else.
+    let server = serve(&ca, &db, &[]).await;
+    let base = server.base.clone();
+    let next = tokio::task::spawn_blocking({
+        let (base, line) = (base.clone(), signed[3].1.clone());
+        move || {
+            let answer = upload(&base, &[line]);
+            checkpoint_of(&base, 4, Duration::from_secs(20));
+            answer
+        }
+    })
+    .await
+    .expect("join");
+    assert_eq!(next, [("accepted".to_string(), Some(3))]);
+    let (status, _, body) = get(&base, &format!("/api/v1/log/proof/{}", signed[1].0));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let proof: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(
+        (proof["leaf_index"].as_u64(), proof["tree_size"].as_u64()),
+        (Some(1), Some(4))
+    );
+    drop(server);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_clickhouse_store_keeps_no_log_and_says_so() {
+    let clickhouse = vantage_fixtures::clickhouse::Server::start()
+        .expect("clickhouse-server (install it with: sudo bash tests/clickhouse.sh)");
+    let dir = tempdir("log-clickhouse");
+    let mut cmd = Command::new(AGGREGATOR);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--no-detect", "--db"])
+        .arg(dir.join("node"))
+        .args(["--store", &clickhouse.url("vantage")]);
+    let server = tokio::task::spawn_blocking(move || spawn_server(cmd))
+        .await
+        .expect("join");
+    let probe = Identity::generate().expect("key");
+    let signed = measurements(&probe);
+    let base = server.base.clone();
+    let answers = tokio::task::spawn_blocking({
+        let (base, line) = (base.clone(), signed[0].1.clone());
+        move || upload(&base, &[line])
+    })
+    .await
+    .expect("join");
+    assert_eq!(
+        answers,
+        [("accepted".to_string(), None)],
+        "ingest runs as before"
+    );
+    for path in [
+        "/log/checkpoint".to_string(),
+        "/log/tile/entries/000.p/1".to_string(),
+        format!("/api/v1/log/proof/{}", signed[0].0),
+    ] {
+        let (status, _, body) = get(&base, &path);
+        assert_eq!(status, 404, "{path}");
+        let answer: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(
+            answer["error"],
+            "this aggregator keeps no transparency log (the ClickHouse store has none yet)"
+        );
+    }
+    drop(server);
+    std::fs::remove_dir_all(&dir).ok();
+}
