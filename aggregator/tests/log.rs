@@ -307,16 +307,21 @@ async fn accepted_measurements_are_provably_in_the_signed_log_and_an_altered_fil
         let mut leaf = hex::decode(&forged_id).expect("hex");
         leaf.extend_from_slice(&[1u8; 32]);
         c.execute(
-            "UPDATE log_leaves SET id = ?1, leaf = ?2 WHERE idx = 7",
-            rusqlite::params![forged_id, leaf],
+            "UPDATE log_leaves SET leaf = ?1 WHERE idx = 7",
+            rusqlite::params![leaf],
         )
         .expect("alter");
-        let hash = tlog_tiles::record_hash(&leaf);
-        let at = i64::try_from(tlog_tiles::stored_hash_index(0, 7)).expect("small");
+        // Leaf 7's row of stored hashes begins with its leaf hash (docs/transparency.md).
+        let mut hashes: Vec<u8> = c
+            .query_row("SELECT hashes FROM log_hashes WHERE leaf = 7", [], |r| {
+                r.get(0)
+            })
+            .expect("leaf 7's hashes");
+        hashes[..32].copy_from_slice(&tlog_tiles::record_hash(&leaf).0);
         let n = c
             .execute(
-                "UPDATE log_hashes SET hash = ?1 WHERE idx = ?2",
-                rusqlite::params![&hash.0[..], at],
+                "UPDATE log_hashes SET hashes = ?1 WHERE leaf = 7",
+                rusqlite::params![hashes],
             )
             .expect("alter");
         assert_eq!(n, 1);
@@ -345,8 +350,8 @@ async fn accepted_measurements_are_provably_in_the_signed_log_and_an_altered_fil
         "{report}"
     );
     assert!(
-        report.contains(&format!("FAIL proof of {}: HTTP 404", signed[7].0)),
-        "the rewritten measurement is no longer in the log: {report}"
+        report.contains(&format!("FAIL proof of {}: HTTP 500", signed[7].0)),
+        "the rewritten measurement's leaf is not its own: {report}"
     );
     assert!(
         report.contains(&format!("FAIL proof of {}: HTTP 500", signed[6].0)),
@@ -360,7 +365,7 @@ async fn accepted_measurements_are_provably_in_the_signed_log_and_an_altered_fil
         let c = rusqlite::Connection::open(&db).expect("open");
         let last = &signed[COUNT - 1].0;
         assert_eq!(
-            c.execute("DELETE FROM log_leaves WHERE id = ?1", [last])
+            c.execute("DELETE FROM log_leaves WHERE idx = ?1", [COUNT as i64 - 1])
                 .expect("delete"),
             1
         );

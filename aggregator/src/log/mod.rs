@@ -177,6 +177,11 @@ pub fn prove(log: &dyn LogStore, id: &str) -> Result<Proven, LogError> {
     let Some((leaf_index, leaf)) = log.leaf_of(id)? else {
         return Ok(Proven::NotLogged);
     };
+    if leaf.get(..32).map(hex::encode).as_deref() != Some(id) {
+        return Err(LogError::Rewritten(format!(
+            "leaf {leaf_index} is not measurement {id}'s"
+        )));
+    }
     let checkpoint = match log.latest_checkpoint()? {
         Some(c) if leaf_index < c.size => c,
         other => {
@@ -420,6 +425,26 @@ mod tests {
         ));
     }
 
+    /// Overwrites stored hash `(level, k)` in the file, as someone with the file but not the
+    /// key could.
+    fn overwrite_hash(c: &rusqlite::Connection, level: u8, k: u64, hash: [u8; 32]) {
+        let leaf = i64::try_from(((k + 1) << level) - 1).expect("small");
+        let mut row: Vec<u8> = c
+            .query_row(
+                "SELECT hashes FROM log_hashes WHERE leaf = ?1",
+                [leaf],
+                |r| r.get(0),
+            )
+            .expect("a row");
+        let at = usize::from(level) * 32;
+        row[at..at + 32].copy_from_slice(&hash);
+        c.execute(
+            "UPDATE log_hashes SET hashes = ?1 WHERE leaf = ?2",
+            rusqlite::params![row, leaf],
+        )
+        .expect("alter");
+    }
+
     #[test]
     fn an_altered_hash_or_a_deleted_leaf_stops_the_log() {
         let (db, path) = store("altered");
@@ -433,18 +458,11 @@ mod tests {
             crate::store::log::leaf(&"ee".repeat(32), &rows[0].probe_key.clone().expect("key"))
                 .expect("leaf");
         c.execute(
-            "UPDATE log_leaves SET id = ?1, leaf = ?2 WHERE idx = 2",
-            rusqlite::params!["ee".repeat(32), &forged[..]],
+            "UPDATE log_leaves SET leaf = ?1 WHERE idx = 2",
+            rusqlite::params![&forged[..]],
         )
         .expect("alter");
-        c.execute(
-            "UPDATE log_hashes SET hash = ?1 WHERE idx = ?2",
-            rusqlite::params![
-                &tlog_tiles::record_hash(&forged).0[..],
-                i64::try_from(tlog_tiles::stored_hash_index(0, 2)).expect("small")
-            ],
-        )
-        .expect("alter");
+        overwrite_hash(&c, 0, 2, tlog_tiles::record_hash(&forged).0);
         // The roots of the complete subtrees are untouched, so the cheap check passes; the
         // audit from the leaves and every proof through leaf 2 do not.
         check(&db).expect("the frontier is intact");
@@ -455,16 +473,14 @@ mod tests {
             prove(&db, &rows[3].id),
             Err(LogError::Altered { .. })
         ));
+        let e = prove(&db, &rows[2].id).expect_err("not its leaf");
+        assert!(e.to_string().contains("leaf 2 is not measurement"), "{e}");
         // Rewriting the hashes above it too moves the root away from the one signed.
-        c.execute(
-            "UPDATE log_hashes SET hash = zeroblob(32) WHERE idx = ?1",
-            [i64::try_from(tlog_tiles::stored_hash_index(2, 0)).expect("small")],
-        )
-        .expect("alter");
+        overwrite_hash(&c, 2, 0, [0; 32]);
         let e = check(&db).expect_err("caught");
         assert!(matches!(e, LogError::Altered { size: 6, .. }), "{e}");
         assert!(publish(&db, &key).is_err(), "an altered log is not signed");
-        // Deleting the last leaf and its hashes shrinks the log below its checkpoint.
+        // Deleting the last leaf shrinks the log below its checkpoint.
         c.execute("DELETE FROM log_leaves WHERE idx = 5", [])
             .expect("delete");
         let e = check(&db).expect_err("caught");

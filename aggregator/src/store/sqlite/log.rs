@@ -1,16 +1,21 @@
-//! The SQLite store's transparency log (`docs/transparency.md`): three tables, written by the
-//! transaction that stores the measurements.
+//! The SQLite store's transparency log (`docs/transparency.md`), written by the transaction
+//! that stores the measurements:
 //!
-//! - `log_leaves`: each leaf's index, its measurement id and its 64 bytes
-//!   ([`crate::store::log::leaf`]);
-//! - `log_hashes`: the Merkle tree's stored hashes by their stored hash index (RFC 6962
-//!   section 2.1 hashing, Crosby and Wallach's order, as `tlog_tiles` computes them): about two
-//!   per leaf, never rewritten;
+//! - `log_leaves`: each leaf's index and its 64 bytes ([`crate::store::log::leaf`]), which
+//!   begin with the measurement id;
+//! - `measurements.leaf`: the index of the measurement's leaf, found through the id's own
+//!   index (a proof asked by id, a duplicate's leaf);
+//! - `log_hashes`: the Merkle tree's stored hashes (RFC 6962 section 2.1 hashing, in Crosby
+//!   and Wallach's order as `tlog_tiles` computes them), one row per leaf holding the hashes
+//!   appending that leaf completed: the leaf's hash and the root of each subtree it closed
+//!   (1 + the trailing one bits of its index). Stored hash `(level, k)` is therefore hash
+//!   `level` of leaf `((k + 1) << level) - 1`'s row;
 //! - `log_checkpoints`: the signed checkpoints published.
 //!
-//! Appending leaf `n` reads at most log2(n) earlier hashes (the roots of the complete subtrees
-//! to its left); those written in the same transaction come from memory, the others from one
-//! indexed lookup each.
+//! Every row the log adds goes at the end of a rowid table, with no other index to update:
+//! the log costs ingest little more than the bytes it writes (`benches/log.sh`). Appending leaf
+//! `n` reads at most log2(n) earlier hashes (the roots of the complete subtrees to its left);
+//! those written in the same transaction come from memory, the others from one lookup each.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -25,10 +30,10 @@ use crate::store::{DbError, Row};
 /// Migration 12: the log's tables.
 pub(super) const MIGRATION: &str = "CREATE TABLE log_leaves (
         idx INTEGER PRIMARY KEY,
-        id TEXT NOT NULL UNIQUE,
         leaf BLOB NOT NULL
     );
-    CREATE TABLE log_hashes (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL);
+    CREATE TABLE log_hashes (leaf INTEGER PRIMARY KEY, hashes BLOB NOT NULL);
+    ALTER TABLE measurements ADD COLUMN leaf INTEGER;
     CREATE TABLE log_checkpoints (
         size INTEGER PRIMARY KEY,
         root BLOB NOT NULL,
@@ -76,14 +81,26 @@ impl HashReader for TxReader<'_> {
     }
 }
 
+/// The leaf whose row holds stored hash `index`, and the hash's place in the row: stored hash
+/// `(level, k)` was written by leaf `((k + 1) << level) - 1`, as its hash number `level`.
+pub(super) fn hash_place(index: u64) -> Option<(i64, usize)> {
+    let (level, k) = tlog_tiles::split_stored_hash_index(index);
+    let leaf = ((u128::from(k) + 1) << level) - 1;
+    Some((i64::try_from(leaf).ok()?, usize::from(level)))
+}
+
 fn read_hash(c: &Connection, index: u64) -> rusqlite::Result<Option<Hash>> {
-    let index =
-        i64::try_from(index).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
-    let bytes: Option<Vec<u8>> = c
-        .prepare_cached("SELECT hash FROM log_hashes WHERE idx = ?1")?
-        .query_row([index], |r| r.get(0))
+    let Some((leaf, place)) = hash_place(index) else {
+        return Ok(None);
+    };
+    let row: Option<Vec<u8>> = c
+        .prepare_cached("SELECT hashes FROM log_hashes WHERE leaf = ?1")?
+        .query_row([leaf], |r| r.get(0))
         .optional()?;
-    Ok(bytes.and_then(|b| <[u8; 32]>::try_from(b).ok()).map(Hash))
+    Ok(row
+        .and_then(|b| b.get(place * 32..place * 32 + 32).map(<[u8]>::to_vec))
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .map(Hash))
 }
 
 /// A failure that is not SQLite's, carried through rusqlite's error type to [`Sqlite::with`].
@@ -105,11 +122,16 @@ impl Appender {
         })
     }
 
-    /// Appends `leaf` for measurement `id`; returns its index.
+    /// The index the next leaf gets.
+    pub(super) fn next(&self) -> u64 {
+        self.next
+    }
+
+    /// Appends `leaf` as leaf [`Appender::next`] (whose measurement row names it); returns
+    /// its index.
     pub(super) fn append(
         &mut self,
         tx: &Transaction<'_>,
-        id: &str,
         leaf: &[u8; LEAF_BYTES],
     ) -> rusqlite::Result<u64> {
         let n = self.next;
@@ -129,15 +151,16 @@ impl Appender {
                 }
             }
         };
-        let to_sql = |v: u64| i64::try_from(v).map_err(|e| other(e.to_string()));
-        tx.prepare_cached("INSERT INTO log_leaves (idx, id, leaf) VALUES (?1, ?2, ?3)")?
-            .execute(params![to_sql(n)?, id, &leaf[..]])?;
-        let mut put = tx.prepare_cached("INSERT INTO log_hashes (idx, hash) VALUES (?1, ?2)")?;
-        let first = stored_hash_index(0, n);
-        for (i, h) in (first..).zip(hashes) {
-            put.execute(params![to_sql(i)?, &h.0[..]])?;
+        let index = i64::try_from(n).map_err(|e| other(e.to_string()))?;
+        tx.prepare_cached("INSERT INTO log_leaves (idx, leaf) VALUES (?1, ?2)")?
+            .execute(params![index, &leaf[..]])?;
+        let mut row = Vec::with_capacity(hashes.len() * 32);
+        for (i, h) in (stored_hash_index(0, n)..).zip(hashes) {
+            row.extend_from_slice(&h.0);
             self.written.insert(i, h);
         }
+        tx.prepare_cached("INSERT INTO log_hashes (leaf, hashes) VALUES (?1, ?2)")?
+            .execute(params![index, row])?;
         self.next = n + 1;
         Ok(n)
     }
@@ -145,11 +168,11 @@ impl Appender {
 
 /// The leaf already appended for measurement `id`.
 pub(super) fn leaf_index(c: &Connection, id: &str) -> rusqlite::Result<Option<u64>> {
-    let idx: Option<i64> = c
-        .prepare_cached("SELECT idx FROM log_leaves WHERE id = ?1")?
+    let idx: Option<Option<i64>> = c
+        .prepare_cached("SELECT leaf FROM measurements WHERE id = ?1")?
         .query_row([id], |r| r.get(0))
         .optional()?;
-    Ok(idx.and_then(|i| u64::try_from(i).ok()))
+    Ok(idx.flatten().and_then(|i| u64::try_from(i).ok()))
 }
 
 /// Appends the signed measurements stored without the log (`serve --no-log`, or before the log
@@ -160,34 +183,38 @@ pub(super) fn catch_up(c: &mut Connection) -> rusqlite::Result<u64> {
     let mut appended = 0;
     loop {
         let tx = c.transaction()?;
+        // The last leaf's measurement, found by the id its leaf begins with.
         let after: i64 = tx
             .query_row(
                 "SELECT m.seq FROM measurements m
-                 WHERE m.id = (SELECT id FROM log_leaves ORDER BY idx DESC LIMIT 1)",
+                 WHERE m.id = (SELECT lower(hex(substr(leaf, 1, 32))) FROM log_leaves
+                               ORDER BY idx DESC LIMIT 1)",
                 [],
                 |r| r.get(0),
             )
             .optional()?
             .unwrap_or(0);
-        let rows: Vec<(String, String)> = tx
+        let rows: Vec<(i64, String, String)> = tx
             .prepare(
-                "SELECT id, probe_key FROM measurements m
-                 WHERE seq > ?1 AND probe_key IS NOT NULL
-                   AND NOT EXISTS (SELECT 1 FROM log_leaves l WHERE l.id = m.id)
+                "SELECT seq, id, probe_key FROM measurements
+                 WHERE seq > ?1 AND probe_key IS NOT NULL AND leaf IS NULL
                  ORDER BY seq LIMIT ?2",
             )?
             .query_map(
                 params![after, i64::try_from(CATCH_UP_BATCH).unwrap_or(i64::MAX)],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )?
             .collect::<rusqlite::Result<_>>()?;
         let mut appender = Appender::start(&tx)?;
         let mut logged = 0;
-        for (id, key) in &rows {
+        for (seq, id, key) in &rows {
             // A row whose id or key is not a verified envelope's (ingest stores none) has no
             // leaf; the next start looks at it again, harmlessly.
             if let Some(leaf) = crate::store::log::leaf(id, key) {
-                appender.append(&tx, id, &leaf)?;
+                let n = appender.append(&tx, &leaf)?;
+                let n = i64::try_from(n).map_err(|e| other(e.to_string()))?;
+                tx.prepare_cached("UPDATE measurements SET leaf = ?1 WHERE seq = ?2")?
+                    .execute(params![n, seq])?;
                 logged += 1;
             }
         }
@@ -215,9 +242,12 @@ impl Sqlite {
                 };
                 let mut insert = super::Inserter::new(&tx)?;
                 for r in rows {
-                    let new = insert.row(r)?;
-                    let leaf_index = match (&mut appender, new, row_leaf(r)) {
-                        (Some(a), true, Some(leaf)) => Some(a.append(&tx, &r.id, &leaf)?),
+                    // A new signed row is stored naming the leaf it is about to get.
+                    let leaf = appender.as_ref().and_then(|_| row_leaf(r));
+                    let next = appender.as_ref().map(Appender::next);
+                    let new = insert.row(r, leaf.and(next))?;
+                    let leaf_index = match (&mut appender, new, leaf) {
+                        (Some(a), true, Some(leaf)) => Some(a.append(&tx, &leaf)?),
                         (Some(_), false, Some(_)) => leaf_index(&tx, &r.id)?,
                         _ => None,
                     };
@@ -300,7 +330,8 @@ impl LogStore for Sqlite {
     fn leaf_of(&self, id: &str) -> Result<Option<(u64, Vec<u8>)>, DbError> {
         let found: Option<(i64, Vec<u8>)> = self.read(|c| {
             c.query_row(
-                "SELECT idx, leaf FROM log_leaves WHERE id = ?1",
+                "SELECT l.idx, l.leaf FROM measurements m JOIN log_leaves l ON l.idx = m.leaf
+                 WHERE m.id = ?1",
                 [id],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
@@ -399,6 +430,22 @@ mod tests {
                 .map(|v| v.into_iter().map(Hash).collect())
                 .map_err(|_| tlog_tiles::Error::IndexesNotInTree)
         }
+    }
+
+    #[test]
+    fn each_stored_hash_is_found_in_the_row_of_the_leaf_that_completed_it() {
+        for n in 0..2000u64 {
+            let count = 1 + (n + 1).trailing_zeros() as usize;
+            for j in 0..count {
+                let i = stored_hash_index(0, n) + j as u64;
+                assert_eq!(hash_place(i), Some((n as i64, j)), "leaf {n}, hash {j}");
+            }
+        }
+        let far = (1u64 << 62) - 1;
+        assert_eq!(
+            hash_place(stored_hash_index(62, 0)),
+            Some((i64::try_from(far).expect("fits"), 62))
+        );
     }
 
     #[test]

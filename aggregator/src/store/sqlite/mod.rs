@@ -272,16 +272,21 @@ impl<'t> Inserter<'t> {
             row: tx.prepare_cached(
                 "INSERT OR IGNORE INTO measurements (id, source, probe_key, probe_cc, probe_asn,
                  test_name, input, domain, measured_at, received_at, blocking, accessible,
-                 confirmed, rule_set, verdict, network_verified)
-                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
+                 confirmed, rule_set, verdict, network_verified, leaf)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)",
             )?,
             body: tx.prepare_cached("INSERT INTO envelopes_raw (seq, body) VALUES (?1, ?2)")?,
             received: now(),
         })
     }
 
-    /// Stores `r` with its envelope and signals; false when its id was already stored.
-    fn row(&mut self, r: &Row) -> rusqlite::Result<bool> {
+    /// Stores `r` with its envelope and signals, naming its transparency log leaf `leaf`
+    /// (which the caller appends when it is new); false when its id was already stored.
+    fn row(&mut self, r: &Row, leaf: Option<u64>) -> rusqlite::Result<bool> {
+        let leaf = leaf
+            .map(i64::try_from)
+            .transpose()
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
         let n = self.row.execute(params![
             r.id,
             r.source,
@@ -298,7 +303,8 @@ impl<'t> Inserter<'t> {
             r.confirmed,
             r.rule_set,
             r.verdict,
-            r.network_verified
+            r.network_verified,
+            leaf
         ])?;
         if n > 0 {
             self.body
