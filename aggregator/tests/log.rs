@@ -311,16 +311,16 @@ async fn accepted_measurements_are_provably_in_the_signed_log_and_an_altered_fil
             rusqlite::params![leaf],
         )
         .expect("alter");
-        // Leaf 7's row of stored hashes begins with its leaf hash (docs/transparency.md).
+        // Leaf 7's stored hashes begin with its leaf hash (docs/transparency.md).
         let mut hashes: Vec<u8> = c
-            .query_row("SELECT hashes FROM log_hashes WHERE leaf = 7", [], |r| {
+            .query_row("SELECT hashes FROM log_leaves WHERE idx = 7", [], |r| {
                 r.get(0)
             })
             .expect("leaf 7's hashes");
         hashes[..32].copy_from_slice(&tlog_tiles::record_hash(&leaf).0);
         let n = c
             .execute(
-                "UPDATE log_hashes SET hashes = ?1 WHERE leaf = 7",
+                "UPDATE log_leaves SET hashes = ?1 WHERE idx = 7",
                 rusqlite::params![hashes],
             )
             .expect("alter");

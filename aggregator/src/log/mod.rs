@@ -431,7 +431,7 @@ mod tests {
         let leaf = i64::try_from(((k + 1) << level) - 1).expect("small");
         let mut row: Vec<u8> = c
             .query_row(
-                "SELECT hashes FROM log_hashes WHERE leaf = ?1",
+                "SELECT hashes FROM log_leaves WHERE idx = ?1",
                 [leaf],
                 |r| r.get(0),
             )
@@ -439,7 +439,7 @@ mod tests {
         let at = usize::from(level) * 32;
         row[at..at + 32].copy_from_slice(&hash);
         c.execute(
-            "UPDATE log_hashes SET hashes = ?1 WHERE leaf = ?2",
+            "UPDATE log_leaves SET hashes = ?1 WHERE idx = ?2",
             rusqlite::params![row, leaf],
         )
         .expect("alter");

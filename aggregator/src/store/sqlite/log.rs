@@ -1,19 +1,19 @@
 //! The SQLite store's transparency log (`docs/transparency.md`), written by the transaction
 //! that stores the measurements:
 //!
-//! - `log_leaves`: each leaf's index and its 64 bytes ([`crate::store::log::leaf`]), which
-//!   begin with the measurement id;
+//! - `log_leaves`: one row per leaf: its index, its 64 bytes ([`crate::store::log::leaf`]),
+//!   which begin with the measurement id, and the Merkle tree's stored hashes that appending
+//!   it completed (RFC 6962 section 2.1 hashing, in Crosby and Wallach's order as `tlog_tiles`
+//!   computes them): the leaf's hash and the root of each subtree it closed (1 + the trailing
+//!   one bits of its index). Stored hash `(level, k)` is therefore hash `level` of leaf
+//!   `((k + 1) << level) - 1`'s row;
 //! - `measurements.leaf`: the index of the measurement's leaf, found through the id's own
 //!   index (a proof asked by id, a duplicate's leaf);
-//! - `log_hashes`: the Merkle tree's stored hashes (RFC 6962 section 2.1 hashing, in Crosby
-//!   and Wallach's order as `tlog_tiles` computes them), one row per leaf holding the hashes
-//!   appending that leaf completed: the leaf's hash and the root of each subtree it closed
-//!   (1 + the trailing one bits of its index). Stored hash `(level, k)` is therefore hash
-//!   `level` of leaf `((k + 1) << level) - 1`'s row;
 //! - `log_checkpoints`: the signed checkpoints published.
 //!
-//! Every row the log adds goes at the end of a rowid table, with no other index to update:
-//! the log costs ingest little more than the bytes it writes (`benches/log.sh`). Appending leaf
+//! A measurement adds one row at the end of a rowid table and one column to its own row, with
+//! no other index to update: the log costs ingest little more than the bytes it writes
+//! (`benches/log.sh`). Appending leaf
 //! `n` reads at most log2(n) earlier hashes (the roots of the complete subtrees to its left);
 //! those written in the same transaction come from memory, the others from one lookup each.
 
@@ -30,9 +30,9 @@ use crate::store::{DbError, Row};
 /// Migration 12: the log's tables.
 pub(super) const MIGRATION: &str = "CREATE TABLE log_leaves (
         idx INTEGER PRIMARY KEY,
-        leaf BLOB NOT NULL
+        leaf BLOB NOT NULL,
+        hashes BLOB NOT NULL
     );
-    CREATE TABLE log_hashes (leaf INTEGER PRIMARY KEY, hashes BLOB NOT NULL);
     ALTER TABLE measurements ADD COLUMN leaf INTEGER;
     CREATE TABLE log_checkpoints (
         size INTEGER PRIMARY KEY,
@@ -94,7 +94,7 @@ fn read_hash(c: &Connection, index: u64) -> rusqlite::Result<Option<Hash>> {
         return Ok(None);
     };
     let row: Option<Vec<u8>> = c
-        .prepare_cached("SELECT hashes FROM log_hashes WHERE leaf = ?1")?
+        .prepare_cached("SELECT hashes FROM log_leaves WHERE idx = ?1")?
         .query_row([leaf], |r| r.get(0))
         .optional()?;
     Ok(row
@@ -152,15 +152,13 @@ impl Appender {
             }
         };
         let index = i64::try_from(n).map_err(|e| other(e.to_string()))?;
-        tx.prepare_cached("INSERT INTO log_leaves (idx, leaf) VALUES (?1, ?2)")?
-            .execute(params![index, &leaf[..]])?;
         let mut row = Vec::with_capacity(hashes.len() * 32);
         for (i, h) in (stored_hash_index(0, n)..).zip(hashes) {
             row.extend_from_slice(&h.0);
             self.written.insert(i, h);
         }
-        tx.prepare_cached("INSERT INTO log_hashes (leaf, hashes) VALUES (?1, ?2)")?
-            .execute(params![index, row])?;
+        tx.prepare_cached("INSERT INTO log_leaves (idx, leaf, hashes) VALUES (?1, ?2, ?3)")?
+            .execute(params![index, &leaf[..], row])?;
         self.next = n + 1;
         Ok(n)
     }
