@@ -7,7 +7,9 @@ cargo build --release --quiet -p vantage-aggregator --bin vantage-aggregator --e
 WORK=$(mktemp -d)
 # One key signs every measurement here, so its hourly allowance is lifted: this measures
 # throughput, not the rate limit.
-./target/release/vantage-aggregator serve --db "$WORK/agg.db" --listen 127.0.0.1:0 --lines-per-key-hour 0 > "$WORK/out" 2> "$WORK/err" &
+# SERVE_ARGS: more arguments for serve, word-split (benches/log.sh passes --no-log).
+# shellcheck disable=SC2086
+./target/release/vantage-aggregator serve --db "$WORK/agg.db" --listen 127.0.0.1:0 --lines-per-key-hour 0 ${SERVE_ARGS:-} > "$WORK/out" 2> "$WORK/err" &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
 for _ in $(seq 50); do grep -q listening "$WORK/out" 2>/dev/null && break; sleep 0.1; done
