@@ -11,6 +11,7 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("store", &["detect", "api", "ingest", "cli"]),
     ("detect", &["api", "ingest", "cli"]),
     ("ingest", &["api", "detect", "cli"]),
+    ("log", &["api", "ingest", "detect", "cli"]),
     ("api", &["cli"]),
 ];
 
