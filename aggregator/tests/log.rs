@@ -78,6 +78,15 @@ fn checkpoint_of(base: &str, size: u64, limit: Duration) -> (String, Duration) {
     }
 }
 
+/// [`python_verifier`] off the test's runtime, which the server it asks shares.
+async fn verify(base: &str, public_key: &str, pinned: Option<&Path>, ids: &Path) -> (bool, String) {
+    let (base, key) = (base.to_string(), public_key.to_string());
+    let (pinned, ids) = (pinned.map(Path::to_path_buf), ids.to_path_buf());
+    tokio::task::spawn_blocking(move || python_verifier(&base, &key, pinned.as_deref(), &ids))
+        .await
+        .expect("join")
+}
+
 /// The Python verifier's run: (success, its report).
 fn python_verifier(
     base: &str,
@@ -277,12 +286,7 @@ async fn accepted_measurements_are_provably_in_the_signed_log_and_an_altered_fil
     .expect("write");
     let pinned = dir.join("checkpoint.txt");
     std::fs::write(&pinned, &checkpoint).expect("write");
-    let (ok, report) = tokio::task::spawn_blocking({
-        let (base, key, ids) = (base.clone(), aggregator_key.clone(), ids.clone());
-        move || python_verifier(&base, &key, None, &ids)
-    })
-    .await
-    .expect("join");
+    let (ok, report) = verify(&base, &aggregator_key, None, &ids).await;
     assert!(ok, "{report}");
     assert!(
         report.contains("is signed by the aggregator's key"),
@@ -291,12 +295,7 @@ async fn accepted_measurements_are_provably_in_the_signed_log_and_an_altered_fil
     assert!(report.contains("ok 300 of 300 proofs verify"), "{report}");
     assert!(report.ends_with("0 failed\n"), "{report}");
     // Another key's checkpoint is not this aggregator's.
-    let (ok, report) = tokio::task::spawn_blocking({
-        let (base, key, ids) = (base.clone(), probe_key.clone(), ids.clone());
-        move || python_verifier(&base, &key, None, &ids)
-    })
-    .await
-    .expect("join");
+    let (ok, report) = verify(&base, &probe_key, None, &ids).await;
     assert!(!ok && report.contains("FAIL checkpoint"), "{report}");
     drop(server);
 
@@ -333,17 +332,7 @@ async fn accepted_measurements_are_provably_in_the_signed_log_and_an_altered_fil
     let ca = dir.join("ca.pem");
     let server = serve(&ca, &db, &[]).await;
     let base = server.base.clone();
-    let (ok, report) = tokio::task::spawn_blocking({
-        let (base, key, ids, pinned) = (
-            base.clone(),
-            aggregator_key.clone(),
-            ids.clone(),
-            pinned.clone(),
-        );
-        move || python_verifier(&base, &key, Some(&pinned), &ids)
-    })
-    .await
-    .expect("join");
+    let (ok, report) = verify(&base, &aggregator_key, Some(&pinned), &ids).await;
     assert!(!ok, "{report}");
     assert!(
         report.contains("FAIL the root of the 300 leaf hashes of the tiles is the checkpoint's"),
@@ -377,17 +366,7 @@ async fn accepted_measurements_are_provably_in_the_signed_log_and_an_altered_fil
     assert!(e.contains("299 leaves, fewer than the 300"), "{e}");
     let server = serve(&ca, &db, &[]).await;
     let base = server.base.clone();
-    let (ok, report) = tokio::task::spawn_blocking({
-        let (base, key, ids, pinned) = (
-            base.clone(),
-            aggregator_key.clone(),
-            ids.clone(),
-            pinned.clone(),
-        );
-        move || python_verifier(&base, &key, Some(&pinned), &ids)
-    })
-    .await
-    .expect("join");
+    let (ok, report) = verify(&base, &aggregator_key, Some(&pinned), &ids).await;
     assert!(!ok, "{report}");
     assert!(
         report.contains("FAIL the level-0 tiles of a tree of 300: HTTP Error 404"),
