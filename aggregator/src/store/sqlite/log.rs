@@ -173,10 +173,17 @@ pub(super) fn leaf_index(c: &Connection, id: &str) -> rusqlite::Result<Option<u6
     Ok(idx.flatten().and_then(|i| u64::try_from(i).ok()))
 }
 
+/// The `meta` key under which [`catch_up`] remembers the last measurement row (`seq`) it has
+/// looked at, so that the next start begins after it.
+const CAUGHT_UP: &str = "log_caught_up_seq";
+
 /// Appends the signed measurements stored without the log (`serve --no-log`, or before the log
 /// existed), oldest first, a bounded batch per transaction; returns how many. Every signed row
 /// stored after the last leaf's row is looked at, and any that has no leaf appended: rows
 /// stored by a server with the log are appended as they are stored, so none is left behind.
+/// How far it has looked is remembered ([`CAUGHT_UP`]; `seq` only grows, since measurements
+/// are never deleted), so the rows of a large OONI import after the last leaf are read once,
+/// not at every start.
 pub(super) fn catch_up(c: &mut Connection) -> rusqlite::Result<u64> {
     let mut appended = 0;
     loop {
@@ -192,6 +199,12 @@ pub(super) fn catch_up(c: &mut Connection) -> rusqlite::Result<u64> {
             )
             .optional()?
             .unwrap_or(0);
+        let looked: Option<i64> = tx
+            .query_row("SELECT value FROM meta WHERE key = ?1", [CAUGHT_UP], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let after = after.max(looked.unwrap_or(0));
         let rows: Vec<(i64, String, String)> = tx
             .prepare(
                 "SELECT seq, id, probe_key FROM measurements
@@ -207,7 +220,7 @@ pub(super) fn catch_up(c: &mut Connection) -> rusqlite::Result<u64> {
         let mut logged = 0;
         for (seq, id, key) in &rows {
             // A row whose id or key is not a verified envelope's (ingest stores none) has no
-            // leaf; the next start looks at it again, harmlessly.
+            // leaf, and is passed over.
             if let Some(leaf) = crate::store::log::leaf(id, key) {
                 let n = appender.append(&tx, &leaf)?;
                 let n = i64::try_from(n).map_err(|e| other(e.to_string()))?;
@@ -216,9 +229,24 @@ pub(super) fn catch_up(c: &mut Connection) -> rusqlite::Result<u64> {
                 logged += 1;
             }
         }
+        // A short batch was the last: every row stored so far has been looked at.
+        let done = rows.len() < CATCH_UP_BATCH;
+        let reached: i64 = match rows.last() {
+            Some((seq, _, _)) if !done => *seq,
+            _ => tx.query_row("SELECT coalesce(max(seq), 0) FROM measurements", [], |r| {
+                r.get(0)
+            })?,
+        };
+        if looked != Some(reached) {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![CAUGHT_UP, reached],
+            )?;
+        }
         tx.commit()?;
         appended += logged;
-        if rows.len() < CATCH_UP_BATCH || logged == 0 {
+        if done {
             return Ok(appended);
         }
     }
@@ -528,5 +556,79 @@ mod tests {
         // Nothing is left to catch up: the next start appends nothing.
         let db = Sqlite::open(&path).expect("open");
         assert_eq!(db.tree_size().expect("size"), 3);
+    }
+
+    #[test]
+    fn catching_up_remembers_how_far_it_looked_and_passes_over_rows_it_cannot_log() {
+        let path = temp("caught-up");
+        let looked = |db: &Sqlite| -> (Option<i64>, i64) {
+            db.read(|c| {
+                let looked = c
+                    .query_row("SELECT value FROM meta WHERE key = ?1", [CAUGHT_UP], |r| {
+                        r.get(0)
+                    })
+                    .optional()?;
+                let last = c.query_row("SELECT max(seq) FROM measurements", [], |r| r.get(0))?;
+                Ok((looked, last))
+            })
+            .expect("read")
+        };
+        Sqlite::open(&path)
+            .expect("open")
+            .insert(&[row(1, true)])
+            .expect("insert");
+        // Stored without the log: more than a batch of rows whose key is not a verified
+        // envelope's, OONI imports, then one signed measurement.
+        {
+            let db = Sqlite::open_without_log(&path).expect("open");
+            let mut rows: Vec<Row> = (0..CATCH_UP_BATCH + 5)
+                .map(|i| Row {
+                    id: format!("{i:064x}"),
+                    probe_key: Some("not a key".into()),
+                    ..row(0, true)
+                })
+                .collect();
+            rows.extend([row(7, false), row(8, false), row(2, true)]);
+            db.insert_rows(&rows).expect("insert");
+        }
+        let db = Sqlite::open(&path).expect("open");
+        assert_eq!(
+            db.leaf_of(&row(2, true).id).expect("read").map(|l| l.0),
+            Some(1),
+            "found past a whole batch of rows without a leaf"
+        );
+        let (at, last) = looked(&db);
+        assert_eq!(at, Some(last), "every row looked at is remembered");
+        drop(db);
+        // An import stored since is looked at once; a signed row stored without the log after
+        // it is still appended.
+        Sqlite::open(&path)
+            .expect("open")
+            .insert(&[row(9, false)])
+            .expect("insert");
+        Sqlite::open_without_log(&path)
+            .expect("open")
+            .insert_rows(&[row(3, true)])
+            .expect("insert");
+        let db = Sqlite::open(&path).expect("open");
+        assert_eq!(db.tree_size().expect("size"), 3);
+        let (at, last) = looked(&db);
+        assert_eq!(at, Some(last));
+        drop(db);
+        // What remembering saves: rows up to the remembered one are not read again (here a
+        // signed row planted before it, which no real store has, is passed over).
+        Sqlite::open_without_log(&path)
+            .expect("open")
+            .insert_rows(&[row(4, true)])
+            .expect("insert");
+        let c = Connection::open(&path).expect("open");
+        c.execute(
+            "UPDATE meta SET value = (SELECT max(seq) FROM measurements) WHERE key = ?1",
+            [CAUGHT_UP],
+        )
+        .expect("plant");
+        drop(c);
+        let db = Sqlite::open(&path).expect("open");
+        assert_eq!(db.tree_size().expect("size"), 3, "row 4 was not read");
     }
 }
