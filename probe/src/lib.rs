@@ -18,6 +18,7 @@ pub mod store;
 pub mod test_lists;
 pub mod th;
 pub mod throttling;
+pub mod tlog;
 pub mod upload;
 pub mod verdict;
 pub mod web_connectivity;
