@@ -11,26 +11,32 @@
 //! One key signs two kinds of message: test lists (an envelope's signature covers JSON) and
 //! checkpoints (whose text starts with the origin line, never JSON), so neither signature can
 //! be taken for the other.
+//!
+//! The names, the signing and the checking are `vantage_probe::tlog`'s, the module every
+//! verifier of the log uses (the probe, `vantage verify`, witnesses, mirrors): one
+//! implementation, so the aggregator cannot sign what they would read differently.
 
 use std::path::Path;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use signed_note::{Note, StandardSigner, StandardVerifier, VerifierList};
 use tlog_tiles::{Checkpoint, Hash};
+use vantage_probe::tlog::{self, LogSigner};
 
 use super::LogError;
 
 /// The prefix of every Vantage log's origin.
-pub const ORIGIN_PREFIX: &str = "vantage.invalid/";
+pub use vantage_probe::tlog::ORIGIN_PREFIX;
 
-/// signed-note's algorithm byte for Ed25519.
-const ALG_ED25519: u8 = 1;
+/// The origin of the log whose checkpoints `public` signs (`vantage_probe::tlog`, which every
+/// verifier of the log uses too).
+pub use vantage_probe::tlog::origin_of;
 
-/// The aggregator's log identity: its origin and the key that signs its checkpoints.
+/// The aggregator's log identity: its origin and the key that signs its checkpoints. The
+/// signing is `vantage_probe::tlog::LogSigner`'s, so what is signed here is what the probe,
+/// `vantage verify`, witnesses and mirrors check, with one implementation.
 pub struct LogKey {
-    origin: String,
-    signer: StandardSigner,
+    signer: LogSigner,
     verifier_key: String,
 }
 
@@ -40,33 +46,15 @@ impl std::fmt::Debug for LogKey {
     }
 }
 
-/// The origin of the log whose checkpoints `public` signs.
-pub fn origin_of(public: &[u8; 32]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, public);
-    format!("{ORIGIN_PREFIX}{}", &hex::encode(digest.as_ref())[..16])
-}
-
 impl LogKey {
     /// The log identity of the Ed25519 secret key `seed`.
     pub fn from_seed(seed: &[u8; 32]) -> Result<LogKey, LogError> {
-        let public = ed25519_dalek::SigningKey::from_bytes(seed).verifying_key();
-        let origin = origin_of(public.as_bytes());
-        let mut encoded = vec![ALG_ED25519];
-        encoded.extend_from_slice(public.as_bytes());
-        let id = signed_note::key_id(&origin, &encoded);
-        let mut secret = vec![ALG_ED25519];
-        secret.extend_from_slice(seed);
-        let signer = StandardSigner::new(&format!(
-            "PRIVATE+KEY+{origin}+{id:08x}+{}",
-            B64.encode(&secret)
-        ))
-        .map_err(|e| LogError::Key {
-            path: origin.clone(),
+        let signer = LogSigner::from_seed(seed).map_err(|e| LogError::Key {
+            path: "(a key given as bytes)".into(),
             reason: e.to_string(),
         })?;
         Ok(LogKey {
-            verifier_key: signed_note::new_ed25519_verifier_key(&origin, &public),
-            origin,
+            verifier_key: tlog::verifier_key(signer.public()),
             signer,
         })
     }
@@ -89,7 +77,7 @@ impl LogKey {
 
     /// The checkpoints' origin line, which is also the key's name.
     pub fn origin(&self) -> &str {
-        &self.origin
+        self.signer.origin()
     }
 
     /// The signed-note verifier key, `<origin>+<key id>+<base64 of 0x01 and the public key>`,
@@ -100,34 +88,21 @@ impl LogKey {
 
     /// The signed checkpoint of a tree of `size` leaves whose root is `root`.
     pub fn sign(&self, size: u64, root: Hash) -> Result<String, LogError> {
-        let sign_err = |reason: String| LogError::Sign { size, reason };
-        let checkpoint =
-            Checkpoint::new(&self.origin, size, root, "").map_err(|e| sign_err(e.to_string()))?;
-        let mut note =
-            Note::new(&checkpoint.to_bytes(), &[]).map_err(|e| sign_err(e.to_string()))?;
-        note.add_sigs(&[&self.signer])
-            .map_err(|e| sign_err(e.to_string()))?;
-        String::from_utf8(note.to_bytes()).map_err(|e| sign_err(e.to_string()))
+        self.signer.sign(size, &root.0).map_err(|e| LogError::Sign {
+            size,
+            reason: e.to_string(),
+        })
     }
 }
 
 /// Checks a signed checkpoint against a verifier key: its signature, and that its origin is the
-/// key's name. Returns the checkpoint.
+/// key's name (`vantage_probe::tlog::verify_checkpoint`). Returns the checkpoint.
 pub fn verify(note: &str, verifier_key: &str) -> Result<Checkpoint, LogError> {
-    let bad = |reason: String| LogError::Checkpoint(reason);
-    let verifier = StandardVerifier::new(verifier_key).map_err(|e| bad(e.to_string()))?;
-    let name = signed_note::Verifier::name(&verifier).to_string();
-    let note = Note::from_bytes(note.as_bytes()).map_err(|e| bad(e.to_string()))?;
-    note.verify(&VerifierList::new(vec![Box::new(verifier)]))
-        .map_err(|e| bad(e.to_string()))?;
-    let checkpoint = Checkpoint::from_bytes(note.text()).map_err(|e| bad(e.to_string()))?;
-    if checkpoint.origin() != name {
-        return Err(bad(format!(
-            "origin {:?} is not the key's name {name:?}",
-            checkpoint.origin()
-        )));
-    }
-    Ok(checkpoint)
+    let bad = |e: tlog::TlogError| LogError::Checkpoint(e.to_string());
+    let public = tlog::public_of_verifier_key(verifier_key).map_err(bad)?;
+    let checked = tlog::verify_checkpoint(note, &public).map_err(bad)?;
+    Checkpoint::new(&checked.origin, checked.size, Hash(checked.root), "")
+        .map_err(|e| LogError::Checkpoint(e.to_string()))
 }
 
 #[cfg(test)]

@@ -12,23 +12,14 @@ use super::{DbError, Row};
 
 /// Bytes of one leaf: the measurement id (the SHA-256 of the signed measurement's exact bytes)
 /// then the signer's Ed25519 public key.
-pub const LEAF_BYTES: usize = 64;
+pub const LEAF_BYTES: usize = vantage_probe::tlog::LEAF_BYTES;
 
 /// The leaf of a signed measurement: its id, 64 hex digits, as 32 bytes, followed by the 32
 /// bytes of the signer's base64 Ed25519 public key (`docs/transparency.md`, "Leaves"). `None`
 /// when either is not what a verified envelope has (ingest stores no such row).
 pub fn leaf(id: &str, key: &str) -> Option<[u8; LEAF_BYTES]> {
-    use base64::Engine as _;
-    let id: [u8; 32] = hex::decode(id).ok()?.try_into().ok()?;
-    let key: [u8; 32] = base64::engine::general_purpose::STANDARD
-        .decode(key)
-        .ok()?
-        .try_into()
-        .ok()?;
-    let mut out = [0u8; LEAF_BYTES];
-    out[..32].copy_from_slice(&id);
-    out[32..].copy_from_slice(&key);
-    Some(out)
+    // The one definition of a leaf, shared with every verifier of the log.
+    vantage_probe::tlog::leaf(id, key).ok()
 }
 
 /// The leaf of a row to store: signed rows (with a probe key) have one, OONI imports none.
