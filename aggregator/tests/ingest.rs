@@ -664,6 +664,7 @@ async fn openapi_document_matches_the_routes() {
         "GET /log/checkpoint",
         "GET /log/tile/{path}",
         "GET /api/v1/log/proof/{id}",
+        "GET /api/v1/log/entry/{id}",
     ]
     .into_iter()
     .map(String::from)

@@ -481,3 +481,193 @@ async fn the_clickhouse_store_keeps_no_log_and_says_so() {
     drop(server);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Posts one envelope to `path`: (status, body).
+fn post_envelope(base: &str, path: &str, line: &str) -> (u16, String) {
+    common::http(
+        base,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        line.as_bytes(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn heartbeats_and_enrolments_are_logged_once_and_only_a_heartbeat_s_envelope_is_served() {
+    let dir = tempdir("log-entries");
+    let ca = dir.join("ca.pem");
+    vantage_fixtures::tls::TestCa::new("CA").write_pem(&ca);
+    let db = dir.join("agg.db");
+    let out = Command::new(AGGREGATOR)
+        .args(["keys", "token", "--count", "1", "--db"])
+        .arg(&db)
+        .output()
+        .expect("keys token");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let server = serve(&ca, &db, &["--require-enrolment"]).await;
+    let base = server.base.clone();
+    let aggregator_key = Identity::load_or_create(&dir.join("agg.db.key"))
+        .expect("the aggregator's key")
+        .0
+        .public_key();
+    let (alice, bob) = (
+        Identity::generate().expect("key"),
+        Identity::generate().expect("key"),
+    );
+    let now = vantage_aggregator::store::now();
+    let id_of = |line: &str| {
+        vantage_probe::envelope::verify(line)
+            .expect("signed")
+            .id
+            .to_string()
+    };
+    let enrolment = signed_in_ir(
+        &alice,
+        "enrolment",
+        now - 60,
+        0.0,
+        serde_json::json!({ "token": token }),
+    );
+    let beat = signed_in_ir(&alice, "heartbeat", now - 30, 0.0, serde_json::json!({}));
+    let canaries: Vec<String> = measurements(&alice)
+        .into_iter()
+        .take(2)
+        .map(|m| m.1)
+        .collect();
+    let stolen = signed_in_ir(
+        &bob,
+        "enrolment",
+        now - 20,
+        0.0,
+        serde_json::json!({ "token": token }),
+    );
+
+    let (answers, statuses) = tokio::task::spawn_blocking({
+        let base = base.clone();
+        let (enrolment, beat, canaries, stolen) = (
+            enrolment.clone(),
+            beat.clone(),
+            canaries.clone(),
+            stolen.clone(),
+        );
+        move || {
+            let mut statuses = Vec::new();
+            // Leaf 0: the enrolment; leaf 1: the heartbeat; 2 and 3: the measurements.
+            statuses.push(post_envelope(&base, "/api/v1/enrol", &enrolment));
+            statuses.push(post_envelope(&base, "/api/v1/heartbeat", &beat));
+            let answers = upload(&base, &canaries);
+            // None of these is appended: the same heartbeat again, the same enrolment again
+            // (its key is already enrolled), another key with the spent token.
+            statuses.push(post_envelope(&base, "/api/v1/heartbeat", &beat));
+            statuses.push(post_envelope(&base, "/api/v1/enrol", &enrolment));
+            statuses.push(post_envelope(&base, "/api/v1/enrol", &stolen));
+            checkpoint_of(&base, 4, Duration::from_secs(20));
+            (answers, statuses)
+        }
+    })
+    .await
+    .expect("join");
+    let codes: Vec<u16> = statuses.iter().map(|s| s.0).collect();
+    assert_eq!(codes, [200, 200, 200, 200, 403], "{statuses:?}");
+    assert!(statuses[4].1.contains("token already used"), "{statuses:?}");
+    assert_eq!(
+        answers,
+        [
+            ("accepted".to_string(), Some(2)),
+            ("accepted".to_string(), Some(3))
+        ]
+    );
+    // Nothing more was appended: a checkpoint of 5 never comes.
+    tokio::time::sleep(vantage_aggregator::log::PUBLISH_EVERY + Duration::from_secs(1)).await;
+    let (checkpoint, _) = checkpoint_of(&base, 4, Duration::from_secs(1));
+
+    // The entry bundle holds the enrolment's and the heartbeat's leaves: id, then key.
+    let (status, _, bundle) = get(&base, "/log/tile/entries/000.p/4");
+    assert_eq!((status, bundle.len()), (200, 4 * 66));
+    let alice_key = alice.public_key();
+    let raw_key = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(&alice_key)
+            .expect("base64")
+    };
+    for (i, line) in [&enrolment, &beat, &canaries[0], &canaries[1]]
+        .iter()
+        .enumerate()
+    {
+        let entry = &bundle[i * 66 + 2..i * 66 + 66];
+        assert_eq!(hex::encode(&entry[..32]), id_of(line), "leaf {i}");
+        assert_eq!(&entry[32..], &raw_key[..], "leaf {i}");
+    }
+
+    // Each has a proof; the heartbeat's and the measurement's envelopes are served byte for
+    // byte, the enrolment's is not (it carries its token).
+    for (line, index) in [(&enrolment, 0), (&beat, 1), (&canaries[1], 3)] {
+        let (status, _, body) = get(&base, &format!("/api/v1/log/proof/{}", id_of(line)));
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let proof: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(proof["leaf_index"], index);
+        assert_eq!(proof["checkpoint"], checkpoint);
+    }
+    for (line, kind, leaf) in [
+        (&beat, "heartbeat", "1"),
+        (&canaries[0], "measurement", "2"),
+    ] {
+        let (status, headers, body) = get(&base, &format!("/api/v1/log/entry/{}", id_of(line)));
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            line.as_str(),
+            "byte for byte"
+        );
+        assert_eq!(header(&headers, "x-vantage-entry"), Some(kind));
+        assert_eq!(header(&headers, "x-vantage-leaf"), Some(leaf));
+        assert_eq!(header(&headers, "content-type"), Some("application/json"));
+    }
+    let (status, _, body) = get(&base, &format!("/api/v1/log/entry/{}", id_of(&enrolment)));
+    let body = String::from_utf8_lossy(&body).into_owned();
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("is an enrolment (leaf 0)"), "{body}");
+    assert!(!body.contains(&token), "{body}");
+    for (path, status) in [
+        (format!("/api/v1/log/entry/{}", id_of(&stolen)), 404),
+        (format!("/api/v1/log/entry/{}", "0".repeat(64)), 404),
+        ("/api/v1/log/entry/xyz".to_string(), 400),
+        (format!("/api/v1/log/entry/{}", "g".repeat(64)), 400),
+    ] {
+        let (got, _, body) = get(&base, &path);
+        assert_eq!(got, status, "{path}: {}", String::from_utf8_lossy(&body));
+    }
+
+    // The independent verifier proves all four leaves against the checkpoint.
+    let ids = dir.join("entries.txt");
+    std::fs::write(
+        &ids,
+        [&enrolment, &beat, &canaries[0], &canaries[1]]
+            .iter()
+            .map(|l| format!("{} {alice_key}\n", id_of(l)))
+            .collect::<String>(),
+    )
+    .expect("write");
+    let (ok, report) = verify(&base, &aggregator_key, None, &ids).await;
+    assert!(ok, "{report}");
+    assert!(report.contains("ok 4 of 4 proofs verify"), "{report}");
+    drop(server);
+
+    // The token is not in the file in the clear, logged or not.
+    let file = std::fs::read(&db).expect("db");
+    let wal = std::fs::read(db.with_extension("db-wal")).unwrap_or_default();
+    for bytes in [&file, &wal] {
+        assert!(
+            !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+            "token stored in clear"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,6 +1,6 @@
 //! The transparency log's routes (`docs/transparency.md`): the latest checkpoint and the tiles
-//! at C2SP tlog-tiles' paths under `/log/`, and an inclusion proof by measurement id under the
-//! API. A store without a log (ClickHouse, or `serve --no-log`) answers each with 404 and says
+//! at C2SP tlog-tiles' paths under `/log/`, and an inclusion proof and the logged envelope by
+//! id under the API. A store without a log (ClickHouse, or `serve --no-log`) answers each with 404 and says
 //! why.
 //!
 //! Every answer is bounded: a tile is at most 256 hashes (8 KiB) or 256 entries of 66 bytes,
@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use crate::api::openapi::ErrorAnswer;
 use crate::api::server::AppState;
 use crate::log::{LogError, Proven, tiles};
-use crate::store::log::{LogStore, NoLog};
+use crate::store::log::{EntryKind, LogStore, NoLog};
 
 /// `Cache-Control` of a full tile: it never changes (C2SP tlog-tiles: "immutable").
 pub const FULL_TILE_CACHE: &str = "public, max-age=31536000, immutable";
@@ -163,13 +163,14 @@ pub async fn tile(State(state): State<AppState>, Path(path): Path<String>) -> Re
     }
 }
 
-/// That a measurement is in the transparency log: its leaf and an inclusion proof.
+/// That a measurement (or a heartbeat, or an enrolment) is in the transparency log: its leaf
+/// and an inclusion proof.
 ///
-/// The proof (RFC 9162 section 2.1.3) leads from the measurement's leaf to the root of the
+/// The proof (RFC 9162 section 2.1.3) leads from the envelope's leaf to the root of the
 /// latest checkpoint, which is in the answer as served at `/log/checkpoint`. A measurement
 /// accepted since that checkpoint is proven once the next is published (within 10 s).
 #[utoipa::path(get, path = "/api/v1/log/proof/{id}", tag = "log",
-    params(("id" = String, Path, description = "The measurement id: 64 hex digits", pattern = "^[0-9a-fA-F]{64}$")),
+    params(("id" = String, Path, description = "The measurement id (or a heartbeat's or enrolment's: the SHA-256 of its signed measurement bytes): 64 hex digits", pattern = "^[0-9a-fA-F]{64}$")),
     responses(
         (status = 200, description = "The leaf and its inclusion proof", body = ProofAnswer),
         (status = 400, description = "Not an id", body = ErrorAnswer),
@@ -178,10 +179,9 @@ pub async fn tile(State(state): State<AppState>, Path(path): Path<String>) -> Re
         (status = 503, description = "Not in a checkpoint yet (retry after Retry-After seconds), or storage is unavailable", body = ErrorAnswer),
     ))]
 pub async fn proof(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return error(StatusCode::BAD_REQUEST, "an id is 64 hex digits".into());
-    }
-    let id = id.to_ascii_lowercase();
+    let Some(id) = envelope_id(&id) else {
+        return bad_id();
+    };
     let asked = id.clone();
     match with_log(&state, move |log| crate::log::prove(log, &asked)).await {
         Ok(Proven::Included(p)) => axum::Json(ProofAnswer {
@@ -214,6 +214,74 @@ pub async fn proof(State(state): State<AppState>, Path(id): Path<String>) -> Res
             )
                 .into_response()
         }
+        Err(answer) => answer,
+    }
+}
+
+/// A 64-hex-digit id, lower case; `None` (answered with [`bad_id`]) for anything else.
+fn envelope_id(id: &str) -> Option<String> {
+    (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_ascii_lowercase())
+}
+
+/// The answer to a path whose id is not one.
+fn bad_id() -> Response {
+    error(StatusCode::BAD_REQUEST, "an id is 64 hex digits".into())
+}
+
+/// The envelope of a logged leaf, byte for byte: a measurement's or a heartbeat's.
+///
+/// From it anyone can recompute the leaf (the SHA-256 of its signed measurement bytes, then
+/// its key) and check its signature: what a mirror copies and an evidence bundle holds. An
+/// enrolment is logged too, but its envelope carries its one-time token and is never served
+/// (403, whether the token is spent or not).
+#[utoipa::path(get, path = "/api/v1/log/entry/{id}", tag = "log",
+    params(("id" = String, Path, description = "The envelope's id: the SHA-256 of its signed measurement bytes, 64 hex digits", pattern = "^[0-9a-fA-F]{64}$")),
+    responses(
+        (status = 200, description = "The envelope, byte for byte; `X-Vantage-Entry` names its kind (measurement, heartbeat) and `X-Vantage-Leaf` its leaf index", body = String, content_type = "application/json"),
+        (status = 400, description = "Not an id", body = ErrorAnswer),
+        (status = 403, description = "An enrolment: its leaf is logged but its envelope carries its token", body = ErrorAnswer),
+        (status = 404, description = "Not in the log, its envelope was not kept, or this aggregator keeps no log", body = ErrorAnswer),
+        (status = 503, description = "Storage is unavailable", body = ErrorAnswer),
+    ))]
+pub async fn entry(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let Some(id) = envelope_id(&id) else {
+        return bad_id();
+    };
+    let asked = id.clone();
+    match with_log(&state, move |log| Ok(log.entry(&asked)?)).await {
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("{id} is not in the log")),
+        Ok(Some(e)) if e.kind == EntryKind::Enrolment => error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{id} is an enrolment (leaf {}): its envelope carries a one-time token and is not served",
+                e.leaf_index
+            ),
+        ),
+        Ok(Some(e)) => match e.envelope {
+            Some(body) => (
+                [
+                    (header::CONTENT_TYPE, "application/json".to_string()),
+                    (header::CACHE_CONTROL, FULL_TILE_CACHE.to_string()),
+                    (
+                        header::HeaderName::from_static("x-vantage-entry"),
+                        e.kind.as_str().to_string(),
+                    ),
+                    (
+                        header::HeaderName::from_static("x-vantage-leaf"),
+                        e.leaf_index.to_string(),
+                    ),
+                ],
+                body,
+            )
+                .into_response(),
+            None => error(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "{id} is logged (leaf {}) but its envelope is not kept here",
+                    e.leaf_index
+                ),
+            ),
+        },
         Err(answer) => answer,
     }
 }

@@ -194,6 +194,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi_json))
         .routes(routes!(crate::api::log::checkpoint))
         .routes(routes!(crate::api::log::proof))
+        .routes(routes!(crate::api::log::entry))
         // A tile's path has a varying number of parts, which only axum's wildcard takes; it is
         // documented as `/log/tile/{path}` through `ApiDoc` (`openapi.rs`).
         .route(

@@ -66,7 +66,13 @@ pub fn enrol(
     else {
         return Ok(Err("malformed: test_keys.token is missing".into()));
     };
-    Ok(match storage.redeem_token(&token_sha256(token), &c.key)? {
+    // The enrolment's leaf is appended in the transaction that spends the token; its envelope
+    // is not kept, since it carries the token (`docs/transparency.md`, "What is logged").
+    let outcome = match storage.log() {
+        Ok(log) => log.redeem_logged(&token_sha256(token), &c.key, &c.id)?.0,
+        Err(_) => storage.redeem_token(&token_sha256(token), &c.key)?,
+    };
+    Ok(match outcome {
         Redeemed::Enrolled | Redeemed::AlreadyEnrolled => Ok(c.key),
         Redeemed::Spent => Err("token already used".into()),
         Redeemed::Unknown => Err("unknown token".into()),

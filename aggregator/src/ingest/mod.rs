@@ -36,7 +36,7 @@ use vantage_probe::verdict::services::{self, Meta, SERVICE_TESTS};
 
 use crate::ingest::limits::{KeyLimits, Turns};
 use crate::store::log::Stored;
-use crate::store::{DbError, KeyState, Row, Storage};
+use crate::store::{DbError, KeyState, Row, Storage, StoredHeartbeat};
 
 /// Ingest limits.
 #[derive(Debug, Clone)]
@@ -552,6 +552,12 @@ pub fn ingest(
 pub struct Control {
     /// The signer's base64 public key.
     pub key: String,
+    /// The SHA-256 of the signed measurement bytes, hex: its id, and the first half of its
+    /// transparency log leaf (`docs/transparency.md`, "Leaves").
+    pub id: String,
+    /// The envelope, as received less surrounding white space: what the log's entry route
+    /// serves for a heartbeat.
+    pub envelope: String,
     /// The measurement inside the envelope.
     pub measurement: Measurement<serde_json::Value>,
 }
@@ -585,11 +591,15 @@ pub fn control(body: &str, test_name: &str, config: &IngestConfig) -> Result<Con
     )?;
     Ok(Control {
         key: verified.key,
+        id: verified.id.to_string(),
+        envelope: line.to_string(),
         measurement: m,
     })
 }
 
 /// Checks and records a heartbeat: one envelope whose measurement has `test_name: heartbeat`.
+/// A new one is appended to the transparency log, with its envelope, in the transaction that
+/// records it, when the store keeps a log (`docs/transparency.md`, "What is logged").
 /// `Ok(Err(reason))` when it is refused.
 pub fn heartbeat(
     storage: &dyn Storage,
@@ -616,13 +626,21 @@ pub fn heartbeat(
         return Ok(Err(e.to_string()));
     }
     let m = &c.measurement;
-    storage.heartbeat(
-        &c.key,
-        m.probe_cc.as_str(),
-        m.probe_asn.0,
-        &m.measurement_start_time,
-        origin.vouches_for(m.probe_cc.as_str(), m.probe_asn.0),
-    )?;
+    let beat = StoredHeartbeat {
+        key: c.key.clone(),
+        cc: m.probe_cc.as_str().to_string(),
+        asn: m.probe_asn.0,
+        sent_at: m.measurement_start_time.clone(),
+        verified: origin.vouches_for(m.probe_cc.as_str(), m.probe_asn.0),
+    };
+    match storage.log() {
+        Ok(log) => {
+            log.heartbeat_logged(&beat, &c.id, &c.envelope)?;
+        }
+        Err(_) => {
+            storage.heartbeat(&beat.key, &beat.cc, beat.asn, &beat.sent_at, beat.verified)?;
+        }
+    }
     Ok(Ok(()))
 }
 

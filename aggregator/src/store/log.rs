@@ -8,7 +8,7 @@
 //! `golang.org/x/mod/sumdb/tlog`), from which the C2SP tlog-tiles tiles and RFC 9162 inclusion
 //! proofs are read (`crate::log`).
 
-use super::{DbError, Row};
+use super::{DbError, Redeemed, Row, StoredHeartbeat};
 
 /// Bytes of one leaf: the measurement id (the SHA-256 of the signed measurement's exact bytes)
 /// then the signer's Ed25519 public key.
@@ -50,6 +50,52 @@ pub struct StoredCheckpoint {
     pub published_at: i64,
 }
 
+/// What a leaf stands for: the three kinds of signed envelope the aggregator accepts
+/// (`docs/transparency.md`, "What is logged").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A measurement (`POST /api/v1/measurements`).
+    Measurement,
+    /// A heartbeat (`POST /api/v1/heartbeat`).
+    Heartbeat,
+    /// An enrolment (`POST /api/v1/enrol`), whose envelope carries the one-time token.
+    Enrolment,
+}
+
+impl EntryKind {
+    /// Its name, as stored and as the entry route says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Measurement => "measurement",
+            EntryKind::Heartbeat => "heartbeat",
+            EntryKind::Enrolment => "enrolment",
+        }
+    }
+
+    /// The kind named `name` ([`EntryKind::as_str`]).
+    pub fn parse(name: &str) -> Option<EntryKind> {
+        [
+            EntryKind::Measurement,
+            EntryKind::Heartbeat,
+            EntryKind::Enrolment,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == name)
+    }
+}
+
+/// A logged envelope, as `GET /api/v1/log/entry/{id}` gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Its leaf's index.
+    pub leaf_index: u64,
+    /// What it is.
+    pub kind: EntryKind,
+    /// The envelope byte for byte; `None` for an enrolment, whose envelope carries its
+    /// one-time token and is therefore not kept (only its leaf is).
+    pub envelope: Option<String>,
+}
+
 /// Why a store keeps no transparency log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoLog {
@@ -75,13 +121,35 @@ pub trait LogStore: Send + Sync {
     /// Stores `rows` as [`super::Storage::insert`] does, appending each new signed row to the
     /// log in the same transaction; says for each row whether it was new and its leaf.
     fn insert_logged(&self, rows: &[Row]) -> Result<Vec<Stored>, DbError>;
+    /// Records a heartbeat as [`super::Storage::heartbeat`] does and, when it is new, appends
+    /// its leaf (`id`: the SHA-256 of the envelope's signed measurement bytes, hex) and keeps
+    /// its `envelope` bytes, all in one transaction. A duplicate is not appended and gets the
+    /// leaf it already has (none when it was recorded without the log).
+    fn heartbeat_logged(
+        &self,
+        beat: &StoredHeartbeat,
+        id: &str,
+        envelope: &str,
+    ) -> Result<Stored, DbError>;
+    /// Spends an enrolment token as [`super::Storage::redeem_token`] does and, when that
+    /// enrols the key now, appends the enrolment's leaf (`id` as for a heartbeat) in the same
+    /// transaction. Its envelope is not kept: it carries the token.
+    fn redeem_logged(
+        &self,
+        token_sha256: &str,
+        key: &str,
+        id: &str,
+    ) -> Result<(Redeemed, Option<u64>), DbError>;
+    /// The logged envelope whose id is `id`, of any kind.
+    fn entry(&self, id: &str) -> Result<Option<Entry>, DbError>;
     /// Leaves committed: the size of the tree.
     fn tree_size(&self) -> Result<u64, DbError>;
     /// The stored hashes at `indexes` (`tlog_tiles::stored_hash_index` order), each present.
     fn hashes(&self, indexes: &[u64]) -> Result<Vec<[u8; 32]>, DbError>;
     /// The leaves `[from, from + count)`, each present.
     fn leaves(&self, from: u64, count: u64) -> Result<Vec<Vec<u8>>, DbError>;
-    /// The leaf of measurement `id`: its index and bytes.
+    /// The leaf of the envelope `id` (a measurement, a heartbeat, an enrolment): its index and
+    /// bytes.
     fn leaf_of(&self, id: &str) -> Result<Option<(u64, Vec<u8>)>, DbError>;
     /// The newest checkpoint published.
     fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, DbError>;
@@ -104,5 +172,17 @@ mod tests {
         assert_eq!(leaf("zz".repeat(32).as_str(), key), None, "not hex");
         assert_eq!(leaf(&id, "AQID"), None, "3 bytes of key");
         assert_eq!(leaf(&id, "not base64!"), None);
+    }
+
+    #[test]
+    fn each_kind_reads_back_from_its_name() {
+        for k in [
+            EntryKind::Measurement,
+            EntryKind::Heartbeat,
+            EntryKind::Enrolment,
+        ] {
+            assert_eq!(EntryKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(EntryKind::parse("Heartbeat"), None);
     }
 }

@@ -9,7 +9,11 @@
 //!   `((k + 1) << level) - 1`'s row;
 //! - `measurements.leaf`: the index of the measurement's leaf, found through the id's own
 //!   index (a proof asked by id, a duplicate's leaf);
-//! - `log_checkpoints`: the signed checkpoints published.
+//! - `log_checkpoints`: the signed checkpoints published;
+//! - `log_entries`: the leaves that are not measurements, by envelope id: heartbeats, with
+//!   their envelope byte for byte (a heartbeat row keeps only key, network and time), and
+//!   enrolments, without theirs (it carries the one-time token, which the store keeps only as
+//!   a SHA-256: a copy of the file must enrol nobody).
 //!
 //! A measurement adds one row at the end of a rowid table and one column to its own row, with
 //! no other index to update: the log costs ingest little more than the bytes it writes
@@ -24,8 +28,10 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tlog_tiles::{Hash, HashReader, stored_hash_index, stored_hashes_for_record_hash};
 
 use super::Sqlite;
-use crate::store::log::{LEAF_BYTES, LogStore, Stored, StoredCheckpoint, row_leaf};
-use crate::store::{DbError, Row};
+use crate::store::log::{
+    Entry, EntryKind, LEAF_BYTES, LogStore, Stored, StoredCheckpoint, row_leaf,
+};
+use crate::store::{DbError, Redeemed, Row, StoredHeartbeat};
 
 /// Migration 12: the log's tables.
 pub(super) const MIGRATION: &str = "CREATE TABLE log_leaves (
@@ -39,6 +45,15 @@ pub(super) const MIGRATION: &str = "CREATE TABLE log_leaves (
         root BLOB NOT NULL,
         note TEXT NOT NULL,
         published_at INTEGER NOT NULL
+    );";
+
+/// Migration 13: the leaves of heartbeats and enrolments, by envelope id, with a heartbeat's
+/// envelope (`body`; NULL for an enrolment).
+pub(super) const ENTRIES_MIGRATION: &str = "CREATE TABLE log_entries (
+        leaf INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        body TEXT
     );";
 
 /// Signed rows appended per transaction when catching up on rows stored without the log.
@@ -188,12 +203,13 @@ pub(super) fn catch_up(c: &mut Connection) -> rusqlite::Result<u64> {
     let mut appended = 0;
     loop {
         let tx = c.transaction()?;
-        // The last leaf's measurement, found by the id its leaf begins with.
+        // The last measurement's leaf, found by the id its leaf begins with, walking back
+        // over the heartbeats' and enrolments' leaves after it.
         let after: i64 = tx
             .query_row(
-                "SELECT m.seq FROM measurements m
-                 WHERE m.id = (SELECT lower(hex(substr(leaf, 1, 32))) FROM log_leaves
-                               ORDER BY idx DESC LIMIT 1)",
+                "SELECT m.seq FROM log_leaves l
+                 JOIN measurements m ON m.id = lower(hex(substr(l.leaf, 1, 32)))
+                 ORDER BY l.idx DESC LIMIT 1",
                 [],
                 |r| r.get(0),
             )
@@ -252,6 +268,41 @@ pub(super) fn catch_up(c: &mut Connection) -> rusqlite::Result<u64> {
     }
 }
 
+/// Appends the leaf of envelope `id` signed by `key` (a heartbeat or an enrolment) and records
+/// it in `log_entries`, inside `tx`; `None` when `id` is already logged (the same envelope
+/// again) or the id or key is not a verified envelope's.
+fn append_entry(
+    tx: &Transaction<'_>,
+    id: &str,
+    key: &str,
+    kind: EntryKind,
+    body: Option<&str>,
+) -> rusqlite::Result<Option<u64>> {
+    let Some(leaf) = crate::store::log::leaf(id, key) else {
+        return Ok(None);
+    };
+    let mut appender = Appender::start(tx)?;
+    let next = i64::try_from(appender.next()).map_err(|e| other(e.to_string()))?;
+    let recorded = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO log_entries (leaf, id, kind, body) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![next, id, kind.as_str(), body])?;
+    if recorded == 0 {
+        return Ok(None);
+    }
+    appender.append(tx, &leaf).map(Some)
+}
+
+/// The leaf already appended for the heartbeat or enrolment `id`.
+fn entry_leaf(c: &Connection, id: &str) -> rusqlite::Result<Option<u64>> {
+    let idx: Option<i64> = c
+        .prepare_cached("SELECT leaf FROM log_entries WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    Ok(idx.and_then(|i| u64::try_from(i).ok()))
+}
+
 impl Sqlite {
     /// Stores rows in one transaction, appending each new signed one to the log when this store
     /// keeps it.
@@ -296,6 +347,85 @@ impl Sqlite {
 impl LogStore for Sqlite {
     fn insert_logged(&self, rows: &[Row]) -> Result<Vec<Stored>, DbError> {
         self.insert_rows(rows)
+    }
+
+    fn heartbeat_logged(
+        &self,
+        beat: &StoredHeartbeat,
+        id: &str,
+        envelope: &str,
+    ) -> Result<Stored, DbError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let new = super::record_heartbeat(
+                &tx,
+                &beat.key,
+                &beat.cc,
+                beat.asn,
+                &beat.sent_at,
+                beat.verified,
+            )?;
+            let leaf_index = if new {
+                match append_entry(&tx, id, &beat.key, EntryKind::Heartbeat, Some(envelope))? {
+                    Some(n) => Some(n),
+                    None => entry_leaf(&tx, id)?,
+                }
+            } else {
+                entry_leaf(&tx, id)?
+            };
+            tx.commit()?;
+            Ok(Stored { new, leaf_index })
+        })
+    }
+
+    fn redeem_logged(
+        &self,
+        token_sha256: &str,
+        key: &str,
+        id: &str,
+    ) -> Result<(Redeemed, Option<u64>), DbError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let outcome = super::redeem(&tx, token_sha256, key)?;
+            let leaf_index = match outcome {
+                Redeemed::Enrolled => {
+                    match append_entry(&tx, id, key, EntryKind::Enrolment, None)? {
+                        Some(n) => Some(n),
+                        None => entry_leaf(&tx, id)?,
+                    }
+                }
+                Redeemed::AlreadyEnrolled => entry_leaf(&tx, id)?,
+                _ => None,
+            };
+            tx.commit()?;
+            Ok((outcome, leaf_index))
+        })
+    }
+
+    fn entry(&self, id: &str) -> Result<Option<Entry>, DbError> {
+        let found: Option<(i64, String, Option<String>)> = self.read(|c| {
+            c.prepare_cached("SELECT leaf, kind, body FROM log_entries WHERE id = ?1")?
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+        })?;
+        if let Some((leaf, kind, body)) = found {
+            let kind = EntryKind::parse(&kind)
+                .ok_or_else(|| self.log_missing(format!("known kind of entry {id} ({kind:?})")))?;
+            return Ok(Some(Entry {
+                leaf_index: u64::try_from(leaf).unwrap_or(0),
+                kind,
+                envelope: body,
+            }));
+        }
+        let Some(leaf_index) = self.read(|c| leaf_index(c, id))? else {
+            return Ok(None);
+        };
+        let envelope = crate::store::Storage::envelope(self, id)?;
+        Ok(Some(Entry {
+            leaf_index,
+            kind: EntryKind::Measurement,
+            envelope,
+        }))
     }
 
     fn tree_size(&self) -> Result<u64, DbError> {
@@ -355,13 +485,25 @@ impl LogStore for Sqlite {
 
     fn leaf_of(&self, id: &str) -> Result<Option<(u64, Vec<u8>)>, DbError> {
         let found: Option<(i64, Vec<u8>)> = self.read(|c| {
-            c.query_row(
-                "SELECT l.idx, l.leaf FROM measurements m JOIN log_leaves l ON l.idx = m.leaf
-                 WHERE m.id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
+            let measurement = c
+                .query_row(
+                    "SELECT l.idx, l.leaf FROM measurements m JOIN log_leaves l ON l.idx = m.leaf
+                     WHERE m.id = ?1",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            match measurement {
+                Some(found) => Ok(Some(found)),
+                None => c
+                    .query_row(
+                        "SELECT l.idx, l.leaf FROM log_entries e JOIN log_leaves l ON l.idx = e.leaf
+                         WHERE e.id = ?1",
+                        [id],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional(),
+            }
         })?;
         Ok(found.and_then(|(i, leaf)| Some((u64::try_from(i).ok()?, leaf))))
     }
@@ -434,6 +576,13 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
         dir.join("agg.db")
+    }
+
+    /// The database of [`temp`] `name`, as it was left.
+    fn temp_keep(name: &str) -> std::path::PathBuf {
+        std::env::temp_dir()
+            .join(format!("vantage-log-{}-{name}", std::process::id()))
+            .join("agg.db")
     }
 
     /// The root of the first `n` leaves, computed from the leaves alone (RFC 6962 MTH).
@@ -531,6 +680,102 @@ mod tests {
         }
         assert!(db.leaves(60, 3).is_err(), "leaf 62 does not exist");
         assert!(db.hashes(&[10_000]).is_err());
+    }
+
+    #[test]
+    fn a_heartbeat_and_an_enrolment_get_a_leaf_once_and_only_the_heartbeat_keeps_its_envelope() {
+        use crate::store::Storage;
+        let db = Sqlite::open(&temp("entries")).expect("open");
+        let key = |n: u8| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode([n; 32])
+        };
+        let beat = StoredHeartbeat {
+            key: key(7),
+            cc: "IT".into(),
+            asn: 3269,
+            sent_at: "2026-01-01 00:00:00".into(),
+            verified: false,
+        };
+        let (hb, en) = ("aa".repeat(32), "bb".repeat(32));
+        let first = db.heartbeat_logged(&beat, &hb, "{\"hb\":1}").expect("beat");
+        assert_eq!(
+            first,
+            Stored {
+                new: true,
+                leaf_index: Some(0)
+            }
+        );
+        let again = db.heartbeat_logged(&beat, &hb, "{\"hb\":1}").expect("beat");
+        assert_eq!(
+            again,
+            Stored {
+                new: false,
+                leaf_index: Some(0)
+            },
+            "not appended twice"
+        );
+        assert_eq!(db.heartbeat_count("IT").expect("count"), 1);
+        db.insert_logged(&[row(1, true)]).expect("insert");
+        db.add_token("t1").expect("token");
+        assert_eq!(
+            db.redeem_logged("t1", &key(7), &en).expect("redeem"),
+            (Redeemed::Enrolled, Some(2))
+        );
+        assert_eq!(
+            db.redeem_logged("t1", &key(7), &en).expect("redeem"),
+            (Redeemed::AlreadyEnrolled, Some(2))
+        );
+        assert_eq!(
+            db.redeem_logged("t1", &key(8), &"cc".repeat(32))
+                .expect("redeem"),
+            (Redeemed::Spent, None)
+        );
+        assert_eq!(
+            db.redeem_logged("t2", &key(8), &"cc".repeat(32))
+                .expect("redeem"),
+            (Redeemed::Unknown, None)
+        );
+        assert_eq!(db.tree_size().expect("size"), 3);
+        let entry = |id: &str| db.entry(id).expect("read");
+        assert_eq!(
+            entry(&hb),
+            Some(Entry {
+                leaf_index: 0,
+                kind: EntryKind::Heartbeat,
+                envelope: Some("{\"hb\":1}".into())
+            })
+        );
+        assert_eq!(
+            entry(&row(1, true).id),
+            Some(Entry {
+                leaf_index: 1,
+                kind: EntryKind::Measurement,
+                envelope: Some(row(1, true).envelope)
+            })
+        );
+        assert_eq!(
+            entry(&en),
+            Some(Entry {
+                leaf_index: 2,
+                kind: EntryKind::Enrolment,
+                envelope: None
+            })
+        );
+        assert_eq!(entry(&"cc".repeat(32)), None);
+        let (index, leaf) = db.leaf_of(&en).expect("read").expect("logged");
+        assert_eq!(index, 2);
+        assert_eq!(leaf, crate::store::log::leaf(&en, &key(7)).expect("leaf"));
+        // Stored hashes of leaves of all kinds give the root of the leaves.
+        let leaves = db.leaves(0, 3).expect("leaves");
+        assert_eq!(
+            tlog_tiles::tree_hash(3, &Reader(&db)).expect("root"),
+            mth(&leaves)
+        );
+        // With an enrolment's leaf last, the next start's catch-up appends nothing.
+        drop(db);
+        let db = Sqlite::open(&temp_keep("entries")).expect("open");
+        assert_eq!(db.tree_size().expect("size"), 3);
     }
 
     #[test]

@@ -147,6 +147,8 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 12: the transparency log: leaves, stored hashes and checkpoints (`log.rs`).
     log::MIGRATION,
+    // 13: the logged heartbeats' and enrolments' leaves, and a heartbeat's envelope (`log.rs`).
+    log::ENTRIES_MIGRATION,
 ];
 
 /// Read-only connections opened beside the writer: enough for the server's concurrent searches
@@ -313,6 +315,72 @@ impl<'t> Inserter<'t> {
         }
         Ok(n > 0)
     }
+}
+
+/// Records a heartbeat and its signals inside `tx`; false when the same one (key and sending
+/// time) was already recorded. The log's `heartbeat_logged` appends its leaf in the same
+/// transaction.
+fn record_heartbeat(
+    tx: &rusqlite::Transaction<'_>,
+    key: &str,
+    cc: &str,
+    asn: u32,
+    sent_at: &str,
+    verified: bool,
+) -> rusqlite::Result<bool> {
+    let new = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO heartbeats (probe_key, probe_cc, probe_asn, sent_at,
+             received_at, network_verified) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![key, cc, asn, sent_at, now(), verified])?
+        > 0;
+    if new {
+        signals::record_heartbeat(tx, key, cc, asn, sent_at, verified)?;
+    }
+    Ok(new)
+}
+
+/// Spends a token for `key` and trusts the key inside `tx`. The log's `redeem_logged` appends
+/// the enrolment's leaf in the same transaction.
+fn redeem(
+    tx: &rusqlite::Transaction<'_>,
+    token_sha256: &str,
+    key: &str,
+) -> rusqlite::Result<Redeemed> {
+    let used_by: Option<Option<String>> = tx
+        .query_row(
+            "SELECT used_by FROM enrolment_tokens WHERE token_sha256 = ?1",
+            [token_sha256],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let state: Option<String> = tx
+        .query_row("SELECT state FROM probe_keys WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let outcome = match used_by {
+        None => Redeemed::Unknown,
+        Some(_) if state.as_deref() == Some(KeyState::Revoked.as_str()) => Redeemed::Revoked,
+        Some(Some(by)) if by == key => Redeemed::AlreadyEnrolled,
+        Some(Some(_)) => Redeemed::Spent,
+        Some(None) => {
+            tx.execute(
+                "UPDATE enrolment_tokens SET used_by = ?2, used_at = ?3
+                     WHERE token_sha256 = ?1",
+                params![token_sha256, key, now()],
+            )?;
+            tx.execute(
+                "INSERT INTO probe_keys (key, state, first_seen, last_seen)
+                     VALUES (?1, 'trusted', ?2, ?2)
+                     ON CONFLICT(key) DO UPDATE SET state = 'trusted', last_seen = ?2",
+                params![key, now()],
+            )?;
+            Redeemed::Enrolled
+        }
+    };
+    Ok(outcome)
 }
 
 /// One read-only connection to the migrated file at `path`, waiting as the writer does when
@@ -609,16 +677,7 @@ impl Storage for Sqlite {
     ) -> Result<bool, DbError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let new = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO heartbeats (probe_key, probe_cc, probe_asn, sent_at,
-                     received_at, network_verified) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?
-                .execute(params![key, cc, asn, sent_at, now(), verified])?
-                > 0;
-            if new {
-                signals::record_heartbeat(&tx, key, cc, asn, sent_at, verified)?;
-            }
+            let new = record_heartbeat(&tx, key, cc, asn, sent_at, verified)?;
             tx.commit()?;
             Ok(new)
         })
@@ -682,40 +741,7 @@ impl Storage for Sqlite {
     fn redeem_token(&self, token_sha256: &str, key: &str) -> Result<Redeemed, DbError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let used_by: Option<Option<String>> = tx
-                .query_row(
-                    "SELECT used_by FROM enrolment_tokens WHERE token_sha256 = ?1",
-                    [token_sha256],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let state: Option<String> = tx
-                .query_row("SELECT state FROM probe_keys WHERE key = ?1", [key], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            let outcome = match used_by {
-                None => Redeemed::Unknown,
-                Some(_) if state.as_deref() == Some(KeyState::Revoked.as_str()) => {
-                    Redeemed::Revoked
-                }
-                Some(Some(by)) if by == key => Redeemed::AlreadyEnrolled,
-                Some(Some(_)) => Redeemed::Spent,
-                Some(None) => {
-                    tx.execute(
-                        "UPDATE enrolment_tokens SET used_by = ?2, used_at = ?3
-                         WHERE token_sha256 = ?1",
-                        params![token_sha256, key, now()],
-                    )?;
-                    tx.execute(
-                        "INSERT INTO probe_keys (key, state, first_seen, last_seen)
-                         VALUES (?1, 'trusted', ?2, ?2)
-                         ON CONFLICT(key) DO UPDATE SET state = 'trusted', last_seen = ?2",
-                        params![key, now()],
-                    )?;
-                    Redeemed::Enrolled
-                }
-            };
+            let outcome = redeem(&tx, token_sha256, key)?;
             tx.commit()?;
             Ok(outcome)
         })
