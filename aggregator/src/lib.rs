@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod detect;
+pub mod evidence;
 pub mod ingest;
 pub mod log;
 pub mod store;

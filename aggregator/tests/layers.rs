@@ -12,6 +12,7 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("detect", &["api", "ingest", "cli"]),
     ("ingest", &["api", "detect", "cli"]),
     ("log", &["api", "ingest", "detect", "cli"]),
+    ("evidence", &["api", "ingest", "cli"]),
     ("api", &["cli"]),
 ];
 

@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod csv_line;
+pub mod evidence;
 pub mod export;
 pub mod geo;
 pub mod listen;

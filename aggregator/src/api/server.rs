@@ -98,6 +98,7 @@ pub struct AppState {
     throughput: Option<Arc<ServerInfo>>,
     limits: Arc<ServerLimits>,
     verification: Verification,
+    detect: Option<Arc<crate::detect::DetectConfig>>,
 }
 
 impl AppState {
@@ -123,6 +124,7 @@ impl AppState {
             throughput: None,
             limits: Arc::new(ServerLimits::default()),
             verification: Verification::default(),
+            detect: None,
         }
     }
 
@@ -168,6 +170,39 @@ impl AppState {
     pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
     }
+
+    /// Names the detectors' configuration in evidence bundles (`api/evidence.rs`); without
+    /// it they name the defaults.
+    pub fn with_detect_config(mut self, config: Arc<crate::detect::DetectConfig>) -> Self {
+        self.detect = Some(config);
+        self
+    }
+
+    /// The detectors' configuration, for evidence bundles.
+    pub(crate) fn detect_config(&self) -> crate::detect::DetectConfig {
+        self.detect.as_deref().cloned().unwrap_or_default()
+    }
+
+    /// Which contacts count in the signals, for evidence bundles.
+    pub(crate) fn verification(&self) -> Verification {
+        self.verification
+    }
+
+    /// The server's limits, for the routes kept in files of their own.
+    pub(crate) fn limits(&self) -> &ServerLimits {
+        &self.limits
+    }
+
+    /// The public half of the key that signs test lists and the log's checkpoints.
+    pub(crate) fn log_public_key(&self) -> Option<[u8; 32]> {
+        use base64::Engine as _;
+        let key = self.signer.as_ref()?.public_key();
+        base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .ok()?
+            .try_into()
+            .ok()
+    }
 }
 
 /// The routes and the OpenAPI document that describes them, built from one list of handlers:
@@ -194,6 +229,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi_json))
         .routes(routes!(crate::api::log::checkpoint))
         .routes(routes!(crate::api::log::proof))
+        .routes(routes!(crate::api::evidence::bundle))
         .routes(routes!(crate::api::log::entry))
         // A tile's path has a varying number of parts, which only axum's wildcard takes; it is
         // documented as `/log/tile/{path}` through `ApiDoc` (`openapi.rs`).

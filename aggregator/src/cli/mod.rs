@@ -33,6 +33,7 @@ macro_rules! outln {
 
 mod compact;
 mod detect;
+mod evidence;
 mod export;
 mod import;
 mod keys;
@@ -76,6 +77,10 @@ enum Command {
     Detect(detect::DetectArgs),
     /// Recompute every stored verdict with the current rules (after a rule or fingerprint change).
     Rescore(rescore::RescoreArgs),
+    /// An event's evidence bundle as a zip: the event, every measurement behind it byte for
+    /// byte with its inclusion proof against one signed checkpoint, the aggregator's key, the
+    /// detector's settings, the signals around it and a report; `vantage verify` checks it.
+    Evidence(evidence::EvidenceArgs),
     /// Export matching measurements: JSONL (the stored envelopes, verifiable) or CSV.
     Export(export::ExportArgs),
     /// Compress every stored envelope now (the server does this by itself a minute after
@@ -138,6 +143,7 @@ pub fn main() -> ExitCode {
         Command::ImportOoni(args) => import::import_ooni(&args),
         Command::Rescore(args) => rescore::rescore(&args),
         Command::Export(args) => export::export(&args),
+        Command::Evidence(args) => evidence::evidence(&args),
         Command::Compact(args) => compact::compact(&args),
         Command::Migrate(args) => migrate::migrate(&args),
         Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()

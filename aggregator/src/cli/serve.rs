@@ -216,7 +216,7 @@ pub(super) async fn serve(args: ServeArgs) -> Result<()> {
             Arc::new(vantage_aggregator::detect::categories(
                 args.lists.as_deref(),
             )),
-            detect,
+            detect.clone(),
             Duration::from_secs(args.detect_every.max(1)),
             lease,
         ));
@@ -271,6 +271,7 @@ pub(super) async fn serve(args: ServeArgs) -> Result<()> {
     let state = AppState::new(helper, TlsContext::new(roots)?, storage, ingest, geo)
         .with_limits(limits)
         .with_verification(verification)
+        .with_detect_config(detect)
         .with_test_lists(signer, args.lists.clone());
     let state = match &location {
         vantage_aggregator::store::Location::Sqlite(path) => state.with_db_path(path.clone()),

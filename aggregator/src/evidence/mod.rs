@@ -1,0 +1,779 @@
+//! Evidence bundles (`docs/transparency.md`, "Evidence bundles"): one zip holding an event of
+//! the timeline and everything needed to check it offline without trusting the aggregator:
+//! every measurement behind it byte for byte as stored, each one's inclusion proof against one
+//! signed checkpoint of the transparency log, the checkpoint and the aggregator's key, the
+//! detector's configuration and rule set versions, the network's signals around the event, a
+//! self-contained HTML report, and a manifest of SHA-256 hashes. `vantage verify` checks it.
+//!
+//! A bundle is made in two steps so that a server can refuse before it starts streaming:
+//! [`plan`] finds the event, checks the stored log against its latest checkpoint and chooses
+//! the measurements (every one behind the event, not only the 200 ids the event lists), and
+//! [`write`] streams the zip a file at a time, keeping one envelope and one proof in memory.
+//!
+//! This layer reads the store, the log and the detectors' configuration and signals; the API
+//! and the command line call it (`docs/architecture.md`).
+
+pub mod detector;
+pub mod report;
+
+use std::collections::HashSet;
+use std::io::{self, Write};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use ring::digest::{Context as Sha256, SHA256};
+use serde::Serialize;
+use tlog_tiles::Hash;
+
+use crate::detect::DetectConfig;
+use crate::detect::signals::{self, SignalBin, SignalQuery};
+use crate::log::{LogError, Reader};
+use crate::store::log::{LogStore, NoLog, StoredCheckpoint};
+use crate::store::model::{
+    BIN_SECONDS, Event, Kind, Layer, Scope, TimelineQuery, Verification, format_time,
+};
+use crate::store::{DbError, Query, Storage};
+
+/// The bundle format, named in `MANIFEST.json`; `vantage verify` reads this one.
+pub const FORMAT: &str = "vantage-evidence-1";
+
+/// At most this many measurements go into one bundle; a bundle that reached it says so in its
+/// manifest and report. A blocking event of a week in one network rarely holds a tenth of it.
+pub const MAX_ENVELOPES: usize = 100_000;
+
+/// The signals in a bundle reach this far before the event's start and after its end, so that
+/// a reader sees the network as it was before and after.
+pub const SIGNAL_MARGIN_SECONDS: i64 = 6 * 3600;
+
+/// Rows read from the store at a time while choosing the measurements.
+const PAGE_ROWS: usize = 1000;
+
+/// Rows of the evidence table in `report.html`; the rest are in the bundle's files.
+pub const REPORT_ROWS: usize = 1000;
+
+/// Why no bundle could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum EvidenceError {
+    /// No event has this id.
+    #[error("no event {0}")]
+    UnknownEvent(String),
+    /// The store keeps no transparency log, so nothing in a bundle could be proven.
+    #[error("no evidence bundle: this aggregator keeps no transparency log ({})", .0.reason())]
+    NoLog(NoLog),
+    /// The log has published no checkpoint yet.
+    #[error(
+        "no evidence bundle yet: the transparency log has no checkpoint (one is published within 10 s of the server's start)"
+    )]
+    NoCheckpoint,
+    /// A measurement the event names is newer than the latest checkpoint.
+    #[error(
+        "measurement {id} of the event (leaf {leaf_index}) is not in a checkpoint yet (the latest holds {size} leaves); retry in 10 s"
+    )]
+    Pending {
+        /// The measurement.
+        id: String,
+        /// Its leaf.
+        leaf_index: u64,
+        /// The latest checkpoint's size.
+        size: u64,
+    },
+    /// The store refused.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The stored log does not prove its own checkpoint, or a proof could not be made.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// Writing the zip failed (the disk, or a client that went away).
+    #[error("writing the evidence bundle: {0}")]
+    Io(#[from] io::Error),
+    /// The zip writer refused.
+    #[error("writing the evidence bundle: {0}")]
+    Zip(#[from] zip::result::ZipError),
+}
+
+/// What a bundle is made with besides the store: the aggregator's key and the detectors'
+/// settings as the server runs them.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The aggregator's Ed25519 public key, which signs the log's checkpoints.
+    pub public_key: [u8; 32],
+    /// The detectors' configuration (`serve --detect-config`).
+    pub config: DetectConfig,
+    /// Which contacts count in the signals.
+    pub verification: Verification,
+    /// Now, epoch seconds: the end of an ongoing event.
+    pub now: i64,
+}
+
+/// One measurement of a bundle.
+#[derive(Debug, Clone)]
+struct Item {
+    id: String,
+    /// Its leaf index and bytes, when the checkpoint holds it.
+    leaf: Option<(u64, Vec<u8>)>,
+    /// Why it has no leaf, when it has none.
+    not_logged: Option<&'static str>,
+}
+
+/// A row of the report's evidence table.
+#[derive(Debug, Clone, Default)]
+pub struct Described {
+    /// Measurement id.
+    pub id: String,
+    /// `measured_at`.
+    pub measured_at: String,
+    /// Test name.
+    pub test_name: String,
+    /// URL or target.
+    pub input: String,
+    /// The stored verdict's `blocking`, or the canary's outcome.
+    pub verdict: String,
+    /// Leaf index, when logged.
+    pub leaf_index: Option<u64>,
+}
+
+/// What goes into a bundle, chosen before anything is written.
+#[derive(Debug)]
+pub struct Plan {
+    /// The event, as the timeline gives it.
+    pub event: Event,
+    /// The checkpoint every proof is against.
+    pub checkpoint: StoredCheckpoint,
+    items: Vec<Item>,
+    described: Vec<Described>,
+    /// Whether [`MAX_ENVELOPES`] cut the measurements short.
+    pub truncated: bool,
+    /// Measurements newer than the checkpoint, left out (none of them named by the event).
+    pub newer_than_checkpoint: usize,
+    context: Context,
+}
+
+impl Plan {
+    /// Measurements in the bundle.
+    pub fn envelopes(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Of those, the ones not in the log (unsigned OONI imports, rows stored with `--no-log`).
+    pub fn not_logged(&self) -> usize {
+        self.items.iter().filter(|i| i.leaf.is_none()).count()
+    }
+
+    /// The bundle's one directory, and the file name a download suggests (`.zip` added).
+    pub fn directory(&self) -> String {
+        directory(&self.event.id)
+    }
+}
+
+/// The directory inside the zip of the bundle of event `id`.
+pub fn directory(event_id: &str) -> String {
+    format!("evidence-{event_id}")
+}
+
+/// Whether `id` looks like an event id (16 hex digits), so a route can refuse others unread.
+pub fn is_event_id(id: &str) -> bool {
+    id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The stored event `id`.
+pub fn find_event(storage: &dyn Storage, id: &str) -> Result<Option<Event>, DbError> {
+    let id = id.to_ascii_lowercase();
+    Ok(storage
+        .timeline(&TimelineQuery {
+            since: i64::MIN,
+            until: i64::MAX,
+            ..TimelineQuery::default()
+        })?
+        .into_iter()
+        .find(|e| e.id == id))
+}
+
+/// The stored `blocking` values (JSON text) of an anomaly on `layer`.
+fn blocking_values(layer: Layer) -> &'static [&'static str] {
+    match layer {
+        Layer::Dns => &["\"dns\""],
+        Layer::Tcp => &["\"tcp_ip\""],
+        Layer::Tls => &["\"tls\""],
+        Layer::Http => &["\"http-failure\"", "\"http-diff\""],
+    }
+}
+
+/// The networks an event covers: its own, a regional one's list, or (`None`) the country.
+fn networks(event: &Event) -> Vec<Option<u32>> {
+    let number = |a: &str| a.trim_start_matches("AS").parse::<u32>().ok();
+    match (event.scope, &event.entity.asn) {
+        (Scope::Full, _) => vec![None],
+        (_, Some(asn)) => vec![number(asn)],
+        _ if !event.entity.asns.is_empty() => event.entity.asns.iter().map(|a| number(a)).collect(),
+        _ => vec![None],
+    }
+}
+
+/// Every row matching `q`, a page at a time, passed to `each` until it returns false.
+fn each_row(
+    storage: &dyn Storage,
+    q: &Query,
+    mut each: impl FnMut(crate::store::Found) -> Result<bool, DbError>,
+) -> Result<(), DbError> {
+    let mut page = q.clone();
+    page.limit = PAGE_ROWS;
+    loop {
+        let rows = storage.query(&page)?;
+        let full = rows.len() == page.limit;
+        let next = rows.last().map(|r| r.cursor.clone());
+        for row in rows {
+            if !each(row)? {
+                return Ok(());
+            }
+        }
+        match next {
+            Some(cursor) if full => page.after = Some(cursor),
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// The signer of a stored envelope, read without verifying (the bundle's reader verifies).
+fn signer(envelope: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Key {
+        key: String,
+    }
+    serde_json::from_str::<Key>(envelope).ok().map(|k| k.key)
+}
+
+/// The measurements behind `event`, the ids it lists first, at most [`MAX_ENVELOPES`]; the
+/// bool says whether the cap cut them short.
+///
+/// - A blocking event: every measurement of its network and targets in its span whose stored
+///   verdict is an anomaly on its layer (`detect/blocking.rs` counts exactly these).
+/// - A shutdown: every failed canary round in its networks during its span signed by one of its
+///   probes (the signers of the canaries it lists), as `detect::failed_canaries` chose them
+///   before keeping 200.
+/// - A throttling event: the measurements it lists.
+fn choose(
+    storage: &dyn Storage,
+    event: &Event,
+    now: i64,
+) -> Result<(Vec<String>, Vec<Described>, bool), DbError> {
+    let mut ids: Vec<String> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut described: Vec<Described> = Vec::new();
+    let mut truncated = false;
+    for id in &event.evidence {
+        if seen.insert(id.clone()) {
+            ids.push(id.clone());
+        }
+    }
+    let since = Some(event.start.clone());
+    // `until` is exclusive; an event's end is its last measurement, which belongs to it.
+    let until = Some(format_time(event.end_secs().unwrap_or(now) + 1));
+    let mut add =
+        |row: crate::store::Found, ids: &mut Vec<String>, seen: &mut HashSet<String>| -> bool {
+            if ids.len() >= MAX_ENVELOPES {
+                truncated = true;
+                return false;
+            }
+            if seen.insert(row.id.clone()) {
+                if described.len() < REPORT_ROWS {
+                    described.push(describe(&row));
+                }
+                ids.push(row.id);
+            }
+            true
+        };
+    match (event.kind, event.layer) {
+        (Kind::Blocking, Some(layer)) => {
+            'targets: for target in &event.targets {
+                for asn in networks(event) {
+                    for blocking in blocking_values(layer) {
+                        let q = Query {
+                            cc: Some(event.entity.cc.clone()),
+                            asn,
+                            domain: Some(target.clone()),
+                            blocking: Some((*blocking).to_string()),
+                            since: since.clone(),
+                            until: until.clone(),
+                            ..Query::default()
+                        };
+                        let mut more = true;
+                        each_row(storage, &q, |row| {
+                            more = add(row, &mut ids, &mut seen);
+                            Ok(more)
+                        })?;
+                        if !more {
+                            break 'targets;
+                        }
+                    }
+                }
+            }
+        }
+        (Kind::Shutdown, _) => {
+            let listed: Vec<&str> = event.evidence.iter().map(String::as_str).collect();
+            let keys: HashSet<String> = storage
+                .rows_of(&listed)?
+                .into_iter()
+                .filter_map(|r| r.probe_key)
+                .collect();
+            'networks: for asn in networks(event) {
+                let q = Query {
+                    cc: Some(event.entity.cc.clone()),
+                    asn,
+                    test_name: Some("canary".into()),
+                    since: since.clone(),
+                    until: until.clone(),
+                    ..Query::default()
+                };
+                let mut more = true;
+                each_row(storage, &q, |row| {
+                    if row.accessible != Some(false) || seen.contains(&row.id) {
+                        return Ok(true);
+                    }
+                    let ours = storage
+                        .envelope(&row.id)?
+                        .and_then(|e| signer(&e))
+                        .is_some_and(|k| keys.contains(&k));
+                    if ours {
+                        more = add(row, &mut ids, &mut seen);
+                    }
+                    Ok(more)
+                })?;
+                if !more {
+                    break 'networks;
+                }
+            }
+        }
+        _ => {}
+    }
+    // The listed ones that the queries did not describe (a throttling event's, or rows whose
+    // verdict a rescore changed since), described from their rows.
+    let described_ids: HashSet<String> = described.iter().map(|d| d.id.clone()).collect();
+    let missing: Vec<&str> = event
+        .evidence
+        .iter()
+        .map(String::as_str)
+        .filter(|id| !described_ids.contains(*id))
+        .collect();
+    let room = REPORT_ROWS.saturating_sub(described.len());
+    for row in storage.rows_of(&missing)?.into_iter().take(room) {
+        described.push(Described {
+            id: row.id.clone(),
+            measured_at: row.measured_at.clone(),
+            test_name: row.test_name.clone(),
+            input: row.input.clone().or(row.domain.clone()).unwrap_or_default(),
+            verdict: verdict_text(row.blocking.as_deref(), &row.test_name, row.accessible),
+            leaf_index: None,
+        });
+    }
+    Ok((ids, described, truncated))
+}
+
+fn verdict_text(blocking: Option<&str>, test_name: &str, accessible: Option<bool>) -> String {
+    if test_name == "canary" {
+        return match accessible {
+            Some(false) => "failed".into(),
+            Some(true) => "online".into(),
+            None => String::new(),
+        };
+    }
+    match blocking {
+        Some(b) => b.trim_matches('"').to_string(),
+        None => "undetermined".into(),
+    }
+}
+
+fn describe(row: &crate::store::Found) -> Described {
+    let blocking = row.blocking.as_ref().map(|b| match b.as_str() {
+        Some(s) => format!("\"{s}\""),
+        None => b.to_string(),
+    });
+    Described {
+        id: row.id.clone(),
+        measured_at: row.measured_at.clone(),
+        test_name: row.test_name.clone(),
+        input: row.input.clone().unwrap_or_default(),
+        verdict: verdict_text(blocking.as_deref(), &row.test_name, row.accessible),
+        leaf_index: None,
+    }
+}
+
+/// Finds event `id` and chooses what its bundle holds, against the log's latest checkpoint
+/// (checked first against the stored tree, as `serve` checks it before signing: an altered log
+/// gives no bundle). Fails before anything is written: an unknown event, a store without a log,
+/// or a measurement the event names that no checkpoint holds yet.
+pub fn plan(storage: &dyn Storage, id: &str, context: Context) -> Result<Plan, EvidenceError> {
+    let event = find_event(storage, id)?.ok_or_else(|| EvidenceError::UnknownEvent(id.into()))?;
+    let log = storage.log().map_err(EvidenceError::NoLog)?;
+    let checkpoint = crate::log::check(log)?.ok_or(EvidenceError::NoCheckpoint)?;
+    let (ids, mut described, truncated) = choose(storage, &event, context.now)?;
+    let listed: HashSet<&str> = event.evidence.iter().map(String::as_str).collect();
+    let mut items = Vec::with_capacity(ids.len());
+    let mut newer = 0;
+    for id in ids {
+        let item = match log.leaf_of(&id)? {
+            Some((leaf_index, _)) if leaf_index >= checkpoint.size => {
+                if listed.contains(id.as_str()) {
+                    return Err(EvidenceError::Pending {
+                        id,
+                        leaf_index,
+                        size: checkpoint.size,
+                    });
+                }
+                newer += 1;
+                continue;
+            }
+            Some((leaf_index, leaf)) => Item {
+                id,
+                leaf: Some((leaf_index, leaf)),
+                not_logged: None,
+            },
+            None => Item {
+                id,
+                leaf: None,
+                not_logged: Some(
+                    "not logged: an unsigned OONI import, or stored with serve --no-log",
+                ),
+            },
+        };
+        items.push(item);
+    }
+    let leaves: std::collections::HashMap<&str, u64> = items
+        .iter()
+        .filter_map(|i| i.leaf.as_ref().map(|(n, _)| (i.id.as_str(), *n)))
+        .collect();
+    for d in &mut described {
+        d.leaf_index = leaves.get(d.id.as_str()).copied();
+    }
+    let kept: HashSet<&str> = items.iter().map(|i| i.id.as_str()).collect();
+    described.retain(|d| kept.contains(d.id.as_str()));
+    Ok(Plan {
+        event,
+        checkpoint,
+        items,
+        described,
+        truncated,
+        newer_than_checkpoint: newer,
+        context,
+    })
+}
+
+/// The RFC 9162 inclusion proof of leaf `index` in the tree of `checkpoint`, checked against
+/// its root before it is given (as `crate::log::prove` checks the proofs it serves).
+fn prove_at(
+    log: &dyn LogStore,
+    index: u64,
+    leaf: &[u8],
+    checkpoint: &StoredCheckpoint,
+) -> Result<Vec<Hash>, LogError> {
+    let reader = Reader::new(log);
+    let proof = tlog_tiles::prove_record(checkpoint.size, index, &reader);
+    let hashes = reader.result(proof, || {
+        format!("proof of leaf {index} in {}", checkpoint.size)
+    })?;
+    tlog_tiles::check_record(
+        &hashes,
+        checkpoint.size,
+        Hash(checkpoint.root),
+        index,
+        tlog_tiles::record_hash(leaf),
+    )
+    .map_err(|_| LogError::Altered {
+        size: checkpoint.size,
+        signed: Hash(checkpoint.root).to_string(),
+        computed: format!("a path that does not lead there from leaf {index}"),
+    })?;
+    Ok(hashes)
+}
+
+/// One file of the manifest.
+#[derive(Debug, Clone, Serialize)]
+struct FileEntry {
+    path: String,
+    sha256: String,
+    bytes: u64,
+}
+
+/// `MANIFEST.json`.
+#[derive(Debug, Serialize)]
+struct Manifest<'a> {
+    format: &'static str,
+    made_at: String,
+    event: &'a str,
+    aggregator_key: String,
+    checkpoint_size: u64,
+    envelopes: usize,
+    not_logged: usize,
+    max_envelopes: usize,
+    truncated: bool,
+    newer_than_checkpoint_left_out: usize,
+    files: Vec<FileEntry>,
+}
+
+/// The signed-note verifier key of the aggregator's public key (`docs/transparency.md`,
+/// "Checkpoints"); a key that is no Ed25519 point has none.
+pub fn verifier_key(public: &[u8; 32]) -> String {
+    match ed25519_dalek::VerifyingKey::from_bytes(public) {
+        Ok(key) => {
+            signed_note::new_ed25519_verifier_key(&crate::log::note::origin_of(public), &key)
+        }
+        Err(_) => String::new(),
+    }
+}
+
+/// What [`write`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// Envelopes in the bundle.
+    pub envelopes: usize,
+    /// Of those, not in the log.
+    pub not_logged: usize,
+    /// Whether [`MAX_ENVELOPES`] cut them short.
+    pub truncated: bool,
+    /// Envelopes that vanished from the store between the plan and the writing (none unless
+    /// rows were deleted meanwhile).
+    pub vanished: usize,
+}
+
+/// A writer that hashes and counts what passes through it.
+struct Hashing<'a, W: Write> {
+    inner: &'a mut W,
+    hash: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Hashing<'_, W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(data)?;
+        self.hash.update(&data[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The zip being written and its manifest so far.
+struct Bundle<W: Write> {
+    zip: zip::ZipWriter<zip::write::StreamWriter<W>>,
+    dir: String,
+    files: Vec<FileEntry>,
+}
+
+impl<W: Write> Bundle<W> {
+    /// Adds file `path` (below the bundle's directory), its bytes written by `body`.
+    fn file(
+        &mut self,
+        path: &str,
+        body: impl FnOnce(&mut dyn Write) -> Result<(), EvidenceError>,
+    ) -> Result<(), EvidenceError> {
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .unix_permissions(0o644);
+        self.zip
+            .start_file(format!("{}/{path}", self.dir), options)?;
+        let mut hashing = Hashing {
+            inner: &mut self.zip,
+            hash: Sha256::new(&SHA256),
+            bytes: 0,
+        };
+        body(&mut hashing)?;
+        let (hash, bytes) = (hashing.hash.finish(), hashing.bytes);
+        self.files.push(FileEntry {
+            path: path.to_string(),
+            sha256: hex::encode(hash.as_ref()),
+            bytes,
+        });
+        Ok(())
+    }
+}
+
+/// The signals of the event's network (the country, for a shutdown of several networks) from
+/// [`SIGNAL_MARGIN_SECONDS`] before it to as long after, at most the 31 days one signals
+/// request covers, in the shape of `GET /api/v1/signals`.
+fn signals_of(
+    storage: &dyn Storage,
+    event: &Event,
+    context: &Context,
+) -> Result<(serde_json::Value, Vec<SignalBin>), DbError> {
+    let asn = match (event.scope, &event.entity.asn) {
+        (Scope::Full | Scope::Regional, _) => None,
+        (_, a) => a
+            .as_deref()
+            .and_then(|a| a.trim_start_matches("AS").parse().ok()),
+    };
+    let from = event.start_secs() - SIGNAL_MARGIN_SECONDS;
+    let to = (event.end_secs().unwrap_or(context.now) + SIGNAL_MARGIN_SECONDS)
+        .min(context.now.max(event.start_secs()) + BIN_SECONDS)
+        .min(from + 31 * 86_400);
+    let q = SignalQuery {
+        cc: event.entity.cc.clone(),
+        asn,
+        from_bin: from.div_euclid(BIN_SECONDS),
+        to_bin: (to + BIN_SECONDS - 1).div_euclid(BIN_SECONDS),
+    };
+    let bins = signals::query(storage, &q, context.verification)?;
+    let json = serde_json::json!({
+        "cc": q.cc,
+        "asn": asn.map(|a| format!("AS{a}")),
+        "since": format_time(q.from_bin * BIN_SECONDS),
+        "until": format_time(q.to_bin * BIN_SECONDS),
+        "bin_seconds": BIN_SECONDS,
+        "bins": bins,
+    });
+    Ok((json, bins))
+}
+
+/// Streams the bundle of `plan` into `out` as a zip of one directory ([`Plan::directory`]):
+/// `event.json`, `detector.json`, `checkpoint.txt`, `aggregator.pub`, `envelopes/<id>.json`,
+/// `proofs.json`, `signals.json`, `report.html` and `MANIFEST.json` last, with the SHA-256 and
+/// size of every other file. Holds one envelope and one proof in memory at a time.
+pub fn write<W: Write>(
+    storage: &dyn Storage,
+    plan: &Plan,
+    out: W,
+) -> Result<Written, EvidenceError> {
+    let log = storage.log().map_err(EvidenceError::NoLog)?;
+    let event = &plan.event;
+    let mut b = Bundle {
+        zip: zip::ZipWriter::new_stream(out),
+        dir: plan.directory(),
+        files: Vec::new(),
+    };
+    let pretty = |w: &mut dyn Write, v: &dyn erased::Json| -> Result<(), EvidenceError> {
+        v.write_pretty(w)?;
+        w.write_all(b"\n")?;
+        Ok(())
+    };
+    b.file("event.json", |w| pretty(w, event))?;
+    let detector = detector::describe(event, &plan.context.config);
+    b.file("detector.json", |w| pretty(w, &detector))?;
+    b.file("checkpoint.txt", |w| {
+        w.write_all(plan.checkpoint.note.as_bytes())?;
+        Ok(())
+    })?;
+    let public = B64.encode(plan.context.public_key);
+    let verifier = verifier_key(&plan.context.public_key);
+    b.file("aggregator.pub", |w| {
+        writeln!(w, "{public}")?;
+        writeln!(w, "{verifier}")?;
+        Ok(())
+    })?;
+    let mut vanished: HashSet<&str> = HashSet::new();
+    for item in &plan.items {
+        let Some(envelope) = storage.envelope(&item.id)? else {
+            vanished.insert(item.id.as_str());
+            continue;
+        };
+        // As `GET /api/v1/measurements/{id}` gives it: the stored line and a newline.
+        b.file(&format!("envelopes/{}.json", item.id), |w| {
+            w.write_all(envelope.as_bytes())?;
+            w.write_all(b"\n")?;
+            Ok(())
+        })?;
+    }
+    b.file("proofs.json", |w| {
+        let cp = &plan.checkpoint;
+        write!(
+            w,
+            "{{\n  \"checkpoint\": {{\"origin\": {}, \"size\": {}, \"root\": \"{}\"}},\n  \"proofs\": [",
+            serde_json::to_string(&crate::log::note::origin_of(&plan.context.public_key))
+                .map_err(io::Error::other)?,
+            cp.size,
+            B64.encode(cp.root)
+        )?;
+        let mut first = true;
+        for item in plan
+            .items
+            .iter()
+            .filter(|i| !vanished.contains(i.id.as_str()))
+        {
+            let entry = match (&item.leaf, item.not_logged) {
+                (Some((index, leaf)), _) => {
+                    let hashes = prove_at(log, *index, leaf, cp)?;
+                    serde_json::json!({
+                        "id": item.id,
+                        "leaf_index": index,
+                        "leaf": B64.encode(leaf),
+                        "inclusion_proof": hashes.iter().map(|h| B64.encode(h.0)).collect::<Vec<_>>(),
+                    })
+                }
+                (None, reason) => serde_json::json!({
+                    "id": item.id,
+                    "not_logged": reason.unwrap_or("not logged"),
+                }),
+            };
+            w.write_all(if first { b"\n    " } else { b",\n    " })?;
+            serde_json::to_writer(&mut *w, &entry).map_err(io::Error::other)?;
+            first = false;
+        }
+        w.write_all(b"\n  ]\n}\n")?;
+        Ok(())
+    })?;
+    let (signals_json, bins) = signals_of(storage, event, &plan.context)?;
+    b.file("signals.json", |w| pretty(w, &signals_json))?;
+    let envelopes = plan.items.len() - vanished.len();
+    let html = report::html(&report::Report {
+        event,
+        bins: &bins,
+        evidence: &plan.described,
+        envelopes,
+        not_logged: plan.not_logged(),
+        truncated: plan.truncated,
+        newer_than_checkpoint: plan.newer_than_checkpoint,
+        checkpoint_size: plan.checkpoint.size,
+        public_key: &public,
+        verifier_key: &verifier,
+        file_name: &format!("{}.zip", plan.directory()),
+        made_at: &format_time(plan.context.now),
+    });
+    b.file("report.html", |w| {
+        w.write_all(html.as_bytes())?;
+        Ok(())
+    })?;
+    let manifest = Manifest {
+        format: FORMAT,
+        made_at: format_time(plan.context.now),
+        event: &event.id,
+        aggregator_key: public.clone(),
+        checkpoint_size: plan.checkpoint.size,
+        envelopes,
+        not_logged: plan.not_logged(),
+        max_envelopes: MAX_ENVELOPES,
+        truncated: plan.truncated,
+        newer_than_checkpoint_left_out: plan.newer_than_checkpoint,
+        files: std::mem::take(&mut b.files),
+    };
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .unix_permissions(0o644);
+    b.zip
+        .start_file(format!("{}/MANIFEST.json", b.dir), options)?;
+    serde_json::to_writer_pretty(&mut b.zip, &manifest).map_err(io::Error::other)?;
+    b.zip.write_all(b"\n")?;
+    let mut out = b.zip.finish()?.into_inner();
+    out.flush()?;
+    Ok(Written {
+        envelopes,
+        not_logged: plan.not_logged(),
+        truncated: plan.truncated,
+        vanished: vanished.len(),
+    })
+}
+
+/// Pretty JSON of any serialisable value behind a `dyn` (the bundle's files are written through
+/// one closure type).
+mod erased {
+    use std::io::{self, Write};
+
+    pub trait Json {
+        fn write_pretty(&self, w: &mut dyn Write) -> io::Result<()>;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn write_pretty(&self, w: &mut dyn Write) -> io::Result<()> {
+            serde_json::to_writer_pretty(w, self).map_err(io::Error::other)
+        }
+    }
+}
