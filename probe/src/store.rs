@@ -56,6 +56,40 @@ const MIGRATIONS: &[&str] = &[
     WHERE state = 'rejected'
         AND coalesce(reason, '') NOT LIKE 'bad signature%'
         AND coalesce(reason, '') NOT LIKE 'malformed%';",
+    // 3: the transparency log (docs/transparency.md, "The probe"). `log_leaves`: the leaf the
+    // ingest answer gave an uploaded result and, once fetched and checked, its inclusion
+    // proof (a JSON array of base64 hashes) and the checkpoint it was proven against.
+    // `log_checkpoints`: every checkpoint whose signature verified, in the order first seen.
+    // `log_forks`: what showed that the log is not append-only, with both checkpoints, kept
+    // as evidence. Nothing here is ever deleted.
+    "CREATE TABLE log_leaves (
+        id TEXT PRIMARY KEY REFERENCES results(id),
+        leaf_index INTEGER NOT NULL,
+        proof TEXT,
+        tree_size INTEGER,
+        origin TEXT,
+        proven_at INTEGER,
+        asked_at INTEGER
+    );
+    CREATE INDEX log_leaves_unproven ON log_leaves(asked_at) WHERE proof IS NULL;
+    CREATE TABLE log_checkpoints (
+        seq INTEGER PRIMARY KEY,
+        origin TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        root TEXT NOT NULL,
+        note TEXT NOT NULL,
+        first_seen INTEGER NOT NULL,
+        UNIQUE (origin, size, root)
+    );
+    CREATE TABLE log_forks (
+        seq INTEGER PRIMARY KEY,
+        origin TEXT NOT NULL,
+        old_note TEXT NOT NULL,
+        new_note TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        seen_at INTEGER NOT NULL,
+        UNIQUE (old_note, new_note, reason)
+    );",
 ];
 
 /// Store errors.
@@ -130,6 +164,49 @@ pub struct Status {
     pub last_upload: Option<String>,
     /// The last upload error.
     pub last_error: Option<String>,
+}
+
+/// How far the uploaded results are proven in the aggregator's transparency log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogStatus {
+    /// Results the aggregator has (accepted or duplicate).
+    pub uploaded: u64,
+    /// Of those, the ones the ingest answer gave a leaf (the others are not logged: the
+    /// aggregator keeps no log, or is older than the log).
+    pub logged: u64,
+    /// Of those, the ones whose inclusion proof was fetched and verified.
+    pub proven: u64,
+    /// The latest checkpoint seen (verified), and when it was first seen (unix time).
+    pub checkpoint: Option<(crate::tlog::Checkpoint, i64)>,
+    /// Every fork or rewrite seen, oldest first.
+    pub forks: Vec<LogFork>,
+}
+
+/// Evidence that the aggregator's log is not append-only: two checkpoints (or a checkpoint
+/// and the proof or answer that contradicts it) and what was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFork {
+    /// The log's origin.
+    pub origin: String,
+    /// The earlier checkpoint, as served.
+    pub old_note: String,
+    /// The later checkpoint, as served.
+    pub new_note: String,
+    /// What was found.
+    pub reason: String,
+    /// When (unix time).
+    pub seen_at: i64,
+}
+
+/// A result with a leaf and no proof yet: what the proof round asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unproven {
+    /// Measurement id.
+    pub id: String,
+    /// The leaf the ingest answer gave it.
+    pub leaf_index: u64,
+    /// Its signed envelope line (its key makes the leaf's second half).
+    pub envelope: String,
 }
 
 /// A new result to store.
@@ -230,6 +307,15 @@ impl Store {
             conn,
             path: display,
         })
+    }
+
+    /// The directory the store is in: the probe's data directory (where the aggregator's
+    /// pinned key is, `upload::PIN_FILE`).
+    pub fn dir(&self) -> std::path::PathBuf {
+        Path::new(&self.path)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
@@ -428,6 +514,265 @@ impl Store {
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()
             .map_err(|e| self.err(e))
+    }
+
+    /// Keeps the leaf the ingest answer gave each result. A result keeps its first leaf; a
+    /// later answer giving another is returned, `(id, kept, given)`: the log moved it.
+    pub fn record_leaves(
+        &mut self,
+        leaves: &[(String, u64)],
+    ) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        let mut moved = Vec::new();
+        for (id, index) in leaves {
+            let Ok(index_sql) = i64::try_from(*index) else {
+                continue;
+            };
+            tx.execute(
+                "INSERT INTO log_leaves (id, leaf_index) SELECT ?1, ?2
+                 WHERE EXISTS (SELECT 1 FROM results WHERE id = ?1)
+                 ON CONFLICT(id) DO NOTHING",
+                params![id, index_sql],
+            )
+            .map_err(err)?;
+            let kept: Option<i64> = tx
+                .query_row(
+                    "SELECT leaf_index FROM log_leaves WHERE id = ?1",
+                    [id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(err)?;
+            if let Some(kept) = kept
+                && kept != index_sql
+            {
+                moved.push((id.clone(), u64::try_from(kept).unwrap_or(0), *index));
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(moved)
+    }
+
+    /// Up to `limit` results with a leaf and no proof, those never asked about (or asked
+    /// about longest ago) first.
+    pub fn unproven(&self, limit: usize) -> Result<Vec<Unproven>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT l.id, l.leaf_index, r.envelope FROM log_leaves l
+                 JOIN results r ON r.id = l.id
+                 WHERE l.proof IS NULL
+                 ORDER BY coalesce(l.asked_at, 0), l.leaf_index LIMIT ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        stmt.query_map([limit], |r| {
+            Ok(Unproven {
+                id: r.get(0)?,
+                leaf_index: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                envelope: r.get(2)?,
+            })
+        })
+        .and_then(Iterator::collect)
+        .map_err(|e| self.err(e))
+    }
+
+    /// Notes that a proof of `id` was asked for now (so that the next round asks for others
+    /// first).
+    pub fn mark_asked(&self, id: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE log_leaves SET asked_at = ?2 WHERE id = ?1",
+                params![id, now()],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Keeps the verified inclusion proof of `id` against `checkpoint`.
+    pub fn record_proof(
+        &self,
+        id: &str,
+        proof: &[crate::tlog::Hash],
+        checkpoint: &crate::tlog::Checkpoint,
+    ) -> Result<(), StoreError> {
+        use base64::Engine as _;
+        let hashes: Vec<String> = proof
+            .iter()
+            .map(|h| base64::engine::general_purpose::STANDARD.encode(h))
+            .collect();
+        let json = serde_json::to_string(&hashes).unwrap_or_else(|_| "[]".into());
+        self.conn
+            .execute(
+                "UPDATE log_leaves SET proof = ?2, tree_size = ?3, origin = ?4, proven_at = ?5
+                 WHERE id = ?1",
+                params![
+                    id,
+                    json,
+                    i64::try_from(checkpoint.size).unwrap_or(i64::MAX),
+                    checkpoint.origin,
+                    now()
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// The stored proof of `id`: its leaf index, the hashes, and the size of the checkpoint
+    /// they lead to.
+    pub fn proof(
+        &self,
+        id: &str,
+    ) -> Result<Option<(u64, Vec<crate::tlog::Hash>, u64)>, StoreError> {
+        use base64::Engine as _;
+        let row: Option<(i64, String, i64)> = self
+            .conn
+            .query_row(
+                "SELECT leaf_index, proof, tree_size FROM log_leaves
+                 WHERE id = ?1 AND proof IS NOT NULL",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(row.map(|(index, json, size)| {
+            let hashes = serde_json::from_str::<Vec<String>>(&json)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|h| {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(h)
+                        .ok()
+                        .and_then(|b| b.try_into().ok())
+                })
+                .collect();
+            (
+                u64::try_from(index).unwrap_or(0),
+                hashes,
+                u64::try_from(size).unwrap_or(0),
+            )
+        }))
+    }
+
+    /// Keeps a verified checkpoint; `false` when it was already kept.
+    pub fn add_checkpoint(&self, c: &crate::tlog::Checkpoint) -> Result<bool, StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO log_checkpoints (origin, size, root, note, first_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                params![
+                    c.origin,
+                    i64::try_from(c.size).unwrap_or(i64::MAX),
+                    c.root_b64(),
+                    c.note,
+                    now()
+                ],
+            )
+            .map(|n| n > 0)
+            .map_err(|e| self.err(e))
+    }
+
+    /// The checkpoint of log `origin` kept last, and when it was first seen: the one the next
+    /// must extend.
+    pub fn latest_checkpoint(
+        &self,
+        origin: &str,
+    ) -> Result<Option<(crate::tlog::Checkpoint, i64)>, StoreError> {
+        self.checkpoint_where(Some(origin))
+    }
+
+    /// The checkpoint kept last, of `origin`'s log or of any.
+    fn checkpoint_where(
+        &self,
+        origin: Option<&str>,
+    ) -> Result<Option<(crate::tlog::Checkpoint, i64)>, StoreError> {
+        use base64::Engine as _;
+        let row: Option<(String, i64, String, String, i64)> = self
+            .conn
+            .query_row(
+                "SELECT origin, size, root, note, first_seen FROM log_checkpoints
+                 WHERE ?1 IS NULL OR origin = ?1 ORDER BY seq DESC LIMIT 1",
+                [origin],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(row.and_then(|(origin, size, root, note, seen)| {
+            let root = base64::engine::general_purpose::STANDARD
+                .decode(root)
+                .ok()?
+                .try_into()
+                .ok()?;
+            Some((
+                crate::tlog::Checkpoint {
+                    origin,
+                    size: u64::try_from(size).ok()?,
+                    root,
+                    note,
+                },
+                seen,
+            ))
+        }))
+    }
+
+    /// Keeps evidence that the log is not append-only; `false` when the same was kept before.
+    pub fn add_fork(&self, fork: &LogFork) -> Result<bool, StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO log_forks (origin, old_note, new_note, reason, seen_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                params![
+                    fork.origin,
+                    fork.old_note,
+                    fork.new_note,
+                    fork.reason,
+                    fork.seen_at
+                ],
+            )
+            .map(|n| n > 0)
+            .map_err(|e| self.err(e))
+    }
+
+    /// How far the uploaded results are proven, the latest checkpoint and every fork seen.
+    pub fn log_status(&self) -> Result<LogStatus, StoreError> {
+        let count = |sql: &str| -> Result<u64, StoreError> {
+            self.conn
+                .query_row(sql, [], |r| r.get::<_, i64>(0))
+                .map(|n| u64::try_from(n).unwrap_or(0))
+                .map_err(|e| self.err(e))
+        };
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT origin, old_note, new_note, reason, seen_at FROM log_forks ORDER BY seq",
+            )
+            .map_err(|e| self.err(e))?;
+        let forks = stmt
+            .query_map([], |r| {
+                Ok(LogFork {
+                    origin: r.get(0)?,
+                    old_note: r.get(1)?,
+                    new_note: r.get(2)?,
+                    reason: r.get(3)?,
+                    seen_at: r.get(4)?,
+                })
+            })
+            .and_then(Iterator::collect)
+            .map_err(|e| self.err(e))?;
+        Ok(LogStatus {
+            uploaded: count(
+                "SELECT count(*) FROM outbox WHERE state IN ('accepted', 'duplicate')",
+            )?,
+            logged: count("SELECT count(*) FROM log_leaves")?,
+            proven: count("SELECT count(*) FROM log_leaves WHERE proof IS NOT NULL")?,
+            checkpoint: self.checkpoint_where(None)?,
+            forks,
+        })
     }
 
     /// Counts and the last upload's outcome.
@@ -655,6 +1000,106 @@ mod tests {
                 assert_eq!(store.status().expect("status").results, 0);
             }
         }
+    }
+
+    #[test]
+    fn leaves_proofs_checkpoints_and_forks_are_kept_and_counted() {
+        let path = temp("log");
+        let mut store = Store::open(&path).expect("open");
+        for id in ["a1", "b2", "c3", "d4"] {
+            store.insert(&result(id)).expect("insert");
+        }
+        store
+            .record_outcomes(&[
+                ("a1".into(), Delivery::Accepted),
+                ("b2".into(), Delivery::Duplicate),
+                ("c3".into(), Delivery::Accepted),
+            ])
+            .expect("outcomes");
+        // Leaves of results not stored are not kept; a leaf given again is kept once, and
+        // another one is reported.
+        let moved = store
+            .record_leaves(&[("a1".into(), 7), ("b2".into(), 3), ("zz".into(), 9)])
+            .expect("leaves");
+        assert!(moved.is_empty());
+        let moved = store
+            .record_leaves(&[("a1".into(), 7), ("b2".into(), 4)])
+            .expect("leaves");
+        assert_eq!(moved, [("b2".to_string(), 3, 4)]);
+        let unproven = store.unproven(10).expect("unproven");
+        assert_eq!(
+            unproven
+                .iter()
+                .map(|u| (u.id.as_str(), u.leaf_index))
+                .collect::<Vec<_>>(),
+            [("b2", 3), ("a1", 7)]
+        );
+        assert_eq!(unproven[0].envelope, "{\"v\":1}");
+        // Asked once, a result goes after those never asked about.
+        store.mark_asked("b2").expect("asked");
+        assert_eq!(store.unproven(1).expect("unproven")[0].id, "a1");
+
+        let log = crate::tlog::StaticLog::from_leaves(&[[1u8; 64], [2u8; 64]]).expect("log");
+        let key = crate::tlog::LogSigner::from_seed(&[5; 32]).expect("key");
+        let note = key.sign(log.size, &log.root).expect("sign");
+        let cp = crate::tlog::verify_checkpoint(&note, key.public()).expect("verify");
+        assert!(store.add_checkpoint(&cp).expect("add"));
+        assert!(!store.add_checkpoint(&cp).expect("again"), "kept once");
+        let proof = log.prove(1, 2).expect("proof");
+        store.record_proof("a1", &proof, &cp).expect("proof");
+        assert_eq!(store.proof("a1").expect("read"), Some((7, proof, 2)));
+        assert_eq!(store.proof("b2").expect("read"), None);
+        assert_eq!(
+            store
+                .latest_checkpoint(&cp.origin)
+                .expect("latest")
+                .map(|c| c.0),
+            Some(cp.clone())
+        );
+        assert_eq!(store.latest_checkpoint("other").expect("latest"), None);
+
+        let fork = LogFork {
+            origin: cp.origin.clone(),
+            old_note: note.clone(),
+            new_note: "another".into(),
+            reason: "the log shrank".into(),
+            seen_at: 1,
+        };
+        assert!(store.add_fork(&fork).expect("fork"));
+        assert!(!store.add_fork(&fork).expect("again"), "kept once");
+        let status = store.log_status().expect("status");
+        assert_eq!(
+            (status.uploaded, status.logged, status.proven),
+            (3, 2, 1),
+            "d4 was not uploaded, c3 has no leaf"
+        );
+        assert_eq!(status.checkpoint.map(|c| c.0), Some(cp));
+        assert_eq!(status.forks, [fork]);
+        assert_eq!(store.unproven(10).expect("unproven").len(), 1);
+        assert_eq!(store.dir(), path.parent().expect("dir"));
+    }
+
+    #[test]
+    fn a_store_of_the_previous_version_gains_the_log_tables_and_keeps_its_results() {
+        let path = temp("migrate-log");
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("dir");
+        let conn = open_migrated(&path, &MIGRATIONS[..2], "FULL").expect("v2");
+        conn.execute(
+            "INSERT INTO results (id, test_name, measured_at, verdict, envelope, stored_at)
+             VALUES ('e5', 'canary', '2026-01-01 00:00:00', '{}', '{}', 0)",
+            [],
+        )
+        .expect("result");
+        conn.execute(
+            "INSERT INTO outbox (id, state, updated_at) VALUES ('e5', 'accepted', 0)",
+            [],
+        )
+        .expect("outbox");
+        drop(conn);
+        let store = Store::open(&path).expect("migrated");
+        let status = store.log_status().expect("status");
+        assert_eq!((status.uploaded, status.logged), (1, 0), "not logged");
+        assert_eq!(store.list(10).expect("list").len(), 1);
     }
 
     #[test]

@@ -15,7 +15,10 @@ use vantage_probe::ooni::{Asn, Blocking, CountryCode};
 use vantage_probe::run::{Finished, Offline, RunPlan, layer, offline, reason};
 use vantage_probe::store::{ENROLLED, Requeue, Store};
 use vantage_probe::test_lists::{Entry, ListChoice, TestList};
-use vantage_probe::upload::{KeyTrust, Rejection, UploadConfig, classify, upload as upload_outbox};
+use vantage_probe::upload::{
+    KeyTrust, LogReport, Rejection, UploadConfig, check_log, classify, fork_message,
+    upload as upload_outbox,
+};
 use vantage_probe::verdict::fingerprints::Fingerprints;
 use vantage_probe::verdict::rules::VANTAGE;
 use vantage_probe::verdict::{Verdict, score};
@@ -701,8 +704,44 @@ async fn upload_after_run(
     held_note(&report);
     if let Some(e) = report.error {
         eprintln!("warning: upload stopped: {e}; `vantage upload` will retry");
+        return Ok(());
     }
+    let dir = store.dir();
+    let log = check_log(store, &config, None, &dir, engine, tls).await?;
+    log_note(&log, json);
     Ok(())
+}
+
+/// Says what a round of checking the transparency log found: a fork or a checkpoint that does
+/// not verify loudly on stderr, a summary on stdout (unless `quiet`). True when a human must
+/// look (`vantage upload` then exits non-zero).
+fn log_note(log: &LogReport, quiet: bool) -> bool {
+    if let Some(key) = &log.pinned_now {
+        eprintln!(
+            "note: trusting the aggregator's key {key} on first use (over HTTPS) to check its \
+             transparency log, and pinning it; compare it with the key its operator publishes"
+        );
+    }
+    for fork in &log.forks {
+        eprintln!("error: {}", fork_message(fork));
+    }
+    if let Some(failure) = &log.failure {
+        eprintln!("error: transparency log: {failure}");
+    }
+    if let Some(e) = &log.error {
+        eprintln!("note: transparency log not checked this time: {e}");
+    }
+    if !quiet && let Some(c) = &log.checkpoint {
+        outln!(
+            "Transparency log: {} results proven included now, {} awaiting proof (checkpoint {} \
+             of {}).",
+            log.proven,
+            log.awaiting,
+            c.size,
+            c.origin
+        );
+    }
+    log.alarming()
 }
 
 /// The line every upload prints.
@@ -974,16 +1013,22 @@ pub async fn upload(args: UploadArgs) -> Result<ExitCode> {
             eprintln!("sending again {again} results the aggregator held back");
         }
     }
-    let report = upload_outbox(&mut store, &config, &EngineConfig::default(), &tls).await?;
+    let engine = EngineConfig::default();
+    let report = upload_outbox(&mut store, &config, &engine, &tls).await?;
     outln!("{}", upload_summary(&report));
     held_note(&report);
-    match report.error {
-        Some(e) => {
-            eprintln!("error: upload stopped: {e}");
-            Ok(ExitCode::from(1))
-        }
-        None => Ok(ExitCode::SUCCESS),
+    if let Some(e) = report.error {
+        eprintln!("error: upload stopped: {e}");
+        return Ok(ExitCode::from(1));
     }
+    // Then the transparency log: the checkpoint, its consistency with the last one kept, and
+    // the proofs of what was uploaded. A fork fails the command; nothing is deleted for it.
+    let dir = store.dir();
+    let log = check_log(&mut store, &config, None, &dir, &engine, &tls).await?;
+    if log_note(&log, false) {
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn heartbeat(args: HeartbeatArgs) -> Result<ExitCode> {
@@ -1264,6 +1309,55 @@ fn utc(unix: &str) -> String {
     }
 }
 
+/// The transparency log's lines of `vantage status` (`docs/transparency.md`, "The probe"): how
+/// many uploaded results are proven included, against which checkpoint, and every fork or
+/// rewrite seen, which stays shown: it is evidence, kept in the store.
+fn transparency_status(store: &Store) -> Result<()> {
+    let log = store.log_status()?;
+    if !log.forks.is_empty() {
+        outln!(
+            "TRANSPARENCY LOG FORK: the aggregator's log was seen not to be append-only {} \
+             time(s); the checkpoints are kept in the local store as evidence:",
+            log.forks.len()
+        );
+        for fork in &log.forks {
+            outln!(
+                "  {}: {}",
+                utc(&fork.seen_at.to_string()),
+                fork_message(fork)
+            );
+        }
+    }
+    if log.uploaded == 0 && log.checkpoint.is_none() {
+        return Ok(());
+    }
+    let mut line = format!(
+        "transparency log: {} of {} uploaded results proven included",
+        log.proven, log.uploaded
+    );
+    if let Some((c, seen)) = &log.checkpoint {
+        line.push_str(&format!(
+            " (checkpoint {} of {}, {})",
+            c.size,
+            c.origin,
+            utc(&seen.to_string())
+        ));
+    }
+    let awaiting = log.logged.saturating_sub(log.proven);
+    if awaiting > 0 {
+        line.push_str(&format!("; {awaiting} awaiting proof"));
+    }
+    let not_logged = log.uploaded.saturating_sub(log.logged);
+    if not_logged > 0 {
+        line.push_str(&format!(
+            "; {not_logged} not logged (the aggregator gave them no leaf: it keeps no log, or \
+             is older than the log)"
+        ));
+    }
+    outln!("{line}");
+    Ok(())
+}
+
 pub fn status(args: &DataArgs) -> Result<ExitCode> {
     let dir = args.dir()?;
     let key = dir.join("identity.key");
@@ -1315,6 +1409,7 @@ pub fn status(args: &DataArgs) -> Result<ExitCode> {
     if let Some(e) = status.last_error {
         outln!("last upload error: {e}");
     }
+    transparency_status(&store)?;
     for (key, label) in [
         ("daemon", "daemon"),
         ("location", "network"),

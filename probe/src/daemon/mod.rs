@@ -326,15 +326,86 @@ async fn uploads(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonErro
         requeue(&shared, &store, &mut enrolled);
         if store.status()?.pending == 0 {
             failures = 0;
+        } else if !upload_round(
+            &mut store,
+            &plan,
+            aggregator,
+            &mut ctl,
+            &mut failures,
+            &mut next,
+        )
+        .await?
+        {
             continue;
         }
-        let send = upload::upload(&mut store, &aggregator.upload, &plan.engine, &plan.tls);
-        let Some(report) = ctl.unless_stopped(send).await else {
+        // Then the transparency log: each round checks the checkpoint against the last one
+        // kept, and proves what was uploaded (`upload::check_log`).
+        let check = upload::check_log(
+            &mut store,
+            &aggregator.upload,
+            aggregator.key.as_deref(),
+            &plan.data_dir,
+            &plan.engine,
+            &plan.tls,
+        );
+        let Some(log) = ctl.unless_stopped(check).await else {
             return Ok(());
+        };
+        match log {
+            Ok(log) => log_round(&log),
+            Err(e) => tracing::error!("transparency log not checked: the local store: {e}"),
+        }
+    }
+}
+
+/// What a round of checking the transparency log found, in the daemon's log: a fork or a
+/// checkpoint that does not verify as an error (it stays in `vantage status`).
+fn log_round(log: &upload::LogReport) {
+    if let Some(key) = &log.pinned_now {
+        tracing::warn!(
+            "trusting the aggregator's key {key} on first use (over HTTPS) to check its \
+             transparency log, and pinning it; compare it with the key its operator publishes \
+             and set it as aggregator.key"
+        );
+    }
+    for fork in &log.forks {
+        tracing::error!("{}", upload::fork_message(fork));
+    }
+    if let Some(failure) = &log.failure {
+        tracing::error!("transparency log: {failure}");
+    }
+    if let Some(e) = &log.error {
+        tracing::info!("transparency log not checked this time: {e}");
+    }
+    if let Some(c) = &log.checkpoint
+        && log.proven > 0
+    {
+        tracing::info!(
+            "transparency log: {} results proven included in checkpoint {}; {} awaiting proof",
+            log.proven,
+            c.size,
+            log.awaiting
+        );
+    }
+}
+
+/// One upload of the outbox; `false` when it failed (the next try is set in `next`).
+async fn upload_round(
+    store: &mut Store,
+    plan: &Plan,
+    aggregator: &config::AggregatorPlan,
+    ctl: &mut Control,
+    failures: &mut u32,
+    next: &mut Instant,
+) -> Result<bool, DaemonError> {
+    {
+        let send = upload::upload(store, &aggregator.upload, &plan.engine, &plan.tls);
+        let Some(report) = ctl.unless_stopped(send).await else {
+            return Ok(false);
         };
         match report {
             Ok(r) if r.error.is_none() => {
-                failures = 0;
+                *failures = 0;
                 tracing::info!(
                     "uploaded {} results ({} already there, {} refused, {} held); {} waiting",
                     r.accepted,
@@ -349,22 +420,27 @@ async fn uploads(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonErro
                          until it is enrolled (`vantage enrol TOKEN`)"
                     );
                 }
+                Ok(true)
             }
             Ok(r) => {
-                failures = failures.saturating_add(1);
+                *failures = failures.saturating_add(1);
                 // Never sooner than the aggregator asked (RFC 9110 section 10.2.3), which
                 // `upload` caps at a day.
-                let delay = upload::backoff(&aggregator.upload, failures)
+                let delay = upload::backoff(&aggregator.upload, *failures)
                     .max(r.retry_after.unwrap_or_default());
-                next = Instant::now() + delay;
+                *next = Instant::now() + delay;
                 tracing::warn!(
                     "upload failed ({}); {} waiting; next try in {} s",
                     r.error.unwrap_or_default(),
                     r.remaining,
                     delay.as_secs()
                 );
+                Ok(false)
             }
-            Err(e) => tracing::error!("upload stopped by the local store: {e}"),
+            Err(e) => {
+                tracing::error!("upload stopped by the local store: {e}");
+                Ok(false)
+            }
         }
     }
 }
