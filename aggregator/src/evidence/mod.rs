@@ -510,14 +510,9 @@ struct Manifest<'a> {
 }
 
 /// The signed-note verifier key of the aggregator's public key (`docs/transparency.md`,
-/// "Checkpoints"); a key that is no Ed25519 point has none.
+/// "Checkpoints"), as `vantage_probe::tlog` derives it for every checker.
 pub fn verifier_key(public: &[u8; 32]) -> String {
-    match ed25519_dalek::VerifyingKey::from_bytes(public) {
-        Ok(key) => {
-            signed_note::new_ed25519_verifier_key(&crate::log::note::origin_of(public), &key)
-        }
-        Err(_) => String::new(),
-    }
+    vantage_probe::tlog::verifier_key(public)
 }
 
 /// What [`write`] wrote.
@@ -678,7 +673,7 @@ pub fn write<W: Write>(
         write!(
             w,
             "{{\n  \"checkpoint\": {{\"origin\": {}, \"size\": {}, \"root\": \"{}\"}},\n  \"proofs\": [",
-            serde_json::to_string(&crate::log::note::origin_of(&plan.context.public_key))
+            serde_json::to_string(&vantage_probe::tlog::origin_of(&plan.context.public_key))
                 .map_err(io::Error::other)?,
             cp.size,
             B64.encode(cp.root)
