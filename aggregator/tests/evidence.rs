@@ -627,3 +627,125 @@ fn offline(zip: &Path) {
     );
     assert!(text.contains("verified: all "), "{text}");
 }
+
+/// Five probes of AS64500 go dark for an hour and upload the canaries they recorded offline
+/// when they are back (`common::seed_probes`, through the real ingest): the shutdown's bundle
+/// holds every failed canary round of the cut, each checked by `vantage verify` as a failed
+/// canary of the event's network during it.
+#[test]
+fn a_shutdowns_bundle_holds_every_failed_canary_of_the_cut_and_verifies() {
+    let dir = tempdir("evidence-shutdown");
+    let now = vantage_aggregator::store::now();
+    let t0 = (now - 3 * 3600) / 60 * 60;
+    let (cut, back) = (t0 + 3600, t0 + 7200);
+    let db = dir.join("agg.db");
+    {
+        let store = vantage_aggregator::store::Sqlite::open(&db).expect("db");
+        let probes: Vec<(Identity, vantage_aggregator::ingest::Origin)> = (0..5)
+            .map(|_| {
+                (
+                    Identity::generate().expect("key"),
+                    vantage_aggregator::ingest::Origin::UNKNOWN,
+                )
+            })
+            .collect();
+        common::seed_probes(&store, &probes, t0, now, cut, back);
+    }
+    let db_arg = db.to_str().expect("utf-8");
+    let ca = dir.join("ca.pem");
+    vantage_fixtures::tls::TestCa::new("CA").write_pem(&ca);
+    // `serve` publishes a checkpoint of everything stored when it starts.
+    let server = start_aggregator_with(&ca, &db, &["--detect-every", "3600"]);
+    let (_, checkpoint) = http(&server.base, "GET", "/log/checkpoint", &[], b"");
+    let size: u64 = checkpoint
+        .lines()
+        .nth(1)
+        .and_then(|l| l.parse().ok())
+        .expect("a checkpoint");
+    assert!(size > 0, "{checkpoint}");
+    let since = format_time(t0 - 3600);
+    let (ok, _, err) = aggregator(&["detect", "--db", db_arg, "--since", &since]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = aggregator(&[
+        "timeline", "--db", db_arg, "--cc", "IR", "--kind", "shutdown", "--since", &since, "--json",
+    ]);
+    assert!(ok, "{err}");
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(events.len(), 1, "{out}");
+    let event = &events[0];
+    let id = event["id"].as_str().expect("id");
+
+    // Every failed canary of the five probes during the event, from the search API.
+    let (start, end) = (
+        event["start"].as_str().expect("start").to_string(),
+        event["end"].as_str().expect("an ended cut").to_string(),
+    );
+    let until = format_time(vantage_aggregator::store::model::parse_time(&end).expect("time") + 1);
+    let (status, body) = http(
+        &server.base,
+        "GET",
+        &format!(
+            "/api/v1/measurements?cc=IR&test_name=canary&limit=1000&since={}&until={}",
+            start.replace(' ', "%20"),
+            until.replace(' ', "%20")
+        ),
+        &[],
+        b"",
+    );
+    assert_eq!(status, 200, "{body}");
+    let found: Value = serde_json::from_str(&body).expect("json");
+    let failed: Vec<String> = found["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter(|r| r["accessible"] == false)
+        .map(|r| r["id"].as_str().expect("id").to_string())
+        .collect();
+    assert!(
+        failed.len() >= 50,
+        "an hour of five probes' rounds: {}",
+        failed.len()
+    );
+
+    let zip = dir.join(format!("evidence-{id}.zip"));
+    let (ok, _, err) = aggregator(&[
+        "evidence",
+        id,
+        "--out",
+        zip.to_str().expect("utf-8"),
+        "--db",
+        db_arg,
+    ]);
+    assert!(ok, "{err}");
+    let files = entries(&zip);
+    let mut held: Vec<String> = files
+        .keys()
+        .filter_map(|n| n.strip_prefix(&format!("evidence-{id}/envelopes/")))
+        .map(|n| n.trim_end_matches(".json").to_string())
+        .collect();
+    held.sort();
+    let mut wanted = failed.clone();
+    wanted.sort();
+    assert_eq!(
+        held, wanted,
+        "the bundle holds exactly the cut's failed canaries"
+    );
+    let (code, out) = verify(&zip, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.matches("ok   verdict ").count(), failed.len(), "{out}");
+    assert!(
+        out.contains(": failed, 0 of 4 targets answered, during the event"),
+        "{out}"
+    );
+    let report =
+        String::from_utf8_lossy(&files[&format!("evidence-{id}/report.html")]).into_owned();
+    assert!(
+        report.contains("Network AS64500 of IR lost its connection to the Internet from"),
+        "{report}"
+    );
+    drop(server);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -665,6 +665,8 @@ async fn openapi_document_matches_the_routes() {
         "GET /log/tile/{path}",
         "GET /api/v1/log/proof/{id}",
         "GET /api/v1/log/entry/{id}",
+        "POST /log/cosignature",
+        "GET /api/v1/timeline/{id}/evidence.zip",
     ]
     .into_iter()
     .map(String::from)

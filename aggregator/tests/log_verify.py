@@ -13,12 +13,16 @@ It checks, and prints one line per check ("ok ..." or "FAIL ..."):
    fetched, the root recomputed from its leaf hashes (RFC 6962 section 2.1), every hash of a
    higher level checked against the full tile below it, and every entry of the entry bundles
    hashed into the level-0 hash it must equal;
-3. each measurement given (its id and its signer's key) has an inclusion proof
+3. each witness given (--witness, its verifier key NAME+KEYID+BASE64 with signature type 0x04)
+   has cosigned the checkpoint (C2SP tlog-cosignature/v1: a signature line of the witness's
+   name and key ID, whose bytes are the key ID, an 8-byte big-endian timestamp and an Ed25519
+   signature of "cosignature/v1\ntime <timestamp>\n" followed by the checkpoint's text);
+4. each measurement given (its id and its signer's key) has an inclusion proof
    (GET /api/v1/log/proof/ID) that verifies against the checkpoint's root (RFC 9162 section
    2.1.3.2), for the leaf made from that id and key.
 
 Usage: log_verify.py --base http://127.0.0.1:PORT --public-key BASE64
-                     [--checkpoint FILE] [--measurements FILE]
+                     [--checkpoint FILE] [--measurements FILE] [--witness VKEY ...]
 --checkpoint: verify against this saved checkpoint instead of the one served now.
 --measurements: lines of "ID KEY" (hex id, base64 key) to prove.
 Exits 0 when every check holds, 1 otherwise.
@@ -203,6 +207,34 @@ def verify_checkpoint(note, public):
     return name, int(lines[1]), root
 
 
+def verify_cosignature(note, vkey):
+    """Returns the timestamp of the C2SP tlog-cosignature/v1 of the witness of `vkey` on the
+    checkpoint `note`, or raises ValueError."""
+    name, key_id_hex, blob = vkey.split("+", 2)
+    encoded = base64.b64decode(blob, validate=True)
+    if len(encoded) != 33 or encoded[0] != 0x04:
+        raise ValueError(f"{vkey!r} is not a cosignature/v1 verifier key")
+    public = encoded[1:]
+    key_id = hashlib.sha256(name.encode() + b"\n" + b"\x04" + public).digest()[:4]
+    if key_id.hex() != key_id_hex:
+        raise ValueError(f"the key ID of {vkey!r} is not its name's and key's")
+    text, sigs = note.rsplit("\n\n", 1)
+    text += "\n"
+    for line in sigs[:-1].split("\n"):
+        sig_name, _, blob = line[2:].partition(" ")
+        raw = base64.b64decode(blob, validate=True)
+        if sig_name != name or raw[:4] != key_id:
+            continue
+        if len(raw) != 4 + 8 + 64:
+            raise ValueError(f"the cosignature of {name} is not a timestamped Ed25519 signature")
+        timestamp = int.from_bytes(raw[4:12], "big")
+        message = f"cosignature/v1\ntime {timestamp}\n{text}".encode()
+        if timestamp >= 2**63 or not ed25519_verify(public, message, raw[12:]):
+            raise ValueError(f"the cosignature of {name} does not verify")
+        return timestamp
+    raise ValueError(f"no cosignature by {name}")
+
+
 # --- C2SP tlog-tiles ----------------------------------------------------------------------------
 
 
@@ -321,6 +353,7 @@ def main():
     args.add_argument("--public-key", required=True)
     args.add_argument("--checkpoint")
     args.add_argument("--measurements")
+    args.add_argument("--witness", action="append", default=[])
     a = args.parse_args()
     base = a.base.rstrip("/")
     public = base64.b64decode(a.public_key, validate=True)
@@ -336,6 +369,12 @@ def main():
         report.check(False, f"checkpoint: {e}")
         return 1
     report.check(True, f"checkpoint of {origin} at size {size} is signed by the aggregator's key")
+    for vkey in a.witness:
+        try:
+            when = verify_cosignature(note, vkey)
+            report.check(True, f"cosigned by witness {vkey.split('+')[0]} at {when}")
+        except ValueError as e:
+            report.check(False, f"cosignature: {e}")
     check_tree(base, size, root, report)
     if a.measurements:
         with open(a.measurements, encoding="utf-8") as f:

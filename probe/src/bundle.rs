@@ -1044,6 +1044,41 @@ mod tests {
         assert!(lines.is_empty());
     }
 
+    /// A zip bomb: an envelope that inflates past any envelope's size is refused as soon as
+    /// the limit is read, whatever its header says.
+    #[test]
+    fn an_entry_that_inflates_past_the_limit_is_refused() {
+        use std::io::Write as _;
+        let path = std::env::temp_dir().join(format!("vantage-bomb-{}.zip", std::process::id()));
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).expect("create"));
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        zip.start_file("evidence-x/MANIFEST.json", options)
+            .expect("start");
+        zip.write_all(format!("{{\"format\":\"{FORMAT}\",\"files\":[]}}").as_bytes())
+            .expect("write");
+        zip.start_file(
+            format!("evidence-x/envelopes/{}.json", "a".repeat(64)),
+            options,
+        )
+        .expect("start");
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..=(MAX_ENVELOPE_BYTES >> 20) {
+            zip.write_all(&zeros).expect("write");
+        }
+        zip.finish().expect("finish");
+        let compressed = std::fs::metadata(&path).expect("size").len();
+        let err = verify(&path, None, &mut |_| {}).expect_err("too large");
+        let _ = std::fs::remove_file(&path);
+        assert!(compressed < 1 << 20, "{compressed} bytes on disk");
+        assert!(matches!(err, BundleError::TooLarge { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("larger than an evidence bundle holds"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn times_compare_as_text() {
         assert!(in_span("2026-01-01 10:00:00", "2026-01-01 09:00:00", None));

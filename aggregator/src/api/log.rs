@@ -1,12 +1,13 @@
-//! The transparency log's routes (`docs/transparency.md`): the latest checkpoint and the tiles
-//! at C2SP tlog-tiles' paths under `/log/`, and an inclusion proof and the logged envelope by
-//! id under the API. A store without a log (ClickHouse, or `serve --no-log`) answers each with 404 and says
+//! The transparency log's routes (`docs/transparency.md`): the latest checkpoint (with the
+//! witnesses' cosignatures it has) and the tiles at C2SP tlog-tiles' paths under `/log/`, the
+//! witnesses' cosignatures submitted to `/log/cosignature`, and an inclusion proof and the
+//! logged envelope by id under the API. A store without a log (ClickHouse, or `serve --no-log`) answers each with 404 and says
 //! why.
 //!
 //! Every answer is bounded: a tile is at most 256 hashes (8 KiB) or 256 entries of 66 bytes,
 //! a proof at most 64 hashes, and a tile path longer than any real one is refused unread.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -27,6 +28,21 @@ pub const PARTIAL_TILE_CACHE: &str = "public, max-age=60";
 
 /// `Cache-Control` of the checkpoint, replaced every few seconds while entries arrive.
 pub const CHECKPOINT_CACHE: &str = "no-cache";
+
+/// The largest body of `POST /log/cosignature`: a few signature lines (one is about 150
+/// bytes).
+pub const MAX_COSIGNATURE_BODY: usize = 4096;
+
+/// The most cosignature lines one `POST /log/cosignature` may carry.
+pub const MAX_COSIGNATURE_LINES: usize = 8;
+
+/// The most `serve --witness` keys: each may keep one cosignature per checkpoint, so this
+/// bounds the lines a checkpoint is served with.
+pub const MAX_WITNESSES: usize = 32;
+
+/// How far in the future a cosignature's timestamp may be, in seconds (clock skew): C2SP
+/// tlog-cosignature lets verifiers refuse timestamps in the future.
+pub const COSIGNATURE_SKEW_SECS: u64 = 600;
 
 /// `GET /api/v1/log/proof/{id}`: that a measurement is in the log, provably.
 #[derive(Debug, Serialize, ToSchema)]
@@ -85,7 +101,8 @@ async fn with_log<T: Send + 'static>(
 /// The latest signed checkpoint of the transparency log.
 ///
 /// A C2SP tlog-checkpoint: the origin, the tree size, the base64 root hash, a blank line and
-/// the aggregator's Ed25519 signature (C2SP signed-note). A new one is published within
+/// the aggregator's Ed25519 signature (C2SP signed-note), followed by the cosignature lines
+/// (C2SP tlog-cosignature) of the witnesses that have cosigned this checkpoint. A new one is published within
 /// 10 seconds of new entries.
 #[utoipa::path(get, path = "/log/checkpoint", tag = "log",
     responses(
@@ -94,7 +111,18 @@ async fn with_log<T: Send + 'static>(
         (status = 503, description = "Storage is unavailable", body = ErrorAnswer),
     ))]
 pub async fn checkpoint(State(state): State<AppState>) -> Response {
-    match with_log(&state, |log| Ok(log.latest_checkpoint()?)).await {
+    let latest = with_log(&state, |log| {
+        let Some(mut c) = log.latest_checkpoint()? else {
+            return Ok(None);
+        };
+        // The witnesses' cosignatures follow the log's own signature line (C2SP
+        // tlog-cosignature: extra signature lines of the same note).
+        for line in log.cosignatures(c.size)? {
+            c.note.push_str(&line);
+        }
+        Ok(Some(c))
+    });
+    match latest.await {
         Ok(Some(c)) => (
             [
                 (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
@@ -282,6 +310,120 @@ pub async fn entry(State(state): State<AppState>, Path(id): Path<String>) -> Res
                 ),
             ),
         },
+        Err(answer) => answer,
+    }
+}
+
+/// `POST /log/cosignature`: what was kept.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CosignatureAnswer {
+    /// The size of the checkpoint cosigned.
+    pub size: u64,
+    /// The witnesses (`NAME+KEYID`) whose cosignature is now kept for it.
+    pub witnesses: Vec<String>,
+}
+
+/// `?size=N` of `POST /log/cosignature`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct CosignatureQuery {
+    /// The size of the checkpoint cosigned (default: the latest checkpoint's).
+    pub size: Option<u64>,
+}
+
+/// A witness's cosignature of a checkpoint.
+///
+/// The body is one or more note signature lines (C2SP tlog-cosignature/v1: `— NAME BASE64`,
+/// Ed25519 over the checkpoint with a timestamp), by witnesses this aggregator was started
+/// with (`serve --witness`), over the latest checkpoint or, with `?size=N`, the one published
+/// for that size. Each is verified before it is kept; `/log/checkpoint` then serves the
+/// checkpoint with it. A witness checks that each checkpoint extends the last one it cosigned
+/// before it cosigns (`vantage-aggregator witness`).
+#[utoipa::path(post, path = "/log/cosignature", tag = "log",
+    params(CosignatureQuery),
+    request_body(content = String, description = "Cosignature lines, each `— NAME BASE64` and a newline", content_type = "text/plain"),
+    responses(
+        (status = 200, description = "Verified and kept", body = CosignatureAnswer),
+        (status = 400, description = "Not cosignature lines, too many, or one does not verify over the checkpoint", body = ErrorAnswer),
+        (status = 403, description = "A line by a key that is not a witness this aggregator accepts", body = ErrorAnswer),
+        (status = 404, description = "No such checkpoint, or this aggregator keeps no log", body = ErrorAnswer),
+        (status = 413, description = "The body is larger than 4 KiB", body = ErrorAnswer),
+        (status = 503, description = "Storage is unavailable", body = ErrorAnswer),
+    ))]
+pub async fn cosignature(
+    State(state): State<AppState>,
+    Query(query): Query<CosignatureQuery>,
+    body: axum::body::Bytes,
+) -> Response {
+    use crate::log::note::{CosignatureError, verify_cosignatures};
+    if body.len() > MAX_COSIGNATURE_BODY {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a cosignature body is at most {MAX_COSIGNATURE_BODY} bytes"),
+        );
+    }
+    let Ok(lines) = String::from_utf8(body.to_vec()) else {
+        return error(StatusCode::BAD_REQUEST, "the body is not UTF-8".into());
+    };
+    let count = lines.lines().filter(|l| !l.is_empty()).count();
+    if count == 0 || count > MAX_COSIGNATURE_LINES {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("a cosignature body is 1 to {MAX_COSIGNATURE_LINES} signature lines"),
+        );
+    }
+    let witnesses = state.witnesses().clone();
+    if witnesses.is_empty() {
+        return error(
+            StatusCode::FORBIDDEN,
+            "this aggregator accepts no witness (serve --witness)".into(),
+        );
+    }
+    let now = crate::store::now().max(0).unsigned_abs();
+    let kept = with_log(&state, move |log| {
+        let checkpoint = match query.size {
+            Some(size) => log.checkpoint_of(size)?,
+            None => log.latest_checkpoint()?,
+        };
+        let Some(checkpoint) = checkpoint else {
+            return Ok(Err((
+                StatusCode::NOT_FOUND,
+                match query.size {
+                    Some(size) => format!("no checkpoint of size {size} was published"),
+                    None => "no checkpoint published yet".into(),
+                },
+            )));
+        };
+        let found = match verify_cosignatures(&checkpoint.note, &lines, &witnesses) {
+            Ok(found) => found,
+            Err(e @ CosignatureError::UnknownWitness { .. }) => {
+                return Ok(Err((StatusCode::FORBIDDEN, e.to_string())));
+            }
+            Err(e) => return Ok(Err((StatusCode::BAD_REQUEST, e.to_string()))),
+        };
+        if let Some(c) = found
+            .iter()
+            .find(|c| c.timestamp > now + COSIGNATURE_SKEW_SECS)
+        {
+            return Ok(Err((
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the cosignature of {} is dated {}, in the future",
+                    c.witness, c.timestamp
+                ),
+            )));
+        }
+        for c in &found {
+            log.add_cosignature(checkpoint.size, &c.witness, c.timestamp, &c.line)?;
+        }
+        Ok(Ok(CosignatureAnswer {
+            size: checkpoint.size,
+            witnesses: found.into_iter().map(|c| c.witness).collect(),
+        }))
+    })
+    .await;
+    match kept {
+        Ok(Ok(answer)) => axum::Json(answer).into_response(),
+        Ok(Err((status, message))) => error(status, message),
         Err(answer) => answer,
     }
 }

@@ -98,6 +98,7 @@ pub struct AppState {
     throughput: Option<Arc<ServerInfo>>,
     limits: Arc<ServerLimits>,
     verification: Verification,
+    witnesses: Arc<Vec<crate::log::note::WitnessVerifier>>,
     detect: Option<Arc<crate::detect::DetectConfig>>,
 }
 
@@ -124,6 +125,7 @@ impl AppState {
             throughput: None,
             limits: Arc::new(ServerLimits::default()),
             verification: Verification::default(),
+            witnesses: Arc::new(Vec::new()),
             detect: None,
         }
     }
@@ -169,6 +171,17 @@ impl AppState {
     /// The store, for the routes kept in files of their own (`api/log.rs`).
     pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
+    }
+
+    /// Accepts these witnesses' cosignatures of the log's checkpoints (`serve --witness`).
+    pub fn with_witnesses(mut self, witnesses: Vec<crate::log::note::WitnessVerifier>) -> Self {
+        self.witnesses = Arc::new(witnesses);
+        self
+    }
+
+    /// The witnesses whose cosignatures are accepted (`api/log.rs`).
+    pub(crate) fn witnesses(&self) -> &Arc<Vec<crate::log::note::WitnessVerifier>> {
+        &self.witnesses
     }
 
     /// Names the detectors' configuration in evidence bundles (`api/evidence.rs`); without
@@ -231,6 +244,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::api::log::proof))
         .routes(routes!(crate::api::evidence::bundle))
         .routes(routes!(crate::api::log::entry))
+        .routes(routes!(crate::api::log::cosignature).layer(small_body()))
         // A tile's path has a varying number of parts, which only axum's wildcard takes; it is
         // documented as `/log/tile/{path}` through `ApiDoc` (`openapi.rs`).
         .route(

@@ -44,6 +44,7 @@ mod score;
 mod serve;
 mod signals;
 mod timeline;
+mod witness;
 
 /// Vantage aggregator: verifies and stores signed measurements from probes, scores them against
 /// a control vantage point, and serves the shutdown and blocking timeline to researchers.
@@ -81,6 +82,10 @@ enum Command {
     /// byte with its inclusion proof against one signed checkpoint, the aggregator's key, the
     /// detector's settings, the signals around it and a report; `vantage verify` checks it.
     Evidence(evidence::EvidenceArgs),
+    /// Witness another aggregator's transparency log: check that each new checkpoint extends
+    /// the last one cosigned, then cosign it (C2SP tlog-cosignature) and submit the
+    /// cosignature to the log; refuse, loudly and with exit status 3, when it does not.
+    Witness(witness::WitnessArgs),
     /// Export matching measurements: JSONL (the stored envelopes, verifiable) or CSV.
     Export(export::ExportArgs),
     /// Compress every stored envelope now (the server does this by itself a minute after
@@ -144,6 +149,7 @@ pub fn main() -> ExitCode {
         Command::Rescore(args) => rescore::rescore(&args),
         Command::Export(args) => export::export(&args),
         Command::Evidence(args) => evidence::evidence(&args),
+        Command::Witness(args) => witness::witness(&args),
         Command::Compact(args) => compact::compact(&args),
         Command::Migrate(args) => migrate::migrate(&args),
         Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()

@@ -26,6 +26,13 @@ pub(super) struct ServeArgs {
     #[arg(long)]
     no_log: bool,
 
+    /// Accept this witness's cosignatures of the log's checkpoints and serve them with the
+    /// checkpoint (`POST /log/cosignature`; docs/transparency.md "Witnesses"). VERIFIER_KEY is
+    /// what `vantage-aggregator witness --print-key` prints: NAME+KEYID+BASE64. Repeat it for
+    /// each witness (at most 32).
+    #[arg(long, value_name = "VERIFIER_KEY")]
+    witness: Vec<String>,
+
     /// How long the detectors' lease lasts without renewal, in seconds: when the node running
     /// them dies, another of the same store takes over within this and a third of it.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
@@ -268,7 +275,25 @@ pub(super) async fn serve(args: ServeArgs) -> Result<()> {
         }
         Err(why) => eprintln!("vantage-aggregator: no transparency log: {}", why.reason()),
     }
+    if args.witness.len() > vantage_aggregator::api::log::MAX_WITNESSES {
+        bail!(
+            "at most {} --witness keys",
+            vantage_aggregator::api::log::MAX_WITNESSES
+        );
+    }
+    let witnesses = args
+        .witness
+        .iter()
+        .map(|k| vantage_aggregator::log::note::WitnessVerifier::parse(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    for w in &witnesses {
+        eprintln!(
+            "vantage-aggregator: accepting the cosignatures of witness {}",
+            w.id()
+        );
+    }
     let state = AppState::new(helper, TlsContext::new(roots)?, storage, ingest, geo)
+        .with_witnesses(witnesses)
         .with_limits(limits)
         .with_verification(verification)
         .with_detect_config(detect)

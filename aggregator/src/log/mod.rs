@@ -12,6 +12,7 @@
 
 pub mod note;
 pub mod tiles;
+pub mod witness;
 
 use std::cell::RefCell;
 use std::sync::Arc;

@@ -155,6 +155,22 @@ pub trait LogStore: Send + Sync {
     fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, DbError>;
     /// Records a checkpoint just signed.
     fn add_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), DbError>;
+    /// The checkpoint published for tree size `size`, if one was.
+    fn checkpoint_of(&self, size: u64) -> Result<Option<StoredCheckpoint>, DbError>;
+    /// Keeps a witness's cosignature `line` (C2SP tlog-cosignature, checked by the caller) of
+    /// the checkpoint of `size`: one per witness (`NAME+KEYID`) and checkpoint, a later
+    /// timestamp replacing an earlier one. Returns whether it was kept (false: one at least as
+    /// recent is already there).
+    fn add_cosignature(
+        &self,
+        size: u64,
+        witness: &str,
+        timestamp: u64,
+        line: &str,
+    ) -> Result<bool, DbError>;
+    /// The cosignature lines kept for the checkpoint of `size`, each with its newline, in the
+    /// order of the witnesses' ids.
+    fn cosignatures(&self, size: u64) -> Result<Vec<String>, DbError>;
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@
 //! - `measurements.leaf`: the index of the measurement's leaf, found through the id's own
 //!   index (a proof asked by id, a duplicate's leaf);
 //! - `log_checkpoints`: the signed checkpoints published;
+//! - `log_cosignatures`: the witnesses' cosignatures of checkpoints (C2SP tlog-cosignature),
+//!   one per witness and checkpoint;
 //! - `log_entries`: the leaves that are not measurements, by envelope id: heartbeats, with
 //!   their envelope byte for byte (a heartbeat row keeps only key, network and time), and
 //!   enrolments, without theirs (it carries the one-time token, which the store keeps only as
@@ -54,6 +56,15 @@ pub(super) const ENTRIES_MIGRATION: &str = "CREATE TABLE log_entries (
         id TEXT NOT NULL UNIQUE,
         kind TEXT NOT NULL,
         body TEXT
+    );";
+
+/// Migration 14: the witnesses' cosignatures, one per witness (`NAME+KEYID`) and checkpoint.
+pub(super) const COSIGNATURES_MIGRATION: &str = "CREATE TABLE log_cosignatures (
+        size INTEGER NOT NULL,
+        witness TEXT NOT NULL,
+        timestamp INTEGER NOT NULL,
+        line TEXT NOT NULL,
+        PRIMARY KEY (size, witness)
     );";
 
 /// Signed rows appended per transaction when catching up on rows stored without the log.
@@ -529,6 +540,62 @@ impl LogStore for Sqlite {
             note,
             published_at,
         }))
+    }
+
+    fn checkpoint_of(&self, size: u64) -> Result<Option<StoredCheckpoint>, DbError> {
+        let Ok(at) = i64::try_from(size) else {
+            return Ok(None);
+        };
+        let found: Option<(Vec<u8>, String, i64)> = self.read(|c| {
+            c.query_row(
+                "SELECT root, note, published_at FROM log_checkpoints WHERE size = ?1",
+                [at],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+        })?;
+        let Some((root, note, published_at)) = found else {
+            return Ok(None);
+        };
+        let root = <[u8; 32]>::try_from(root)
+            .map_err(|_| self.log_missing(format!("32-byte root in checkpoint {size}")))?;
+        Ok(Some(StoredCheckpoint {
+            size,
+            root,
+            note,
+            published_at,
+        }))
+    }
+
+    fn add_cosignature(
+        &self,
+        size: u64,
+        witness: &str,
+        timestamp: u64,
+        line: &str,
+    ) -> Result<bool, DbError> {
+        let size = i64::try_from(size).unwrap_or(i64::MAX);
+        let timestamp = i64::try_from(timestamp).unwrap_or(i64::MAX);
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO log_cosignatures (size, witness, timestamp, line)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (size, witness) DO UPDATE
+                 SET timestamp = excluded.timestamp, line = excluded.line
+                 WHERE excluded.timestamp > log_cosignatures.timestamp",
+                params![size, witness, timestamp, line],
+            )
+            .map(|n| n > 0)
+        })
+    }
+
+    fn cosignatures(&self, size: u64) -> Result<Vec<String>, DbError> {
+        let size = i64::try_from(size).unwrap_or(i64::MAX);
+        self.read(|c| {
+            c.prepare_cached("SELECT line FROM log_cosignatures WHERE size = ?1 ORDER BY witness")?
+                .query_map([size], |r| r.get(0))?
+                .collect()
+        })
     }
 
     fn add_checkpoint(&self, cp: &StoredCheckpoint) -> Result<(), DbError> {

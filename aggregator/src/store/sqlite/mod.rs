@@ -149,6 +149,8 @@ const MIGRATIONS: &[&str] = &[
     log::MIGRATION,
     // 13: the logged heartbeats' and enrolments' leaves, and a heartbeat's envelope (`log.rs`).
     log::ENTRIES_MIGRATION,
+    // 14: the witnesses' cosignatures of checkpoints (`log.rs`).
+    log::COSIGNATURES_MIGRATION,
 ];
 
 /// Read-only connections opened beside the writer: enough for the server's concurrent searches
