@@ -38,6 +38,7 @@ mod export;
 mod import;
 mod keys;
 mod migrate;
+mod mirror;
 mod query;
 mod rescore;
 mod score;
@@ -99,6 +100,11 @@ enum Command {
     /// verdict per line: blocking, accessible, dns_consistency, confirmed, fingerprints, the
     /// rule set version, and OONI's own verdict from the input for comparison.
     Score(score::ScoreArgs),
+    /// Keep a verified copy of another aggregator's transparency log and of its envelopes:
+    /// each round checks its checkpoint's signature and consistency with the last one kept,
+    /// reads the new leaves and stores each leaf's envelope once it verifies and is the
+    /// leaf's; a fork or a rewritten log stops it, keeping everything (docs/transparency.md).
+    Mirror(mirror::MirrorArgs),
 }
 
 pub(super) fn detect_config(
@@ -140,6 +146,7 @@ pub fn main() -> ExitCode {
     vantage_probe::init_logging("warn");
     let result = match cli.command {
         Command::Score(args) => score::score(&args),
+        Command::Mirror(args) => mirror::mirror(&args),
         Command::Query(args) => query::query(&args),
         Command::Signals(args) => signals::signals(&args),
         Command::Timeline(args) => timeline::timeline(&args),
