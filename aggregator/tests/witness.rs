@@ -224,6 +224,28 @@ fn a_witness_cosigns_successive_checkpoints_and_refuses_a_rewritten_log() {
     let (ok, report) = python_verifier(&base, &log_key, &stranger.verifier_key());
     assert!(!ok && report.contains("FAIL cosignature: no cosignature by stranger.example/w"));
 
+    // Run again, it has nothing to do; if the log lost the cosignature, it submits it again.
+    let again = |what: &str| {
+        let out = witness_cmd(&dir, &base, &log_key, &["--once"])
+            .output()
+            .expect("witness --once");
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(said.contains(what), "{said}");
+    };
+    again("checkpoint 35 is already cosigned");
+    rusqlite::Connection::open(&db)
+        .expect("open")
+        .execute("DELETE FROM log_cosignatures", [])
+        .expect("delete");
+    assert!(!cosigned(&checkpoint(&base)), "the log lost it");
+    again("submitted the cosignature of checkpoint 35 again");
+    assert_eq!(checkpoint(&base), at_35, "the same line is served again");
+
     // What else is submitted is refused, each with its reason.
     let mine = WitnessKey::load_or_create(&dir.join("witness.key"), Some(NAME)).expect("key");
     let now = u64::try_from(vantage_aggregator::store::now()).expect("after 1970");

@@ -846,6 +846,44 @@ mod tests {
     }
 
     #[test]
+    fn one_cosignature_is_kept_per_witness_and_checkpoint_the_latest() {
+        let db = Sqlite::open(&temp("cosignatures")).expect("open");
+        let checkpoint = StoredCheckpoint {
+            size: 0,
+            root: [0; 32],
+            note: "n\n".into(),
+            published_at: 1,
+        };
+        db.add_checkpoint(&checkpoint).expect("add");
+        assert_eq!(db.checkpoint_of(0).expect("read"), Some(checkpoint));
+        assert_eq!(db.checkpoint_of(1).expect("read"), None);
+        assert_eq!(db.checkpoint_of(u64::MAX).expect("read"), None);
+        assert!(db.add_cosignature(0, "w2+01", 10, "— w2 b\n").expect("add"));
+        assert!(db.add_cosignature(0, "w1+01", 10, "— w1 a\n").expect("add"));
+        assert!(
+            !db.add_cosignature(0, "w1+01", 9, "— w1 older\n")
+                .expect("add")
+        );
+        assert!(
+            !db.add_cosignature(0, "w1+01", 10, "— w1 same\n")
+                .expect("add")
+        );
+        assert!(
+            db.add_cosignature(0, "w1+01", 11, "— w1 newer\n")
+                .expect("add")
+        );
+        assert!(
+            db.add_cosignature(5, "w1+01", 1, "— w1 other\n")
+                .expect("add")
+        );
+        assert_eq!(
+            db.cosignatures(0).expect("read"),
+            ["— w1 newer\n", "— w2 b\n"]
+        );
+        assert_eq!(db.cosignatures(1).expect("read"), Vec::<String>::new());
+    }
+
+    #[test]
     fn rows_stored_without_the_log_are_appended_at_the_next_start_with_it() {
         let path = temp("catch-up");
         {
