@@ -811,8 +811,8 @@ async fn log_key(
     }
     if config.aggregator.scheme() != "https" {
         return Err(format!(
-            "not checked: no aggregator key is pinned, and {} is plain HTTP, where the key \
-             cannot be trusted on first use. Pin the key the aggregator's operator publishes: \
+            "no aggregator key is pinned, and {} is plain HTTP, where the key cannot be \
+             trusted on first use. Pin the key the aggregator's operator publishes: \
              `vantage lists fetch --aggregator-key KEY ...` (daemon: `key = \"KEY\"` under \
              [aggregator])",
             config.aggregator
@@ -930,7 +930,7 @@ pub async fn check_log(
                 alarm(
                     store,
                     &mut report,
-                    fork(&old.note, &current.note, e.to_string()),
+                    fork(&old.note, &current.note, finding(&e)),
                 )?;
             }
             Err(e) => {
@@ -1007,11 +1007,7 @@ pub async fn check_log(
             match http.run(|t| tlog::verify_consistency(old, new, t)).await {
                 Ok(()) => {}
                 Err(e @ (TlogError::Inconsistent { .. } | TlogError::BadTiles { .. })) => {
-                    alarm(
-                        store,
-                        &mut report,
-                        fork(&old.note, &new.note, e.to_string()),
-                    )?;
+                    alarm(store, &mut report, fork(&old.note, &new.note, finding(&e)))?;
                     store.add_checkpoint(&proof_checkpoint)?;
                     continue;
                 }
@@ -1060,6 +1056,14 @@ pub async fn check_log(
     report.checkpoint = Some(current);
     report.awaiting = store.unproven(usize::MAX)?.len() as u64;
     Ok(report)
+}
+
+/// What a failed consistency check found, for a message that names both checkpoints itself.
+fn finding(e: &crate::tlog::TlogError) -> String {
+    match e {
+        crate::tlog::TlogError::Inconsistent { reason, .. } => reason.clone(),
+        e => e.to_string(),
+    }
 }
 
 /// The origin line of a checkpoint.

@@ -1324,9 +1324,13 @@ fn transparency_status(store: &Store) -> Result<()> {
             outln!(
                 "  {}: {}",
                 utc(&fork.seen_at.to_string()),
-                fork_message(fork)
+                fork_message(fork).replace("\n  ", "\n    ")
             );
         }
+        outln!(
+            "  (a proof kept from before a fork shows the result in the log as the earlier \
+             checkpoint signed it)"
+        );
     }
     if log.uploaded == 0 && log.checkpoint.is_none() {
         return Ok(());
