@@ -926,7 +926,7 @@ pub async fn check_log(
             .await
         {
             Ok(()) => {}
-            Err(e @ (TlogError::Inconsistent { .. } | TlogError::BadTiles { .. })) => {
+            Err(e @ TlogError::Inconsistent { .. }) => {
                 alarm(
                     store,
                     &mut report,
@@ -1006,7 +1006,7 @@ pub async fn check_log(
             };
             match http.run(|t| tlog::verify_consistency(old, new, t)).await {
                 Ok(()) => {}
-                Err(e @ (TlogError::Inconsistent { .. } | TlogError::BadTiles { .. })) => {
+                Err(e @ TlogError::Inconsistent { .. }) => {
                     alarm(store, &mut report, fork(&old.note, &new.note, finding(&e)))?;
                     store.add_checkpoint(&proof_checkpoint)?;
                     continue;
