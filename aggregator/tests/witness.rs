@@ -214,6 +214,21 @@ fn a_witness_cosigns_successive_checkpoints_and_refuses_a_rewritten_log() {
         )
         .expect("the log's signature verifies beside the cosignature");
     }
+    // A proof is given against the checkpoint as it is served, cosignature included.
+    let first_id = vantage_probe::envelope::verify(&first[0])
+        .expect("signed")
+        .id
+        .to_string();
+    let (status, proof) = common::http(
+        &base,
+        "GET",
+        &format!("/api/v1/log/proof/{first_id}"),
+        &[],
+        b"",
+    );
+    assert_eq!(status, 200, "{proof}");
+    let proof: Value = serde_json::from_str(&proof).expect("json");
+    assert_eq!(proof["checkpoint"], at_35.as_str());
     let (ok, report) = python_verifier(&base, &log_key, &vkey);
     assert!(ok, "{report}");
     assert!(

@@ -55,7 +55,9 @@ pub struct ProofAnswer {
     pub leaf: String,
     /// The size of the tree the proof is against: the checkpoint's.
     pub tree_size: u64,
-    /// The checkpoint (C2SP tlog-checkpoint, a signed note) whose root the proof leads to.
+    /// The checkpoint (C2SP tlog-checkpoint, a signed note) whose root the proof leads to, as
+    /// `/log/checkpoint` serves it: with the cosignatures of the witnesses that have cosigned
+    /// it.
     pub checkpoint: String,
     /// The inclusion proof (RFC 9162 section 2.1.3), base64 SHA-256 hashes from the leaf's
     /// sibling up to the root.
@@ -211,7 +213,17 @@ pub async fn proof(State(state): State<AppState>, Path(id): Path<String>) -> Res
         return bad_id();
     };
     let asked = id.clone();
-    match with_log(&state, move |log| crate::log::prove(log, &asked)).await {
+    let proven = with_log(&state, move |log| {
+        let mut proven = crate::log::prove(log, &asked)?;
+        // The checkpoint as `/log/checkpoint` serves it: with the witnesses' cosignatures.
+        if let Proven::Included(p) = &mut proven {
+            for line in log.cosignatures(p.checkpoint.size)? {
+                p.checkpoint.note.push_str(&line);
+            }
+        }
+        Ok(proven)
+    });
+    match proven.await {
         Ok(Proven::Included(p)) => axum::Json(ProofAnswer {
             id,
             leaf_index: p.leaf_index,
