@@ -1250,6 +1250,206 @@ mod tests {
         assert_eq!(leaves, [(id(0), 40), (id(1), 3)]);
     }
 
+    /// Serves `answer(path)` on loopback, one request per connection; returns the base URL.
+    async fn serve(answer: impl Fn(&str) -> (u16, Vec<u8>) + Send + Sync + 'static) -> Url {
+        use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let answer = std::sync::Arc::new(answer);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut stream = tokio::io::BufReader::new(stream);
+                    let mut line = String::new();
+                    if stream.read_line(&mut line).await.is_err() {
+                        return;
+                    }
+                    loop {
+                        let mut h = String::new();
+                        match stream.read_line(&mut h).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) if h == "\r\n" => break,
+                            Ok(_) => {}
+                        }
+                    }
+                    let path = line.split(' ').nth(1).unwrap_or_default().to_string();
+                    let (status, body) = answer(&path);
+                    let head = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let s = stream.get_mut();
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let _ = s.write_all(&body).await;
+                });
+            }
+        });
+        Url::parse(&format!("http://{addr}/")).expect("url")
+    }
+
+    #[tokio::test]
+    async fn proofs_are_checked_and_a_bad_proof_or_a_lost_leaf_is_kept_as_a_fork() {
+        use crate::store::NewResult;
+        use crate::tlog::{LogSigner, StaticLog, leaf};
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let dir = std::env::temp_dir().join(format!("vantage-loground-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut store = Store::open(&dir.join("vantage.db")).expect("store");
+        let sent = lines(5);
+        let probe_key = crate::envelope::verify(&sent[0].1).expect("line").key;
+        for (id, line) in &sent {
+            store
+                .insert(&NewResult {
+                    id,
+                    input: None,
+                    test_name: "canary",
+                    measured_at: "2026-11-30 00:00:00",
+                    blocking: None,
+                    accessible: Some(true),
+                    confirmed: false,
+                    verdict: "{}",
+                    envelope: line,
+                })
+                .expect("insert");
+        }
+        let accepted: Vec<(String, Delivery)> = sent
+            .iter()
+            .map(|(id, _)| (id.clone(), Delivery::Accepted))
+            .collect();
+        store.record_outcomes(&accepted).expect("outcomes");
+        // Result 4 was told leaf 9 at upload; the log holds it at 4.
+        let mut given: Vec<(String, u64)> = sent
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| (id.clone(), i as u64))
+            .collect();
+        given[4].1 = 9;
+        store.record_leaves(&given).expect("leaves");
+        let leaves: Vec<[u8; 64]> = sent
+            .iter()
+            .map(|(id, _)| leaf(id, &probe_key).expect("leaf"))
+            .collect();
+        let log = StaticLog::from_leaves(&leaves).expect("log");
+        let signer = LogSigner::from_seed(&[3; 32]).expect("key");
+        let note = signer.sign(log.size, &log.root).expect("sign");
+        let (ids, tiles, served) = (
+            sent.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
+            log.tiles.clone(),
+            note.clone(),
+        );
+        let proofs: Vec<Vec<String>> = (0..5)
+            .map(|i| {
+                let mut p = log.prove(i, log.size).expect("proof");
+                if i == 1 {
+                    p[0][0] ^= 1;
+                }
+                p.iter().map(|h| b64(h)).collect()
+            })
+            .collect();
+        let leaves_b64: Vec<String> = leaves.iter().map(|l| b64(l)).collect();
+        let base = serve(move |path| {
+            if path == "/log/checkpoint" {
+                return (200, served.clone().into_bytes());
+            }
+            if let Some(t) = path.strip_prefix("/log/") {
+                return tiles.get(t).map_or((404, Vec::new()), |b| (200, b.clone()));
+            }
+            let Some(i) = path
+                .strip_prefix("/api/v1/log/proof/")
+                .and_then(|id| ids.iter().position(|x| x == id))
+            else {
+                return (404, Vec::new());
+            };
+            if i == 2 {
+                return (404, br#"{"error":"not in the log"}"#.to_vec());
+            }
+            let body = serde_json::json!({
+                "id": ids[i], "leaf_index": i, "leaf": leaves_b64[i], "tree_size": 5,
+                "checkpoint": served, "inclusion_proof": proofs[i],
+            });
+            (200, body.to_string().into_bytes())
+        })
+        .await;
+        let config = UploadConfig::new(base);
+        let engine = EngineConfig::default();
+        let tls = TlsContext::new(Vec::new()).expect("tls");
+        // Without a pinned key, over plain HTTP: not checked, and nothing kept.
+        let report = check_log(&mut store, &config, None, &dir, &engine, &tls)
+            .await
+            .expect("round");
+        assert!(
+            report
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("no aggregator key is pinned"))
+        );
+        assert_eq!(
+            (report.proven, report.awaiting, report.alarming()),
+            (0, 5, false)
+        );
+        // With another key: the checkpoint does not verify, loudly, and is kept nowhere.
+        let other = LogSigner::from_seed(&[4; 32]).expect("key");
+        let report = check_log(
+            &mut store,
+            &config,
+            Some(&b64(other.public())),
+            &dir,
+            &engine,
+            &tls,
+        )
+        .await
+        .expect("round");
+        assert!(
+            report
+                .failure
+                .as_deref()
+                .is_some_and(|f| f.contains("does not verify")),
+            "{report:?}"
+        );
+        assert!(report.alarming());
+        assert_eq!(store.log_status().expect("status").checkpoint, None);
+        // Pinned: two proven; the bent proof, the lost leaf and the moved leaf kept as forks.
+        std::fs::write(dir.join(PIN_FILE), format!("{}\n", b64(signer.public()))).expect("pin");
+        let report = check_log(&mut store, &config, None, &dir, &engine, &tls)
+            .await
+            .expect("round");
+        assert_eq!((report.proven, report.awaiting), (2, 3), "{report:?}");
+        let reasons: Vec<&str> = report.forks.iter().map(|f| f.reason.as_str()).collect();
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("is not proven in the tree of size 5")),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("the log now says it does not hold it")),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons.iter().any(|r| r.contains(
+                "was given leaf 9 when it was uploaded, and the log now has it at leaf 4"
+            )),
+            "{reasons:?}"
+        );
+        let status = store.log_status().expect("status");
+        assert_eq!((status.proven, status.forks.len()), (2, 3));
+        assert_eq!(status.checkpoint.map(|c| c.0.note), Some(note));
+        // The same findings again are not new: reported once.
+        let report = check_log(&mut store, &config, None, &dir, &engine, &tls)
+            .await
+            .expect("round");
+        assert!(report.forks.is_empty(), "{report:?}");
+        assert_eq!(store.list(10).expect("list").len(), 5, "nothing deleted");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn a_checkpoint_is_named_by_its_first_lines() {
         assert_eq!(
