@@ -239,6 +239,24 @@ fn a_witness_cosigns_successive_checkpoints_and_refuses_a_rewritten_log() {
     let (ok, report) = python_verifier(&base, &log_key, &stranger.verifier_key());
     assert!(!ok && report.contains("FAIL cosignature: no cosignature by stranger.example/w"));
 
+    // A key that is not the log's, or not a key: nothing cosigned, and why.
+    let other = Identity::generate().expect("key").public_key();
+    for (key, said) in [
+        (other.as_str(), "checkpoint does not verify"),
+        (
+            "not-a-key",
+            "neither a base64 Ed25519 public key nor a verifier key",
+        ),
+    ] {
+        let out = witness_cmd(&dir, &base, key, &["--once"])
+            .output()
+            .expect("witness --once");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(said), "{err}");
+    }
+    assert_eq!(state_size(&dir), 35, "the state is untouched");
+
     // Run again, it has nothing to do; if the log lost the cosignature, it submits it again.
     let again = |what: &str| {
         let out = witness_cmd(&dir, &base, &log_key, &["--once"])
@@ -378,5 +396,37 @@ fn a_witness_cosigns_successive_checkpoints_and_refuses_a_rewritten_log() {
         assert!(!checkpoint(&base).contains(&format!("— {NAME} ")), "{what}");
         drop(server);
     }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_witness_that_cannot_reach_the_log_cosigns_nothing_and_says_so() {
+    let dir = tempdir("witness-unreachable");
+    // A port nothing listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let key = Identity::generate().expect("key").public_key();
+    let out = witness_cmd(&dir, &base, &key, &["--once"])
+        .output()
+        .expect("witness --once");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("{base}/log/checkpoint")), "{err}");
+    assert!(
+        !dir.join("witness.json").exists(),
+        "no state without a checkpoint"
+    );
+    // Without --log, --log-key and --state only --print-key runs.
+    let out = Command::new(AGGREGATOR)
+        .args(["witness", "--key"])
+        .arg(dir.join("witness.key"))
+        .output()
+        .expect("witness");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--log"));
     std::fs::remove_dir_all(&dir).ok();
 }
