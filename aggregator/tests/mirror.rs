@@ -249,7 +249,7 @@ fn a_source_that_rewrites_its_log_stops_the_mirror_which_keeps_what_it_has() {
     upload(&base, &without.iter().map(|(_, m)| *m).collect::<Vec<_>>());
     checkpoint_of(&base, 29);
     let out = mirror(&base, &key, &mirror_db);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("is not the log this mirror holds")
@@ -269,7 +269,7 @@ fn a_source_that_rewrites_its_log_stops_the_mirror_which_keeps_what_it_has() {
     upload(&base, &order);
     checkpoint_of(&base, 20);
     let out = mirror(&base, &key, &mirror_db);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("a fork"),
         "{}",

@@ -63,7 +63,9 @@ pub(super) struct MirrorArgs {
     db: PathBuf,
 
     /// One round, then exit: 0 when every new leaf was stored or recorded as leaf only, 1 when
-    /// an envelope was refused.
+    /// an envelope was refused, 2 when the round could not be made (the source unreachable, a
+    /// checkpoint not signed by --log-key), 3 when the source's log does not extend the one
+    /// mirrored (without --once too).
     #[arg(long)]
     once: bool,
 
@@ -215,24 +217,21 @@ impl Source {
     }
 }
 
-/// Whether a log check failed because the source misbehaved (a fork, a rewrite, tiles that
-/// are not its checkpoint's, a checkpoint not signed by its key), which stops the mirror, or
-/// because a request did not get through, which the next round tries again.
+/// Whether a log check failed because the source's log is not the one mirrored (a fork, a
+/// rewritten, deleted or reordered leaf, a smaller log, another log), which stops the mirror
+/// for good, or for a reason the next round may not meet again (a request that did not get
+/// through, tiles that do not give the checkpoint's root), as the witness does.
 fn is_misbehaviour(e: &TlogError) -> bool {
     matches!(
         e,
-        TlogError::Inconsistent { .. }
-            | TlogError::OtherLog { .. }
-            | TlogError::BadTiles { .. }
-            | TlogError::Checkpoint(_)
-            | TlogError::WrongOrigin { .. }
+        TlogError::Inconsistent { .. } | TlogError::OtherLog { .. }
     )
 }
 
 /// How a round ended early.
 #[derive(Debug)]
 enum Stop {
-    /// The source is not what its log promised: stop for good.
+    /// The source's log does not extend the one mirrored: stop for good (exit status 3).
     Misbehaving(anyhow::Error),
     /// Something did not get through: the next round tries again.
     Failed(anyhow::Error),
@@ -452,7 +451,7 @@ impl Mirror {
             ))
         })?;
         let new = tlog::verify_checkpoint(&note, &self.public).map_err(|e| {
-            Stop::Misbehaving(anyhow::anyhow!(
+            Stop::Failed(anyhow::anyhow!(
                 "the checkpoint {} serves is not its log's: {e}",
                 self.source.base
             ))
@@ -749,11 +748,12 @@ pub(super) fn mirror(args: &MirrorArgs) -> Result<ExitCode> {
                 }
                 Err(Stop::Misbehaving(e)) => {
                     let kept = mirror.state.next().unwrap_or(0);
-                    return Err(e.context(format!(
-                        "the mirror stopped, keeping the {kept} leaves it has and everything it \
-                         stored (nothing is deleted); the refused checkpoint is kept in \
-                         mirror_refused"
-                    )));
+                    eprintln!(
+                        "vantage-aggregator mirror: {e:#}\nthe mirror stopped, keeping the {kept} \
+                         leaves it has and everything it stored (nothing is deleted); the refused \
+                         checkpoint is kept in mirror_refused"
+                    );
+                    return Ok(ExitCode::from(3));
                 }
                 Err(Stop::Failed(e)) if args.once => return Err(e),
                 Err(Stop::Failed(e)) => {
