@@ -87,9 +87,14 @@ fn public_key(db: &Path) -> String {
 
 /// One round of `mirror` from `base` into `db`.
 fn mirror(base: &str, key: &str, db: &Path) -> Output {
+    mirror_with(base, key, db, &[])
+}
+
+fn mirror_with(base: &str, key: &str, db: &Path, extra: &[&str]) -> Output {
     Command::new(AGGREGATOR)
         .args(["mirror", "--once", "--from", base, "--log-key", key, "--db"])
         .arg(db)
+        .args(extra)
         .output()
         .expect("run mirror")
 }
@@ -160,13 +165,23 @@ fn a_mirror_copies_the_log_and_serve_on_its_database_answers_the_same_ids() {
     upload(&base, &all[..300].iter().collect::<Vec<_>>());
     checkpoint_of(&base, 302);
 
+    // A round reads at most --max-entries leaves; the next run continues after them.
     let mirror_db = dir.join("mirror.db");
+    let out = mirror_with(&base, &key, &mirror_db, &["--max-entries", "150"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains("leaves 0..150 read: 148 measurements and 1 heartbeats stored")
+            && summary.contains("leaf only: 1 enrolments, 0 withheld, 0 refused"),
+        "{}",
+        text(&out)
+    );
     let out = mirror(&base, &key, &mirror_db);
     assert!(out.status.success(), "{}", text(&out));
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(
-        summary.contains("leaves 0..302 read: 300 measurements and 1 heartbeats stored")
-            && summary.contains("leaf only: 1 enrolments, 0 withheld, 0 refused"),
+        summary.contains("leaves 150..302 read: 152 measurements and 0 heartbeats stored")
+            && summary.contains("in all: 1 enrolment, 1 heartbeat, 300 measurement"),
         "{}",
         text(&out)
     );
@@ -187,6 +202,23 @@ fn a_mirror_copies_the_log_and_serve_on_its_database_answers_the_same_ids() {
     let out = mirror(&base, &key, &mirror_db);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("leaves 402..402 read: 0 measurements"),
+        "{}",
+        text(&out)
+    );
+
+    // A run cut short after storing envelopes but before recording their leaves finds them
+    // again as already stored, and stores nothing twice.
+    let c = rusqlite::Connection::open(&mirror_db).expect("open");
+    c.execute_batch(
+        "UPDATE mirror_source SET next_leaf = 302; DELETE FROM mirror_leaves WHERE idx >= 302;",
+    )
+    .expect("cut short");
+    drop(c);
+    let out = mirror(&base, &key, &mirror_db);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(
+            "leaves 302..402 read: 0 measurements and 0 heartbeats stored, 100 already here"
+        ),
         "{}",
         text(&out)
     );
