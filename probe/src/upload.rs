@@ -846,7 +846,8 @@ async fn log_key(
 /// probe"): fetches `/log/checkpoint` and checks its signature with the aggregator's key
 /// ([`log_key`]); checks that it extends the checkpoint kept last (from `/log/tile/...`) and
 /// keeps it; then fetches, checks and keeps the inclusion proofs of up to
-/// [`PROOFS_PER_ROUND`] results that have a leaf and no proof. A fork or rewrite is kept in
+/// [`PROOFS_PER_ROUND`] results that have a leaf and no proof. A probe with no leaf and no
+/// checkpoint kept asks nothing. A fork or rewrite is kept in
 /// the store with both checkpoints and returned in [`LogReport::forks`]; nothing is deleted or
 /// sent again because of it. An aggregator without a log is no error ([`LogReport::no_log`]).
 pub async fn check_log(
@@ -861,6 +862,11 @@ pub async fn check_log(
     use crate::tlog::{self, HttpTiles, ProofAnswer, TlogError};
 
     let mut report = LogReport::default();
+    // Nothing to prove and no checkpoint to hold the log to (an aggregator older than the
+    // log, or without one, gives no leaf): no request.
+    if store.unproven(1)?.is_empty() && store.log_status()?.checkpoint.is_none() {
+        return Ok(report);
+    }
     let http = HttpTiles::new(&config.aggregator, engine, tls, config.socks5);
     let note = match http.checkpoint().await {
         Ok(Some(note)) => note,
