@@ -446,6 +446,7 @@ pub fn plan(storage: &dyn Storage, id: &str, context: Context) -> Result<Plan, E
     }
     let kept: HashSet<&str> = items.iter().map(|i| i.id.as_str()).collect();
     described.retain(|d| kept.contains(d.id.as_str()));
+    described.sort_by(|x, y| (&x.measured_at, &x.id).cmp(&(&y.measured_at, &y.id)));
     Ok(Plan {
         event,
         checkpoint,
@@ -770,5 +771,136 @@ mod erased {
         fn write_pretty(&self, w: &mut dyn Write) -> io::Result<()> {
             serde_json::to_writer_pretty(w, self).map_err(io::Error::other)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::model::Entity;
+    use crate::store::{Row, Sqlite};
+
+    const T: i64 = 1_767_571_200;
+
+    fn row(n: u32, key: Option<&str>) -> Row {
+        let id = hex::encode(ring::digest::digest(&SHA256, &n.to_be_bytes()).as_ref());
+        Row {
+            id,
+            source: if key.is_some() { "vantage" } else { "ooni" }.into(),
+            probe_key: key.map(str::to_string),
+            probe_cc: "IR".into(),
+            probe_asn: 64500,
+            test_name: "web_connectivity".into(),
+            input: Some("https://a.example/".into()),
+            domain: Some("a.example".into()),
+            measured_at: format_time(T + i64::from(n)),
+            blocking: Some("\"dns\"".into()),
+            accessible: Some(false),
+            confirmed: false,
+            rule_set: Some("vantage-1".into()),
+            verdict: None,
+            envelope: format!("{{\"n\":{n}}}"),
+            network_verified: false,
+        }
+    }
+
+    fn event(evidence: &[&Row]) -> Event {
+        Event {
+            id: "0123456789abcdef".into(),
+            entity: Entity {
+                cc: "IR".into(),
+                asn: Some("AS64500".into()),
+                asns: Vec::new(),
+            },
+            kind: Kind::Blocking,
+            scope: Scope::Service,
+            layer: Some(Layer::Dns),
+            category: None,
+            targets: vec!["a.example".into()],
+            start: format_time(T),
+            end: Some(format_time(T + 100)),
+            status: "ended".into(),
+            suspected: false,
+            confidence: 0.9,
+            probes: 2,
+            evidence: evidence.iter().map(|r| r.id.clone()).collect(),
+            rate_kbps: None,
+        }
+    }
+
+    fn context() -> Context {
+        Context {
+            public_key: [1; 32],
+            config: DetectConfig::default(),
+            verification: Verification::default(),
+            now: T + 3600,
+        }
+    }
+
+    /// What refuses a bundle, before a byte is written: an unknown event, a log without a
+    /// checkpoint, a measurement the event names that no checkpoint holds yet. A measurement
+    /// the event does not name and newer than the checkpoint is left out and counted; one
+    /// without a leaf (an OONI import) is in the bundle as not logged.
+    #[test]
+    fn a_bundle_is_refused_until_the_checkpoint_holds_what_the_event_names() {
+        let dir = std::env::temp_dir().join(format!("vantage-evidence-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let db = Sqlite::open(&dir.join("agg.db")).expect("open");
+        let key = vantage_probe::envelope::Identity::generate()
+            .expect("key")
+            .public_key();
+        let (a, b, import, late, named_late) = (
+            row(1, Some(&key)),
+            row(2, Some(&key)),
+            row(3, None),
+            row(4, Some(&key)),
+            row(5, Some(&key)),
+        );
+        db.insert(&[a.clone(), b.clone(), import.clone()])
+            .expect("insert");
+        db.replace_events("IR", T - 86_400, &[Kind::Blocking], &[event(&[&a, &b])])
+            .expect("event");
+
+        let err = plan(&db, "00000000000000ff", context()).expect_err("unknown");
+        assert!(matches!(err, EvidenceError::UnknownEvent(_)), "{err}");
+        let err = plan(&db, "0123456789abcdef", context()).expect_err("no checkpoint");
+        assert!(matches!(err, EvidenceError::NoCheckpoint), "{err}");
+
+        let log_key = crate::log::LogKey::from_seed(&[7; 32]).expect("key");
+        let log = db.log().expect("a log");
+        crate::log::publish(log, &log_key).expect("publish");
+        db.insert(std::slice::from_ref(&late)).expect("insert");
+        let p = plan(&db, "0123456789abcdef", context()).expect("a plan");
+        assert_eq!(p.checkpoint.size, 2);
+        assert_eq!(p.envelopes(), 3, "a, b and the import");
+        assert_eq!(p.not_logged(), 1, "the import");
+        assert_eq!(p.newer_than_checkpoint, 1, "the late one, left out");
+        assert!(!p.truncated);
+
+        db.insert(std::slice::from_ref(&named_late))
+            .expect("insert");
+        db.replace_events(
+            "IR",
+            T - 86_400,
+            &[Kind::Blocking],
+            &[event(&[&a, &named_late])],
+        )
+        .expect("event");
+        let err = plan(&db, "0123456789abcdef", context()).expect_err("pending");
+        assert!(
+            matches!(&err, EvidenceError::Pending { id, size: 2, .. } if *id == named_late.id),
+            "{err}"
+        );
+        assert!(err.to_string().contains("retry in 10 s"), "{err}");
+
+        crate::log::publish(log, &log_key).expect("publish");
+        let p = plan(&db, "0123456789abcdef", context()).expect("a plan");
+        assert_eq!((p.envelopes(), p.newer_than_checkpoint), (5, 0));
+        let mut zip = Vec::new();
+        let written = write(&db, &p, &mut zip).expect("written");
+        assert_eq!(written.envelopes, 5);
+        assert_eq!(&zip[..2], b"PK");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
