@@ -181,7 +181,8 @@ fn a_mirror_copies_the_log_and_serve_on_its_database_answers_the_same_ids() {
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(
         summary.contains("leaves 150..302 read: 152 measurements and 0 heartbeats stored")
-            && summary.contains("in all: 1 enrolment, 1 heartbeat, 300 measurement"),
+            && summary
+                .contains("leaves mirrored by kind: enrolment 1, heartbeat 1, measurement 300"),
         "{}",
         text(&out)
     );

@@ -675,9 +675,9 @@ fn summary(r: &Round, totals: &[(String, u64)]) -> String {
         r.withheld,
         r.refused
     );
-    let all: Vec<String> = totals.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    let all: Vec<String> = totals.iter().map(|(k, n)| format!("{k} {n}")).collect();
     if !all.is_empty() {
-        text.push_str(&format!("; in all: {}", all.join(", ")));
+        text.push_str(&format!("; leaves mirrored by kind: {}", all.join(", ")));
     }
     text
 }
