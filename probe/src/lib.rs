@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod apps;
 pub mod bundle;
 pub mod canary;
 pub mod daemon;

@@ -37,6 +37,7 @@ macro_rules! outln {
     };
 }
 
+mod apps;
 mod throttling;
 
 /// Writes one line to stdout (see [`outln!`]). A closed pipe exits with status 0: the reader
@@ -125,6 +126,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     throttling: throttling::ThrottlingArgs,
+
+    #[command(flatten)]
+    apps: apps::AppsArgs,
 
     /// Measure the URLs of this list (Citizen Lab CSV format).
     #[arg(long, value_name = "FILE", conflicts_with = "cc")]
@@ -602,11 +606,24 @@ pub enum TestKind {
     WebConnectivity,
     /// Goodput with a target SNI against a control SNI (IMC 2021's method).
     Throttling,
+    /// WhatsApp's endpoints, registration service and web client (OONI's whatsapp).
+    Whatsapp,
+    /// Telegram's data centres and web client (OONI's telegram).
+    Telegram,
+    /// Signal's backend, checked against Signal's own CA (OONI's signal).
+    Signal,
+    /// Facebook Messenger's endpoints, checked against Facebook's network (OONI's
+    /// facebook_messenger).
+    #[value(name = "facebook_messenger", alias = "facebook-messenger")]
+    FacebookMessenger,
 }
 
 pub async fn run(args: RunArgs) -> Result<ExitCode> {
     if args.test == TestKind::Throttling {
         return throttling::run(args).await;
+    }
+    if let Some(app) = apps::app_of(args.test) {
+        return apps::run(args, app).await;
     }
     // Plan everything before touching the network.
     let dir = args.data.dir()?;
