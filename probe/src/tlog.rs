@@ -78,6 +78,14 @@ pub const MAX_PROOF_HASHES: usize = 64;
 /// bytes; a hash tile 8 KiB.
 pub const MAX_TILE_BYTES: usize = 256 * (2 + LEAF_BYTES) + 1024;
 
+/// The largest tree size a checkpoint may claim: 2^48 leaves, far beyond any real log, and
+/// small enough that no index arithmetic in `tlog_tiles` can overflow (a signed checkpoint of
+/// 2^64 - 1 leaves would otherwise make it panic).
+pub const MAX_TREE_SIZE: u64 = 1 << 48;
+
+/// The most leaves [`entries`] reads at once.
+pub const MAX_ENTRIES_AT_ONCE: u64 = 1 << 20;
+
 /// The most bytes read of a checkpoint (with cosignatures) or a proof answer.
 const MAX_NOTE_BYTES: usize = 64 * 1024;
 
@@ -169,8 +177,11 @@ pub enum TlogError {
         /// Its path.
         path: String,
     },
-    /// Entries asked for outside the tree.
-    #[error("entries [{start}, {end}) are not in the tree of size {size}")]
+    /// Entries asked for outside the tree, or more than [`MAX_ENTRIES_AT_ONCE`].
+    #[error(
+        "entries [{start}, {end}) cannot be read from the tree of size {size} (a range inside \
+         it, of at most {MAX_ENTRIES_AT_ONCE} entries)"
+    )]
     Range {
         /// First asked.
         start: u64,
@@ -341,6 +352,12 @@ pub fn verify_checkpoint(note: &str, public: &[u8; 32]) -> Result<Checkpoint, Tl
         })?;
     let checkpoint =
         tlog_tiles::Checkpoint::from_bytes(parsed.text()).map_err(|e| bad(e.to_string()))?;
+    if checkpoint.size() > MAX_TREE_SIZE {
+        return Err(bad(format!(
+            "a tree of {} leaves, more than any log ({MAX_TREE_SIZE})",
+            checkpoint.size()
+        )));
+    }
     if checkpoint.origin() != expected {
         return Err(TlogError::WrongOrigin {
             origin: cut(checkpoint.origin()),
@@ -671,14 +688,15 @@ pub fn verify_consistency(
 
 /// The leaves `[start, end)` of the tree of `checkpoint`, read from its entry bundles, each
 /// checked against the checkpoint's root through the level-0 tiles (for mirrors and
-/// witnesses). Reads every tile of the range at once: ask for ranges of a few thousand.
+/// witnesses). Reads every tile of the range at once: ask for ranges of a few thousand, at most
+/// [`MAX_ENTRIES_AT_ONCE`].
 pub fn entries(
     checkpoint: &Checkpoint,
     start: u64,
     end: u64,
     tiles: &dyn TileSource,
 ) -> Result<Vec<Vec<u8>>, TlogError> {
-    if start > end || end > checkpoint.size {
+    if start > end || end > checkpoint.size || end - start > MAX_ENTRIES_AT_ONCE {
         return Err(TlogError::Range {
             start,
             end,
@@ -1268,6 +1286,17 @@ mod tests {
         let forged = String::from_utf8(forged.to_bytes()).expect("utf-8");
         let e = verify_checkpoint(&forged, key.public()).expect_err("other origin");
         assert!(matches!(e, TlogError::WrongOrigin { .. }), "{e}");
+        // A size no log has is refused before any arithmetic on it.
+        let absurd = key.sign(u64::MAX, &[1; 32]).expect("sign");
+        let e = verify_checkpoint(&absurd, key.public()).expect_err("absurd");
+        assert!(e.to_string().contains("more than any log"), "{e}");
+        assert!(
+            verify_checkpoint(
+                &key.sign(MAX_TREE_SIZE, &[1; 32]).expect("sign"),
+                key.public()
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -1418,6 +1447,14 @@ mod tests {
         ));
         assert!(matches!(
             entries(&cp, 10, 9, &log.tiles),
+            Err(TlogError::Range { .. })
+        ));
+        let huge = Checkpoint {
+            size: MAX_TREE_SIZE,
+            ..cp.clone()
+        };
+        assert!(matches!(
+            entries(&huge, 0, MAX_ENTRIES_AT_ONCE + 1, &log.tiles),
             Err(TlogError::Range { .. })
         ));
         // An entry rewritten in its bundle (but not in the hashes) is caught.
