@@ -439,46 +439,174 @@ async fn without_the_log_nothing_is_appended_until_the_next_start_with_it() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_clickhouse_store_keeps_no_log_and_says_so() {
-    let clickhouse = vantage_fixtures::clickhouse::Server::start()
-        .expect("clickhouse-server (install it with: sudo bash tests/clickhouse.sh)");
-    let dir = tempdir("log-clickhouse");
+/// `serve` on the ClickHouse store `url`, signing with the key file `key`, its detectors off.
+fn serve_clickhouse(dir: &Path, url: &str, key: &Path) -> common::Server {
     let mut cmd = Command::new(AGGREGATOR);
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--no-detect", "--db"])
         .arg(dir.join("node"))
-        .args(["--store", &clickhouse.url("vantage")]);
-    let server = tokio::task::spawn_blocking(move || spawn_server(cmd))
-        .await
-        .expect("join");
-    let probe = Identity::generate().expect("key");
-    let signed = measurements(&probe);
-    let base = server.base.clone();
-    let answers = tokio::task::spawn_blocking({
-        let (base, line) = (base.clone(), signed[0].1.clone());
-        move || upload(&base, &[line])
+        .arg("--key")
+        .arg(key)
+        .args(["--store", url]);
+    spawn_server(cmd)
+}
+
+/// The ids of the leaves `[0, size)` as the entry bundles serve them (size < 512).
+fn logged_ids(base: &str, size: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for (n, width) in [(0, size.min(256)), (1, size.saturating_sub(256))] {
+        if width == 0 {
+            continue;
+        }
+        let path = if width == 256 {
+            format!("/log/tile/entries/{n:03}")
+        } else {
+            format!("/log/tile/entries/{n:03}.p/{width}")
+        };
+        let (status, _, bundle) = get(base, &path);
+        assert_eq!((status, bundle.len()), (200, width * 66), "{path}");
+        ids.extend(bundle.chunks(66).map(|e| {
+            assert_eq!(&e[..2], &[0, 64], "{path}");
+            hex::encode(&e[2..34])
+        }));
+    }
+    ids
+}
+
+/// Two `serve` nodes on one ClickHouse database: measurements uploaded to either, and the same
+/// ones to both, are in the one log exactly once, integrated by the node holding the log's
+/// lease and checkpointed within 10 s; both nodes serve the same checkpoint, tiles and proofs,
+/// which the independent verifier checks.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_clickhouse_what_either_node_stores_is_logged_once_by_the_sequencer() {
+    let clickhouse = vantage_fixtures::clickhouse::Server::start()
+        .expect("clickhouse-server (install it with: sudo bash tests/clickhouse.sh)");
+    let dir = tempdir("log-clickhouse");
+    let key = dir.join("agg.key");
+    let aggregator_key = Identity::load_or_create(&key)
+        .expect("the aggregator's key")
+        .0
+        .public_key();
+    let url = clickhouse.url("vantage");
+    let (one, two) = tokio::task::spawn_blocking({
+        let (dir, url, key) = (dir.clone(), url.clone(), key.clone());
+        move || {
+            std::fs::create_dir_all(dir.join("a")).expect("mkdir");
+            std::fs::create_dir_all(dir.join("b")).expect("mkdir");
+            (
+                serve_clickhouse(&dir.join("a"), &url, &key),
+                serve_clickhouse(&dir.join("b"), &url, &key),
+            )
+        }
     })
     .await
     .expect("join");
-    assert_eq!(
-        answers,
-        [("accepted".to_string(), None)],
-        "ingest runs as before"
+    let (a, b) = (one.base.clone(), two.base.clone());
+    let probe = Identity::generate().expect("key");
+    let signed = measurements(&probe);
+    let lines: Vec<String> = signed.iter().map(|(_, l)| l.clone()).collect();
+
+    // 200 through one node, the last 150 through the other (50 of them twice): no leaf index
+    // in the answers, and a proof asked at once is "not yet" (or already there), never 404.
+    let (first, second, early, took) = tokio::task::spawn_blocking({
+        let (a, b, lines, id) = (a.clone(), b.clone(), lines.clone(), signed[0].0.clone());
+        move || {
+            let first = upload(&a, &lines[..200]);
+            let second = upload(&b, &lines[150..]);
+            let uploaded = Instant::now();
+            let (status, headers, body) = get(&b, &format!("/api/v1/log/proof/{id}"));
+            let early = (
+                status,
+                header(&headers, "retry-after").map(str::to_string),
+                String::from_utf8_lossy(&body).into_owned(),
+            );
+            checkpoint_of(&a, COUNT as u64, Duration::from_secs(20));
+            (first, second, early, uploaded.elapsed())
+        }
+    })
+    .await
+    .expect("join");
+    assert!(
+        first.iter().all(|a| *a == ("accepted".to_string(), None)),
+        "{first:?}"
     );
-    for path in [
-        "/log/checkpoint".to_string(),
-        "/log/tile/entries/000.p/1".to_string(),
-        format!("/api/v1/log/proof/{}", signed[0].0),
-    ] {
-        let (status, _, body) = get(&base, &path);
-        assert_eq!(status, 404, "{path}");
-        let answer: Value = serde_json::from_slice(&body).expect("json");
-        assert_eq!(
-            answer["error"],
-            "this aggregator keeps no transparency log (the ClickHouse store has none yet)"
-        );
+    let want: Vec<(String, Option<u64>)> = (150..COUNT)
+        .map(|i| {
+            let status = if i < 200 { "duplicate" } else { "accepted" };
+            (status.to_string(), None)
+        })
+        .collect();
+    assert_eq!(second, want);
+    match early {
+        (503, Some(retry), _) => assert!(retry.parse::<u64>().is_ok_and(|r| r > 0), "{retry}"),
+        (200, _, _) => {}
+        other => panic!("a proof asked before the sequencer ran: {other:?}"),
     }
-    drop(server);
+    assert!(
+        took <= Duration::from_secs(12),
+        "the checkpoint came {took:?} after the upload"
+    );
+
+    // Both nodes serve the one log: the same checkpoint, every measurement once.
+    let (checkpoint, _) = checkpoint_of(&a, COUNT as u64, Duration::from_secs(1));
+    let (from_b, _) = checkpoint_of(&b, COUNT as u64, Duration::from_secs(12));
+    assert_eq!(checkpoint, from_b);
+    let mut logged = logged_ids(&b, COUNT);
+    logged.sort();
+    let mut ids: Vec<String> = signed.iter().map(|(id, _)| id.clone()).collect();
+    ids.sort();
+    assert_eq!(logged, ids, "every measurement exactly once");
+    let (status, _, full) = get(&a, "/log/tile/0/000");
+    assert_eq!((status, full.len()), (200, 256 * 32));
+    let (status, _, body) = get(&b, &format!("/api/v1/log/proof/{}", signed[7].0));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let proof: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(proof["tree_size"], COUNT);
+    assert_eq!(proof["checkpoint"], checkpoint);
+    let (status, headers, body) = get(&a, &format!("/api/v1/log/entry/{}", signed[7].0));
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-vantage-entry"), Some("measurement"));
+    assert_eq!(String::from_utf8_lossy(&body), signed[7].1);
+    let (status, _, _) = get(&a, &format!("/api/v1/log/proof/{}", "0".repeat(64)));
+    assert_eq!(status, 404, "an id never stored");
+
+    // The independent verifier, through either node.
+    let ids_file = dir.join("measurements.txt");
+    let probe_key = probe.public_key();
+    std::fs::write(
+        &ids_file,
+        signed
+            .iter()
+            .map(|(id, _)| format!("{id} {probe_key}\n"))
+            .collect::<String>(),
+    )
+    .expect("write");
+    for base in [&a, &b] {
+        let (ok, report) = verify(base, &aggregator_key, None, &ids_file).await;
+        assert!(ok, "{report}");
+        assert!(report.contains("ok 300 of 300 proofs verify"), "{report}");
+    }
+
+    // Everything again through both nodes, then one new measurement: the next checkpoint has
+    // one leaf more, the new one, and nothing was appended twice.
+    let extra = measurements(&Identity::generate().expect("key")).swap_remove(0);
+    tokio::task::spawn_blocking({
+        let (a, b, lines, extra) = (a.clone(), b.clone(), lines.clone(), extra.1.clone());
+        move || {
+            assert!(upload(&b, &lines).iter().all(|r| r.0 == "duplicate"));
+            assert!(upload(&a, &lines).iter().all(|r| r.0 == "duplicate"));
+            upload(&a, &[extra]);
+            checkpoint_of(&b, COUNT as u64 + 1, Duration::from_secs(20));
+        }
+    })
+    .await
+    .expect("join");
+    let logged = logged_ids(&a, COUNT + 1);
+    assert_eq!(logged[COUNT], extra.0);
+    assert_eq!(
+        logged[..COUNT].iter().filter(|id| **id == extra.0).count(),
+        0
+    );
+    drop((one, two));
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -162,7 +162,8 @@ pub enum Proven {
     /// Its leaf is later than the latest checkpoint (`None`: none published yet); the next one
     /// holds it.
     Pending {
-        /// Its leaf's index.
+        /// Its leaf's index; for an entry a store's sequencer has not integrated yet
+        /// ([`LogStore::queued`]), the tree's size, the least index it can get.
         leaf_index: u64,
         /// The latest checkpoint's size.
         checkpoint_size: Option<u64>,
@@ -176,6 +177,14 @@ pub enum Proven {
 /// altered, and is an error here rather than an answer.
 pub fn prove(log: &dyn LogStore, id: &str) -> Result<Proven, LogError> {
     let Some((leaf_index, leaf)) = log.leaf_of(id)? else {
+        // Stored but not yet integrated by the store's sequencer: its leaf will be at least
+        // the tree's size now.
+        if log.queued(id)? {
+            return Ok(Proven::Pending {
+                leaf_index: log.tree_size()?,
+                checkpoint_size: log.latest_checkpoint()?.map(|c| c.size),
+            });
+        }
         return Ok(Proven::NotLogged);
     };
     if leaf.get(..32).map(hex::encode).as_deref() != Some(id) {
@@ -330,7 +339,11 @@ pub async fn run(storage: Arc<dyn Storage>, key: Arc<LogKey>, every: Duration) {
         tick.tick().await;
         let (storage, key) = (storage.clone(), key.clone());
         let published = tokio::task::spawn_blocking(move || match storage.log() {
-            Ok(log) => publish(log, &key).map_err(|e| e.to_string()),
+            Ok(log) => match log.sequence() {
+                Ok(true) => publish(log, &key).map_err(|e| e.to_string()),
+                Ok(false) => Ok(None),
+                Err(e) => Err(e.to_string()),
+            },
             Err(_) => Ok(None),
         })
         .await

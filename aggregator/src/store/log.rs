@@ -99,7 +99,7 @@ pub struct Entry {
 /// Why a store keeps no transparency log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoLog {
-    /// This kind of store has none (yet): ClickHouse.
+    /// This kind of store has none.
     NotInThisStore,
     /// The server was started with `serve --no-log`.
     Disabled,
@@ -109,7 +109,7 @@ impl NoLog {
     /// The reason, as the log routes give it.
     pub fn reason(self) -> &'static str {
         match self {
-            NoLog::NotInThisStore => "the ClickHouse store has none yet",
+            NoLog::NotInThisStore => "this kind of store has none",
             NoLog::Disabled => "it was started with --no-log",
         }
     }
@@ -151,6 +151,19 @@ pub trait LogStore: Send + Sync {
     /// The leaf of the envelope `id` (a measurement, a heartbeat, an enrolment): its index and
     /// bytes.
     fn leaf_of(&self, id: &str) -> Result<Option<(u64, Vec<u8>)>, DbError>;
+    /// Whether `id` was stored to be logged and awaits its leaf: a store whose leaves are
+    /// appended by a sequencer after the fact (ClickHouse) says so until it is integrated, so
+    /// that a proof asked meanwhile is "not yet" rather than "not in the log".
+    fn queued(&self, _id: &str) -> Result<bool, DbError> {
+        Ok(false)
+    }
+    /// A round of the store's sequencer, run before each publication: a store that appends
+    /// leaves after the fact (ClickHouse) integrates what was stored since the last round.
+    /// Returns whether this node may publish the checkpoint (false: another node holds the
+    /// log's lease). A store that appends in the transaction that stores has nothing to do.
+    fn sequence(&self) -> Result<bool, DbError> {
+        Ok(true)
+    }
     /// The newest checkpoint published.
     fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, DbError>;
     /// Records a checkpoint just signed.

@@ -473,7 +473,12 @@ impl Location {
         Ok(match self {
             Location::Sqlite(path) if log => std::sync::Arc::new(Sqlite::open(path)?),
             Location::Sqlite(path) => std::sync::Arc::new(Sqlite::open_without_log(path)?),
-            Location::ClickHouse(url) => std::sync::Arc::new(clickhouse::ClickHouse::open(url)?),
+            Location::ClickHouse(url) if log => {
+                std::sync::Arc::new(clickhouse::ClickHouse::open(url)?)
+            }
+            Location::ClickHouse(url) => {
+                std::sync::Arc::new(clickhouse::ClickHouse::open_without_log(url)?)
+            }
         })
     }
 }

@@ -197,6 +197,9 @@ impl ClickHouse {
             .map(|(r, _)| r)
             .collect();
         self.store_new(&new_rows)?;
+        // Every signed row, new or not, is queued for the transparency log after it is stored
+        // (`log`): a row stored by an attempt whose queueing failed is queued by its retry.
+        self.queue_rows(rows)?;
         Ok(added)
     }
 

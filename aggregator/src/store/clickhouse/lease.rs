@@ -51,6 +51,17 @@ impl ClickHouse {
     /// window with what the stored measurements show, so two passes over the same data write
     /// the same events; from the next call on, every node reads the same holder.
     pub fn try_lease(&self, node: &str, now: i64, ttl_seconds: i64) -> Result<bool, DbError> {
+        self.try_lease_named(DETECTOR_LEASE, node, now, ttl_seconds)
+    }
+
+    /// [`ClickHouse::try_lease`] for the lease `name` (the detectors', the log's).
+    pub(super) fn try_lease_named(
+        &self,
+        name: &str,
+        node: &str,
+        now: i64,
+        ttl_seconds: i64,
+    ) -> Result<bool, DbError> {
         #[derive(Serialize, Deserialize)]
         struct L {
             name: String,
@@ -60,11 +71,11 @@ impl ClickHouse {
         let holder = |this: &Self| -> Result<Option<L>, DbError> {
             Ok(this
                 .rows::<L>(
-                    "reading the detector lease",
+                    "reading a lease",
                     &format!(
                         "SELECT name, node, at FROM lease WHERE name = {}
                          ORDER BY at DESC, node DESC LIMIT 1",
-                        quote(DETECTOR_LEASE)
+                        quote(name)
                     ),
                 )?
                 .into_iter()
@@ -78,10 +89,10 @@ impl ClickHouse {
             return Ok(false);
         }
         self.insert_rows(
-            "taking the detector lease",
+            "taking a lease",
             "lease",
             &[L {
-                name: DETECTOR_LEASE.into(),
+                name: name.into(),
                 node: node.into(),
                 at: now,
             }],

@@ -42,6 +42,7 @@
 mod client;
 mod commit;
 mod lease;
+mod log;
 mod rows;
 mod schema;
 mod search;
@@ -77,6 +78,12 @@ pub struct ClickHouse {
     db: String,
     /// The uploads waiting to be written together.
     commits: commit::Commits,
+    /// Whether stored entries are queued for the transparency log (not with `serve --no-log`).
+    logging: bool,
+    /// This process's name in the log's lease: random, so two nodes never share one.
+    node: String,
+    /// The log's sequencer, when this node runs it (`log`).
+    sequencer: std::sync::Mutex<log::Sequencer>,
 }
 
 /// Microseconds since the epoch: versions and the order of token redemptions.
@@ -90,6 +97,16 @@ impl ClickHouse {
     /// Connects to `clickhouse://HOST:PORT/DB`, creates the database if missing and runs the
     /// migrations it has not recorded yet.
     pub fn open(url: &str) -> Result<ClickHouse, DbError> {
+        ClickHouse::open_logging(url, true)
+    }
+
+    /// [`ClickHouse::open`] for a node that keeps no transparency log (`serve --no-log`):
+    /// what it stores is not queued for the log, and its routes answer that there is none.
+    pub fn open_without_log(url: &str) -> Result<ClickHouse, DbError> {
+        ClickHouse::open_logging(url, false)
+    }
+
+    fn open_logging(url: &str, logging: bool) -> Result<ClickHouse, DbError> {
         let address = parse_address(url).map_err(|message| DbError::ClickHouse {
             at: url.to_string(),
             op: "reading the store address".into(),
@@ -109,10 +126,20 @@ impl ClickHouse {
             at: format!("{}:{}/{}", address.host, address.port, address.db),
             db: address.db,
             commits: commit::Commits::default(),
+            logging,
+            node: node_name(),
+            sequencer: std::sync::Mutex::default(),
         };
         db.migrate()?;
         Ok(db)
     }
+}
+
+/// A random name for this process in the log's lease.
+fn node_name() -> String {
+    let mut random = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
+    format!("{}-{}", std::process::id(), client::hex(&random))
 }
 
 /// Every method of the trait is the inherent one of the same name above, or, for what the
@@ -798,6 +825,15 @@ impl Storage for ClickHouse {
 
     fn detector_lease(&self, node: &str, now: i64, ttl_seconds: i64) -> Result<bool, DbError> {
         self.try_lease(node, now, ttl_seconds)
+    }
+
+    /// The log, whose leaves the node holding the log's lease appends (`log`).
+    fn log(&self) -> Result<&dyn super::log::LogStore, super::log::NoLog> {
+        if self.logging {
+            Ok(self)
+        } else {
+            Err(super::log::NoLog::Disabled)
+        }
     }
 
     /// Records a new one-time enrolment token by its SHA-256 (hex).

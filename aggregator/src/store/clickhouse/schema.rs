@@ -134,6 +134,8 @@ const MIGRATIONS: &[&[&str]] = &[
         imported_at UInt64
     ) ENGINE = ReplacingMergeTree(imported_at)
     ORDER BY (path, size)"],
+    // 4: the transparency log (`log`).
+    super::log::MIGRATION,
 ];
 
 impl ClickHouse {
@@ -210,7 +212,7 @@ mod tests {
             server
                 .query("SELECT count() FROM v.schema_migrations")
                 .expect("count"),
-            "3\n"
+            "4\n"
         );
         server
             .query("INSERT INTO v.schema_migrations VALUES (99, 0)")
@@ -221,7 +223,7 @@ mod tests {
                 err,
                 DbError::TooNew {
                     found: 99,
-                    known: 3,
+                    known: 4,
                     ..
                 }
             ),
