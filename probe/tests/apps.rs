@@ -1,0 +1,271 @@
+//! The app tests (`vantage run --test whatsapp|telegram|signal|facebook_messenger`) against
+//! loopback servers that fail the way censors make them fail: the real binary, a real UDP
+//! DNS server, real TCP and TLS listeners, certificates made here. Each test asserts the OONI
+//! keys a user would see and the verdict the aggregator's rules give. Nothing leaves loopback:
+//! every name is answered by the DNS fixture with 127.0.0.1 (or NXDOMAIN, or an address no
+//! test connects to).
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use vantage_fixtures::dns::{Behaviour, DnsFixture};
+use vantage_fixtures::http::{HttpFixture, Response};
+use vantage_fixtures::tcp::{ResetListener, closed_port};
+use vantage_fixtures::tls::{TestCa, TlsFixture};
+
+const VANTAGE: &str = env!("CARGO_BIN_EXE_vantage");
+const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vantage-apps-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    dir
+}
+
+async fn vantage(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(VANTAGE)
+            .args(&args)
+            .env_remove("VANTAGE_AGGREGATOR")
+            .env_remove("VANTAGE_PROBE_CC")
+            .env_remove("VANTAGE_PROBE_ASN")
+            .env_remove("VANTAGE_SOCKS5")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run vantage")
+    })
+    .await
+    .expect("join")
+}
+
+/// The sections of an apps file; each test fills the one it measures, the rest point at
+/// closed loopback ports and are not used.
+struct Apps {
+    whatsapp: String,
+    telegram: String,
+    signal: String,
+    facebook: String,
+}
+
+impl Apps {
+    fn new(ca_pem: &str) -> Apps {
+        let closed = closed_port().port();
+        Apps {
+            whatsapp: format!("[whatsapp]\nendpoints = [\"e1.wa.test\"]\nports = [{closed}]\n"),
+            telegram: format!("[telegram]\naccess_points = [\"127.0.0.1\"]\nports = [{closed}]\n"),
+            signal: format!(
+                "[signal]\nurls = [\"https://chat.signal.test:{closed}/\"]\nca_pem = [\"\"\"\n{ca_pem}\"\"\"]\n"
+            ),
+            facebook: String::new(),
+        }
+    }
+
+    fn write(&self, path: &Path) {
+        let text = format!(
+            "{}\n{}\n{}\n{}\n",
+            self.whatsapp, self.telegram, self.signal, self.facebook
+        );
+        std::fs::write(path, text).expect("write apps file");
+    }
+}
+
+/// Runs one app test with `--json`; returns the JSON line, the stored measurement and the
+/// plain summary of a second run (same settings).
+async fn run(test: &str, name: &str, apps: &Apps, dns: &DnsFixture, ca: &TestCa) -> (Value, Value) {
+    let dir = temp_dir(name);
+    let file = dir.join("apps.toml");
+    apps.write(&file);
+    let ca_file = dir.join("ca.pem");
+    ca.write_pem(&ca_file);
+    let out = vantage(vec![
+        "run".into(),
+        "--test".into(),
+        test.into(),
+        "--apps-file".into(),
+        file.display().to_string(),
+        "--resolver".into(),
+        dns.addr.to_string(),
+        "--ca-file".into(),
+        ca_file.display().to_string(),
+        "--timeout".into(),
+        "3".into(),
+        "--dns-timeout".into(),
+        "2".into(),
+        "--probe-cc".into(),
+        "ZZ".into(),
+        "--probe-asn".into(),
+        "AS0".into(),
+        "--json".into(),
+        "--yes".into(),
+        "--data-dir".into(),
+        dir.join("data").display().to_string(),
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    let line: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    // The stored, signed measurement: `vantage results show` prints its envelope.
+    let id = line["id"].as_str().expect("id").to_string();
+    let shown = vantage(vec![
+        "results".into(),
+        "show".into(),
+        id,
+        "--data-dir".into(),
+        dir.join("data").display().to_string(),
+    ])
+    .await;
+    let shown_text = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(
+        shown.status.success(),
+        "show: {shown_text} {}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let m = measurement_in(&shown_text);
+    assert_eq!(m["test_name"], test);
+    assert!(
+        m["input"].is_null() && m.get("input").is_some(),
+        "input null: {m}"
+    );
+    (line, m)
+}
+
+/// The measurement in `vantage show`'s output (its JSON object).
+fn measurement_in(text: &str) -> Value {
+    let start = text.find('{').expect("a JSON object in show's output");
+    let end = text.rfind('}').expect("end of the object");
+    let v: Value = serde_json::from_str(&text[start..=end]).expect("show prints JSON");
+    v.get("measurement").cloned().unwrap_or(v)
+}
+
+fn blocking(line: &Value) -> String {
+    line["blocking"].to_string().trim_matches('"').to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn whatsapp_reachable_then_endpoints_refused_then_web_reset_then_nxdomain() {
+    let ca = TestCa::new("Apps Test CA");
+    let leaf = ca.leaf(&["v.wa.test", "web.wa.test"]);
+    let https = TlsFixture::fixed(&leaf, Response::html("<title>WhatsApp</title>")).await;
+    let reset_on_hello = TlsFixture::censoring(
+        &leaf,
+        LOOPBACK.into(),
+        std::sync::Arc::new(|_| Response::html("x")),
+    )
+    .await;
+    let chat = HttpFixture::fixed(Response::html("")).await;
+    let closed = closed_port().port();
+    let dns = DnsFixture::start(vec![
+        ("e1.wa.test", Behaviour::Answer(vec![LOOPBACK])),
+        ("e2.wa.test", Behaviour::Answer(vec![LOOPBACK])),
+        ("v.wa.test", Behaviour::Answer(vec![LOOPBACK])),
+        ("web.wa.test", Behaviour::Answer(vec![LOOPBACK])),
+        ("e1.whatsapp.net", Behaviour::NxDomain),
+        ("e2.whatsapp.net", Behaviour::NxDomain),
+    ])
+    .await;
+    let section = |ports: &str, web_port: u16, endpoints: &str| {
+        format!(
+            "[whatsapp]\nendpoints = [{endpoints}]\nports = [{ports}]\n\
+             registration_url = \"https://v.wa.test:{}/v2/register\"\n\
+             web_url = \"https://web.wa.test:{web_port}/\"\n",
+            https.addr.port()
+        )
+    };
+    let mut apps = Apps::new(&ca.pem());
+
+    // Everything answers (one port of each endpoint is closed: the other one is enough).
+    apps.whatsapp = section(
+        &format!("{}, {closed}", chat.addr.port()),
+        https.addr.port(),
+        "\"e1.wa.test\", \"e2.wa.test\"",
+    );
+    let (line, m) = run("whatsapp", "wa-ok", &apps, &dns, &ca).await;
+    let tk = &m["test_keys"];
+    assert_eq!(tk["whatsapp_endpoints_status"], "ok", "{tk}");
+    assert_eq!(tk["whatsapp_endpoints_blocked"], serde_json::json!([]));
+    assert_eq!(
+        tk["whatsapp_endpoints_dns_inconsistent"],
+        serde_json::json!([])
+    );
+    assert_eq!(tk["registration_server_status"], "ok");
+    assert_eq!(tk["registration_server_failure"], Value::Null);
+    assert_eq!(tk["whatsapp_web_status"], "ok");
+    assert_eq!(tk["whatsapp_web_failure"], Value::Null);
+    assert_eq!(m["test_version"], "0.10.0");
+    assert_eq!(blocking(&line), "false", "{line}");
+    // The closed port's connects are recorded with OONI's failure string.
+    let refused = tk["tcp_connect"]
+        .as_array()
+        .expect("tcp_connect")
+        .iter()
+        .filter(|c| c["status"]["failure"] == "connection_refused")
+        .count();
+    assert_eq!(refused, 2, "{tk}");
+
+    // Every endpoint refuses on every port: the app cannot reach its servers.
+    apps.whatsapp = section(
+        &closed.to_string(),
+        https.addr.port(),
+        "\"e1.wa.test\", \"e2.wa.test\"",
+    );
+    let (line, m) = run("whatsapp", "wa-tcp", &apps, &dns, &ca).await;
+    let tk = &m["test_keys"];
+    assert_eq!(tk["whatsapp_endpoints_status"], "blocked");
+    assert_eq!(
+        tk["whatsapp_endpoints_blocked"],
+        serde_json::json!(["e1.wa.test", "e2.wa.test"])
+    );
+    assert_eq!(blocking(&line), "tcp_ip", "{line}");
+    assert!(
+        line["test_keys"]["steps"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["failure"] == "connection_refused")),
+        "{line}"
+    );
+
+    // The web client's ClientHello is answered with a reset (SNI filtering).
+    apps.whatsapp = section(
+        &chat.addr.port().to_string(),
+        reset_on_hello.addr.port(),
+        "\"e1.wa.test\"",
+    );
+    let (line, m) = run("whatsapp", "wa-web", &apps, &dns, &ca).await;
+    let tk = &m["test_keys"];
+    assert_eq!(tk["whatsapp_web_status"], "blocked");
+    assert_eq!(tk["whatsapp_web_failure"], "connection_reset", "{tk}");
+    assert_eq!(tk["registration_server_status"], "ok");
+    assert_eq!(tk["whatsapp_endpoints_status"], "ok");
+    assert_ne!(blocking(&line), "false", "{line}");
+
+    // The endpoints' real names answered NXDOMAIN: blocked at DNS.
+    apps.whatsapp = section(
+        &chat.addr.port().to_string(),
+        https.addr.port(),
+        "\"e1.whatsapp.net\", \"e2.whatsapp.net\"",
+    );
+    let (line, m) = run("whatsapp", "wa-dns", &apps, &dns, &ca).await;
+    let tk = &m["test_keys"];
+    assert_eq!(tk["whatsapp_endpoints_status"], "blocked");
+    // Both queries (A and AAAA) of both endpoints say NXDOMAIN, in OONI's words.
+    let endpoint_failures: Vec<&Value> = tk["queries"]
+        .as_array()
+        .expect("queries")
+        .iter()
+        .filter(|q| {
+            q["hostname"]
+                .as_str()
+                .is_some_and(|h| h.ends_with(".whatsapp.net"))
+        })
+        .map(|q| &q["failure"])
+        .collect();
+    assert_eq!(endpoint_failures.len(), 4, "{tk}");
+    assert!(
+        endpoint_failures.iter().all(|f| *f == "dns_nxdomain_error"),
+        "{endpoint_failures:?}"
+    );
+    assert_eq!(blocking(&line), "dns", "{line}");
+}
