@@ -9,6 +9,7 @@ pub mod bogon;
 pub mod client;
 pub mod dns;
 pub mod http;
+pub mod quic;
 pub mod tcp;
 pub mod tls;
 
