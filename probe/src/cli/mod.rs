@@ -38,6 +38,7 @@ macro_rules! outln {
 }
 
 mod apps;
+mod dnscheck;
 mod throttling;
 
 /// Writes one line to stdout (see [`outln!`]). A closed pipe exits with status 0: the reader
@@ -129,6 +130,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     apps: apps::AppsArgs,
+
+    #[command(flatten)]
+    dnscheck: dnscheck::DnscheckArgs,
 
     /// Measure the URLs of this list (Citizen Lab CSV format).
     #[arg(long, value_name = "FILE", conflicts_with = "cc")]
@@ -616,6 +620,8 @@ pub enum TestKind {
     /// facebook_messenger).
     #[value(name = "facebook_messenger", alias = "facebook-messenger")]
     FacebookMessenger,
+    /// Reachability and answers of well-known DoH and DoT resolvers (OONI's dnscheck).
+    Dnscheck,
 }
 
 pub async fn run(args: RunArgs) -> Result<ExitCode> {
@@ -624,6 +630,9 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     }
     if let Some(app) = apps::app_of(args.test) {
         return apps::run(args, app).await;
+    }
+    if args.test == TestKind::Dnscheck {
+        return dnscheck::run(args).await;
     }
     // Plan everything before touching the network.
     let dir = args.data.dir()?;

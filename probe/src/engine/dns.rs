@@ -1,4 +1,5 @@
-//! DNS lookups (df-002-dnst): the system resolver, raw DNS over UDP, and DNS over HTTPS.
+//! DNS lookups (df-002-dnst): the system resolver, raw DNS over UDP, DNS over HTTPS and DNS over
+//! TLS.
 //!
 //! The UDP lookup is the one that sees injection. A censor on the path races a forged answer ahead
 //! of the real one (OONI ts-017 E003); a resolver library keeps the first datagram and drops the
@@ -13,12 +14,13 @@ use base64::Engine as _;
 use hickory_proto::op::{Message, MessageType, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
 use serde_json::Map;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use url::Url;
 
-use super::{EngineConfig, TlsContext, Trace, client};
+use super::{EngineConfig, TlsContext, Trace, client, tcp, tls};
 use crate::failure::{GaiError, Operation, StepError};
-use crate::ooni::{DnsAnswer, DnsQuery};
+use crate::ooni::{DnsAnswer, DnsQuery, TcpConnect, TlsHandshake};
 
 /// A resolver the engine can ask.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +31,14 @@ pub enum Resolver {
     Udp(SocketAddr),
     /// DNS over HTTPS (RFC 8484) to this URL.
     Doh(Url),
+    /// DNS over TLS (RFC 7858) to this address, with this name as SNI and as the name its
+    /// certificate must be valid for (RFC 8310 section 8, strict privacy).
+    Dot {
+        /// The resolver's address, port 853 normally.
+        addr: SocketAddr,
+        /// The resolver's name (or its address written out, for a certificate for an address).
+        server_name: String,
+    },
 }
 
 impl fmt::Display for Resolver {
@@ -37,6 +47,7 @@ impl fmt::Display for Resolver {
             Resolver::System => f.write_str("system resolver"),
             Resolver::Udp(addr) => write!(f, "udp://{addr}"),
             Resolver::Doh(url) => write!(f, "{url}"),
+            Resolver::Dot { addr, .. } => write!(f, "dot://{addr}/"),
         }
     }
 }
@@ -100,6 +111,31 @@ pub async fn lookup(
                 doh(url, host, RecordType::AAAA, config, tls, trace, &tags, tid),
             );
             merge(vec![a, aaaa])
+        }
+        Resolver::Dot { addr, server_name } => {
+            let (a, aaaa) = tokio::join!(
+                dot_query(
+                    *addr,
+                    server_name,
+                    host,
+                    RecordType::A,
+                    config,
+                    tls,
+                    trace,
+                    &tags
+                ),
+                dot_query(
+                    *addr,
+                    server_name,
+                    host,
+                    RecordType::AAAA,
+                    config,
+                    tls,
+                    trace,
+                    &tags
+                ),
+            );
+            merge(vec![a.lookup, aaaa.lookup])
         }
     }
 }
@@ -590,6 +626,211 @@ async fn doh_round_trip(
     Ok((reply.body, id))
 }
 
+/// ALPN offered for DNS over TLS: `dot`, the identifier IANA's ALPN registry lists for RFC 7858,
+/// as OONI's probe offers it.
+pub const DOT_ALPN: &[u8] = b"dot";
+
+/// One query over DNS over TLS on a connection of its own, with that connection's records: a
+/// lookup that failed is told apart by the step that failed (connect, handshake, or the DNS
+/// exchange), as OONI's dnscheck records it (ts-028: `tcp_connect`, `tls_handshakes`).
+#[derive(Debug)]
+pub struct DotQuery {
+    /// The query's record and outcome (engine `dot`).
+    pub lookup: Lookup,
+    /// The TCP connect.
+    pub tcp_connect: TcpConnect,
+    /// The TLS handshake, when the connect succeeded.
+    pub tls_handshake: Option<TlsHandshake>,
+}
+
+/// Asks `addr` for `host`'s `qtype` records over DNS over TLS (RFC 7858): a TCP connection, a
+/// TLS handshake with `server_name` as SNI, then one length-prefixed query and its response
+/// (RFC 7766 section 8). The connect and handshake have their own deadlines; the exchange has
+/// the DNS one.
+#[allow(clippy::too_many_arguments)]
+pub async fn dot_query(
+    addr: SocketAddr,
+    server_name: &str,
+    host: &str,
+    qtype: RecordType,
+    config: &EngineConfig,
+    tls_ctx: &TlsContext,
+    trace: &Trace,
+    tags: &Option<Vec<String>>,
+) -> DotQuery {
+    let t0 = trace.clock.secs();
+    let tid = trace.transaction();
+    let resolver_address = addr.to_string();
+    let record = |result| {
+        recorded_query(
+            "dot",
+            host,
+            qtype,
+            &resolver_address,
+            t0,
+            trace,
+            tags.clone(),
+            tid,
+            result,
+        )
+    };
+    let (tcp_connect, stream) = tcp::connect(
+        addr,
+        config.local_addr,
+        trace,
+        config.timeouts.tcp_connect,
+        tags.clone(),
+        tid,
+    )
+    .await;
+    let stream = match stream {
+        Ok(s) => s,
+        Err(e) => {
+            return DotQuery {
+                lookup: record(Err(e)),
+                tcp_connect,
+                tls_handshake: None,
+            };
+        }
+    };
+    let spec = tls::HandshakeSpec {
+        server_name,
+        addr,
+        alpn: &[DOT_ALPN],
+        timeout: config.timeouts.tls_handshake,
+        tags: tags.clone(),
+        transaction_id: tid,
+    };
+    let handshake = tls::handshake(tls_ctx, stream, spec, trace).await;
+    let result = match handshake.result {
+        Ok(mut stream) => match wire_query(host, qtype, &resolver_address) {
+            Ok((wire, id)) => {
+                stream_round_trip(&mut stream, &wire, &resolver_address, config.timeouts.dns)
+                    .await
+                    .map(|raw| (raw, id))
+            }
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    DotQuery {
+        lookup: record(result),
+        tcp_connect,
+        tls_handshake: Some(handshake.record),
+    }
+}
+
+/// A recursive query for `host`'s `qtype` records in wire format, and its id.
+pub fn wire_query(
+    host: &str,
+    qtype: RecordType,
+    server: &str,
+) -> Result<(Vec<u8>, u16), StepError> {
+    let query = build_query(host, qtype)?;
+    let wire = query.to_vec().map_err(|e| StepError::DnsMalformed {
+        server: server.to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok((wire, query.metadata.id))
+}
+
+/// The largest DNS message a stream carries: its two-byte length prefix (RFC 1035 section
+/// 4.2.2, RFC 7766 section 8).
+const MAX_STREAM_MESSAGE: usize = u16::MAX as usize;
+
+/// Sends one DNS message over a stream with its two-byte length prefix and reads the response
+/// framed the same way (RFC 1035 section 4.2.2, RFC 7766 section 8, RFC 7858 section 3.3),
+/// within `timeout`. A peer that closes first gives `eof_error`, one that never answers
+/// `generic_timeout_error`.
+pub async fn stream_round_trip<S>(
+    stream: &mut S,
+    wire: &[u8],
+    server: &str,
+    timeout: Duration,
+) -> Result<Vec<u8>, StepError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let io_error = |source| StepError::Io {
+        op: Operation::DnsRoundTrip,
+        target: server.to_string(),
+        source,
+    };
+    let len = u16::try_from(wire.len()).map_err(|_| StepError::DnsMalformed {
+        server: server.to_string(),
+        reason: format!("query of {} bytes does not fit a stream", wire.len()),
+    })?;
+    let exchange = async {
+        let mut framed = Vec::with_capacity(wire.len() + 2);
+        framed.extend_from_slice(&len.to_be_bytes());
+        framed.extend_from_slice(wire);
+        stream.write_all(&framed).await.map_err(io_error)?;
+        stream.flush().await.map_err(io_error)?;
+        let mut prefix = [0u8; 2];
+        stream.read_exact(&mut prefix).await.map_err(io_error)?;
+        let n = usize::from(u16::from_be_bytes(prefix)).min(MAX_STREAM_MESSAGE);
+        let mut raw = vec![0u8; n];
+        stream.read_exact(&mut raw).await.map_err(io_error)?;
+        Ok(raw)
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(StepError::Timeout {
+            op: Operation::DnsRoundTrip,
+            target: server.to_string(),
+            after: timeout,
+        }),
+    }
+}
+
+/// The record (df-002-dnst) and outcome of one query the caller sent over a connection of its
+/// own (DoT here, DoH at a chosen address in `dnscheck`): `result` is the response and the
+/// query's id, read as every other lookup's response is, or the step error that stopped it.
+#[allow(clippy::too_many_arguments)]
+pub fn recorded_query(
+    engine: &str,
+    host: &str,
+    qtype: RecordType,
+    resolver_address: &str,
+    t0: f64,
+    trace: &Trace,
+    tags: Option<Vec<String>>,
+    transaction_id: i64,
+    result: Result<(Vec<u8>, u16), StepError>,
+) -> Lookup {
+    let query_type = qtype.to_string();
+    let spec = QuerySpec {
+        engine,
+        hostname: host,
+        query_type: &query_type,
+        resolver_address,
+        t0,
+        tags,
+        transaction_id,
+    };
+    let mut record = spec.record(trace.clock.secs());
+    let mut lookup = Lookup::default();
+    match result {
+        Ok((raw, id)) => {
+            let parsed = read_response(&raw, id, resolver_address).record_into(&mut record, &raw);
+            lookup.addrs = parsed.addrs;
+            lookup.error = parsed.error;
+        }
+        Err(e) => {
+            record.failure = Some(e.failure().to_string());
+            lookup.error = Some(e);
+        }
+    }
+    lookup.queries.push(record);
+    lookup
+}
+
+/// Combines the lookups of one name's record types, as [`lookup`] does: every record, the
+/// addresses of all, and an error only when none found an address.
+pub fn merge_lookups(parts: Vec<Lookup>) -> Lookup {
+    merge(parts)
+}
+
 /// The system resolver's addresses for `host`, or why there are none.
 pub(crate) async fn resolve_system(
     host: &str,
@@ -696,5 +937,33 @@ mod tests {
             parsed.error.expect("error").failure().to_string(),
             "dns_server_misbehaving"
         );
+    }
+
+    /// RFC 7766 section 8 framing both ways: the query goes out with its length, the answer
+    /// is read by its length; a peer that closes mid-answer is `eof_error`, one that says
+    /// nothing is our deadline.
+    #[tokio::test]
+    async fn stream_round_trip_frames_and_fails_like_ooni() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        let peer = tokio::spawn(async move {
+            let mut len = [0u8; 2];
+            server.read_exact(&mut len).await.expect("length");
+            let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            server.read_exact(&mut query).await.expect("query");
+            server.write_all(&[0, 5, b'h', b'e']).await.expect("answer");
+            query
+        });
+        let result = stream_round_trip(&mut client, b"abc", "s", Duration::from_secs(2)).await;
+        assert_eq!(peer.await.expect("peer"), b"abc");
+        let e = result.expect_err("closed mid-answer");
+        assert_eq!(e.failure().to_string(), "eof_error");
+        assert_eq!(e.operation(), Operation::DnsRoundTrip);
+
+        let (mut client, _silent) = tokio::io::duplex(4096);
+        let e = stream_round_trip(&mut client, b"abc", "s", Duration::from_millis(50))
+            .await
+            .expect_err("no answer");
+        assert_eq!(e.failure().to_string(), "generic_timeout_error");
     }
 }
