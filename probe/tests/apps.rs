@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 use serde_json::Value;
 use vantage_fixtures::dns::{Behaviour, DnsFixture};
 use vantage_fixtures::http::{HttpFixture, Response};
-use vantage_fixtures::tcp::{ResetListener, closed_port};
+use vantage_fixtures::tcp::closed_port;
 use vantage_fixtures::tls::{TestCa, TlsFixture};
 
 const VANTAGE: &str = env!("CARGO_BIN_EXE_vantage");
@@ -268,4 +268,173 @@ async fn whatsapp_reachable_then_endpoints_refused_then_web_reset_then_nxdomain(
         "{endpoint_failures:?}"
     );
     assert_eq!(blocking(&line), "dns", "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn telegram_data_centres_answer_then_refuse() {
+    let ca = TestCa::new("Apps Test CA");
+    let leaf = ca.leaf(&["web.telegram.org"]);
+    let web = TlsFixture::fixed(&leaf, Response::html("<title>Telegram Web</title>")).await;
+    // The data centre is another loopback address, so that its connects are not the web
+    // client's (the rules leave out the addresses web.telegram.org resolved to).
+    let dc = HttpFixture::start_on(
+        (Ipv4Addr::new(127, 0, 0, 2), 0).into(),
+        std::sync::Arc::new(|_| Response::html("")),
+    )
+    .await;
+    let dns = DnsFixture::start(vec![(
+        "web.telegram.org",
+        Behaviour::Answer(vec![LOOPBACK]),
+    )])
+    .await;
+    let mut apps = Apps::new(&ca.pem());
+    let section = |port: u16| {
+        format!(
+            "[telegram]\naccess_points = [\"127.0.0.2\"]\nports = [{port}]\n\
+             web_url = \"https://web.telegram.org:{}/\"\n",
+            web.addr.port()
+        )
+    };
+
+    apps.telegram = section(dc.addr.port());
+    let (line, m) = run("telegram", "tg-ok", &apps, &dns, &ca).await;
+    let tk = &m["test_keys"];
+    assert_eq!(tk["telegram_tcp_blocking"], false, "{tk}");
+    assert_eq!(tk["telegram_http_blocking"], false);
+    assert_eq!(tk["telegram_web_status"], "ok");
+    assert_eq!(tk["telegram_web_failure"], Value::Null);
+    assert_eq!(m["test_version"], "0.3.0");
+    assert_eq!(blocking(&line), "false", "{line}");
+
+    // The data centre's port is closed: blocked by TCP/IP, the web client still works.
+    apps.telegram = section(closed_port().port());
+    let (line, m) = run("telegram", "tg-tcp", &apps, &dns, &ca).await;
+    let tk = &m["test_keys"];
+    assert_eq!(tk["telegram_tcp_blocking"], true, "{tk}");
+    assert_eq!(tk["telegram_http_blocking"], true);
+    assert_eq!(tk["telegram_web_status"], "ok");
+    assert_eq!(blocking(&line), "tcp_ip", "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signal_checked_against_its_own_ca_only() {
+    // The CA the file pins for Signal, and another one the probe trusts for everything else
+    // (--ca-file): a certificate of the latter is not Signal's.
+    let signal_ca = TestCa::new("Signal Test CA");
+    let other_ca = TestCa::new("Other Test CA");
+    let good = TlsFixture::fixed(&signal_ca.leaf(&["127.0.0.1"]), Response::html("ok")).await;
+    let mitm = TlsFixture::fixed(&other_ca.leaf(&["127.0.0.1"]), Response::html("x")).await;
+    let reset = TlsFixture::censoring(
+        &signal_ca.leaf(&["127.0.0.1"]),
+        LOOPBACK.into(),
+        std::sync::Arc::new(|_| Response::html("x")),
+    )
+    .await;
+    // The backend by address: a name would resolve to loopback, which the rules rightly call
+    // a bogon (DNS blocking) before they look at the handshake.
+    let dns = DnsFixture::start(vec![("uptime.signal.org", Behaviour::NxDomain)]).await;
+    let mut apps = Apps::new(&signal_ca.pem());
+    let section = |port: u16| {
+        format!(
+            "[signal]\nurls = [\"https://127.0.0.1:{port}/\"]\nca_pem = [\"\"\"\n{}\"\"\"]\n",
+            signal_ca.pem()
+        )
+    };
+
+    apps.signal = section(good.addr.port());
+    let (line, m) = run("signal", "sig-ok", &apps, &dns, &other_ca).await;
+    let tk = &m["test_keys"];
+    assert_eq!(tk["signal_backend_status"], "ok", "{tk}");
+    assert_eq!(tk["signal_backend_failure"], Value::Null);
+    assert_eq!(m["test_version"], "0.2.5");
+    assert_eq!(blocking(&line), "false", "{line}");
+    // uptime.signal.org was looked up and its failure changed nothing.
+    assert!(
+        tk["queries"]
+            .as_array()
+            .is_some_and(|q| q.iter().any(|q| q["hostname"] == "uptime.signal.org"))
+    );
+
+    apps.signal = section(mitm.addr.port());
+    let (line, m) = run("signal", "sig-mitm", &apps, &dns, &other_ca).await;
+    let tk = &m["test_keys"];
+    assert_eq!(tk["signal_backend_status"], "blocked");
+    assert_eq!(
+        tk["signal_backend_failure"], "ssl_unknown_authority",
+        "{tk}"
+    );
+    assert_eq!(blocking(&line), "tls", "{line}");
+
+    apps.signal = section(reset.addr.port());
+    let (line, m) = run("signal", "sig-reset", &apps, &dns, &other_ca).await;
+    let tk = &m["test_keys"];
+    assert_eq!(tk["signal_backend_failure"], "connection_reset", "{tk}");
+    assert_eq!(blocking(&line), "tls", "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn facebook_messenger_consistent_then_bogon_then_unreachable() {
+    let ca = TestCa::new("Apps Test CA");
+    let server = HttpFixture::fixed(Response::html("")).await;
+    // Facebook's real names, answered here: 127.0.0.0/8 is "Facebook's network" for this
+    // test, and b-api's bogon answer is outside it (and never connected to).
+    let names = [
+        "stun.fbsbx.com",
+        "b-api.facebook.com",
+        "b-graph.facebook.com",
+        "edge-mqtt.facebook.com",
+        "external.xx.fbcdn.net",
+        "scontent.xx.fbcdn.net",
+        "star.c10r.facebook.com",
+    ];
+    let table = |bogon: bool| {
+        names
+            .iter()
+            .map(|n| {
+                let ip = if bogon && *n == "b-api.facebook.com" {
+                    Ipv4Addr::new(10, 10, 34, 36)
+                } else {
+                    LOOPBACK
+                };
+                (*n, Behaviour::Answer(vec![ip]))
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut apps = Apps::new(&ca.pem());
+    let section =
+        |port: u16| format!("[facebook_messenger]\nport = {port}\nnetblocks = [\"127.0.0.0/8\"]\n");
+
+    let dns = DnsFixture::start(table(false)).await;
+    apps.facebook = section(server.addr.port());
+    let (line, m) = run("facebook_messenger", "fb-ok", &apps, &dns, &ca).await;
+    let tk = &m["test_keys"];
+    assert_eq!(tk["facebook_dns_blocking"], false, "{tk}");
+    assert_eq!(tk["facebook_tcp_blocking"], false);
+    assert_eq!(tk["facebook_b_api_dns_consistent"], true);
+    assert_eq!(tk["facebook_b_api_reachable"], true);
+    assert_eq!(tk["facebook_stun_dns_consistent"], true);
+    assert_eq!(tk["facebook_stun_reachable"], Value::Null);
+    assert_eq!(m["test_version"], "0.4.0");
+    assert_eq!(blocking(&line), "false", "{line}");
+
+    let bogus = DnsFixture::start(table(true)).await;
+    let (line, m) = run("facebook_messenger", "fb-dns", &apps, &bogus, &ca).await;
+    let tk = &m["test_keys"];
+    assert_eq!(tk["facebook_dns_blocking"], true, "{tk}");
+    assert_eq!(tk["facebook_b_api_dns_consistent"], false);
+    assert_eq!(tk["facebook_b_api_reachable"], Value::Null);
+    assert!(
+        !tk["tcp_connect"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["ip"] == "10.10.34.36")),
+        "never connects to an inconsistent answer: {tk}"
+    );
+    assert_eq!(blocking(&line), "dns", "{line}");
+
+    apps.facebook = section(closed_port().port());
+    let (line, m) = run("facebook_messenger", "fb-tcp", &apps, &dns, &ca).await;
+    let tk = &m["test_keys"];
+    assert_eq!(tk["facebook_tcp_blocking"], true, "{tk}");
+    assert_eq!(tk["facebook_b_graph_reachable"], false);
+    assert_eq!(blocking(&line), "tcp_ip", "{line}");
 }

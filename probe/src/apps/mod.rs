@@ -588,25 +588,36 @@ impl Session {
     /// the request. `None` when a response arrived whatever its status, else the failure of
     /// the step that stopped it (the last address's, when none worked).
     pub async fn fetch(&self, url: &Url) -> Option<String> {
+        let t0 = self.secs();
+        let (failure, peer, recorded) = self.fetch_steps(url).await;
+        if let (Some(f), false) = (&failure, recorded) {
+            self.failed_request(url, f, t0, peer);
+        }
+        failure
+    }
+
+    /// The steps of [`Session::fetch`]: the failure (`None` when a response arrived), the
+    /// last address tried, and whether the request was sent (and so is recorded).
+    async fn fetch_steps(&self, url: &Url) -> (Option<String>, Option<SocketAddr>, bool) {
         let host = match url.host() {
             Some(Host::Domain(d)) => d.to_string(),
             Some(Host::Ipv4(ip)) => ip.to_string(),
             Some(Host::Ipv6(ip)) => ip.to_string(),
-            None => return Some("unknown_failure: no host".into()),
+            None => return (Some("unknown_failure: no host".into()), None, false),
         };
         let addrs = match self.resolve(&host).await {
             Ok(a) => a,
-            Err(f) => return Some(f),
+            Err(f) => return (Some(f), None, false),
         };
         let port = url.port_or_known_default().unwrap_or(80);
-        let mut failure = Some("unknown_failure: no address".to_string());
+        let mut failure = (Some("unknown_failure: no address".to_string()), None, false);
         for ip in addrs {
             let addr = SocketAddr::new(ip, port);
             let (tid, stream) = self.open_tcp(addr).await;
             let stream = match stream {
                 Ok(s) => s,
                 Err(f) => {
-                    failure = Some(f);
+                    failure = (Some(f), Some(addr), false);
                     continue;
                 }
             };
@@ -625,7 +636,7 @@ impl Session {
                 match hs.result {
                     Ok(s) => (Conn::Tls(Box::new(s)), alpn),
                     Err(e) => {
-                        failure = Some(e.failure().to_string());
+                        failure = (Some(e.failure().to_string()), Some(addr), false);
                         continue;
                     }
                 }
@@ -647,10 +658,37 @@ impl Session {
             };
             let f = fetch.error.as_ref().map(|e| e.failure().to_string());
             self.record(|r| r.requests.push(fetch.record));
-            // A response was had from this address: OONI's urlgetter stops here.
-            return f;
+            // A response was had from this address: OONI's urlgetter stops here. A failure
+            // during the exchange is in the request already.
+            return (f, None, true);
         }
         failure
+    }
+
+    /// A request that never got to be sent, recorded with the failure of the step that
+    /// stopped it, as OONI's urlgetter records it (df-001-httpt: `failure`, `response` null),
+    /// so that a reader finds the URL's failure in `requests` whatever the step.
+    fn failed_request(&self, url: &Url, failure: &str, t0: f64, peer: Option<SocketAddr>) {
+        let record = json!({
+            "network": "tcp",
+            "address": peer.map(|p| p.to_string()),
+            "failure": failure,
+            "request": {
+                "body": "",
+                "body_is_truncated": false,
+                "headers": {},
+                "headers_list": [],
+                "method": "GET",
+                "url": url.to_string(),
+                "x_transport": "tcp",
+            },
+            "response": null,
+            "t0": t0,
+            "t": self.secs(),
+        });
+        if let Ok(tx) = serde_json::from_value::<HttpTransaction>(record) {
+            self.record(|r| r.requests.push(tx));
+        }
     }
 
     /// The records, as `test_keys` entries shared by the four tests (OONI's urlgetter keys;
