@@ -23,8 +23,8 @@ use crate::store::model::{BIN_SECONDS, NO_KEY, Verification};
 pub use crate::store::model::{Entity, Event, Kind, Scope, TimelineQuery, format_time};
 use crate::store::{DbError, Storage};
 use blocking::{BlockingConfig, Layer, Observation, Subject};
-use outage::{NetworkOutage, OutageConfig, ProbeContacts};
-use signals::Admit;
+use outage::{NetworkOutage, OutageConfig, ProbeContacts, Whereabouts};
+use signals::{Admit, known_network};
 
 /// Every threshold of detection, readable from a TOML file (`serve --detect-config`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -214,7 +214,7 @@ fn observations(
     let mut probes: HashMap<String, u32> = HashMap::new();
     let mut out = Vec::new();
     for row in storage.web_verdicts(cc, from)? {
-        if !admit.counts(row.probe_key.as_deref(), row.asn, row.at) {
+        if !known_network(cc, row.asn) || !admit.counts(row.probe_key.as_deref(), row.asn, row.at) {
             continue;
         }
         let next = probes.len() as u32;
@@ -352,7 +352,8 @@ fn blocking_event(cc: &str, f: blocking::Finding) -> Event {
     }
 }
 
-/// Runs the detectors of `kinds` for one country over `[from, now]`.
+/// Runs the detectors of `kinds` for one country over `[from, now]`. The unknown country
+/// (`signals::known_country`) has no events, and in a known one the unknown network feeds none.
 pub fn detect_country(
     storage: &dyn Storage,
     cc: &str,
@@ -361,6 +362,9 @@ pub fn detect_country(
     categories: &HashMap<String, String>,
     config: &DetectConfig,
 ) -> Result<Vec<Event>, DbError> {
+    if !signals::known_country(cc) {
+        return Ok(Vec::new());
+    }
     // Who counts (`signals::Admit`): read once, back to the earliest contact any detector of
     // the pass reads (the shutdown detector's hour before the window, the throttling
     // baselines' week).
@@ -382,14 +386,20 @@ pub fn detect_country(
         );
     }
     if kinds.contains(&Kind::Throttling) {
-        events.extend(throttling::events(
-            storage,
-            cc,
-            from,
-            now,
-            &config.throttling,
-            &admit,
-        )?);
+        // The throttling detector judges each network apart (its baselines and groups are per
+        // network), so leaving out the unknown network's findings leaves out all it fed.
+        events.extend(
+            throttling::events(storage, cc, from, now, &config.throttling, &admit)?
+                .into_iter()
+                .filter(|e| {
+                    e.entity
+                        .asn
+                        .as_deref()
+                        .and_then(|a| a.strip_prefix("AS"))
+                        .and_then(|a| a.parse::<u32>().ok())
+                        .is_some_and(|asn| known_network(cc, asn))
+                }),
+        );
     }
     Ok(events)
 }
@@ -406,15 +416,48 @@ fn shutdowns(
     // but report only outages that start inside the window (the others are a wider pass's).
     let from_bin = (from - config.outage.live_seconds).div_euclid(BIN_SECONDS);
     let mut networks = BTreeMap::new();
-    let mut found = Vec::new();
+    let mut seen = Whereabouts::default();
     for asn in storage.recent_networks(cc, from_bin)? {
+        if !known_network(cc, asn) {
+            continue;
+        }
         let probes = outage::admitted(storage.contacts(cc, asn, from_bin)?, admit);
-        found.extend(
-            outage::detect(&probes, now, &config.outage)
-                .into_iter()
-                .filter(|o| o.start >= from),
-        );
+        seen.add(cc, &probes);
         networks.insert(asn, probes);
+    }
+    let find = |seen: &Whereabouts| -> Vec<NetworkOutage> {
+        networks
+            .values()
+            .flat_map(|probes| outage::detect_in(cc, probes, seen, now, &config.outage))
+            .filter(|o| o.start >= from)
+            .collect()
+    };
+    let mut found = find(&seen);
+    if !found.is_empty() {
+        // A probe may have moved to another country (a VPN switched on, a roaming phone).
+        // Knowing that only removes disconnections, so a country with no outage among its own
+        // networks has none at all, and the other countries are read only when it has one.
+        for other in storage.active_countries(from_bin)? {
+            if other.eq_ignore_ascii_case(cc) || !signals::known_country(&other) {
+                continue;
+            }
+            let theirs = Admit::load(
+                storage,
+                &other,
+                None,
+                from - config.outage.live_seconds,
+                now,
+                config.verification(),
+            )?;
+            for asn in storage.recent_networks(&other, from_bin)? {
+                if known_network(&other, asn) {
+                    let probes =
+                        outage::admitted(storage.contacts(&other, asn, from_bin)?, &theirs);
+                    seen.add(&other, &probes);
+                }
+            }
+        }
+        found = find(&seen);
     }
     shutdown_events(storage, cc, &networks, found, now, &config.outage)
 }

@@ -20,7 +20,14 @@
 //! network; `signals::Admit`). So fake probes elsewhere can neither keep a dark network
 //! "online" nor make a healthy one look dark.
 //!
-//! This module is pure: the caller loads contacts (see `events.rs`) and stores what it finds.
+//! A probe that falls silent in one network while it shows connectivity in another has moved,
+//! not disconnected ([`Whereabouts`]): its silence there is no gap. A fleet that changes
+//! network together (a national ISP renumbering, a VPN switched on, every probe of a new
+//! deployment learning where it is) is then not a burst of disconnections.
+//!
+//! This module is pure: the caller loads contacts (see `mod.rs`) and stores what it finds.
+
+use std::collections::HashMap;
 
 use serde::Deserialize;
 
@@ -117,6 +124,44 @@ impl NetworkOutage {
 
 const NOISY_BIN_SECONDS: i64 = 8 * 3600;
 
+/// Where each probe key showed connectivity, in every network loaded: so that a probe silent
+/// in one network but heard from in another is seen to have moved rather than gone dark.
+///
+/// A key is one probe (DESIGN "Probe identity"), and it cannot be in two places at once: an up
+/// contact elsewhere during its silence means it reached us from there. Only up contacts
+/// count (a failed canary recorded offline says where the probe believed it was, not that it
+/// was connected), and only those the caller admitted for their network, so a key claiming a
+/// network it was never verified in moves nothing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Whereabouts {
+    up: HashMap<String, Vec<(String, u32, i64, i64)>>,
+}
+
+impl Whereabouts {
+    /// Adds the up contacts of `probes`, a network of country `cc`.
+    pub fn add(&mut self, cc: &str, probes: &[ProbeContacts]) {
+        for p in probes {
+            let seen = self.up.entry(p.key.clone()).or_default();
+            seen.extend(
+                p.contacts
+                    .iter()
+                    .filter_map(|c| c.up)
+                    .map(|(first, last)| (cc.to_ascii_uppercase(), p.asn, first, last)),
+            );
+        }
+    }
+
+    /// Whether `key` showed connectivity in a network other than (`cc`, `asn`) at some moment
+    /// after `from` and not after `to`.
+    pub fn elsewhere(&self, key: &str, (cc, asn): (&str, u32), from: i64, to: i64) -> bool {
+        self.up.get(key).is_some_and(|seen| {
+            seen.iter().any(|(c, a, first, last)| {
+                (*a != asn || !c.eq_ignore_ascii_case(cc)) && *last > from && *first <= to
+            })
+        })
+    }
+}
+
 /// The gaps of one probe: between up contacts, and after the last one when it is silent.
 fn gaps(index: usize, p: &ProbeContacts, now: i64, config: &OutageConfig) -> Vec<Gap> {
     let mut out = Vec::new();
@@ -195,15 +240,33 @@ fn median(mut v: Vec<i64>) -> i64 {
     v[(v.len() - 1) / 2]
 }
 
-/// Outages of one network, from its probes' contacts, as seen at `now`.
+/// Outages of one network, from its probes' contacts, as seen at `now`, with nothing known of
+/// where its probes were heard from outside it ([`detect_in`] knows).
 pub fn detect(probes: &[ProbeContacts], now: i64, config: &OutageConfig) -> Vec<NetworkOutage> {
+    detect_in("", probes, &Whereabouts::default(), now, config)
+}
+
+/// Outages of one network of country `cc`, from its probes' contacts, as seen at `now`. A
+/// probe's silence during which `seen` has it connected in another network is a move, not a
+/// disconnection, and counts for nothing: neither in a burst nor as noise.
+pub fn detect_in(
+    cc: &str,
+    probes: &[ProbeContacts],
+    seen: &Whereabouts,
+    now: i64,
+    config: &OutageConfig,
+) -> Vec<NetworkOutage> {
     let Some(asn) = probes.first().map(|p| p.asn) else {
         return Vec::new();
     };
     let all: Vec<Vec<Gap>> = probes
         .iter()
         .enumerate()
-        .map(|(i, p)| gaps(i, p, now, config))
+        .map(|(i, p)| {
+            let mut g = gaps(i, p, now, config);
+            g.retain(|g| !seen.elsewhere(&p.key, (cc, asn), g.start, g.end.unwrap_or(now)));
+            g
+        })
         .collect();
     // A gap counts while it is open, or once closed if it lasted past the debounce.
     let mut candidates: Vec<Gap> = all
@@ -501,6 +564,98 @@ mod tests {
             &vouched(&fleet),
         );
         assert!(late.is_empty(), "{late:?}");
+    }
+
+    /// `fleet` moved to network `asn` at `at`: each probe's contacts before `at` stay in the
+    /// old network, and from `at` to `end` it is heard every minute in the new one.
+    fn moved(fleet: &[ProbeContacts], asn: u32, at: i64, end: i64) -> Vec<ProbeContacts> {
+        fleet
+            .iter()
+            .map(|p| ProbeContacts {
+                asn,
+                ..probe(&p.key, at, end, &[], false)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_fleet_moving_to_another_network_together_is_no_outage() {
+        // Six probes in AS64500 until `at`, all heard from AS64501 within the same minute on.
+        let (at, end) = (T0 + 7200, T0 + 4 * 3600);
+        let before: Vec<ProbeContacts> = (0..6)
+            .map(|i| probe(&format!("p{i}"), T0 + i, at, &[], false))
+            .collect();
+        let after = moved(&before, 64501, at + 30, end);
+        let config = OutageConfig::default();
+        // Blind to where they went, the old network looks like it went dark together.
+        assert_eq!(detect(&before, end, &config).len(), 1);
+        let mut seen = Whereabouts::default();
+        seen.add("IR", &before);
+        seen.add("IR", &after);
+        assert!(detect_in("IR", &before, &seen, end, &config).is_empty());
+        assert!(detect_in("IR", &after, &seen, end, &config).is_empty());
+        // Heard from another country is elsewhere too; the same network of another country
+        // number is another network.
+        let mut abroad = Whereabouts::default();
+        abroad.add("NL", &moved(&before, 64500, at + 30, end));
+        assert!(detect_in("IR", &before, &abroad, end, &config).is_empty());
+    }
+
+    #[test]
+    fn a_move_seen_only_after_the_probe_came_back_or_before_it_left_is_no_move() {
+        // A real cut of AS64500 from `cut` to `back`: each probe was in AS64501 for a while a
+        // day earlier and again after the cut. Neither visit falls inside the gap, so the
+        // outage stands.
+        let (cut, back, end) = (T0 + 86_400, T0 + 86_400 + 5400, T0 + 86_400 + 4 * 3600);
+        let fleet: Vec<ProbeContacts> = (0..6)
+            .map(|i| probe(&format!("p{i}"), T0 + i, end, &[(cut, back)], true))
+            .collect();
+        let mut seen = Whereabouts::default();
+        seen.add("IR", &fleet);
+        seen.add("IR", &moved(&fleet, 64501, T0 + 3600, T0 + 7200));
+        seen.add("IR", &moved(&fleet, 64501, back + 600, back + 1200));
+        let found = detect_in("IR", &fleet, &seen, end, &OutageConfig::default());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].probes.len(), 6);
+        // Failed canaries queued offline "in" another network say nothing of where it was.
+        let mut offline = Whereabouts::default();
+        offline.add(
+            "IR",
+            &fleet
+                .iter()
+                .map(|p| ProbeContacts {
+                    asn: 64501,
+                    contacts: vec![Contact {
+                        bin: (cut + 600).div_euclid(BIN),
+                        up: None,
+                        down: 3,
+                    }],
+                    key: p.key.clone(),
+                })
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(
+            detect_in("IR", &fleet, &offline, end, &OutageConfig::default()).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn half_the_fleet_moving_while_the_rest_goes_dark_leaves_the_dark_ones_an_outage() {
+        // Ten probes: four move to AS64501 at the cut, six go dark with failed canaries. The
+        // six are a majority of the ten live probes: an outage of six, not ten.
+        let (cut, end) = (T0 + 7200, T0 + 4 * 3600);
+        let fleet: Vec<ProbeContacts> = (0..10)
+            .map(|i| probe(&format!("p{i}"), T0 + i, end, &[(cut, end)], i >= 4))
+            .collect();
+        let mut seen = Whereabouts::default();
+        seen.add("IR", &fleet);
+        seen.add("IR", &moved(&fleet[..4], 64501, cut + 60, end));
+        let found = detect_in("IR", &fleet, &seen, end, &OutageConfig::default());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!((found[0].probes.len(), found[0].live), (6, 10));
+        assert!(found[0].probes.iter().all(|k| k.as_str() >= "p4"));
+        assert!(!found[0].suspected());
     }
 
     #[test]

@@ -83,6 +83,32 @@ impl Admit {
     }
 }
 
+/// Country codes that name no country: OONI's `ZZ`, what a probe reports before it knows
+/// where it is (df-000-base, `probe_cc`) and what a geolocation source answers for an address
+/// it does not know (`ingest::Origin::observed` reads it the same way).
+pub const UNKNOWN_COUNTRIES: &[&str] = &["ZZ"];
+
+/// Network numbers that name no network: `AS0`, OONI's unknown ASN (df-000-base,
+/// `probe_asn`); RFC 7607 reserves AS 0 so that no route may ever carry it.
+pub const UNKNOWN_ASNS: &[u32] = &[0];
+
+/// Whether `cc` names a country (two letters, not one of [`UNKNOWN_COUNTRIES`]).
+pub fn known_country(cc: &str) -> bool {
+    cc.len() == 2
+        && cc.bytes().all(|b| b.is_ascii_alphabetic())
+        && !UNKNOWN_COUNTRIES.iter().any(|u| u.eq_ignore_ascii_case(cc))
+}
+
+/// Whether (`cc`, `asn`) names a network an event may be about. Contacts and measurements
+/// claiming the unknown network are stored and shown in the signals as they came, but no
+/// detector forms an entity of them or lets them feed another's: every probe claims the
+/// unknown network until it has learnt where it is, so a fleet starting up, or a probe that
+/// cannot tell, would otherwise "leave" it together and look like a shutdown of nowhere
+/// (`docs/detection.md`, "Which networks an event can be about").
+pub fn known_network(cc: &str, asn: u32) -> bool {
+    known_country(cc) && !UNKNOWN_ASNS.contains(&asn)
+}
+
 /// Which signals to read.
 #[derive(Debug, Clone)]
 pub struct SignalQuery {
@@ -503,6 +529,22 @@ mod tests {
         );
         assert!(query(&db, &q(None), Verification::default()).is_ok());
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_unknown_country_and_network_are_no_network() {
+        assert!(known_network("IR", 64500));
+        assert!(known_network("ir", 1));
+        assert!(!known_network("IR", 0), "AS0 of a known country");
+        assert!(
+            !known_network("ZZ", 64500),
+            "a known ASN in the unknown country"
+        );
+        assert!(!known_network("zz", 0));
+        assert!(!known_network("", 64500));
+        assert!(!known_network("IRN", 64500));
+        assert!(!known_network("1R", 64500));
+        assert!(!known_country("ZZ") && known_country("NL"));
     }
 
     #[test]
