@@ -16,6 +16,7 @@ pub mod envelope;
 pub mod failure;
 pub mod migrate;
 pub mod ooni;
+pub mod quic;
 pub mod run;
 pub mod store;
 pub mod test_lists;

@@ -39,6 +39,7 @@ macro_rules! outln {
 
 mod apps;
 mod dnscheck;
+mod quic;
 mod throttling;
 
 /// Writes one line to stdout (see [`outln!`]). A closed pipe exits with status 0: the reader
@@ -622,6 +623,9 @@ pub enum TestKind {
     FacebookMessenger,
     /// Reachability and answers of well-known DoH and DoT resolvers (OONI's dnscheck).
     Dnscheck,
+    /// A QUIC handshake beside the TCP/TLS one for each https URL: is QUIC blocked where
+    /// TCP works (docs/quic.md)?
+    Quic,
 }
 
 pub async fn run(args: RunArgs) -> Result<ExitCode> {
@@ -633,6 +637,9 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     }
     if args.test == TestKind::Dnscheck {
         return dnscheck::run(args).await;
+    }
+    if args.test == TestKind::Quic {
+        return quic::run(args).await;
     }
     // Plan everything before touching the network.
     let dir = args.data.dir()?;

@@ -280,7 +280,7 @@ async fn run(ctx: &TlsContext, spec: &QuicSpec<'_>) -> Result<Done, QuicError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::engine::TlsContext;
     use rustls::pki_types::PrivateKeyDer;
