@@ -5,7 +5,10 @@
 //! log has instead one sequencer at a time, as Trillian and Sunlight have:
 //!
 //! - every node, as it stores a signed measurement (or records a heartbeat, or enrols a key),
-//!   also inserts it into `log_queue`, stamped with the node's clock in microseconds;
+//!   also inserts it into `log_queue`, stamped in microseconds with the server's clock as the
+//!   node reckons it ([`Clock`]: its own clock corrected by the server's `now()`, read at
+//!   least every [`CLOCK_REFRESH`]), so that nodes whose clocks disagree still stamp in one
+//!   order;
 //! - the node holding the log's lease (`lease` table, name [`LOG_LEASE`], the detectors'
 //!   mechanism, [`ClickHouse::try_lease_named`]) reads, every [`crate::log::PUBLISH_EVERY`],
 //!   the queued entries from a little before the last one it integrated
@@ -105,6 +108,22 @@ const BATCH: usize = 10_000;
 /// this bounds what such a request reads.
 const QUEUED_LOOKBACK_MICROS: u64 = 3_600_000_000;
 
+/// How often a node reads the server's clock again to correct its own ([`Clock`]).
+const CLOCK_REFRESH: Duration = Duration::from_secs(60);
+
+/// How far ahead of the sequencer's reckoning of the server's clock a queued entry may be
+/// stamped and still be integrated this round: one stamped further ahead waits until then,
+/// rather than carrying the next round's start (the last leaf's time) past entries other
+/// nodes are still stamping.
+const AHEAD_MICROS: u64 = 2_000_000;
+
+/// A node's reckoning of the server's clock: the difference between the server's `now()` and
+/// its own clock, and when it was measured.
+#[derive(Debug, Default)]
+pub(super) struct Clock {
+    offset: std::sync::Mutex<Option<(Instant, i64)>>,
+}
+
 /// What the sequencer remembers between rounds.
 #[derive(Debug, Default)]
 pub(super) struct Sequencer {
@@ -202,13 +221,51 @@ impl ClickHouse {
         }
     }
 
+    /// The server's clock now, in microseconds, as this node reckons it: its own clock plus
+    /// the offset measured at most [`CLOCK_REFRESH`] ago. The server's `now()` has whole
+    /// seconds, so the reckoning is within about half a second and the time of one query.
+    pub(super) fn server_micros(&self) -> Result<u64, DbError> {
+        let cached = *self
+            .clock
+            .offset
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let offset = match cached {
+            Some((measured, offset)) if measured.elapsed() < CLOCK_REFRESH => offset,
+            _ => {
+                #[derive(Deserialize)]
+                struct S {
+                    s: u64,
+                }
+                let before = now_micros();
+                let server = self
+                    .rows::<S>("reading the server's clock", "SELECT toUInt64(now()) AS s")?
+                    .first()
+                    .map(|s| s.s)
+                    .ok_or_else(|| self.error("reading the server's clock", "no answer".into()))?;
+                let after = now_micros();
+                let mid = i128::from(before) + (i128::from(after) - i128::from(before)) / 2;
+                let offset = i128::from(server) * 1_000_000 + 500_000 - mid;
+                let offset = i64::try_from(offset).unwrap_or(0);
+                *self
+                    .clock
+                    .offset
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some((Instant::now(), offset));
+                offset
+            }
+        };
+        Ok(now_micros().saturating_add_signed(offset))
+    }
+
     /// Queues `entries` (id, key, kind, body) for the sequencer, stamped now; nothing when the
     /// store keeps no log.
     fn queue(&self, entries: &[(&str, &str, EntryKind, &str)]) -> Result<(), DbError> {
         if !self.logging || entries.is_empty() {
             return Ok(());
         }
-        let at = now_micros();
+        let at = self.server_micros()?;
         let rows: Vec<Queued> = entries
             .iter()
             .map(|(id, key, kind, body)| Queued {
@@ -291,11 +348,12 @@ impl ClickHouse {
             .map_or(0, |a| a.at)
         };
         let from = last_at.saturating_sub(OVERLAP_MICROS);
+        let until = self.server_micros()?.saturating_add(AHEAD_MICROS);
         let queued: Vec<Queued> = self.rows(
             op,
             &format!(
                 "SELECT at, id, key, kind, body FROM log_queue
-                 WHERE at >= {from} AND id NOT IN (
+                 WHERE at >= {from} AND at <= {until} AND id NOT IN (
                      SELECT id FROM log_ids WHERE id IN (
                          SELECT id FROM log_queue WHERE at >= {from}))
                  ORDER BY at, id LIMIT {BATCH}"
@@ -375,7 +433,7 @@ impl ClickHouse {
         struct N {
             n: u64,
         }
-        let from = now_micros().saturating_sub(QUEUED_LOOKBACK_MICROS);
+        let from = self.server_micros()?.saturating_sub(QUEUED_LOOKBACK_MICROS);
         Ok(self
             .rows::<N>(
                 "reading the transparency log's queue",
@@ -848,6 +906,52 @@ mod tests {
             Some(1)
         );
         assert_eq!(a.leaf_of(&signed(3).id).expect("leaf"), None);
+    }
+
+    #[test]
+    fn a_node_appends_only_while_it_holds_the_log_s_lease() {
+        let server = server();
+        let a = ClickHouse::open(&server.url("v")).expect("open");
+        let t = now();
+        // A rival that last renewed 25 s ago (the lease lasts 20): a takes it over.
+        server
+            .query(&format!(
+                "INSERT INTO v.lease VALUES ('{LOG_LEASE}', 'rival', {})",
+                t - 25
+            ))
+            .expect("rival");
+        a.insert_logged(&[signed(1)]).expect("insert");
+        assert!(a.sequence().expect("takes over"));
+        assert_eq!(a.tree_size().expect("size"), 1);
+        // The rival renews after a: a has lost the lease and appends nothing.
+        server
+            .query(&format!(
+                "INSERT INTO v.lease VALUES ('{LOG_LEASE}', 'rival', {})",
+                t + 5
+            ))
+            .expect("rival");
+        a.insert_logged(&[signed(2)]).expect("insert");
+        assert!(!a.sequence().expect("lost"));
+        assert_eq!(a.tree_size().expect("size"), 1);
+        assert!(matches!(
+            crate::log::prove(&a, &signed(2).id).expect("prove"),
+            Proven::Pending { leaf_index: 1, .. }
+        ));
+        // On another database: an entry stamped far ahead of the server's clock waits for its
+        // time, rather than carry the next round's start past the entries stamped meanwhile.
+        let ahead = a.server_micros().expect("clock") + 60_000_000;
+        let b = ClickHouse::open(&server.url("w")).expect("another database");
+        let key = signed(3).probe_key.expect("key");
+        server
+            .query(&format!(
+                "INSERT INTO w.log_queue VALUES ({ahead}, '{}', '{key}', 'measurement', '')",
+                signed(3).id
+            ))
+            .expect("an entry from the future");
+        b.insert_logged(&[signed(4)]).expect("insert");
+        assert!(b.sequence().expect("sequence"));
+        assert_eq!(b.tree_size().expect("size"), 1);
+        assert_eq!(b.leaf_of(&signed(3).id).expect("leaf"), None);
     }
 
     #[test]

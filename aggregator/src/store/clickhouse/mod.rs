@@ -38,6 +38,8 @@
 //!   at insert. See `ClickHouse::bin_rows`.
 //! - Events: a replaced event is a newer version with `deleted = 1`, written in the same
 //!   INSERT as its replacements (`replace_events`), so a reader sees the old set or the new.
+//! - The transparency log: stored entries are queued, and one node at a time (the log's
+//!   lease) appends them to the tree; see `log`.
 
 mod client;
 mod commit;
@@ -84,6 +86,8 @@ pub struct ClickHouse {
     node: String,
     /// The log's sequencer, when this node runs it (`log`).
     sequencer: std::sync::Mutex<log::Sequencer>,
+    /// The server's clock as this node reckons it, for the log's queue (`log`).
+    clock: log::Clock,
 }
 
 /// Microseconds since the epoch: versions and the order of token redemptions.
@@ -129,6 +133,7 @@ impl ClickHouse {
             logging,
             node: node_name(),
             sequencer: std::sync::Mutex::default(),
+            clock: log::Clock::default(),
         };
         db.migrate()?;
         Ok(db)
