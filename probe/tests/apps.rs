@@ -141,6 +141,71 @@ fn measurement_in(text: &str) -> Value {
     v.get("measurement").cloned().unwrap_or(v)
 }
 
+/// Checks that `ours` has every `test_keys` field of the spec's example measurement
+/// (`tests/data/ooni/spec/<spec>.json`, copied from OONI's spec with its licence,
+/// tests/data/SOURCES.md) with the same JSON type, a `null` on either side matching any type
+/// (df-000: consumers must expect null); and the envelope's fields likewise.
+fn same_shape_as_spec(spec: &str, ours: &Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/data/ooni/spec")
+        .join(format!("{spec}.json"));
+    let text = std::fs::read_to_string(&path).expect("spec example");
+    let example: Value = serde_json::from_str(&text).expect("spec example is JSON");
+    let kind = |v: &Value| match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let compare = |what: &str, theirs: &Value, mine: &Value, skip: &[&str]| {
+        let theirs = theirs.as_object().expect("object");
+        for (k, v) in theirs {
+            if skip.contains(&k.as_str()) {
+                continue;
+            }
+            let m = mine
+                .get(k)
+                .unwrap_or_else(|| panic!("{spec}: {what}.{k} is missing from {mine}"));
+            let (a, b) = (kind(v), kind(m));
+            assert!(
+                a == b || a == "null" || b == "null",
+                "{spec}: {what}.{k} is {b} here, {a} in the spec's example"
+            );
+        }
+    };
+    // OONI's `socksproxy` is the proxy OONI's probe was told to use (none here).
+    compare(
+        "test_keys",
+        &example["test_keys"],
+        &ours["test_keys"],
+        &["socksproxy"],
+    );
+    // Fields of OONI's envelope that Vantage leaves out on purpose: OONI's report id, the
+    // resolver's network and the templates' versions (df-000 makes them optional), and the
+    // fields of ooniprobe 2.x, whose example ts-019 still shows.
+    compare(
+        "measurement",
+        &example,
+        ours,
+        &[
+            "test_keys",
+            "report_id",
+            "resolver_asn",
+            "resolver_ip",
+            "resolver_network_name",
+            "probe_network_name",
+            "extensions",
+            "test_helpers",
+            "id",
+            "input_hashes",
+            "options",
+            "probe_city",
+        ],
+    );
+}
+
 fn blocking(line: &Value) -> String {
     line["blocking"].to_string().trim_matches('"').to_string()
 }
@@ -196,6 +261,7 @@ async fn whatsapp_reachable_then_endpoints_refused_then_web_reset_then_nxdomain(
     assert_eq!(tk["whatsapp_web_status"], "ok");
     assert_eq!(tk["whatsapp_web_failure"], Value::Null);
     assert_eq!(m["test_version"], "0.10.0");
+    same_shape_as_spec("ts-018-whatsapp", &m);
     assert_eq!(blocking(&line), "false", "{line}");
     // The closed port's connects are recorded with OONI's failure string.
     let refused = tk["tcp_connect"]
@@ -304,6 +370,7 @@ async fn telegram_data_centres_answer_then_refuse() {
     assert_eq!(tk["telegram_web_status"], "ok");
     assert_eq!(tk["telegram_web_failure"], Value::Null);
     assert_eq!(m["test_version"], "0.3.0");
+    same_shape_as_spec("ts-020-telegram", &m);
     assert_eq!(blocking(&line), "false", "{line}");
 
     // The data centre's port is closed: blocked by TCP/IP, the web client still works.
@@ -347,6 +414,7 @@ async fn signal_checked_against_its_own_ca_only() {
     assert_eq!(tk["signal_backend_status"], "ok", "{tk}");
     assert_eq!(tk["signal_backend_failure"], Value::Null);
     assert_eq!(m["test_version"], "0.2.5");
+    same_shape_as_spec("ts-029-signal", &m);
     assert_eq!(blocking(&line), "false", "{line}");
     // uptime.signal.org was looked up and its failure changed nothing.
     assert!(
@@ -415,6 +483,7 @@ async fn facebook_messenger_consistent_then_bogon_then_unreachable() {
     assert_eq!(tk["facebook_stun_dns_consistent"], true);
     assert_eq!(tk["facebook_stun_reachable"], Value::Null);
     assert_eq!(m["test_version"], "0.4.0");
+    same_shape_as_spec("ts-019-facebook-messenger", &m);
     assert_eq!(blocking(&line), "false", "{line}");
 
     let bogus = DnsFixture::start(table(true)).await;
