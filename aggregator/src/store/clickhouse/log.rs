@@ -834,21 +834,41 @@ mod tests {
                 .expect("hb")
                 .new
         );
+        // An enrolment is queued when it enrols its key, not when the key retries.
+        let enrolment_id = "ef".repeat(32);
+        let enrolled_key = base64::engine::general_purpose::STANDARD.encode([8u8; 32]);
+        a.add_token("t1").expect("token");
+        assert_eq!(
+            a.redeem_logged("t1", &enrolled_key, &enrolment_id)
+                .expect("redeem"),
+            (Redeemed::Enrolled, None)
+        );
+        assert_eq!(
+            b.redeem_logged("t1", &enrolled_key, &enrolment_id)
+                .expect("retry"),
+            (Redeemed::AlreadyEnrolled, None)
+        );
         assert!(a.sequence().expect("a takes the lease"));
         assert!(!b.sequence().expect("b does not"));
-        assert_eq!(a.tree_size().expect("size"), 301);
-        assert_eq!(b.tree_size().expect("size"), 301, "b reads the same log");
+        assert_eq!(a.tree_size().expect("size"), 302);
+        assert_eq!(b.tree_size().expect("size"), 302, "b reads the same log");
+        let enrolment = b.entry(&enrolment_id).expect("entry").expect("logged");
+        assert_eq!(
+            (enrolment.kind, enrolment.envelope),
+            (EntryKind::Enrolment, None),
+            "an enrolment's envelope, which carries its token, is not kept"
+        );
         // Sent again and queued again: nothing is appended twice.
         a.insert_logged(&rows).expect("again");
         assert!(a.sequence().expect("a renews"));
-        assert_eq!(a.tree_size().expect("size"), 301);
+        assert_eq!(a.tree_size().expect("size"), 302);
         let published = crate::log::publish(&b, &key())
             .expect("publish")
             .expect("one");
-        assert_eq!(published.size, 301);
+        assert_eq!(published.size, 302);
         assert_eq!(
             crate::log::audit(&a).expect("audit").map(|c| c.size),
-            Some(301),
+            Some(302),
             "the stored hashes are those of the leaves"
         );
         let mut indexes: Vec<u64> = rows
