@@ -133,7 +133,7 @@ impl Timeline {
 }
 
 /// One confirmed shutdown event for AS64500 whose start and end are within two minutes of the
-/// cut and the restore.
+/// cut and the restore; returns it when there is one (its evidence bundle is checked next).
 /// `alive` fails when a lab process has died, which would make waiting pointless.
 pub fn check_shutdown(
     timeline: &Timeline,
@@ -141,7 +141,7 @@ pub fn check_shutdown(
     back: f64,
     report: &mut Report,
     alive: &mut dyn FnMut() -> Result<()>,
-) -> Result<()> {
+) -> Result<Option<Value>> {
     let started = Instant::now();
     let events = loop {
         let events = timeline.events("shutdown")?;
@@ -192,9 +192,9 @@ pub fn check_shutdown(
             utc(cut),
             utc(back)
         ),
-        failure,
+        failure.clone(),
     );
-    Ok(())
+    Ok(events.first().filter(|_| failure.is_none()).cloned())
 }
 
 fn parse_utc(s: &str) -> Option<f64> {

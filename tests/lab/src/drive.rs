@@ -14,6 +14,7 @@ use crate::censor::{self, THROUGHPUT_PORT};
 use crate::check::{
     Report, Timeline, check_shutdown, check_timeline, throttling_differs, utc, verdict_differs,
 };
+use crate::evidence;
 use crate::scenario::{CONTROL_SNI, SITES, SNI_POLICE_KBPS, Site, THROTTLED_SNI, Technique};
 use crate::topology::{
     self, AGGREGATOR, ISP_PROXY, ISP_RESOLVER, NET, NET_RESOLVER, PROBES, ROUTER,
@@ -264,14 +265,47 @@ fn run_inside(plan: &Plan, procs: &mut Procs) -> Result<Report> {
         if !before {
             measure(plan, procs, &datas, &list, &ca, &mut report)?;
         }
-        check_shutdown(&timeline, cut_at, back_at, &mut report, &mut || {
+        let event = check_shutdown(&timeline, cut_at, back_at, &mut report, &mut || {
             procs.check(plan)
         })?;
+        match event {
+            Some(event) => {
+                let bundle = evidence_bundle(plan, &lab, &timeline, &datas);
+                evidence::check_bundle(&bundle, &event, cut_at, back_at, &mut report);
+            }
+            None => report.check(
+                "evidence: the shutdown's bundle",
+                Some("no shutdown event to take it of".into()),
+            ),
+        }
+        procs.check(plan)?;
     }
     check_timeline(&timeline, &mut report)?;
     procs.check(plan)?;
     eprintln!("lab: done in {:.0} s", t0.elapsed().as_secs_f64());
     Ok(report)
+}
+
+/// Where the shutdown's evidence bundle comes from and goes: fetched from the first probe's
+/// home (a researcher's view through the ISP), made again from the aggregator's database.
+fn evidence_bundle(
+    plan: &Plan,
+    lab: &str,
+    timeline: &Timeline,
+    datas: &[PathBuf],
+) -> evidence::Bundle {
+    evidence::Bundle {
+        dir: plan.dir.clone(),
+        vantage: plan.bin("vantage"),
+        aggregator: plan.bin("vantage-aggregator"),
+        lab: lab.to_string(),
+        from_ns: PROBES[0],
+        url: plan.aggregator_url(),
+        db: timeline.db.clone(),
+        detect: plan.dir.join(DETECT_FILE),
+        aggregator_log: plan.dir.join(format!("{AGGREGATOR_NAME}.log")),
+        probes: PROBES.iter().copied().zip(datas.iter().cloned()).collect(),
+    }
 }
 
 /// The lab's Internet: its resolver, a distant resolver, the web sites (which make the CA whose
@@ -378,6 +412,12 @@ fn start_isp(plan: &Plan, procs: &mut Procs, lab: &str) -> Result<()> {
     Ok(())
 }
 
+/// The aggregator's process name: its output is `AGGREGATOR_NAME.log` in the run directory,
+/// where `serve` prints its key.
+const AGGREGATOR_NAME: &str = "aggregator";
+/// The detector settings the aggregator runs with, in the run directory.
+const DETECT_FILE: &str = "detect.toml";
+
 /// The aggregator, with its test helper and throughput server, in the lab's Internet; returns
 /// its database.
 fn start_aggregator(plan: &Plan, procs: &mut Procs, ca: &Path) -> Result<PathBuf> {
@@ -385,12 +425,12 @@ fn start_aggregator(plan: &Plan, procs: &mut Procs, ca: &Path) -> Result<PathBuf
     let db = dir.join("aggregator.db");
     let prefixes = dir.join("prefixes.csv");
     std::fs::write(&prefixes, format!("{},AS64500,IR\n", topology::ISP_PREFIX))?;
-    let detect = dir.join("detect.toml");
+    let detect = dir.join(DETECT_FILE);
     std::fs::write(&detect, DETECT)?;
     procs.start(
         plan,
         NET,
-        "aggregator",
+        AGGREGATOR_NAME,
         &[
             plan.bin("vantage-aggregator"),
             "serve".into(),

@@ -6,6 +6,7 @@
 mod censor;
 mod check;
 mod drive;
+mod evidence;
 mod scenario;
 mod servers;
 mod topology;
@@ -82,6 +83,15 @@ enum Cmd {
         upstream: SocketAddr,
         #[arg(long, default_value_t = 200)]
         delay_ms: u64,
+    },
+    /// GET an http:// URL into a file, retrying a 503 or a refused connection (the lab fetches
+    /// the shutdown's evidence bundle with it from a probe's namespace).
+    Fetch {
+        url: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 60)]
+        within_secs: u64,
     },
     /// Wait until a TCP connect to ADDR succeeds (from the namespace this runs in).
     Reach {
@@ -208,6 +218,14 @@ fn real_main() -> Result<ExitCode> {
         }
         Cmd::Inject { resolver } => {
             servers::inject(resolver)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Fetch {
+            url,
+            out,
+            within_secs,
+        } => {
+            evidence::fetch(&url, &out, Duration::from_secs(within_secs))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Reach { addr, within_secs } => {

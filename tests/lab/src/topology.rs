@@ -27,6 +27,10 @@ pub const NET: &str = "vl-net";
 /// The probes' namespaces: homes on the censored ISP.
 pub const PROBES: [&str; 2] = ["vl-probe1", "vl-probe2"];
 
+/// A namespace with no network (only `lo`, left down) in which the lab verifies the shutdown's
+/// evidence bundle offline; made and removed by `evidence.rs`.
+pub const OFFLINE: &str = "vl-offline";
+
 /// Where the sites live (`.x` per site, on `vl-net`'s loopback).
 pub const SITES_NET: Ipv4Addr = Ipv4Addr::new(45, 67, 1, 0);
 /// The aggregator's address.
