@@ -241,9 +241,9 @@ pub fn check_domain(domain: &str) -> Result<(), String> {
     if d.is_empty() || d.parse::<IpAddr>().is_ok() {
         return Err(format!("{domain:?} is not a domain name"));
     }
-    dns::wire_query(d, RecordType::A, "")
+    hickory_proto::rr::Name::from_ascii(d)
         .map(|_| ())
-        .map_err(|e| format!("{domain:?} is not a domain name: {e}"))
+        .map_err(|e| format!("{domain:?} is not a domain name ({e})"))
 }
 
 /// What one address's lookup found: the ts-027 result kept under `lookups`, and a line's worth
@@ -1114,5 +1114,7 @@ mod tests {
         assert!(check_domain("example.org").is_ok());
         assert!(check_domain("").is_err());
         assert!(check_domain("1.2.3.4").is_err());
+        let e = check_domain("bad..name").expect_err("empty label");
+        assert!(e.starts_with("\"bad..name\" is not a domain name ("), "{e}");
     }
 }
