@@ -105,10 +105,12 @@ fn score_only(
         &obs,
         ConsistencyRules {
             tls_proves_address: set.tls_proves_address,
+            aaaa_failure_beside_valid_a: set.aaaa_failure_beside_valid_a,
         },
     );
     let matches = fingerprints.matches(m);
     let facts = Facts {
+        set,
         m,
         obs: &obs,
         matches: &matches,
@@ -170,6 +172,7 @@ fn score_only(
 }
 
 struct Facts<'a> {
+    set: &'a RuleSet,
     m: &'a WebConnectivityMeasurement,
     obs: &'a Observations<'a>,
     matches: &'a [Match],
@@ -216,12 +219,20 @@ impl Facts<'_> {
             Cond::TcpFailed => matches!(obs.decisive, Decisive::TcpFailed(_)),
             Cond::DnsFailed => matches!(obs.decisive, Decisive::DnsFailed(_)),
             Cond::FalsePositivePage => self.matches.iter().any(|x| x.scope == "fp" && !x.dns),
-            Cond::SamePage => match (&obs.decisive, control) {
-                (Decisive::HttpOk(r), Some(c)) => r
-                    .response
-                    .as_ref()
-                    .zip(c.http())
-                    .is_some_and(|(resp, http)| http_diff::compare(resp, http).same_page()),
+            Cond::SamePage | Cond::DifferentPage => match (&obs.decisive, control) {
+                (Decisive::HttpOk(r), Some(c)) => {
+                    r.response
+                        .as_ref()
+                        .zip(c.http())
+                        .is_some_and(|(resp, http)| {
+                            let diff = http_diff::compare_at(&obs.host, resp, http);
+                            match cond {
+                                Cond::DifferentPage => diff.different_page(),
+                                _ if self.set.strict_page_match => diff.same_page_vantage(),
+                                _ => diff.same_page(),
+                            }
+                        })
+                }
                 _ => false,
             },
             Cond::ControlHttpFailed => control

@@ -63,8 +63,9 @@ pub struct Observations<'a> {
     pub tls_valid_addrs: Vec<IpAddr>,
     /// The host of the measured URL.
     pub host: String,
-    /// Each classic, non-DoH lookup at depth 0 that counts: its addresses and its failure.
-    pub dns_lookups: Vec<(Vec<IpAddr>, Option<String>)>,
+    /// Each classic, non-DoH lookup at depth 0 that counts: its query type, its addresses and
+    /// its failure.
+    pub dns_lookups: Vec<(String, Vec<IpAddr>, Option<String>)>,
 }
 
 fn depth(tags: Option<&Vec<String>>) -> u32 {
@@ -224,7 +225,7 @@ impl<'a> Observations<'a> {
                     .flatten()
                     .filter_map(crate::ooni::DnsAnswer::ip)
                     .collect();
-                (addrs, q.failure.clone())
+                (q.query_type.clone(), addrs, q.failure.clone())
             })
             .collect();
         Observations {

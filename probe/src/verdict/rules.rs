@@ -7,8 +7,11 @@
 //! - [`VANTAGE`] is the same table with Vantage's fixes as separate rules, each named: TLS
 //!   interference is `tls`, not `http-failure`; injected duplicate DNS answers are DNS tampering;
 //!   a known CAPTCHA or geo-block page is not a blockpage; (in DNS consistency) an address
-//!   that completed a TLS handshake for the host is the host's; and a control in which the
-//!   helper measured nothing of the site is no control.
+//!   that completed a TLS handshake for the host is the host's; a control in which the
+//!   helper measured nothing of the site is no control; (from `vantage-2`) headers every
+//!   server sends never make two pages the same, a page whose title and content differ from
+//!   the control's is `http-diff` whatever its length, and a failed AAAA lookup beside an A
+//!   answer that matches the control leaves DNS consistent (`docs/scoring.md`).
 //!
 //! A stored verdict names the set and version that produced it, so history can be rescored.
 
@@ -35,8 +38,12 @@ pub enum Cond {
     DnsFailed,
     /// The final page matches a false-positive (`fp`) fingerprint.
     FalsePositivePage,
-    /// HTTP diff says the probe got the control's page.
+    /// HTTP diff says the probe got the control's page (with the set's
+    /// [`RuleSet::strict_page_match`]).
     SamePage,
+    /// HTTP diff says the probe's page differs from the control's in title and content
+    /// ([`super::http_diff::HttpDiff::different_page`]).
+    DifferentPage,
     /// The control's HTTP request failed.
     ControlHttpFailed,
     /// The control fetched the page.
@@ -98,6 +105,12 @@ pub struct RuleSet {
     /// helper answers so for a site on private addresses) and reads the site as down, or as
     /// blocked when the probe got the page.
     pub unusable_control_is_none: bool,
+    /// Pages are the same by [`super::http_diff::HttpDiff::same_page_vantage`]: headers every
+    /// server sends do not count, and a page of another title and content is never the same.
+    pub strict_page_match: bool,
+    /// A failed AAAA lookup beside an A answer that matches the control does not make DNS
+    /// inconsistent ([`super::consistency`]).
+    pub aaaa_failure_beside_valid_a: bool,
 }
 
 use Cond::*;
@@ -155,12 +168,15 @@ pub const OONI: RuleSet = RuleSet {
     tls_proves_address: false,
     fingerprints_decide: false,
     unusable_control_is_none: false,
+    strict_page_match: false,
+    aaaa_failure_beside_valid_a: false,
 };
 
 /// OONI's rules with Vantage's fixes.
 pub const VANTAGE: RuleSet = RuleSet {
     name: "vantage",
-    version: "vantage-1",
+    // vantage-2: headers every server sends, different pages, failed AAAA lookups.
+    version: "vantage-2",
     rules: &[
         // Fix: injected answers are tampering even when the first answer looks plausible.
         rule(
@@ -180,6 +196,13 @@ pub const VANTAGE: RuleSet = RuleSet {
         rule(
             "http-unexpected-success",
             &[HttpOk, ControlHttpFailed],
+            Blocked("http-diff"),
+        ),
+        // Fix: another title and content is another page, whatever its length or headers;
+        // unconfirmed until a fingerprint matches.
+        rule(
+            "http-different-page",
+            &[HttpOk, DifferentPage],
             Blocked("http-diff"),
         ),
         rule("http-same-page", &[HttpOk, SamePage], Accessible),
@@ -218,6 +241,8 @@ pub const VANTAGE: RuleSet = RuleSet {
     tls_proves_address: true,
     fingerprints_decide: true,
     unusable_control_is_none: true,
+    strict_page_match: true,
+    aaaa_failure_beside_valid_a: true,
 };
 
 impl RuleSet {
