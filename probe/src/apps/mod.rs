@@ -774,6 +774,26 @@ pub async fn measure(
     })
 }
 
+/// Traffic a result cost, roughly, for the daemon's daily budget: the response bodies
+/// received plus the signed result, which is uploaded once.
+pub fn traffic_bytes(result: &AppResult) -> u64 {
+    let bodies: u64 = result
+        .measurement
+        .test_keys
+        .get("requests")
+        .and_then(Value::as_array)
+        .map(|rs| {
+            rs.iter()
+                .filter_map(|r| r.get("response")?.get("x_body_length")?.as_u64())
+                .sum()
+        })
+        .unwrap_or(0);
+    let result_bytes = serde_json::to_string(&result.measurement)
+        .map(|s| s.len() as u64)
+        .unwrap_or(0);
+    bodies + result_bytes
+}
+
 /// Signs and stores a result, with its outbox row, as the other tests do ([`crate::run::keep`]).
 pub fn keep(
     result: &AppResult,

@@ -44,6 +44,8 @@ pub struct Config {
     pub engine: EngineSection,
     /// The throttling test.
     pub throttling: ThrottlingSection,
+    /// The app tests (docs/apps.md).
+    pub apps: AppsSection,
 }
 
 impl Default for Config {
@@ -59,8 +61,43 @@ impl Default for Config {
             canary: CanarySection::default(),
             engine: EngineSection::default(),
             throttling: ThrottlingSection::default(),
+            apps: AppsSection::default(),
         }
     }
+}
+
+/// `[apps]`: the app tests (OONI's whatsapp, telegram, signal, facebook_messenger), off while
+/// `tests` is empty.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppsSection {
+    /// Which apps, by OONI's test name, e.g. `["whatsapp", "signal"]`.
+    pub tests: Vec<String>,
+    /// How often, in seconds (with the list runs' jitter); daily by default.
+    pub every_seconds: u64,
+    /// The endpoints and pins, instead of the built-in `test-lists/apps.toml`.
+    pub file: Option<PathBuf>,
+}
+
+impl Default for AppsSection {
+    fn default() -> Self {
+        AppsSection {
+            tests: Vec::new(),
+            every_seconds: 86_400,
+            file: None,
+        }
+    }
+}
+
+/// The app tests, checked: which apps, their endpoints, and how often.
+#[derive(Debug, Clone)]
+pub struct AppsRunPlan {
+    /// The apps, in the order given.
+    pub apps: Vec<crate::apps::App>,
+    /// Their endpoints and pins.
+    pub plan: crate::apps::AppsPlan,
+    /// Interval.
+    pub every: Duration,
 }
 
 /// `[throttling]`: the throttling test against the aggregator's throughput server, for a few
@@ -374,6 +411,8 @@ pub struct Plan {
     pub tls: TlsContext,
     /// The throttling test, when targets are configured.
     pub throttling: Option<ThrottlingPlan>,
+    /// The app tests, when some are configured.
+    pub apps: Option<AppsRunPlan>,
 }
 
 /// The longest interval accepted: thirty days. Longer is almost certainly a typo (milliseconds
@@ -619,6 +658,7 @@ impl Config {
         let tls = TlsContext::new(extra_roots)
             .map_err(|err| invalid("aggregator.ca_file", err.to_string()))?;
         let throttling = self.throttling_plan(aggregator.is_some(), &invalid)?;
+        let apps = self.apps_plan(&invalid)?;
 
         Ok(Plan {
             data_dir: self.data_dir.clone(),
@@ -637,7 +677,47 @@ impl Config {
             resolvers,
             tls,
             throttling,
+            apps,
         })
+    }
+
+    /// Checks `[apps]`: known test names, an interval, and the data file, read and validated
+    /// now as `vantage run --apps-file` does.
+    fn apps_plan(
+        &self,
+        invalid: &impl Fn(&'static str, String) -> ConfigError,
+    ) -> Result<Option<AppsRunPlan>, ConfigError> {
+        let a = &self.apps;
+        if a.tests.is_empty() {
+            return Ok(None);
+        }
+        let mut apps = Vec::new();
+        for t in &a.tests {
+            let app: crate::apps::App = t.parse().map_err(|e| invalid("apps.tests", e))?;
+            if !apps.contains(&app) {
+                apps.push(app);
+            }
+        }
+        if a.every_seconds < 3_600 || a.every_seconds > MAX_SECONDS {
+            return Err(invalid(
+                "apps.every_seconds",
+                format!("{} must be between 3600 and {MAX_SECONDS}", a.every_seconds),
+            ));
+        }
+        let plan = match &a.file {
+            None => crate::apps::AppsPlan::builtin(),
+            Some(file) => {
+                let text = std::fs::read_to_string(file)
+                    .map_err(|e| invalid("apps.file", format!("{}: {e}", file.display())))?;
+                crate::apps::AppsPlan::parse(&text, &file.display().to_string())
+            }
+        }
+        .map_err(|e| invalid("apps.file", e.to_string()))?;
+        Ok(Some(AppsRunPlan {
+            apps,
+            plan,
+            every: Duration::from_secs(a.every_seconds),
+        }))
     }
 
     /// Checks `[throttling]` with the same rules as `vantage run --test throttling`.
@@ -728,6 +808,39 @@ mod tests {
         assert_eq!(p.schedule.run, Some(Duration::from_secs(21_600)));
         assert_eq!(p.concurrency, 4);
         assert!(p.aggregator.is_some());
+    }
+
+    #[test]
+    fn app_tests_are_off_by_default_and_checked_when_on() {
+        let p = plan("informed_consent = true").expect("minimal");
+        assert!(p.apps.is_none());
+        let p = plan(
+            "informed_consent = true\n[apps]\ntests = [\"whatsapp\", \"signal\", \"whatsapp\"]",
+        )
+        .expect("apps");
+        let a = p.apps.expect("on");
+        assert_eq!(
+            a.apps,
+            [crate::apps::App::Whatsapp, crate::apps::App::Signal]
+        );
+        assert_eq!(a.every, Duration::from_secs(86_400));
+        assert_eq!(a.plan.whatsapp.endpoints.len(), 16);
+        for (text, want) in [
+            ("tests = [\"skype\"]", "apps.tests: unknown app \"skype\""),
+            (
+                "tests = [\"telegram\"]\nevery_seconds = 60",
+                "apps.every_seconds: 60",
+            ),
+            (
+                "tests = [\"telegram\"]\nfile = \"/nonexistent/apps.toml\"",
+                "apps.file: /nonexistent/apps.toml",
+            ),
+        ] {
+            let err = plan(&format!("informed_consent = true\n[apps]\n{text}"))
+                .expect_err(text)
+                .to_string();
+            assert!(err.contains(want), "{err}");
+        }
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! `vantage daemon`: the unattended probe (DESIGN "Probe"; issue 7).
 //!
-//! Six tasks share one signing key and one local store, each with its own connection to it
+//! Seven tasks share one signing key and one local store, each with its own connection to it
 //! (SQLite in WAL mode serialises their short writes):
 //!
 //! - **canaries** every minute, with or without a network: a failed round recorded during a
 //!   shutdown is the evidence the aggregator reconstructs the shutdown from when it arrives;
 //! - **heartbeats** every minute to the aggregator; the first one that gets through after a
-//!   failure means connectivity is back, and triggers an upload at once;
+//!   failure means connectivity is back, and triggers an upload at once. Neither the first
+//!   heartbeat nor the first canary round goes before the daemon knows its network
+//!   ([`refresh`]);
 //! - **list runs** every six hours with jitter, within a daily traffic budget;
 //! - **throttling tests** of a few configured targets, every six hours, in the same budget;
+//! - **app tests** (`[apps]`, docs/apps.md), daily when configured, in the same budget;
 //! - **refresh** of where the probe is (whoami) and of the signed test lists, daily;
 //! - **uploads** of the outbox, oldest first, with exponential backoff while the aggregator
 //!   cannot be reached (never sooner than a `Retry-After` asks), so nothing recorded offline
@@ -72,6 +75,9 @@ struct Shared {
     store_path: PathBuf,
     /// Country and network written into measurements.
     location: Mutex<(CountryCode, Asn)>,
+    /// Whether the daemon has learnt where it is (or can never learn it): until then it sends
+    /// no heartbeat and runs no canary round ([`refresh`] says when it is set).
+    located: watch::Sender<bool>,
     /// Whether the last heartbeat got through.
     online: AtomicBool,
     /// Whether the last heartbeat was refused for this probe's key (unknown or revoked).
@@ -102,6 +108,16 @@ impl Shared {
 
     fn store(&self) -> Result<Store, DaemonError> {
         Ok(Store::open(&self.store_path)?)
+    }
+
+    /// Waits until the daemon knows where it is; `false` when it stops first.
+    async fn located(&self, ctl: &mut Control) -> bool {
+        let mut located = self.located.subscribe();
+        tokio::select! {
+            biased;
+            _ = ctl.stop.wait_for(|s| *s) => false,
+            known = located.wait_for(|l| *l) => known.is_ok(),
+        }
     }
 }
 
@@ -178,6 +194,9 @@ fn jitter(base: Instant, max: Duration) -> Instant {
 async fn canaries(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonError> {
     let mut store = shared.store()?;
     let mut last: Option<Instant> = None;
+    if !shared.located(&mut ctl).await {
+        return Ok(());
+    }
     loop {
         let plan = ctl.plan();
         let next = last.map_or_else(Instant::now, |l| l + plan.schedule.canary);
@@ -217,6 +236,9 @@ async fn canaries(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonErr
 /// Heartbeats; their success or failure is what "online" means to the other tasks.
 async fn heartbeats(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonError> {
     let mut last: Option<Instant> = None;
+    if !shared.located(&mut ctl).await {
+        return Ok(());
+    }
     loop {
         let plan = ctl.plan();
         let next = plan
@@ -668,7 +690,78 @@ async fn throttling(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonE
     }
 }
 
+/// The app tests (docs/apps.md), counted in the daily traffic budget with the list runs: each
+/// costs what its responses brought plus its signed result, a few tens of kilobytes.
+async fn apps(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonError> {
+    let mut store = shared.store()?;
+    let mut next = Instant::now() + ctl.plan().schedule.first_run;
+    loop {
+        let plan = ctl.plan();
+        let at = plan.apps.as_ref().map(|_| next);
+        match ctl.until(at).await {
+            Wake::Stop => return Ok(()),
+            Wake::Reload => continue,
+            Wake::Due => {}
+        }
+        let Some(a) = plan.apps.clone() else {
+            continue;
+        };
+        let Some(resolver) = plan.resolvers.first().cloned() else {
+            continue;
+        };
+        let started = Instant::now();
+        next = jitter(started + a.every, plan.schedule.run_jitter.min(a.every / 2));
+        let day = unix_now() / 86_400;
+        if spent(&store, day) >= plan.daily_bytes {
+            tracing::info!("app tests skipped: today's traffic budget is used");
+            continue;
+        }
+        let (cc, asn) = shared.location();
+        let mut used = 0u64;
+        for app in &a.apps {
+            let work = crate::apps::measure(*app, &a.plan, &plan.engine, &resolver, &plan.tls);
+            let result = match ctl.unless_stopped(work).await {
+                None => return Ok(()),
+                Some(Ok(r)) => r,
+                Some(Err(e)) => {
+                    tracing::error!("{} test not run: {e}", app.test_name());
+                    continue;
+                }
+            };
+            let mut result = result;
+            result.measurement.probe_cc = cc;
+            result.measurement.probe_asn = asn;
+            used += crate::apps::traffic_bytes(&result);
+            match crate::apps::keep(&result, &shared.identity, &mut store) {
+                Ok(id) => tracing::info!(
+                    id = id.as_str(),
+                    "{} test: {}",
+                    app.test_name(),
+                    result
+                        .verdict
+                        .as_ref()
+                        .map(|v| v.rule.as_str())
+                        .unwrap_or("not scored")
+                ),
+                Err(e) => tracing::error!("{} result not kept: {e}", app.test_name()),
+            }
+        }
+        charge(&store, day, used);
+        shared.results.notify_one();
+    }
+}
+
 /// Where the probe is, and the signed test lists.
+///
+/// The daemon's first heartbeat and canary round wait for the first answer of `whoami`
+/// (`docs/detection.md`, "The daemon"): a probe that reported the unknown network first and
+/// its own a minute later would look, to the aggregator, like a probe that left one network
+/// for another. So the daemon is located once `whoami` answered (even "ZZ AS0": the
+/// aggregator cannot tell, and asking again will not change that), or once it failed while a
+/// network kept from an earlier run stands in (a probe restarted during a shutdown must keep
+/// recording the canaries that prove it), or at once when the network is pinned, or uploads
+/// go through a proxy (the aggregator would see the proxy), or there is no aggregator. Until
+/// then it asks again every heartbeat interval. A later change of network is logged.
 async fn refresh(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonError> {
     let store = shared.store()?;
     let mut next = Instant::now();
@@ -700,16 +793,55 @@ async fn refresh(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonErro
                 Some(Ok(w)) => {
                     let cc = plan.cc.unwrap_or(w.probe_cc);
                     let asn = plan.asn.unwrap_or(w.probe_asn);
-                    if shared.location() != (cc, asn) {
+                    let (was_cc, was_asn) = shared.location();
+                    if (was_cc, was_asn) == (cc, asn) {
+                        // Where it was.
+                    } else if was_cc == CountryCode::UNKNOWN && was_asn == Asn(0) {
                         tracing::info!("this probe is in {} {asn}", cc.as_str());
+                    } else {
+                        tracing::warn!(
+                            "this probe's network changed from {} {was_asn} to {} {asn}: \
+                             what it measures from now on carries the new one",
+                            was_cc.as_str(),
+                            cc.as_str()
+                        );
+                    }
+                    if cc == CountryCode::UNKNOWN || asn == Asn(0) {
+                        tracing::warn!(
+                            "the aggregator cannot tell where this probe is ({} {asn}): its \
+                             heartbeats and canaries count for no network; set network.cc and \
+                             network.asn",
+                            cc.as_str()
+                        );
                     }
                     shared.set_location(cc, asn);
                     let _ = store.set_meta("location", &format!("{} {asn}", cc.as_str()));
+                    shared.located.send_replace(true);
                 }
                 Some(Err(e)) => {
                     ok = false;
-                    tracing::warn!("cannot ask the aggregator where this probe is: {e}");
+                    let (cc, asn) = shared.location();
+                    if cc != CountryCode::UNKNOWN && asn != Asn(0) {
+                        tracing::warn!(
+                            "cannot ask the aggregator where this probe is ({e}): still taking \
+                             it for {} {asn}",
+                            cc.as_str()
+                        );
+                        shared.located.send_replace(true);
+                    } else {
+                        tracing::warn!(
+                            "cannot ask the aggregator where this probe is ({e}): no heartbeat \
+                             or canary until it answers"
+                        );
+                    }
                 }
+            }
+        }
+        if !*shared.located.borrow() {
+            // Pinned, behind a proxy: nothing more to learn.
+            let pinned = plan.cc.is_some() && plan.asn.is_some();
+            if pinned || aggregator.upload.socks5.is_some() {
+                shared.located.send_replace(true);
             }
         }
         if plan.fetch_lists {
@@ -757,8 +889,11 @@ async fn refresh(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonErro
                 }
             }
         }
-        // After a failure, try again within ten minutes rather than tomorrow.
-        let wait = if ok {
+        // After a failure, try again within ten minutes rather than tomorrow; while the
+        // daemon does not know where it is, at the next heartbeat.
+        let wait = if !*shared.located.borrow() {
+            plan.schedule.refresh.min(plan.schedule.heartbeat)
+        } else if ok {
             plan.schedule.refresh
         } else {
             plan.schedule.refresh.min(Duration::from_secs(600))
@@ -815,10 +950,13 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), DaemonError> {
             .run
             .map_or("never".into(), |r| format!("{} s", r.as_secs())),
     );
+    // Nothing to learn when the network is pinned or there is no aggregator to ask.
+    let known = (plan.cc.is_some() && plan.asn.is_some()) || plan.aggregator.is_none();
     let shared = Arc::new(Shared {
         identity,
         store_path,
         location: Mutex::new(location),
+        located: watch::channel(known).0,
         online: AtomicBool::new(false),
         key_refused: AtomicBool::new(false),
         key_accepted: AtomicBool::new(false),
@@ -837,6 +975,7 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), DaemonError> {
     tasks.spawn(uploads(shared.clone(), control()));
     tasks.spawn(runs(shared.clone(), control()));
     tasks.spawn(throttling(shared.clone(), control()));
+    tasks.spawn(apps(shared.clone(), control()));
     tasks.spawn(refresh(shared.clone(), control()));
 
     let notifier = notify::Notifier::from_env();
@@ -901,6 +1040,9 @@ fn reload(path: &std::path::Path, plan_tx: &watch::Sender<Arc<Plan>>, shared: &S
         Ok(new) => {
             let (cc, asn) = shared.location();
             shared.set_location(new.cc.unwrap_or(cc), new.asn.unwrap_or(asn));
+            if (new.cc.is_some() && new.asn.is_some()) || new.aggregator.is_none() {
+                shared.located.send_replace(true);
+            }
             tracing::info!(
                 "configuration reloaded from {}: canary every {} s",
                 path.display(),
@@ -944,6 +1086,7 @@ mod tests {
             identity: Identity::generate().expect("key"),
             store_path,
             location: Mutex::new((CountryCode::UNKNOWN, Asn(0))),
+            located: watch::channel(false).0,
             online: AtomicBool::new(false),
             key_refused: AtomicBool::new(false),
             key_accepted: AtomicBool::new(false),
