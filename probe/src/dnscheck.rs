@@ -302,7 +302,7 @@ pub async fn measure(
                 "failed_operation": failure.as_ref().map(|_| "resolve"),
                 "failure": failure,
                 "network_events": null,
-                "queries": found.queries,
+                "queries": queries_json(&found.queries),
                 "requests": null,
                 "tcp_connect": null,
                 "tls_handshakes": null,
@@ -450,7 +450,7 @@ async fn lookup_at(
         "failed_operation": failed_operation,
         "failure": failure,
         "network_events": null,
-        "queries": merged.queries,
+        "queries": queries_json(&merged.queries),
         "requests": (!requests.is_empty()).then_some(requests),
         "tcp_connect": tcp_connect,
         "tls_handshakes": (!tls_handshakes.is_empty()).then_some(tls_handshakes),
@@ -462,6 +462,20 @@ async fn lookup_at(
         answers: merged.addrs,
         keys,
     }
+}
+
+/// Query records (df-002) with `resolver_hostname` and `resolver_port` written out as null
+/// when unknown, as OONI's dnscheck writes them (ts-028's example), rather than left out.
+fn queries_json(queries: &[crate::ooni::DnsQuery]) -> Value {
+    let mut out = serde_json::to_value(queries).unwrap_or(Value::Null);
+    if let Some(list) = out.as_array_mut() {
+        for q in list.iter_mut().filter_map(Value::as_object_mut) {
+            for key in ["resolver_hostname", "resolver_port"] {
+                q.entry(key).or_insert(Value::Null);
+            }
+        }
+    }
+    out
 }
 
 /// The `failed_operation` OONI's urlgetter writes for a lookup that failed: the innermost step
@@ -1116,5 +1130,117 @@ mod tests {
         assert!(check_domain("1.2.3.4").is_err());
         let e = check_domain("bad..name").expect_err("empty label");
         assert!(e.starts_with("\"bad..name\" is not a domain name ("), "{e}");
+    }
+
+    /// Whether `ours` has every field of `theirs` with the same JSON type, a `null` on either
+    /// side matching any type (df-000: consumers must expect null), down through objects and
+    /// the first element of arrays; `skip` names fields left out on purpose. The failures name
+    /// the path.
+    fn same_shape(
+        path: &str,
+        theirs: &Value,
+        ours: &Value,
+        skip: &[&str],
+        problems: &mut Vec<String>,
+    ) {
+        match (theirs, ours) {
+            (Value::Null, _) | (_, Value::Null) => {}
+            (Value::Object(t), Value::Object(o)) => {
+                for (k, v) in t {
+                    if skip.contains(&k.as_str()) {
+                        continue;
+                    }
+                    match o.get(k) {
+                        Some(m) => same_shape(&format!("{path}.{k}"), v, m, skip, problems),
+                        None => problems.push(format!("{path}.{k} is missing")),
+                    }
+                }
+            }
+            (Value::Array(t), Value::Array(o)) => {
+                if let (Some(a), Some(b)) = (t.first(), o.first()) {
+                    same_shape(&format!("{path}[0]"), a, b, skip, problems);
+                }
+            }
+            (t, o) if std::mem::discriminant(t) == std::mem::discriminant(o) => {}
+            (t, o) => problems.push(format!("{path} is {o} here, {t} in the spec's example")),
+        }
+    }
+
+    /// Our measurement of a working DoT resolver has every field of ts-028's example measurement
+    /// (copied into tests/data/ooni/spec/ with its licence, tests/data/SOURCES.md), with the
+    /// same JSON types: the envelope, `test_keys`, and a working lookup with its queries,
+    /// answers, connects and handshakes.
+    #[tokio::test]
+    async fn a_measurement_has_the_shape_of_the_specs_example() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/data/ooni/spec/ts-028-dnscheck.json"
+        );
+        let text = std::fs::read_to_string(path).expect("spec example");
+        let example: Value = serde_json::from_str(&text).expect("json");
+        let ca = TestCa::new("dnscheck CA");
+        let dns = DnsFixture::start(vec![(
+            "dot.test",
+            Behaviour::Answer(vec![[127, 0, 0, 1].into()]),
+        )])
+        .await;
+        let (addr, _server) = dot_server(&ca.leaf(&["dot.test"]), DotMode::Answer).await;
+        let target = one(&format!("dot://dot.test:{}/", addr.port()), "");
+        let r = measure(
+            &target,
+            DEFAULT_DOMAIN,
+            &quick(),
+            &Resolver::Udp(dns.addr),
+            &client_tls(&ca),
+        )
+        .await;
+        assert_eq!(accessible(&r), Some(true), "{:?}", r.verdict);
+        let ours = serde_json::to_value(&r.measurement).expect("json");
+        let mut problems = Vec::new();
+        // The envelope. OONI's report id and the resolver's network are optional (df-000) and
+        // not written by Vantage; the answers' ASN and network are looked up by OONI's
+        // pipeline, not by the probe.
+        let envelope_skip = [
+            "test_keys",
+            "report_id",
+            "resolver_asn",
+            "resolver_ip",
+            "resolver_network_name",
+            "probe_network_name",
+        ];
+        same_shape(
+            "measurement",
+            &example,
+            &ours,
+            &envelope_skip,
+            &mut problems,
+        );
+        let keys_skip = ["lookups", "asn", "as_org_name"];
+        same_shape(
+            "test_keys",
+            &example["test_keys"],
+            &ours["test_keys"],
+            &keys_skip,
+            &mut problems,
+        );
+        let theirs = &example["test_keys"]["lookups"]["dot://8.8.4.4:853"];
+        let mine = &ours["test_keys"]["lookups"][format!("dot://{addr}")];
+        assert!(mine.is_object(), "{:#}", ours["test_keys"]);
+        same_shape(
+            "lookup",
+            theirs,
+            mine,
+            &["asn", "as_org_name"],
+            &mut problems,
+        );
+        assert!(problems.is_empty(), "{problems:#?}");
+        // Not vacuous: the example's working lookup has records of each kind, and so has ours.
+        for key in ["queries", "tcp_connect", "tls_handshakes"] {
+            assert!(
+                theirs[key][0].is_object() && mine[key][0].is_object(),
+                "{key}"
+            );
+        }
+        assert_eq!(mine["queries"][0]["answers"][0]["ipv4"], "93.184.216.34");
     }
 }
