@@ -699,6 +699,12 @@ pub fn rescore(storage: &dyn Storage, fingerprints: &Fingerprints) -> Result<usi
                 if row.rule_set.is_none() {
                     continue;
                 }
+            } else if row.test_name == vantage_probe::quic::QUIC {
+                if crate::ingest::quic::apply_quic(&mut row, &text).is_err()
+                    || row.rule_set.is_none()
+                {
+                    continue;
+                }
             } else {
                 continue;
             }

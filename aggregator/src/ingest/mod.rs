@@ -17,6 +17,7 @@ pub mod archive;
 pub mod enrol;
 pub mod limits;
 pub mod maintain;
+pub mod quic;
 pub mod score;
 pub mod stream;
 
@@ -461,6 +462,10 @@ impl<'a> Session<'a> {
             }
         } else if row.test_name == THROTTLING
             && let Err(reason) = apply_throttling(&mut row, verified.measurement)
+        {
+            return refuse(&mut self.outcomes, reason);
+        } else if row.test_name == vantage_probe::quic::QUIC
+            && let Err(reason) = quic::apply_quic(&mut row, verified.measurement)
         {
             return refuse(&mut self.outcomes, reason);
         } else if SERVICE_TESTS.contains(&row.test_name.as_str()) {

@@ -391,16 +391,18 @@ pub enum Redeemed {
     Revoked,
 }
 
-/// The test names with rules: web_connectivity and OONI's service tests
-/// (`vantage_probe::verdict::services`). `rescore` rescores them, and the blocking detector
-/// reads their verdicts (a service test's row names the service, `whatsapp`, `tor`, ..., or a
-/// host as its domain).
+/// The test names with rules: web_connectivity, OONI's service tests
+/// (`vantage_probe::verdict::services`) and the probe's quic test (`ingest::quic`). `rescore`
+/// rescores them, and the blocking detector reads their verdicts (a service test's row names
+/// the service, `whatsapp`, `tor`, ..., or a host as its domain; a quic row names `quic`).
 pub(crate) fn scored_tests() -> impl Iterator<Item = &'static str> {
-    std::iter::once(vantage_probe::ooni::WEB_CONNECTIVITY).chain(
-        vantage_probe::verdict::services::SERVICE_TESTS
-            .iter()
-            .copied(),
-    )
+    std::iter::once(vantage_probe::ooni::WEB_CONNECTIVITY)
+        .chain(
+            vantage_probe::verdict::services::SERVICE_TESTS
+                .iter()
+                .copied(),
+        )
+        .chain(std::iter::once(vantage_probe::quic::QUIC))
 }
 
 /// [`scored_tests`] as an SQL list of string literals (constant names, quoted here once for

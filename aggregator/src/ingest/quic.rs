@@ -1,0 +1,192 @@
+//! Scoring of the probe's `quic` test on arrival (`docs/quic.md`; DESIGN "Scoring": the
+//! aggregator scores, the probe's own verdict is for display).
+//!
+//! The verdict is made again from the recorded handshakes with the probe library's rules
+//! ([`vantage_probe::quic::assess`]), not read from the probe's `quic_blocking`. Its target is
+//! the service `quic`, as `whatsapp` is for OONI's whatsapp test
+//! (`vantage_probe::verdict::services`), so that the blocking detector sees every host's QUIC
+//! failure in one network as one target and makes one event, "quic blocked", on the layer
+//! where QUIC failed: `tcp_ip` for datagrams dropped or refused (as a UDP exchange is for OONI's
+//! stunreachability), `tls` for a handshake failing inside QUIC. A host unreachable over both
+//! QUIC and TCP says nothing of QUIC and stays undetermined: it is web_connectivity's to judge.
+
+use serde::{Deserialize, Serialize};
+use vantage_probe::ooni::{TcpConnect, TlsHandshake};
+use vantage_probe::quic::{Assessment, QUIC, assess};
+
+use crate::store::Row;
+
+/// The rule set that scored a quic measurement, stored with its verdict.
+pub const QUIC_RULES: &str = "vantage-quic-1";
+
+/// The target a quic verdict is stored under (the row's domain).
+pub const QUIC_TARGET: &str = "quic";
+
+/// The most steps of each kind a quic measurement may hold: the probe measures at most
+/// `vantage_probe::quic::MAX_ADDRESSES` addresses, one of each per address. More is not the
+/// test, and would let one measurement weigh more than it measured.
+pub const MAX_STEPS: usize = 16;
+
+/// The stored verdict: the assessment, with what it was about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuicVerdict {
+    /// `quic`.
+    pub test_name: String,
+    /// [`QUIC_TARGET`].
+    pub target: String,
+    /// The host measured.
+    pub host: Option<String>,
+    /// [`QUIC_RULES`].
+    pub rule_set: String,
+    /// What the handshakes show.
+    #[serde(flatten)]
+    pub assessment: Assessment,
+}
+
+/// Scores a `quic` measurement (`measurement` is its JSON) into `row`. A measurement whose
+/// steps cannot be read is kept unscored; one holding more steps than the test takes is
+/// refused (`Err` with the reason).
+pub fn apply_quic(row: &mut Row, measurement: &str) -> Result<(), String> {
+    #[derive(Deserialize)]
+    struct Keys {
+        #[serde(default)]
+        dns_failure: Option<String>,
+        #[serde(default)]
+        tcp_connect: Vec<TcpConnect>,
+        #[serde(default)]
+        tls_handshakes: Vec<TlsHandshake>,
+        #[serde(default)]
+        quic_handshakes: Vec<TlsHandshake>,
+    }
+    #[derive(Deserialize)]
+    struct Part {
+        test_keys: Keys,
+    }
+    let host = row.domain.take();
+    row.domain = Some(QUIC_TARGET.into());
+    let Ok(part) = serde_json::from_str::<Part>(measurement) else {
+        return Ok(());
+    };
+    let k = part.test_keys;
+    if k.tcp_connect.len() > MAX_STEPS
+        || k.tls_handshakes.len() > MAX_STEPS
+        || k.quic_handshakes.len() > MAX_STEPS
+    {
+        return Err(format!(
+            "malformed: a {QUIC} measurement has at most {MAX_STEPS} steps of each kind"
+        ));
+    }
+    let a = assess(
+        k.dns_failure.as_deref(),
+        &k.tcp_connect,
+        &k.tls_handshakes,
+        &k.quic_handshakes,
+    );
+    row.blocking = a.blocking().and_then(|b| serde_json::to_string(&b).ok());
+    row.accessible = a.accessible();
+    row.confirmed = false;
+    row.rule_set = Some(QUIC_RULES.into());
+    row.verdict = serde_json::to_string(&QuicVerdict {
+        test_name: QUIC.into(),
+        target: QUIC_TARGET.into(),
+        host,
+        rule_set: QUIC_RULES.into(),
+        assessment: a,
+    })
+    .ok();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> Row {
+        Row {
+            id: "x".into(),
+            source: "vantage".into(),
+            probe_key: None,
+            probe_cc: "ZZ".into(),
+            probe_asn: 0,
+            test_name: QUIC.into(),
+            domain: Some("news.example".into()),
+            input: Some("https://news.example/".into()),
+            measured_at: "2026-01-01 00:00:00".into(),
+            blocking: None,
+            accessible: None,
+            confirmed: false,
+            rule_set: None,
+            verdict: None,
+            envelope: String::new(),
+            network_verified: false,
+        }
+    }
+
+    fn measurement(quic: Option<&str>, tls: Option<&str>, copies: usize) -> String {
+        let hs = |network: &str, failure: Option<&str>| {
+            serde_json::json!({
+                "network": network, "address": "192.0.2.1:443", "cipher_suite": "",
+                "failure": failure, "negotiated_protocol": "", "peer_certificates": null,
+                "server_name": "news.example", "t": 0.1, "tls_version": ""
+            })
+        };
+        let connect = serde_json::json!({
+            "ip": "192.0.2.1", "port": 443, "status": {"failure": null, "success": true}
+        });
+        serde_json::json!({
+            "test_name": "quic",
+            "test_keys": {
+                "tcp_connect": vec![connect; copies],
+                "tls_handshakes": vec![hs("tcp", tls); copies],
+                "quic_handshakes": vec![hs("udp", quic); copies],
+                // The probe's own verdict is not read: the handshakes decide.
+                "quic_blocking": "accessible",
+            }
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn dropped_quic_beside_working_tls_is_blocked_on_tcp_ip_under_the_quic_target() {
+        let mut r = row();
+        apply_quic(&mut r, &measurement(Some("generic_timeout_error"), None, 1)).expect("ok");
+        assert_eq!(r.domain.as_deref(), Some("quic"));
+        assert_eq!(r.blocking.as_deref(), Some("\"tcp_ip\""));
+        assert_eq!(r.accessible, Some(false));
+        assert_eq!(r.rule_set.as_deref(), Some(QUIC_RULES));
+        let v: serde_json::Value =
+            serde_json::from_str(r.verdict.as_deref().unwrap_or("null")).expect("verdict");
+        assert_eq!(v["verdict"], "quic-blocked");
+        assert_eq!(v["host"], "news.example");
+    }
+
+    #[test]
+    fn both_failing_is_undetermined_and_working_quic_is_no_blocking() {
+        let mut r = row();
+        apply_quic(
+            &mut r,
+            &measurement(Some("generic_timeout_error"), Some("connection_reset"), 1),
+        )
+        .expect("ok");
+        assert_eq!((r.blocking.as_deref(), r.accessible), (None, None));
+        let mut r = row();
+        apply_quic(&mut r, &measurement(None, None, 2)).expect("ok");
+        assert_eq!(
+            (r.blocking.as_deref(), r.accessible),
+            (Some("false"), Some(true))
+        );
+        let mut r = row();
+        apply_quic(&mut r, &measurement(Some("ssl_failed_handshake"), None, 1)).expect("ok");
+        assert_eq!(r.blocking.as_deref(), Some("\"tls\""));
+    }
+
+    #[test]
+    fn more_steps_than_the_test_takes_is_refused_and_garbage_is_unscored() {
+        let mut r = row();
+        let err = apply_quic(&mut r, &measurement(None, None, MAX_STEPS + 1)).expect_err("refused");
+        assert!(err.contains("at most 16"), "{err}");
+        let mut r = row();
+        apply_quic(&mut r, r#"{"test_keys": {"quic_handshakes": 7}}"#).expect("kept");
+        assert_eq!((r.rule_set, r.blocking), (None, None));
+    }
+}

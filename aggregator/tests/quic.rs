@@ -1,0 +1,248 @@
+//! The probe's quic test end to end: a measurement the probe makes on loopback (a TCP+TLS
+//! server that works and a UDP port on the same number that swallows every datagram), signed
+//! and uploaded over HTTP to the real `serve`, is stored with the aggregator's own verdict
+//! (`quic-blocked` on `tcp_ip`, under the target `quic`) and found by the search; a run of such
+//! measurements from two probes of one network, between runs of working ones, rescored in
+//! place, is one blocking event "quic" on the tcp layer.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{fresh_aggregator, http};
+use serde_json::Value;
+use vantage_aggregator::detect::{self, DetectConfig, Kind, Pass, format_time};
+use vantage_aggregator::ingest::{self, IngestConfig, Origin, Status};
+use vantage_aggregator::store::model::{Layer, TimelineQuery};
+use vantage_aggregator::store::{Sqlite, Storage};
+use vantage_fixtures::http::Response;
+use vantage_fixtures::tls::{TestCa, TlsFixture};
+use vantage_probe::engine::{EngineConfig, Resolver, Timeouts, TlsContext};
+use vantage_probe::envelope::Identity;
+use vantage_probe::quic::{self, Plan, Verdict};
+use vantage_probe::verdict::fingerprints::Fingerprints;
+
+const NDJSON: &[(&str, &str)] = &[("Content-Type", "application/x-ndjson")];
+
+/// A real quic measurement of a loopback host whose UDP port drops everything while TCP+TLS
+/// works, as JSON, by the probe's own code.
+async fn quic_blocked_measurement() -> Value {
+    let dir = common::tempdir("quic-measure");
+    let ca = TestCa::new("quic e2e ca");
+    let ca_file = dir.join("ca.pem");
+    ca.write_pem(&ca_file);
+    let tls = TlsContext::new(TlsContext::load_pem(&ca_file).expect("ca")).expect("tls");
+    let leaf = ca.leaf(&["127.0.0.1"]);
+    let tcp = TlsFixture::fixed(&leaf, Response::html("hi")).await;
+    let _sink = std::net::UdpSocket::bind(tcp.addr).expect("udp on the same port");
+    let config = EngineConfig {
+        timeouts: Timeouts {
+            tls_handshake: Duration::from_millis(800),
+            ..Timeouts::default()
+        },
+        ..EngineConfig::default()
+    };
+    let plan = Plan::new(
+        &format!("https://127.0.0.1:{}/", tcp.addr.port()),
+        &[Resolver::System],
+        config,
+    )
+    .expect("plan");
+    let m = quic::measure(&plan, &tls).await;
+    assert_eq!(m.test_keys.quic_blocking, Verdict::QuicBlocked);
+    std::fs::remove_dir_all(&dir).ok();
+    serde_json::to_value(&m).expect("json")
+}
+
+/// `m` as measured in IR / AS64500 at `at`, with its QUIC handshake working when `works`.
+fn variant(m: &Value, at: &str, works: bool) -> String {
+    let mut m = m.clone();
+    m["probe_cc"] = "IR".into();
+    m["probe_asn"] = "AS64500".into();
+    m["measurement_start_time"] = at.into();
+    if works {
+        m["test_keys"]["quic_handshakes"][0]["failure"] = Value::Null;
+        m["test_keys"]["quic_handshakes"][0]["negotiated_protocol"] = "h3".into();
+    }
+    m.to_string()
+}
+
+/// A stored row's domain and verdict, read from the aggregator's SQLite file.
+fn stored(db: &std::path::Path, id: &str) -> (String, Value) {
+    let c = rusqlite::Connection::open(db).expect("open db");
+    let (domain, verdict): (String, String) = c
+        .query_row(
+            "SELECT domain, verdict FROM measurements WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("stored row");
+    (
+        domain,
+        serde_json::from_str(&verdict).expect("verdict json"),
+    )
+}
+
+/// The results of a search, as (id, blocking, accessible, rule_set).
+fn search(base: &str, filters: &str) -> Vec<(String, Value, Value, Value)> {
+    let (status, body) = http(
+        base,
+        "GET",
+        &format!("/api/v1/measurements?{filters}"),
+        &[],
+        b"",
+    );
+    assert_eq!(status, 200, "{filters}: {body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    v["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().expect("id").to_string(),
+                r["blocking"].clone(),
+                r["accessible"].clone(),
+                r["rule_set"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_uploaded_quic_measurement_is_scored_stored_and_found() {
+    let measured = quic_blocked_measurement().await;
+    let (server, dir, db) = fresh_aggregator("quic-http").await;
+    let base = server.base.clone();
+    let key = Identity::generate().expect("key");
+    let at = format_time(vantage_aggregator::store::now() - 3600);
+    let (blocked, l1) = key.seal(&variant(&measured, &at, false)).expect("seal");
+    let (works, l2) = key.seal(&variant(&measured, &at, true)).expect("seal");
+    // The probe's own verdict says accessible; the handshakes say otherwise, and decide.
+    let mut lying = serde_json::from_str::<Value>(&variant(&measured, &at, false)).expect("json");
+    lying["test_keys"]["quic_blocking"] = "accessible".into();
+    lying["test_keys"]["accessible"] = true.into();
+    let (lied, l3) = key.seal(&lying.to_string()).expect("seal");
+    // More handshakes than the test makes: refused, not stored.
+    let mut stuffed = serde_json::from_str::<Value>(&variant(&measured, &at, false)).expect("json");
+    let one = stuffed["test_keys"]["quic_handshakes"][0].clone();
+    stuffed["test_keys"]["quic_handshakes"] = Value::Array(vec![one; 40]);
+    let (_, l4) = key.seal(&stuffed.to_string()).expect("seal");
+    let body = [l1, l2, l3, l4].join("\n");
+    let (status, reply) = http(
+        &base,
+        "POST",
+        "/api/v1/measurements",
+        NDJSON,
+        body.as_bytes(),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply.matches("\"accepted\"").count(), 3, "{reply}");
+    assert!(reply.contains("at most 16 steps"), "{reply}");
+
+    let mut found = search(&base, "domain=quic&blocking=tcp_ip");
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut expected = vec![blocked.to_string(), lied.to_string()];
+    expected.sort();
+    assert_eq!(
+        found.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
+        expected
+    );
+    for (id, blocking, accessible, rule_set) in &found {
+        assert_eq!(blocking, "tcp_ip");
+        assert_eq!(accessible, &Value::Bool(false));
+        assert_eq!(rule_set, "vantage-quic-1");
+        // The stored verdict (the search lists rows; the verdict is in the store).
+        let (domain, verdict) = stored(&db, id);
+        assert_eq!(domain, "quic");
+        assert_eq!(verdict["verdict"], "quic-blocked", "{verdict}");
+        assert_eq!(verdict["layer"], "tcp_ip", "{verdict}");
+        assert_eq!(
+            verdict["quic_failure"], "generic_timeout_error",
+            "{verdict}"
+        );
+        assert_eq!(verdict["host"], "127.0.0.1", "{verdict}");
+    }
+    let ok = search(&base, "test_name=quic&blocking=false");
+    assert_eq!(ok.len(), 1, "{ok:?}");
+    assert_eq!(
+        (ok[0].0.as_str(), &ok[0].2),
+        (works.as_str(), &Value::Bool(true))
+    );
+    drop(server);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quic_blocked_from_two_probes_is_one_quic_event_on_tcp() {
+    let measured = quic_blocked_measurement().await;
+    let dir = common::tempdir("quic-detect");
+    let db = Sqlite::open(&dir.join("agg.db")).expect("db");
+    let now = vantage_aggregator::store::now();
+    let t0 = (now - 48 * 3600) / 3600 * 3600;
+    let (mut first, mut last) = (i64::MAX, 0);
+    for p in 0..2 {
+        let key = Identity::generate().expect("key");
+        let lines: Vec<String> = (0..48)
+            .map(|h| {
+                let at = t0 + h * 3600 + p * 600 + 60;
+                let blocked = (20..32).contains(&h);
+                if blocked {
+                    first = first.min(at);
+                    last = last.max(at);
+                }
+                let m = variant(&measured, &format_time(at), !blocked);
+                key.seal(&m).expect("seal").1
+            })
+            .collect();
+        let outcomes = ingest::ingest(
+            &db,
+            &lines.join("\n"),
+            &IngestConfig::default(),
+            &Fingerprints::builtin(),
+            &Origin::UNKNOWN,
+        )
+        .expect("ingest");
+        assert!(
+            outcomes.iter().all(|o| o.status == Status::Accepted),
+            "{outcomes:?}"
+        );
+    }
+    // Rescoring (after a rule change) recomputes every quic verdict, in place.
+    let rescored = ingest::maintain::rescore(&db, &Fingerprints::builtin()).expect("rescore");
+    assert_eq!(rescored, 2 * 48);
+    detect::detect(
+        &db,
+        Some("IR"),
+        Pass::Full(None),
+        now,
+        &HashMap::new(),
+        &DetectConfig::default(),
+    )
+    .expect("detect");
+    let events = db
+        .timeline(&TimelineQuery {
+            cc: Some("IR".into()),
+            asn: Some(64500),
+            since: 0,
+            until: i64::MAX / 2,
+            kind: Some(Kind::Blocking),
+        })
+        .expect("timeline");
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let e = &events[0];
+    assert_eq!(e.targets, ["quic"], "{e:#?}");
+    assert_eq!(e.layer, Some(Layer::Tcp), "{e:#?}");
+    assert_eq!(e.probes, 2);
+    assert_eq!(
+        (e.start.as_str(), e.end.as_deref()),
+        (
+            format_time(first).as_str(),
+            Some(format_time(last).as_str())
+        ),
+        "{e:#?}"
+    );
+    assert_eq!(e.evidence.len(), 2 * 12, "{e:#?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
