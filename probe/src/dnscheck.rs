@@ -733,6 +733,16 @@ mod tests {
     /// A DNS-over-TLS server on loopback (RFC 7858): TLS with `leaf`, then length-prefixed DNS
     /// messages (RFC 7766 section 8) answered as the UDP and DoH fixtures answer them.
     async fn dot_server(leaf: &Leaf, mode: DotMode) -> (SocketAddr, vantage_test_task::Task) {
+        tls_server(leaf, mode, b"dot").await
+    }
+
+    /// [`dot_server`] offering `alpn`: with `http/1.1` and [`DotMode::Silent`], a DoH resolver
+    /// that completes the handshake and never answers the request.
+    async fn tls_server(
+        leaf: &Leaf,
+        mode: DotMode,
+        alpn: &[u8],
+    ) -> (SocketAddr, vantage_test_task::Task) {
         let dir = std::env::temp_dir().join(format!(
             "vantage-dnscheck-{}-{}",
             std::process::id(),
@@ -755,7 +765,7 @@ mod tests {
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .expect("server cert");
-        config.alpn_protocols = vec![b"dot".to_vec()];
+        config.alpn_protocols = vec![alpn.to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -996,6 +1006,38 @@ mod tests {
             .await
         };
         let keys = &refused_status.lookups[0].keys;
+        // A DoH resolver that completes the handshake and never answers: the exchange's
+        // deadline, on the HTTP step.
+        let (silent, _server) = tls_server(&leaf, DotMode::Silent, b"http/1.1").await;
+        let target = one(
+            &format!("https://doh.test:{}/dns-query", silent.port()),
+            "addresses = [\"127.0.0.1\"]\nsni = \"doh.test\"",
+        );
+        // Its name is bootstrapped on loopback: nothing leaves the machine.
+        let dns = DnsFixture::start(vec![(
+            "doh.test",
+            Behaviour::Answer(vec![[127, 0, 0, 1].into()]),
+        )])
+        .await;
+        let r = measure(
+            &target,
+            DEFAULT_DOMAIN,
+            &quick(),
+            &Resolver::Udp(dns.addr),
+            &tls,
+        )
+        .await;
+        assert_eq!(r.lookups.len(), 1, "one address, found twice");
+        let l = &r.lookups[0];
+        assert_eq!(
+            l.failure.as_deref(),
+            Some("generic_timeout_error"),
+            "{:#}",
+            l.keys
+        );
+        assert_eq!(l.failed_operation.as_deref(), Some("http_round_trip"));
+        assert_eq!(layer(&r).as_deref(), Some("http-failure"));
+        assert_eq!(l.keys["tls_handshakes"][0]["failure"], Value::Null);
         assert_eq!(keys["requests"][0]["response"]["code"], 500);
         assert_eq!(layer(&refused_status).as_deref(), Some("dns"));
 
@@ -1242,5 +1284,16 @@ mod tests {
             );
         }
         assert_eq!(mine["queries"][0]["answers"][0]["ipv4"], "93.184.216.34");
+        // The example itself (one address answered, the IPv6 ones failed with the probe's own
+        // `unknown_failure`) and ours are scored alike by the rule the aggregator applies.
+        let theirs = score_service(TEST_NAME, example["input"].as_str(), &example["test_keys"])
+            .expect("dnscheck has a rule");
+        let mine = r.verdict.as_ref().expect("verdict");
+        assert_eq!(theirs.accessible, Some(true), "{theirs:?}");
+        assert_eq!(
+            (theirs.accessible, &theirs.rule),
+            (mine.accessible, &mine.rule)
+        );
+        assert_eq!(theirs.target, "dns.google");
     }
 }
