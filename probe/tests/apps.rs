@@ -507,3 +507,91 @@ async fn facebook_messenger_consistent_then_bogon_then_unreachable() {
     assert_eq!(tk["facebook_b_graph_reachable"], false);
     assert_eq!(blocking(&line), "tcp_ip", "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_apps_file_is_refused_before_any_traffic_and_the_summary_is_plain() {
+    let dir = temp_dir("bad-file");
+    let ca = TestCa::new("Apps Test CA");
+    // The resolver given here is a closed port: the refusal comes before any lookup.
+    let resolver = format!("127.0.0.1:{}", closed_port().port());
+    let file = dir.join("apps.toml");
+    let mut apps = Apps::new(&ca.pem());
+    apps.telegram = "[telegram]\naccess_points = [\"149.154.175\"]\nports = [80]\n".into();
+    apps.write(&file);
+    let args = |test: &str, file: &Path, json: bool| {
+        let mut a: Vec<String> = vec![
+            "run".into(),
+            "--test".into(),
+            test.into(),
+            "--apps-file".into(),
+            file.display().to_string(),
+            "--resolver".into(),
+            resolver.clone(),
+            "--probe-cc".into(),
+            "ZZ".into(),
+            "--probe-asn".into(),
+            "AS0".into(),
+            "--yes".into(),
+            "--data-dir".into(),
+            dir.join("data").display().to_string(),
+        ];
+        if json {
+            a.push("--json".into());
+        }
+        a
+    };
+    let out = vantage(args("telegram", &file, true)).await;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("telegram.access_points[0]") && stderr.contains("not an IP address"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+    // Refused before the store was even opened: nothing was measured or kept.
+    assert!(!dir.join("data").join("vantage.db").exists());
+    // A line of TOML that is not TOML: the message names the line.
+    std::fs::write(&file, "[whatsapp]\nendpoints = [\"e1.wa.test\"\n").expect("write");
+    let out = vantage(args("whatsapp", &file, false)).await;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert!(stderr.contains("line"), "{stderr}");
+    let out = vantage(args("whatsapp", &dir.join("missing.toml"), false)).await;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        stderr.contains("cannot read the apps file") && stderr.contains("missing.toml"),
+        "{stderr}"
+    );
+
+    // The plain summary: the verdict in words and the test's keys. WhatsApp's endpoint answers
+    // NXDOMAIN from a resolver that is there.
+    let dns = DnsFixture::start(vec![("e1.wa.test", Behaviour::NxDomain)]).await;
+    apps = Apps::new(&ca.pem());
+    apps.write(&file);
+    let mut a = args("whatsapp", &file, false);
+    let i = a.iter().position(|s| *s == resolver).expect("resolver arg");
+    a[i] = dns.addr.to_string();
+    a.extend([
+        "--timeout".into(),
+        "2".into(),
+        "--dns-timeout".into(),
+        "2".into(),
+    ]);
+    let out = vantage(a).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("whatsapp: BLOCKED ("), "{stdout}");
+    assert!(
+        stdout.contains("whatsapp_endpoints_status: \"blocked\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("whatsapp_endpoints_blocked: [\"e1.wa.test\"]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Result "), "{stdout}");
+}
