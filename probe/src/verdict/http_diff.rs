@@ -116,8 +116,8 @@ pub struct HttpDiff {
     /// lower-cased), when the control's page has a title; a probe's page without one is 0.
     pub title_similarity: Option<f64>,
     /// The share of the control title's words (those not in the URL's host name, which a
-    /// blockpage may repeat) found anywhere in the probe's whole body; `None` when the body is
-    /// cut, binary or absent, or no such word is left. The helper returns no text of its page
+    /// blockpage may repeat, unless the title has no other) found anywhere in the probe's whole
+    /// body; `None` when the body is cut, binary or absent. The helper returns no text of its page
     /// (ts-017's control answer: length, title, headers, status), so this is the probe's
     /// content compared with what the probe knows of the control's.
     pub control_title_in_body: Option<f64>,
@@ -278,10 +278,12 @@ pub fn compare_at(host: &str, probe: &HttpResponse, control: &ControlHttpRequest
     if !control_words.is_empty() {
         diff.title_similarity = Some(jaccard(&words(&probe_title), &control_words));
         let host = words(host);
-        let site_words: BTreeSet<&String> = control_words.difference(&host).collect();
-        if let Some(body) = body_text(probe)
-            && !site_words.is_empty()
-        {
+        let mut site_words: BTreeSet<&String> = control_words.difference(&host).collect();
+        // A title that is only the site's name ("example.com"): its words are all there is.
+        if site_words.is_empty() {
+            site_words = control_words.iter().collect();
+        }
+        if let Some(body) = body_text(probe) {
             let body = words(body);
             #[allow(clippy::cast_precision_loss)]
             let share = site_words.iter().filter(|w| body.contains(**w)).count() as f64
@@ -465,6 +467,49 @@ mod tests {
         }
         let v = score(&m, &rules::VANTAGE, &Fingerprints::builtin());
         assert_eq!(v.rule, "http-different-page", "{v:?}");
+    }
+
+    #[test]
+    fn a_title_that_is_only_the_host_name_is_looked_for_whole() {
+        // The lab's sites are titled with their name; a blockpage of the page's size.
+        let real = "<html><head><title>same-size.lab</title></head><body><h1>Welcome to \
+                    same-size.lab</h1><p>A site of the Vantage censorship lab.</p></body></html>";
+        let mut filter = "<html><title>Access denied</title><body>This site is blocked by order \
+                          of the authority.</body></html>"
+            .to_string();
+        while filter.len() < real.len() {
+            filter.insert(filter.len() - "</body></html>".len(), ' ');
+        }
+        assert_eq!(filter.len(), real.len());
+        let mut m = measurement(&filter);
+        let c = m
+            .test_keys
+            .control
+            .as_mut()
+            .and_then(|c| c.http_request.as_mut())
+            .expect("control");
+        c.title = Some("same-size.lab".into());
+        c.body_length = i64::try_from(real.len()).expect("small");
+        m.input = Some("http://same-size.lab/".into());
+        let fp = Fingerprints::builtin();
+        let v = score(&m, &rules::VANTAGE, &fp);
+        assert_eq!(v.rule, "http-different-page", "{v:?}");
+        assert_eq!(v.blocking, Some(Blocking::Kind("http-diff".into())));
+        assert!(!v.confirmed);
+        assert_eq!(score(&m, &rules::OONI, &fp).rule, "http-same-page");
+        // The real page itself, under the same name, is the same page.
+        let mut same = m.clone();
+        if let Some(r) = same
+            .test_keys
+            .requests
+            .as_mut()
+            .and_then(|r| r.first_mut())
+            .and_then(|r| r.response.as_mut())
+        {
+            r.body = Some(MaybeBinary::Text(real.to_string()));
+        }
+        let v = score(&same, &rules::VANTAGE, &fp);
+        assert_eq!(v.rule, "http-same-page", "{v:?}");
     }
 
     #[test]
