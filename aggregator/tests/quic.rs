@@ -3,7 +3,7 @@
 //! and uploaded over HTTP to the real `serve`, is stored with the aggregator's own verdict
 //! (`quic-blocked` on `tcp_ip`, under the target `quic`) and found by the search; a run of such
 //! measurements from two probes of one network, between runs of working ones, rescored in
-//! place, is one blocking event "quic" on the tcp layer.
+//! place, is one blocking event "quic" on the tcp layer, which `timeline` shows as such.
 
 mod common;
 
@@ -244,5 +244,22 @@ async fn quic_blocked_from_two_probes_is_one_quic_event_on_tcp() {
         "{e:#?}"
     );
     assert_eq!(e.evidence.len(), 2 * 12, "{e:#?}");
+    // What an operator reads: `vantage-aggregator timeline` names the target and the layer.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vantage-aggregator"))
+        .args(["timeline", "--db"])
+        .arg(dir.join("agg.db"))
+        .args(["--cc", "IR", "--since", &format_time(t0)])
+        .output()
+        .expect("run timeline");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    let line = table
+        .lines()
+        .find(|l| l.contains("blocking"))
+        .unwrap_or_else(|| panic!("no blocking event in {table}"));
+    assert!(
+        line.contains("AS64500") && line.ends_with("quic on tcp"),
+        "{table}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
