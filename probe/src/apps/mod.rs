@@ -504,6 +504,53 @@ pub struct Session {
     trace: Trace,
     records: Mutex<Records>,
     resolved: Mutex<HashMap<String, Result<Vec<IpAddr>, String>>>,
+    only_roots: Option<OnlyRoots>,
+}
+
+/// A chain check against these roots alone, after the engine's handshake: the engine trusts
+/// Mozilla's roots besides the ones it is given, and Signal's backend must be Signal's own CA
+/// (ts-029), so a certificate from any public CA is refused too.
+#[derive(Debug, Clone)]
+pub struct OnlyRoots(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl OnlyRoots {
+    /// A check against `roots` and nothing else.
+    pub fn new(
+        roots: &[CertificateDer<'static>],
+    ) -> Result<OnlyRoots, crate::engine::TlsSetupError> {
+        let mut store = rustls::RootCertStore::empty();
+        for cert in roots {
+            store
+                .add(cert.clone())
+                .map_err(|e| crate::engine::TlsSetupError::Config(format!("root rejected: {e}")))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider)
+                .build()
+                .map_err(|e| crate::engine::TlsSetupError::Config(e.to_string()))?;
+        Ok(OnlyRoots(verifier))
+    }
+
+    /// Checks the chain a handshake presented for `name`; the error is rustls's, which the
+    /// engine turns into OONI's string (`ssl_unknown_authority`, ...).
+    fn check(&self, chain: &[CertificateDer<'_>], name: &str) -> Result<(), rustls::Error> {
+        use rustls::client::danger::ServerCertVerifier as _;
+        let (end, intermediates) = chain
+            .split_first()
+            .ok_or(rustls::Error::NoCertificatesPresented)?;
+        let name = rustls::pki_types::ServerName::try_from(name.to_string())
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        self.0
+            .verify_server_cert(
+                end,
+                intermediates,
+                &name,
+                &[],
+                rustls::pki_types::UnixTime::now(),
+            )
+            .map(|_| ())
+    }
 }
 
 /// A connection ready for HTTP.
@@ -515,6 +562,16 @@ enum Conn {
 impl Session {
     /// A session whose TLS handshakes are checked against `tls`'s roots.
     pub fn new(config: EngineConfig, resolver: Resolver, tls: TlsContext) -> Arc<Session> {
+        Self::with_only_roots(config, resolver, tls, None)
+    }
+
+    /// A session whose handshakes must also chain to `only_roots` alone.
+    pub fn with_only_roots(
+        config: EngineConfig,
+        resolver: Resolver,
+        tls: TlsContext,
+        only_roots: Option<OnlyRoots>,
+    ) -> Arc<Session> {
         Arc::new(Session {
             config,
             resolver,
@@ -522,6 +579,7 @@ impl Session {
             trace: Trace::new(),
             records: Mutex::new(Records::default()),
             resolved: Mutex::new(HashMap::new()),
+            only_roots,
         })
     }
 
@@ -630,8 +688,16 @@ impl Session {
                     tags: None,
                     transaction_id: tid,
                 };
-                let hs = tls::handshake(&self.tls, stream, spec, &self.trace).await;
+                let mut hs = tls::handshake(&self.tls, stream, spec, &self.trace).await;
                 let alpn = Some(hs.record.negotiated_protocol.clone()).filter(|p| !p.is_empty());
+                if let (Some(only), Ok(s)) = (&self.only_roots, &hs.result) {
+                    let chain = s.get_ref().1.peer_certificates().unwrap_or_default();
+                    if let Err(source) = only.check(chain, &host) {
+                        let e = crate::failure::StepError::Tls { addr, source };
+                        hs.record.failure = Some(e.failure().to_string());
+                        hs.result = Err(e);
+                    }
+                }
                 self.record(|r| r.tls_handshakes.push(hs.record));
                 match hs.result {
                     Ok(s) => (Conn::Tls(Box::new(s)), alpn),
@@ -745,12 +811,16 @@ pub async fn measure(
     tls: &TlsContext,
 ) -> Result<AppResult, crate::engine::TlsSetupError> {
     let started = SystemTime::now();
-    let tls = match app {
-        // Signal's backend is checked against Signal's own roots (ts-029).
-        App::Signal => TlsContext::new(plan.signal.roots.clone())?,
-        _ => tls.clone(),
+    // Signal's backend is checked against Signal's own roots alone (ts-029): the engine's
+    // handshake with them added, then the chain against them only.
+    let (tls, only_roots) = match app {
+        App::Signal => (
+            TlsContext::new(plan.signal.roots.clone())?,
+            Some(OnlyRoots::new(&plan.signal.roots)?),
+        ),
+        _ => (tls.clone(), None),
     };
-    let session = Session::new(config.clone(), resolver.clone(), tls);
+    let session = Session::with_only_roots(config.clone(), resolver.clone(), tls, only_roots);
     let own = match app {
         App::Whatsapp => whatsapp::measure(&plan.whatsapp, &session).await,
         App::Telegram => telegram::measure(&plan.telegram, &session).await,
@@ -877,6 +947,58 @@ mod tests {
         assert!(e.contains("prot") && e.contains("line"), "{e}");
         let e = err("[whatsapp\n");
         assert!(e.contains("x.toml") && e.contains("line 1"), "{e}");
+    }
+
+    /// A certificate the engine's context trusts (its CA added, as Mozilla's are) is still
+    /// refused when it does not chain to the only roots: Signal's pin.
+    #[tokio::test]
+    async fn only_roots_refuse_a_chain_the_context_trusts() {
+        use vantage_fixtures::http::Response;
+        use vantage_fixtures::tls::{TestCa, TlsFixture};
+        let public = TestCa::new("A public CA");
+        let signal = TestCa::new("Signal CA");
+        let root = |ca: &TestCa| {
+            CertificateDer::pem_slice_iter(ca.pem().as_bytes())
+                .next()
+                .expect("one")
+                .expect("pem")
+        };
+        let server = TlsFixture::fixed(&public.leaf(&["127.0.0.1"]), Response::html("x")).await;
+        let url = Url::parse(&format!("https://127.0.0.1:{}/", server.addr.port())).expect("url");
+        let ctx = TlsContext::new(vec![root(&public)]).expect("ctx");
+        let fetch = |only: Option<OnlyRoots>| {
+            let session = Session::with_only_roots(
+                EngineConfig::default(),
+                Resolver::System,
+                ctx.clone(),
+                only,
+            );
+            let url = url.clone();
+            async move {
+                let f = session.fetch(&url).await;
+                let keys = session.keys();
+                (f, keys)
+            }
+        };
+        // The context alone accepts it.
+        let (f, _) = fetch(None).await;
+        assert_eq!(f, None);
+        // Pinned to Signal's CA: refused, in the handshake's record and the request's.
+        let only = OnlyRoots::new(&[root(&signal)]).expect("only");
+        let (f, keys) = fetch(Some(only)).await;
+        assert_eq!(f.as_deref(), Some("ssl_unknown_authority"));
+        assert_eq!(
+            keys["tls_handshakes"][0]["failure"],
+            json!("ssl_unknown_authority")
+        );
+        assert_eq!(
+            keys["requests"][0]["failure"],
+            json!("ssl_unknown_authority")
+        );
+        // Pinned to the server's own CA: accepted.
+        let only = OnlyRoots::new(&[root(&public)]).expect("only");
+        let (f, _) = fetch(Some(only)).await;
+        assert_eq!(f, None);
     }
 
     #[test]
