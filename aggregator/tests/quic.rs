@@ -164,6 +164,44 @@ async fn an_uploaded_quic_measurement_is_scored_stored_and_found() {
         );
         assert_eq!(verdict["host"], "127.0.0.1", "{verdict}");
     }
+    // `vantage-aggregator score` reads the same measurements offline and says the same.
+    let file = dir.join("quic.jsonl");
+    std::fs::write(
+        &file,
+        format!(
+            "{}\n{}\n",
+            variant(&measured, &at, false),
+            variant(&measured, &at, true)
+        ),
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vantage-aggregator"))
+        .arg("score")
+        .arg(&file)
+        .output()
+        .expect("run score");
+    let lines = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{lines}");
+    let scored: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(scored.len(), 2, "{lines}");
+    assert_eq!(
+        (
+            &scored[0]["rule"],
+            &scored[0]["blocking"],
+            &scored[0]["target"]
+        ),
+        (
+            &"quic.quic-blocked".into(),
+            &"tcp_ip".into(),
+            &"quic".into()
+        ),
+        "{lines}"
+    );
+    assert_eq!(scored[1]["rule"], "quic.accessible", "{lines}");
+
     let ok = search(&base, "test_name=quic&blocking=false");
     assert_eq!(ok.len(), 1, "{ok:?}");
     assert_eq!(

@@ -12,7 +12,8 @@
 
 use serde::{Deserialize, Serialize};
 use vantage_probe::ooni::{TcpConnect, TlsHandshake};
-use vantage_probe::quic::{Assessment, QUIC, assess};
+use vantage_probe::quic::{Assessment, QUIC, Verdict, assess};
+use vantage_probe::verdict::services::{Check, ServiceVerdict};
 
 use crate::store::Row;
 
@@ -43,21 +44,74 @@ pub struct QuicVerdict {
     pub assessment: Assessment,
 }
 
+/// The steps a quic measurement's `test_keys` hold, as the verdict reads them.
+#[derive(Debug, Default, Deserialize)]
+struct Keys {
+    #[serde(default)]
+    dns_failure: Option<String>,
+    #[serde(default)]
+    tcp_connect: Vec<TcpConnect>,
+    #[serde(default)]
+    tls_handshakes: Vec<TlsHandshake>,
+    #[serde(default)]
+    quic_handshakes: Vec<TlsHandshake>,
+}
+
+impl Keys {
+    fn too_many(&self) -> bool {
+        self.tcp_connect.len() > MAX_STEPS
+            || self.tls_handshakes.len() > MAX_STEPS
+            || self.quic_handshakes.len() > MAX_STEPS
+    }
+
+    fn assess(&self) -> Assessment {
+        assess(
+            self.dns_failure.as_deref(),
+            &self.tcp_connect,
+            &self.tls_handshakes,
+            &self.quic_handshakes,
+        )
+    }
+}
+
+/// The verdict on a quic measurement's `test_keys` in the form `vantage-aggregator score`
+/// prints for OONI's service tests (`ServiceVerdict`: target, blocking, accessible, the rule,
+/// one check). Keys that cannot be read, or hold more steps than the test takes, are an error.
+pub fn service_verdict(test_keys: &serde_json::Value) -> Result<ServiceVerdict, String> {
+    let keys =
+        Keys::deserialize(test_keys).map_err(|e| format!("not a {QUIC} measurement: {e}"))?;
+    if keys.too_many() {
+        return Err(format!(
+            "malformed: a {QUIC} measurement has at most {MAX_STEPS} steps of each kind"
+        ));
+    }
+    let a = keys.assess();
+    let (outcome, layer) = match (a.verdict, a.layer.as_deref()) {
+        (_, Some("tls")) => ("blocked", Some("tls")),
+        (_, Some(_)) => ("blocked", Some("tcp_ip")),
+        (Verdict::Accessible | Verdict::TcpBlocked, None) => ("ok", None),
+        _ => ("unknown", None),
+    };
+    Ok(ServiceVerdict {
+        test_name: QUIC.into(),
+        target: QUIC_TARGET.into(),
+        blocking: a.blocking(),
+        accessible: a.accessible(),
+        rule: format!("{QUIC}.{}", a.verdict.as_str()),
+        rule_set: QUIC_RULES,
+        checks: vec![Check {
+            name: "handshakes".into(),
+            outcome,
+            layer,
+            why: a.reason,
+        }],
+    })
+}
+
 /// Scores a `quic` measurement (`measurement` is its JSON) into `row`. A measurement whose
 /// steps cannot be read is kept unscored; one holding more steps than the test takes is
 /// refused (`Err` with the reason).
 pub fn apply_quic(row: &mut Row, measurement: &str) -> Result<(), String> {
-    #[derive(Deserialize)]
-    struct Keys {
-        #[serde(default)]
-        dns_failure: Option<String>,
-        #[serde(default)]
-        tcp_connect: Vec<TcpConnect>,
-        #[serde(default)]
-        tls_handshakes: Vec<TlsHandshake>,
-        #[serde(default)]
-        quic_handshakes: Vec<TlsHandshake>,
-    }
     #[derive(Deserialize)]
     struct Part {
         test_keys: Keys,
@@ -68,20 +122,12 @@ pub fn apply_quic(row: &mut Row, measurement: &str) -> Result<(), String> {
         return Ok(());
     };
     let k = part.test_keys;
-    if k.tcp_connect.len() > MAX_STEPS
-        || k.tls_handshakes.len() > MAX_STEPS
-        || k.quic_handshakes.len() > MAX_STEPS
-    {
+    if k.too_many() {
         return Err(format!(
             "malformed: a {QUIC} measurement has at most {MAX_STEPS} steps of each kind"
         ));
     }
-    let a = assess(
-        k.dns_failure.as_deref(),
-        &k.tcp_connect,
-        &k.tls_handshakes,
-        &k.quic_handshakes,
-    );
+    let a = k.assess();
     row.blocking = a.blocking().and_then(|b| serde_json::to_string(&b).ok());
     row.accessible = a.accessible();
     row.confirmed = false;
@@ -178,6 +224,32 @@ mod tests {
         let mut r = row();
         apply_quic(&mut r, &measurement(Some("ssl_failed_handshake"), None, 1)).expect("ok");
         assert_eq!(r.blocking.as_deref(), Some("\"tls\""));
+    }
+
+    #[test]
+    fn the_score_command_form_says_the_same() {
+        let m: serde_json::Value =
+            serde_json::from_str(&measurement(Some("generic_timeout_error"), None, 1))
+                .expect("json");
+        let v = service_verdict(&m["test_keys"]).expect("verdict");
+        assert_eq!(
+            (v.target.as_str(), v.rule.as_str()),
+            ("quic", "quic.quic-blocked")
+        );
+        assert_eq!(
+            v.blocking,
+            Some(vantage_probe::ooni::Blocking::Kind("tcp_ip".into()))
+        );
+        assert_eq!(
+            (v.checks[0].outcome, v.checks[0].layer),
+            ("blocked", Some("tcp_ip"))
+        );
+        let m: serde_json::Value =
+            serde_json::from_str(&measurement(Some("eof_error"), Some("eof_error"), 1))
+                .expect("json");
+        let v = service_verdict(&m["test_keys"]).expect("verdict");
+        assert_eq!((v.blocking, v.checks[0].outcome), (None, "unknown"));
+        assert!(service_verdict(&serde_json::json!({"quic_handshakes": "x"})).is_err());
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! reported where it is, `SOURCE:LINE: reason` (`SOURCE:[INDEX]: reason` for the element of
 //! an array, counted from 0), and skipped; the others are still scored. web_connectivity is
 //! scored with [`vantage_probe::verdict::score`], OONI's service tests with
-//! [`vantage_probe::verdict::services::score_service_with`]; a test with no rules (ndt, dash,
+//! [`vantage_probe::verdict::services::score_service_with`], the probe's quic test with
+//! [`crate::ingest::quic::service_verdict`]; a test with no rules (ndt, dash,
 //! psiphon, ...) is reported as having no verdict, which is not a failure.
 
 use std::collections::BTreeMap;
@@ -117,6 +118,9 @@ fn score_one(raw: &str, rules: &RuleSet, fingerprints: &Fingerprints) -> Result<
         .test_keys
         .and_then(|k| serde_json::from_str(k.get()).ok())
         .unwrap_or(Value::Null);
+    if name == vantage_probe::quic::QUIC {
+        return crate::ingest::quic::service_verdict(&keys).map(Scored::Service);
+    }
     let input = which.input.as_ref().and_then(Value::as_str);
     let annotation = |k: &str| {
         which
