@@ -913,6 +913,64 @@ mod tests {
         assert!(keys["requests"].is_null());
     }
 
+    /// The engine's own DoT resolver (`Resolver::Dot`, as `dns::lookup` uses it elsewhere) asks
+    /// both types over its own connections and merges them: the A answer, AAAA's empty answer
+    /// kept as a record without failing the lookup.
+    #[tokio::test]
+    async fn the_engines_dot_resolver_merges_a_and_aaaa() {
+        let ca = TestCa::new("dnscheck CA");
+        let (addr, _server) = dot_server(&ca.leaf(&["dot.test"]), DotMode::Answer).await;
+        let resolver = Resolver::Dot {
+            addr,
+            server_name: "dot.test".into(),
+        };
+        assert_eq!(resolver.to_string(), format!("dot://{addr}/"));
+        let trace = Trace::new();
+        let found = dns::lookup(
+            &resolver,
+            "example.org",
+            &quick(),
+            &client_tls(&ca),
+            &trace,
+            None,
+        )
+        .await;
+        assert!(found.error.is_none(), "{:?}", found.error);
+        assert_eq!(found.addrs, vec![IpAddr::from(ANSWER)]);
+        let types: Vec<(&str, Option<&str>)> = found
+            .queries
+            .iter()
+            .map(|q| (q.query_type.as_str(), q.failure.as_deref()))
+            .collect();
+        assert_eq!(types, [("A", None), ("AAAA", Some("dns_no_answer"))]);
+        assert!(
+            found
+                .queries
+                .iter()
+                .all(|q| q.engine.as_deref() == Some("dot"))
+        );
+
+        // Refused: the lookup fails with the connect's failure on both records.
+        let closed = Resolver::Dot {
+            addr: closed_port(),
+            server_name: "dot.test".into(),
+        };
+        let found = dns::lookup(
+            &closed,
+            "example.org",
+            &quick(),
+            &client_tls(&ca),
+            &trace,
+            None,
+        )
+        .await;
+        assert_eq!(
+            found.error.map(|e| e.failure().to_string()).as_deref(),
+            Some("connection_refused")
+        );
+        assert!(found.addrs.is_empty());
+    }
+
     /// Each way a DoT resolver can fail, with the failure string, the step and the layer the
     /// aggregator's rule gives it.
     #[tokio::test]
