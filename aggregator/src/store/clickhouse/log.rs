@@ -104,9 +104,10 @@ const TAKE_SETTLE: Duration = Duration::from_millis(1500);
 const BATCH: usize = 10_000;
 
 /// How far back a proof asked for an id not yet in the log looks in the queue to answer "not
-/// integrated yet" (503) rather than "not in the log" (404); the queue is ordered by time, so
-/// this bounds what such a request reads.
-const QUEUED_LOOKBACK_MICROS: u64 = 3_600_000_000;
+/// integrated yet" (503) rather than "not in the log" (404): longer than a takeover of the
+/// lease ([`LOG_LEASE_SECONDS`]) plus a round and the overlap, and short because the queue is
+/// ordered by time, not id, so this is what such a request (anyone's, for any id) reads.
+const QUEUED_LOOKBACK_MICROS: u64 = 60_000_000;
 
 /// How often a node reads the server's clock again to correct its own ([`Clock`]).
 const CLOCK_REFRESH: Duration = Duration::from_secs(60);
