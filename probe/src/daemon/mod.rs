@@ -87,6 +87,9 @@ struct Shared {
     key_accepted: AtomicBool,
     /// The aggregator answered again after it could not be reached: upload now.
     reachable: Notify,
+    /// The same, for [`refresh`]: ask where the probe is now (a lost connection is when a
+    /// laptop changes network or a VPN comes up).
+    reconnected: Notify,
     /// A list run finished: upload soon.
     results: Notify,
 }
@@ -236,6 +239,7 @@ async fn canaries(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonErr
 /// Heartbeats; their success or failure is what "online" means to the other tasks.
 async fn heartbeats(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonError> {
     let mut last: Option<Instant> = None;
+    let mut delivered = false;
     if !shared.located(&mut ctl).await {
         return Ok(());
     }
@@ -273,7 +277,11 @@ async fn heartbeats(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonE
                 if !shared.online.swap(true, Ordering::SeqCst) {
                     tracing::info!("aggregator reachable: uploading what waits");
                     shared.reachable.notify_one();
+                    if delivered {
+                        shared.reconnected.notify_one();
+                    }
                 }
+                delivered = true;
             }
             Err(e) => {
                 if refuses_key(&e) && !shared.key_refused.swap(true, Ordering::SeqCst) {
@@ -766,10 +774,18 @@ async fn refresh(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonErro
     let store = shared.store()?;
     let mut next = Instant::now();
     let mut warned_proxy = false;
+    let mut warned_unlocated = false;
     loop {
         let plan = ctl.plan();
         let at = plan.aggregator.as_ref().map(|_| next);
-        match ctl.until(at).await {
+        // Back online after a loss of connection: where the probe is may have changed; the
+        // lists have not.
+        let (wake, lists_due) = tokio::select! {
+            biased;
+            w = ctl.until(at) => (w, true),
+            () = shared.reconnected.notified(), if at.is_some() => (Wake::Due, false),
+        };
+        match wake {
             Wake::Stop => return Ok(()),
             Wake::Reload => continue,
             Wake::Due => {}
@@ -828,11 +844,14 @@ async fn refresh(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonErro
                             cc.as_str()
                         );
                         shared.located.send_replace(true);
-                    } else {
+                    } else if !warned_unlocated {
                         tracing::warn!(
                             "cannot ask the aggregator where this probe is ({e}): no heartbeat \
                              or canary until it answers"
                         );
+                        warned_unlocated = true;
+                    } else {
+                        tracing::debug!("cannot ask the aggregator where this probe is: {e}");
                     }
                 }
             }
@@ -844,7 +863,7 @@ async fn refresh(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonErro
                 shared.located.send_replace(true);
             }
         }
-        if plan.fetch_lists {
+        if plan.fetch_lists && lists_due {
             let mut countries: Vec<String> = plan
                 .lists
                 .names
@@ -891,6 +910,9 @@ async fn refresh(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonErro
         }
         // After a failure, try again within ten minutes rather than tomorrow; while the
         // daemon does not know where it is, at the next heartbeat.
+        if !lists_due {
+            continue;
+        }
         let wait = if !*shared.located.borrow() {
             plan.schedule.refresh.min(plan.schedule.heartbeat)
         } else if ok {
@@ -961,6 +983,7 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), DaemonError> {
         key_refused: AtomicBool::new(false),
         key_accepted: AtomicBool::new(false),
         reachable: Notify::new(),
+        reconnected: Notify::new(),
         results: Notify::new(),
     });
     let (plan_tx, plan_rx) = watch::channel(Arc::new(plan));
@@ -1091,6 +1114,7 @@ mod tests {
             key_refused: AtomicBool::new(false),
             key_accepted: AtomicBool::new(false),
             reachable: Notify::new(),
+            reconnected: Notify::new(),
             results: Notify::new(),
         }
     }
