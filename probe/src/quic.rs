@@ -10,12 +10,13 @@
 //! `network` `tcp` and `udp`) and failure strings (df-007), plus the verdict keys described at
 //! [`QuicKeys`].
 //!
-//! Each address the host resolves to (at most [`MAX_ADDRESSES`]) gets both handshakes, run at
-//! the same time so that a path change between them does not decide. The verdict is made from
+//! Each address the host resolves to (at most [`MAX_ADDRESSES`], all at once) gets both
+//! handshakes, run at the same time so that a path change between them does not decide. The verdict is made from
 //! the recorded handshakes alone ([`assess`]), so that the aggregator, which scores again on
 //! arrival, reaches the same one from the same bytes.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -304,27 +305,44 @@ pub async fn measure(plan: &Plan, tls_ctx: &TlsContext) -> QuicMeasurement {
     let mut tcp_connect = Vec::new();
     let mut tls_handshakes = Vec::new();
     let mut quic_handshakes = Vec::new();
-    for ip in addrs.into_iter().take(MAX_ADDRESSES) {
+    // Every address at once: a host dropped everywhere costs one deadline, not one per address.
+    let trace = Arc::new(trace);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, ip) in addrs.into_iter().take(MAX_ADDRESSES).enumerate() {
         let addr = SocketAddr::new(ip, port);
-        let (tcp_side, quic_side) = tokio::join!(
-            tcp_tls(plan, tls_ctx, &trace, addr, &server_name),
-            quic_step::handshake(
-                tls_ctx,
-                QuicSpec {
-                    server_name: &server_name,
-                    addr,
-                    alpn: &[ALPN_H3],
-                    timeout: plan.config.timeouts.tls_handshake,
-                    local: plan.config.local_addr,
-                    tags: None,
-                    transaction_id: trace.transaction(),
-                },
-                &trace,
-            )
+        let (plan, tls_ctx, trace, server_name) = (
+            plan.clone(),
+            tls_ctx.clone(),
+            trace.clone(),
+            server_name.clone(),
         );
-        tcp_connect.push(tcp_side.0);
-        tls_handshakes.extend(tcp_side.1);
-        quic_handshakes.push(quic_side.record);
+        tasks.spawn(async move {
+            let (tcp_side, quic_side) = tokio::join!(
+                tcp_tls(&plan, &tls_ctx, &trace, addr, &server_name),
+                quic_step::handshake(
+                    &tls_ctx,
+                    QuicSpec {
+                        server_name: &server_name,
+                        addr,
+                        alpn: &[ALPN_H3],
+                        timeout: plan.config.timeouts.tls_handshake,
+                        local: plan.config.local_addr,
+                        tags: None,
+                        transaction_id: trace.transaction(),
+                    },
+                    &trace,
+                )
+            );
+            (i, tcp_side, quic_side.record)
+        });
+    }
+    // In the order of the addresses, as the lookup gave them.
+    let mut done: Vec<_> = tasks.join_all().await;
+    done.sort_by_key(|(i, _, _)| *i);
+    for (_, (connect, handshake), quic) in done {
+        tcp_connect.push(connect);
+        tls_handshakes.extend(handshake);
+        quic_handshakes.push(quic);
     }
     let assessment = assess(
         dns_failure.as_deref(),
@@ -524,6 +542,51 @@ mod tests {
             k.assessment.tcp_tls_failure.as_deref(),
             Some("connection_refused")
         );
+    }
+
+    #[tokio::test]
+    async fn every_address_is_measured_at_once_in_the_lookups_order() {
+        use vantage_fixtures::dns::{Behaviour, DnsFixture};
+        let ca = TestCa::new("quic ca");
+        let leaf = ca.leaf(&["two.quic.test"]);
+        let first = TlsFixture::fixed(&leaf, Response::html("one")).await;
+        let second_addr = SocketAddr::from(([127, 0, 0, 2], first.addr.port()));
+        let _second = TlsFixture::start_on(
+            second_addr,
+            &leaf,
+            std::sync::Arc::new(|_| Response::html("two")),
+        )
+        .await;
+        let _sinks =
+            [first.addr, second_addr].map(|a| std::net::UdpSocket::bind(a).expect("udp sink"));
+        let dns = DnsFixture::start(vec![(
+            "two.quic.test",
+            Behaviour::Answer(vec![[127, 0, 0, 1].into(), [127, 0, 0, 2].into()]),
+        )])
+        .await;
+        let plan = Plan::new(
+            &format!("https://two.quic.test:{}/", first.addr.port()),
+            &[Resolver::Udp(dns.addr)],
+            config(),
+        )
+        .expect("plan");
+        let m = measure(&plan, &ctx(&ca)).await;
+        let k = &m.test_keys;
+        assert_eq!(k.quic_blocking, Verdict::QuicBlocked, "{:?}", k.assessment);
+        let addresses: Vec<_> = k
+            .quic_handshakes
+            .iter()
+            .map(|h| h.address.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(addresses, [first.addr.to_string(), second_addr.to_string()]);
+        assert!(
+            k.quic_handshakes
+                .iter()
+                .all(|h| h.server_name == "two.quic.test")
+        );
+        assert_eq!(k.tls_handshakes.len(), 2);
+        // Two dropped addresses cost one 800 ms deadline, not two.
+        assert!(m.test_runtime < 1.5, "took {} s", m.test_runtime);
     }
 
     #[test]
