@@ -475,7 +475,7 @@ fn logged_ids(base: &str, size: usize) -> Vec<String> {
 /// Two `serve` nodes on one ClickHouse database: measurements uploaded to either, and the same
 /// ones to both, are in the one log exactly once, integrated by the node holding the log's
 /// lease and checkpointed within 10 s; both nodes serve the same checkpoint, tiles and proofs,
-/// which the independent verifier checks.
+/// which the independent verifier checks; when one node stops, the other goes on.
 #[tokio::test(flavor = "multi_thread")]
 async fn on_clickhouse_what_either_node_stores_is_logged_once_by_the_sequencer() {
     let clickhouse = vantage_fixtures::clickhouse::Server::start()
@@ -606,7 +606,25 @@ async fn on_clickhouse_what_either_node_stores_is_logged_once_by_the_sequencer()
         logged[..COUNT].iter().filter(|id| **id == extra.0).count(),
         0
     );
-    drop((one, two));
+
+    // One node stops (whichever held the log's lease): the other goes on, taking the lease
+    // over once it lapses (20 s), and logs what it stores next.
+    drop(one);
+    let last = measurements(&Identity::generate().expect("key")).swap_remove(0);
+    let took = tokio::task::spawn_blocking({
+        let (b, line) = (b.clone(), last.1.clone());
+        move || {
+            upload(&b, &[line]);
+            let uploaded = Instant::now();
+            checkpoint_of(&b, COUNT as u64 + 2, Duration::from_secs(40));
+            uploaded.elapsed()
+        }
+    })
+    .await
+    .expect("join");
+    assert!(took <= Duration::from_secs(35), "{took:?}");
+    assert_eq!(logged_ids(&b, COUNT + 2)[COUNT + 1], last.0);
+    drop(two);
     std::fs::remove_dir_all(&dir).ok();
 }
 
