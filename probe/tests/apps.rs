@@ -371,6 +371,17 @@ async fn telegram_data_centres_answer_then_refuse() {
     assert_eq!(tk["telegram_web_failure"], Value::Null);
     assert_eq!(m["test_version"], "0.3.0");
     same_shape_as_spec("ts-020-telegram", &m);
+    // The data centre got an empty POST, as OONI sends it, and answered.
+    let dc_request = tk["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .find(|r| r["request"]["url"] == format!("http://127.0.0.2:{}/", dc.addr.port()))
+        .cloned()
+        .expect("the data centre's request");
+    assert_eq!(dc_request["request"]["method"], "POST", "{dc_request}");
+    assert_eq!(dc_request["response"]["code"], 200, "{dc_request}");
+    assert_eq!(dc_request["failure"], Value::Null);
     assert_eq!(blocking(&line), "false", "{line}");
 
     // The data centre's port is closed: blocked by TCP/IP, the web client still works.

@@ -553,6 +553,22 @@ impl OnlyRoots {
     }
 }
 
+/// The HTTP methods the app tests send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Post,
+}
+
+impl Method {
+    fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+        }
+    }
+}
+
 /// A connection ready for HTTP.
 enum Conn {
     Plain(TcpStream),
@@ -646,17 +662,31 @@ impl Session {
     /// the request. `None` when a response arrived whatever its status, else the failure of
     /// the step that stopped it (the last address's, when none worked).
     pub async fn fetch(&self, url: &Url) -> Option<String> {
+        self.request(url, Method::Get).await
+    }
+
+    /// As [`Session::fetch`], with an empty POST: what OONI's telegram test sends to the data
+    /// centres (ts-020, "Telegram access points check").
+    pub async fn post(&self, url: &Url) -> Option<String> {
+        self.request(url, Method::Post).await
+    }
+
+    async fn request(&self, url: &Url, method: Method) -> Option<String> {
         let t0 = self.secs();
-        let (failure, peer, recorded) = self.fetch_steps(url).await;
+        let (failure, peer, recorded) = self.fetch_steps(url, method).await;
         if let (Some(f), false) = (&failure, recorded) {
-            self.failed_request(url, f, t0, peer);
+            self.failed_request(url, method, f, t0, peer);
         }
         failure
     }
 
     /// The steps of [`Session::fetch`]: the failure (`None` when a response arrived), the
     /// last address tried, and whether the request was sent (and so is recorded).
-    async fn fetch_steps(&self, url: &Url) -> (Option<String>, Option<SocketAddr>, bool) {
+    async fn fetch_steps(
+        &self,
+        url: &Url,
+        method: Method,
+    ) -> (Option<String>, Option<SocketAddr>, bool) {
         let host = match url.host() {
             Some(Host::Domain(d)) => d.to_string(),
             Some(Host::Ipv4(ip)) => ip.to_string(),
@@ -718,9 +748,11 @@ impl Session {
                 tags: None,
                 transaction_id: tid,
             };
-            let fetch = match conn {
-                Conn::Plain(s) => http_step::get(s, spec, &self.trace).await,
-                Conn::Tls(s) => http_step::get(*s, spec, &self.trace).await,
+            let fetch = match (conn, method) {
+                (Conn::Plain(s), Method::Get) => http_step::get(s, spec, &self.trace).await,
+                (Conn::Tls(s), Method::Get) => http_step::get(*s, spec, &self.trace).await,
+                (Conn::Plain(s), Method::Post) => self.post_on(s, spec).await,
+                (Conn::Tls(s), Method::Post) => self.post_on(*s, spec).await,
             };
             let f = fetch.error.as_ref().map(|e| e.failure().to_string());
             self.record(|r| r.requests.push(fetch.record));
@@ -731,10 +763,124 @@ impl Session {
         failure
     }
 
+    /// An empty POST over `io` with the browser's headers, recorded as [`http_step::get`]
+    /// records a GET (df-001-httpt), through the engine's [`http_step::exchange`].
+    async fn post_on<IO>(&self, io: IO, spec: http_step::GetSpec<'_>) -> http_step::Fetch
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let url = spec.url;
+        let mut headers: Vec<(String, String)> = http_step::BROWSER_HEADERS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        headers.insert(2, ("Host".into(), http_step::host_header(url)));
+        headers.push(("Content-Length".into(), "0".into()));
+        let mut builder = http::Request::post(http_step::origin_form(url));
+        for (k, v) in &headers {
+            builder = builder.header(k.as_str(), v.as_str());
+        }
+        let t0 = self.secs();
+        let exchange = match builder.body(http_body_util::Full::new(bytes::Bytes::new())) {
+            Ok(request) => {
+                http_step::exchange(io, request, &spec.peer, spec.timeout, spec.body_cap).await
+            }
+            Err(e) => http_step::Exchange {
+                error: Some(crate::failure::StepError::BadRedirect {
+                    location: format!("{url}: {e}"),
+                }),
+                ..http_step::Exchange::default()
+            },
+        };
+        let response = exchange.head.as_ref().map(|head| {
+            let list: Vec<(String, String)> = head
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            let map: Map<String, Value> = list
+                .iter()
+                .rev()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect();
+            json!({
+                "body": crate::ooni::MaybeBinary::from_bytes(&exchange.body),
+                "body_is_truncated": exchange.truncated,
+                "code": head.status.as_u16(),
+                "headers": map,
+                "headers_list": list,
+                "x_body_length": exchange.body.len(),
+                "x_body_sha256": http_step::sha256_hex(&exchange.body),
+            })
+        });
+        let record = json!({
+            "network": "tcp",
+            "address": spec.peer,
+            "alpn": spec.alpn,
+            "failure": exchange.error.as_ref().map(|e| e.failure().to_string()),
+            "request": {
+                "body": "",
+                "body_is_truncated": false,
+                "headers": headers.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<Map<String, Value>>(),
+                "headers_list": headers,
+                "method": "POST",
+                "url": url.to_string(),
+                "x_transport": "tcp",
+            },
+            "response": response,
+            "t0": t0,
+            "t": self.secs(),
+            "transaction_id": spec.transaction_id,
+        });
+        let record = serde_json::from_value::<HttpTransaction>(record).unwrap_or_else(|e| {
+            tracing::warn!("cannot record the POST to {url}: {e}");
+            HttpTransaction {
+                network: Some("tcp".into()),
+                address: None,
+                alpn: None,
+                failure: Some(format!("unknown_failure: {e}")),
+                request: crate::ooni::HttpRequest {
+                    body: None,
+                    body_is_truncated: None,
+                    headers_list: None,
+                    headers: Default::default(),
+                    method: "POST".into(),
+                    tor: None,
+                    x_transport: None,
+                    url: url.to_string(),
+                    extra: Map::new(),
+                },
+                response: None,
+                t0: Some(t0),
+                t: None,
+                tags: None,
+                transaction_id: Some(spec.transaction_id),
+                extra: Map::new(),
+            }
+        });
+        http_step::Fetch {
+            record,
+            error: exchange.error,
+            next: None,
+        }
+    }
+
     /// A request that never got to be sent, recorded with the failure of the step that
     /// stopped it, as OONI's urlgetter records it (df-001-httpt: `failure`, `response` null),
     /// so that a reader finds the URL's failure in `requests` whatever the step.
-    fn failed_request(&self, url: &Url, failure: &str, t0: f64, peer: Option<SocketAddr>) {
+    fn failed_request(
+        &self,
+        url: &Url,
+        method: Method,
+        failure: &str,
+        t0: f64,
+        peer: Option<SocketAddr>,
+    ) {
         let record = json!({
             "network": "tcp",
             "address": peer.map(|p| p.to_string()),
@@ -744,7 +890,7 @@ impl Session {
                 "body_is_truncated": false,
                 "headers": {},
                 "headers_list": [],
-                "method": "GET",
+                "method": method.as_str(),
                 "url": url.to_string(),
                 "x_transport": "tcp",
             },

@@ -18,9 +18,7 @@ pub(super) async fn measure(plan: &TelegramPlan, session: &Arc<Session>) -> Map<
         let (s, url) = (session.clone(), plan.web_url.clone());
         tokio::spawn(async move { s.fetch(&url).await })
     };
-    // ts-020 "Telegram access points check": an HTTP request to every DC on every port.
-    // OONI sends a POST; the engine's request is a GET, which tells the same (a response or
-    // a failure at the step that stopped it).
+    // ts-020 "Telegram access points check": an empty POST to every DC on every port.
     let mut set = tokio::task::JoinSet::new();
     for ip in &plan.access_points {
         for port in &plan.ports {
@@ -28,7 +26,7 @@ pub(super) async fn measure(plan: &TelegramPlan, session: &Arc<Session>) -> Map<
             set.spawn(async move {
                 let url = Url::parse(&format!("http://{addr}/"));
                 match url {
-                    Ok(url) => s.fetch(&url).await,
+                    Ok(url) => s.post(&url).await,
                     Err(e) => Some(format!("unknown_failure: {e}")),
                 }
             });
