@@ -534,6 +534,15 @@ mod tests {
         let d = compare_at("www.example.com", &cut, &http);
         assert_eq!(d.control_title_in_body, None);
         assert!(!d.different_page(), "{d:?}");
+        // A body that is not text (written as base64): no words to look for.
+        let mut binary = resp.clone();
+        binary.body = Some(
+            serde_json::from_value(serde_json::json!({"format": "base64", "data": "AAEC"}))
+                .expect("a binary body"),
+        );
+        let d = compare_at("www.example.com", &binary, &http);
+        assert_eq!(d.control_title_in_body, None);
+        assert!(!d.different_page(), "{d:?}");
         // A control that failed to fetch its page.
         http.failure = Some("connection_reset".into());
         assert!(!compare_at("www.example.com", &resp, &http).different_page());
