@@ -689,10 +689,16 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     // holds every measurement up, and the bar shows before the first result.
     bar.enable_steady_tick(Duration::from_millis(500));
     let json = args.json;
+    // The steps' failures are in the stored measurement: a second connection reads each back.
+    let reader = json.then(|| open_store(&dir)).transpose()?;
     let finished = vantage_probe::run::run(&plan, &tls, &identity, &mut store, |done| {
         if json {
             let mut line = serde_json::to_value(&done.verdict).unwrap_or_default();
             line["id"] = done.id.as_str().into();
+            line["failures"] = reader
+                .as_ref()
+                .and_then(|r| stored_test_keys(r, done.id.as_str()))
+                .map_or(serde_json::Value::Null, |k| step_failures(&k));
             outln!("{line}");
         }
         bar.set_message(done.verdict.input.clone().unwrap_or_default());
@@ -717,6 +723,40 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         upload_after_run(url, args.socks5, json, &mut store, &engine, &tls).await?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The test keys of the stored result `id`, or `None` when it cannot be read back.
+fn stored_test_keys(store: &Store, id: &str) -> Option<serde_json::Value> {
+    let found = store.find(id).ok()?.into_iter().find(|r| r.id == id)?;
+    let verified = vantage_probe::envelope::verify(&found.envelope).ok()?;
+    let mut m: serde_json::Value = serde_json::from_str(verified.measurement).ok()?;
+    Some(m["test_keys"].take())
+}
+
+/// Each step's failure in a `vantage run --json` line, as OONI's strings (df-007), so that a
+/// reader sees where a measurement failed without opening it: `dns` is the
+/// `dns_experiment_failure`; `tcp` the failure of the connects and `tls` of the handshakes,
+/// when none of them succeeded (an IPv6 address unreachable beside an IPv4 one that answered
+/// is no failure of the step); `http` the `http_experiment_failure`. `null` for a step that
+/// succeeded or did not run.
+fn step_failures(keys: &serde_json::Value) -> serde_json::Value {
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
+    // The first failure of a step's attempts, when none of them succeeded.
+    let step = |list: &serde_json::Value,
+                failure: &dyn Fn(&serde_json::Value) -> Option<String>| {
+        let attempts = list.as_array()?;
+        let failures: Vec<Option<String>> = attempts.iter().map(failure).collect();
+        if failures.iter().any(Option::is_none) {
+            return None;
+        }
+        failures.into_iter().flatten().next()
+    };
+    serde_json::json!({
+        "dns": text(&keys["dns_experiment_failure"]),
+        "tcp": step(&keys["tcp_connect"], &|c| text(&c["status"]["failure"])),
+        "tls": step(&keys["tls_handshakes"], &|t| text(&t["failure"])),
+        "http": text(&keys["http_experiment_failure"]),
+    })
 }
 
 /// The upload at the end of `vantage run`; what cannot be sent stays queued.
