@@ -362,6 +362,9 @@ pub async fn measure(plan: &Plan, tls_ctx: &TlsContext) -> QuicMeasurement {
     };
     let mut m = Measurement::vantage(QUIC, QUIC_VERSION, keys);
     m.input = Some(plan.input.clone());
+    // The run's start when the caller knows it (`vantage run` sets it); this measurement's
+    // otherwise.
+    m.test_start_time = Some(start_time.clone());
     m.measurement_start_time = start_time;
     m.test_runtime = started.elapsed().as_secs_f64();
     m
@@ -439,7 +442,7 @@ mod tests {
     use crate::engine::quic::tests::quic_server;
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
-    use serde_json::Map;
+    use serde_json::{Map, Value};
     use std::time::Duration;
     use vantage_fixtures::http::Response;
     use vantage_fixtures::tls::{TestCa, TlsFixture};
@@ -587,6 +590,73 @@ mod tests {
         assert_eq!(k.tls_handshakes.len(), 2);
         // Two dropped addresses cost one 800 ms deadline, not two.
         assert!(m.test_runtime < 1.5, "took {} s", m.test_runtime);
+    }
+
+    /// Every field of `theirs` is in `ours` with the same JSON type, a `null` on either side
+    /// matching any type (df-000: consumers must expect null); `skip` names fields left out.
+    fn same_shape(what: &str, theirs: &Value, ours: &Value, skip: &[&str]) -> Vec<String> {
+        let kind = |v: &Value| match v {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        };
+        let mut problems = Vec::new();
+        for (key, t) in theirs.as_object().into_iter().flatten() {
+            if skip.contains(&key.as_str()) {
+                continue;
+            }
+            match ours.get(key) {
+                None => problems.push(format!("{what}.{key} missing")),
+                Some(o) if o.is_null() || t.is_null() || kind(o) == kind(t) => {}
+                Some(o) => problems.push(format!("{what}.{key}: {} not {}", kind(o), kind(t))),
+            }
+        }
+        problems
+    }
+
+    /// OONI's simplequicping example (`tests/data/ooni/spec/ts-034-simplequicping.json`,
+    /// copied from its spec, tests/data/SOURCES.md): our QUIC handshake record has every field
+    /// of its `quic_handshake`, and our envelope every field of its envelope, with their types.
+    #[tokio::test]
+    async fn the_record_has_the_shape_of_the_specs_quic_handshake() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/data/ooni/spec/ts-034-simplequicping.json"
+        );
+        let example: Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("spec example"))
+                .expect("json");
+        let theirs = &example["test_keys"]["pings"][0]["quic_handshake"];
+        assert_eq!(theirs["network"], "udp");
+        let ca = TestCa::new("quic ca");
+        let leaf = ca.leaf(&["127.0.0.1"]);
+        let (_server, addr) = quic_server(&leaf);
+        let _tcp =
+            TlsFixture::start_on(addr, &leaf, std::sync::Arc::new(|_| Response::html("hi"))).await;
+        let m = measure(&plan(addr.port()), &ctx(&ca)).await;
+        let ours = serde_json::to_value(&m).expect("json");
+        let mine = &ours["test_keys"]["quic_handshakes"][0];
+        let mut problems = same_shape("quic_handshake", theirs, mine, &[]);
+        // The envelope. OONI's report id, the resolver's and probe's networks are optional
+        // (df-000) and not written by Vantage; `options` are miniooni's command line.
+        let skip = [
+            "test_keys",
+            "options",
+            "report_id",
+            "resolver_asn",
+            "resolver_ip",
+            "resolver_network_name",
+            "probe_network_name",
+        ];
+        problems.extend(same_shape("measurement", &example, &ours, &skip));
+        assert!(problems.is_empty(), "{problems:#?}");
+        // Not vacuous: both handshakes worked and carry certificates as base64 binary data.
+        assert_eq!(mine["failure"], Value::Null);
+        assert_eq!(mine["peer_certificates"][0]["format"], "base64");
+        assert_eq!(theirs["peer_certificates"][0]["format"], "base64");
     }
 
     #[test]

@@ -73,6 +73,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         );
     }
 
+    let run_started = vantage_probe::ooni::ooni_timestamp(std::time::SystemTime::now());
     let mut queue = plans.into_iter();
     let mut tasks = tokio::task::JoinSet::new();
     let spawn = |tasks: &mut tokio::task::JoinSet<QuicMeasurement>, plan: Plan| {
@@ -94,6 +95,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
                 continue;
             }
         };
+        m.test_start_time = Some(run_started.clone());
         m.probe_cc = located.cc;
         m.probe_asn = located.asn;
         let id = quic::keep(&m, &identity, &mut store)?;

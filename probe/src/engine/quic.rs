@@ -184,7 +184,8 @@ pub async fn handshake(ctx: &TlsContext, spec: QuicSpec<'_>, trace: &Trace) -> Q
         server_name: spec.server_name.to_string(),
         t0: Some(t0),
         t: t0,
-        tags: spec.tags.clone(),
+        // OONI writes `tags: []` when there are none (ts-034's example).
+        tags: Some(spec.tags.clone().unwrap_or_default()),
         tls_version: String::new(),
         transaction_id: Some(spec.transaction_id),
         x_alert: None,
