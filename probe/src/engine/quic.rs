@@ -124,6 +124,23 @@ fn alert_of(code: u64) -> Option<AlertDescription> {
         .then(|| AlertDescription::from((code - CRYPTO_ERROR_BASE) as u8))
 }
 
+/// An alert's name as the TCP handshake's record writes it (`engine::tls`): rustls' name in
+/// snake_case, `no_application_protocol`.
+fn alert_name(alert: AlertDescription) -> String {
+    let mut out = String::new();
+    for (i, c) in format!("{alert:?}").chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A TLS failure we detected and sent `alert` for. rustls sends `bad_certificate` both for a
 /// certificate not valid for the name and for a malformed one; its text tells them apart.
 fn local_tls_failure(alert: AlertDescription, reason: &str) -> Failure {
@@ -214,7 +231,7 @@ pub async fn handshake(ctx: &TlsContext, spec: QuicSpec<'_>, trace: &Trace) -> Q
             } = &e
                 && let Some(alert) = alert_of(u64::from(close.error_code))
             {
-                record.x_alert = Some(format!("{alert:?}"));
+                record.x_alert = Some(alert_name(alert));
             }
             tracing::debug!(error = %e, "quic handshake failed");
             Some(e)
@@ -429,6 +446,22 @@ pub(crate) mod tests {
         )
         .await;
         assert_eq!(hs.record.failure.as_deref(), Some("ssl_unknown_authority"));
+    }
+
+    #[tokio::test]
+    async fn a_server_refusing_our_alpn_is_its_alert_and_a_failed_handshake() {
+        let ca = TestCa::new("quic test ca");
+        let (_server, addr) = quic_server(&ca.leaf(&["quic.example"]));
+        let trace = Trace::new();
+        let mut s = spec("quic.example", addr, Duration::from_secs(5));
+        s.alpn = &[b"not-h3"];
+        let hs = handshake(&ctx(&ca), s, &trace).await;
+        // RFC 9001 section 8.1: a server with no common protocol closes with alert 120.
+        assert_eq!(hs.record.failure.as_deref(), Some("ssl_failed_handshake"));
+        assert_eq!(
+            hs.record.x_alert.as_deref(),
+            Some("no_application_protocol")
+        );
     }
 
     #[test]
