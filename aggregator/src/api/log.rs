@@ -246,10 +246,15 @@ pub async fn proof(State(state): State<AppState>, Path(id): Path<String>) -> Res
                 StatusCode::SERVICE_UNAVAILABLE,
                 [(header::RETRY_AFTER, retry.to_string())],
                 axum::Json(ErrorAnswer {
-                    error: format!(
-                        "leaf {leaf_index} is not in a checkpoint yet (the latest holds {}); retry in {retry} s",
-                        checkpoint_size.unwrap_or(0)
-                    ),
+                    error: match leaf_index {
+                        Some(leaf_index) => format!(
+                            "leaf {leaf_index} is not in a checkpoint yet (the latest holds {}); retry in {retry} s",
+                            checkpoint_size.unwrap_or(0)
+                        ),
+                        None => format!(
+                            "stored, not yet appended to the log (its sequencer appends within seconds); retry in {retry} s"
+                        ),
+                    },
                 }),
             )
                 .into_response()

@@ -162,9 +162,9 @@ pub enum Proven {
     /// Its leaf is later than the latest checkpoint (`None`: none published yet); the next one
     /// holds it.
     Pending {
-        /// Its leaf's index; for an entry a store's sequencer has not integrated yet
-        /// ([`LogStore::queued`]), the tree's size, the least index it can get.
-        leaf_index: u64,
+        /// Its leaf's index; `None` for an entry a store's sequencer has not integrated yet
+        /// ([`LogStore::queued`]), which has no index until it is.
+        leaf_index: Option<u64>,
         /// The latest checkpoint's size.
         checkpoint_size: Option<u64>,
     },
@@ -177,11 +177,10 @@ pub enum Proven {
 /// altered, and is an error here rather than an answer.
 pub fn prove(log: &dyn LogStore, id: &str) -> Result<Proven, LogError> {
     let Some((leaf_index, leaf)) = log.leaf_of(id)? else {
-        // Stored but not yet integrated by the store's sequencer: its leaf will be at least
-        // the tree's size now.
+        // Stored but not yet integrated by the store's sequencer: no leaf yet.
         if log.queued(id)? {
             return Ok(Proven::Pending {
-                leaf_index: log.tree_size()?,
+                leaf_index: None,
                 checkpoint_size: log.latest_checkpoint()?.map(|c| c.size),
             });
         }
@@ -196,7 +195,7 @@ pub fn prove(log: &dyn LogStore, id: &str) -> Result<Proven, LogError> {
         Some(c) if leaf_index < c.size => c,
         other => {
             return Ok(Proven::Pending {
-                leaf_index,
+                leaf_index: Some(leaf_index),
                 checkpoint_size: other.map(|c| c.size),
             });
         }
@@ -410,7 +409,7 @@ mod tests {
         assert!(matches!(
             prove(&db, &rows[4].id).expect("prove"),
             Proven::Pending {
-                leaf_index: 4,
+                leaf_index: Some(4),
                 checkpoint_size: Some(0)
             }
         ));

@@ -812,7 +812,7 @@ mod tests {
         // Not integrated yet: a proof is "not yet", not "not in the log".
         match crate::log::prove(&a, &rows[0].id).expect("prove") {
             Proven::Pending {
-                leaf_index: 0,
+                leaf_index: None,
                 checkpoint_size: None,
             } => {}
             other => panic!("{other:?}"),
@@ -956,7 +956,10 @@ mod tests {
         assert_eq!(a.tree_size().expect("size"), 1);
         assert!(matches!(
             crate::log::prove(&a, &signed(2).id).expect("prove"),
-            Proven::Pending { leaf_index: 1, .. }
+            Proven::Pending {
+                leaf_index: None,
+                ..
+            }
         ));
         // On another database: an entry stamped far ahead of the server's clock waits for its
         // time, rather than carry the next round's start past the entries stamped meanwhile.
