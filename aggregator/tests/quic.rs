@@ -3,7 +3,8 @@
 //! and uploaded over HTTP to the real `serve`, is stored with the aggregator's own verdict
 //! (`quic-blocked` on `tcp_ip`, under the target `quic`) and found by the search; a run of such
 //! measurements from two probes of one network, between runs of working ones, rescored in
-//! place, is one blocking event "quic" on the tcp layer, which `timeline` shows as such.
+//! place, is one blocking event "quic" on the tcp layer, in SQLite and in ClickHouse alike, which
+//! `timeline` shows as such.
 
 mod common;
 
@@ -15,7 +16,7 @@ use serde_json::Value;
 use vantage_aggregator::detect::{self, DetectConfig, Kind, Pass, format_time};
 use vantage_aggregator::ingest::{self, IngestConfig, Origin, Status};
 use vantage_aggregator::store::model::{Layer, TimelineQuery};
-use vantage_aggregator::store::{Sqlite, Storage};
+use vantage_aggregator::store::{Location, Sqlite, Storage};
 use vantage_fixtures::http::Response;
 use vantage_fixtures::tls::{TestCa, TlsFixture};
 use vantage_probe::engine::{EngineConfig, Resolver, Timeouts, TlsContext};
@@ -28,7 +29,10 @@ const NDJSON: &[(&str, &str)] = &[("Content-Type", "application/x-ndjson")];
 /// A real quic measurement of a loopback host whose UDP port drops everything while TCP+TLS
 /// works, as JSON, by the probe's own code.
 async fn quic_blocked_measurement() -> Value {
-    let dir = common::tempdir("quic-measure");
+    // One directory per call: the tests run at once, each with its own CA.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = common::tempdir(&format!("quic-measure-{n}"));
     let ca = TestCa::new("quic e2e ca");
     let ca_file = dir.join("ca.pem");
     ca.write_pem(&ca_file);
@@ -212,13 +216,11 @@ async fn an_uploaded_quic_measurement_is_scored_stored_and_found() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn quic_blocked_from_two_probes_is_one_quic_event_on_tcp() {
-    let measured = quic_blocked_measurement().await;
-    let dir = common::tempdir("quic-detect");
-    let db = Sqlite::open(&dir.join("agg.db")).expect("db");
-    let now = vantage_aggregator::store::now();
-    let t0 = (now - 48 * 3600) / 3600 * 3600;
+/// Two probes of AS64500 measure once an hour for two days; from hour 20 to hour 31 QUIC is
+/// dropped, before and after it works. All of it goes through the upload path
+/// (`ingest::ingest`), is rescored in place (as after a rule change), then one detection pass
+/// runs. Returns the start of the block and its last anomaly.
+fn quic_story(store: &dyn Storage, measured: &Value, t0: i64, now: i64) -> (i64, i64) {
     let (mut first, mut last) = (i64::MAX, 0);
     for p in 0..2 {
         let key = Identity::generate().expect("key");
@@ -230,12 +232,12 @@ async fn quic_blocked_from_two_probes_is_one_quic_event_on_tcp() {
                     first = first.min(at);
                     last = last.max(at);
                 }
-                let m = variant(&measured, &format_time(at), !blocked);
+                let m = variant(measured, &format_time(at), !blocked);
                 key.seal(&m).expect("seal").1
             })
             .collect();
         let outcomes = ingest::ingest(
-            &db,
+            store,
             &lines.join("\n"),
             &IngestConfig::default(),
             &Fingerprints::builtin(),
@@ -247,11 +249,10 @@ async fn quic_blocked_from_two_probes_is_one_quic_event_on_tcp() {
             "{outcomes:?}"
         );
     }
-    // Rescoring (after a rule change) recomputes every quic verdict, in place.
-    let rescored = ingest::maintain::rescore(&db, &Fingerprints::builtin()).expect("rescore");
+    let rescored = ingest::maintain::rescore(store, &Fingerprints::builtin()).expect("rescore");
     assert_eq!(rescored, 2 * 48);
     detect::detect(
-        &db,
+        store,
         Some("IR"),
         Pass::Full(None),
         now,
@@ -259,7 +260,11 @@ async fn quic_blocked_from_two_probes_is_one_quic_event_on_tcp() {
         &DetectConfig::default(),
     )
     .expect("detect");
-    let events = db
+    (first, last)
+}
+
+fn assert_one_quic_event(store: &dyn Storage, (first, last): (i64, i64)) {
+    let events = store
         .timeline(&TimelineQuery {
             cc: Some("IR".into()),
             asn: Some(64500),
@@ -282,6 +287,17 @@ async fn quic_blocked_from_two_probes_is_one_quic_event_on_tcp() {
         "{e:#?}"
     );
     assert_eq!(e.evidence.len(), 2 * 12, "{e:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quic_blocked_from_two_probes_is_one_quic_event_on_tcp() {
+    let measured = quic_blocked_measurement().await;
+    let dir = common::tempdir("quic-detect");
+    let db = Sqlite::open(&dir.join("agg.db")).expect("db");
+    let now = vantage_aggregator::store::now();
+    let t0 = (now - 48 * 3600) / 3600 * 3600;
+    let run = quic_story(&db, &measured, t0, now);
+    assert_one_quic_event(&db, run);
     // What an operator reads: `vantage-aggregator timeline` names the target and the layer.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_vantage-aggregator"))
         .args(["timeline", "--db"])
@@ -300,4 +316,18 @@ async fn quic_blocked_from_two_probes_is_one_quic_event_on_tcp() {
         "{table}"
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quic_blocked_from_two_probes_is_one_quic_event_in_clickhouse() {
+    let measured = quic_blocked_measurement().await;
+    let server = vantage_fixtures::clickhouse::Server::start()
+        .expect("clickhouse-server (install it with: sudo bash tests/clickhouse.sh)");
+    let store = Location::ClickHouse(server.url("quic"))
+        .open()
+        .expect("open");
+    let now = vantage_aggregator::store::now();
+    let t0 = (now - 48 * 3600) / 3600 * 3600;
+    let run = quic_story(store.as_ref(), &measured, t0, now);
+    assert_one_quic_event(store.as_ref(), run);
 }
