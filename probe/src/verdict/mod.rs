@@ -227,7 +227,9 @@ impl Facts<'_> {
                         .is_some_and(|(resp, http)| {
                             let diff = http_diff::compare_at(&obs.host, resp, http);
                             match cond {
-                                Cond::DifferentPage => diff.different_page(),
+                                Cond::DifferentPage => {
+                                    self.set.strict_page_match && diff.different_page()
+                                }
                                 _ if self.set.strict_page_match => diff.same_page_vantage(),
                                 _ => diff.same_page(),
                             }

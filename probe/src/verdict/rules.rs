@@ -42,7 +42,8 @@ pub enum Cond {
     /// [`RuleSet::strict_page_match`]).
     SamePage,
     /// HTTP diff says the probe's page differs from the control's in title and content
-    /// ([`super::http_diff::HttpDiff::different_page`]).
+    /// ([`super::http_diff::HttpDiff::different_page`]); only in a set with
+    /// [`RuleSet::strict_page_match`].
     DifferentPage,
     /// The control's HTTP request failed.
     ControlHttpFailed,
@@ -249,67 +250,12 @@ pub const VANTAGE: RuleSet = RuleSet {
 /// compared with today's (`docs/scoring.md`, "What vantage-2 changed"); not offered by
 /// [`RuleSet::by_name`].
 pub const VANTAGE_1: RuleSet = RuleSet {
-    name: "vantage",
     version: "vantage-1",
-    rules: &[
-        // Fix: injected answers are tampering even when the first answer looks plausible.
-        rule(
-            "dns-injected-answers",
-            &[InjectedDnsAnswers],
-            Blocked("dns"),
-        ),
-        rule("dns-bogon-answer", &[ProbeDnsOnlyBogons], Blocked("dns")),
-        rule("https-page", &[HttpOk, OverTls], Accessible),
-        // Fix: a CDN challenge or a site's own geo-block is not a censor's blockpage.
-        rule(
-            "false-positive-page",
-            &[HttpOk, FalsePositivePage],
-            Accessible,
-        ),
-        rule("no-control", &[NoControl], Undetermined),
-        rule(
-            "http-unexpected-success",
-            &[HttpOk, ControlHttpFailed],
-            Blocked("http-diff"),
-        ),
-        rule("http-same-page", &[HttpOk, SamePage], Accessible),
-        rule("http-diff", &[HttpOk], Blocked("http-diff")),
-        rule("http-down", &[HttpFailed, ControlHttpFailed], Down),
-        rule("http-failure", &[HttpFailed], Blocked("http-failure")),
-        rule("tls-down", &[TlsFailed, ControlTlsFailed], Down),
-        // Fix: TLS interference is its own type, not `http-failure`.
-        rule(
-            "tls-interference",
-            &[TlsFailed, ControlTlsOk],
-            Blocked("tls"),
-        ),
-        rule(
-            "tls-failure-control-page",
-            &[TlsFailed, ControlHttpOk],
-            Blocked("tls"),
-        ),
-        rule("tcp-down", &[TcpFailed, ControlTcpFailed], Down),
-        rule("tcp-blocked", &[TcpFailed, ControlTcpOk], Blocked("tcp_ip")),
-        rule(
-            "tcp-failure-control-page",
-            &[TcpFailed, ControlHttpOk],
-            Blocked("http-failure"),
-        ),
-        rule("dns-down", &[DnsFailed, ControlDnsFailed], Down),
-        rule(
-            "dns-down-no-answer",
-            &[DnsFailed, ProbeNoAnswerControlEmpty],
-            Down,
-        ),
-        rule("dns-blocked", &[DnsFailed], Blocked("dns")),
-        rule("down-for-control", &[ControlHttpFailed], Down),
-        rule("undetermined", &[], Undetermined),
-    ],
-    tls_proves_address: true,
-    fingerprints_decide: true,
-    unusable_control_is_none: true,
+    // Without these two, `http-different-page` never fires ([`Cond::DifferentPage`] holds only
+    // under a strict page match), so the rules are vantage-1's.
     strict_page_match: false,
     aaaa_failure_beside_valid_a: false,
+    ..VANTAGE
 };
 
 impl RuleSet {
