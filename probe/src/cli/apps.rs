@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use vantage_probe::apps::{self, App, AppsPlan};
 
-use super::{RunArgs, TestKind, aggregator_url, locate, start_measuring, upload_after_run};
+use super::{Measuring, RunArgs, TestKind};
 
 /// Options of the app tests.
 #[derive(Debug, clap::Args)]
@@ -51,26 +51,15 @@ pub async fn run(args: RunArgs, app: App) -> Result<ExitCode> {
         .first()
         .cloned()
         .context("no resolver configured")?;
-    let aggregator = args.aggregator.as_deref().map(aggregator_url).transpose()?;
-    let pinned_cc = args.probe_cc.as_deref().map(str::parse).transpose()?;
-    let pinned_asn = args.probe_asn.as_deref().map(str::parse).transpose()?;
-    let (identity, mut store) = start_measuring(&dir, args.yes)?;
-    let located = locate(
-        pinned_cc,
-        pinned_asn,
-        aggregator.as_ref(),
-        args.socks5.is_some(),
-        &engine,
-        &tls,
-    )
-    .await;
+    let mut probe = Measuring::open(&args, &dir, &engine, &tls).await?;
+    let located = &probe.located;
     if !args.json {
         eprintln!("{}", located.describe(args.cc.as_deref()));
     }
     let mut result = apps::measure(app, &plan, &engine, &resolver, &tls).await?;
     result.measurement.probe_cc = located.cc;
     result.measurement.probe_asn = located.asn;
-    let id = apps::keep(&result, &identity, &mut store)?;
+    let id = apps::keep(&result, &probe.identity, &mut probe.store)?;
     let tk = &result.measurement.test_keys;
     if args.json {
         // One line like web_connectivity's: the verdict, the id, and the test's own keys with
@@ -88,9 +77,7 @@ pub async fn run(args: RunArgs, app: App) -> Result<ExitCode> {
         }
         outln!("Result {} kept in {}.", id.as_str(), dir.display());
     }
-    if let (Some(url), false) = (aggregator, args.no_upload) {
-        upload_after_run(url, args.socks5, args.json, &mut store, &engine, &tls).await?;
-    }
+    probe.upload(&args, &engine, &tls).await?;
     Ok(ExitCode::SUCCESS)
 }
 

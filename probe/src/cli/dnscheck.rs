@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use vantage_probe::dnscheck::{self, DEFAULT_DOMAIN, DnscheckResult, Target};
 use vantage_probe::ooni::Blocking;
 
-use super::{RunArgs, aggregator_url, locate, start_measuring, upload_after_run};
+use super::{Measuring, RunArgs};
 
 /// Options of `--test dnscheck`.
 #[derive(Debug, clap::Args)]
@@ -52,19 +52,8 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         .first()
         .cloned()
         .context("no resolver configured")?;
-    let aggregator = args.aggregator.as_deref().map(aggregator_url).transpose()?;
-    let pinned_cc = args.probe_cc.as_deref().map(str::parse).transpose()?;
-    let pinned_asn = args.probe_asn.as_deref().map(str::parse).transpose()?;
-    let (identity, mut store) = start_measuring(&dir, args.yes)?;
-    let located = locate(
-        pinned_cc,
-        pinned_asn,
-        aggregator.as_ref(),
-        args.socks5.is_some(),
-        &engine,
-        &tls,
-    )
-    .await;
+    let mut probe = Measuring::open(&args, &dir, &engine, &tls).await?;
+    let located = &probe.located;
     if !args.json {
         eprintln!("{}", located.describe(args.cc.as_deref()));
         eprintln!(
@@ -77,7 +66,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         let mut result = dnscheck::measure(target, &domain, &engine, &bootstrap, &tls).await;
         result.measurement.probe_cc = located.cc;
         result.measurement.probe_asn = located.asn;
-        let id = dnscheck::keep(&result, &identity, &mut store)?;
+        let id = dnscheck::keep(&result, &probe.identity, &mut probe.store)?;
         match result.verdict.as_ref().and_then(|v| v.accessible) {
             Some(true) => working += 1,
             Some(false) => blocked += 1,
@@ -99,9 +88,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
             targets.len()
         );
     }
-    if let (Some(url), false) = (aggregator, args.no_upload) {
-        upload_after_run(url, args.socks5, args.json, &mut store, &engine, &tls).await?;
-    }
+    probe.upload(&args, &engine, &tls).await?;
     Ok(ExitCode::SUCCESS)
 }
 

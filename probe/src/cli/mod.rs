@@ -589,6 +589,59 @@ fn consent(dir: &Path, yes: bool) -> Result<()> {
         .with_context(|| format!("cannot write {}", marker.display()))
 }
 
+/// What a test's run holds once its own plan is made: the aggregator to upload to, the probe's
+/// key and store, and the country and network its results carry.
+struct Measuring {
+    aggregator: Option<Url>,
+    identity: Identity,
+    store: Store,
+    located: Located,
+}
+
+impl Measuring {
+    /// Parses the aggregator and the pinned network (a bad one is refused before the key is
+    /// created), asks for consent, opens the key and the store, and locates the probe.
+    async fn open(
+        args: &RunArgs,
+        dir: &Path,
+        engine: &EngineConfig,
+        tls: &TlsContext,
+    ) -> Result<Measuring> {
+        let aggregator = args.aggregator.as_deref().map(aggregator_url).transpose()?;
+        let pinned_cc = args.probe_cc.as_deref().map(str::parse).transpose()?;
+        let pinned_asn = args.probe_asn.as_deref().map(str::parse).transpose()?;
+        let (identity, store) = start_measuring(dir, args.yes)?;
+        let located = locate(
+            pinned_cc,
+            pinned_asn,
+            aggregator.as_ref(),
+            args.socks5.is_some(),
+            engine,
+            tls,
+        )
+        .await;
+        Ok(Measuring {
+            aggregator,
+            identity,
+            store,
+            located,
+        })
+    }
+
+    /// The upload at the end of the run, unless `--no-upload` or no aggregator.
+    async fn upload(
+        mut self,
+        args: &RunArgs,
+        engine: &EngineConfig,
+        tls: &TlsContext,
+    ) -> Result<()> {
+        if let (Some(url), false) = (self.aggregator, args.no_upload) {
+            upload_after_run(url, args.socks5, args.json, &mut self.store, engine, tls).await?;
+        }
+        Ok(())
+    }
+}
+
 /// What a measuring run needs once the plan is made: consent (asked once), the probe's key and
 /// its store.
 fn start_measuring(dir: &Path, yes: bool) -> Result<(Identity, Store)> {

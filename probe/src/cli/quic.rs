@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use vantage_probe::quic::{self, Plan, QuicMeasurement, Verdict};
 
-use super::{RunArgs, aggregator_url, list_for, locate, start_measuring, upload_after_run};
+use super::{Measuring, RunArgs, list_for};
 
 /// The `https` URLs of the list, one per host and port (QUIC is a property of the host, not
 /// of the path), in list order; the others are counted.
@@ -47,19 +47,8 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         .iter()
         .map(|u| Plan::new(u, &resolvers, engine.clone()))
         .collect::<Result<Vec<_>, _>>()?;
-    let aggregator = args.aggregator.as_deref().map(aggregator_url).transpose()?;
-    let pinned_cc = args.probe_cc.as_deref().map(str::parse).transpose()?;
-    let pinned_asn = args.probe_asn.as_deref().map(str::parse).transpose()?;
-    let (identity, mut store) = start_measuring(&dir, args.yes)?;
-    let located = locate(
-        pinned_cc,
-        pinned_asn,
-        aggregator.as_ref(),
-        args.socks5.is_some(),
-        &engine,
-        &tls,
-    )
-    .await;
+    let mut probe = Measuring::open(&args, &dir, &engine, &tls).await?;
+    let located = &probe.located;
     if !args.json {
         eprintln!("{}", located.describe(args.cc.as_deref()));
         eprintln!(
@@ -98,7 +87,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         m.test_start_time = Some(run_started.clone());
         m.probe_cc = located.cc;
         m.probe_asn = located.asn;
-        let id = quic::keep(&m, &identity, &mut store)?;
+        let id = quic::keep(&m, &probe.identity, &mut probe.store)?;
         let a = &m.test_keys.assessment;
         counts[a.verdict as usize] += 1;
         let input = m.input.clone().unwrap_or_default();
@@ -122,9 +111,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
              {host_blocked} unreachable on both, {tcp_blocked} TCP/TLS only failing, {dns} not resolved"
         );
     }
-    if let (Some(url), false) = (aggregator, args.no_upload) {
-        upload_after_run(url, args.socks5, args.json, &mut store, &engine, &tls).await?;
-    }
+    probe.upload(&args, &engine, &tls).await?;
     Ok(ExitCode::SUCCESS)
 }
 
