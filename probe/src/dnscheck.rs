@@ -79,27 +79,7 @@ pub struct Target {
 }
 
 /// Why a resolvers file cannot be used. Found before any network I/O.
-#[derive(Debug, thiserror::Error)]
-pub enum ResolversFileError {
-    /// Not TOML, or a field of the wrong type or unknown (toml's message names the line).
-    #[error("{source_name}: {message}")]
-    Syntax {
-        /// The file.
-        source_name: String,
-        /// toml's message, with the line and column.
-        message: String,
-    },
-    /// A field whose value cannot be used.
-    #[error("{source_name}: {field}: {reason}")]
-    Field {
-        /// The file.
-        source_name: String,
-        /// The field, e.g. `resolver[2].url`.
-        field: String,
-        /// What is wrong.
-        reason: String,
-    },
-}
+pub type ResolversFileError = crate::data_file::DataFileError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,10 +105,7 @@ pub fn builtin() -> Result<Vec<Target>, ResolversFileError> {
 
 /// Reads a resolvers file (the format of `test-lists/resolvers.toml`).
 pub fn parse_resolvers(text: &str, source_name: &str) -> Result<Vec<Target>, ResolversFileError> {
-    let raw: RawFile = toml::from_str(text).map_err(|e| ResolversFileError::Syntax {
-        source_name: source_name.to_string(),
-        message: e.to_string(),
-    })?;
+    let raw: RawFile = crate::data_file::parse_toml(text, source_name)?;
     let bad = |field: String, reason: String| ResolversFileError::Field {
         source_name: source_name.to_string(),
         field,

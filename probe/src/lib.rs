@@ -10,6 +10,7 @@ pub mod apps;
 pub mod bundle;
 pub mod canary;
 pub mod daemon;
+pub mod data_file;
 pub mod dnscheck;
 pub mod engine;
 pub mod envelope;

@@ -98,27 +98,7 @@ impl std::str::FromStr for App {
 }
 
 /// Why a data file cannot be used. Found before any network I/O.
-#[derive(Debug, thiserror::Error)]
-pub enum AppsFileError {
-    /// Not TOML, or a field of the wrong type or unknown (toml's message names the line).
-    #[error("{source_name}: {message}")]
-    Syntax {
-        /// The file.
-        source_name: String,
-        /// toml's message, with the line and column.
-        message: String,
-    },
-    /// A field whose value cannot be used.
-    #[error("{source_name}: {field}: {reason}")]
-    Field {
-        /// The file.
-        source_name: String,
-        /// The field, e.g. `telegram.access_points[2]`.
-        field: String,
-        /// What is wrong.
-        reason: String,
-    },
-}
+pub type AppsFileError = crate::data_file::DataFileError;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -261,10 +241,7 @@ impl AppsPlan {
     /// out keeps the scorer's table where it has one (the URLs of WhatsApp and Telegram,
     /// Facebook's endpoints and netblocks), and is an error where it has none.
     pub fn parse(text: &str, source_name: &str) -> Result<AppsPlan, AppsFileError> {
-        let raw: RawFile = toml::from_str(text).map_err(|e| AppsFileError::Syntax {
-            source_name: source_name.to_string(),
-            message: e.to_string(),
-        })?;
+        let raw: RawFile = crate::data_file::parse_toml(text, source_name)?;
         let bad = |field: String, reason: String| AppsFileError::Field {
             source_name: source_name.to_string(),
             field,
