@@ -28,7 +28,7 @@ use crate::envelope::{Identity, MeasurementId};
 use crate::failure::{Operation, StepError};
 use crate::ooni::{Measurement, TcpConnect, TlsHandshake};
 use crate::run::RunError;
-use crate::store::{NewResult, Store};
+use crate::store::Store;
 use crate::verdict::services::{ServiceVerdict, score_service};
 
 /// OONI's `test_name`.
@@ -635,26 +635,14 @@ pub fn keep(
     identity: &Identity,
     store: &mut Store,
 ) -> Result<MeasurementId, RunError> {
-    let m = &result.measurement;
-    let blocking = result
-        .verdict
-        .as_ref()
-        .and_then(|v| v.blocking.as_ref())
-        .map(|b| serde_json::to_string(b).unwrap_or_default());
-    let verdict = serde_json::to_string(&result.verdict)
-        .map_err(|e| crate::envelope::EnvelopeError::Malformed(e.to_string()))?;
-    let row = NewResult {
-        id: "",
-        input: Some(&result.target.input),
-        test_name: TEST_NAME,
-        measured_at: &m.measurement_start_time,
-        blocking: blocking.as_deref(),
-        accessible: result.verdict.as_ref().and_then(|v| v.accessible),
-        confirmed: false,
-        verdict: &verdict,
-        envelope: "",
-    };
-    crate::run::keep(m, row, identity, store)
+    crate::run::keep_service(
+        &result.measurement,
+        Some(&result.target.input),
+        TEST_NAME,
+        result.verdict.as_ref(),
+        identity,
+        store,
+    )
 }
 
 #[cfg(test)]

@@ -290,6 +290,36 @@ pub fn keep<T: serde::Serialize>(
     Ok(id)
 }
 
+/// Signs and keeps the measurement `m` of one of OONI's service tests (the apps, dnscheck) as
+/// [`keep`] does, its row filled from the verdict the aggregator's rules give it
+/// ([`crate::verdict::services`]), so that the probe's summary and the aggregator agree.
+pub fn keep_service<T: serde::Serialize>(
+    m: &crate::ooni::Measurement<T>,
+    input: Option<&str>,
+    test_name: &str,
+    verdict: Option<&crate::verdict::services::ServiceVerdict>,
+    identity: &Identity,
+    store: &mut Store,
+) -> Result<MeasurementId, RunError> {
+    let blocking = verdict
+        .and_then(|v| v.blocking.as_ref())
+        .map(|b| serde_json::to_string(b).unwrap_or_default());
+    let verdict_json =
+        serde_json::to_string(&verdict).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+    let row = NewResult {
+        id: "",
+        input,
+        test_name,
+        measured_at: &m.measurement_start_time,
+        blocking: blocking.as_deref(),
+        accessible: verdict.and_then(|v| v.accessible),
+        confirmed: false,
+        verdict: &verdict_json,
+        envelope: "",
+    };
+    keep(m, row, identity, store)
+}
+
 /// The layer a volunteer reads for a blocking type.
 pub fn layer(blocking: &Blocking) -> Option<&'static str> {
     match blocking {

@@ -30,7 +30,7 @@ use crate::engine::{EngineConfig, Resolver, TlsContext, Trace, dns, http as http
 use crate::envelope::{Identity, MeasurementId};
 use crate::ooni::{DnsQuery, HttpTransaction, Measurement, TcpConnect, TlsHandshake};
 use crate::run::RunError;
-use crate::store::{NewResult, Store};
+use crate::store::Store;
 use crate::verdict::services::{
     FACEBOOK_ENDPOINTS, FACEBOOK_NETBLOCKS, ServiceVerdict, TELEGRAM_URLS, WHATSAPP_URLS,
     score_service,
@@ -993,26 +993,14 @@ pub fn keep(
     identity: &Identity,
     store: &mut Store,
 ) -> Result<MeasurementId, RunError> {
-    let m = &result.measurement;
-    let blocking = result
-        .verdict
-        .as_ref()
-        .and_then(|v| v.blocking.as_ref())
-        .map(|b| serde_json::to_string(b).unwrap_or_default());
-    let verdict = serde_json::to_string(&result.verdict)
-        .map_err(|e| crate::envelope::EnvelopeError::Malformed(e.to_string()))?;
-    let row = NewResult {
-        id: "",
-        input: None,
-        test_name: result.app.test_name(),
-        measured_at: &m.measurement_start_time,
-        blocking: blocking.as_deref(),
-        accessible: result.verdict.as_ref().and_then(|v| v.accessible),
-        confirmed: false,
-        verdict: &verdict,
-        envelope: "",
-    };
-    crate::run::keep(m, row, identity, store)
+    crate::run::keep_service(
+        &result.measurement,
+        None,
+        result.app.test_name(),
+        result.verdict.as_ref(),
+        identity,
+        store,
+    )
 }
 
 /// `"ok"` or `"blocked"`, as the spec's `*_status` keys say.
