@@ -1,6 +1,6 @@
 //! `vantage daemon`: the unattended probe (DESIGN "Probe"; issue 7).
 //!
-//! Seven tasks share one signing key and one local store, each with its own connection to it
+//! Nine tasks share one signing key and one local store, each with its own connection to it
 //! (SQLite in WAL mode serialises their short writes):
 //!
 //! - **canaries** every minute, with or without a network: a failed round recorded during a
@@ -12,6 +12,8 @@
 //! - **list runs** every six hours with jitter, within a daily traffic budget;
 //! - **throttling tests** of a few configured targets, every six hours, in the same budget;
 //! - **app tests** (`[apps]`, docs/apps.md), daily when configured, in the same budget;
+//! - **resolver checks** (`[dnscheck]`, docs/dnscheck.md) and **QUIC tests** (`[quic]`,
+//!   docs/quic.md), daily when enabled, in the same budget;
 //! - **refresh** of where the probe is (whoami) and of the signed test lists, daily;
 //! - **uploads** of the outbox, oldest first, with exponential backoff while the aggregator
 //!   cannot be reached (never sooner than a `Retry-After` asks), so nothing recorded offline
@@ -759,6 +761,113 @@ async fn apps(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonError> 
     }
 }
 
+/// The resolvers check (docs/dnscheck.md), counted in the daily traffic budget with the list
+/// runs: each resolver costs its signed measurement, which records the handshakes' certificates
+/// and the answers it got.
+async fn dnscheck(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonError> {
+    let mut store = shared.store()?;
+    let mut next = Instant::now() + ctl.plan().schedule.first_run;
+    loop {
+        let plan = ctl.plan();
+        let at = plan.dnscheck.as_ref().map(|_| next);
+        match ctl.until(at).await {
+            Wake::Stop => return Ok(()),
+            Wake::Reload => continue,
+            Wake::Due => {}
+        }
+        let Some(d) = plan.dnscheck.clone() else {
+            continue;
+        };
+        let Some(bootstrap) = plan.resolvers.first().cloned() else {
+            continue;
+        };
+        let started = Instant::now();
+        next = jitter(started + d.every, plan.schedule.run_jitter.min(d.every / 2));
+        let day = unix_now() / 86_400;
+        if spent(&store, day) >= plan.daily_bytes {
+            tracing::info!("resolvers check skipped: today's traffic budget is used");
+            continue;
+        }
+        let (cc, asn) = shared.location();
+        let mut used = 0u64;
+        for target in &d.targets {
+            let work =
+                crate::dnscheck::measure(target, &d.domain, &plan.engine, &bootstrap, &plan.tls);
+            let Some(mut result) = ctl.unless_stopped(work).await else {
+                return Ok(());
+            };
+            result.measurement.probe_cc = cc;
+            result.measurement.probe_asn = asn;
+            used += serde_json::to_string(&result.measurement).map_or(0, |j| j.len() as u64);
+            match crate::dnscheck::keep(&result, &shared.identity, &mut store) {
+                Ok(id) => tracing::info!(
+                    id = id.as_str(),
+                    "dnscheck {}: {}",
+                    target.input,
+                    result
+                        .verdict
+                        .as_ref()
+                        .map(|v| v.rule.as_str())
+                        .unwrap_or("not scored")
+                ),
+                Err(e) => tracing::error!("dnscheck result of {} not kept: {e}", target.input),
+            }
+        }
+        charge(&store, day, used);
+        shared.results.notify_one();
+    }
+}
+
+/// The QUIC test (docs/quic.md), counted in the daily traffic budget with the list runs: each
+/// host costs its signed measurement (both handshakes, with their certificates). Hosts are
+/// measured one after another: a run where UDP 443 is dropped costs one deadline per host.
+async fn quic(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonError> {
+    let mut store = shared.store()?;
+    let mut next = Instant::now() + ctl.plan().schedule.first_run;
+    loop {
+        let plan = ctl.plan();
+        let at = plan.quic.as_ref().map(|_| next);
+        match ctl.until(at).await {
+            Wake::Stop => return Ok(()),
+            Wake::Reload => continue,
+            Wake::Due => {}
+        }
+        let Some(q) = plan.quic.clone() else {
+            continue;
+        };
+        let started = Instant::now();
+        next = jitter(started + q.every, plan.schedule.run_jitter.min(q.every / 2));
+        let day = unix_now() / 86_400;
+        if spent(&store, day) >= plan.daily_bytes {
+            tracing::info!("QUIC test skipped: today's traffic budget is used");
+            continue;
+        }
+        let (cc, asn) = shared.location();
+        let run_started = crate::ooni::ooni_timestamp(std::time::SystemTime::now());
+        let mut used = 0u64;
+        for p in &q.plans {
+            let Some(mut m) = ctl.unless_stopped(crate::quic::measure(p, &plan.tls)).await else {
+                return Ok(());
+            };
+            m.test_start_time = Some(run_started.clone());
+            m.probe_cc = cc;
+            m.probe_asn = asn;
+            used += serde_json::to_string(&m).map_or(0, |j| j.len() as u64);
+            match crate::quic::keep(&m, &shared.identity, &mut store) {
+                Ok(id) => tracing::info!(
+                    id = id.as_str(),
+                    "QUIC test of {}: {}",
+                    p.url(),
+                    m.test_keys.assessment.verdict.as_str()
+                ),
+                Err(e) => tracing::error!("QUIC result of {} not kept: {e}", p.url()),
+            }
+        }
+        charge(&store, day, used);
+        shared.results.notify_one();
+    }
+}
+
 /// Where the probe is, and the signed test lists.
 ///
 /// The daemon's first heartbeat and canary round wait for the first answer of `whoami`
@@ -999,6 +1108,8 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), DaemonError> {
     tasks.spawn(runs(shared.clone(), control()));
     tasks.spawn(throttling(shared.clone(), control()));
     tasks.spawn(apps(shared.clone(), control()));
+    tasks.spawn(dnscheck(shared.clone(), control()));
+    tasks.spawn(quic(shared.clone(), control()));
     tasks.spawn(refresh(shared.clone(), control()));
 
     let notifier = notify::Notifier::from_env();
