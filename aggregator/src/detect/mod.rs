@@ -733,6 +733,11 @@ mod tests {
     /// a.example every ten minutes; six keys elsewhere claim AS64500 too, beat for an hour,
     /// then fall silent with failed canaries and send "blocked" measurements of a.example.
     fn attacked(dir: &Path) -> crate::store::Sqlite {
+        attacked_from(dir, ("IR", 64500))
+    }
+
+    /// [`attacked`], with the six other keys claiming `(fake_cc, fake_asn)`.
+    fn attacked_from(dir: &Path, (fake_cc, fake_asn): (&str, u32)) -> crate::store::Sqlite {
         use crate::store::{Row, Sqlite, Storage};
         let db = Sqlite::open(&dir.join("agg.db")).expect("open");
         let t0 = 1_767_571_200;
@@ -740,8 +745,17 @@ mod tests {
             id: format!("{key}-{test}-{at}"),
             source: "vantage".into(),
             probe_key: Some(key.into()),
-            probe_cc: "IR".into(),
-            probe_asn: 64500,
+            probe_cc: if key.starts_with("fake") {
+                fake_cc
+            } else {
+                "IR"
+            }
+            .into(),
+            probe_asn: if key.starts_with("fake") {
+                fake_asn
+            } else {
+                64500
+            },
             test_name: test.into(),
             input: Some("https://a.example/".into()),
             domain: Some("a.example".into()),
@@ -767,7 +781,7 @@ mod tests {
             for f in 0..6 {
                 let key = format!("fake{f}");
                 if m < 60 {
-                    db.heartbeat(&key, "IR", 64500, &format_time(at + 10 + f), false)
+                    db.heartbeat(&key, fake_cc, fake_asn, &format_time(at + 10 + f), false)
                         .expect("beat");
                 } else if m % 5 == 0 {
                     rows.push(measurement(&key, at + f, "canary", false, true));
@@ -814,6 +828,44 @@ mod tests {
         let events = db.timeline(&q).expect("timeline");
         assert!(events.is_empty(), "{events:#?}");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn keys_in_the_unknown_network_going_dark_with_blocked_pages_make_no_event() {
+        use crate::store::Storage;
+        let now = 1_767_571_200 + 4 * 3600;
+        let q = |cc: &str| TimelineQuery {
+            cc: Some(cc.into()),
+            since: now - 86_400,
+            until: now + 86_400,
+            ..Default::default()
+        };
+        let (config, cats) = (DetectConfig::default(), HashMap::new());
+        // The six keys that fall silent with failed canaries and "blocked" pages claim IR's
+        // AS0, then ZZ's AS0, then ZZ with a real ASN: no shutdown and no blocking anywhere,
+        // though, claiming IR's AS64500, they make both (the test above).
+        for (i, fake) in [("IR", 0), ("ZZ", 0), ("ZZ", 64500)]
+            .into_iter()
+            .enumerate()
+        {
+            let dir = std::env::temp_dir()
+                .join(format!("vantage-unknown-net-{}-{i}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("dir");
+            let db = attacked_from(&dir, fake);
+            assert!(
+                db.active_countries(0)
+                    .expect("countries")
+                    .contains(&fake.0.to_string())
+            );
+            let n = detect(&db, None, Pass::Full(None), now, &cats, &config).expect("detect");
+            assert_eq!(n, 0, "{fake:?}");
+            for cc in ["IR", "ZZ"] {
+                let events = db.timeline(&q(cc)).expect("timeline");
+                assert!(events.is_empty(), "{fake:?} {cc}: {events:#?}");
+            }
+            std::fs::remove_dir_all(&dir).ok();
+        }
     }
 
     #[test]
