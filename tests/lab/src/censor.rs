@@ -230,6 +230,7 @@ pub fn net_resolver() -> Vec<String> {
         args.push(format!("--host-record={},{}", s.domain, s.addr()));
     }
     args.push(format!("--host-record={THROTTLED_SNI},{AGGREGATOR}"));
+    args.extend(crate::apps::net_resolver_args());
     args
 }
 
@@ -238,6 +239,7 @@ pub fn net_resolver() -> Vec<String> {
 pub fn isp_resolver(sites: &[&Site]) -> Vec<String> {
     let mut args = dnsmasq_common(&topology::ISP_RESOLVER.to_string());
     args.push(format!("--server={NET_RESOLVER}"));
+    args.extend(crate::apps::isp_resolver_args());
     for s in sites {
         match s.technique {
             // An empty address: NXDOMAIN for the name and everything under it (dnsmasq(8)).

@@ -111,7 +111,7 @@ pub struct Timeline {
 
 impl Timeline {
     /// The events of one kind in IR.
-    fn events(&self, kind: &str) -> Result<Vec<Value>> {
+    pub(crate) fn events(&self, kind: &str) -> Result<Vec<Value>> {
         let out = topology::run(
             &self.bin,
             &[

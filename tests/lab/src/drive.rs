@@ -281,6 +281,7 @@ fn run_inside(plan: &Plan, procs: &mut Procs) -> Result<Report> {
         procs.check(plan)?;
     }
     check_timeline(&timeline, &mut report)?;
+    crate::apps::check_timeline(&timeline, &plan.dir, Duration::from_secs(30), &mut report)?;
     procs.check(plan)?;
     eprintln!("lab: done in {:.0} s", t0.elapsed().as_secs_f64());
     Ok(report)
@@ -408,6 +409,7 @@ fn start_isp(plan: &Plan, procs: &mut Procs, lab: &str) -> Result<()> {
         }
     }
     censor::apply(&censor::router_rules(&censored)).context("installing the censor's rules")?;
+    censor::apply(&crate::apps::router_rules()).context("installing the censor's app rules")?;
 
     Ok(())
 }
@@ -576,7 +578,25 @@ fn measure(
         ]
     };
     let mut runs = Vec::new();
+    let apps_file = plan.dir.join("apps.toml");
+    let ca_pem =
+        std::fs::read_to_string(ca).with_context(|| format!("reading {}", ca.display()))?;
+    std::fs::write(&apps_file, crate::apps::apps_file(&ca_pem))?;
     for (i, (ns, data)) in PROBES.iter().zip(datas).enumerate() {
+        for case in crate::apps::CASES {
+            let mut args = vec![plan.bin("vantage"), "run".into()];
+            args.extend(crate::apps::run_args(case, &apps_file));
+            args.extend(common(data));
+            args.extend(strings(&[
+                "--resolver",
+                &format!("{ISP_RESOLVER}:53"),
+                "--ca-file",
+                &ca.display().to_string(),
+                "--timeout",
+                "3",
+            ]));
+            runs.push((format!("{}{}", case.test, i + 1), spawn_output(ns, &args)?));
+        }
         let mut args = vec![
             plan.bin("vantage"),
             "run".into(),
@@ -636,7 +656,16 @@ fn measure(
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
-        if name.starts_with("run") {
+        if let Some(case) = crate::apps::CASES.iter().find(|c| {
+            name.strip_prefix(c.test)
+                .is_some_and(|n| n.parse::<usize>().is_ok())
+        }) {
+            let v = lines.iter().find(|v| v["test_name"] == case.test);
+            report.check(
+                format!("{name}: {} ({})", case.test, case.blocking),
+                v.map_or(Some("no verdict".into()), |v| crate::apps::differs(case, v)),
+            );
+        } else if name.starts_with("run") {
             for s in SITES {
                 let v = lines.iter().find(|v| v["input"] == s.url().as_str());
                 report.check(

@@ -3,6 +3,7 @@
 //! tc shaping, an uplink cut) and the real `vantage` and `vantage-aggregator` must see it.
 //! See README "Censorship lab".
 
+mod apps;
 mod censor;
 mod check;
 mod drive;

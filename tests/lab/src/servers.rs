@@ -44,7 +44,11 @@ fn site_handler() -> Handler {
 /// the test helper to trust (written last: its presence says the servers are up).
 pub async fn web(ca_pem: &Path) -> Result<()> {
     let ca = TestCa::new("Vantage lab CA");
-    let names: Vec<&str> = SITES.iter().map(|s| s.domain).collect();
+    let names: Vec<&str> = SITES
+        .iter()
+        .map(|s| s.domain)
+        .chain(crate::apps::TLS_NAMES.iter().copied())
+        .collect();
     let leaf = ca.leaf(&names);
     let _http = HttpFixture::start_on(([0, 0, 0, 0], 80).into(), site_handler()).await;
     let _https = TlsFixture::start_on(([0, 0, 0, 0], 443).into(), &leaf, site_handler()).await;
