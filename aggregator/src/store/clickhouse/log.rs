@@ -95,6 +95,15 @@ const LOG_LEASE_SECONDS: i64 = 20;
 /// detectors' lease.
 pub(super) const OVERLAP_MICROS: u64 = 10_000_000;
 
+/// Every [`SWEEP_EVERY_ROUNDS`] rounds (a minute), the round reads the queue from this far
+/// before the last leaf's time instead of [`OVERLAP_MICROS`]: an INSERT that landed later than
+/// the overlap (a node stalled between stamping and storing) is still appended, within ten
+/// minutes, rather than left out of the log for good.
+const SWEEP_MICROS: u64 = 600_000_000;
+
+/// How many rounds between two sweeps ([`SWEEP_MICROS`]).
+const SWEEP_EVERY_ROUNDS: u64 = 12;
+
 /// How long a node that has just taken the lease waits before reading who holds it again and
 /// appending: a rival that took it at the same moment has recorded its claim by then, so
 /// both read the same holder (see [`ClickHouse::try_lease_named`]).
@@ -130,6 +139,8 @@ pub(super) struct Clock {
 pub(super) struct Sequencer {
     /// Whether this node held the log's lease at its last round.
     held: bool,
+    /// Rounds this node has run holding the lease: every [`SWEEP_EVERY_ROUNDS`]th sweeps.
+    rounds: u64,
 }
 
 /// One queued entry, as `log_queue` has it.
@@ -320,7 +331,13 @@ impl ClickHouse {
         }
         let renewed = Instant::now();
         let deadline = Duration::from_secs(u64::try_from(LOG_LEASE_SECONDS / 2).unwrap_or(10));
-        while self.integrate(renewed, deadline)? == BATCH {
+        let lookback = if state.rounds.is_multiple_of(SWEEP_EVERY_ROUNDS) {
+            SWEEP_MICROS
+        } else {
+            OVERLAP_MICROS
+        };
+        state.rounds += 1;
+        while self.integrate(renewed, deadline, lookback)? == BATCH {
             if renewed.elapsed() >= deadline {
                 break;
             }
@@ -331,7 +348,13 @@ impl ClickHouse {
     /// Appends up to [`BATCH`] queued entries not yet logged, in (time, id) order, in one
     /// INSERT; returns how many entries it read (fewer than [`BATCH`]: the queue is drained).
     /// Nothing is written once `deadline` has passed since the lease was renewed at `renewed`.
-    fn integrate(&self, renewed: Instant, deadline: Duration) -> Result<usize, DbError> {
+    /// `lookback`: how far before the last leaf's time the queue is read again.
+    fn integrate(
+        &self,
+        renewed: Instant,
+        deadline: Duration,
+        lookback: u64,
+    ) -> Result<usize, DbError> {
         let op = "integrating queued entries into the transparency log";
         let size = LogStore::tree_size(self)?;
         #[derive(Deserialize)]
@@ -348,7 +371,7 @@ impl ClickHouse {
             .first()
             .map_or(0, |a| a.at)
         };
-        let from = last_at.saturating_sub(OVERLAP_MICROS);
+        let from = last_at.saturating_sub(lookback);
         let until = self.server_micros()?.saturating_add(AHEAD_MICROS);
         let queued: Vec<Queued> = self.rows(
             op,
@@ -896,7 +919,8 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_queued_late_within_the_overlap_is_integrated_and_one_before_it_is_not() {
+    fn an_entry_queued_late_within_the_overlap_is_integrated_and_one_before_it_waits_for_the_sweep()
+    {
         let server = server();
         let a = ClickHouse::open(&server.url("v")).expect("open");
         a.insert_logged(&[signed(1)]).expect("insert");
@@ -927,6 +951,17 @@ mod tests {
             Some(1)
         );
         assert_eq!(a.leaf_of(&signed(3).id).expect("leaf"), None);
+        // The sweep, once a minute, reads further back: the entry that landed too late for
+        // the overlap is appended then, after the ones already logged.
+        for _ in 2..SWEEP_EVERY_ROUNDS {
+            assert!(a.sequence().expect("sequence"));
+        }
+        assert_eq!(a.tree_size().expect("size"), 2, "not before the sweep");
+        assert!(a.sequence().expect("the sweep"));
+        assert_eq!(
+            a.leaf_of(&signed(3).id).expect("leaf").map(|l| l.0),
+            Some(2)
+        );
     }
 
     #[test]
