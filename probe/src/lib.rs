@@ -9,6 +9,7 @@
 pub mod apps;
 pub mod bundle;
 pub mod canary;
+pub mod carry;
 pub mod daemon;
 pub mod data_file;
 pub mod dnscheck;

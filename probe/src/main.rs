@@ -76,6 +76,21 @@ enum Command {
     /// Exit status: 0 when every check holds; 1 when any fails; 2 when the file is not a
     /// readable bundle (not a zip, truncated, too large, no manifest) or --log-key is not a key.
     Verify(VerifyArgs),
+    /// Write the results waiting for upload (or all, --all) to one file that anyone can carry
+    /// out of a shutdown: gzip JSONL of the signed envelopes as stored, after a manifest this
+    /// probe signs (its key, count, time range, SHA-256 of the lines). A second export holds
+    /// only what the first did not; the results stay queued until an aggregator accepts them.
+    ///
+    /// Exit status: 0 when the file was written; 2 on any error (a full disk), in which case
+    /// no file is left and nothing is marked exported.
+    Export(cli::ExportArgs),
+    /// Queue another probe's export file to be uploaded from here, as relayed: each envelope
+    /// keeps its own signature (this probe signs nothing of theirs) and is checked before it
+    /// is kept; a tampered line is refused with its line number, the good ones kept.
+    ///
+    /// Exit status: 0 when every line and the manifest checked; 1 when anything was refused or
+    /// the file ends early (what verified is kept); 2 when nothing could be read.
+    Import(cli::ImportArgs),
 }
 
 /// `vantage verify`'s arguments.
@@ -164,6 +179,8 @@ fn main() -> ExitCode {
             Command::Id(args) => cli::id(&args),
             Command::Daemon(args) => cli::daemon(args).await,
             Command::Verify(args) => Ok(verify(&args)),
+            Command::Export(args) => cli::export(&args),
+            Command::Import(args) => cli::import(&args),
         }
     });
     // A lookup through the system resolver may still be running on a blocking thread; do not

@@ -90,6 +90,12 @@ const MIGRATIONS: &[&str] = &[
         seen_at INTEGER NOT NULL,
         UNIQUE (old_note, new_note, reason)
     );",
+    // 4: evidence carried by hand (docs/carry.md). `exported_at`: when a result was last
+    // written to an export file, so that the next export holds only what this one did not;
+    // the result stays queued until an aggregator answers. `relayed`: 1 for an envelope another
+    // probe signed and this one imported to send on (it never signs them).
+    "ALTER TABLE outbox ADD COLUMN exported_at INTEGER;
+    ALTER TABLE results ADD COLUMN relayed INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Store errors.
@@ -426,6 +432,90 @@ impl Store {
         stmt.query_map([limit], |r| Ok((r.get(0)?, r.get(1)?)))
             .and_then(Iterator::collect)
             .map_err(|e| self.err(e))
+    }
+
+    /// The results an export holds (docs/carry.md), oldest first: every stored one when `all`,
+    /// else those still waiting for the aggregator (pending or held) that no export holds yet;
+    /// only those measured at or after `since` (OONI's `YYYY-MM-DD HH:MM:SS`) when given.
+    pub fn exportable(
+        &self,
+        all: bool,
+        since: Option<&str>,
+    ) -> Result<Vec<crate::carry::Item>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT r.id, r.measured_at, r.envelope FROM results r JOIN outbox o ON o.id = r.id
+                 WHERE (?1 OR (o.state IN ('pending', 'held') AND o.exported_at IS NULL))
+                   AND (?2 IS NULL OR r.measured_at >= ?2)
+                 ORDER BY o.rowid",
+            )
+            .map_err(|e| self.err(e))?;
+        stmt.query_map(params![all, since], |r| {
+            Ok(crate::carry::Item {
+                id: r.get(0)?,
+                measured_at: r.get(1)?,
+                envelope: r.get(2)?,
+            })
+        })
+        .and_then(Iterator::collect)
+        .map_err(|e| self.err(e))
+    }
+
+    /// Remembers that these results are in an export file, in one transaction. Their upload
+    /// state is left alone: a file may never arrive.
+    pub fn mark_exported(&mut self, ids: &[String]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let now = now();
+        let tx = self.conn.transaction().map_err(err)?;
+        for id in ids {
+            tx.execute(
+                "UPDATE outbox SET exported_at = ?2 WHERE id = ?1",
+                params![id, now],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Queues an envelope another probe signed, read from a carried file, to be uploaded with
+    /// its own signature (docs/carry.md, "Relaying"). `Ok(false)` when it is already stored.
+    pub fn insert_relayed(
+        &mut self,
+        id: &str,
+        test_name: &str,
+        measured_at: &str,
+        input: Option<&str>,
+        envelope: &str,
+    ) -> Result<bool, StoreError> {
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        let added = tx
+            .execute(
+                "INSERT OR IGNORE INTO results (id, input, test_name, measured_at, confirmed,
+                 verdict, envelope, stored_at, relayed) VALUES (?1,?2,?3,?4,0,'{\"relayed\":true}',?5,?6,1)",
+                params![id, input, test_name, measured_at, envelope, now()],
+            )
+            .and_then(|n| {
+                if n > 0 {
+                    tx.execute(
+                        "INSERT INTO outbox (id, updated_at) VALUES (?1, ?2)",
+                        params![id, now()],
+                    )?;
+                }
+                Ok(n > 0)
+            })
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(added)
     }
 
     /// Records the aggregator's answer for each id. Only the outbox row changes: the result

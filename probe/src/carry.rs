@@ -1,0 +1,390 @@
+//! Evidence carried out by hand (`docs/carry.md`): a probe's signed envelopes written to one
+//! file that anyone may carry (a USB stick, a neighbour's link) and that an aggregator stores
+//! with the same checks as an upload.
+//!
+//! The file is gzip (RFC 1952) JSONL. Its first line is a manifest, itself a signed envelope
+//! (DESIGN "Data format") whose measurement is a [`Manifest`]: sealed with the probe's
+//! [`Identity`] like any result, so [`crate::envelope::verify`] checks it. The envelope lines
+//! follow exactly as the probe stored them; the manifest holds their SHA-256, so a carrier who
+//! drops, adds or changes a line is seen, while every line still stands on its own signature.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use flate2::Compression;
+use flate2::read::MultiGzDecoder;
+use flate2::write::GzEncoder;
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::{EnvelopeError, Identity, Verifier, verify};
+
+/// The export format's version.
+pub const FORMAT: u64 = 1;
+
+/// The manifest's `test_name`: no measurement has it, so an aggregator that is sent a manifest
+/// as an upload refuses it instead of storing it.
+pub const MANIFEST_TEST_NAME: &str = "vantage_export_manifest";
+
+/// The longest line read from a file: the aggregator's own bound on an uploaded line
+/// (`IngestConfig::max_line_bytes`, 1 MiB), so that a hostile file cannot make a reader hold
+/// an unbounded line.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// What the probe says about the envelopes that follow it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always [`MANIFEST_TEST_NAME`].
+    pub test_name: String,
+    /// [`FORMAT`].
+    pub format: u64,
+    /// The exporting probe's public key, base64, as in its envelopes.
+    pub probe_key: String,
+    /// How many envelope lines follow.
+    pub count: u64,
+    /// The earliest `measurement_start_time` among them (OONI's `YYYY-MM-DD HH:MM:SS`, UTC).
+    pub first: Option<String>,
+    /// The latest.
+    pub last: Option<String>,
+    /// Lower-case hex SHA-256 of the envelope lines that follow, each with its `\n`.
+    pub sha256: String,
+    /// When the file was written, unix seconds.
+    pub created: i64,
+}
+
+/// Why a file could not be written or read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum CarryError {
+    /// Writing the export failed; the partial file was removed.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file being written.
+        path: String,
+        /// The I/O error (a full disk: "No space left on device").
+        source: std::io::Error,
+    },
+    /// Opening the file failed.
+    #[error("cannot open {path}: {source}")]
+    Open {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The manifest could not be sealed.
+    #[error("cannot sign the manifest: {0}")]
+    Seal(EnvelopeError),
+}
+
+/// One stored result to export: its start time and its envelope line as stored.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// The measurement id (SHA-256 of its bytes, hex).
+    pub id: String,
+    /// `measurement_start_time`.
+    pub measured_at: String,
+    /// The signed envelope line, without newline.
+    pub envelope: String,
+}
+
+/// `FILE.partial`: where an export is written before it is renamed into place, so that a
+/// reader never sees half a file under the final name.
+pub fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(".partial");
+    PathBuf::from(name)
+}
+
+/// Writes `items` to `path` (through `path.partial`, renamed when complete and synced) with a
+/// manifest signed by `identity`. On any error the partial file is removed and `path` is left
+/// as it was.
+pub fn write_export(
+    path: &Path,
+    identity: &Identity,
+    items: &[Item],
+    created: i64,
+) -> Result<Manifest, CarryError> {
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    for item in items {
+        digest.update(item.envelope.as_bytes());
+        digest.update(b"\n");
+    }
+    let manifest = Manifest {
+        test_name: MANIFEST_TEST_NAME.into(),
+        format: FORMAT,
+        probe_key: identity.public_key(),
+        count: items.len() as u64,
+        first: items.iter().map(|i| i.measured_at.clone()).min(),
+        last: items.iter().map(|i| i.measured_at.clone()).max(),
+        sha256: hex::encode(digest.finish()),
+        created,
+    };
+    let json = serde_json::to_string(&manifest)
+        .map_err(|e| CarryError::Seal(EnvelopeError::Malformed(e.to_string())))?;
+    let (_, sealed) = identity.seal(&json).map_err(CarryError::Seal)?;
+    let partial = partial_path(path);
+    let written =
+        write_file(&partial, &sealed, items).and_then(|()| std::fs::rename(&partial, path));
+    match written {
+        Ok(()) => Ok(manifest),
+        Err(source) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(CarryError::Write {
+                path: path.display().to_string(),
+                source,
+            })
+        }
+    }
+}
+
+fn write_file(partial: &Path, manifest: &str, items: &[Item]) -> std::io::Result<()> {
+    let file = std::fs::File::create(partial)?;
+    let mut gz = GzEncoder::new(std::io::BufWriter::new(file), Compression::default());
+    gz.write_all(manifest.as_bytes())?;
+    gz.write_all(b"\n")?;
+    for item in items {
+        gz.write_all(item.envelope.as_bytes())?;
+        gz.write_all(b"\n")?;
+    }
+    let file = gz
+        .finish()?
+        .into_inner()
+        .map_err(std::io::IntoInnerError::into_error)?;
+    file.sync_all()
+}
+
+/// What reading a carried file found.
+#[derive(Debug, Default)]
+pub struct Carried {
+    /// The manifest, when the first line is one whose signature verifies.
+    pub manifest: Option<Manifest>,
+    /// What is wrong with the manifest (missing, bad signature, wrong key, hash or count
+    /// mismatch), if anything. The envelopes are still each checked on their own.
+    pub manifest_problems: Vec<String>,
+    /// Envelope lines whose signature verified: (line number, 1-based, the line).
+    pub good: Vec<(usize, String)>,
+    /// Lines refused: (line number, reason).
+    pub refused: Vec<(usize, String)>,
+    /// Why reading stopped before the end (a truncated gzip, a read error), if it did; the
+    /// lines read before are kept.
+    pub truncated: Option<String>,
+}
+
+impl Carried {
+    /// Whether everything checked: the manifest, every line, the whole file.
+    pub fn clean(&self) -> bool {
+        self.manifest.is_some()
+            && self.manifest_problems.is_empty()
+            && self.refused.is_empty()
+            && self.truncated.is_none()
+    }
+}
+
+/// Reads and checks a carried file: the manifest's signature, each envelope's signature, and
+/// the manifest's count and hash against the lines read. Nothing here trusts the carrier.
+pub fn read_export(path: &Path) -> Result<Carried, CarryError> {
+    let file = std::fs::File::open(path).map_err(|source| CarryError::Open {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(read_from(BufReader::new(MultiGzDecoder::new(
+        BufReader::new(file),
+    ))))
+}
+
+/// [`read_export`] over an already-inflated reader.
+pub fn read_from(mut reader: impl BufRead) -> Carried {
+    let mut out = Carried::default();
+    let mut verifier = Verifier::default();
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut lines = 0u64;
+    let mut buf = Vec::new();
+    for n in 1.. {
+        buf.clear();
+        let read = (&mut reader)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut buf);
+        match read {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                out.truncated = Some(format!("after line {}: {e}", n - 1));
+                break;
+            }
+        }
+        if buf.len() > MAX_LINE_BYTES && buf.last() != Some(&b'\n') {
+            out.refused
+                .push((n, format!("longer than {MAX_LINE_BYTES} bytes")));
+            // Skip the rest of the line.
+            let mut rest = Vec::new();
+            loop {
+                rest.clear();
+                match (&mut reader).take(1 << 16).read_until(b'\n', &mut rest) {
+                    Ok(0) => break,
+                    Ok(_) if rest.last() == Some(&b'\n') => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        out.truncated = Some(format!("in line {n}: {e}"));
+                        return finish(out, digest, lines);
+                    }
+                }
+            }
+            lines += 1;
+            continue;
+        }
+        let complete = buf.last() == Some(&b'\n');
+        let text = match std::str::from_utf8(&buf) {
+            Ok(t) => t.trim_end_matches('\n').trim_end_matches('\r'),
+            Err(_) => {
+                if n > 1 {
+                    digest.update(&buf);
+                    lines += 1;
+                }
+                out.refused.push((n, "not UTF-8".into()));
+                continue;
+            }
+        };
+        if n == 1 {
+            read_manifest(text, &mut out);
+            continue;
+        }
+        if text.trim().is_empty() {
+            continue;
+        }
+        digest.update(text.as_bytes());
+        digest.update(b"\n");
+        lines += 1;
+        if !complete {
+            out.refused.push((n, "cut off: no end of line".into()));
+            continue;
+        }
+        match verifier.verify(text) {
+            Ok(_) => out.good.push((n, text.to_string())),
+            Err(EnvelopeError::BadSignature) => out.refused.push((n, "bad signature".into())),
+            Err(e) => out.refused.push((n, e.to_string())),
+        }
+    }
+    finish(out, digest, lines)
+}
+
+fn read_manifest(text: &str, out: &mut Carried) {
+    let verified = match verify(text) {
+        Ok(v) => v,
+        Err(e) => {
+            out.manifest_problems
+                .push(format!("line 1 is not a signed manifest: {e}"));
+            return;
+        }
+    };
+    match serde_json::from_str::<Manifest>(verified.measurement) {
+        Ok(m) if m.test_name == MANIFEST_TEST_NAME && m.format == FORMAT => {
+            if m.probe_key != verified.key {
+                out.manifest_problems.push(format!(
+                    "manifest names key {} but is signed by {}",
+                    m.probe_key, verified.key
+                ));
+            }
+            out.manifest = Some(m);
+        }
+        Ok(m) => out.manifest_problems.push(format!(
+            "line 1 is not a format {FORMAT} manifest ({} format {})",
+            m.test_name, m.format
+        )),
+        Err(e) => out
+            .manifest_problems
+            .push(format!("line 1 is not a manifest: {e}")),
+    }
+}
+
+fn finish(mut out: Carried, digest: ring::digest::Context, lines: u64) -> Carried {
+    if let Some(m) = &out.manifest {
+        if m.count != lines {
+            out.manifest_problems.push(format!(
+                "the manifest counts {} lines, the file holds {lines}",
+                m.count
+            ));
+        }
+        let sha = hex::encode(digest.finish());
+        if sha != m.sha256 {
+            out.manifest_problems.push(format!(
+                "the lines' SHA-256 is {sha}, the manifest says {}",
+                m.sha256
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(identity: &Identity, n: usize) -> Vec<Item> {
+        (0..n)
+            .map(|i| {
+                let (id, envelope) = identity
+                    .seal(&format!(
+                        "{{\"test_name\":\"x\",\"measurement_start_time\":\"2026-01-0{} 00:00:00\"}}",
+                        i + 1
+                    ))
+                    .expect("seal");
+                Item {
+                    id: id.to_string(),
+                    measured_at: format!("2026-01-0{} 00:00:00", i + 1),
+                    envelope,
+                }
+            })
+            .collect()
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vantage-carry-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        dir
+    }
+
+    #[test]
+    fn round_trip_then_tamper_and_truncate() {
+        let dir = temp("round");
+        let path = dir.join("out.jsonl.gz");
+        let id = Identity::generate().expect("id");
+        let m = write_export(&path, &id, &items(&id, 3), 0).expect("write");
+        assert_eq!(m.count, 3);
+        assert_eq!(m.first.as_deref(), Some("2026-01-01 00:00:00"));
+        assert!(!partial_path(&path).exists());
+        let read = read_export(&path).expect("read");
+        assert!(read.clean(), "{read:?}");
+        assert_eq!(read.good.len(), 3);
+
+        // One byte changed in line 3 (the second envelope).
+        let mut text = String::new();
+        MultiGzDecoder::new(std::fs::File::open(&path).expect("open"))
+            .read_to_string(&mut text)
+            .expect("inflate");
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        lines[2] = lines[2].replacen("2026-01-02", "2026-01-03", 1);
+        let tampered = lines.join("\n") + "\n";
+        let read = read_from(tampered.as_bytes());
+        assert_eq!(read.good.len(), 2);
+        assert_eq!(read.refused, vec![(3, "bad signature".to_string())]);
+        assert!(read.manifest_problems[0].contains("SHA-256"), "{read:?}");
+
+        // Truncated gzip: an error, the lines before kept.
+        let bytes = std::fs::read(&path).expect("read");
+        let cut = dir.join("cut.gz");
+        std::fs::write(&cut, &bytes[..bytes.len() - 12]).expect("write");
+        let read = read_export(&cut).expect("read");
+        assert!(read.truncated.is_some(), "{read:?}");
+        assert!(!read.clean());
+    }
+
+    #[test]
+    fn a_failed_write_leaves_nothing() {
+        let dir = temp("fail");
+        let path = dir.join("missing").join("out.gz");
+        let id = Identity::generate().expect("id");
+        let err = write_export(&path, &id, &items(&id, 1), 0).expect_err("no dir");
+        assert!(err.to_string().contains("cannot write"), "{err}");
+        assert!(!partial_path(&path).exists());
+    }
+}
