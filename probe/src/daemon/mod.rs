@@ -820,7 +820,8 @@ async fn dnscheck(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonErr
 
 /// The QUIC test (docs/quic.md), counted in the daily traffic budget with the list runs: each
 /// host costs its signed measurement (both handshakes, with their certificates). Hosts are
-/// measured one after another: a run where UDP 443 is dropped costs one deadline per host.
+/// measured `budget.concurrency` at once, as list runs are: where UDP 443 is dropped, each host
+/// waits out the handshake deadline, and one after another would take hosts x deadline.
 async fn quic(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonError> {
     let mut store = shared.store()?;
     let mut next = Instant::now() + ctl.plan().schedule.first_run;
@@ -845,10 +846,33 @@ async fn quic(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonError> 
         let (cc, asn) = shared.location();
         let run_started = crate::ooni::ooni_timestamp(std::time::SystemTime::now());
         let mut used = 0u64;
-        for p in &q.plans {
-            let Some(mut m) = ctl.unless_stopped(crate::quic::measure(p, &plan.tls)).await else {
+        let mut queue = q.plans.iter().cloned();
+        let mut tasks = tokio::task::JoinSet::new();
+        let spawn = |tasks: &mut tokio::task::JoinSet<_>, p: crate::quic::Plan| {
+            let tls = plan.tls.clone();
+            tasks.spawn(async move { crate::quic::measure(&p, &tls).await });
+        };
+        for p in queue.by_ref().take(plan.concurrency) {
+            spawn(&mut tasks, p);
+        }
+        loop {
+            let Some(joined) = ctl.unless_stopped(tasks.join_next()).await else {
                 return Ok(());
             };
+            let Some(joined) = joined else {
+                break;
+            };
+            if let Some(p) = queue.next() {
+                spawn(&mut tasks, p);
+            }
+            let mut m = match joined {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!("a QUIC measurement did not finish: {e}");
+                    continue;
+                }
+            };
+            let input = m.input.clone().unwrap_or_default();
             m.test_start_time = Some(run_started.clone());
             m.probe_cc = cc;
             m.probe_asn = asn;
@@ -856,11 +880,10 @@ async fn quic(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonError> 
             match crate::quic::keep(&m, &shared.identity, &mut store) {
                 Ok(id) => tracing::info!(
                     id = id.as_str(),
-                    "QUIC test of {}: {}",
-                    p.url(),
+                    "QUIC test of {input}: {}",
                     m.test_keys.assessment.verdict.as_str()
                 ),
-                Err(e) => tracing::error!("QUIC result of {} not kept: {e}", p.url()),
+                Err(e) => tracing::error!("QUIC result of {input} not kept: {e}"),
             }
         }
         charge(&store, day, used);
