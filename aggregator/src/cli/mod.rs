@@ -36,6 +36,7 @@ mod detect;
 mod evidence;
 mod export;
 mod import;
+mod ingest;
 mod keys;
 mod migrate;
 mod mirror;
@@ -105,6 +106,9 @@ enum Command {
     /// reads the new leaves and stores each leaf's envelope once it verifies and is the
     /// leaf's; a fork or a rewritten log stops it, keeping everything (docs/transparency.md).
     Mirror(mirror::MirrorArgs),
+    /// Store files written by `vantage export` (carried out by any means) with the same checks
+    /// as an upload, and say per file what was accepted, duplicate or refused, and why.
+    Ingest(ingest::IngestArgs),
 }
 
 pub(super) fn detect_config(
@@ -147,6 +151,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Score(args) => score::score(&args),
         Command::Mirror(args) => mirror::mirror(&args),
+        Command::Ingest(args) => ingest::ingest(&args),
         Command::Query(args) => query::query(&args),
         Command::Signals(args) => signals::signals(&args),
         Command::Timeline(args) => timeline::timeline(&args),
