@@ -1212,4 +1212,58 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn exports_are_incremental_and_leave_the_outbox_alone() {
+        let path = temp("export");
+        let mut store = Store::open(&path).expect("open");
+        for id in ["e1", "e2"] {
+            store.insert(&result(id)).expect("insert");
+        }
+        let ids = |items: Vec<crate::carry::Item>| -> Vec<String> {
+            items.into_iter().map(|i| i.id).collect()
+        };
+        assert_eq!(
+            ids(store.exportable(false, None).expect("new")),
+            ["e1", "e2"]
+        );
+        store.mark_exported(&["e1".to_string()]).expect("mark");
+        assert_eq!(ids(store.exportable(false, None).expect("new")), ["e2"]);
+        assert_eq!(
+            ids(store.exportable(true, None).expect("all")),
+            ["e1", "e2"]
+        );
+        // Still waiting for upload: export marks nothing sent.
+        let pending: Vec<String> = store
+            .pending(10)
+            .expect("pending")
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(pending, ["e1", "e2"]);
+        // An accepted result is no longer exported, except with --all.
+        store
+            .record_outcomes(&[("e2".to_string(), Delivery::Accepted)])
+            .expect("outcome");
+        assert!(store.exportable(false, None).expect("new").is_empty());
+        assert_eq!(store.exportable(true, None).expect("all").len(), 2);
+        assert!(
+            store
+                .exportable(true, Some("2100-01-01 00:00:00"))
+                .expect("since")
+                .is_empty()
+        );
+        // A relayed envelope is queued once, and goes out like our own.
+        assert!(
+            store
+                .insert_relayed("r1", "canary", "2026-01-01 00:00:00", None, "{}")
+                .expect("relay")
+        );
+        assert!(
+            !store
+                .insert_relayed("r1", "canary", "2026-01-01 00:00:00", None, "{}")
+                .expect("again")
+        );
+        assert_eq!(store.pending(10).expect("pending").len(), 2);
+    }
 }
