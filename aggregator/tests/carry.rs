@@ -177,7 +177,46 @@ async fn an_export_carried_out_is_ingested_relayed_and_refused_when_tampered() {
     let db3 = dir.join("agg3.db");
     let (o, out, e) = aggregator(&["ingest", "--db", db3.to_str().expect("utf8")], &[&cut]);
     assert_eq!(o.status.code(), Some(1), "{out}{e}");
-    assert!(e.contains("ends early"), "{e}");
+    assert!(e.contains("read to its end: no (after line"), "{e}");
+    assert!(e.contains("incomplete deflate stream"), "{e}");
+    assert!(
+        out.contains("0 duplicate") && !out.contains(" 0 accepted"),
+        "lines before the cut kept: {out}"
+    );
+
+    // Not gzip at all, a missing file, a manifest whose signature was changed.
+    let plain = dir.join("plain.jsonl");
+    std::fs::write(&plain, lines.join("\n")).expect("write");
+    let (o, out, e) = aggregator(&["ingest", "--db", db3.to_str().expect("utf8")], &[&plain]);
+    assert_eq!(o.status.code(), Some(1), "{out}{e}");
+    assert!(
+        e.contains("not a readable gzip file: invalid gzip header"),
+        "{e}"
+    );
+    let missing = dir.join("missing.jsonl.gz");
+    let (o, _, e) = aggregator(
+        &["ingest", "--db", db3.to_str().expect("utf8")],
+        &[&missing],
+    );
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("cannot open") && e.contains("missing.jsonl.gz"),
+        "{e}"
+    );
+    let mut forged = lines.clone();
+    forged[0] = forged[0].replacen("\"count\":3", "\"count\":2", 1);
+    let forged_file = dir.join("forged.jsonl.gz");
+    gzip(&forged_file, &forged);
+    let (o, out, e) = aggregator(&["ingest", "--db", db_arg], &[&forged_file]);
+    assert_eq!(o.status.code(), Some(1), "{out}{e}");
+    assert!(
+        e.contains("line 1 is not a signed manifest: bad signature"),
+        "{e}"
+    );
+    assert!(out.contains("0 accepted, 3 duplicate, 0 refused"), "{out}");
+    let (o, _, e) = probe(&a, &["export", "--since", "yesterday", "--out", "x.gz"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(e.contains("--since \"yesterday\""), "{e}");
 
     // Another probe imports the file as relayed: twice changes nothing; a tampered file keeps
     // its good lines; the upload to a real aggregator stores them under their original ids.

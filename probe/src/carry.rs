@@ -207,7 +207,11 @@ pub fn read_from(mut reader: impl BufRead) -> Carried {
             Ok(0) => break,
             Ok(_) => {}
             Err(e) => {
-                out.truncated = Some(format!("after line {}: {e}", n - 1));
+                out.truncated = Some(if n == 1 {
+                    format!("not a readable gzip file: {e}")
+                } else {
+                    format!("after line {}: {e}", n - 1)
+                });
                 break;
             }
         }

@@ -93,7 +93,7 @@ pub(super) fn ingest(args: &IngestArgs) -> Result<ExitCode> {
             eprintln!("{name}:{n}: refused: {reason}");
         }
         if let Some(t) = &carried.truncated {
-            eprintln!("{name}: the file ends early ({t}); the lines before were taken");
+            eprintln!("{name}: read to its end: no ({t}); the lines before were taken");
         }
         outln!(
             "{name}: {accepted} accepted, {duplicate} duplicate, {} refused",

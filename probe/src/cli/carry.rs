@@ -140,7 +140,7 @@ pub fn import(args: &ImportArgs) -> Result<ExitCode> {
     }
     if let Some(t) = &carried.truncated {
         eprintln!(
-            "{}: the file ends early ({t}); the lines before were kept",
+            "{}: read to its end: no ({t}); the lines before were kept",
             args.file.display()
         );
     }
