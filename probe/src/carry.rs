@@ -125,7 +125,18 @@ pub fn write_export(
     let written =
         write_file(&partial, &sealed, items).and_then(|()| std::fs::rename(&partial, path));
     match written {
-        Ok(()) => Ok(manifest),
+        Ok(()) => {
+            // The rename reaches the drive only when its directory is synced (fsync(2),
+            // "calling fsync() on a file descriptor for the directory is also needed"): a
+            // stick pulled right after the export must hold the file. Some file systems refuse
+            // to sync a directory; the file itself is synced already.
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+                && let Ok(d) = std::fs::File::open(dir)
+            {
+                let _ = d.sync_all();
+            }
+            Ok(manifest)
+        }
         Err(source) => {
             let _ = std::fs::remove_file(&partial);
             Err(CarryError::Write {

@@ -66,6 +66,23 @@ pub fn export(args: &ExportArgs) -> Result<ExitCode> {
     let mut store = open_store(&dir)?;
     let items = store.exportable(args.all, since.as_deref())?;
     let manifest = write_export(&args.out, &identity, &items, unix_now())?;
+    // Read back what the drive holds before calling anything exported: a failing stick can
+    // accept writes and return something else.
+    let back = read_export(&args.out)?;
+    if !back.clean() || back.good.len() != items.len() {
+        let _ = std::fs::remove_file(&args.out);
+        bail!(
+            "{}: the file read back does not match what was written ({}); it was removed and \
+             nothing is marked exported",
+            args.out.display(),
+            back.manifest_problems
+                .first()
+                .cloned()
+                .or(back.truncated.clone())
+                .or(back.refused.first().map(|(n, r)| format!("line {n}: {r}")))
+                .unwrap_or_else(|| format!("{} of {} lines", back.good.len(), items.len()))
+        );
+    }
     let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
     store.mark_exported(&ids)?;
     outln!(
