@@ -242,6 +242,11 @@ async fn an_export_carried_out_is_ingested_relayed_and_refused_when_tampered() {
         out.contains("0 queued to relay, 2 already here, 1 refused"),
         "{out}"
     );
+    let (o, out, _) = probe(&b, &["results", "list", "--json"]);
+    assert!(o.status.success());
+    assert_eq!(out.matches("\"relayed\":true").count(), 3, "{out}");
+    let (_, out, _) = probe(&b, &["results", "list"]);
+    assert_eq!(out.matches("relayed canary").count(), 3, "{out}");
     let (server, _sdir, served_db) = fresh_aggregator("carry-serve").await;
     let base = server.base.clone();
     let b2 = b.clone();

@@ -148,6 +148,9 @@ pub struct StoredResult {
     pub upload_state: String,
     /// Why the aggregator refused it, when it did.
     pub upload_reason: Option<String>,
+    /// Signed by another probe and imported to be sent on (docs/carry.md): not this probe's
+    /// measurement.
+    pub relayed: bool,
 }
 
 /// What `vantage status` shows.
@@ -373,7 +376,7 @@ impl Store {
 
     const SELECT: &'static str =
         "SELECT r.id, r.input, r.test_name, r.measured_at, r.blocking, r.accessible,
-        r.confirmed, r.verdict, r.envelope, o.state, o.reason
+        r.confirmed, r.verdict, r.envelope, o.state, o.reason, r.relayed
         FROM results r JOIN outbox o ON o.id = r.id";
 
     fn row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredResult> {
@@ -389,6 +392,7 @@ impl Store {
             envelope: row.get(8)?,
             upload_state: row.get(9)?,
             upload_reason: row.get(10)?,
+            relayed: row.get(11)?,
         })
     }
 

@@ -1368,7 +1368,7 @@ pub fn results(args: ResultsArgs) -> Result<ExitCode> {
                         "id": r.id, "input": r.input, "measured_at": r.measured_at,
                         "blocking": r.blocking.as_deref().and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok()),
                         "accessible": r.accessible, "confirmed": r.confirmed, "upload": r.upload_state,
-                        "upload_reason": r.upload_reason,
+                        "upload_reason": r.upload_reason, "relayed": r.relayed,
                     });
                     outln!("{line}");
                 } else {
@@ -1411,6 +1411,9 @@ pub fn results(args: ResultsArgs) -> Result<ExitCode> {
 /// `accessible`, `down`, `undetermined` (OONI's `blocking: null`); a canary says whether most
 /// of its targets answered (its `accessible`), other tests without a blocking value their name.
 fn stored_verdict(r: &vantage_probe::store::StoredResult) -> String {
+    if r.relayed {
+        return format!("relayed {}", r.test_name);
+    }
     let blocking = r
         .blocking
         .as_deref()
