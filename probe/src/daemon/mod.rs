@@ -763,7 +763,9 @@ async fn apps(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonError> 
 
 /// The resolvers check (docs/dnscheck.md), counted in the daily traffic budget with the list
 /// runs: each resolver costs its signed measurement, which records the handshakes' certificates
-/// and the answers it got.
+/// and the answers it got. Resolvers are checked `budget.concurrency` at once: where they are
+/// all dropped, each address waits out the connect deadline, which one after another takes
+/// minutes (docs/dnscheck.md, "Cost").
 async fn dnscheck(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonError> {
     let mut store = shared.store()?;
     let mut next = Instant::now() + ctl.plan().schedule.first_run;
@@ -790,27 +792,54 @@ async fn dnscheck(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonErr
         }
         let (cc, asn) = shared.location();
         let mut used = 0u64;
-        for target in &d.targets {
-            let work =
-                crate::dnscheck::measure(target, &d.domain, &plan.engine, &bootstrap, &plan.tls);
-            let Some(mut result) = ctl.unless_stopped(work).await else {
+        let mut queue = d.targets.iter().cloned();
+        let mut tasks = tokio::task::JoinSet::new();
+        let spawn = |tasks: &mut tokio::task::JoinSet<_>, target: crate::dnscheck::Target| {
+            let (engine, bootstrap, tls, domain) = (
+                plan.engine.clone(),
+                bootstrap.clone(),
+                plan.tls.clone(),
+                d.domain.clone(),
+            );
+            tasks.spawn(async move {
+                crate::dnscheck::measure(&target, &domain, &engine, &bootstrap, &tls).await
+            });
+        };
+        for target in queue.by_ref().take(plan.concurrency) {
+            spawn(&mut tasks, target);
+        }
+        loop {
+            let Some(joined) = ctl.unless_stopped(tasks.join_next()).await else {
                 return Ok(());
+            };
+            let Some(joined) = joined else {
+                break;
+            };
+            if let Some(target) = queue.next() {
+                spawn(&mut tasks, target);
+            }
+            let mut result = match joined {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!("a resolver check did not finish: {e}");
+                    continue;
+                }
             };
             result.measurement.probe_cc = cc;
             result.measurement.probe_asn = asn;
             used += serde_json::to_string(&result.measurement).map_or(0, |j| j.len() as u64);
+            let input = &result.target.input;
             match crate::dnscheck::keep(&result, &shared.identity, &mut store) {
                 Ok(id) => tracing::info!(
                     id = id.as_str(),
-                    "dnscheck {}: {}",
-                    target.input,
+                    "dnscheck {input}: {}",
                     result
                         .verdict
                         .as_ref()
                         .map(|v| v.rule.as_str())
                         .unwrap_or("not scored")
                 ),
-                Err(e) => tracing::error!("dnscheck result of {} not kept: {e}", target.input),
+                Err(e) => tracing::error!("dnscheck result of {input} not kept: {e}"),
             }
         }
         charge(&store, day, used);
