@@ -171,8 +171,11 @@ pub struct Carried {
     /// What is wrong with the manifest (missing, bad signature, wrong key, hash or count
     /// mismatch), if anything. The envelopes are still each checked on their own.
     pub manifest_problems: Vec<String>,
-    /// Envelope lines whose signature verified: (line number, 1-based, the line).
-    pub good: Vec<(usize, String)>,
+    /// How many envelope lines verified (each was handed to the caller as it was read).
+    pub good: usize,
+    /// Whether the caller stopped the reading before the end (the manifest's count and hash
+    /// are then not checked).
+    pub stopped: bool,
     /// Lines refused: (line number, reason).
     pub refused: Vec<(usize, String)>,
     /// Why reading stopped before the end (a truncated gzip, a read error), if it did; the
@@ -187,23 +190,32 @@ impl Carried {
             && self.manifest_problems.is_empty()
             && self.refused.is_empty()
             && self.truncated.is_none()
+            && !self.stopped
     }
 }
 
 /// Reads and checks a carried file: the manifest's signature, each envelope's signature, and
 /// the manifest's count and hash against the lines read. Nothing here trusts the carrier.
-pub fn read_export(path: &Path) -> Result<Carried, CarryError> {
+///
+/// Each envelope that verifies is handed to `each` (its 1-based line number and the line) as
+/// it is read, so that a file of any size is read in the memory of one line; `each` returns
+/// `false` to stop.
+pub fn read_export(
+    path: &Path,
+    each: &mut dyn FnMut(usize, &str) -> bool,
+) -> Result<Carried, CarryError> {
     let file = std::fs::File::open(path).map_err(|source| CarryError::Open {
         path: path.display().to_string(),
         source,
     })?;
-    Ok(read_from(BufReader::new(MultiGzDecoder::new(
-        BufReader::new(file),
-    ))))
+    Ok(read_from(
+        BufReader::new(MultiGzDecoder::new(BufReader::new(file))),
+        each,
+    ))
 }
 
 /// [`read_export`] over an already-inflated reader.
-pub fn read_from(mut reader: impl BufRead) -> Carried {
+pub fn read_from(mut reader: impl BufRead, each: &mut dyn FnMut(usize, &str) -> bool) -> Carried {
     let mut out = Carried::default();
     let mut verifier = Verifier::default();
     let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
@@ -273,7 +285,13 @@ pub fn read_from(mut reader: impl BufRead) -> Carried {
             continue;
         }
         match verifier.verify(text) {
-            Ok(_) => out.good.push((n, text.to_string())),
+            Ok(_) => {
+                out.good += 1;
+                if !each(n, text) {
+                    out.stopped = true;
+                    break;
+                }
+            }
             Err(EnvelopeError::BadSignature) => out.refused.push((n, "bad signature".into())),
             Err(e) => out.refused.push((n, e.to_string())),
         }
@@ -311,7 +329,7 @@ fn read_manifest(text: &str, out: &mut Carried) {
 }
 
 fn finish(mut out: Carried, digest: ring::digest::Context, lines: u64) -> Carried {
-    if let Some(m) = &out.manifest {
+    if let Some(m) = out.manifest.as_ref().filter(|_| !out.stopped) {
         if m.count != lines {
             out.manifest_problems.push(format!(
                 "the manifest counts {} lines, the file holds {lines}",
@@ -367,9 +385,14 @@ mod tests {
         assert_eq!(m.count, 3);
         assert_eq!(m.first.as_deref(), Some("2026-01-01 00:00:00"));
         assert!(!partial_path(&path).exists());
-        let read = read_export(&path).expect("read");
+        let mut seen = Vec::new();
+        let read = read_export(&path, &mut |n, _| {
+            seen.push(n);
+            true
+        })
+        .expect("read");
         assert!(read.clean(), "{read:?}");
-        assert_eq!(read.good.len(), 3);
+        assert_eq!((read.good, seen), (3, vec![2, 3, 4]));
 
         // One byte changed in line 3 (the second envelope).
         let mut text = String::new();
@@ -379,8 +402,8 @@ mod tests {
         let mut lines: Vec<String> = text.lines().map(String::from).collect();
         lines[2] = lines[2].replacen("2026-01-02", "2026-01-03", 1);
         let tampered = lines.join("\n") + "\n";
-        let read = read_from(tampered.as_bytes());
-        assert_eq!(read.good.len(), 2);
+        let read = read_from(tampered.as_bytes(), &mut |_, _| true);
+        assert_eq!(read.good, 2);
         assert_eq!(read.refused, vec![(3, "bad signature".to_string())]);
         assert!(read.manifest_problems[0].contains("SHA-256"), "{read:?}");
 
@@ -388,7 +411,7 @@ mod tests {
         let bytes = std::fs::read(&path).expect("read");
         let cut = dir.join("cut.gz");
         std::fs::write(&cut, &bytes[..bytes.len() - 12]).expect("write");
-        let read = read_export(&cut).expect("read");
+        let read = read_export(&cut, &mut |_, _| true).expect("read");
         assert!(read.truncated.is_some(), "{read:?}");
         assert!(!read.clean());
     }

@@ -52,14 +52,33 @@ pub(super) fn ingest(args: &IngestArgs) -> Result<ExitCode> {
     let mut clean = true;
     for file in &args.files {
         let name = file.display();
-        let carried = read_export(file)?;
         let mut outcomes: Vec<LineOutcome> = Vec::new();
         let mut session = Session::new(db.as_ref(), &config, &fingerprints, &origin);
-        for (n, line) in &carried.good {
-            if session.line(*n, line)? == Flow::Full {
-                outcomes.extend(session.finish()?);
-                session = Session::new(db.as_ref(), &config, &fingerprints, &origin);
+        let mut failed = None;
+        // Each line is stored as it is read: a file of any size takes the memory of one
+        // upload (`IngestConfig::working_set_bytes`).
+        let carried = read_export(file, &mut |n, line| {
+            let full = match session.line(n, line) {
+                Ok(flow) => flow == Flow::Full,
+                Err(e) => {
+                    failed = Some(e);
+                    return false;
+                }
+            };
+            if full {
+                let next = Session::new(db.as_ref(), &config, &fingerprints, &origin);
+                match std::mem::replace(&mut session, next).finish() {
+                    Ok(done) => outcomes.extend(done),
+                    Err(e) => {
+                        failed = Some(e);
+                        return false;
+                    }
+                }
             }
+            true
+        })?;
+        if let Some(e) = failed {
+            return Err(e.into());
         }
         outcomes.extend(session.finish()?);
         let mut refused: Vec<(u64, String)> = carried

@@ -68,8 +68,8 @@ pub fn export(args: &ExportArgs) -> Result<ExitCode> {
     let manifest = write_export(&args.out, &identity, &items, unix_now())?;
     // Read back what the drive holds before calling anything exported: a failing stick can
     // accept writes and return something else.
-    let back = read_export(&args.out)?;
-    if !back.clean() || back.good.len() != items.len() {
+    let back = read_export(&args.out, &mut |_, _| true)?;
+    if !back.clean() || back.good != items.len() {
         let _ = std::fs::remove_file(&args.out);
         bail!(
             "{}: the file read back does not match what was written ({}); it was removed and \
@@ -80,7 +80,7 @@ pub fn export(args: &ExportArgs) -> Result<ExitCode> {
                 .cloned()
                 .or(back.truncated.clone())
                 .or(back.refused.first().map(|(n, r)| format!("line {n}: {r}")))
-                .unwrap_or_else(|| format!("{} of {} lines", back.good.len(), items.len()))
+                .unwrap_or_else(|| format!("{} of {} lines", back.good, items.len()))
         );
     }
     let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
@@ -107,9 +107,45 @@ struct Head {
 
 /// Queues every envelope of the file whose signature verifies, as relayed; reports the rest.
 pub fn import(args: &ImportArgs) -> Result<ExitCode> {
-    let carried = read_export(&args.file)?;
     let dir = args.data.dir()?;
     let mut store = open_store(&dir)?;
+    let mut refused = Vec::new();
+    let (mut added, mut known) = (0u64, 0u64);
+    let mut failed = None;
+    let carried = read_export(&args.file, &mut |n, line| {
+        let v = match verify(line) {
+            Ok(v) => v,
+            Err(e) => {
+                refused.push((n, e.to_string()));
+                return true;
+            }
+        };
+        let head: Head = match serde_json::from_str(v.measurement) {
+            Ok(h) => h,
+            Err(e) => {
+                refused.push((n, format!("not a measurement: {e}")));
+                return true;
+            }
+        };
+        match store.insert_relayed(
+            v.id.as_str(),
+            &head.test_name,
+            &head.measurement_start_time,
+            head.input.as_deref(),
+            line,
+        ) {
+            Ok(true) => added += 1,
+            Ok(false) => known += 1,
+            Err(e) => {
+                failed = Some(e);
+                return false;
+            }
+        }
+        true
+    })?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
     if let Some(m) = &carried.manifest {
         outln!(
             "manifest: probe {}, {} result(s), {} to {}",
@@ -122,35 +158,7 @@ pub fn import(args: &ImportArgs) -> Result<ExitCode> {
     for p in &carried.manifest_problems {
         eprintln!("{}: manifest: {p}", args.file.display());
     }
-    let mut refused = carried.refused.clone();
-    let (mut added, mut known) = (0u64, 0u64);
-    for (n, line) in &carried.good {
-        let v = match verify(line) {
-            Ok(v) => v,
-            Err(e) => {
-                refused.push((*n, e.to_string()));
-                continue;
-            }
-        };
-        let head: Head = match serde_json::from_str(v.measurement) {
-            Ok(h) => h,
-            Err(e) => {
-                refused.push((*n, format!("not a measurement: {e}")));
-                continue;
-            }
-        };
-        if store.insert_relayed(
-            v.id.as_str(),
-            &head.test_name,
-            &head.measurement_start_time,
-            head.input.as_deref(),
-            line,
-        )? {
-            added += 1;
-        } else {
-            known += 1;
-        }
-    }
+    refused.extend(carried.refused.iter().cloned());
     refused.sort();
     for (n, reason) in &refused {
         eprintln!("{}:{n}: refused: {reason}", args.file.display());
@@ -166,7 +174,7 @@ pub fn import(args: &ImportArgs) -> Result<ExitCode> {
         args.file.display(),
         refused.len()
     );
-    if carried.good.is_empty() && carried.manifest.is_none() {
+    if carried.good == 0 && carried.manifest.is_none() {
         bail!("{}: no signed results in the file", args.file.display());
     }
     let clean = carried.manifest.is_some()
