@@ -282,6 +282,7 @@ fn run_inside(plan: &Plan, procs: &mut Procs) -> Result<Report> {
     }
     check_timeline(&timeline, &mut report)?;
     crate::apps::check_timeline(&timeline, &plan.dir, Duration::from_secs(30), &mut report)?;
+    crate::quic::check_timeline(&timeline, &plan.dir, &mut report)?;
     procs.check(plan)?;
     eprintln!("lab: done in {:.0} s", t0.elapsed().as_secs_f64());
     Ok(report)
@@ -410,6 +411,7 @@ fn start_isp(plan: &Plan, procs: &mut Procs, lab: &str) -> Result<()> {
     }
     censor::apply(&censor::router_rules(&censored)).context("installing the censor's rules")?;
     censor::apply(&crate::apps::router_rules()).context("installing the censor's app rules")?;
+    censor::apply(&crate::quic::router_rules()).context("installing the censor's QUIC rule")?;
 
     Ok(())
 }
@@ -582,6 +584,8 @@ fn measure(
     let ca_pem =
         std::fs::read_to_string(ca).with_context(|| format!("reading {}", ca.display()))?;
     std::fs::write(&apps_file, crate::apps::apps_file(&ca_pem))?;
+    let quic_list = plan.dir.join("quic.csv");
+    std::fs::write(&quic_list, crate::quic::test_list())?;
     for (i, (ns, data)) in PROBES.iter().zip(datas).enumerate() {
         for case in crate::apps::CASES {
             let mut args = vec![plan.bin("vantage"), "run".into()];
@@ -597,6 +601,24 @@ fn measure(
             ]));
             runs.push((format!("{}{}", case.test, i + 1), spawn_output(ns, &args)?));
         }
+        let mut args = vec![
+            plan.bin("vantage"),
+            "run".into(),
+            "--test".into(),
+            "quic".into(),
+            "--list".into(),
+            quic_list.display().to_string(),
+        ];
+        args.extend(common(data));
+        args.extend(strings(&[
+            "--resolver",
+            &format!("{ISP_RESOLVER}:53"),
+            "--ca-file",
+            &ca.display().to_string(),
+            "--timeout",
+            "3",
+        ]));
+        runs.push((format!("quic{}", i + 1), spawn_output(ns, &args)?));
         let mut args = vec![
             plan.bin("vantage"),
             "run".into(),
@@ -656,7 +678,15 @@ fn measure(
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
-        if let Some(case) = crate::apps::CASES.iter().find(|c| {
+        if name.starts_with("quic") {
+            for host in [crate::quic::BLOCKED_NAME, crate::quic::CONTROL_NAME] {
+                let v = lines.iter().find(|v| crate::quic::host_of(v) == Some(host));
+                report.check(
+                    format!("{name}: {host} (quic)"),
+                    v.map_or(Some("no verdict".into()), |v| crate::quic::differs(host, v)),
+                );
+            }
+        } else if let Some(case) = crate::apps::CASES.iter().find(|c| {
             name.strip_prefix(c.test)
                 .is_some_and(|n| n.parse::<usize>().is_ok())
         }) {

@@ -8,6 +8,7 @@ mod censor;
 mod check;
 mod drive;
 mod evidence;
+mod quic;
 mod scenario;
 mod servers;
 mod topology;

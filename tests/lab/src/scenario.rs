@@ -176,7 +176,7 @@ pub const SITES: &[Site] = &[
         // names, content-length among them). Vantage's rules do not let a header every server
         // sends make two pages match (docs/scoring.md), so the page differs from the control's,
         // and the IR blockpage fingerprint confirms it.
-        expect: blocked("http-diff", "http-diff", true),
+        expect: blocked("http-diff", "http-different-page", true),
     },
     // Same address as blockpage.lab: the proxy decides by Host, so this one passes.
     Site {

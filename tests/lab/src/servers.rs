@@ -48,10 +48,16 @@ pub async fn web(ca_pem: &Path) -> Result<()> {
         .iter()
         .map(|s| s.domain)
         .chain(crate::apps::TLS_NAMES.iter().copied())
+        .chain(crate::quic::TLS_NAMES.iter().copied())
         .collect();
     let leaf = ca.leaf(&names);
     let _http = HttpFixture::start_on(([0, 0, 0, 0], 80).into(), site_handler()).await;
     let _https = TlsFixture::start_on(([0, 0, 0, 0], 443).into(), &leaf, site_handler()).await;
+    let _quic = crate::quic::serve(
+        &leaf,
+        ([0, 0, 0, 0], 443).into(),
+        ca_pem.parent().unwrap_or(Path::new(".")),
+    )?;
     let partial = ca_pem.with_extension("partial");
     std::fs::write(&partial, ca.pem()).with_context(|| format!("writing {}", partial.display()))?;
     std::fs::rename(&partial, ca_pem).with_context(|| format!("writing {}", ca_pem.display()))?;
