@@ -153,6 +153,21 @@ pub struct StoredResult {
     pub relayed: bool,
 }
 
+/// An envelope another probe signed, to be sent on ([`Store::insert_relayed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relayed {
+    /// Its measurement id.
+    pub id: String,
+    /// `test_name`.
+    pub test_name: String,
+    /// `measurement_start_time`.
+    pub measured_at: String,
+    /// `input`, if any.
+    pub input: Option<String>,
+    /// The envelope line as signed, without newline.
+    pub envelope: String,
+}
+
 /// What `vantage status` shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
@@ -486,38 +501,37 @@ impl Store {
         tx.commit().map_err(err)
     }
 
-    /// Queues an envelope another probe signed, read from a carried file, to be uploaded with
-    /// its own signature (docs/carry.md, "Relaying"). `Ok(false)` when it is already stored.
-    pub fn insert_relayed(
-        &mut self,
-        id: &str,
-        test_name: &str,
-        measured_at: &str,
-        input: Option<&str>,
-        envelope: &str,
-    ) -> Result<bool, StoreError> {
+    /// Queues envelopes another probe signed, read from a carried file, to be uploaded with
+    /// their own signatures (docs/carry.md, "Relaying"), in one transaction (one sync of the
+    /// store for a batch, not one per line). Returns how many were new; one already stored
+    /// changes nothing.
+    pub fn insert_relayed(&mut self, batch: &[Relayed]) -> Result<u64, StoreError> {
         let path = self.path.clone();
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
             source,
         };
+        let now = now();
         let tx = self.conn.transaction().map_err(err)?;
-        let added = tx
-            .execute(
-                "INSERT OR IGNORE INTO results (id, input, test_name, measured_at, confirmed,
-                 verdict, envelope, stored_at, relayed) VALUES (?1,?2,?3,?4,0,'{\"relayed\":true}',?5,?6,1)",
-                params![id, input, test_name, measured_at, envelope, now()],
-            )
-            .and_then(|n| {
-                if n > 0 {
-                    tx.execute(
-                        "INSERT INTO outbox (id, updated_at) VALUES (?1, ?2)",
-                        params![id, now()],
-                    )?;
-                }
-                Ok(n > 0)
-            })
-            .map_err(err)?;
+        let mut added = 0;
+        for r in batch {
+            let n = tx
+                .execute(
+                    "INSERT OR IGNORE INTO results (id, input, test_name, measured_at, confirmed,
+                     verdict, envelope, stored_at, relayed)
+                     VALUES (?1,?2,?3,?4,0,'{\"relayed\":true}',?5,?6,1)",
+                    params![r.id, r.input, r.test_name, r.measured_at, r.envelope, now],
+                )
+                .map_err(err)?;
+            if n > 0 {
+                tx.execute(
+                    "INSERT INTO outbox (id, updated_at) VALUES (?1, ?2)",
+                    params![r.id, now],
+                )
+                .map_err(err)?;
+                added += 1;
+            }
+        }
         tx.commit().map_err(err)?;
         Ok(added)
     }
@@ -1258,16 +1272,20 @@ mod tests {
                 .is_empty()
         );
         // A relayed envelope is queued once, and goes out like our own.
-        assert!(
+        let relayed = Relayed {
+            id: "r1".into(),
+            test_name: "canary".into(),
+            measured_at: "2026-01-01 00:00:00".into(),
+            input: None,
+            envelope: "{}".into(),
+        };
+        assert_eq!(
             store
-                .insert_relayed("r1", "canary", "2026-01-01 00:00:00", None, "{}")
-                .expect("relay")
+                .insert_relayed(&[relayed.clone(), relayed.clone()])
+                .expect("relay"),
+            1
         );
-        assert!(
-            !store
-                .insert_relayed("r1", "canary", "2026-01-01 00:00:00", None, "{}")
-                .expect("again")
-        );
+        assert_eq!(store.insert_relayed(&[relayed]).expect("again"), 0);
         assert_eq!(store.pending(10).expect("pending").len(), 2);
     }
 }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use vantage_probe::carry::{read_export, write_export};
 use vantage_probe::envelope::{Identity, verify};
+use vantage_probe::store::Relayed;
 
 use super::{DataArgs, open_store};
 
@@ -105,6 +106,20 @@ struct Head {
     input: Option<String>,
 }
 
+/// Envelopes queued per transaction: a few MB of envelopes, one sync of the store.
+const BATCH: usize = 500;
+
+/// Stores `batch` and empties it: (new, already stored).
+fn flush(
+    store: &mut vantage_probe::store::Store,
+    batch: &mut Vec<Relayed>,
+) -> Result<(u64, u64), vantage_probe::store::StoreError> {
+    let added = store.insert_relayed(batch)?;
+    let known = batch.len() as u64 - added;
+    batch.clear();
+    Ok((added, known))
+}
+
 /// Queues every envelope of the file whose signature verifies, as relayed; reports the rest.
 pub fn import(args: &ImportArgs) -> Result<ExitCode> {
     let dir = args.data.dir()?;
@@ -112,6 +127,7 @@ pub fn import(args: &ImportArgs) -> Result<ExitCode> {
     let mut refused = Vec::new();
     let (mut added, mut known) = (0u64, 0u64);
     let mut failed = None;
+    let mut batch = Vec::new();
     let carried = read_export(&args.file, &mut |n, line| {
         let v = match verify(line) {
             Ok(v) => v,
@@ -127,18 +143,20 @@ pub fn import(args: &ImportArgs) -> Result<ExitCode> {
                 return true;
             }
         };
-        match store.insert_relayed(
-            v.id.as_str(),
-            &head.test_name,
-            &head.measurement_start_time,
-            head.input.as_deref(),
-            line,
-        ) {
-            Ok(true) => added += 1,
-            Ok(false) => known += 1,
-            Err(e) => {
-                failed = Some(e);
-                return false;
+        batch.push(Relayed {
+            id: v.id.to_string(),
+            test_name: head.test_name,
+            measured_at: head.measurement_start_time,
+            input: head.input,
+            envelope: line.to_string(),
+        });
+        if batch.len() >= BATCH {
+            match flush(&mut store, &mut batch) {
+                Ok((a, k)) => (added, known) = (added + a, known + k),
+                Err(e) => {
+                    failed = Some(e);
+                    return false;
+                }
             }
         }
         true
@@ -146,6 +164,8 @@ pub fn import(args: &ImportArgs) -> Result<ExitCode> {
     if let Some(e) = failed {
         return Err(e.into());
     }
+    let (a, k) = flush(&mut store, &mut batch)?;
+    (added, known) = (added + a, known + k);
     if let Some(m) = &carried.manifest {
         outln!(
             "manifest: probe {}, {} result(s), {} to {}",
