@@ -23,4 +23,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --quiet -p vantage-probe --test tests_cost -- --ignored --nocapture --test-threads 1 2>&1 \
-    | grep -v '^running\|^test result\|^$\|^test cost_of'
+    | grep -v '^running\|^test result\|^$\|^test cost_of\|^\.$\|^ok$'

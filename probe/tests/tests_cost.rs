@@ -491,8 +491,9 @@ fn resolvers_file(doh: u16, dot: u16) -> String {
 }
 
 fn header(count: &str) {
+    // A line of its own: the harness's own "test ... " or "." precedes the first one.
     println!(
-        "test                 answering_ms  charged_B  signed_B {count:>9} | all_dropped_s  blocking | daily_B  %budget"
+        "\ntest                 answering_ms  charged_B  signed_B {count:>9} | all_dropped_s  blocking | daily_B  %budget"
     );
 }
 
