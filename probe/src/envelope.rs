@@ -145,6 +145,13 @@ impl Identity {
         B64.encode(self.key.verifying_key().to_bytes())
     }
 
+    /// The Ed25519 signature of `message`, for proofs other than envelopes that name this
+    /// probe (the relay header, `relay_proof`); each such message carries its own domain
+    /// prefix so that it can never be taken for a measurement.
+    pub(crate) fn sign_bytes(&self, message: &[u8]) -> [u8; 64] {
+        self.key.sign(message).to_bytes()
+    }
+
     /// Wraps a measurement, given as compact JSON, in a signed envelope line (without newline).
     pub fn seal(&self, measurement_json: &str) -> Result<(MeasurementId, String), EnvelopeError> {
         let raw = RawValue::from_string(measurement_json.to_string())
@@ -244,7 +251,7 @@ impl Verifier {
 
 /// A base64 Ed25519 public key, refusing weak (small-order) keys, which would let one signature
 /// verify for many messages.
-fn decode_key(b64: &str) -> Result<VerifyingKey, EnvelopeError> {
+pub(crate) fn decode_key(b64: &str) -> Result<VerifyingKey, EnvelopeError> {
     let key_bytes: [u8; 32] = B64
         .decode(b64)
         .ok()

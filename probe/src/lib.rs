@@ -19,6 +19,8 @@ pub mod failure;
 pub mod migrate;
 pub mod ooni;
 pub mod quic;
+pub mod relay_proof;
+pub mod route;
 pub mod run;
 pub mod store;
 pub mod test_lists;
