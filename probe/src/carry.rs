@@ -17,6 +17,7 @@ use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
 
 use crate::envelope::{EnvelopeError, Identity, Verifier, verify};
+use crate::store::{Relayed, Store, StoreError};
 
 /// The export format's version.
 pub const FORMAT: u64 = 1;
@@ -345,6 +346,108 @@ fn finish(mut out: Carried, digest: ring::digest::Context, lines: u64) -> Carrie
         }
     }
     out
+}
+
+/// The header fields the store keeps for a relayed result.
+#[derive(Deserialize)]
+struct Head {
+    test_name: String,
+    measurement_start_time: String,
+    #[serde(default)]
+    input: Option<String>,
+}
+
+/// Checks one envelope another probe signed, before this probe keeps it to send on: its
+/// signature first (nothing else is read from a line that fails it), then the measurement
+/// fields the store keeps. `vantage import` and `vantage relay` take envelopes with this
+/// check and no other. The error is the reason in the aggregator's words ("bad signature",
+/// "malformed: ..."), which a probe's uploader reads ([`crate::upload::classify`]).
+pub fn check_relayed(line: &str, verifier: &mut Verifier) -> Result<Relayed, String> {
+    let v = match verifier.verify(line) {
+        Ok(v) => v,
+        Err(EnvelopeError::BadSignature) => return Err("bad signature".into()),
+        Err(e) => return Err(format!("malformed: {e}")),
+    };
+    let head: Head = serde_json::from_str(v.measurement)
+        .map_err(|e| format!("malformed: not a measurement: {e}"))?;
+    Ok(Relayed {
+        id: v.id.to_string(),
+        test_name: head.test_name,
+        measured_at: head.measurement_start_time,
+        input: head.input,
+        envelope: line.to_string(),
+    })
+}
+
+/// Why an export to a file did not complete. Nothing is marked exported in any of these.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The local store could not be read or marked.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The file could not be written (the partial file was removed).
+    #[error(transparent)]
+    Carry(#[from] CarryError),
+    /// The file read back is not what was written; it was removed.
+    #[error(
+        "{path}: the file read back does not match what was written ({problem}); it was \
+         removed and nothing is marked exported"
+    )]
+    ReadBack {
+        /// The file.
+        path: String,
+        /// The first difference found.
+        problem: String,
+    },
+}
+
+/// Which results an export holds ([`Store::exportable`]).
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Every stored result, not only those no export holds yet.
+    pub all: bool,
+    /// Only those measured at or after this time (OONI's `YYYY-MM-DD HH:MM:SS`).
+    pub since: Option<String>,
+    /// Write nothing when there is nothing to export (the daemon's `[carry]`); `vantage
+    /// export` writes an empty file, which still says who exported it and when.
+    pub skip_empty: bool,
+}
+
+/// An export as `vantage export` and the daemon's `[carry]` both make it: the results
+/// selected are written to `path` ([`write_export`]), the file is read back and checked as a
+/// reader would ([`read_export`]: a failing drive can accept writes and return something
+/// else), and only then are they marked exported. `None` when `skip_empty` and there was
+/// nothing to write.
+pub fn export(
+    store: &mut Store,
+    identity: &Identity,
+    path: &Path,
+    selection: &Selection,
+    created: i64,
+) -> Result<Option<Manifest>, ExportError> {
+    let items = store.exportable(selection.all, selection.since.as_deref())?;
+    if items.is_empty() && selection.skip_empty {
+        return Ok(None);
+    }
+    let manifest = write_export(path, identity, &items, created)?;
+    let back = read_export(path, &mut |_, _| true)?;
+    if !back.clean() || back.good != items.len() {
+        let _ = std::fs::remove_file(path);
+        let problem = back
+            .manifest_problems
+            .first()
+            .cloned()
+            .or(back.truncated.clone())
+            .or(back.refused.first().map(|(n, r)| format!("line {n}: {r}")))
+            .unwrap_or_else(|| format!("{} of {} lines", back.good, items.len()));
+        return Err(ExportError::ReadBack {
+            path: path.display().to_string(),
+            problem,
+        });
+    }
+    let ids: Vec<String> = items.into_iter().map(|i| i.id).collect();
+    store.mark_exported(&ids)?;
+    Ok(Some(manifest))
 }
 
 #[cfg(test)]

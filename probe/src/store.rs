@@ -453,6 +453,40 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Up to `limit` results waiting for upload, oldest first, of this probe's own (`relayed`
+    /// false) or relayed for others (true): the two go in separate requests, the relayed ones
+    /// with the relay header (docs/carry.md, "Upload routes").
+    pub fn pending_of(
+        &self,
+        limit: usize,
+        relayed: bool,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT o.id, r.envelope FROM outbox o JOIN results r ON r.id = o.id
+                 WHERE o.state = 'pending' AND r.relayed = ?2 ORDER BY o.rowid LIMIT ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        stmt.query_map(params![limit, relayed], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(Iterator::collect)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Relayed results not yet delivered (pending or held): what a relay's queue holds.
+    pub fn relayed_waiting(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM outbox o JOIN results r ON r.id = o.id
+                 WHERE r.relayed = 1 AND o.state IN ('pending', 'held')",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| u64::try_from(n).unwrap_or(0))
+            .map_err(|e| self.err(e))
+    }
+
     /// The results an export holds (docs/carry.md), oldest first: every stored one when `all`,
     /// else those still waiting for the aggregator (pending or held) that no export holds yet;
     /// only those measured at or after `since` (OONI's `YYYY-MM-DD HH:MM:SS`) when given.
@@ -506,6 +540,13 @@ impl Store {
     /// store for a batch, not one per line). Returns how many were new; one already stored
     /// changes nothing.
     pub fn insert_relayed(&mut self, batch: &[Relayed]) -> Result<u64, StoreError> {
+        let added = self.insert_relayed_each(batch)?;
+        Ok(added.iter().filter(|a| **a).count() as u64)
+    }
+
+    /// [`Store::insert_relayed`], saying for each envelope whether it was new (a relay answers
+    /// `accepted` or `duplicate` per line).
+    pub fn insert_relayed_each(&mut self, batch: &[Relayed]) -> Result<Vec<bool>, StoreError> {
         let path = self.path.clone();
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
@@ -513,7 +554,7 @@ impl Store {
         };
         let now = now();
         let tx = self.conn.transaction().map_err(err)?;
-        let mut added = 0;
+        let mut added = Vec::with_capacity(batch.len());
         for r in batch {
             let n = tx
                 .execute(
@@ -529,8 +570,8 @@ impl Store {
                     params![r.id, now],
                 )
                 .map_err(err)?;
-                added += 1;
             }
+            added.push(n > 0);
         }
         tx.commit().map_err(err)?;
         Ok(added)
@@ -1285,7 +1326,26 @@ mod tests {
                 .expect("relay"),
             1
         );
-        assert_eq!(store.insert_relayed(&[relayed]).expect("again"), 0);
+        assert_eq!(store.insert_relayed(&[relayed.clone()]).expect("again"), 0);
         assert_eq!(store.pending(10).expect("pending").len(), 2);
+        // Own and relayed are asked for apart; a relay counts what it holds for others.
+        let ids = |rows: Vec<(String, String)>| -> Vec<String> {
+            rows.into_iter().map(|(id, _)| id).collect()
+        };
+        assert_eq!(ids(store.pending_of(10, false).expect("own")), ["e1"]);
+        assert_eq!(ids(store.pending_of(10, true).expect("relayed")), ["r1"]);
+        assert_eq!(store.relayed_waiting().expect("waiting"), 1);
+        let mut other = relayed.clone();
+        other.id = "r2".into();
+        assert_eq!(
+            store
+                .insert_relayed_each(&[relayed, other])
+                .expect("each"),
+            [false, true]
+        );
+        store
+            .record_outcomes(&[("r1".to_string(), Delivery::Accepted)])
+            .expect("outcome");
+        assert_eq!(store.relayed_waiting().expect("waiting"), 1);
     }
 }

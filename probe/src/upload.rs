@@ -27,6 +27,7 @@ use url::Url;
 
 use crate::engine::{EngineConfig, TlsContext, Trace, client};
 use crate::ooni::{Asn, CountryCode};
+pub use crate::route::{Relayer, Route};
 use crate::store::{Delivery, Requeue, Store, StoreError};
 use crate::test_lists::{SignedListError, WriteError};
 pub use crate::wire::WhoAmI;
@@ -49,6 +50,13 @@ pub struct UploadConfig {
     pub max_backoff: Duration,
     /// SOCKS5 proxy for uploads (e.g. Tor at 127.0.0.1:9050).
     pub socks5: Option<std::net::SocketAddr>,
+    /// Upload routes, tried in order for each request ([`crate::route`]); empty for the one
+    /// route of `aggregator` (through `socks5`). Heartbeats, enrolment, whoami and the
+    /// transparency log always go to `aggregator`.
+    pub routes: Vec<Route>,
+    /// Signs the relay header of requests that carry relayed results (`results.relayed`), so
+    /// the aggregator records which probe relayed them; without it they go without one.
+    pub relayer: Option<Relayer>,
 }
 
 impl UploadConfig {
@@ -62,6 +70,20 @@ impl UploadConfig {
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(60),
             socks5: None,
+            routes: Vec::new(),
+            relayer: None,
+        }
+    }
+
+    /// The routes uploads are tried by, in order.
+    pub fn upload_routes(&self) -> Vec<Route> {
+        if self.routes.is_empty() {
+            vec![Route {
+                url: self.aggregator.clone(),
+                socks5: self.socks5,
+            }]
+        } else {
+            self.routes.clone()
         }
     }
 }
@@ -87,6 +109,11 @@ pub struct UploadReport {
     /// How long the aggregator asked the probe to wait (`Retry-After` on a 429 or 503), when
     /// the run gave up because of it.
     pub retry_after: Option<Duration>,
+    /// The route that carried the last request answered (its URL, and proxy if any).
+    pub route: Option<String>,
+    /// Relayed results (imported or taken by `vantage relay`) delivered by this run: accepted
+    /// or duplicate, among `accepted` and `duplicate`.
+    pub relayed: u64,
 }
 
 /// Why one request failed.
@@ -101,6 +128,12 @@ enum Attempt {
     },
     #[error("aggregator answer is not the expected JSON: {0}")]
     Answer(String),
+    /// Every route of several failed: what each said, and the last `Retry-After` given.
+    #[error("every upload route failed: {message}")]
+    Routes {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -253,12 +286,27 @@ pub async fn upload(
     let mut report = UploadReport::default();
     let mut failures = 0;
     let mut batch = config.batch.max(1);
+    let routes = config.upload_routes();
+    let mut first = 0;
     loop {
-        let pending = store.pending(batch)?;
+        // This probe's own results first; relayed ones in requests of their own, which carry
+        // the relay header.
+        let mut relayed = false;
+        let mut pending = store.pending_of(batch, false)?;
+        if pending.is_empty() {
+            relayed = true;
+            pending = store.pending_of(batch, true)?;
+        }
         if pending.is_empty() {
             break;
         }
-        match send(store, &pending, config, engine, tls, &mut report).await {
+        let lines = Lines {
+            pending: &pending,
+            relayed,
+        };
+        match send_by_routes(store, lines, &routes, &mut first, config, engine, tls, &mut report)
+            .await
+        {
             Ok(()) => failures = 0,
             Err(Attempt::Status { status: 413, .. }) if batch > 1 => batch = (batch / 2).max(1),
             Err(Attempt::Store(e)) => return Err(e),
@@ -268,7 +316,9 @@ pub async fn upload(
                 store.record_error(&message)?;
                 tracing::warn!(attempt = failures, "upload failed: {message}");
                 let asked = match e {
-                    Attempt::Status { retry_after, .. } => retry_after,
+                    Attempt::Status { retry_after, .. } | Attempt::Routes { retry_after, .. } => {
+                        retry_after
+                    }
                     _ => None,
                 };
                 // Never sooner than the aggregator asked; beyond our own longest wait, stop
@@ -287,32 +337,92 @@ pub async fn upload(
     Ok(report)
 }
 
-async fn send(
+/// One request's lines: (id, envelope) in the order sent, and whether they are relayed.
+#[derive(Clone, Copy)]
+struct Lines<'a> {
+    pending: &'a [(String, String)],
+    relayed: bool,
+}
+
+/// Sends one request by the first route that works, starting at `first` (the route that
+/// worked last in this run), and leaves `first` at the route that carried it. A failure of
+/// the route moves to the next one; a 413 (the batch is too large for that route) and a
+/// store error do not. When every route failed, the next request starts again from the
+/// first route.
+#[allow(clippy::too_many_arguments)]
+async fn send_by_routes(
     store: &mut Store,
-    pending: &[(String, String)],
+    lines: Lines<'_>,
+    routes: &[Route],
+    first: &mut usize,
     config: &UploadConfig,
     engine: &EngineConfig,
     tls: &TlsContext,
     report: &mut UploadReport,
 ) -> Result<(), Attempt> {
+    let mut failed = Vec::new();
+    let mut retry_after = None;
+    for (i, route) in routes.iter().enumerate().skip(*first) {
+        match send(store, lines, route, config, engine, tls, report).await {
+            Ok(()) => {
+                *first = i;
+                report.route = Some(route.to_string());
+                return Ok(());
+            }
+            Err(e @ (Attempt::Store(_) | Attempt::Status { status: 413, .. })) => return Err(e),
+            Err(e) if routes.len() == 1 => return Err(e),
+            Err(e) => {
+                tracing::info!("upload route {route} failed: {e}");
+                if let Attempt::Status {
+                    retry_after: Some(d),
+                    ..
+                } = e
+                {
+                    retry_after = Some(d);
+                }
+                failed.push(format!("{route}: {e}"));
+            }
+        }
+    }
+    *first = 0;
+    Err(Attempt::Routes {
+        message: failed.join("; "),
+        retry_after,
+    })
+}
+
+async fn send(
+    store: &mut Store,
+    lines: Lines<'_>,
+    route: &Route,
+    config: &UploadConfig,
+    engine: &EngineConfig,
+    tls: &TlsContext,
+    report: &mut UploadReport,
+) -> Result<(), Attempt> {
+    let pending = lines.pending;
     let mut body = String::new();
     for (_, line) in pending {
         body.push_str(line);
         body.push('\n');
     }
-    let url = config
-        .aggregator
+    let url = route
+        .url
         .join("api/v1/measurements")
         .map_err(|e| Attempt::Transport(e.to_string()))?;
-    let mut call = client::Call::post(
-        &url,
-        body.into_bytes(),
-        "application/x-ndjson",
-        "application/json",
-    );
+    let body = body.into_bytes();
+    let proof = match (&config.relayer, lines.relayed) {
+        (Some(r), true) => Some(crate::relay_proof::relay_header(&r.0, &body)),
+        _ => None,
+    };
+    let mut call = client::Call::post(&url, body, "application/x-ndjson", "application/json");
     call.timeout = config.timeout;
     call.body_cap = 4 << 20;
-    call.socks5 = config.socks5;
+    call.socks5 = route.socks5;
+    if let Some(proof) = proof {
+        call.headers
+            .push((crate::relay_proof::RELAY_HEADER, proof));
+    }
     let reply = client::send(call, engine, tls, &Trace::new())
         .await
         .map_err(|e| Attempt::Transport(format!("{}: {e}", e.failure())))?;
@@ -328,6 +438,12 @@ async fn send(
     let outcomes = read_answer(answer, pending, report);
     if outcomes.is_empty() {
         return Err(Attempt::Answer("no outcome for any line sent".into()));
+    }
+    if lines.relayed {
+        report.relayed += outcomes
+            .iter()
+            .filter(|(_, d)| matches!(d, Delivery::Accepted | Delivery::Duplicate))
+            .count() as u64;
     }
     store.record_outcomes(&outcomes)?;
     for (id, kept, given) in store.record_leaves(&leaves)? {

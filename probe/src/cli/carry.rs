@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use vantage_probe::carry::{read_export, write_export};
-use vantage_probe::envelope::{Identity, verify};
+use vantage_probe::carry::{self, Selection, check_relayed, read_export};
+use vantage_probe::envelope::{Identity, Verifier};
 use vantage_probe::store::Relayed;
 
 use super::{DataArgs, open_store};
@@ -65,27 +65,15 @@ pub fn export(args: &ExportArgs) -> Result<ExitCode> {
     let dir = args.data.dir()?;
     let (identity, _) = Identity::load_or_create(&dir.join("identity.key"))?;
     let mut store = open_store(&dir)?;
-    let items = store.exportable(args.all, since.as_deref())?;
-    let manifest = write_export(&args.out, &identity, &items, unix_now())?;
-    // Read back what the drive holds before calling anything exported: a failing stick can
-    // accept writes and return something else.
-    let back = read_export(&args.out, &mut |_, _| true)?;
-    if !back.clean() || back.good != items.len() {
-        let _ = std::fs::remove_file(&args.out);
-        bail!(
-            "{}: the file read back does not match what was written ({}); it was removed and \
-             nothing is marked exported",
-            args.out.display(),
-            back.manifest_problems
-                .first()
-                .cloned()
-                .or(back.truncated.clone())
-                .or(back.refused.first().map(|(n, r)| format!("line {n}: {r}")))
-                .unwrap_or_else(|| format!("{} of {} lines", back.good, items.len()))
-        );
-    }
-    let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
-    store.mark_exported(&ids)?;
+    let selection = Selection {
+        all: args.all,
+        since,
+        skip_empty: false,
+    };
+    let Some(manifest) = carry::export(&mut store, &identity, &args.out, &selection, unix_now())?
+    else {
+        bail!("nothing was written");
+    };
     outln!(
         "exported {} result(s) to {} ({} to {}); they stay queued for upload",
         manifest.count,
@@ -95,15 +83,6 @@ pub fn export(args: &ExportArgs) -> Result<ExitCode> {
     );
     outln!("sha256 of the envelopes: {}", manifest.sha256);
     Ok(ExitCode::SUCCESS)
-}
-
-/// The header fields the store keeps for a relayed result.
-#[derive(serde::Deserialize)]
-struct Head {
-    test_name: String,
-    measurement_start_time: String,
-    #[serde(default)]
-    input: Option<String>,
 }
 
 /// Envelopes queued per transaction: a few MB of envelopes, one sync of the store.
@@ -128,28 +107,15 @@ pub fn import(args: &ImportArgs) -> Result<ExitCode> {
     let (mut added, mut known) = (0u64, 0u64);
     let mut failed = None;
     let mut batch = Vec::new();
+    let mut verifier = Verifier::default();
     let carried = read_export(&args.file, &mut |n, line| {
-        let v = match verify(line) {
-            Ok(v) => v,
-            Err(e) => {
-                refused.push((n, e.to_string()));
+        match check_relayed(line, &mut verifier) {
+            Ok(r) => batch.push(r),
+            Err(reason) => {
+                refused.push((n, reason));
                 return true;
             }
-        };
-        let head: Head = match serde_json::from_str(v.measurement) {
-            Ok(h) => h,
-            Err(e) => {
-                refused.push((n, format!("not a measurement: {e}")));
-                return true;
-            }
-        };
-        batch.push(Relayed {
-            id: v.id.to_string(),
-            test_name: head.test_name,
-            measured_at: head.measurement_start_time,
-            input: head.input,
-            envelope: line.to_string(),
-        });
+        }
         if batch.len() >= BATCH {
             match flush(&mut store, &mut batch) {
                 Ok((a, k)) => (added, known) = (added + a, known + k),

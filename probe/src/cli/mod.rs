@@ -218,6 +218,13 @@ pub struct UploadArgs {
     #[arg(long)]
     retry_rejected: bool,
 
+    /// Upload by these routes, tried in order (the first that answers carries each request),
+    /// instead of --aggregator directly: `URL` (the aggregator, or a `vantage relay` on this
+    /// network), or `"URL via IP:PORT"` through a SOCKS5 proxy such as Tor. The transparency
+    /// log is still checked at --aggregator.
+    #[arg(long = "route", value_name = "URL[ via IP:PORT]")]
+    routes: Vec<String>,
+
     #[command(flatten)]
     to: ControlArgs,
 }
@@ -240,12 +247,15 @@ pub struct ControlArgs {
 
 impl ControlArgs {
     /// The upload settings, TLS roots and this probe's key.
-    fn plan(&self) -> Result<(UploadConfig, TlsContext, Identity)> {
+    fn plan(&self) -> Result<(UploadConfig, TlsContext, std::sync::Arc<Identity>)> {
         let mut config = UploadConfig::new(aggregator_url(&self.aggregator)?);
         config.socks5 = self.socks5;
         config.timeout = Duration::from_secs(10);
         let tls = tls_context(self.ca_file.as_deref())?;
         let (identity, _) = Identity::load_or_create(&self.data.dir()?.join("identity.key"))?;
+        let identity = std::sync::Arc::new(identity);
+        // Relayed results go with a relay header signed by this probe's key.
+        config.relayer = Some(vantage_probe::upload::Relayer(identity.clone()));
         Ok((config, tls, identity))
     }
 }
@@ -1132,6 +1142,12 @@ fn print_summary(finished: &[Finished], took: Duration, dir: &Path, tagged: &str
 
 pub async fn upload(args: UploadArgs) -> Result<ExitCode> {
     let (mut config, tls, _) = args.to.plan()?;
+    for spec in &args.routes {
+        config.routes.push(
+            vantage_probe::upload::Route::parse_spec(spec)
+                .with_context(|| format!("--route {spec:?}"))?,
+        );
+    }
     config.timeout = Duration::from_secs(args.timeout.max(1));
     config.max_attempts = args.max_attempts.max(1);
     config.backoff = Duration::from_millis(args.retry_base_ms.max(1));
@@ -1145,6 +1161,9 @@ pub async fn upload(args: UploadArgs) -> Result<ExitCode> {
     let engine = EngineConfig::default();
     let report = upload_outbox(&mut store, &config, &engine, &tls).await?;
     outln!("{}", upload_summary(&report));
+    if let (false, Some(route)) = (args.routes.is_empty(), &report.route) {
+        outln!("Sent by {route}.");
+    }
     held_note(&report);
     if let Some(e) = report.error {
         eprintln!("error: upload stopped: {e}");

@@ -50,6 +50,10 @@ pub struct Config {
     pub dnscheck: DnscheckSection,
     /// The QUIC handshake test (docs/quic.md).
     pub quic: QuicSection,
+    /// Upload routes, tried in order (docs/carry.md, "Upload routes").
+    pub upload: UploadSection,
+    /// Exports written to a drive that appears at a mount point (docs/carry.md).
+    pub carry: super::carry::CarrySection,
 }
 
 impl Default for Config {
@@ -68,9 +72,35 @@ impl Default for Config {
             apps: AppsSection::default(),
             dnscheck: DnscheckSection::default(),
             quic: QuicSection::default(),
+            upload: UploadSection::default(),
+            carry: super::carry::CarrySection::default(),
         }
     }
 }
+
+/// `[upload]`: the routes uploads are tried by, in order; without it, `aggregator.url`
+/// (through `aggregator.proxy` when set) is the only one.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UploadSection {
+    /// `{ url = "...", proxy = "IP:PORT" }` each: the aggregator, the aggregator through Tor,
+    /// a `vantage relay` on the local network.
+    pub routes: Vec<RouteSection>,
+}
+
+/// One upload route as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// The aggregator's or a relay's base URL.
+    pub url: String,
+    /// A SOCKS5 proxy (`IP:PORT`, Tor's is 127.0.0.1:9050) to reach it through.
+    #[serde(default)]
+    pub proxy: Option<String>,
+}
+
+/// More routes than this is a mistake rather than a plan: each failing one costs a timeout.
+const MAX_ROUTES: usize = 8;
 
 /// `[dnscheck]`: the DoH and DoT resolvers check (OONI's dnscheck, ts-028), off unless
 /// `enabled`. Each run costs about 20 kB per resolver (docs/dnscheck.md, "Cost").
@@ -496,6 +526,8 @@ pub struct Plan {
     pub dnscheck: Option<DnscheckRunPlan>,
     /// The QUIC test, when enabled.
     pub quic: Option<QuicRunPlan>,
+    /// Exports to a drive at a mount point, when `[carry] path` is set.
+    pub carry: Option<super::carry::CarryPlan>,
 }
 
 /// The longest interval accepted: thirty days. Longer is almost certainly a typo (milliseconds
@@ -719,6 +751,7 @@ impl Config {
                         })
                     })
                     .transpose()?;
+                upload.routes = self.routes(&invalid)?;
                 upload.max_attempts = 1;
                 upload.timeout = Duration::from_secs(30);
                 upload.backoff = Duration::from_secs(5).min(schedule.upload_max_backoff);
@@ -744,6 +777,15 @@ impl Config {
         let apps = self.apps_plan(&invalid)?;
         let dnscheck = self.dnscheck_plan(&invalid)?;
         let quic = self.quic_plan(&resolvers, &engine, &invalid)?;
+        if aggregator.is_none() && !self.upload.routes.is_empty() {
+            return Err(invalid(
+                "upload.routes",
+                "routes carry uploads to an aggregator: set [aggregator] url too (heartbeats, \
+                 whoami and test lists go there)"
+                    .into(),
+            ));
+        }
+        let carry = self.carry.plan(&self.data_dir, &invalid)?;
 
         Ok(Plan {
             data_dir: self.data_dir.clone(),
@@ -765,7 +807,30 @@ impl Config {
             apps,
             dnscheck,
             quic,
+            carry,
         })
+    }
+
+    /// Checks `[upload] routes`, in order, before any connection.
+    fn routes(
+        &self,
+        invalid: &impl Fn(&'static str, String) -> ConfigError,
+    ) -> Result<Vec<crate::route::Route>, ConfigError> {
+        let routes = &self.upload.routes;
+        if routes.len() > MAX_ROUTES {
+            return Err(invalid(
+                "upload.routes",
+                format!("{} routes; at most {MAX_ROUTES}", routes.len()),
+            ));
+        }
+        routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                crate::route::Route::parse(&r.url, r.proxy.as_deref())
+                    .map_err(|e| invalid("upload.routes", format!("route {}: {e}", i + 1)))
+            })
+            .collect()
     }
 
     /// Checks `[dnscheck]`: an interval, the name, and the resolvers file, read and validated
@@ -1193,6 +1258,50 @@ mod tests {
     }
 
     #[test]
+    fn upload_routes_are_kept_in_order_and_default_to_the_aggregator() {
+        let p = plan("informed_consent = true\n[aggregator]\nurl = \"https://agg.example\"\nproxy = \"127.0.0.1:9050\"")
+            .expect("single");
+        let a = p.aggregator.expect("aggregator");
+        assert!(a.upload.routes.is_empty());
+        assert_eq!(
+            a.upload
+                .upload_routes()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["https://agg.example/ through SOCKS5 127.0.0.1:9050"]
+        );
+        let p = plan(concat!(
+            "informed_consent = true\n[aggregator]\nurl = \"https://agg.example\"\n[upload]\n",
+            "routes = [{ url = \"https://agg.example\" }, ",
+            "{ url = \"https://agg.example\", proxy = \"127.0.0.1:9050\" }, ",
+            "{ url = \"http://relay.lan:8787\" }]"
+        ))
+        .expect("routes");
+        let routes: Vec<String> = p
+            .aggregator
+            .expect("aggregator")
+            .upload
+            .upload_routes()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                "https://agg.example/",
+                "https://agg.example/ through SOCKS5 127.0.0.1:9050",
+                "http://relay.lan:8787/"
+            ]
+        );
+        assert!(p.carry.is_none(), "off unless a path is set");
+        let p = plan("informed_consent = true\n[carry]\npath = \"/media/vantage/\"").expect("carry");
+        let c = p.carry.expect("on");
+        assert_eq!(c.path, Path::new("/media/vantage"));
+        assert_eq!(c.every, Duration::from_secs(5));
+    }
+
+    #[test]
     fn bad_values_name_the_file_and_key() {
         let cases = [
             (
@@ -1278,6 +1387,30 @@ mod tests {
             (
                 "informed_consent = true\n[engine]\nresolver = \"8.8.8.8\"",
                 "engine.resolver:",
+            ),
+            (
+                "informed_consent = true\n[upload]\nroutes = [{ url = \"http://a/\" }]",
+                "upload.routes: routes carry uploads to an aggregator: set [aggregator] url too",
+            ),
+            (
+                "informed_consent = true\n[aggregator]\nurl = \"http://a/\"\n[upload]\nroutes = [{ url = \"http://a/\" }, { url = \"relay.lan:8787\" }]",
+                "upload.routes: route 2: \"relay.lan:8787\" must be an http:// or https:// URL",
+            ),
+            (
+                "informed_consent = true\n[aggregator]\nurl = \"http://a/\"\n[upload]\nroutes = [{ url = \"http://a/\", proxy = \"tor\" }]",
+                "upload.routes: route 1: proxy \"tor\" is not an IP:PORT address",
+            ),
+            (
+                "informed_consent = true\n[aggregator]\nurl = \"http://a/\"\n[upload]\nroutes = [{ uri = \"http://a/\" }]",
+                "unknown field `uri`",
+            ),
+            (
+                "informed_consent = true\n[carry]\npath = \"media/vantage\"",
+                "carry.path: \"media/vantage\" must be an absolute path",
+            ),
+            (
+                "informed_consent = true\n[carry]\npath = \"/media/vantage\"\ncheck_seconds = 0",
+                "carry.check_seconds: 0 is outside 1..=3600",
             ),
             (
                 "informed_consent = tru",

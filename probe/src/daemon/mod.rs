@@ -28,6 +28,7 @@
 //! keeps the running one if the new file is invalid. Under systemd the daemon reports
 //! readiness, reloads, stopping and watchdog keep-alives ([`notify`]).
 
+pub mod carry;
 pub mod config;
 pub mod notify;
 
@@ -73,7 +74,7 @@ pub enum DaemonError {
 
 /// What every task shares.
 struct Shared {
-    identity: Identity,
+    identity: Arc<Identity>,
     store_path: PathBuf,
     /// Country and network written into measurements.
     location: Mutex<(CountryCode, Asn)>,
@@ -359,6 +360,7 @@ async fn uploads(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonErro
         if store.status()?.pending == 0 {
             failures = 0;
         } else if !upload_round(
+            &shared,
             &mut store,
             &plan,
             aggregator,
@@ -423,6 +425,7 @@ fn log_round(log: &upload::LogReport) {
 
 /// One upload of the outbox; `false` when it failed (the next try is set in `next`).
 async fn upload_round(
+    shared: &Shared,
     store: &mut Store,
     plan: &Plan,
     aggregator: &config::AggregatorPlan,
@@ -431,7 +434,11 @@ async fn upload_round(
     next: &mut Instant,
 ) -> Result<bool, DaemonError> {
     {
-        let send = upload::upload(store, &aggregator.upload, &plan.engine, &plan.tls);
+        // Relayed results (imported, or taken by `vantage relay`) go with a relay header
+        // signed by this probe's key.
+        let mut config = aggregator.upload.clone();
+        config.relayer = Some(upload::Relayer(shared.identity.clone()));
+        let send = upload::upload(store, &config, &plan.engine, &plan.tls);
         let Some(report) = ctl.unless_stopped(send).await else {
             return Ok(false);
         };
@@ -439,11 +446,14 @@ async fn upload_round(
             Ok(r) if r.error.is_none() => {
                 *failures = 0;
                 tracing::info!(
-                    "uploaded {} results ({} already there, {} refused, {} held); {} waiting",
+                    "uploaded {} results ({} already there, {} refused, {} held; {} relayed for \
+                     others) by {}; {} waiting",
                     r.accepted,
                     r.duplicate,
                     r.rejected,
                     r.held,
+                    r.relayed,
+                    r.route.as_deref().unwrap_or("-"),
                     r.remaining
                 );
                 if r.key_refused {
@@ -1136,7 +1146,7 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), DaemonError> {
     // Nothing to learn when the network is pinned or there is no aggregator to ask.
     let known = (plan.cc.is_some() && plan.asn.is_some()) || plan.aggregator.is_none();
     let shared = Arc::new(Shared {
-        identity,
+        identity: Arc::new(identity),
         store_path,
         location: Mutex::new(location),
         located: watch::channel(known).0,
@@ -1163,6 +1173,7 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), DaemonError> {
     tasks.spawn(dnscheck(shared.clone(), control()));
     tasks.spawn(quic(shared.clone(), control()));
     tasks.spawn(refresh(shared.clone(), control()));
+    tasks.spawn(carry::carry(shared.clone(), control()));
 
     let notifier = notify::Notifier::from_env();
     notifier.send("READY=1\nSTATUS=measuring");
@@ -1269,7 +1280,7 @@ mod tests {
 
     fn shared(store_path: PathBuf) -> Shared {
         Shared {
-            identity: Identity::generate().expect("key"),
+            identity: Arc::new(Identity::generate().expect("key")),
             store_path,
             location: Mutex::new((CountryCode::UNKNOWN, Asn(0))),
             located: watch::channel(false).0,

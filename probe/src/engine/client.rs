@@ -36,6 +36,8 @@ pub struct Call<'a> {
     pub body_cap: usize,
     /// SOCKS5 proxy to connect through.
     pub socks5: Option<SocketAddr>,
+    /// Further request headers (an upload's relay header, `crate::relay_proof`).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl<'a> Call<'a> {
@@ -49,6 +51,7 @@ impl<'a> Call<'a> {
             timeout: Duration::from_secs(30),
             body_cap: 1 << 20,
             socks5: None,
+            headers: Vec::new(),
         }
     }
 
@@ -62,6 +65,7 @@ impl<'a> Call<'a> {
             timeout: Duration::from_secs(30),
             body_cap: 1 << 20,
             socks5: None,
+            headers: Vec::new(),
         }
     }
 }
@@ -146,6 +150,9 @@ pub async fn send(
             .header("User-Agent", concat!("vantage/", env!("CARGO_PKG_VERSION")));
         if call.body.is_some() {
             builder = builder.header("Content-Type", content_type);
+        }
+        for (name, value) in &call.headers {
+            builder = builder.header(*name, value.as_str());
         }
         let request = builder
             .body(Full::new(Bytes::from(body)))
