@@ -2,7 +2,9 @@
 //!
 //! hyper's low-level client adds nothing of its own: no pool, no redirects, no extra headers. So
 //! what we record is what went over the wire. The body is read frame by frame up to a cap
-//! (OONI: 512 KiB) and a failure mid-body keeps what arrived before it.
+//! (OONI: 512 KiB) and a failure mid-body keeps what arrived before it; a body cut by the
+//! deadline is marked so in `x_transfer` (`cut_at_deadline`, `cut_ms`), its samples up to the
+//! cut kept (`docs/scoring.md`, "A page still arriving at the deadline").
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -130,6 +132,9 @@ where
             }
             Ok(None) => break,
             Err(_) => {
+                // The body was cut by the deadline: what arrived, and when, is kept, so that a
+                // page still arriving at a policer's rate is told from one that stalled.
+                transfer.cut(ms());
                 out.error = Some(timed_out());
                 break;
             }
@@ -382,6 +387,63 @@ mod tests {
     fn header_names_are_canonical() {
         assert_eq!(canonical_header_name("content-type"), "Content-Type");
         assert_eq!(canonical_header_name("x-cache"), "X-Cache");
+    }
+
+    /// One GET of `/` at `addr` with `timeout`, as web_connectivity makes it.
+    async fn fetch(addr: std::net::SocketAddr, timeout: Duration) -> Exchange {
+        let io = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request = Request::get("/")
+            .header("Host", addr.to_string())
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        exchange(io, request, &addr.to_string(), timeout, 512 * 1024).await
+    }
+
+    /// A 300 kB page, more than either server below sends before the deadline.
+    fn large_page() -> vantage_fixtures::http::Response {
+        let body = format!("<title>Large</title>{}", "<p>news</p>".repeat(30_000));
+        vantage_fixtures::http::Response::html(&body)
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_by_the_deadline_keeps_its_progress_and_says_how_it_ended() {
+        use crate::throttling::passive::{SteadyCut, steady_cut_kbps};
+        use vantage_fixtures::http::HttpFixture;
+        use vantage_fixtures::throttle::ThrottleRelay;
+        let loopback: std::net::IpAddr = [127, 0, 0, 1].into();
+        let site = HttpFixture::fixed(large_page()).await;
+        // 16 KiB/s, paced: the page takes 18 s, the deadline is at 4.
+        let policed = ThrottleRelay::for_peer(site.addr, loopback, 131_072).await;
+        let stalled = HttpFixture::stalling(loopback, large_page(), 40_000).await;
+        let (slow, stopped) = tokio::join!(
+            fetch(policed.addr, Duration::from_secs(4)),
+            fetch(stalled.addr, Duration::from_secs(4)),
+        );
+        for (what, x) in [("policed", &slow), ("stalled", &stopped)] {
+            // OONI's fields say what happened: a timeout, not a cut at the cap.
+            let e = x.error.as_ref().expect("timed out");
+            assert_eq!(e.failure().to_string(), "generic_timeout_error", "{what}");
+            assert!(!x.truncated, "{what}");
+            let t = x.transfer.as_ref().expect("transfer");
+            assert!(t.cut_at_deadline, "{what}: {t:?}");
+            let cut = t.cut_ms.expect("cut time");
+            assert!((3_900..5_000).contains(&cut), "{what}: cut at {cut} ms");
+            assert_eq!(t.samples.last().map(|s| s.1), Some(x.body.len() as u64));
+            let json = serde_json::to_value(response_record(x)).expect("json");
+            assert_eq!(json["x_transfer"]["cut_at_deadline"], true, "{what}");
+            assert_eq!(json["body_is_truncated"], false, "{what}");
+        }
+        let t = slow.transfer.as_ref().expect("transfer");
+        let kbps = steady_cut_kbps(t, &SteadyCut::default()).expect("still arriving");
+        assert!((kbps - 131.1).abs() < 0.3 * 131.1, "{kbps} kbit/s: {t:?}");
+        let t = stopped.transfer.as_ref().expect("transfer");
+        assert_eq!(stopped.body.len(), 40_000);
+        assert_eq!(steady_cut_kbps(t, &SteadyCut::default()), None, "{t:?}");
+        // A page that arrives whole is not cut.
+        let whole = fetch(site.addr, Duration::from_secs(4)).await;
+        assert!(whole.error.is_none());
+        let t = whole.transfer.as_ref().expect("transfer");
+        assert!(!t.cut_at_deadline && t.cut_ms.is_none(), "{t:?}");
     }
 
     fn head(status: u16, location: Option<&str>) -> http::response::Parts {

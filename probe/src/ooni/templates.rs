@@ -407,6 +407,11 @@ pub struct HttpResponse {
 /// How a response arrived: times from sending the request, and body progress. A site slowed
 /// down by a policer loads, eventually, and OONI records only that it loaded; these samples
 /// show how fast, and the test helper records the same from its uncensored network.
+///
+/// A body still arriving when the exchange's deadline hit is recorded as cut there
+/// (`cut_at_deadline`, `cut_ms`): the step's `failure` stays OONI's `generic_timeout_error`, and
+/// the samples up to the cut tell a policed page (bytes arriving steadily until the end) from a
+/// stalled one (`throttling::passive::SteadyCut`, `docs/scoring.md`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transfer {
     /// Milliseconds from sending the request to the response head.
@@ -414,10 +419,19 @@ pub struct Transfer {
     /// Milliseconds from sending the request to the last body byte read.
     #[serde(default)]
     pub ttlb_ms: Option<u64>,
-    /// `[ms after the request, body bytes so far]`, at most every 100 ms and at most 64 of them
-    /// (the last one is where reading stopped).
+    /// `[ms after the request, body bytes so far]`, at most every 100 ms and at most 64 of them:
+    /// the first 32 of the read and the latest 32 (at least 3.1 s of it), so that both how the
+    /// body started and how it was arriving at the end are kept. The last one is where reading
+    /// stopped.
     #[serde(default)]
     pub samples: Vec<(u64, u64)>,
+    /// Whether the exchange's deadline cut the body read (the step failed with
+    /// `generic_timeout_error`); absent when it did not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cut_at_deadline: bool,
+    /// Milliseconds from sending the request to the cut, when the deadline cut the body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut_ms: Option<u64>,
 }
 
 impl Transfer {
@@ -425,18 +439,31 @@ impl Transfer {
     pub const STEP_MS: u64 = 100;
     /// At most this many samples.
     pub const MAX_SAMPLES: usize = 64;
+    /// The first this many samples are kept; later ones slide, the oldest of them dropped.
+    pub const HEAD_SAMPLES: usize = 32;
+    /// The latest samples always span at least this long (31 steps), unless the read was
+    /// shorter: the longest tail a rule on how the body ended may look at.
+    pub const TAIL_MS: u64 = (Self::MAX_SAMPLES - Self::HEAD_SAMPLES - 1) as u64 * Self::STEP_MS;
 
     /// Records that `bytes` body bytes had arrived at `ms`.
     pub fn record(&mut self, ms: u64, bytes: u64) {
         self.ttlb_ms = Some(ms);
-        let full = self.samples.len() >= Self::MAX_SAMPLES;
-        match self.samples.last_mut() {
-            // Full: move the last sample forward so it stays the latest.
-            Some(last) if full => *last = (ms, bytes),
+        if let Some(last) = self.samples.last()
+            && ms < last.0 + Self::STEP_MS
+        {
             // Too soon after the last one.
-            Some(last) if ms < last.0 + Self::STEP_MS => {}
-            _ => self.samples.push((ms, bytes)),
+            return;
         }
+        self.push(ms, bytes);
+    }
+
+    /// Appends a sample; when full, the oldest sample after the first [`Self::HEAD_SAMPLES`]
+    /// makes room.
+    fn push(&mut self, ms: u64, bytes: u64) {
+        if self.samples.len() >= Self::MAX_SAMPLES {
+            self.samples.remove(Self::HEAD_SAMPLES);
+        }
+        self.samples.push((ms, bytes));
     }
 
     /// Closes the record: the last sample is where reading stopped.
@@ -444,11 +471,14 @@ impl Transfer {
         if let Some(t) = self.ttlb_ms
             && self.samples.last() != Some(&(t, bytes))
         {
-            if self.samples.len() >= Self::MAX_SAMPLES {
-                self.samples.pop();
-            }
-            self.samples.push((t, bytes));
+            self.push(t, bytes);
         }
+    }
+
+    /// Records that the deadline cut the body read at `ms`.
+    pub fn cut(&mut self, ms: u64) {
+        self.cut_at_deadline = true;
+        self.cut_ms = Some(ms);
     }
 
     /// Reads shorter than this are timed as this long: below it the clock and the scheduler
@@ -499,6 +529,35 @@ mod transfer_tests {
         quick.finish(1000);
         assert_eq!(quick.kbps(), Some(160.0));
         assert_eq!(Transfer::default().kbps(), None);
+    }
+
+    #[test]
+    fn the_first_samples_and_the_latest_are_kept_and_a_cut_is_written_only_when_there_is_one() {
+        let mut t = Transfer::default();
+        for ms in (0..20_000).step_by(100) {
+            t.record(ms, ms);
+        }
+        t.finish(19_900);
+        assert_eq!(t.samples.len(), Transfer::MAX_SAMPLES);
+        // The start of the read, step by step ...
+        assert_eq!(t.samples[Transfer::HEAD_SAMPLES - 1], (3_100, 3_100));
+        // ... and its end: the latest samples, step by step, spanning TAIL_MS.
+        let tail = &t.samples[Transfer::HEAD_SAMPLES..];
+        assert!(
+            tail.windows(2)
+                .all(|w| w[1].0 - w[0].0 == Transfer::STEP_MS)
+        );
+        assert_eq!(tail[tail.len() - 1].0 - tail[0].0, Transfer::TAIL_MS);
+        assert_eq!(t.samples.last(), Some(&(19_900, 19_900)));
+
+        let json = serde_json::to_value(&t).expect("json");
+        assert!(json.get("cut_at_deadline").is_none() && json.get("cut_ms").is_none());
+        t.cut(20_000);
+        let json = serde_json::to_value(&t).expect("json");
+        assert_eq!(json["cut_at_deadline"], true);
+        assert_eq!(json["cut_ms"], 20_000);
+        let back: Transfer = serde_json::from_value(json).expect("back");
+        assert_eq!(back, t);
     }
 }
 
