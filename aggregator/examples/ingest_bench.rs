@@ -72,6 +72,7 @@ fn main() {
                 verdict: Some("{}".into()),
                 envelope: l.clone(),
                 network_verified: false,
+                route: vantage_aggregator::store::Route::Upload,
             }
         })
         .collect();

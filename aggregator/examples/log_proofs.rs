@@ -86,6 +86,7 @@ fn row(n: u64, keys: &[String]) -> Row {
         verdict: None,
         envelope: format!("{{\"n\":{n}}}"),
         network_verified: false,
+        route: vantage_aggregator::store::Route::Upload,
     }
 }
 

@@ -149,6 +149,7 @@ fn seed(db: &Path, n: usize) {
                 verdict: None,
                 envelope: format!("{{\"v\":1,\"n\":{i},\"pad\":\"{padding}\"}}"),
                 network_verified: false,
+                route: vantage_aggregator::store::Route::Upload,
             })
             .collect();
         store.insert(&rows).expect("insert");

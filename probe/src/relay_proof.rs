@@ -180,23 +180,23 @@ mod tests {
 
     #[test]
     fn round_trip_names_the_relaying_probe() {
-        let relayer = Identity::generate().unwrap();
+        let relayer = Identity::generate().expect("a key");
         let value = relay_header(&relayer, BODY);
         assert!(value.starts_with("v1."), "{value}");
         assert!(value.len() <= MAX_HEADER_LEN, "{}", value.len());
-        let key = verify_relay_header(&value, BODY).unwrap();
+        let key = verify_relay_header(&value, BODY).expect("ok");
         assert_eq!(key.as_str(), relayer.public_key());
         // Reading the digest streamed in gives the same answer.
         let key = RelayProof::parse(&value)
-            .unwrap()
+            .expect("ok")
             .verify_digest(&sha256(BODY))
-            .unwrap();
+            .expect("ok");
         assert_eq!(key.as_str(), relayer.public_key());
     }
 
     #[test]
     fn altered_body_is_refused() {
-        let relayer = Identity::generate().unwrap();
+        let relayer = Identity::generate().expect("a key");
         let value = relay_header(&relayer, BODY);
         let mut other = BODY.to_vec();
         other.push(b'\n');
@@ -213,8 +213,8 @@ mod tests {
     #[test]
     fn another_key_cannot_claim_the_relay() {
         // A header whose key is swapped for another probe's: the signature is not that key's.
-        let relayer = Identity::generate().unwrap();
-        let other = Identity::generate().unwrap();
+        let relayer = Identity::generate().expect("a key");
+        let other = Identity::generate().expect("a key");
         let value = relay_header(&relayer, BODY);
         let forged = value.replace(&relayer.public_key(), &other.public_key());
         assert_eq!(
@@ -222,8 +222,8 @@ mod tests {
             Err(RelayProofError::BadSignature)
         );
         // A signature with one bit flipped.
-        let sig = value.rsplit('.').next().unwrap();
-        let mut bytes = B64.decode(sig).unwrap();
+        let sig = value.rsplit('.').next().expect("ok");
+        let mut bytes = B64.decode(sig).expect("ok");
         bytes[10] ^= 1;
         let flipped = format!("v1.{}.{}", relayer.public_key(), B64.encode(bytes));
         assert_eq!(
@@ -231,13 +231,13 @@ mod tests {
             Err(RelayProofError::BadSignature)
         );
         // The envelope's own signature over the body's text is not a relay proof.
-        let (_, line) = relayer.seal("{}").unwrap();
+        let (_, line) = relayer.seal("{}").expect("ok");
         assert!(verify_relay_header(&line, b"{}").is_err());
     }
 
     #[test]
     fn garbage_gets_a_clear_reason() {
-        let relayer = Identity::generate().unwrap();
+        let relayer = Identity::generate().expect("a key");
         let key = relayer.public_key();
         let sig = B64.encode([7u8; 64]);
         let cases: &[(&str, &str)] = &[
@@ -256,7 +256,9 @@ mod tests {
             ),
         ];
         for (value, want) in cases {
-            let err = verify_relay_header(value, BODY).unwrap_err().to_string();
+            let err = verify_relay_header(value, BODY)
+                .expect_err("refused")
+                .to_string();
             assert!(
                 err.starts_with("vantage-relay header: "),
                 "{value:?}: {err}"
@@ -264,7 +266,7 @@ mod tests {
             assert!(err.contains(want), "{value:?}: {err}");
         }
         let short_sig = format!("v1.{key}.{}", B64.encode([1u8; 10]));
-        let err = verify_relay_header(&short_sig, BODY).unwrap_err();
+        let err = verify_relay_header(&short_sig, BODY).expect_err("refused");
         assert!(err.to_string().contains("64 bytes"), "{err}");
         let wrong_sig = format!("v1.{key}.{sig}");
         assert_eq!(

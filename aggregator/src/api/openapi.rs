@@ -14,7 +14,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::detect::signals::SignalBin;
 use crate::store::Found;
-use crate::store::model::Event;
+use crate::store::model::TimelineEvent;
 
 /// The document's head: title, version and what the API is for. The paths and schemas are
 /// added by the router (`server::openapi`).
@@ -84,8 +84,9 @@ pub struct TimelineAnswer {
     pub since: String,
     /// `YYYY-MM-DD HH:MM:SS` UTC.
     pub until: String,
-    /// Events ending at or after `since` and starting before `until`.
-    pub events: Vec<Event>,
+    /// Events ending at or after `since` and starting before `until`, each with how its
+    /// evidence arrived.
+    pub events: Vec<TimelineEvent>,
 }
 
 /// `GET /api/v1/countries`.
@@ -131,6 +132,7 @@ mod tests {
 
     use super::*;
     use crate::api::server::openapi;
+    use crate::store::model::Event;
 
     /// `value`, as a handler writes it, fits the schema `name` of the served document: every
     /// field it writes is a documented property and every required property is written.
@@ -170,6 +172,8 @@ mod tests {
             accessible: Some(false),
             confirmed: true,
             rule_set: None,
+            route: "relay".into(),
+            relayed_by: Some("a relayer's key".into()),
             cursor: "not sent".into(),
         };
         let page = serde_json::to_value(SearchAnswer {

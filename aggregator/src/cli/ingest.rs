@@ -2,6 +2,7 @@
 //! the operator by any means, stored with the same checks as an upload (`ingest::Session`).
 
 use vantage_aggregator::ingest::{Flow, Origin, Session, Status};
+use vantage_aggregator::store::Route;
 use vantage_probe::carry::read_export;
 use vantage_probe::wire::LineOutcome;
 
@@ -53,7 +54,10 @@ pub(super) fn ingest(args: &IngestArgs) -> Result<ExitCode> {
     for file in &args.files {
         let name = file.display();
         let mut outcomes: Vec<LineOutcome> = Vec::new();
-        let mut session = Session::new(db.as_ref(), &config, &fingerprints, &origin);
+        // Recorded as having come by file (docs/carry.md): a measurement an upload already
+        // brought keeps its route.
+        let mut session =
+            Session::new(db.as_ref(), &config, &fingerprints, &origin).with_route(Route::File);
         let mut failed = None;
         // Each line is stored as it is read: a file of any size takes the memory of one
         // upload (`IngestConfig::working_set_bytes`).
@@ -66,7 +70,8 @@ pub(super) fn ingest(args: &IngestArgs) -> Result<ExitCode> {
                 }
             };
             if full {
-                let next = Session::new(db.as_ref(), &config, &fingerprints, &origin);
+                let next = Session::new(db.as_ref(), &config, &fingerprints, &origin)
+                    .with_route(Route::File);
                 match std::mem::replace(&mut session, next).finish() {
                     Ok(done) => outcomes.extend(done),
                     Err(e) => {

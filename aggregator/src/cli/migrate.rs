@@ -426,7 +426,8 @@ fn differing_fields(a: &Row, b: &Row) -> Vec<&'static str> {
         confirmed,
         rule_set,
         verdict,
-        network_verified
+        network_verified,
+        route
     );
     out
 }

@@ -43,18 +43,20 @@ pub(super) fn timeline(args: &TimelineArgs) -> Result<ExitCode> {
         .to_query(vantage_aggregator::store::now())
         .map_err(anyhow::Error::msg)?;
     let db = args.store.open()?;
-    let events = db.timeline(&q)?;
     let mut out = std::io::stdout().lock();
-    if args.json {
-        for e in &events {
-            writeln!(out, "{}", serde_json::to_string(e)?)?;
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
     if args.csv {
+        let events = db.timeline(&q)?;
         writeln!(out, "{}", vantage_aggregator::api::csv_line::CSV_HEADER)?;
         for e in &events {
             writeln!(out, "{}", vantage_aggregator::api::csv_line::csv_row(e))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Each event with how its evidence arrived: one grouped query per event.
+    let events = vantage_aggregator::store::timeline_with_arrivals(db.as_ref(), &q)?;
+    if args.json {
+        for e in &events {
+            writeln!(out, "{}", serde_json::to_string(e)?)?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -63,7 +65,8 @@ pub(super) fn timeline(args: &TimelineArgs) -> Result<ExitCode> {
         "{:<19}  {:<19}  {:<10}  {:<8}  {:<4}  {:<16}  {:>4}  {:>6}  {:>8}  what",
         "start (UTC)", "end", "kind", "scope", "cc", "network", "conf", "probes", "evidence"
     )?;
-    for e in &events {
+    for timed in &events {
+        let e = &timed.event;
         let network = match (&e.entity.asn, e.entity.asns.is_empty()) {
             (Some(a), _) => a.clone(),
             (None, false) => e.entity.asns.join(","),
@@ -93,6 +96,7 @@ pub(super) fn timeline(args: &TimelineArgs) -> Result<ExitCode> {
             e.probes,
             e.evidence.len(),
         )?;
+        writeln!(out, "{:<21}{}", "", timed.arrival_words())?;
     }
     if events.is_empty() {
         writeln!(out, "(no events in this period)")?;

@@ -767,6 +767,7 @@ mod tests {
             verdict: None,
             envelope: r#"{"v":1,"measurement":{"test_keys":{"ok":0,"total":4}}}"#.into(),
             network_verified: verified,
+            route: crate::store::Route::Upload,
         };
         let mut rows = Vec::new();
         for m in 0..240 {

@@ -312,6 +312,7 @@ mod tests {
             verdict: None,
             envelope: r#"{"v":1,"measurement":{"test_keys":{"ok":2,"total":8}}}"#.into(),
             network_verified: false,
+            route: crate::store::Route::Upload,
         }
     }
 

@@ -801,6 +801,7 @@ mod tests {
             verdict: None,
             envelope: format!("{{\"n\":{n}}}"),
             network_verified: false,
+            route: crate::store::Route::Upload,
         }
     }
 

@@ -166,6 +166,7 @@ pub fn row_of(raw: &str, fingerprints: &Fingerprints) -> Result<Imported, String
         verdict: None,
         envelope: raw.to_string(),
         network_verified: false,
+        route: crate::store::Route::Import,
     };
     let mut unscored = None;
     if row.test_name == WEB_CONNECTIVITY {
@@ -688,6 +689,7 @@ pub fn rescore(storage: &dyn Storage, fingerprints: &Fingerprints) -> Result<usi
                 verdict: None,
                 envelope: String::new(),
                 network_verified: false,
+                route: crate::store::Route::Import,
             };
             if row.test_name == WEB_CONNECTIVITY {
                 let Ok(m) = serde_json::from_str::<WebConnectivityMeasurement>(&text) else {

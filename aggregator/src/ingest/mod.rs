@@ -37,7 +37,7 @@ use vantage_probe::verdict::services::{self, Meta, SERVICE_TESTS};
 
 use crate::ingest::limits::{KeyLimits, Turns};
 use crate::store::log::Stored;
-use crate::store::{DbError, KeyState, Row, Storage, StoredHeartbeat};
+use crate::store::{DbError, KeyState, Route, Row, Storage, StoredHeartbeat};
 
 /// Ingest limits.
 #[derive(Debug, Clone)]
@@ -290,6 +290,7 @@ pub struct Session<'a> {
     config: &'a IngestConfig,
     fingerprints: &'a Fingerprints,
     origin: &'a Origin,
+    route: Route,
     latest: SystemTime,
     known: HashMap<String, Option<KeyState>>,
     verifier: Verifier,
@@ -313,6 +314,7 @@ impl<'a> Session<'a> {
             config,
             fingerprints,
             origin,
+            route: Route::Upload,
             latest: SystemTime::now() + config.clock_skew,
             known: HashMap::new(),
             verifier: Verifier::default(),
@@ -322,6 +324,13 @@ impl<'a> Session<'a> {
             waiting_bytes: 0,
             taken: 0,
         }
+    }
+
+    /// Records the rows of this body as having arrived by `route` (an upload unless said
+    /// otherwise). A measurement already stored keeps the route it first came by.
+    pub fn with_route(mut self, route: Route) -> Self {
+        self.route = route;
+        self
     }
 
     /// Takes line `n` (1-based) of the body.
@@ -451,6 +460,7 @@ impl<'a> Session<'a> {
             network_verified: self
                 .origin
                 .vouches_for(generic.probe_cc.as_str(), generic.probe_asn.0),
+            route: self.route.clone(),
         };
         if let Some(m) = typed {
             apply_verdict(&mut row, &m, self.fingerprints);

@@ -165,6 +165,7 @@ mod tests {
             verdict: None,
             envelope: String::new(),
             network_verified: false,
+            route: crate::store::Route::Upload,
         }
     }
 

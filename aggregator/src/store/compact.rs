@@ -89,6 +89,7 @@ mod tests {
                 "<p>blocked é</p>".repeat(300)
             ),
             network_verified: false,
+            route: crate::store::Route::Upload,
         }
     }
 

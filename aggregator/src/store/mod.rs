@@ -105,6 +105,78 @@ pub struct Row {
     /// could not be checked (no source, an import, an upload through a proxy). See
     /// `ingest::Origin`.
     pub network_verified: bool,
+    /// How it reached this aggregator (docs/carry.md). A duplicate keeps its first route.
+    pub route: Route,
+}
+
+/// How a measurement reached the aggregator (docs/carry.md): so that a reader of an event
+/// sees whether its evidence came out while a shutdown went on, and by which way.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Route {
+    /// A probe uploaded its own results (`POST /api/v1/measurements`); every row stored
+    /// before routes were recorded.
+    #[default]
+    Upload,
+    /// Another probe uploaded them with a valid `vantage-relay` header
+    /// (`vantage_probe::relay_proof`): its public key, never an address.
+    Relay {
+        /// The relaying probe's base64 Ed25519 key.
+        by: String,
+    },
+    /// An operator stored an export file (`vantage-aggregator ingest`).
+    File,
+    /// Read from OONI's data (`import-ooni`, the archive): no probe of ours carried it.
+    Import,
+}
+
+impl Route {
+    /// The names, as stored and as the API shows them.
+    pub const NAMES: [&'static str; 4] = ["upload", "relay", "file", "import"];
+
+    /// Its name (`upload`, `relay`, `file`, `import`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Route::Upload => "upload",
+            Route::Relay { .. } => "relay",
+            Route::File => "file",
+            Route::Import => "import",
+        }
+    }
+
+    /// The relaying probe's key, for a relay.
+    pub fn relayed_by(&self) -> Option<&str> {
+        match self {
+            Route::Relay { by } => Some(by),
+            _ => None,
+        }
+    }
+
+    /// The route stored as `name` and `relayed_by`; an unknown name (a newer aggregator's) or
+    /// a relay without its key reads as an upload, the route that claims nothing.
+    pub fn from_columns(name: &str, relayed_by: Option<String>) -> Route {
+        match (name, relayed_by) {
+            ("relay", Some(by)) => Route::Relay { by },
+            ("file", _) => Route::File,
+            ("import", _) => Route::Import,
+            _ => Route::Upload,
+        }
+    }
+}
+
+/// The events `q` asks for, each with how its evidence arrived: one grouped query per event
+/// ([`Storage::arrivals`]).
+pub fn timeline_with_arrivals(
+    storage: &dyn Storage,
+    q: &model::TimelineQuery,
+) -> Result<Vec<model::TimelineEvent>, DbError> {
+    storage
+        .timeline(q)?
+        .into_iter()
+        .map(|e| {
+            let arrival = storage.arrivals(&e.evidence, e.end_secs())?;
+            Ok(model::TimelineEvent::new(e, arrival))
+        })
+        .collect()
 }
 
 /// A probe key's standing.
@@ -179,6 +251,11 @@ pub struct Found {
     pub confirmed: bool,
     /// Rule set version.
     pub rule_set: Option<String>,
+    /// How it reached the aggregator: `upload`, `relay`, `file` or `import` ([`Route`]).
+    pub route: String,
+    /// The relaying probe's key, for a relayed measurement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relayed_by: Option<String>,
     /// Where the next page starts, for [`Query::after`].
     #[serde(skip)]
     pub cursor: String,
@@ -227,6 +304,11 @@ pub trait Storage: Send + Sync {
         first_day: i64,
         last_day: i64,
     ) -> Result<Vouches, DbError>;
+    /// How the measurements `ids` (an event's evidence, at most
+    /// [`model::MAX_ARRIVAL_IDS`] read) reached the aggregator: per route, how many, when the
+    /// first and the last were received, and how many before `end` (epoch seconds; all of
+    /// them when `None`). One grouped query, in route order.
+    fn arrivals(&self, ids: &[String], end: Option<i64>) -> Result<Vec<model::Arrival>, DbError>;
     /// Countries heard from since a bin.
     fn active_countries(&self, from_bin: i64) -> Result<Vec<String>, DbError>;
     /// A country's networks heard from since a bin.

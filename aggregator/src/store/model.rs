@@ -421,6 +421,96 @@ impl Event {
     }
 }
 
+/// How an event's evidence reached the aggregator by one route (docs/carry.md): so that a
+/// reader sees whether it came out while the shutdown went on, and by which way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Arrival {
+    /// `upload`, `relay`, `file` or `import` (`store::Route`).
+    pub route: String,
+    /// Evidence measurements that came this way.
+    pub count: u64,
+    /// When the first of them was received, `YYYY-MM-DD HH:MM:SS` UTC.
+    pub first: String,
+    /// When the last of them was received.
+    pub last: String,
+    /// How many were received before the event's end (all of them while it is ongoing).
+    pub while_ongoing: u64,
+    /// Distinct probes that relayed them (only for `relay`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub relayers: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// An event of the timeline with how its evidence arrived (`GET /api/v1/timeline`, the
+/// `timeline` command, the web page's event view).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TimelineEvent {
+    /// The event, its fields inline.
+    #[serde(flatten)]
+    pub event: Event,
+    /// Per route (`upload`, `relay`, `file`, `import`), how its evidence came.
+    pub arrival: Vec<Arrival>,
+    /// Whether any of its evidence was received before it ended (or while it is ongoing):
+    /// the evidence came out while the event went on.
+    pub arrived_while_ongoing: bool,
+}
+
+impl TimelineEvent {
+    /// `event` with its `arrival` as the store read it.
+    pub fn new(event: Event, arrival: Vec<Arrival>) -> TimelineEvent {
+        let arrived_while_ongoing = arrival.iter().any(|a| a.while_ongoing > 0);
+        TimelineEvent {
+            event,
+            arrival,
+            arrived_while_ongoing,
+        }
+    }
+
+    /// The arrival in plain words: `Evidence arrived: 41 by upload (12:03-12:07), 8 by file
+    /// (12:05, while the shutdown went on).` Times are UTC, the date shown when it is not the
+    /// event's start date.
+    pub fn arrival_words(&self) -> String {
+        if self.arrival.is_empty() {
+            return "No evidence stored.".into();
+        }
+        let day = self.event.start.get(..10).unwrap_or("");
+        let short = |t: &str| match t.split_once(' ') {
+            Some((d, hm)) if d == day => hm.get(..5).unwrap_or(hm).to_string(),
+            _ => t.get(..16).unwrap_or(t).to_string(),
+        };
+        let parts: Vec<String> = self
+            .arrival
+            .iter()
+            .map(|a| {
+                let when = if a.first == a.last {
+                    short(&a.first)
+                } else {
+                    format!("{}-{}", short(&a.first), short(&a.last))
+                };
+                let by = match (a.route.as_str(), a.relayers) {
+                    ("relay", 1) => "relayed by 1 probe".to_string(),
+                    ("relay", n) => format!("relayed by {n} probes"),
+                    (r, _) => format!("by {r}"),
+                };
+                let during = match (a.while_ongoing, a.count) {
+                    (0, _) => String::new(),
+                    (n, c) if n == c => format!(", while the {} went on", self.event.kind.as_str()),
+                    (n, _) => format!(", {n} while the {} went on", self.event.kind.as_str()),
+                };
+                format!("{} {by} ({when}{during})", a.count)
+            })
+            .collect();
+        format!("Evidence arrived: {}.", parts.join(", "))
+    }
+}
+
+/// The most evidence ids whose arrival is looked up for one event: detection keeps a few
+/// hundred per event, and the lookup stays one bounded query.
+pub const MAX_ARRIVAL_IDS: usize = 1000;
+
 /// Which events to read.
 #[derive(Debug, Clone, Default)]
 pub struct TimelineQuery {

@@ -960,6 +960,78 @@ impl Storage for ClickHouse {
         self.stored_rows(ids)
     }
 
+    /// The evidence's routes: the ids' countries and times from `envelopes` (its primary
+    /// index), then one grouped read of their rows by the whole sorting key, each id once.
+    fn arrivals(
+        &self,
+        ids: &[String],
+        end: Option<i64>,
+    ) -> Result<Vec<super::model::Arrival>, DbError> {
+        let op = "reading how evidence arrived";
+        let mut ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.truncate(super::model::MAX_ARRIVAL_IDS);
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        #[derive(Deserialize)]
+        struct K {
+            id: String,
+            cc: String,
+            at: String,
+        }
+        let list = ids.iter().map(|id| quote(id)).collect::<Vec<_>>().join(",");
+        let keys: Vec<K> = self.rows(
+            op,
+            &format!(
+                "SELECT id, any(probe_cc) AS cc, any(measured_at) AS at
+                 FROM envelopes WHERE id IN ({list}) GROUP BY id"
+            ),
+        )?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = keys
+            .iter()
+            .map(|k| format!("({},{},{})", quote(&k.cc), quote(&k.at), quote(&k.id)))
+            .collect::<Vec<_>>()
+            .join(",");
+        #[derive(Deserialize)]
+        struct A {
+            route: String,
+            n: u64,
+            first: i64,
+            last: i64,
+            during: u64,
+            /// 18.16 counts no distinct value of a column holding only NULLs as NULL.
+            relayers: Option<u64>,
+        }
+        let end = end.unwrap_or(i64::MAX);
+        let rows: Vec<A> = self.rows(
+            op,
+            &format!(
+                "SELECT route, count() AS n, min(received_at) AS first, max(received_at) AS last,
+                     sum(received_at < {end}) AS during, uniqExact(relayed_by) AS relayers
+                 FROM (SELECT id, any(route) AS route, min(received_at) AS received_at,
+                         any(relayed_by) AS relayed_by
+                     FROM measurements WHERE (probe_cc, measured_at, id) IN ({keys}) GROUP BY id)
+                 GROUP BY route ORDER BY route"
+            ),
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|a| super::model::Arrival {
+                route: a.route,
+                count: a.n,
+                first: format_time(a.first),
+                last: format_time(a.last),
+                while_ongoing: a.during,
+                relayers: a.relayers.unwrap_or(0),
+            })
+            .collect())
+    }
+
     /// Measurements with an envelope, each once.
     fn measurement_count(&self) -> Result<u64, DbError> {
         #[derive(Deserialize)]

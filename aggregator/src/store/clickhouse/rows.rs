@@ -33,6 +33,17 @@ pub(super) struct StoredRow {
     pub(super) canary_total: i64,
     pub(super) goodput_kbps: Option<f64>,
     pub(super) below_control: Option<u8>,
+    /// `store::Route::name`; rows stored before the column read as its default (schema
+    /// migration 5).
+    #[serde(default = "upload")]
+    pub(super) route: String,
+    /// The relaying probe's key, for a relay.
+    #[serde(default)]
+    pub(super) relayed_by: Option<String>,
+}
+
+fn upload() -> String {
+    "upload".into()
 }
 
 /// The verdict's `goodput.probe_kbps` and `goodput.below_control`, as SQLite's `json_extract`
@@ -76,6 +87,8 @@ impl StoredRow {
             canary_total: 0,
             goodput_kbps: None,
             below_control: None,
+            route: r.route.name().into(),
+            relayed_by: r.route.relayed_by().map(Into::into),
         };
         if r.test_name == "canary"
             && let Some((ok, total)) = canary_counts(&r.envelope)
@@ -95,7 +108,8 @@ impl StoredRow {
 /// The columns of [`StoredRow`], in order, for SELECTs.
 pub(super) const STORED_COLUMNS: &str = "id, source, probe_key, probe_cc, probe_asn, test_name, input, \
     domain, measured_at, received_at, blocking, accessible, confirmed, rule_set, verdict, \
-    network_verified, version, ts, canary_ok, canary_total, goodput_kbps, below_control";
+    network_verified, version, ts, canary_ok, canary_total, goodput_kbps, below_control, route, \
+    relayed_by";
 
 /// One row of `envelopes`.
 #[derive(Debug, Serialize)]
@@ -176,6 +190,7 @@ impl ClickHouse {
                     verdict: m.verdict,
                     envelope: e.env,
                     network_verified: m.network_verified != 0,
+                    route: crate::store::Route::from_columns(&m.route, m.relayed_by),
                 })
             })
             .collect();

@@ -4,10 +4,13 @@
 use serde::Deserialize;
 
 use super::super::{DbError, now};
+use super::client::quote;
 use super::{ClickHouse, search};
 
 /// The numbered migrations. Every statement is idempotent (`IF NOT EXISTS`): several nodes may
-/// open one database at once and run the same migration together.
+/// open one database at once and run the same migration together. 18.16 has no `IF NOT
+/// EXISTS` for `ADD COLUMN`: such a statement is skipped when the column is there, and another
+/// node adding it first is no error ([`added_column`]).
 const MIGRATIONS: &[&[&str]] = &[
     // 1: the tables.
     &[
@@ -136,6 +139,14 @@ const MIGRATIONS: &[&[&str]] = &[
     ORDER BY (path, size)"],
     // 4: the transparency log (`log`).
     super::log::MIGRATION,
+    // 5: how each measurement arrived (`store::Route`, docs/carry.md). Rows stored before
+    // read the default: an upload, or an import when no probe signed it. A relay keeps the
+    // relayer's key, never an address.
+    &[
+        "ALTER TABLE measurements ADD COLUMN route String
+            DEFAULT if(isNull(probe_key), 'import', 'upload')",
+        "ALTER TABLE measurements ADD COLUMN relayed_by Nullable(String)",
+    ],
 ];
 
 impl ClickHouse {
@@ -182,7 +193,19 @@ impl ClickHouse {
             }
             let op = format!("migration {version}");
             for sql in *statements {
-                self.execute(&op, sql)?;
+                let Some((table, column)) = added_column(sql) else {
+                    self.execute(&op, sql)?;
+                    continue;
+                };
+                if self.has_column(table, column)? {
+                    continue;
+                }
+                match self.execute(&op, sql) {
+                    Err(e) if e.to_string().contains("already exists") => {}
+                    other => {
+                        other?;
+                    }
+                }
             }
             self.execute(
                 &op,
@@ -193,6 +216,39 @@ impl ClickHouse {
             )?;
         }
         Ok(())
+    }
+}
+
+/// The table and column of an `ALTER TABLE t ADD COLUMN c ...` statement.
+fn added_column(sql: &str) -> Option<(&str, &str)> {
+    let words: Vec<&str> = sql.split_whitespace().take(6).collect();
+    match words.as_slice() {
+        ["ALTER", "TABLE", table, "ADD", "COLUMN", column] => Some((table, column)),
+        _ => None,
+    }
+}
+
+impl ClickHouse {
+    /// Whether `table` of this database has `column`.
+    fn has_column(&self, table: &str, column: &str) -> Result<bool, DbError> {
+        #[derive(Deserialize)]
+        struct N {
+            n: u64,
+        }
+        let n = self
+            .rows::<N>(
+                "reading the columns",
+                &format!(
+                    "SELECT count() AS n FROM system.columns
+                     WHERE database = {} AND table = {} AND name = {}",
+                    quote(&self.db),
+                    quote(table),
+                    quote(column)
+                ),
+            )?
+            .first()
+            .map_or(0, |r| r.n);
+        Ok(n > 0)
     }
 }
 
@@ -212,7 +268,7 @@ mod tests {
             server
                 .query("SELECT count() FROM v.schema_migrations")
                 .expect("count"),
-            "4\n"
+            "5\n"
         );
         server
             .query("INSERT INTO v.schema_migrations VALUES (99, 0)")
@@ -223,7 +279,7 @@ mod tests {
                 err,
                 DbError::TooNew {
                     found: 99,
-                    known: 4,
+                    known: 5,
                     ..
                 }
             ),
@@ -262,6 +318,76 @@ mod tests {
             ..query()
         };
         assert_eq!(ids(&db.query(&m2).expect("search")), ["m2"]);
+    }
+
+    /// Routes (migration 5): stored, searched (by country and through the by-domain view),
+    /// grouped for an event's evidence; a database made before reads its signed rows as
+    /// uploads and its unsigned ones as imports.
+    #[test]
+    fn routes_are_stored_searched_and_grouped() {
+        use crate::store::Route;
+        let server = server();
+        let url = server.url("r");
+        let db = ClickHouse::open(&url).expect("open");
+        let mut unsigned = row("m0", "IR", "2026-01-01 00:00:00");
+        unsigned.probe_key = None;
+        db.insert(&[unsigned, row("m1", "IR", "2026-01-01 00:01:00")])
+            .expect("insert");
+        for sql in [
+            "ALTER TABLE r.measurements DROP COLUMN route",
+            "ALTER TABLE r.measurements DROP COLUMN relayed_by",
+            "DROP TABLE r.schema_migrations",
+            "CREATE TABLE r.schema_migrations (version UInt32, applied_at Int64)
+             ENGINE = MergeTree ORDER BY version",
+            "INSERT INTO r.schema_migrations VALUES (1, 0), (2, 0), (3, 0), (4, 0)",
+        ] {
+            server.query(sql).expect(sql);
+        }
+        // Another open puts the columns back, once, even when a node races it.
+        let db = ClickHouse::open(&url).expect("reopen runs migration 5");
+        ClickHouse::open(&url).expect("and again");
+        let mut relayed = row("m2", "IR", "2026-01-01 00:02:00");
+        relayed.route = Route::Relay {
+            by: "relayer".into(),
+        };
+        let mut filed = row("m3", "IR", "2026-01-01 00:03:00");
+        filed.route = Route::File;
+        db.insert(&[relayed, filed]).expect("insert");
+        let routes = |found: Vec<Found>| -> Vec<(String, String, Option<String>)> {
+            found
+                .into_iter()
+                .map(|f| (f.id, f.route, f.relayed_by))
+                .collect()
+        };
+        assert_eq!(
+            routes(db.query(&query()).expect("search")),
+            [
+                ("m0".into(), "import".into(), None),
+                ("m1".into(), "upload".into(), None),
+                ("m2".into(), "relay".into(), Some("relayer".into())),
+                ("m3".into(), "file".into(), None),
+            ]
+        );
+        let by_domain = Query {
+            domain: Some("m2.example".into()),
+            ..query()
+        };
+        assert_eq!(
+            routes(db.query(&by_domain).expect("search")),
+            [("m2".into(), "relay".into(), Some("relayer".into()))]
+        );
+        let ids: Vec<String> = ["m1", "m2", "m3", "none"].map(String::from).to_vec();
+        let arrivals = db.arrivals(&ids, None).expect("arrivals");
+        let grouped: Vec<(&str, u64, u64, u64)> = arrivals
+            .iter()
+            .map(|a| (a.route.as_str(), a.count, a.while_ongoing, a.relayers))
+            .collect();
+        assert_eq!(
+            grouped,
+            [("file", 1, 1, 0), ("relay", 1, 1, 1), ("upload", 1, 1, 0)]
+        );
+        let ended = db.arrivals(&ids, Some(0)).expect("arrivals");
+        assert!(ended.iter().all(|a| a.while_ongoing == 0), "{ended:?}");
     }
 
     #[test]

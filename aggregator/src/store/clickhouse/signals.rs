@@ -219,6 +219,7 @@ mod tests {
             verdict: verdict.map(Into::into),
             envelope: envelope.into(),
             network_verified: verified,
+            route: crate::store::Route::Upload,
         }
     }
 

@@ -25,6 +25,7 @@ pub(super) fn row(id: &str, cc: &str, at: &str) -> Row {
         verdict: Some("{}".into()),
         envelope: format!("{{\"id\":\"{id}\"}}"),
         network_verified: true,
+        route: crate::store::Route::Upload,
     }
 }
 

@@ -21,11 +21,12 @@ use vantage_probe::migrate::{MigrateError, open_migrated};
 
 use super::log::{LogStore, NoLog};
 use super::model::{
-    Event, Kind, ProbeBin, ProbeContacts, RateSample, ThrottlingObservation, TimelineQuery,
-    VerdictRow, Vouches,
+    Arrival, Event, Kind, ProbeBin, ProbeContacts, RateSample, ThrottlingObservation,
+    TimelineQuery, VerdictRow, Vouches,
 };
 use super::{
-    DbError, Found, ImportedFile, KeyState, Query, Redeemed, Row, Storage, StoredHeartbeat, now,
+    DbError, Found, ImportedFile, KeyState, Query, Redeemed, Route, Row, Storage, StoredHeartbeat,
+    now,
 };
 
 mod detect;
@@ -151,6 +152,12 @@ const MIGRATIONS: &[&str] = &[
     log::ENTRIES_MIGRATION,
     // 14: the witnesses' cosignatures of checkpoints (`log.rs`).
     log::COSIGNATURES_MIGRATION,
+    // 15: how each measurement arrived (`store::Route`, docs/carry.md): rows stored before
+    // were uploads, or imports when no probe signed them; a relay keeps the relayer's key,
+    // never an address.
+    "ALTER TABLE measurements ADD COLUMN route TEXT NOT NULL DEFAULT 'upload';
+    ALTER TABLE measurements ADD COLUMN relayed_by TEXT;
+    UPDATE measurements SET route = 'import' WHERE probe_key IS NULL;",
 ];
 
 /// Read-only connections opened beside the writer: enough for the server's concurrent searches
@@ -276,8 +283,8 @@ impl<'t> Inserter<'t> {
             row: tx.prepare_cached(
                 "INSERT OR IGNORE INTO measurements (id, source, probe_key, probe_cc, probe_asn,
                  test_name, input, domain, measured_at, received_at, blocking, accessible,
-                 confirmed, rule_set, verdict, network_verified, leaf)
-                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)",
+                 confirmed, rule_set, verdict, network_verified, leaf, route, relayed_by)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)",
             )?,
             body: tx.prepare_cached("INSERT INTO envelopes_raw (seq, body) VALUES (?1, ?2)")?,
             received: now(),
@@ -308,7 +315,9 @@ impl<'t> Inserter<'t> {
             r.rule_set,
             r.verdict,
             r.network_verified,
-            leaf
+            leaf,
+            r.route.name(),
+            r.route.relayed_by()
         ])?;
         if n > 0 {
             self.body
@@ -416,7 +425,7 @@ fn stored_envelope(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<String> 
 fn search_sql(q: &Query) -> Result<(String, Vec<rusqlite::types::Value>), DbError> {
     let mut sql = String::from(
         "SELECT id, source, probe_cc, probe_asn, test_name, input, measured_at, blocking,
-             accessible, confirmed, rule_set, rowid FROM measurements WHERE 1=1",
+             accessible, confirmed, rule_set, rowid, route, relayed_by FROM measurements WHERE 1=1",
     );
     let mut args: Vec<rusqlite::types::Value> = Vec::new();
     let mut add = |clause: &str, value: rusqlite::types::Value| {
@@ -538,6 +547,8 @@ impl Storage for Sqlite {
                     confirmed: r.get(9)?,
                     rule_set: r.get(10)?,
                     cursor: r.get::<_, i64>(11)?.to_string(),
+                    route: r.get(12)?,
+                    relayed_by: r.get(13)?,
                 })
             })?
             .collect()
@@ -786,6 +797,49 @@ impl Storage for Sqlite {
         })
     }
 
+    fn arrivals(&self, ids: &[String], end: Option<i64>) -> Result<Vec<Arrival>, DbError> {
+        let mut ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.truncate(super::model::MAX_ARRIVAL_IDS);
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // `id` is unique and indexed: one lookup per id, grouped in one statement.
+        let marks = (2..ids.len() + 2)
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let sql = format!(
+            "SELECT route, count(*), min(received_at), max(received_at),
+                 sum(received_at < ?1), count(DISTINCT relayed_by)
+             FROM measurements WHERE id IN ({marks}) GROUP BY route ORDER BY route"
+        );
+        let end = end.unwrap_or(i64::MAX);
+        let mut args: Vec<rusqlite::types::Value> = vec![end.into()];
+        args.extend(
+            ids.iter()
+                .map(|id| rusqlite::types::Value::Text(id.to_string())),
+        );
+        self.read(|c| {
+            let mut stmt = c.prepare(&sql)?;
+            stmt.query_map(params_from_iter(args.iter()), |r| {
+                let count = |i: usize| -> rusqlite::Result<u64> {
+                    Ok(u64::try_from(r.get::<_, i64>(i)?).unwrap_or(0))
+                };
+                Ok(Arrival {
+                    route: r.get(0)?,
+                    count: count(1)?,
+                    first: super::model::format_time(r.get(2)?),
+                    last: super::model::format_time(r.get(3)?),
+                    while_ongoing: count(4)?,
+                    relayers: count(5)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
     fn measurement_count(&self) -> Result<u64, DbError> {
         self.read(|c| {
             c.query_row("SELECT count(*) FROM measurements", [], |r| {
@@ -883,7 +937,8 @@ impl Storage for Sqlite {
 /// reads them.
 const ROW_SELECT: &str = "SELECT m.id, m.source, m.probe_key, m.probe_cc, m.probe_asn,
     m.test_name, m.input, m.domain, m.measured_at, m.blocking, m.accessible, m.confirmed,
-    m.rule_set, m.verdict, coalesce(p.body, r.body), m.network_verified FROM measurements m
+    m.rule_set, m.verdict, coalesce(p.body, r.body), m.network_verified, m.route, m.relayed_by
+    FROM measurements m
     LEFT JOIN envelopes_packed p ON p.seq = m.seq
     LEFT JOIN envelopes_raw r ON r.seq = m.seq";
 
@@ -906,6 +961,7 @@ fn stored_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         verdict: r.get(13)?,
         envelope: stored_envelope(r, 14)?,
         network_verified: r.get(15)?,
+        route: Route::from_columns(&r.get::<_, String>(16)?, r.get(17)?),
     })
 }
 
@@ -938,6 +994,83 @@ mod tests {
             after: None,
             limit: 100,
         }
+    }
+
+    /// Rows stored before routes read as uploads, or imports when no probe signed them; new
+    /// rows keep the route they came by, a duplicate its first one, and the evidence of an
+    /// event is grouped by route with its times.
+    #[test]
+    fn routes_are_kept_and_grouped_and_older_rows_read_as_uploads_or_imports() {
+        let dir = std::env::temp_dir().join(format!("vantage-db-routes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("agg.db");
+        {
+            let c = open_migrated(&path, &MIGRATIONS[..14], "NORMAL").expect("v14");
+            for (id, key) in [("old-signed", Some("k")), ("old-ooni", None)] {
+                c.execute(
+                    "INSERT INTO measurements (id, source, probe_key, probe_cc, probe_asn,
+                     test_name, measured_at, received_at)
+                     VALUES (?1, 'vantage', ?2, 'IR', 7, 'web_connectivity', '2026-01-01 00:00:00', 100)",
+                    params![id, key],
+                )
+                .expect("v14 row");
+            }
+        }
+        let db = Sqlite::open(&path).expect("migrate");
+        let relayed = Row {
+            route: Route::Relay {
+                by: "relayer".into(),
+            },
+            ..stored("relayed")
+        };
+        let filed = Row {
+            route: Route::File,
+            ..stored("filed")
+        };
+        db.insert(&[relayed.clone(), filed]).expect("insert");
+        let again = Row {
+            route: Route::Upload,
+            ..relayed.clone()
+        };
+        assert_eq!(db.insert(&[again]).expect("duplicate"), [false]);
+        let found: std::collections::HashMap<String, (String, Option<String>)> = db
+            .query(&Query {
+                limit: 100,
+                ..Query::default()
+            })
+            .expect("search")
+            .into_iter()
+            .map(|f| (f.id, (f.route, f.relayed_by)))
+            .collect();
+        assert_eq!(found["old-signed"], ("upload".into(), None));
+        assert_eq!(found["old-ooni"], ("import".into(), None));
+        assert_eq!(found["relayed"], ("relay".into(), Some("relayer".into())));
+        assert_eq!(found["filed"], ("file".into(), None));
+        assert_eq!(
+            db.rows_of(&["relayed"]).expect("row")[0].route,
+            relayed.route
+        );
+        let ids: Vec<String> = ["old-signed", "relayed", "filed", "unknown"]
+            .map(String::from)
+            .to_vec();
+        let arrivals = db.arrivals(&ids, Some(1000)).expect("arrivals");
+        let routes: Vec<(&str, u64, u64, u64)> = arrivals
+            .iter()
+            .map(|a| (a.route.as_str(), a.count, a.while_ongoing, a.relayers))
+            .collect();
+        // The old row came at 100, before the end at 1000; the new ones now, after it.
+        assert_eq!(
+            routes,
+            [("file", 1, 0, 0), ("relay", 1, 0, 1), ("upload", 1, 1, 0)]
+        );
+        assert_eq!(arrivals[2].first, "1970-01-01 00:01:40");
+        assert!(db.arrivals(&[], None).expect("none").is_empty());
+        let ongoing = db.arrivals(&ids, None).expect("ongoing");
+        assert!(
+            ongoing.iter().all(|a| a.while_ongoing == a.count),
+            "{ongoing:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -1059,6 +1192,7 @@ mod tests {
             verdict: None,
             envelope: "{}".into(),
             network_verified: verified,
+            route: crate::store::Route::Upload,
         };
         db.insert(&[row("a", true), row("b", false)])
             .expect("insert");
@@ -1124,6 +1258,7 @@ mod tests {
             verdict: None,
             envelope: format!("{{\"id\":\"{id}\"}}"),
             network_verified: false,
+            route: crate::store::Route::Upload,
         }
     }
 
