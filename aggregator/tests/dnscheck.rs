@@ -1,16 +1,26 @@
 //! dnscheck end to end: the real `vantage run --test dnscheck` checks a working DoH resolver
 //! and a DoT resolver whose handshake is reset (as an SNI filter does), on loopback, uploads to
 //! the real `serve`, and the aggregator stores each with the verdict its dnscheck rule gives.
+//! Then detection: two probes of one network checking a blocked DoT resolver and a working one
+//! for two days make one blocking event for the blocked resolver, `dnscheck:<host>` on its
+//! layer, from its measurements alone; the working one is in no event.
 
 mod common;
 
+use std::collections::HashMap;
 use std::process::Command;
 
 use common::{fresh_aggregator, http, vantage};
 use serde_json::Value;
+use vantage_aggregator::detect::{self, DetectConfig, Pass, format_time};
+use vantage_aggregator::ingest::{self, IngestConfig, Origin, Status};
+use vantage_aggregator::store::Sqlite;
+use vantage_aggregator::store::model::{Layer, TimelineQuery};
 use vantage_fixtures::dns::{Behaviour, DnsFixture};
 use vantage_fixtures::tcp::ResetListener;
 use vantage_fixtures::tls::{TestCa, TlsFixture};
+use vantage_probe::envelope::Identity;
+use vantage_probe::verdict::fingerprints::Fingerprints;
 
 /// The results of a search, as (input, blocking, accessible, rule_set).
 fn search(base: &str, filters: &str) -> Vec<(String, Value, Value, Value)> {
@@ -136,9 +146,9 @@ async fn dnscheck_results_are_uploaded_and_scored_by_the_aggregator() {
             .expect("join");
     assert_eq!(blocked.len(), 1, "{blocked:?}");
     assert_eq!(blocked[0].0, dot_url);
-    // Each is found by its resolver's host, as the rule's target.
+    // Each is found by its resolver's host with the test named, as the rule's target.
     let base = server.base.clone();
-    let by_host = tokio::task::spawn_blocking(move || search(&base, "domain=doh.test"))
+    let by_host = tokio::task::spawn_blocking(move || search(&base, "domain=dnscheck:doh.test"))
         .await
         .expect("join");
     assert_eq!(by_host.len(), 1, "{by_host:?}");
@@ -169,4 +179,121 @@ async fn dnscheck_results_are_uploaded_and_scored_by_the_aggregator() {
         m["test_keys"]["lookups"][&key]["failure"], "connection_reset",
         "{m:#}"
     );
+}
+
+/// OONI's own dnscheck measurement (ts-028's example, DoT to dns.google, every lookup working)
+/// as measured in IR / AS64500 at `at` of `input`; when `dropped`, every lookup fails at the
+/// TCP connect with `generic_timeout_error`, as when the censor drops TCP 853 to the resolver.
+fn dnscheck_of(input: &str, at: i64, dropped: bool) -> String {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/data/ooni/spec/ts-028-dnscheck.json"
+    ))
+    .expect("ts-028 example");
+    let mut m: Value = serde_json::from_str(&text).expect("json");
+    m["input"] = input.into();
+    m["probe_cc"] = "IR".into();
+    m["probe_asn"] = "AS64500".into();
+    m["measurement_start_time"] = format_time(at).into();
+    if dropped {
+        let lookups = m["test_keys"]["lookups"].as_object_mut().expect("lookups");
+        for l in lookups.values_mut() {
+            l["failure"] = "generic_timeout_error".into();
+            l["failed_operation"] = "connect".into();
+        }
+    }
+    m.to_string()
+}
+
+#[test]
+fn a_dropped_dot_resolver_is_one_event_of_its_own_and_the_control_is_in_none() {
+    const BLOCKED: &str = "dot://dot-blocked.example:853/";
+    const CONTROL: &str = "dot://dot-ok.example:853/";
+    let dir = common::tempdir("dnscheck-detect");
+    let db = Sqlite::open(&dir.join("agg.db")).expect("db");
+    let now = vantage_aggregator::store::now();
+    let t0 = (now - 48 * 3600) / 3600 * 3600;
+    let mut failures = Vec::new();
+    let (mut first, mut last) = (i64::MAX, 0);
+    for p in 0..2 {
+        let key = Identity::generate().expect("key");
+        let mut lines = Vec::new();
+        for h in 0..48 {
+            for (i, input) in [BLOCKED, CONTROL].into_iter().enumerate() {
+                let at = t0 + h * 3600 + p * 600 + i as i64 * 60 + 60;
+                let dropped = input == BLOCKED && (20..32).contains(&h);
+                let (id, line) = key.seal(&dnscheck_of(input, at, dropped)).expect("seal");
+                if dropped {
+                    failures.push(id.to_string());
+                    (first, last) = (first.min(at), last.max(at));
+                }
+                lines.push(line);
+            }
+        }
+        let outcomes = ingest::ingest(
+            &db,
+            &lines.join("\n"),
+            &IngestConfig::default(),
+            &Fingerprints::builtin(),
+            &Origin::UNKNOWN,
+        )
+        .expect("ingest");
+        assert!(
+            outcomes.iter().all(|o| o.status == Status::Accepted),
+            "{outcomes:?}"
+        );
+    }
+    detect::detect(
+        &db,
+        Some("IR"),
+        Pass::Full(None),
+        now,
+        &HashMap::new(),
+        &DetectConfig::default(),
+    )
+    .expect("detect");
+    let events = vantage_aggregator::store::Storage::timeline(
+        &db,
+        &TimelineQuery {
+            cc: Some("IR".into()),
+            asn: Some(64500),
+            since: 0,
+            until: i64::MAX / 2,
+            kind: None,
+        },
+    )
+    .expect("timeline");
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let e = &events[0];
+    assert_eq!(e.targets, ["dnscheck:dot-blocked.example"], "{e:#?}");
+    assert_eq!(e.layer, Some(Layer::Tcp), "{e:#?}");
+    assert_eq!(e.probes, 2, "{e:#?}");
+    assert_eq!(
+        (e.start.clone(), e.end.clone()),
+        (format_time(first), Some(format_time(last)))
+    );
+    let mut evidence = e.evidence.clone();
+    evidence.sort();
+    failures.sort();
+    assert_eq!(
+        evidence, failures,
+        "exactly the blocked resolver's failures"
+    );
+    // What an operator reads.
+    let out = Command::new(env!("CARGO_BIN_EXE_vantage-aggregator"))
+        .args(["timeline", "--db"])
+        .arg(dir.join("agg.db"))
+        .args(["--cc", "IR", "--since", &format_time(t0)])
+        .output()
+        .expect("run timeline");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("AS64500") && l.ends_with("dnscheck:dot-blocked.example on tcp")),
+        "{table}"
+    );
+    assert!(!table.contains("dot-ok.example"), "{table}");
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -1,10 +1,12 @@
 //! The probe's quic test end to end: a measurement the probe makes on loopback (a TCP+TLS
 //! server that works and a UDP port on the same number that swallows every datagram), signed
 //! and uploaded over HTTP to the real `serve`, is stored with the aggregator's own verdict
-//! (`quic-blocked` on `tcp_ip`, under the target `quic`) and found by the search; a run of such
-//! measurements from two probes of one network, between runs of working ones, rescored in
-//! place, is one blocking event "quic" on the tcp layer, in SQLite and in ClickHouse alike, which
-//! `timeline` shows as such.
+//! (`quic-blocked` on `tcp_ip`, under the target `quic:<host>`) and found by the search; a run
+//! of such measurements of one host from two probes of one network, between runs of working
+//! ones, with a control host measured by the same probes working throughout, rescored in place,
+//! is one blocking event `quic:blocked.example` on the tcp layer whose evidence is exactly the
+//! blocked host's failures, in SQLite and in ClickHouse alike, which `timeline` shows as such;
+//! the control host is in no event.
 
 mod common;
 
@@ -61,7 +63,15 @@ async fn quic_blocked_measurement() -> Value {
 
 /// `m` as measured in IR / AS64500 at `at`, with its QUIC handshake working when `works`.
 fn variant(m: &Value, at: &str, works: bool) -> String {
+    variant_of(m, None, at, works)
+}
+
+/// [`variant`] of `https://{host}/` when a host is given.
+fn variant_of(m: &Value, host: Option<&str>, at: &str, works: bool) -> String {
     let mut m = m.clone();
+    if let Some(host) = host {
+        m["input"] = format!("https://{host}/").into();
+    }
     m["probe_cc"] = "IR".into();
     m["probe_asn"] = "AS64500".into();
     m["measurement_start_time"] = at.into();
@@ -145,7 +155,7 @@ async fn an_uploaded_quic_measurement_is_scored_stored_and_found() {
     assert_eq!(reply.matches("\"accepted\"").count(), 3, "{reply}");
     assert!(reply.contains("at most 16 steps"), "{reply}");
 
-    let mut found = search(&base, "domain=quic&blocking=tcp_ip");
+    let mut found = search(&base, "domain=quic:127.0.0.1&blocking=tcp_ip");
     found.sort_by(|a, b| a.0.cmp(&b.0));
     let mut expected = vec![blocked.to_string(), lied.to_string()];
     expected.sort();
@@ -159,7 +169,8 @@ async fn an_uploaded_quic_measurement_is_scored_stored_and_found() {
         assert_eq!(rule_set, "vantage-quic-1");
         // The stored verdict (the search lists rows; the verdict is in the store).
         let (domain, verdict) = stored(&db, id);
-        assert_eq!(domain, "quic");
+        assert_eq!(domain, "quic:127.0.0.1");
+        assert_eq!(verdict["target"], "quic:127.0.0.1", "{verdict}");
         assert_eq!(verdict["verdict"], "quic-blocked", "{verdict}");
         assert_eq!(verdict["layer"], "tcp_ip", "{verdict}");
         assert_eq!(
@@ -200,7 +211,7 @@ async fn an_uploaded_quic_measurement_is_scored_stored_and_found() {
         (
             &"quic.quic-blocked".into(),
             &"tcp_ip".into(),
-            &"quic".into()
+            &"quic:127.0.0.1".into()
         ),
         "{lines}"
     );
@@ -216,26 +227,45 @@ async fn an_uploaded_quic_measurement_is_scored_stored_and_found() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// Two probes of AS64500 measure once an hour for two days; from hour 20 to hour 31 QUIC is
-/// dropped, before and after it works. All of it goes through the upload path
-/// (`ingest::ingest`), is rescored in place (as after a rule change), then one detection pass
-/// runs. Returns the start of the block and its last anomaly.
-fn quic_story(store: &dyn Storage, measured: &Value, t0: i64, now: i64) -> (i64, i64) {
-    let (mut first, mut last) = (i64::MAX, 0);
+/// The host whose QUIC is dropped, and the control host measured beside it, working.
+const BLOCKED: &str = "blocked.example";
+const CONTROL: &str = "control.example";
+
+/// What a story uploaded: the block's first and last anomaly, and the ids of the blocked
+/// host's failures.
+struct Story {
+    first: i64,
+    last: i64,
+    failures: Vec<String>,
+}
+
+/// Two probes of AS64500 measure two hosts once an hour for two days; from hour 20 to hour 31
+/// QUIC to [`BLOCKED`] is dropped, before and after it works, and [`CONTROL`] works
+/// throughout. All of it goes through the upload path (`ingest::ingest`), is rescored in place
+/// (as after a rule change), then one detection pass runs.
+fn quic_story(store: &dyn Storage, measured: &Value, t0: i64, now: i64) -> Story {
+    let mut story = Story {
+        first: i64::MAX,
+        last: 0,
+        failures: Vec::new(),
+    };
     for p in 0..2 {
         let key = Identity::generate().expect("key");
-        let lines: Vec<String> = (0..48)
-            .map(|h| {
-                let at = t0 + h * 3600 + p * 600 + 60;
-                let blocked = (20..32).contains(&h);
+        let mut lines = Vec::new();
+        for h in 0..48 {
+            for (i, host) in [BLOCKED, CONTROL].into_iter().enumerate() {
+                let at = t0 + h * 3600 + p * 600 + i as i64 * 60 + 60;
+                let blocked = host == BLOCKED && (20..32).contains(&h);
+                let m = variant_of(measured, Some(host), &format_time(at), !blocked);
+                let (id, line) = key.seal(&m).expect("seal");
                 if blocked {
-                    first = first.min(at);
-                    last = last.max(at);
+                    story.first = story.first.min(at);
+                    story.last = story.last.max(at);
+                    story.failures.push(id.to_string());
                 }
-                let m = variant(measured, &format_time(at), !blocked);
-                key.seal(&m).expect("seal").1
-            })
-            .collect();
+                lines.push(line);
+            }
+        }
         let outcomes = ingest::ingest(
             store,
             &lines.join("\n"),
@@ -250,7 +280,7 @@ fn quic_story(store: &dyn Storage, measured: &Value, t0: i64, now: i64) -> (i64,
         );
     }
     let rescored = ingest::maintain::rescore(store, &Fingerprints::builtin()).expect("rescore");
-    assert_eq!(rescored, 2 * 48);
+    assert_eq!(rescored, 2 * 2 * 48);
     detect::detect(
         store,
         Some("IR"),
@@ -260,44 +290,52 @@ fn quic_story(store: &dyn Storage, measured: &Value, t0: i64, now: i64) -> (i64,
         &DetectConfig::default(),
     )
     .expect("detect");
-    (first, last)
+    story
 }
 
-fn assert_one_quic_event(store: &dyn Storage, (first, last): (i64, i64)) {
+fn assert_one_quic_event(store: &dyn Storage, story: &Story) {
     let events = store
         .timeline(&TimelineQuery {
             cc: Some("IR".into()),
             asn: Some(64500),
             since: 0,
             until: i64::MAX / 2,
-            kind: Some(Kind::Blocking),
+            kind: None,
         })
         .expect("timeline");
+    // One event, the blocked host's: the control host, measured by the same probes in the
+    // same hours, is in none.
     assert_eq!(events.len(), 1, "{events:#?}");
     let e = &events[0];
-    assert_eq!(e.targets, ["quic"], "{e:#?}");
+    assert_eq!(e.kind, Kind::Blocking, "{e:#?}");
+    assert_eq!(e.targets, [format!("quic:{BLOCKED}")], "{e:#?}");
+    assert_eq!(e.category, None, "{e:#?}");
     assert_eq!(e.layer, Some(Layer::Tcp), "{e:#?}");
     assert_eq!(e.probes, 2);
     assert_eq!(
         (e.start.as_str(), e.end.as_deref()),
         (
-            format_time(first).as_str(),
-            Some(format_time(last).as_str())
+            format_time(story.first).as_str(),
+            Some(format_time(story.last).as_str())
         ),
         "{e:#?}"
     );
-    assert_eq!(e.evidence.len(), 2 * 12, "{e:#?}");
+    let mut evidence = e.evidence.clone();
+    evidence.sort();
+    let mut failures = story.failures.clone();
+    failures.sort();
+    assert_eq!(evidence, failures, "exactly the blocked host's failures");
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn quic_blocked_from_two_probes_is_one_quic_event_on_tcp() {
+async fn quic_blocked_to_one_host_of_two_is_one_event_for_that_host_on_tcp() {
     let measured = quic_blocked_measurement().await;
     let dir = common::tempdir("quic-detect");
     let db = Sqlite::open(&dir.join("agg.db")).expect("db");
     let now = vantage_aggregator::store::now();
     let t0 = (now - 48 * 3600) / 3600 * 3600;
-    let run = quic_story(&db, &measured, t0, now);
-    assert_one_quic_event(&db, run);
+    let story = quic_story(&db, &measured, t0, now);
+    assert_one_quic_event(&db, &story);
     // What an operator reads: `vantage-aggregator timeline` names the target and the layer.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_vantage-aggregator"))
         .args(["timeline", "--db"])
@@ -312,14 +350,15 @@ async fn quic_blocked_from_two_probes_is_one_quic_event_on_tcp() {
         .find(|l| l.contains("blocking"))
         .unwrap_or_else(|| panic!("no blocking event in {table}"));
     assert!(
-        line.contains("AS64500") && line.ends_with("quic on tcp"),
+        line.contains("AS64500") && line.ends_with("quic:blocked.example on tcp"),
         "{table}"
     );
+    assert!(!table.contains(CONTROL), "{table}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn quic_blocked_from_two_probes_is_one_quic_event_in_clickhouse() {
+async fn quic_blocked_to_one_host_of_two_is_one_event_for_that_host_in_clickhouse() {
     let measured = quic_blocked_measurement().await;
     let server = vantage_fixtures::clickhouse::Server::start()
         .expect("clickhouse-server (install it with: sudo bash tests/clickhouse.sh)");
@@ -328,6 +367,6 @@ async fn quic_blocked_from_two_probes_is_one_quic_event_in_clickhouse() {
         .expect("open");
     let now = vantage_aggregator::store::now();
     let t0 = (now - 48 * 3600) / 3600 * 3600;
-    let run = quic_story(store.as_ref(), &measured, t0, now);
-    assert_one_quic_event(store.as_ref(), run);
+    let story = quic_story(store.as_ref(), &measured, t0, now);
+    assert_one_quic_event(store.as_ref(), &story);
 }

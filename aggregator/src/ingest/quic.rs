@@ -3,10 +3,13 @@
 //!
 //! The verdict is made again from the recorded handshakes with the probe library's rules
 //! ([`vantage_probe::quic::assess`]), not read from the probe's `quic_blocking`. Its target is
-//! the service `quic`, as `whatsapp` is for OONI's whatsapp test
-//! (`vantage_probe::verdict::services`), so that the blocking detector sees every host's QUIC
-//! failure in one network as one target and makes one event, "quic blocked", on the layer
-//! where QUIC failed: `tcp_ip` for datagrams dropped or refused (as a UDP exchange is for OONI's
+//! the host measured with the test named, `quic:<host>` ([`quic_target`]): QUIC is blocked per
+//! destination (UDP 443 dropped to some addresses, Initial packets filtered by SNI), so the
+//! blocking detector must see each host's QUIC on its own and make the event "QUIC blocked:
+//! news.example" from that host's measurements alone, never from a control host's that works.
+//! The prefix keeps a host's QUIC apart from the same host's web_connectivity, whose working
+//! TCP would otherwise dilute the QUIC failures in one target. The event is on the layer where
+//! QUIC failed: `tcp_ip` for datagrams dropped or refused (as a UDP exchange is for OONI's
 //! stunreachability), `tls` for a handshake failing inside QUIC. A host unreachable over both
 //! QUIC and TCP says nothing of QUIC and stays undetermined: it is web_connectivity's to judge.
 
@@ -20,8 +23,25 @@ use crate::store::Row;
 /// The rule set that scored a quic measurement, stored with its verdict.
 pub const QUIC_RULES: &str = "vantage-quic-1";
 
-/// The target a quic verdict is stored under (the row's domain).
+/// The prefix of a quic verdict's target (the row's domain), and the whole target of a
+/// measurement that names no host.
 pub const QUIC_TARGET: &str = "quic";
+
+/// The target a quic measurement of `host` is stored under: `quic:<host>`, as the blocking
+/// detector keys it and `timeline` prints it.
+pub fn quic_target(host: Option<&str>) -> String {
+    match host {
+        Some(h) if !h.is_empty() => format!("{QUIC_TARGET}:{h}"),
+        _ => QUIC_TARGET.to_string(),
+    }
+}
+
+/// The host of a measurement's `input` (the URL measured), lowercased.
+fn input_host(input: Option<&str>) -> Option<String> {
+    input
+        .and_then(|i| url::Url::parse(i).ok())
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+}
 
 /// The most steps of each kind a quic measurement may hold: the probe measures at most
 /// `vantage_probe::quic::MAX_ADDRESSES` addresses, one of each per address. More is not the
@@ -33,7 +53,7 @@ pub const MAX_STEPS: usize = 16;
 pub struct QuicVerdict {
     /// `quic`.
     pub test_name: String,
-    /// [`QUIC_TARGET`].
+    /// [`quic_target`] of the host.
     pub target: String,
     /// The host measured.
     pub host: Option<String>,
@@ -74,10 +94,14 @@ impl Keys {
     }
 }
 
-/// The verdict on a quic measurement's `test_keys` in the form `vantage-aggregator score`
-/// prints for OONI's service tests (`ServiceVerdict`: target, blocking, accessible, the rule,
-/// one check). Keys that cannot be read, or hold more steps than the test takes, are an error.
-pub fn service_verdict(test_keys: &serde_json::Value) -> Result<ServiceVerdict, String> {
+/// The verdict on a quic measurement of `input` (its URL) with `test_keys`, in the form
+/// `vantage-aggregator score` prints for OONI's service tests (`ServiceVerdict`: target,
+/// blocking, accessible, the rule, one check). Keys that cannot be read, or hold more steps
+/// than the test takes, are an error.
+pub fn service_verdict(
+    input: Option<&str>,
+    test_keys: &serde_json::Value,
+) -> Result<ServiceVerdict, String> {
     let keys =
         Keys::deserialize(test_keys).map_err(|e| format!("not a {QUIC} measurement: {e}"))?;
     if keys.too_many() {
@@ -94,7 +118,7 @@ pub fn service_verdict(test_keys: &serde_json::Value) -> Result<ServiceVerdict, 
     };
     Ok(ServiceVerdict {
         test_name: QUIC.into(),
-        target: QUIC_TARGET.into(),
+        target: quic_target(input_host(input).as_deref()),
         blocking: a.blocking(),
         accessible: a.accessible(),
         rule: format!("{QUIC}.{}", a.verdict.as_str()),
@@ -108,16 +132,23 @@ pub fn service_verdict(test_keys: &serde_json::Value) -> Result<ServiceVerdict, 
     })
 }
 
-/// Scores a `quic` measurement (`measurement` is its JSON) into `row`. A measurement whose
-/// steps cannot be read is kept unscored; one holding more steps than the test takes is
-/// refused (`Err` with the reason).
+/// Scores a `quic` measurement (`measurement` is its JSON) into `row`, whose domain becomes
+/// [`quic_target`] of the host its `input` names (else of the domain it came with, as a row
+/// rescored without one has none). A measurement whose steps cannot be read is kept unscored;
+/// one holding more steps than the test takes is refused (`Err` with the reason).
 pub fn apply_quic(row: &mut Row, measurement: &str) -> Result<(), String> {
     #[derive(Deserialize)]
     struct Part {
         test_keys: Keys,
     }
-    let host = row.domain.take();
-    row.domain = Some(QUIC_TARGET.into());
+    let host = input_host(row.input.as_deref()).or_else(|| {
+        let domain = row.domain.take().filter(|d| d != QUIC_TARGET)?;
+        Some(match domain.strip_prefix("quic:") {
+            Some(host) => host.to_string(),
+            None => domain,
+        })
+    });
+    row.domain = Some(quic_target(host.as_deref()));
     let Ok(part) = serde_json::from_str::<Part>(measurement) else {
         return Ok(());
     };
@@ -134,7 +165,7 @@ pub fn apply_quic(row: &mut Row, measurement: &str) -> Result<(), String> {
     row.rule_set = Some(QUIC_RULES.into());
     row.verdict = serde_json::to_string(&QuicVerdict {
         test_name: QUIC.into(),
-        target: QUIC_TARGET.into(),
+        target: quic_target(host.as_deref()),
         host,
         rule_set: QUIC_RULES.into(),
         assessment: a,
@@ -194,10 +225,10 @@ mod tests {
     }
 
     #[test]
-    fn dropped_quic_beside_working_tls_is_blocked_on_tcp_ip_under_the_quic_target() {
+    fn dropped_quic_beside_working_tls_is_blocked_on_tcp_ip_under_the_hosts_quic_target() {
         let mut r = row();
         apply_quic(&mut r, &measurement(Some("generic_timeout_error"), None, 1)).expect("ok");
-        assert_eq!(r.domain.as_deref(), Some("quic"));
+        assert_eq!(r.domain.as_deref(), Some("quic:news.example"));
         assert_eq!(r.blocking.as_deref(), Some("\"tcp_ip\""));
         assert_eq!(r.accessible, Some(false));
         assert_eq!(r.rule_set.as_deref(), Some(QUIC_RULES));
@@ -232,10 +263,11 @@ mod tests {
         let m: serde_json::Value =
             serde_json::from_str(&measurement(Some("generic_timeout_error"), None, 1))
                 .expect("json");
-        let v = service_verdict(&m["test_keys"]).expect("verdict");
+        let v =
+            service_verdict(Some("https://News.Example:443/x"), &m["test_keys"]).expect("verdict");
         assert_eq!(
             (v.target.as_str(), v.rule.as_str()),
-            ("quic", "quic.quic-blocked")
+            ("quic:news.example", "quic.quic-blocked")
         );
         assert_eq!(
             v.blocking,
@@ -248,9 +280,42 @@ mod tests {
         let m: serde_json::Value =
             serde_json::from_str(&measurement(Some("eof_error"), Some("eof_error"), 1))
                 .expect("json");
-        let v = service_verdict(&m["test_keys"]).expect("verdict");
+        let v = service_verdict(None, &m["test_keys"]).expect("verdict");
         assert_eq!((v.blocking, v.checks[0].outcome), (None, "unknown"));
-        assert!(service_verdict(&serde_json::json!({"quic_handshakes": "x"})).is_err());
+        assert_eq!(v.target, "quic", "no input, no host: the bare test name");
+        assert!(service_verdict(None, &serde_json::json!({"quic_handshakes": "x"})).is_err());
+    }
+
+    #[test]
+    fn the_target_is_the_inputs_host_whatever_the_row_held() {
+        let m = measurement(Some("generic_timeout_error"), None, 1);
+        // As `rescore` builds it: no domain, the input alone.
+        let mut r = row();
+        r.domain = None;
+        r.input = Some("https://Other.Example/".into());
+        apply_quic(&mut r, &m).expect("ok");
+        assert_eq!(r.domain.as_deref(), Some("quic:other.example"));
+        // The stored verdict names the host and the target alike.
+        let v: serde_json::Value =
+            serde_json::from_str(r.verdict.as_deref().unwrap_or("null")).expect("verdict");
+        assert_eq!(
+            (&v["target"], &v["host"]),
+            (&"quic:other.example".into(), &"other.example".into())
+        );
+        // An input that is no URL: the domain it came with, never prefixed twice.
+        for (domain, expected) in [
+            (Some("a.example"), "quic:a.example"),
+            (Some("quic:a.example"), "quic:a.example"),
+            (Some("quic"), "quic"),
+            (Some("quicker.example"), "quic:quicker.example"),
+            (None, "quic"),
+        ] {
+            let mut r = row();
+            r.input = Some("not a url".into());
+            r.domain = domain.map(String::from);
+            apply_quic(&mut r, &m).expect("ok");
+            assert_eq!(r.domain.as_deref(), Some(expected), "{domain:?}");
+        }
     }
 
     #[test]

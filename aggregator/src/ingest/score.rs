@@ -118,10 +118,10 @@ fn score_one(raw: &str, rules: &RuleSet, fingerprints: &Fingerprints) -> Result<
         .test_keys
         .and_then(|k| serde_json::from_str(k.get()).ok())
         .unwrap_or(Value::Null);
-    if name == vantage_probe::quic::QUIC {
-        return crate::ingest::quic::service_verdict(&keys).map(Scored::Service);
-    }
     let input = which.input.as_ref().and_then(Value::as_str);
+    if name == vantage_probe::quic::QUIC {
+        return crate::ingest::quic::service_verdict(input, &keys).map(Scored::Service);
+    }
     let annotation = |k: &str| {
         which
             .annotations

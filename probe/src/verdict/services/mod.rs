@@ -70,7 +70,8 @@ pub struct ServiceVerdict {
     /// The test name.
     pub test_name: String,
     /// What was measured, as the blocking detector names its target: the service (`whatsapp`,
-    /// `telegram`, ...) or, for tests with an input, the input's host.
+    /// `telegram`, ...) or, for tests with an input, the input's host (`dnscheck:<host>` for a
+    /// resolver, whose web pages are another matter).
     pub target: String,
     /// `false`, a blocking type in web_connectivity's words (`dns`, `tcp_ip`, `tls`,
     /// `http-failure`, `http-diff`), or `None` when the measurement cannot tell.
@@ -195,7 +196,7 @@ pub fn score_service_with(
             vec![("bootstrap".into(), tor::vanilla_tor(tk))],
         ),
         "dnscheck" => (
-            input_target(input, None, test_name),
+            named_target(input, test_name),
             vec![("resolver".into(), probes::dnscheck(tk))],
         ),
         "stunreachability" => (
@@ -530,6 +531,18 @@ pub fn host_of(input: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
+/// A resolver's target is its host with the test named, `dnscheck:<host>`: an encrypted
+/// resolver is blocked on its own (TCP 853 dropped, its SNI reset) while its host's web pages
+/// may well load (`dns.google`, `cloudflare-dns.com` are both), so the blocking detector must
+/// not pool the two, and its event names `dnscheck:dns.google`, not a web site. The aggregator
+/// names the probe's quic targets the same way (`quic:<host>`).
+fn named_target(input: Option<&str>, test_name: &str) -> String {
+    match input.and_then(host_of) {
+        Some(host) => format!("{test_name}:{host}"),
+        None => test_name.to_string(),
+    }
+}
+
 /// A test with an input names its target by the input's host (else `endpoint`'s, else the
 /// test's name).
 fn input_target(input: Option<&str>, endpoint: Option<&str>, test_name: &str) -> String {
@@ -786,7 +799,12 @@ mod tests {
         assert_eq!(v.target, "www.example.org");
         let v = score_service("dnscheck", Some("dot://[2001:db8::1]:853/"), &json!({}))
             .expect("dnscheck");
-        assert_eq!(v.target, "2001:db8::1");
+        assert_eq!(v.target, "dnscheck:2001:db8::1");
+        let v = score_service("dnscheck", Some("https://DNS.Google/dns-query"), &json!({}))
+            .expect("dnscheck");
+        assert_eq!(v.target, "dnscheck:dns.google");
+        let v = score_service("dnscheck", None, &json!({})).expect("dnscheck");
+        assert_eq!(v.target, "dnscheck");
         let v = score_service(
             "stunreachability",
             None,
