@@ -629,6 +629,13 @@ fn a_rich_database_lists_iran_and_a_shared_link_opens_the_same_view() {
         "the linked event is not the selected one"
     );
     assert!(dom.contains("<dt>Country</dt><dd>IR — Iran</dd>"), "{dom}");
+    // How its evidence arrived: the fleet uploaded it, after the shutdown had ended.
+    let arrived = tag_text(&dom, "<dt>Evidence arrived</dt><dd>");
+    assert!(
+        arrived.starts_with(&format!("{} by upload (", shutdown.evidence.len()))
+            && !arrived.contains("while the shutdown went on"),
+        "{arrived}"
+    );
     assert!(dom.contains("news1.example"), "block targets missing");
     // The selected shutdown's evidence: its failed canaries, each a link to the envelope.
     for id in shutdown.evidence.iter().take(3) {
@@ -686,4 +693,11 @@ fn a_rich_database_lists_iran_and_a_shared_link_opens_the_same_view() {
     assert!(lines[5].starts_with(&format!("6 {country}")), "{log}");
     assert!(lines[5].contains("2 events in Iran (IR)"), "{log}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The text right after `open` in `dom`, up to the next tag.
+fn tag_text<'a>(dom: &'a str, open: &str) -> &'a str {
+    let start = dom.find(open).map_or(dom.len(), |i| i + open.len());
+    let rest = &dom[start..];
+    &rest[..rest.find('<').unwrap_or(rest.len())]
 }
