@@ -19,6 +19,7 @@ pub mod failure;
 pub mod migrate;
 pub mod ooni;
 pub mod quic;
+pub mod relay;
 pub mod relay_proof;
 pub mod route;
 pub mod run;

@@ -91,6 +91,16 @@ enum Command {
     /// Exit status: 0 when every line and the manifest checked; 1 when anything was refused or
     /// the file ends early (what verified is kept); 2 when nothing could be read.
     Import(cli::ImportArgs),
+    /// Serve the upload API to the other probes of this network and forward what they send to
+    /// the aggregator by this machine's way out (satellite, a cross-border link, Tor): they
+    /// list http://THIS-HOST:PORT/ as an upload route.
+    ///
+    /// Each envelope is checked (its own signature, its shape) and queued in this machine's
+    /// store as relayed, answered as the aggregator would (accepted means queued here), and
+    /// forwarded with its original signature, under this machine's relay header, whenever an
+    /// aggregator answers. Heartbeats and whoami are not relayed. Bounded: body size, lines
+    /// per request, connections, queue (503 with Retry-After when full).
+    Relay(cli::RelayArgs),
 }
 
 /// `vantage verify`'s arguments.
@@ -149,7 +159,7 @@ fn verify(args: &VerifyArgs) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let daemon = matches!(cli.command, Command::Daemon(_));
+    let daemon = matches!(cli.command, Command::Daemon(_) | Command::Relay(_));
     // The daemon reports what it does at `info`; interactive commands only warn.
     vantage_probe::init_logging(if daemon { "info" } else { "warn" });
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -181,6 +191,7 @@ fn main() -> ExitCode {
             Command::Verify(args) => Ok(verify(&args)),
             Command::Export(args) => cli::export(&args),
             Command::Import(args) => cli::import(&args),
+            Command::Relay(args) => cli::relay(args).await,
         }
     });
     // A lookup through the system resolver may still be running on a blocking thread; do not

@@ -41,9 +41,11 @@ mod apps;
 mod carry;
 mod dnscheck;
 mod quic;
+mod relay;
 mod throttling;
 
 pub use carry::{ExportArgs, ImportArgs, export, import};
+pub use relay::{RelayArgs, relay};
 
 /// Writes one line to stdout (see [`outln!`]). A closed pipe exits with status 0: the reader
 /// has all it wanted. Any other write error (a full disk under a redirect) exits with 2, as
