@@ -433,7 +433,7 @@ fn a_blocking_events_bundle_verifies_offline_and_names_every_tampering() {
         assert_eq!(out.matches("ok   inclusion ").count(), 36, "{out}");
         assert!(
             out.contains(
-                ": blocked (dns) on the event's layer dns, recomputed with rule set vantage-2"
+                ": blocked (dns) on the event's layer dns, recomputed with rule set vantage-3"
             ),
             "{out}"
         );

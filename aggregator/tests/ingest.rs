@@ -150,7 +150,7 @@ async fn probe_uploads_and_researchers_find_exactly_those_measurements() {
         assert_eq!(r["probe_asn"], "AS64500");
         assert_eq!(r["blocking"], false, "{r}");
         assert_eq!(r["accessible"], true);
-        assert_eq!(r["rule_set"], "vantage-2");
+        assert_eq!(r["rule_set"], "vantage-3");
     }
     assert_eq!(query(&db, &["--domain", "127.0.0.1"]).len(), 20);
     assert!(query(&db, &["--cc", "IR"]).is_empty());

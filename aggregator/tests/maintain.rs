@@ -77,7 +77,7 @@ fn import_ooni_then_query_by_country_and_domain_and_rescore() {
     for line in by_domain.lines() {
         let v: Value = serde_json::from_str(line).expect("json");
         assert_eq!(v["source"], "ooni");
-        assert_eq!(v["rule_set"], "vantage-2");
+        assert_eq!(v["rule_set"], "vantage-3");
     }
 
     // Importing again skips the file as done; read again (--again), it stores nothing twice.

@@ -167,7 +167,7 @@ async fn run_over_two_hundred_urls_names_exactly_the_blocked_ones() {
     assert_eq!(lines.len(), 30);
     for v in &lines {
         assert_eq!(v["id"].as_str().map(str::len), Some(64));
-        assert_eq!(v["rule_set"], "vantage-2");
+        assert_eq!(v["rule_set"], "vantage-3");
     }
     drop(server);
 }

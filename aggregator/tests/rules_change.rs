@@ -1,10 +1,10 @@
-//! What `vantage-2` changed: every real web_connectivity measurement in the repository
+//! What `vantage-2` and `vantage-3` changed: every real web_connectivity measurement in the repository
 //! (`tests/data/ooni/real`, `tests/data/ooni/webconnectivity`) and the templates the simulated
-//! fleets are made of (`tests/eval`) scored with the previous Vantage rules (`vantage-1`) and
-//! today's, split as `score` splits them. Each changed verdict is printed with what OONI's data
+//! fleets are made of (`tests/eval`) scored with `vantage-1` and `vantage-2`, and with
+//! `vantage-2` and today's, split as `score` splits them. Each changed verdict is printed with what OONI's data
 //! and OONI's classic rules say, and a page that OONI and the data call accessible but that is
 //! now blocked is a new false positive: there must be none. `docs/scoring.md` ("What vantage-2
-//! changed") holds the table this prints:
+//! changed" and "What vantage-3 changed") holds the tables this prints:
 //!
 //! `cargo test -p vantage-aggregator --test rules_change -- --nocapture`
 
@@ -15,7 +15,7 @@ use vantage_aggregator::ingest::score::items;
 use vantage_probe::ooni::{Blocking, WebConnectivityMeasurement};
 use vantage_probe::verdict::fingerprints::Fingerprints;
 use vantage_probe::verdict::http_diff::compare_at;
-use vantage_probe::verdict::rules::{OONI, VANTAGE, VANTAGE_1};
+use vantage_probe::verdict::rules::{OONI, VANTAGE, VANTAGE_1, VANTAGE_2};
 use vantage_probe::verdict::{Verdict, score};
 
 fn data(path: &str) -> PathBuf {
@@ -115,7 +115,7 @@ fn vantage_2_adds_no_false_positive_on_real_measurements_or_the_fleets() {
     println!("|---|---|---|---|---|---|");
     for (at, m) in real.iter().chain(&fleet) {
         let old = score(m, &VANTAGE_1, &fp);
-        let new = score(m, &VANTAGE, &fp);
+        let new = score(m, &VANTAGE_2, &fp);
         assert_eq!(old.rule_set, "vantage-1");
         assert_eq!(new.rule_set, "vantage-2");
         let ooni = score(m, &OONI, &fp);
@@ -180,6 +180,49 @@ fn vantage_2_adds_no_false_positive_on_real_measurements_or_the_fleets() {
             .any(|c| c.starts_with("generated-httpDiffWithConsistentDNS.json")),
         "{changed:?}"
     );
+}
+
+/// `vantage-3` reads a body the deadline cut while it was still arriving as throttled. Only
+/// Vantage's engine records such a cut (`x_transfer.cut_at_deadline`), so no measurement in
+/// OONI's data, nor any fleet template, may change: the rule set is new, the verdicts are not.
+/// The rule itself is proven on loopback (`tests/slow_body.rs`).
+#[test]
+fn vantage_3_changes_no_verdict_of_ooni_data_or_the_fleets() {
+    let fp = Fingerprints::builtin();
+    let real = measurements();
+    let fleet = templates();
+    let mut failures = 0;
+    for (at, m) in real.iter().chain(&fleet) {
+        let old = score(m, &VANTAGE_2, &fp);
+        let new = score(m, &VANTAGE, &fp);
+        assert_eq!(old.rule_set, "vantage-2");
+        assert_eq!(new.rule_set, "vantage-3");
+        if old.rule.starts_with("http-failure") {
+            failures += 1;
+        }
+        assert_eq!(
+            (
+                &old.blocking,
+                old.accessible,
+                &old.rule,
+                old.dns_consistency
+            ),
+            (
+                &new.blocking,
+                new.accessible,
+                &new.rule,
+                new.dns_consistency
+            ),
+            "{at}"
+        );
+        assert_eq!(old.goodput, new.goodput, "{at}");
+    }
+    println!(
+        "{} real and {} fleet measurements: no verdict changed ({failures} HTTP failures stay so)",
+        real.len(),
+        fleet.len()
+    );
+    assert!(failures > 0, "some HTTP failures were looked at");
 }
 
 /// How far each page OONI's data calls accessible is from the new rule's thresholds: its

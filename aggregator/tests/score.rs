@@ -314,7 +314,7 @@ fn score_cli_reads_a_document_and_summarises() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("rule set: vantage-2"), "{text}");
+    assert!(text.contains("rule set: vantage-3"), "{text}");
     assert!(text.contains("measurements: 1 scored, 0 failed"), "{text}");
     assert!(text.contains("  dns: 1"), "{text}");
 

@@ -594,7 +594,7 @@ async fn story(store: &Store) {
     assert!(ok, "{err}");
     assert_eq!(
         out.trim(),
-        "rescored 32 measurements with vantage-2",
+        "rescored 32 measurements with vantage-3",
         "30, 1 and 1"
     );
     drop(server);

@@ -327,6 +327,8 @@ pub fn layer(blocking: &Blocking) -> Option<&'static str> {
             "dns" => "DNS",
             "tcp_ip" => "TCP",
             "tls" => "TLS",
+            // A page held to a low rate: it loads, slowly; no layer refuses it.
+            "throttling" => "throttled",
             _ => "HTTP",
         }),
         Blocking::Flag(_) => None,
@@ -341,6 +343,10 @@ mod tests {
     fn layers_for_volunteers() {
         assert_eq!(layer(&Blocking::Kind("tcp_ip".into())), Some("TCP"));
         assert_eq!(layer(&Blocking::Kind("http-diff".into())), Some("HTTP"));
+        assert_eq!(
+            layer(&Blocking::Kind("throttling".into())),
+            Some("throttled")
+        );
         assert_eq!(layer(&Blocking::Flag(false)), None);
     }
 

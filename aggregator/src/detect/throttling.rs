@@ -11,7 +11,10 @@
 //! `max_gap_hours`.
 //!
 //! The passive signal joins the same runs. Every web_connectivity page large enough to time
-//! carries the probe's and the helper's goodput (`vantage_probe::throttling::passive`). A home
+//! carries the probe's and the helper's goodput (`vantage_probe::throttling::passive`), and so
+//! does a page the probe's deadline cut while it was still arriving steadily, with its rate over
+//! the last seconds before the cut (`docs/scoring.md`, "A page still arriving at the
+//! deadline"); a page that stalled carries none. A home
 //! link is nearly always far below a helper in a data centre, so that comparison alone says
 //! little; what a policer adds is a drop below the target's own baseline, the median rate of
 //! the same target from the same probe over the previous week. A page is passively throttled

@@ -391,7 +391,7 @@ mod tests {
         assert_eq!(v.accessible, Some(false));
         assert!(!v.confirmed, "no fingerprint knows it: {v:?}");
         assert_eq!(v.rule, "http-different-page");
-        assert_eq!(v.rule_set, "vantage-2");
+        assert_eq!(v.rule_set, "vantage-3");
         // OONI's classic rules call it the same page, through `content-length` alone.
         assert_eq!(
             v.ooni_rules_blocking,

@@ -15,11 +15,15 @@ use serde::Serialize;
 
 use crate::engine::bogon::is_bogon;
 use crate::ooni::{Blocking, ControlResponse, WebConnectivityMeasurement};
-use crate::throttling::passive::{Goodput, PassiveRules, goodput};
+use crate::throttling::passive::{Goodput, PassiveRules, goodput, steady_cut_kbps};
 use consistency::{Consistency, ConsistencyRules, dns_consistency, injected_answers};
 use fingerprints::{Fingerprints, Match};
 use observe::{Decisive, Observations};
 use rules::{Cond, Outcome, RuleSet};
+
+/// The blocking type of a page held to a low rate: the active throttling test's
+/// (`crate::throttling`), so that both read the same in stored verdicts.
+pub const THROTTLING: &str = "throttling";
 
 /// OONI's own verdict, as found in a measurement, for comparison.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -127,8 +131,10 @@ fn score_only(
     // OONI: whenever DNS is inconsistent, a blocking verdict is a DNS one (ooni/probe#1975,
     // #2206). A failure on both sides is also read as DNS then, since the probe may have been
     // sent to the wrong address.
+    // A page held to a rate from an address that is not the site's is the same DNS finding.
     if consistency == Some(Consistency::Inconsistent)
-        && matches!(outcome, Outcome::Blocked(k) if k != "dns") | matches!(outcome, Outcome::Down)
+        && matches!(outcome, Outcome::Blocked(k) if k != "dns")
+            | matches!(outcome, Outcome::Down | Outcome::Throttled)
     {
         outcome = Outcome::Blocked("dns");
         id.push_str("+inconsistent-dns");
@@ -148,6 +154,7 @@ fn score_only(
         Outcome::Down => (Some(Blocking::Flag(false)), Some(false)),
         Outcome::Undetermined => (None, None),
         Outcome::Blocked(kind) => (Some(Blocking::Kind(kind.into())), Some(false)),
+        Outcome::Throttled => (Some(Blocking::Kind(THROTTLING.into())), Some(true)),
     };
     let tk = &m.test_keys;
     Verdict {
@@ -235,6 +242,15 @@ impl Facts<'_> {
                             }
                         })
                 }
+                _ => false,
+            },
+            Cond::BodySteadyAtDeadline => match &obs.decisive {
+                Decisive::HttpFailed(r) if self.set.steady_cut_is_throttling => r
+                    .response
+                    .as_ref()
+                    .and_then(|resp| resp.x_transfer.as_ref())
+                    .and_then(|t| steady_cut_kbps(t, &PassiveRules::default().cut))
+                    .is_some(),
                 _ => false,
             },
             Cond::ControlHttpFailed => control
@@ -481,6 +497,73 @@ mod tests {
             let v = score(&with(&m, Some(down), None), set, &fp);
             assert_eq!(v.rule, "tcp-down", "{v:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_page_still_arriving_at_the_deadline_is_throttled_and_a_stalled_one_failed() {
+        use vantage_fixtures::throttle::ThrottleRelay;
+        let loopback: std::net::IpAddr = [127, 0, 0, 1].into();
+        let body = format!(
+            "<title>The real site</title>{}",
+            "<p>news</p>".repeat(30_000)
+        );
+        let site = HttpFixture::fixed(Response::html(&body)).await;
+        // A policer at 16 KiB/s (131 kbit/s) in front of the site, and a site that stops.
+        let policed = ThrottleRelay::for_peer(site.addr, loopback, 131_072).await;
+        let stalled = HttpFixture::stalling(loopback, Response::html(&body), 40_000).await;
+        let measure_in = |addr: std::net::SocketAddr| async move {
+            let mut engine = EngineConfig::default();
+            engine.timeouts.http = std::time::Duration::from_secs(4);
+            let url = format!("http://{addr}/");
+            let plan =
+                WebConnectivityPlan::new(&url, vec![Resolver::System], engine).expect("plan");
+            let m = measure(&plan, &TlsContext::new(vec![]).expect("tls")).await;
+            // The helper got the page, from its own network.
+            let page = control("127.0.0.1", None, &[(&addr.to_string(), true)]);
+            with(&m, Some(page), None)
+        };
+        let (slow, stopped) = tokio::join!(measure_in(policed.addr), measure_in(stalled.addr));
+        let fp = Fingerprints::builtin();
+        for m in [&slow, &stopped] {
+            assert_eq!(
+                m.test_keys.http_experiment_failure.as_deref(),
+                Some("generic_timeout_error")
+            );
+        }
+
+        let v = score(&slow, &rules::VANTAGE, &fp);
+        assert_eq!(v.rule, "http-body-throttled", "{v:?}");
+        assert_eq!(v.blocking, Some(Blocking::Kind(THROTTLING.into())));
+        assert_eq!(v.accessible, Some(true));
+        let g = v.goodput.as_ref().expect("a rate");
+        assert!(g.cut_at_deadline, "{g:?}");
+        assert!((g.probe_kbps - 131.1).abs() < 0.3 * 131.1, "{g:?}");
+        // OONI's rules, and the previous set, read it as they did.
+        assert_eq!(
+            v.ooni_rules_blocking,
+            Some(Some(Blocking::Kind("http-failure".into())))
+        );
+        let before = score(&slow, &rules::VANTAGE_2, &fp);
+        assert_eq!(before.rule, "http-failure", "{before:?}");
+        assert_eq!(before.rule_set, "vantage-2");
+
+        // Stalled: a failure, and no rate.
+        let v = score(&stopped, &rules::VANTAGE, &fp);
+        assert_eq!(v.rule, "http-failure", "{v:?}");
+        assert_eq!(v.blocking, Some(Blocking::Kind("http-failure".into())));
+        assert_eq!(v.goodput, None);
+
+        // The helper timed out too: the site is slow for everyone.
+        let mut both = slow.clone();
+        if let Some(h) = both
+            .test_keys
+            .control
+            .as_mut()
+            .and_then(|c| c.http_request.as_mut())
+        {
+            h.failure = Some("generic_timeout_error".into());
+        }
+        assert_eq!(score(&both, &rules::VANTAGE, &fp).rule, "http-down");
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //!   helper measured nothing of the site is no control; (from `vantage-2`) headers every
 //!   server sends never make two pages the same, a page whose title and content differ from
 //!   the control's is `http-diff` whatever its length, and a failed AAAA lookup beside an A
-//!   answer that matches the control leaves DNS consistent (`docs/scoring.md`).
+//!   answer that matches the control leaves DNS consistent; (from `vantage-3`) a page whose
+//!   body was still arriving steadily when the deadline cut it, while the helper got the page,
+//!   is throttled, not an HTTP failure (`docs/scoring.md`).
 //!
 //! A stored verdict names the set and version that produced it, so history can be rescored.
 
@@ -45,6 +47,10 @@ pub enum Cond {
     /// ([`super::http_diff::HttpDiff::different_page`]); only in a set with
     /// [`RuleSet::strict_page_match`].
     DifferentPage,
+    /// The deciding HTTP exchange was cut by its deadline while the body was still arriving
+    /// steadily ([`crate::throttling::passive::steady_cut_kbps`]); only in a set with
+    /// [`RuleSet::steady_cut_is_throttling`].
+    BodySteadyAtDeadline,
     /// The control's HTTP request failed.
     ControlHttpFailed,
     /// The control fetched the page.
@@ -74,6 +80,9 @@ pub enum Outcome {
     Undetermined,
     /// `blocking=<type>, accessible=false`.
     Blocked(&'static str),
+    /// `blocking="throttling", accessible=true`: the page arrives, held to a low rate; the
+    /// active throttling test's words for the same finding.
+    Throttled,
 }
 
 /// One rule.
@@ -112,6 +121,9 @@ pub struct RuleSet {
     /// A failed AAAA lookup beside an A answer that matches the control does not make DNS
     /// inconsistent ([`super::consistency`]).
     pub aaaa_failure_beside_valid_a: bool,
+    /// A body cut by the deadline while still arriving steadily is a throttling signal, not an
+    /// HTTP failure ([`Cond::BodySteadyAtDeadline`]).
+    pub steady_cut_is_throttling: bool,
 }
 
 use Cond::*;
@@ -171,13 +183,15 @@ pub const OONI: RuleSet = RuleSet {
     unusable_control_is_none: false,
     strict_page_match: false,
     aaaa_failure_beside_valid_a: false,
+    steady_cut_is_throttling: false,
 };
 
 /// OONI's rules with Vantage's fixes.
 pub const VANTAGE: RuleSet = RuleSet {
     name: "vantage",
     // vantage-2: headers every server sends, different pages, failed AAAA lookups.
-    version: "vantage-2",
+    // vantage-3: a body still arriving at the deadline is throttled.
+    version: "vantage-3",
     rules: &[
         // Fix: injected answers are tampering even when the first answer looks plausible.
         rule(
@@ -209,6 +223,13 @@ pub const VANTAGE: RuleSet = RuleSet {
         rule("http-same-page", &[HttpOk, SamePage], Accessible),
         rule("http-diff", &[HttpOk], Blocked("http-diff")),
         rule("http-down", &[HttpFailed, ControlHttpFailed], Down),
+        // Fix: a page still arriving steadily when the deadline cut it, which the helper got,
+        // is held to a rate, not failed (the rate is the verdict's goodput).
+        rule(
+            "http-body-throttled",
+            &[HttpFailed, ControlHttpOk, BodySteadyAtDeadline],
+            Throttled,
+        ),
         rule("http-failure", &[HttpFailed], Blocked("http-failure")),
         rule("tls-down", &[TlsFailed, ControlTlsFailed], Down),
         // Fix: TLS interference is its own type, not `http-failure`.
@@ -244,6 +265,17 @@ pub const VANTAGE: RuleSet = RuleSet {
     unusable_control_is_none: true,
     strict_page_match: true,
     aaaa_failure_beside_valid_a: true,
+    steady_cut_is_throttling: true,
+};
+
+/// The previous Vantage set, `vantage-2`, kept so that verdicts stored with it can be compared
+/// with today's (`docs/scoring.md`, "What vantage-3 changed"); not offered by
+/// [`RuleSet::by_name`].
+pub const VANTAGE_2: RuleSet = RuleSet {
+    version: "vantage-2",
+    // Without it, `http-body-throttled` never fires, so the rules are vantage-2's.
+    steady_cut_is_throttling: false,
+    ..VANTAGE
 };
 
 /// The previous Vantage set, `vantage-1`, kept so that verdicts stored with it can be
@@ -255,6 +287,7 @@ pub const VANTAGE_1: RuleSet = RuleSet {
     // under a strict page match), so the rules are vantage-1's.
     strict_page_match: false,
     aaaa_failure_beside_valid_a: false,
+    steady_cut_is_throttling: false,
     ..VANTAGE
 };
 
