@@ -304,8 +304,17 @@ pub async fn upload(
             pending: &pending,
             relayed,
         };
-        match send_by_routes(store, lines, &routes, &mut first, config, engine, tls, &mut report)
-            .await
+        match send_by_routes(
+            store,
+            lines,
+            &routes,
+            &mut first,
+            config,
+            engine,
+            tls,
+            &mut report,
+        )
+        .await
         {
             Ok(()) => failures = 0,
             Err(Attempt::Status { status: 413, .. }) if batch > 1 => batch = (batch / 2).max(1),
@@ -420,8 +429,7 @@ async fn send(
     call.body_cap = 4 << 20;
     call.socks5 = route.socks5;
     if let Some(proof) = proof {
-        call.headers
-            .push((crate::relay_proof::RELAY_HEADER, proof));
+        call.headers.push((crate::relay_proof::RELAY_HEADER, proof));
     }
     let reply = client::send(call, engine, tls, &Trace::new())
         .await
@@ -1646,6 +1654,184 @@ mod tests {
             .expect_err("nothing listens");
         assert!(matches!(err, FetchError::Fetch { .. }), "{err}");
         let _ = std::fs::remove_dir_all(&data);
+    }
+
+    /// An upload API on loopback that answers every line `accepted` and records, for each
+    /// request, its lines and its relay header's verified key.
+    async fn ingest_server() -> (
+        Url,
+        std::sync::Arc<std::sync::Mutex<Vec<(usize, Option<String>)>>>,
+    ) {
+        use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut stream = tokio::io::BufReader::new(stream);
+                    let (mut length, mut relay) = (0usize, None);
+                    loop {
+                        let mut h = String::new();
+                        match stream.read_line(&mut h).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if h == "\r\n" => break,
+                            Ok(_) => {}
+                        }
+                        let lower = h.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                        if lower.starts_with("vantage-relay:") {
+                            relay = h.split_once(':').map(|(_, v)| v.trim().to_string());
+                        }
+                    }
+                    let mut body = vec![0u8; length];
+                    if stream.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    let relayer = relay.and_then(|v| {
+                        crate::relay_proof::verify_relay_header(&v, &body)
+                            .ok()
+                            .map(|k| k.into_string())
+                    });
+                    let text = String::from_utf8_lossy(&body).into_owned();
+                    let results: Vec<_> = text
+                        .lines()
+                        .enumerate()
+                        .map(|(i, l)| {
+                            let id = crate::envelope::verify(l).expect("verifies").id.to_string();
+                            crate::wire::LineOutcome::stored(i as u64 + 1, id, true)
+                        })
+                        .collect();
+                    log.lock().expect("log").push((results.len(), relayer));
+                    let answer = serde_json::to_string(&IngestAnswer {
+                        results,
+                        error: None,
+                        incomplete: None,
+                    })
+                    .expect("json");
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        answer.len()
+                    );
+                    let s = stream.get_mut();
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let _ = s.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        (Url::parse(&format!("http://{addr}/")).expect("url"), seen)
+    }
+
+    #[tokio::test]
+    async fn the_first_route_that_works_carries_and_relayed_lines_go_apart_under_the_header() {
+        use crate::store::{NewResult, Relayed};
+        let dir = std::env::temp_dir().join(format!("vantage-routes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut store = Store::open(&dir.join("vantage.db")).expect("store");
+        let own = lines(2);
+        for (id, line) in &own {
+            store
+                .insert(&NewResult {
+                    id,
+                    input: None,
+                    test_name: "canary",
+                    measured_at: "2026-11-30 00:00:00",
+                    blocking: None,
+                    accessible: None,
+                    confirmed: false,
+                    verdict: "{}",
+                    envelope: line,
+                })
+                .expect("insert");
+        }
+        // Another probe's, of other measurements (an id is the hash of the measurement).
+        let other = crate::envelope::Identity::generate().expect("key");
+        let theirs: Vec<(String, String)> = (0..3)
+            .map(|i| {
+                let (id, line) = other
+                    .seal(&format!(r#"{{"test_name":"canary","relayed":{i}}}"#))
+                    .expect("seal");
+                (id.to_string(), line)
+            })
+            .collect();
+        let relayed: Vec<Relayed> = theirs
+            .iter()
+            .map(|(id, line)| Relayed {
+                id: id.clone(),
+                test_name: "canary".into(),
+                measured_at: "2026-11-30 00:00:00".into(),
+                input: None,
+                envelope: line.clone(),
+            })
+            .collect();
+        store.insert_relayed(&relayed).expect("relayed");
+        // A closed port, then a server in trouble, then one that works.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr")
+        };
+        let failing = serve(|_| (503, b"{\"error\":\"busy\"}".to_vec())).await;
+        let (working, seen) = ingest_server().await;
+        let mut config = UploadConfig::new(Url::parse(&format!("http://{closed}/")).expect("url"));
+        config.routes = vec![
+            Route::parse(&format!("http://{closed}/"), None).expect("route"),
+            Route::parse(failing.as_str(), None).expect("route"),
+            Route::parse(working.as_str(), None).expect("route"),
+        ];
+        config.max_attempts = 1;
+        let me = crate::envelope::Identity::generate().expect("key");
+        let my_key = me.public_key();
+        config.relayer = Some(Relayer(std::sync::Arc::new(me)));
+        let engine = EngineConfig::default();
+        let tls = TlsContext::new(Vec::new()).expect("tls");
+        let report = upload(&mut store, &config, &engine, &tls)
+            .await
+            .expect("upload");
+        assert_eq!(report.error, None, "{report:?}");
+        assert_eq!(
+            (report.accepted, report.relayed, report.remaining),
+            (5, 3, 0)
+        );
+        assert_eq!(report.route.as_deref(), Some(working.as_str()));
+        // Own lines in one request without a header, the relayed ones in another under ours.
+        let seen = seen.lock().expect("seen").clone();
+        assert_eq!(seen, [(2, None), (3, Some(my_key))]);
+
+        // Every route down: the run gives up saying what each said, and nothing moves.
+        for (id, line) in [other
+            .seal(r#"{"test_name":"canary","late":1}"#)
+            .expect("seal")]
+        {
+            let id = id.to_string();
+            store
+                .insert(&NewResult {
+                    id: &id,
+                    input: None,
+                    test_name: "canary",
+                    measured_at: "2026-11-30 00:00:00",
+                    blocking: None,
+                    accessible: None,
+                    confirmed: false,
+                    verdict: "{}",
+                    envelope: &line,
+                })
+                .expect("insert");
+        }
+        config.routes.truncate(2);
+        let report = upload(&mut store, &config, &engine, &tls)
+            .await
+            .expect("upload");
+        let error = report.error.unwrap_or_default();
+        assert!(error.starts_with("every upload route failed: "), "{error}");
+        assert!(error.contains("HTTP 503"), "{error}");
+        assert_eq!(report.remaining, 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
