@@ -181,11 +181,7 @@ fn a_relay_queues_checks_caps_and_forwards_with_the_original_signatures() {
     );
     assert!(out.contains(&format!("Sent by {}/.", relay.base)), "{out}");
     let (_, out, _) = probe(&a, &["results", "list", "--json"]);
-    assert_eq!(
-        out.matches("\"upload\":\"accepted\"").count(),
-        3,
-        "{out}"
-    );
+    assert_eq!(out.matches("\"upload\":\"accepted\"").count(), 3, "{out}");
     // Again: the relay already has them.
     let (_, out, _) = probe(
         &a,
@@ -336,7 +332,11 @@ fn a_relay_queues_checks_caps_and_forwards_with_the_original_signatures() {
         .map(|(id, _)| id.clone())
         .collect();
     assert_eq!(from_a, ids, "{rows:?}");
-    assert_eq!(rows.len(), 4, "A's three and the good one: {rows:?}\n{status}");
+    assert_eq!(
+        rows.len(),
+        4,
+        "A's three and the good one: {rows:?}\n{status}"
+    );
     let (_, out, _) = probe(&r, &["status"]);
     assert!(
         out.contains("0 waiting") || out.contains("waiting for upload: 0"),

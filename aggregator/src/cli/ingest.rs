@@ -22,7 +22,9 @@ is reported and the lines before the break are stored. Storing a file again chan
 Output: per file, one line per refused line (FILE:LINE: reason) on standard error, then
 FILE: N accepted, N duplicate, N refused on standard output.
 
-The route of arrival (upload or file) is not recorded in the store yet.
+Each stored measurement is recorded as having arrived by file (a measurement an upload already
+brought keeps its route). It may run on the database of a running `serve`: each waits for the
+other's transaction rather than failing, and both append to the same transparency log.
 
 Exit status: 0 when every file checked whole; 1 when anything was refused, a manifest did not
 match, or a file ended early; 2 when a store or a file could not be opened.";

@@ -196,7 +196,7 @@ impl Sqlite {
     /// through it is appended, and [`Storage::log`] says so (`serve --no-log`).
     pub fn open_without_log(path: &Path) -> Result<Sqlite, DbError> {
         let display = path.display().to_string();
-        let conn = open_migrated(path, MIGRATIONS, "NORMAL").map_err(|e| match e {
+        let mut conn = open_migrated(path, MIGRATIONS, "NORMAL").map_err(|e| match e {
             MigrateError::Sqlite(source) => DbError::Sqlite {
                 path: display.clone(),
                 source,
@@ -207,6 +207,13 @@ impl Sqlite {
                 known,
             },
         })?;
+        // Another process may write the same file: `ingest`, `timeline` or `query` beside a
+        // running `serve` (docs/carry.md). A transaction that reads before it writes (the log's
+        // next leaf, then the append) cannot wait for the other writer once it has read: SQLite
+        // answers "database is locked" at once (<https://sqlite.org/lang_transaction.html>,
+        // "Read transactions"). Taking the write lock at BEGIN makes it wait its turn instead,
+        // for the busy timeout, and nothing it read can change before it writes.
+        conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
         // Opened only once the writer has migrated the file and switched it to WAL: a
         // read-only connection can neither migrate nor change the journal mode.
         let readers = (0..READERS)
