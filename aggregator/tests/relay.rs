@@ -337,6 +337,22 @@ fn a_relay_queues_checks_caps_and_forwards_with_the_original_signatures() {
         4,
         "A's three and the good one: {rows:?}\n{status}"
     );
+    // Stored as relayed, by the relay's key (never an address).
+    let (relay_key, _) = Identity::load_or_create(&r.join("identity.key")).expect("relay key");
+    let conn = rusqlite::Connection::open(&db).expect("aggregator db");
+    let routes: Vec<(String, Option<String>)> = conn
+        .prepare("SELECT DISTINCT route, relayed_by FROM measurements")
+        .expect("query")
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("routes");
+    assert_eq!(
+        routes,
+        [("relay".to_string(), Some(relay_key.public_key()))],
+        "every measurement came by the relay"
+    );
+    drop(conn);
     let (_, out, _) = probe(&r, &["status"]);
     assert!(
         out.contains("0 waiting") || out.contains("waiting for upload: 0"),
