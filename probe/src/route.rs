@@ -70,9 +70,11 @@ impl Route {
         }
         let socks5 = proxy
             .map(|p| {
-                p.trim().parse::<SocketAddr>().map_err(|_| RouteError::Proxy {
-                    proxy: p.to_string(),
-                })
+                p.trim()
+                    .parse::<SocketAddr>()
+                    .map_err(|_| RouteError::Proxy {
+                        proxy: p.to_string(),
+                    })
             })
             .transpose()?;
         Ok(Route {
@@ -142,10 +144,22 @@ mod tests {
         );
         for (url, proxy, want) in [
             ("relay.lan:8787", None, "must be an http:// or https:// URL"),
-            ("ftp://agg.example/", None, "must be an http:// or https:// URL"),
+            (
+                "ftp://agg.example/",
+                None,
+                "must be an http:// or https:// URL",
+            ),
             ("not a url", None, "is not a URL"),
-            ("https://agg.example/", Some("localhost:9050"), "not an IP:PORT"),
-            ("https://agg.example/", Some("socks5h://127.0.0.1:9050"), "not an IP:PORT"),
+            (
+                "https://agg.example/",
+                Some("localhost:9050"),
+                "not an IP:PORT",
+            ),
+            (
+                "https://agg.example/",
+                Some("socks5h://127.0.0.1:9050"),
+                "not an IP:PORT",
+            ),
         ] {
             let err = Route::parse(url, proxy).expect_err(url).to_string();
             assert!(err.contains(want), "{url} {proxy:?}: {err}");

@@ -1326,7 +1326,12 @@ mod tests {
                 .expect("relay"),
             1
         );
-        assert_eq!(store.insert_relayed(&[relayed.clone()]).expect("again"), 0);
+        assert_eq!(
+            store
+                .insert_relayed(std::slice::from_ref(&relayed))
+                .expect("again"),
+            0
+        );
         assert_eq!(store.pending(10).expect("pending").len(), 2);
         // Own and relayed are asked for apart; a relay counts what it holds for others.
         let ids = |rows: Vec<(String, String)>| -> Vec<String> {
@@ -1338,9 +1343,7 @@ mod tests {
         let mut other = relayed.clone();
         other.id = "r2".into();
         assert_eq!(
-            store
-                .insert_relayed_each(&[relayed, other])
-                .expect("each"),
+            store.insert_relayed_each(&[relayed, other]).expect("each"),
             [false, true]
         );
         store

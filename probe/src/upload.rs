@@ -1804,25 +1804,22 @@ mod tests {
         assert_eq!(seen, [(2, None), (3, Some(my_key))]);
 
         // Every route down: the run gives up saying what each said, and nothing moves.
-        for (id, line) in [other
+        let (late, line) = other
             .seal(r#"{"test_name":"canary","late":1}"#)
-            .expect("seal")]
-        {
-            let id = id.to_string();
-            store
-                .insert(&NewResult {
-                    id: &id,
-                    input: None,
-                    test_name: "canary",
-                    measured_at: "2026-11-30 00:00:00",
-                    blocking: None,
-                    accessible: None,
-                    confirmed: false,
-                    verdict: "{}",
-                    envelope: &line,
-                })
-                .expect("insert");
-        }
+            .expect("seal");
+        store
+            .insert(&NewResult {
+                id: late.as_str(),
+                input: None,
+                test_name: "canary",
+                measured_at: "2026-11-30 00:00:00",
+                blocking: None,
+                accessible: None,
+                confirmed: false,
+                verdict: "{}",
+                envelope: &line,
+            })
+            .expect("insert");
         config.routes.truncate(2);
         let report = upload(&mut store, &config, &engine, &tls)
             .await

@@ -230,7 +230,10 @@ fn export_to(shared: &Shared, file: &Path) -> Result<Option<u64>, ExportError> {
         ..Selection::default()
     };
     let created = i64::try_from(super::unix_now()).unwrap_or(i64::MAX);
-    Ok(crate::carry::export(&mut store, &shared.identity, file, &selection, created)?.map(|m| m.count))
+    Ok(
+        crate::carry::export(&mut store, &shared.identity, file, &selection, created)?
+            .map(|m| m.count),
+    )
 }
 
 #[cfg(test)]

@@ -1295,7 +1295,8 @@ mod tests {
             ]
         );
         assert!(p.carry.is_none(), "off unless a path is set");
-        let p = plan("informed_consent = true\n[carry]\npath = \"/media/vantage/\"").expect("carry");
+        let p =
+            plan("informed_consent = true\n[carry]\npath = \"/media/vantage/\"").expect("carry");
         let c = p.carry.expect("on");
         assert_eq!(c.path, Path::new("/media/vantage"));
         assert_eq!(c.every, Duration::from_secs(5));
