@@ -1344,6 +1344,22 @@ pub async fn daemon(args: DaemonArgs) -> Result<ExitCode> {
             s.upload.as_secs(),
             s.upload_max_backoff.as_secs()
         );
+        if let Some(a) = plan
+            .aggregator
+            .as_ref()
+            .filter(|a| !a.upload.routes.is_empty())
+        {
+            let routes: Vec<String> = a.upload.routes.iter().map(ToString::to_string).collect();
+            outln!("upload routes, in order: {}", routes.join(", then "));
+        }
+        match &plan.carry {
+            Some(c) => outln!(
+                "carry: an export to a drive mounted at {}, looked at every {} s",
+                c.path.display(),
+                c.every.as_secs()
+            ),
+            None => outln!("carry: off"),
+        }
         if let Some(a) = plan.aggregator.as_ref().filter(|_| plan.fetch_lists) {
             outln!("test lists: {}", list_signer(a, &plan.data_dir));
         }
