@@ -654,8 +654,10 @@ fn a_shutdowns_bundle_holds_every_failed_canary_of_the_cut_and_verifies() {
     let db_arg = db.to_str().expect("utf-8");
     let ca = dir.join("ca.pem");
     vantage_fixtures::tls::TestCa::new("CA").write_pem(&ca);
-    // `serve` publishes a checkpoint of everything stored when it starts.
+    // `serve` publishes a checkpoint of everything stored within 10 s of its start (not before
+    // its first answer: a loaded machine answers a GET first).
     let server = start_aggregator_with(&ca, &db, &["--detect-every", "3600"]);
+    checkpoint_of(&server.base, 1);
     let (_, checkpoint) = http(&server.base, "GET", "/log/checkpoint", &[], b"");
     let size: u64 = checkpoint
         .lines()
