@@ -232,6 +232,7 @@ pub fn net_resolver() -> Vec<String> {
     args.push(format!("--host-record={THROTTLED_SNI},{AGGREGATOR}"));
     args.extend(crate::apps::net_resolver_args());
     args.extend(crate::quic::net_resolver_args());
+    args.extend(crate::dnscheck::net_resolver_args());
     args
 }
 

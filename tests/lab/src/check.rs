@@ -297,6 +297,121 @@ pub fn check_timeline(timeline: &Timeline, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
+/// The service event one blocked host must make (QUIC to one host, one encrypted resolver),
+/// and the controls that must be in none.
+#[derive(Debug, Clone)]
+pub struct HostEvent {
+    /// The event's one target: the host with its test named (`quic:quic-blocked.lab`).
+    pub target: String,
+    /// Its layer on the timeline (`tcp`).
+    pub layer: &'static str,
+    /// The blocked host's results, one per probe: exactly the event's evidence.
+    pub blocked: Vec<String>,
+    /// The controls' targets: in no event.
+    pub controls: Vec<String>,
+    /// The controls' results, one per probe and control: in no event's evidence.
+    pub control_ids: Vec<String>,
+}
+
+impl HostEvent {
+    /// What differs between `events` (the blocking timeline) and what must be seen.
+    pub fn differs(&self, events: &[Value]) -> Option<String> {
+        let probes = topology::PROBES.len();
+        let names = |e: &Value, t: &str| {
+            e["targets"]
+                .as_array()
+                .is_some_and(|ts| ts.iter().any(|x| x == t))
+        };
+        let holds = |e: &Value, id: &str| {
+            e["evidence"]
+                .as_array()
+                .is_some_and(|ev| ev.iter().any(|x| x == id))
+        };
+        if self.blocked.len() != probes || self.control_ids.len() != probes * self.controls.len() {
+            return Some(format!(
+                "expected one result per probe and host; blocked {:?}, controls {:?}",
+                self.blocked, self.control_ids
+            ));
+        }
+        let mut wrong = Vec::new();
+        let mine: Vec<&Value> = events.iter().filter(|e| names(e, &self.target)).collect();
+        match mine.as_slice() {
+            [e] => {
+                let mut evidence: Vec<&str> = e["evidence"]
+                    .as_array()
+                    .map(|ev| ev.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                evidence.sort_unstable();
+                let mut blocked: Vec<&str> = self.blocked.iter().map(String::as_str).collect();
+                blocked.sort_unstable();
+                if e["targets"].as_array().map(Vec::len) != Some(1) {
+                    wrong.push(format!(
+                        "targets {} (expected [{}])",
+                        e["targets"], self.target
+                    ));
+                }
+                if e["layer"] != self.layer {
+                    wrong.push(format!("layer {} (expected {})", e["layer"], self.layer));
+                }
+                if e["entity"]["asn"] != "AS64500" {
+                    wrong.push(format!("network {} (expected AS64500)", e["entity"]["asn"]));
+                }
+                if evidence != blocked {
+                    wrong.push(format!("evidence {evidence:?} (expected {blocked:?})"));
+                }
+            }
+            _ => wrong.push(format!(
+                "expected one blocking event for {}; {}",
+                self.target,
+                compact(events)
+            )),
+        }
+        for e in events {
+            if let Some(c) = self.controls.iter().find(|c| names(e, c)) {
+                wrong.push(format!(
+                    "an event names the control {c}: {}",
+                    compact(std::slice::from_ref(e))
+                ));
+            }
+            if let Some(id) = self.control_ids.iter().find(|id| holds(e, id)) {
+                wrong.push(format!(
+                    "an event holds the control's result {id}: {}",
+                    e["targets"]
+                ));
+            }
+        }
+        (!wrong.is_empty()).then(|| wrong.join("; "))
+    }
+}
+
+/// Waits up to `within` for the event `want` describes (the detector runs every two seconds),
+/// then checks it and that no event names or holds a control.
+pub fn check_host_event(
+    timeline: &Timeline,
+    want: &HostEvent,
+    within: Duration,
+    report: &mut Report,
+) -> Result<()> {
+    let started = Instant::now();
+    let events = loop {
+        let events = timeline.events("blocking")?;
+        if want.differs(&events).is_none() || started.elapsed() > within {
+            break events;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    report.check(
+        format!(
+            "timeline: one {} event for {} from its results alone, none for {}",
+            want.layer,
+            want.target,
+            want.controls.join(", ")
+        ),
+        want.differs(&events),
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,6 +432,52 @@ mod tests {
                 && why.contains("rule tls-interference+inconsistent-dns"),
             "{why}"
         );
+    }
+
+    #[test]
+    fn a_host_event_must_rest_on_the_blocked_results_alone() {
+        let want = HostEvent {
+            target: "quic:b.lab".into(),
+            layer: "tcp",
+            blocked: vec!["b1".into(), "b2".into()],
+            controls: vec!["quic:ok.lab".into()],
+            control_ids: vec!["c1".into(), "c2".into()],
+        };
+        let event = |targets: &[&str], evidence: &[&str]| {
+            serde_json::json!({"kind": "blocking", "layer": "tcp", "targets": targets,
+                "evidence": evidence, "entity": {"cc": "IR", "asn": "AS64500"}})
+        };
+        assert_eq!(want.differs(&[event(&["quic:b.lab"], &["b2", "b1"])]), None);
+        for (events, needle) in [
+            (vec![], "expected one blocking event"),
+            (vec![event(&["quic:b.lab"], &["b1"])], "evidence"),
+            (
+                vec![event(&["quic:b.lab"], &["b1", "b2", "c1"])],
+                "control's result c1",
+            ),
+            (
+                vec![
+                    event(&["quic:b.lab"], &["b1", "b2"]),
+                    event(&["quic:ok.lab"], &[]),
+                ],
+                "names the control quic:ok.lab",
+            ),
+            (
+                vec![event(&["quic"], &["b1", "b2"])],
+                "expected one blocking event",
+            ),
+        ] {
+            let why = want.differs(&events).expect("differs");
+            assert!(why.contains(needle), "{needle}: {why}");
+        }
+        let missing = HostEvent {
+            blocked: vec!["b1".into()],
+            ..want
+        };
+        let why = missing
+            .differs(&[event(&["quic:b.lab"], &["b1"])])
+            .expect("a probe's result is missing");
+        assert!(why.contains("one result per probe"), "{why}");
     }
 
     #[test]

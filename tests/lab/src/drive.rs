@@ -283,6 +283,7 @@ fn run_inside(plan: &Plan, procs: &mut Procs) -> Result<Report> {
     check_timeline(&timeline, &mut report)?;
     crate::apps::check_timeline(&timeline, &plan.dir, Duration::from_secs(30), &mut report)?;
     crate::quic::check_timeline(&timeline, &plan.dir, &mut report)?;
+    crate::dnscheck::check_timeline(&timeline, &plan.dir, &mut report)?;
     procs.check(plan)?;
     eprintln!("lab: done in {:.0} s", t0.elapsed().as_secs_f64());
     Ok(report)
@@ -412,6 +413,7 @@ fn start_isp(plan: &Plan, procs: &mut Procs, lab: &str) -> Result<()> {
     censor::apply(&censor::router_rules(&censored)).context("installing the censor's rules")?;
     censor::apply(&crate::apps::router_rules()).context("installing the censor's app rules")?;
     censor::apply(&crate::quic::router_rules()).context("installing the censor's QUIC rule")?;
+    censor::apply(&crate::dnscheck::router_rules()).context("installing the censor's DoT rule")?;
 
     Ok(())
 }
@@ -586,6 +588,8 @@ fn measure(
     std::fs::write(&apps_file, crate::apps::apps_file(&ca_pem))?;
     let quic_list = plan.dir.join("quic.csv");
     std::fs::write(&quic_list, crate::quic::test_list())?;
+    let resolvers = plan.dir.join("resolvers.toml");
+    std::fs::write(&resolvers, crate::dnscheck::resolvers_file())?;
     for (i, (ns, data)) in PROBES.iter().zip(datas).enumerate() {
         for case in crate::apps::CASES {
             let mut args = vec![plan.bin("vantage"), "run".into()];
@@ -619,6 +623,18 @@ fn measure(
             "3",
         ]));
         runs.push((format!("quic{}", i + 1), spawn_output(ns, &args)?));
+        let mut args = vec![plan.bin("vantage"), "run".into()];
+        args.extend(crate::dnscheck::run_args(&resolvers));
+        args.extend(common(data));
+        args.extend(strings(&[
+            "--resolver",
+            &format!("{ISP_RESOLVER}:53"),
+            "--ca-file",
+            &ca.display().to_string(),
+            "--timeout",
+            "3",
+        ]));
+        runs.push((format!("dnscheck{}", i + 1), spawn_output(ns, &args)?));
         let mut args = vec![
             plan.bin("vantage"),
             "run".into(),
@@ -678,7 +694,19 @@ fn measure(
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
-        if name.starts_with("quic") {
+        if name.starts_with("dnscheck") {
+            for resolver in crate::dnscheck::names() {
+                let v = lines
+                    .iter()
+                    .find(|v| crate::dnscheck::resolver_of(v) == Some(resolver));
+                report.check(
+                    format!("{name}: {resolver} (dnscheck)"),
+                    v.map_or(Some("no verdict".into()), |v| {
+                        crate::dnscheck::differs(resolver, v)
+                    }),
+                );
+            }
+        } else if name.starts_with("quic") {
             for host in [crate::quic::BLOCKED_NAME, crate::quic::CONTROL_NAME] {
                 let v = lines.iter().find(|v| crate::quic::host_of(v) == Some(host));
                 report.check(

@@ -6,6 +6,7 @@
 mod apps;
 mod censor;
 mod check;
+mod dnscheck;
 mod drive;
 mod evidence;
 mod quic;

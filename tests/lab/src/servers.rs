@@ -19,7 +19,7 @@ use vantage_fixtures::tls::{TestCa, TlsFixture};
 
 use crate::scenario::{BLOCKPAGE, SITES, Technique, page};
 
-/// The page a site serves, chosen by the Host header.
+/// The page a site serves, chosen by the Host header; the lab's DoH resolver's answers.
 fn site_handler() -> Handler {
     Arc::new(|req: &Request| {
         let host = req
@@ -28,6 +28,9 @@ fn site_handler() -> Handler {
             .split(':')
             .next()
             .unwrap_or("");
+        if let Some(answer) = crate::dnscheck::doh_answer(host, req) {
+            return answer;
+        }
         match SITES.iter().find(|s| s.domain.eq_ignore_ascii_case(host)) {
             Some(s) => Response::html(&page(s.domain)),
             None => Response {
@@ -39,7 +42,8 @@ fn site_handler() -> Handler {
     })
 }
 
-/// Every site over HTTP on port 80 and HTTPS on port 443, on all of the namespace's addresses,
+/// Every site over HTTP on port 80 and HTTPS on port 443 (with the DoH resolver), QUIC on UDP
+/// 443 and the DoT resolvers on TCP 853, on all of the namespace's addresses,
 /// with a certificate for every site from a CA made now, written to `ca_pem` for the probes and
 /// the test helper to trust (written last: its presence says the servers are up).
 pub async fn web(ca_pem: &Path) -> Result<()> {
@@ -49,15 +53,14 @@ pub async fn web(ca_pem: &Path) -> Result<()> {
         .map(|s| s.domain)
         .chain(crate::apps::TLS_NAMES.iter().copied())
         .chain(crate::quic::TLS_NAMES.iter().copied())
+        .chain(crate::dnscheck::TLS_NAMES.iter().copied())
         .collect();
     let leaf = ca.leaf(&names);
     let _http = HttpFixture::start_on(([0, 0, 0, 0], 80).into(), site_handler()).await;
     let _https = TlsFixture::start_on(([0, 0, 0, 0], 443).into(), &leaf, site_handler()).await;
-    let _quic = crate::quic::serve(
-        &leaf,
-        ([0, 0, 0, 0], 443).into(),
-        ca_pem.parent().unwrap_or(Path::new(".")),
-    )?;
+    let pem_dir = ca_pem.parent().unwrap_or(Path::new("."));
+    let _quic = crate::quic::serve(&leaf, ([0, 0, 0, 0], 443).into(), pem_dir)?;
+    let _dot = crate::dnscheck::serve_dot(&leaf, pem_dir).await?;
     let partial = ca_pem.with_extension("partial");
     std::fs::write(&partial, ca.pem()).with_context(|| format!("writing {}", partial.display()))?;
     std::fs::rename(&partial, ca_pem).with_context(|| format!("writing {}", ca_pem.display()))?;

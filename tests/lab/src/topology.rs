@@ -127,6 +127,7 @@ pub fn build() -> Result<()> {
     let mut net_addrs: Vec<Ipv4Addr> = crate::scenario::SITES.iter().map(|s| s.addr()).collect();
     net_addrs.extend(crate::apps::addrs());
     net_addrs.extend(crate::quic::addrs());
+    net_addrs.extend(crate::dnscheck::addrs());
     net_addrs.extend([AGGREGATOR, NET_RESOLVER, SLOW_RESOLVER]);
     net_addrs.sort_unstable();
     net_addrs.dedup();
