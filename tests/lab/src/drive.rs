@@ -202,6 +202,7 @@ fn preflight(plan: &Plan) -> Result<()> {
 fn run_inside(plan: &Plan, procs: &mut Procs) -> Result<Report> {
     let t0 = Instant::now();
     topology::build().context("building the lab network")?;
+    crate::carry::build().context("building the neighbour's home and link")?;
     eprintln!("lab: network built in {:.1} s", t0.elapsed().as_secs_f64());
     let dir = &plan.dir;
     let lab = std::env::current_exe()
@@ -212,6 +213,23 @@ fn run_inside(plan: &Plan, procs: &mut Procs) -> Result<Report> {
     let ca = start_internet(plan, procs, &lab)?;
     start_isp(plan, procs, &lab)?;
     let db = start_aggregator(plan, procs, &ca)?;
+    let relay = crate::carry::relay_args(
+        &plan.bin("vantage"),
+        &dir.join("neighbour"),
+        &plan.aggregator_url(),
+    );
+    let relay_log = procs.start(
+        plan,
+        crate::carry::NEIGHBOUR,
+        crate::carry::RELAY_NAME,
+        &relay,
+    )?;
+    wait_for_log(
+        &relay_log,
+        crate::carry::RELAY_READY,
+        1,
+        Duration::from_secs(20),
+    )?;
     // Reachable from a probe, through the router: the network works.
     for target in [
         format!("{AGGREGATOR}:8080"),
@@ -258,6 +276,14 @@ fn run_inside(plan: &Plan, procs: &mut Procs) -> Result<Report> {
         sleep_until(cut);
         topology::set_uplink(false)?;
         let cut_at = now();
+        let carry = crate::carry::Cut {
+            vantage: plan.bin("vantage"),
+            dir,
+            data: datas[crate::carry::CARRIED].clone(),
+            timeline: &timeline,
+            relay_log: relay_log.clone(),
+        };
+        crate::carry::during_cut(&carry, cut_at, back, &mut report);
         sleep_until(back);
         topology::set_uplink(true)?;
         let back_at = now();
@@ -268,6 +294,7 @@ fn run_inside(plan: &Plan, procs: &mut Procs) -> Result<Report> {
         let event = check_shutdown(&timeline, cut_at, back_at, &mut report, &mut || {
             procs.check(plan)
         })?;
+        crate::carry::check_after(&timeline, &mut report);
         match event {
             Some(event) => {
                 let bundle = evidence_bundle(plan, &lab, &timeline, &datas);
@@ -488,10 +515,11 @@ fn start_daemons(plan: &Plan, procs: &mut Procs) -> Result<Vec<PathBuf>> {
     for (i, ns) in PROBES.iter().enumerate() {
         let data = dir.join(format!("probe{}", i + 1));
         let config = dir.join(format!("probe{}.toml", i + 1));
-        std::fs::write(
-            &config,
-            daemon_config(&data, &plan.aggregator_url(), &canaries),
-        )?;
+        let mut text = daemon_config(&data, &plan.aggregator_url(), &canaries);
+        if i == crate::carry::RELAYING {
+            text.push_str(&crate::carry::upload_routes(&plan.aggregator_url()));
+        }
+        std::fs::write(&config, text)?;
         let log = procs.start(
             plan,
             ns,

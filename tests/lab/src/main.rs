@@ -4,6 +4,7 @@
 //! See README "Censorship lab".
 
 mod apps;
+mod carry;
 mod censor;
 mod check;
 mod dnscheck;
