@@ -59,12 +59,12 @@ pub const MAX_TOTAL_BYTES: u64 = 8 << 30;
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
     /// The file could not be opened.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Open {
         /// The file.
         path: String,
-        /// Why.
-        source: io::Error,
+        /// Why (in the message; not a `source`, which would print it twice).
+        error: io::Error,
     },
     /// Not a zip, or a damaged one (truncated, a broken central directory).
     #[error("{path}: not a readable zip (is it truncated or damaged?): {reason}")]
@@ -595,9 +595,9 @@ pub fn verify(
 ) -> Result<Summary, BundleError> {
     let shown = path.display().to_string();
     let given_key = log_key.map(parse_log_key).transpose()?;
-    let file = std::fs::File::open(path).map_err(|source| BundleError::Open {
+    let file = std::fs::File::open(path).map_err(|error| BundleError::Open {
         path: shown.clone(),
-        source,
+        error,
     })?;
     let archive =
         zip::ZipArchive::new(io::BufReader::new(file)).map_err(|e| BundleError::NotZip {

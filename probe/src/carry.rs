@@ -56,20 +56,21 @@ pub struct Manifest {
 #[derive(Debug, thiserror::Error)]
 pub enum CarryError {
     /// Writing the export failed; the partial file was removed.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {error}")]
     Write {
         /// The file being written.
         path: String,
-        /// The I/O error (a full disk: "No space left on device").
-        source: std::io::Error,
+        /// The I/O error (a full disk: "No space left on device"). Named `error`, not
+        /// `source`: the message already holds it, and a source would print it twice.
+        error: std::io::Error,
     },
     /// Opening the file failed.
-    #[error("cannot open {path}: {source}")]
+    #[error("cannot open {path}: {error}")]
     Open {
         /// The file.
         path: String,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message; not a `source`, which would print it twice).
+        error: std::io::Error,
     },
     /// The manifest could not be sealed.
     #[error("cannot sign the manifest: {0}")]
@@ -138,11 +139,11 @@ pub fn write_export(
             }
             Ok(manifest)
         }
-        Err(source) => {
+        Err(error) => {
             let _ = std::fs::remove_file(&partial);
             Err(CarryError::Write {
                 path: path.display().to_string(),
-                source,
+                error,
             })
         }
     }
@@ -205,9 +206,9 @@ pub fn read_export(
     path: &Path,
     each: &mut dyn FnMut(usize, &str) -> bool,
 ) -> Result<Carried, CarryError> {
-    let file = std::fs::File::open(path).map_err(|source| CarryError::Open {
+    let file = std::fs::File::open(path).map_err(|error| CarryError::Open {
         path: path.display().to_string(),
-        source,
+        error,
     })?;
     Ok(read_from(
         BufReader::new(MultiGzDecoder::new(BufReader::new(file))),
