@@ -67,7 +67,7 @@ pub fn router_rules(sites: &[&Site]) -> Vec<Rule> {
                 "--reject-with",
                 "tcp-reset",
             ])),
-            Technique::HostBlockpage => rules.push(rule(&[
+            Technique::HostBlockpage | Technique::HostFilterPageSameSize => rules.push(rule(&[
                 "iptables",
                 "-t",
                 "nat",
@@ -89,6 +89,7 @@ pub fn router_rules(sites: &[&Site]) -> Vec<Rule> {
                     rules.extend(shape(&topology::probe_link(i), &addr, kbps));
                 }
             }
+            Technique::Police(kbps) => rules.push(crate::hygiene::police_rule(&addr, kbps)),
             // Done by the resolvers and the injector, not by rules.
             Technique::None
             | Technique::DnsNxdomain

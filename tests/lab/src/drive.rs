@@ -33,6 +33,8 @@ pub struct Plan {
     pub bin_dir: PathBuf,
     /// Cut the uplink and check the shutdown event.
     pub shutdown: bool,
+    /// Measure every scenario and check the verdicts and their events (else only the shutdown).
+    pub measure: bool,
     /// How long the uplink stays down.
     pub outage: Duration,
     /// Leave this domain uncensored, so that its check fails (to test the lab's own cleanup).
@@ -261,7 +263,7 @@ fn run_inside(plan: &Plan, procs: &mut Procs) -> Result<Report> {
     };
     let (mut cut, mut back) = schedule();
     let before = !plan.shutdown || cut - now() > 60.0;
-    if before {
+    if before && plan.measure {
         measure(plan, procs, &datas, &list, &ca, &mut report)?;
         if now() > cut - 5.0 {
             (cut, back) = schedule();
@@ -288,7 +290,7 @@ fn run_inside(plan: &Plan, procs: &mut Procs) -> Result<Report> {
         topology::set_uplink(true)?;
         let back_at = now();
         eprintln!("lab: uplink back at {}", utc(back_at));
-        if !before {
+        if !before && plan.measure {
             measure(plan, procs, &datas, &list, &ca, &mut report)?;
         }
         let event = check_shutdown(&timeline, cut_at, back_at, &mut report, &mut || {
@@ -296,6 +298,7 @@ fn run_inside(plan: &Plan, procs: &mut Procs) -> Result<Report> {
         })?;
         crate::carry::check_after(&timeline, &mut report);
         match event {
+            Some(_) if !plan.measure => {}
             Some(event) => {
                 let bundle = evidence_bundle(plan, &lab, &timeline, &datas);
                 evidence::check_bundle(&bundle, &event, cut_at, back_at, &mut report);
@@ -307,10 +310,14 @@ fn run_inside(plan: &Plan, procs: &mut Procs) -> Result<Report> {
         }
         procs.check(plan)?;
     }
-    check_timeline(&timeline, &mut report)?;
-    crate::apps::check_timeline(&timeline, &plan.dir, Duration::from_secs(30), &mut report)?;
-    crate::quic::check_timeline(&timeline, &plan.dir, &mut report)?;
-    crate::dnscheck::check_timeline(&timeline, &plan.dir, &mut report)?;
+    if plan.measure {
+        check_timeline(&timeline, &mut report)?;
+        crate::apps::check_timeline(&timeline, &plan.dir, Duration::from_secs(30), &mut report)?;
+        crate::quic::check_timeline(&timeline, &plan.dir, &mut report)?;
+        crate::dnscheck::check_timeline(&timeline, &plan.dir, &mut report)?;
+    }
+    let expected = crate::hygiene::expected_targets(plan.measure);
+    crate::hygiene::check_no_phantom(&timeline, dir, &expected, plan.shutdown, &mut report)?;
     procs.check(plan)?;
     eprintln!("lab: done in {:.0} s", t0.elapsed().as_secs_f64());
     Ok(report)
@@ -767,6 +774,7 @@ fn measure(
             );
         }
     }
+    crate::hygiene::check_policed_rates(&plan.dir, report);
     procs.check(plan)?;
     eprintln!("lab: measured in {:.0} s", t.elapsed().as_secs_f64());
     Ok(())

@@ -10,6 +10,7 @@ mod check;
 mod dnscheck;
 mod drive;
 mod evidence;
+mod hygiene;
 mod quic;
 mod scenario;
 mod servers;
@@ -48,6 +49,10 @@ enum Cmd {
         /// Skip the shutdown scenario (a run of about a minute instead of up to ten).
         #[arg(long)]
         no_shutdown: bool,
+        /// Only the shutdown: no measurements; the daemons, the cut, the shutdown event and
+        /// no phantom event (tests/lab/repeat.sh runs it N times in a row).
+        #[arg(long, conflicts_with_all = ["no_shutdown", "sabotage"])]
+        shutdown_only: bool,
         /// How long the uplink stays down, in seconds.
         #[arg(long, default_value_t = 150, value_parser = clap::value_parser!(u64).range(60..=600))]
         outage_secs: u64,
@@ -122,6 +127,7 @@ fn real_main() -> Result<ExitCode> {
             dir,
             bin_dir,
             no_shutdown,
+            shutdown_only,
             outage_secs,
             sabotage,
         } => {
@@ -141,6 +147,7 @@ fn real_main() -> Result<ExitCode> {
                 dir: std::path::absolute(&dir)?,
                 bin_dir,
                 shutdown: !no_shutdown,
+                measure: !shutdown_only,
                 outage: Duration::from_secs(outage_secs),
                 sabotage,
             };

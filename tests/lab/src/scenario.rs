@@ -33,6 +33,13 @@ pub enum Technique {
     /// Traffic from the site's address to the probes is shaped to this many kbit/s (tc htb with
     /// a u32 filter on the source address).
     Throttle(u32),
+    /// As [`Technique::HostBlockpage`], but the filter page is padded to the real page's exact
+    /// byte length and matches no fingerprint (`hygiene::filter_page`): only its title and
+    /// text tell it from the site.
+    HostFilterPageSameSize,
+    /// Traffic from the site's address is policed to this many kbit/s: what exceeds the rate
+    /// is dropped, not queued (`hashlimit` in the router, `hygiene::police_rule`).
+    Police(u32),
 }
 
 /// Blocking types and rule ids as the probe writes them.
@@ -87,6 +94,17 @@ const fn blocked(kind: &'static str, rule: &'static str, confirmed: bool) -> Exp
         confirmed,
         slow: false,
         event: true,
+    }
+}
+
+/// A page held to a rate: the body still arriving when the probe's deadline cut it.
+const fn throttled(rule: &'static str) -> Expect {
+    Expect {
+        blocking: Some("throttling"),
+        rule,
+        confirmed: false,
+        slow: true,
+        event: false,
     }
 }
 
@@ -193,7 +211,34 @@ pub const SITES: &[Site] = &[
         technique: Technique::Throttle(THROTTLE_KBPS),
         expect: reachable("http-same-page", true),
     },
+    // A filter page of exactly the real page's length, in no fingerprint table: the title and
+    // text alone make it another page (docs/scoring.md, "A different page of the same length").
+    Site {
+        domain: "samesize.lab",
+        host: 11,
+        scheme: "http",
+        technique: Technique::HostFilterPageSameSize,
+        expect: blocked("http-diff", "http-different-page", false),
+    },
+    // A large page on a policed path, measured with a deadline far shorter than its download:
+    // the body is cut while still arriving, at the policer's pace (docs/scoring.md, "A page
+    // still arriving at the deadline").
+    Site {
+        domain: "policed.lab",
+        host: 12,
+        scheme: "http",
+        technique: Technique::Police(POLICE_KBPS),
+        expect: throttled("http-body-throttled"),
+    },
 ];
+
+/// The rate the policed site's path is held to, in kbit/s (1,000 bit/s, as `tc` and the
+/// probe's goodput count).
+pub const POLICE_KBPS: u32 = 128;
+
+/// The policed site's page: 1 MiB takes 65 s at [`POLICE_KBPS`], far beyond the lab's 5 s
+/// HTTP deadline, so the probe never has all of it.
+pub const POLICED_PAGE_BYTES: usize = 1024 * 1024;
 
 /// The name the probes' active throttling test sends as its target SNI; the router polices
 /// connections whose ClientHello carries it.
@@ -215,13 +260,16 @@ pub fn page(domain: &str) -> String {
         "<html><head><title>{domain}</title></head><body><h1>Welcome to {domain}</h1>\
          <p>A site of the Vantage censorship lab.</p>"
     );
-    if SITES
+    let size = SITES
         .iter()
-        .any(|s| s.domain == domain && matches!(s.technique, Technique::Throttle(_)))
-    {
-        while body.len() < LARGE_PAGE_BYTES {
-            body.push_str("<p>Lorem ipsum dolor sit amet, consectetur adipiscing elit.</p>\n");
-        }
+        .find(|s| s.domain == domain)
+        .map_or(0, |s| match s.technique {
+            Technique::Throttle(_) => LARGE_PAGE_BYTES,
+            Technique::Police(_) => POLICED_PAGE_BYTES,
+            _ => 0,
+        });
+    while body.len() < size {
+        body.push_str("<p>Lorem ipsum dolor sit amet, consectetur adipiscing elit.</p>\n");
     }
     body.push_str("</body></html>");
     body
@@ -254,6 +302,8 @@ mod tests {
             Technique::SniReset,
             Technique::HostBlockpage,
             Technique::Throttle(THROTTLE_KBPS),
+            Technique::HostFilterPageSameSize,
+            Technique::Police(POLICE_KBPS),
         ] {
             assert!(SITES.iter().any(|s| s.technique == t), "{t:?}");
         }
@@ -262,6 +312,7 @@ mod tests {
     #[test]
     fn the_throttled_page_is_large_enough_for_the_passive_signal_and_others_are_small() {
         assert!(page("throttled.lab").len() >= LARGE_PAGE_BYTES);
+        assert!(page("policed.lab").len() >= POLICED_PAGE_BYTES);
         assert!(page("control.lab").len() < 1024);
     }
 
@@ -270,7 +321,10 @@ mod tests {
         for s in SITES.iter().filter(|s| {
             matches!(
                 s.technique,
-                Technique::TcpDrop | Technique::TcpReset | Technique::Throttle(_)
+                Technique::TcpDrop
+                    | Technique::TcpReset
+                    | Technique::Throttle(_)
+                    | Technique::Police(_)
             )
         }) {
             assert_eq!(SITES.iter().filter(|o| o.host == s.host).count(), 1);

@@ -17,7 +17,7 @@ use vantage_fixtures::dns::{Behaviour, respond};
 use vantage_fixtures::http::{Handler, HttpFixture, Request, Response};
 use vantage_fixtures::tls::{TestCa, TlsFixture};
 
-use crate::scenario::{BLOCKPAGE, SITES, Technique, page};
+use crate::scenario::{SITES, Technique, page};
 
 /// The page a site serves, chosen by the Host header; the lab's DoH resolver's answers.
 fn site_handler() -> Handler {
@@ -99,8 +99,8 @@ async fn pass_or_block(mut client: tokio::net::TcpStream, upstream: SocketAddr) 
         }
         head.extend_from_slice(&chunk[..n]);
     }
-    if blocked_host(&head) {
-        let page = Response::html(BLOCKPAGE);
+    if let Some(page) = requested_host(&head).and_then(|h| crate::hygiene::filter_page(&h)) {
+        let page = Response::html(&page);
         client.write_all(&page.to_bytes()).await?;
         client.shutdown().await?;
         return Ok(());
@@ -114,10 +114,15 @@ async fn pass_or_block(mut client: tokio::net::TcpStream, upstream: SocketAddr) 
 }
 
 /// Whether the request head's Host names a site the proxy blocks.
+#[cfg(test)]
 fn blocked_host(head: &[u8]) -> bool {
+    requested_host(head).is_some_and(|h| crate::hygiene::filter_page(&h).is_some())
+}
+
+/// The request head's Host, lower-case, without a port.
+fn requested_host(head: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(head);
-    let host = text
-        .split("\r\n")
+    text.split("\r\n")
         .filter_map(|l| l.split_once(':'))
         .find(|(k, _)| k.trim().eq_ignore_ascii_case("host"))
         .map(|(_, v)| {
@@ -126,12 +131,7 @@ fn blocked_host(head: &[u8]) -> bool {
                 .next()
                 .unwrap_or("")
                 .to_ascii_lowercase()
-        });
-    host.is_some_and(|h| {
-        SITES
-            .iter()
-            .any(|s| s.technique == Technique::HostBlockpage && s.domain == h)
-    })
+        })
 }
 
 /// A distant resolver: relays each query to `upstream` and its answer back `delay` later. The
@@ -342,6 +342,9 @@ mod tests {
         ));
         assert!(!blocked_host(
             b"GET / HTTP/1.1\r\nHost: neighbour.lab\r\n\r\n"
+        ));
+        assert!(blocked_host(
+            b"GET / HTTP/1.1\r\nHost: samesize.lab\r\n\r\n"
         ));
         assert!(!blocked_host(b"GET /blockpage.lab HTTP/1.1\r\n\r\n"));
     }
