@@ -3,7 +3,8 @@
 //! host), first one too small (ENOSPC), then one with room. The daemon and the script that
 //! mounts share that namespace; the test reads the drive through `/proc/PID/root`.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -44,9 +45,19 @@ impl Namespace {
         log.iter().filter(|l| l.contains(needle)).count()
     }
 
-    fn wait_for(&self, needle: &str, within: Duration) {
+    /// The first line of the daemon's log holding `needle`, once one is there.
+    fn wait_for(&self, needle: &str, within: Duration) -> String {
         let started = Instant::now();
-        while self.count(needle) == 0 {
+        loop {
+            if let Some(line) = self
+                .log
+                .lock()
+                .expect("log")
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return line.clone();
+            }
             assert!(
                 started.elapsed() < within,
                 "no {needle:?} in the daemon's log within {within:?}:\n{}",
@@ -147,15 +158,7 @@ fn the_daemon_carries_to_a_drive_that_appears_and_a_full_one_loses_nothing() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("unshare");
-    let stderr = child.stderr.take().expect("stderr");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            sink.lock().expect("log").push(line);
-        }
-    });
+    let log = common::collect_stderr(&mut child);
     let ns = Namespace { child, log };
     let go = |step: &str| std::fs::write(dir.join(step), "").expect("step");
     ns.wait_for("daemon started", Duration::from_secs(20));
@@ -166,15 +169,7 @@ fn the_daemon_carries_to_a_drive_that_appears_and_a_full_one_loses_nothing() {
 
     // A drive too small: the export fails cleanly, once, and says why.
     go("small");
-    ns.wait_for("carry to", Duration::from_secs(30));
-    let line = ns
-        .log
-        .lock()
-        .expect("log")
-        .iter()
-        .find(|l| l.contains("carry to"))
-        .cloned()
-        .unwrap_or_default();
+    let line = ns.wait_for("carry to", Duration::from_secs(30));
     assert!(line.contains("No space left on device"), "{line}");
     assert!(line.contains("nothing is marked exported"), "{line}");
     let left: Vec<_> = std::fs::read_dir(ns.inside(&stick))
@@ -191,15 +186,7 @@ fn the_daemon_carries_to_a_drive_that_appears_and_a_full_one_loses_nothing() {
     go("out");
     ns.wait_for("was taken out", Duration::from_secs(30));
     go("big");
-    ns.wait_for("carried", Duration::from_secs(60));
-    let line = ns
-        .log
-        .lock()
-        .expect("log")
-        .iter()
-        .find(|l| l.contains("carried"))
-        .cloned()
-        .unwrap_or_default();
+    let line = ns.wait_for("carried", Duration::from_secs(60));
     let count: usize = line
         .split("carried ")
         .nth(1)
