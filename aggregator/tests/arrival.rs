@@ -50,18 +50,7 @@ fn body(lines: &[String]) -> String {
 
 /// Every stored measurement's (route, relayed_by), from the search API.
 fn routes(base: &str) -> HashMap<String, (String, Option<String>)> {
-    let (status, text) = http(
-        base,
-        "GET",
-        "/api/v1/measurements?cc=IR&limit=100",
-        &[],
-        b"",
-    );
-    assert_eq!(status, 200, "{text}");
-    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
-    v["results"]
-        .as_array()
-        .expect("results")
+    common::search_results(base, "cc=IR&limit=100")
         .iter()
         .map(|r| {
             (

@@ -14,7 +14,7 @@ use flate2::Compression;
 use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use vantage_probe::envelope::{Identity, verify};
-use vantage_probe::store::{NewResult, Store};
+use vantage_probe::store::Store;
 
 fn run(cmd: &mut Command) -> (Output, String, String) {
     let out = cmd.output().expect("run");
@@ -60,21 +60,12 @@ fn seed(data: &Path, first: i64, n: i64, pad: usize) -> Vec<String> {
         let v = verify(&envelope).expect("verify");
         let id = v.id.to_string();
         let measured_at = vantage_aggregator::detect::format_time(at);
-        assert!(
-            store
-                .insert(&NewResult {
-                    id: &id,
-                    input: None,
-                    test_name: "canary",
-                    measured_at: &measured_at,
-                    blocking: None,
-                    accessible: Some(false),
-                    confirmed: false,
-                    verdict: "{}",
-                    envelope: &envelope,
-                })
-                .expect("insert")
-        );
+        assert!(common::queue_canary(
+            &mut store,
+            &id,
+            &measured_at,
+            &envelope
+        ));
         ids.push(id);
     }
     ids

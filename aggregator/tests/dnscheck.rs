@@ -7,15 +7,14 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::process::Command;
 
 use common::{fresh_aggregator, http, vantage};
 use serde_json::Value;
-use vantage_aggregator::detect::{self, DetectConfig, Pass, format_time};
+use vantage_aggregator::detect::format_time;
 use vantage_aggregator::ingest::{self, IngestConfig, Origin, Status};
 use vantage_aggregator::store::Sqlite;
-use vantage_aggregator::store::model::{Layer, TimelineQuery};
+use vantage_aggregator::store::model::Layer;
 use vantage_fixtures::dns::{Behaviour, DnsFixture};
 use vantage_fixtures::tcp::ResetListener;
 use vantage_fixtures::tls::{TestCa, TlsFixture};
@@ -156,18 +155,7 @@ async fn dnscheck_results_are_uploaded_and_scored_by_the_aggregator() {
 
     // The stored measurement is the signed one, in OONI's dnscheck shape.
     let id = dot_line["id"].as_str().expect("id").to_string();
-    let base = server.base.clone();
-    let (status, body) = tokio::task::spawn_blocking(move || {
-        http(
-            &base,
-            "GET",
-            &format!("/api/v1/measurements/{id}"),
-            &[],
-            b"",
-        )
-    })
-    .await
-    .expect("join");
+    let (status, body) = common::get_measurement(&server.base, &id).await;
     assert_eq!(status, 200, "{body}");
     let stored: Value = serde_json::from_str(&body).expect("json");
     let m = &stored["measurement"];
@@ -243,26 +231,8 @@ fn a_dropped_dot_resolver_is_one_event_of_its_own_and_the_control_is_in_none() {
             "{outcomes:?}"
         );
     }
-    detect::detect(
-        &db,
-        Some("IR"),
-        Pass::Full(None),
-        now,
-        &HashMap::new(),
-        &DetectConfig::default(),
-    )
-    .expect("detect");
-    let events = vantage_aggregator::store::Storage::timeline(
-        &db,
-        &TimelineQuery {
-            cc: Some("IR".into()),
-            asn: Some(64500),
-            since: 0,
-            until: i64::MAX / 2,
-            kind: None,
-        },
-    )
-    .expect("timeline");
+    common::detect_ir(&db, now);
+    let events = common::timeline_ir(&db, None);
     assert_eq!(events.len(), 1, "{events:#?}");
     let e = &events[0];
     assert_eq!(e.targets, ["dnscheck:dot-blocked.example"], "{e:#?}");

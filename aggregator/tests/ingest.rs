@@ -172,20 +172,7 @@ async fn probe_uploads_and_researchers_find_exactly_those_measurements() {
     );
     assert!(std::fs::metadata(&db).expect("db").len() <= size_before);
     let id = ids.iter().next().expect("an id").clone();
-    let (status, body) = tokio::task::spawn_blocking({
-        let (base, id) = (base.clone(), id.clone());
-        move || {
-            http(
-                &base,
-                "GET",
-                &format!("/api/v1/measurements/{id}"),
-                &[],
-                b"",
-            )
-        }
-    })
-    .await
-    .expect("join");
+    let (status, body) = common::get_measurement(&base, &id).await;
     assert_eq!(status, 200);
     assert_eq!(independent_check(body.trim()), id);
 

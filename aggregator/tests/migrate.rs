@@ -7,12 +7,10 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{AGGREGATOR, tempdir};
-use vantage_aggregator::detect::{self, DetectConfig, Pass};
 use vantage_aggregator::ingest::Origin;
 use vantage_aggregator::store::model::{Event, TimelineQuery};
 use vantage_aggregator::store::{KeyState, Location, Row, Sqlite, Storage};
@@ -42,15 +40,7 @@ fn seed(dir: &Path) -> (PathBuf, Vec<Event>) {
     let last_key = probes.last().map(|(key, _)| key.public_key());
     let revoked = last_key.expect("five keys");
     db.set_key(&revoked, KeyState::Revoked).expect("revoke");
-    detect::detect(
-        &db,
-        Some("IR"),
-        Pass::Full(None),
-        now,
-        &HashMap::new(),
-        &DetectConfig::default(),
-    )
-    .expect("detect");
+    common::detect_ir(&db, now);
     let events = db.timeline(&everything()).expect("timeline");
     assert!(
         events.iter().any(|e| e.kind.as_str() == "shutdown"),

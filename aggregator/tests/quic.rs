@@ -10,14 +10,13 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{fresh_aggregator, http};
+use common::{fresh_aggregator, http, search};
 use serde_json::Value;
-use vantage_aggregator::detect::{self, DetectConfig, Kind, Pass, format_time};
+use vantage_aggregator::detect::{Kind, format_time};
 use vantage_aggregator::ingest::{self, IngestConfig, Origin, Status};
-use vantage_aggregator::store::model::{Layer, TimelineQuery};
+use vantage_aggregator::store::model::Layer;
 use vantage_aggregator::store::{Location, Sqlite, Storage};
 use vantage_fixtures::http::Response;
 use vantage_fixtures::tls::{TestCa, TlsFixture};
@@ -96,32 +95,6 @@ fn stored(db: &std::path::Path, id: &str) -> (String, Value) {
         domain,
         serde_json::from_str(&verdict).expect("verdict json"),
     )
-}
-
-/// The results of a search, as (id, blocking, accessible, rule_set).
-fn search(base: &str, filters: &str) -> Vec<(String, Value, Value, Value)> {
-    let (status, body) = http(
-        base,
-        "GET",
-        &format!("/api/v1/measurements?{filters}"),
-        &[],
-        b"",
-    );
-    assert_eq!(status, 200, "{filters}: {body}");
-    let v: Value = serde_json::from_str(&body).expect("json");
-    v["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .map(|r| {
-            (
-                r["id"].as_str().expect("id").to_string(),
-                r["blocking"].clone(),
-                r["accessible"].clone(),
-                r["rule_set"].clone(),
-            )
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -281,28 +254,12 @@ fn quic_story(store: &dyn Storage, measured: &Value, t0: i64, now: i64) -> Story
     }
     let rescored = ingest::maintain::rescore(store, &Fingerprints::builtin()).expect("rescore");
     assert_eq!(rescored, 2 * 2 * 48);
-    detect::detect(
-        store,
-        Some("IR"),
-        Pass::Full(None),
-        now,
-        &HashMap::new(),
-        &DetectConfig::default(),
-    )
-    .expect("detect");
+    common::detect_ir(store, now);
     story
 }
 
 fn assert_one_quic_event(store: &dyn Storage, story: &Story) {
-    let events = store
-        .timeline(&TimelineQuery {
-            cc: Some("IR".into()),
-            asn: Some(64500),
-            since: 0,
-            until: i64::MAX / 2,
-            kind: None,
-        })
-        .expect("timeline");
+    let events = common::timeline_ir(store, None);
     // One event, the blocked host's: the control host, measured by the same probes in the
     // same hours, is in none.
     assert_eq!(events.len(), 1, "{events:#?}");

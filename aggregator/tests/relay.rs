@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{AGGREGATOR, http, signed_in_ir, start_aggregator_on, tempdir, vantage};
 use vantage_probe::envelope::{Identity, verify};
-use vantage_probe::store::{NewResult, Store};
+use vantage_probe::store::Store;
 
 fn probe(data: &Path, args: &[&str]) -> (Output, String, String) {
     let out = Command::new(vantage())
@@ -89,19 +89,7 @@ fn seed(data: &Path, n: i64) -> Vec<String> {
         );
         let id = verify(&envelope).expect("verify").id.to_string();
         let measured_at = vantage_aggregator::detect::format_time(at);
-        store
-            .insert(&NewResult {
-                id: &id,
-                input: None,
-                test_name: "canary",
-                measured_at: &measured_at,
-                blocking: None,
-                accessible: Some(false),
-                confirmed: false,
-                verdict: "{}",
-                envelope: &envelope,
-            })
-            .expect("insert");
+        common::queue_canary(&mut store, &id, &measured_at, &envelope);
         ids.push(id);
     }
     ids.sort();

@@ -6,13 +6,11 @@
 
 mod common;
 
-use std::collections::HashMap;
-
-use common::{fresh_aggregator, http};
+use common::{fresh_aggregator, http, search};
 use serde_json::Value;
-use vantage_aggregator::detect::{self, DetectConfig, Kind, Pass, format_time};
+use vantage_aggregator::detect::{Kind, format_time};
 use vantage_aggregator::ingest::{self, IngestConfig, Origin, Status};
-use vantage_aggregator::store::model::{Layer, TimelineQuery};
+use vantage_aggregator::store::model::Layer;
 use vantage_aggregator::store::{Location, Sqlite, Storage};
 use vantage_probe::envelope::Identity;
 use vantage_probe::verdict::fingerprints::Fingerprints;
@@ -47,32 +45,6 @@ fn resigned(key: &Identity, file: &str, at: &str) -> (String, String) {
 }
 
 const NDJSON: &[(&str, &str)] = &[("Content-Type", "application/x-ndjson")];
-
-/// The results of a search, as (id, blocking, accessible, rule_set).
-fn search(base: &str, filters: &str) -> Vec<(String, Value, Value, Value)> {
-    let (status, body) = http(
-        base,
-        "GET",
-        &format!("/api/v1/measurements?{filters}"),
-        &[],
-        b"",
-    );
-    assert_eq!(status, 200, "{filters}: {body}");
-    let v: Value = serde_json::from_str(&body).expect("json");
-    v["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .map(|r| {
-            (
-                r["id"].as_str().expect("id").to_string(),
-                r["blocking"].clone(),
-                r["accessible"].clone(),
-                r["rule_set"].clone(),
-            )
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn uploaded_service_measurements_are_scored_stored_and_found_by_blocking() {
@@ -184,28 +156,12 @@ fn whatsapp_story(store: &dyn Storage) -> (i64, i64) {
             "{outcomes:?}"
         );
     }
-    detect::detect(
-        store,
-        Some("IR"),
-        Pass::Full(None),
-        now,
-        &HashMap::new(),
-        &DetectConfig::default(),
-    )
-    .expect("detect");
+    common::detect_ir(store, now);
     (first, last)
 }
 
 fn assert_one_whatsapp_event(store: &dyn Storage, (first, last): (i64, i64)) {
-    let events = store
-        .timeline(&TimelineQuery {
-            cc: Some("IR".into()),
-            asn: Some(64500),
-            since: 0,
-            until: i64::MAX / 2,
-            kind: Some(Kind::Blocking),
-        })
-        .expect("timeline");
+    let events = common::timeline_ir(store, Some(Kind::Blocking));
     assert_eq!(events.len(), 1, "{events:#?}");
     let e = &events[0];
     assert_eq!(e.targets, ["whatsapp"], "{e:#?}");

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
 
-use common::{AGGREGATOR, Server, http, spawn_server, tempdir, vantage};
+use common::{AGGREGATOR, Server, spawn_server, tempdir, vantage};
 use serde_json::Value;
 use vantage_fixtures::http::{HttpFixture, Response};
 use vantage_fixtures::throttle::ThrottleRelay;
@@ -149,18 +149,7 @@ async fn a_policed_page_is_throttled_with_its_rate_and_a_stalled_one_is_a_failur
             }
             None => assert!(!cut_rate, "{url} has no rate"),
         }
-        let base = server.base.clone();
-        let (status, body) = tokio::task::spawn_blocking(move || {
-            http(
-                &base,
-                "GET",
-                &format!("/api/v1/measurements/{id}"),
-                &[],
-                b"",
-            )
-        })
-        .await
-        .expect("join");
+        let (status, body) = common::get_measurement(&server.base, &id).await;
         assert_eq!(status, 200, "{body}");
         let verified = verify(body.trim()).expect("stored envelope verifies");
         let m: Value = serde_json::from_str(verified.measurement).expect("measurement");

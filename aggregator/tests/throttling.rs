@@ -137,18 +137,7 @@ async fn a_relay_throttling_one_sni_gives_a_verdict_with_its_rate_and_no_limit_g
 
     // The signed measurement reached the aggregator, with every download's progress.
     let id = v["id"].as_str().expect("id").to_string();
-    let base = server.base.clone();
-    let (status, body) = tokio::task::spawn_blocking(move || {
-        http(
-            &base,
-            "GET",
-            &format!("/api/v1/measurements/{id}"),
-            &[],
-            b"",
-        )
-    })
-    .await
-    .expect("join");
+    let (status, body) = common::get_measurement(&server.base, &id).await;
     assert_eq!(status, 200, "{body}");
     let stored: Value = serde_json::from_str(&body).expect("json");
     let m = &stored["measurement"];

@@ -379,3 +379,118 @@ pub fn seed_probes(
         }
     }
 }
+
+/// The JSON results of a search of the measurements API (`filters` is the query string).
+pub fn search_results(base: &str, filters: &str) -> Vec<serde_json::Value> {
+    let (status, body) = http(
+        base,
+        "GET",
+        &format!("/api/v1/measurements?{filters}"),
+        &[],
+        b"",
+    );
+    assert_eq!(status, 200, "{filters}: {body}");
+    let mut v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    match v["results"].take() {
+        serde_json::Value::Array(results) => results,
+        other => panic!("{filters}: results is not a list: {other}"),
+    }
+}
+
+/// The results of a search, as (id, blocking, accessible, rule_set).
+pub fn search(
+    base: &str,
+    filters: &str,
+) -> Vec<(
+    String,
+    serde_json::Value,
+    serde_json::Value,
+    serde_json::Value,
+)> {
+    search_results(base, filters)
+        .into_iter()
+        .map(|r| {
+            (
+                r["id"].as_str().expect("id").to_string(),
+                r["blocking"].clone(),
+                r["accessible"].clone(),
+                r["rule_set"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// `GET /api/v1/measurements/{id}` from an async test (the request blocks): status and body.
+pub async fn get_measurement(base: &str, id: &str) -> (u16, String) {
+    let (base, path) = (base.to_string(), format!("/api/v1/measurements/{id}"));
+    tokio::task::spawn_blocking(move || http(&base, "GET", &path, &[], b""))
+        .await
+        .expect("join")
+}
+
+/// Collects a spawned process's stderr, line by line, into a log the test can read while the
+/// process runs (the daemons' tests wait for a line to appear).
+pub fn collect_stderr(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
+    let stderr = child.stderr.take().expect("stderr");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().expect("log").push(line);
+        }
+    });
+    log
+}
+
+/// Queues a failed canary's `envelope` in a probe's store, as its canary round would; true if
+/// it was new.
+pub fn queue_canary(
+    store: &mut vantage_probe::store::Store,
+    id: &str,
+    measured_at: &str,
+    envelope: &str,
+) -> bool {
+    store
+        .insert(&vantage_probe::store::NewResult {
+            id,
+            input: None,
+            test_name: "canary",
+            measured_at,
+            blocking: None,
+            accessible: Some(false),
+            confirmed: false,
+            verdict: "{}",
+            envelope,
+        })
+        .expect("insert")
+}
+
+/// Detection over IR as the timeline's tests run it: a full pass, default settings, at `now`.
+pub fn detect_ir(store: &dyn vantage_aggregator::store::Storage, now: i64) {
+    vantage_aggregator::detect::detect(
+        store,
+        Some("IR"),
+        vantage_aggregator::detect::Pass::Full(None),
+        now,
+        &std::collections::HashMap::new(),
+        &vantage_aggregator::detect::DetectConfig::default(),
+    )
+    .expect("detect");
+}
+
+/// Every event of IR / AS64500's timeline, of `kind` if given.
+pub fn timeline_ir(
+    store: &dyn vantage_aggregator::store::Storage,
+    kind: Option<vantage_aggregator::detect::Kind>,
+) -> Vec<vantage_aggregator::store::model::Event> {
+    store
+        .timeline(&vantage_aggregator::store::model::TimelineQuery {
+            cc: Some("IR".into()),
+            asn: Some(64500),
+            since: 0,
+            until: i64::MAX / 2,
+            kind,
+        })
+        .expect("timeline")
+}
