@@ -511,6 +511,16 @@ impl TimelineEvent {
 /// hundred per event, and the lookup stays one bounded query.
 pub const MAX_ARRIVAL_IDS: usize = 1000;
 
+/// The distinct ids whose arrival both stores look up, sorted, at most [`MAX_ARRIVAL_IDS`]:
+/// an event's evidence may name an id twice, and the lookup is one bounded query.
+pub fn arrival_ids(ids: &[String]) -> Vec<&str> {
+    let mut ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.truncate(MAX_ARRIVAL_IDS);
+    ids
+}
+
 /// Which events to read.
 #[derive(Debug, Clone, Default)]
 pub struct TimelineQuery {
@@ -524,4 +534,24 @@ pub struct TimelineQuery {
     pub until: i64,
     /// One kind only.
     pub kind: Option<Kind>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrival_ids_are_looked_up_once_each_and_at_most_the_cap() {
+        let ids: Vec<String> = ["b", "a", "b"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(arrival_ids(&ids), ["a", "b"]);
+        let many: Vec<String> = (0..MAX_ARRIVAL_IDS + 5)
+            .map(|i| format!("{i:05}"))
+            .collect();
+        let kept = arrival_ids(&many);
+        assert_eq!(kept.len(), MAX_ARRIVAL_IDS);
+        assert_eq!(
+            kept.last().copied(),
+            Some(format!("{:05}", MAX_ARRIVAL_IDS - 1).as_str())
+        );
+    }
 }

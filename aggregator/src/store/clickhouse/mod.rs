@@ -968,10 +968,7 @@ impl Storage for ClickHouse {
         end: Option<i64>,
     ) -> Result<Vec<super::model::Arrival>, DbError> {
         let op = "reading how evidence arrived";
-        let mut ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        ids.truncate(super::model::MAX_ARRIVAL_IDS);
+        let ids = super::model::arrival_ids(ids);
         if ids.is_empty() {
             return Ok(Vec::new());
         }

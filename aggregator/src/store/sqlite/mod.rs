@@ -805,10 +805,7 @@ impl Storage for Sqlite {
     }
 
     fn arrivals(&self, ids: &[String], end: Option<i64>) -> Result<Vec<Arrival>, DbError> {
-        let mut ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        ids.truncate(super::model::MAX_ARRIVAL_IDS);
+        let ids = super::model::arrival_ids(ids);
         if ids.is_empty() {
             return Ok(Vec::new());
         }
