@@ -15,3 +15,4 @@ pub mod openapi;
 pub mod server;
 pub mod throughput;
 pub mod tls;
+mod upload;
