@@ -82,6 +82,10 @@ impl RelayConfig {
     }
 }
 
+/// The most connections a relay serves at once (`max_connections` is kept within
+/// 1..=this): each holds a descriptor and up to a request body of memory.
+pub const MAX_CONNECTIONS: usize = 4096;
+
 /// Seconds a refused client is asked to wait.
 pub const RETRY_AFTER_SECS: u64 = 60;
 
@@ -124,7 +128,9 @@ pub async fn serve(
         arrived: Notify::new(),
     });
     let forwarder = tokio::spawn(forward(state.clone(), engine, tls, stop.clone()));
-    let slots = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
+    let slots = Arc::new(Semaphore::new(
+        state.config.max_connections.clamp(1, MAX_CONNECTIONS),
+    ));
     let addr = listener
         .local_addr()
         .map_or_else(|_| "?".into(), |a| a.to_string());

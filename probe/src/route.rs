@@ -17,6 +17,10 @@ use url::Url;
 
 use crate::envelope::Identity;
 
+/// The most routes an upload is tried by: more is a mistake rather than a plan, since each
+/// failing one costs a timeout before the next is tried.
+pub const MAX_ROUTES: usize = 8;
+
 /// One way to the aggregator's upload API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {

@@ -374,3 +374,58 @@ async fn canary_records_which_targets_answer_without_dns_or_aggregator() {
     );
     drop(open);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn relay_and_upload_refuse_unbounded_options_before_doing_anything() {
+    let dir = temp_dir("bounds");
+    let data = dir.join("data").to_string_lossy().into_owned();
+    let base = [
+        "relay",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data,
+        "--aggregator",
+        "http://127.0.0.1:9/",
+    ];
+    // Once a panic in the semaphore: now a clear refusal, for 0 and past the bound.
+    for n in ["0", "4097", "4611686018427387904"] {
+        let mut args = base.to_vec();
+        args.extend(["--max-connections", n]);
+        let out = vantage(&args).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{n}: {err}");
+        assert!(
+            err.contains(&format!("--max-connections {n} is outside 1..=4096")),
+            "{n}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let mut args = base.to_vec();
+    for _ in 0..8 {
+        args.extend(["--aggregator", "http://127.0.0.1:9/"]);
+    }
+    let out = vantage(&args).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("9 --aggregator routes; at most 8"), "{err}");
+    let mut args = vec![
+        "upload",
+        "--aggregator",
+        "http://127.0.0.1:9/",
+        "--data-dir",
+        &data,
+    ];
+    for _ in 0..9 {
+        args.extend(["--route", "http://127.0.0.1:9/"]);
+    }
+    let out = vantage(&args).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("9 --route options; at most 8"), "{err}");
+    assert!(
+        !std::path::Path::new(&data).exists(),
+        "nothing written before the options are checked"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1143,6 +1143,13 @@ fn print_summary(finished: &[Finished], took: Duration, dir: &Path, tagged: &str
 }
 
 pub async fn upload(args: UploadArgs) -> Result<ExitCode> {
+    let most = vantage_probe::route::MAX_ROUTES;
+    if args.routes.len() > most {
+        bail!(
+            "{} --route options; at most {most} (each failing one costs a timeout)",
+            args.routes.len()
+        );
+    }
     let (mut config, tls, _) = args.to.plan()?;
     for spec in &args.routes {
         config.routes.push(

@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use vantage_probe::engine::EngineConfig;
 use vantage_probe::envelope::Identity;
-use vantage_probe::relay::{RelayConfig, serve};
+use vantage_probe::relay::{MAX_CONNECTIONS, RelayConfig, serve};
+use vantage_probe::route::MAX_ROUTES;
 use vantage_probe::upload::{Relayer, Route, UploadConfig};
 
 use super::{DataArgs, STORE_FILE, tls_context};
@@ -49,6 +50,18 @@ pub struct RelayArgs {
 /// Runs the relay until SIGINT or SIGTERM.
 pub async fn relay(args: RelayArgs) -> Result<ExitCode> {
     use tokio::signal::unix::{SignalKind, signal};
+    if args.aggregators.len() > MAX_ROUTES {
+        bail!(
+            "{} --aggregator routes; at most {MAX_ROUTES} (each failing one costs a timeout)",
+            args.aggregators.len()
+        );
+    }
+    if !(1..=MAX_CONNECTIONS).contains(&args.max_connections) {
+        bail!(
+            "--max-connections {} is outside 1..={MAX_CONNECTIONS}",
+            args.max_connections
+        );
+    }
     let routes = args
         .aggregators
         .iter()
@@ -75,7 +88,7 @@ pub async fn relay(args: RelayArgs) -> Result<ExitCode> {
     upload.max_backoff = (every * 10).min(Duration::from_secs(600));
     let mut config = RelayConfig::new(dir.join(STORE_FILE), upload);
     config.max_queue = args.max_queue;
-    config.max_connections = args.max_connections.max(1);
+    config.max_connections = args.max_connections;
     config.max_body_bytes = args.max_body_kib * 1024;
     config.forward_every = every;
     let tls = tls_context(args.ca_file.as_deref())?;

@@ -99,9 +99,6 @@ pub struct RouteSection {
     pub proxy: Option<String>,
 }
 
-/// More routes than this is a mistake rather than a plan: each failing one costs a timeout.
-const MAX_ROUTES: usize = 8;
-
 /// `[dnscheck]`: the DoH and DoT resolvers check (OONI's dnscheck, ts-028), off unless
 /// `enabled`. Each run costs about 20 kB per resolver (docs/dnscheck.md, "Cost").
 #[derive(Debug, Clone, Deserialize)]
@@ -817,6 +814,7 @@ impl Config {
         invalid: &impl Fn(&'static str, String) -> ConfigError,
     ) -> Result<Vec<crate::route::Route>, ConfigError> {
         let routes = &self.upload.routes;
+        use crate::route::MAX_ROUTES;
         if routes.len() > MAX_ROUTES {
             return Err(invalid(
                 "upload.routes",
