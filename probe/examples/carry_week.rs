@@ -12,7 +12,8 @@ use anyhow::{Context, Result, bail};
 use vantage_probe::envelope::{Identity, verify};
 use vantage_probe::store::{NewResult, Store};
 
-/// A week at the daemon's defaults (DESIGN "Probe"; `deploy/vantage.toml`).
+/// A week at the daemon's defaults (`deploy/vantage.toml`: a canary round a minute, a list
+/// run every six hours).
 const CANARY_ROUNDS: i64 = 7 * 24 * 60;
 const LIST_RUNS: i64 = 7 * 4;
 

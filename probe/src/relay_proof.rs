@@ -1,4 +1,4 @@
-//! The relay header: which probe relayed an upload (docs/carry.md, "Relaying").
+//! The relay header: which probe relayed an upload (docs/carry.md, "The relay header").
 //!
 //! A probe that relays results it did not measure (`vantage import`, `vantage relay`) sends
 //! them to `POST /api/v1/measurements` with one extra header,
@@ -14,8 +14,8 @@
 //!
 //! The header only proves WHICH probe relayed the batch, so that nobody can claim to have
 //! relayed what another probe carried, nor pin a relay on a probe that did not. It vouches for
-//! nothing inside the body: each envelope still stands on its own signature (DESIGN "Data
-//! format"), and the relayer signs nothing of theirs. The domain prefix keeps this signature
+//! nothing inside the body: each envelope still stands on its own signature
+//! ([`crate::envelope`]; README, "Upload protocol"), and the relayer signs nothing of theirs. The domain prefix keeps this signature
 //! from ever being taken for a measurement's, which is signed over JSON text.
 //!
 //! Defined here once, in the probe's crate, for the probe that signs and the aggregator that

@@ -536,9 +536,9 @@ impl Store {
     }
 
     /// Queues envelopes another probe signed, read from a carried file, to be uploaded with
-    /// their own signatures (docs/carry.md, "Relaying"), in one transaction (one sync of the
-    /// store for a batch, not one per line). Returns how many were new; one already stored
-    /// changes nothing.
+    /// their own signatures (docs/carry.md, "`vantage import FILE`: relaying"), in one
+    /// transaction (one sync of the store for a batch, not one per line). Returns how many were
+    /// new; one already stored changes nothing.
     pub fn insert_relayed(&mut self, batch: &[Relayed]) -> Result<u64, StoreError> {
         let added = self.insert_relayed_each(batch)?;
         Ok(added.iter().filter(|a| **a).count() as u64)

@@ -1,6 +1,6 @@
 //! `POST /api/v1/measurements`: signed envelopes streamed to the ingest worker within the
 //! server's byte budget, and the `vantage-relay` header of a probe that relays what others
-//! measured (docs/carry.md, "Relaying").
+//! measured (docs/carry.md, "The relay header").
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
