@@ -1,4 +1,4 @@
-//! The connectivity canary (DESIGN "Tests the probe runs").
+//! The connectivity canary (README.md, "Connectivity canary: `vantage canary`").
 //!
 //! A cheap check of whether this network reaches the Internet at all: a DNS question to several
 //! anycast resolvers and root servers, and a TCP connect to well-known anycast addresses, all by

@@ -3,7 +3,7 @@
 //! with the same checks as an upload.
 //!
 //! The file is gzip (RFC 1952) JSONL. Its first line is a manifest, itself a signed envelope
-//! (DESIGN "Data format") whose measurement is a [`Manifest`]: sealed with the probe's
+//! (`envelope.rs`) whose measurement is a [`Manifest`]: sealed with the probe's
 //! [`Identity`] like any result, so [`crate::envelope::verify`] checks it. The envelope lines
 //! follow exactly as the probe stored them; the manifest holds their SHA-256, so a carrier who
 //! drops, adds or changes a line is seen, while every line still stands on its own signature.

@@ -1,4 +1,5 @@
-//! The signed envelope (DESIGN "Data format"): one JSONL line per measurement,
+//! The signed envelope (docs/architecture.md, "What probe and aggregator agree on"): one JSONL
+//! line per measurement,
 //!
 //! ```text
 //! {"v":1,"key":"<base64 Ed25519 public key>","sig":"<base64 signature>","measurement":{...}}

@@ -2,7 +2,7 @@
 //! step, OONI's data format, and the `web_connectivity` test.
 //!
 //! The aggregator uses this library too, as its control vantage point, in the same way OONI's
-//! test helper uses OONI's engine (DESIGN "Shape of the repository").
+//! test helper uses OONI's engine (docs/architecture.md, "What probe and aggregator agree on").
 
 #![warn(missing_docs)]
 

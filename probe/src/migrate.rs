@@ -1,8 +1,8 @@
 //! Numbered SQLite migrations keyed on `PRAGMA user_version`, for every SQLite file Vantage
 //! keeps: the probe's local store ([`crate::store`]) and the aggregator's database both open
-//! their files here, so both get the same guarantees (DESIGN "Probe" and "Aggregator",
-//! storage): each step in its own transaction, run once even when several processes open a
-//! new file at the same moment, and a file from a newer version refused rather than misread.
+//! their files here, so both get the same guarantees: each step in its own transaction, run once
+//! even when several processes open a new file at the same moment, and a file from a newer
+//! version refused rather than misread.
 //!
 //! Migration `n` (0-based) moves a file from version `n` to `n + 1`; a list only ever grows at
 //! its end, since a file's version is the count of steps it has seen.

@@ -3,7 +3,7 @@
 //!
 //! WAL with `synchronous=FULL`: a result is written in one transaction, with its outbox row,
 //! before the probe reports it, so a kill (or power cut) at any moment loses no completed
-//! measurement (DESIGN "Probe"). Schema changes are numbered migrations keyed on
+//! measurement (README.md, "Measuring a list"). Schema changes are numbered migrations keyed on
 //! `PRAGMA user_version` ([`crate::migrate`]).
 //!
 //! Nothing here deletes a result. The outbox row of each result says where its upload stands:

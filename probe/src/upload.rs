@@ -1,4 +1,4 @@
-//! Uploading the outbox to the aggregator (DESIGN "Aggregator", ingest).
+//! Uploading the outbox to the aggregator (README.md, "Upload protocol").
 //!
 //! `POST {aggregator}/api/v1/measurements` with a body of signed envelope lines (JSONL). The
 //! aggregator answers 200 with one outcome per line ([`crate::wire::IngestAnswer`], the type
@@ -144,8 +144,9 @@ enum Attempt {
 }
 
 /// What a rejection reason means for the result it is about. The reasons are the aggregator's
-/// (DESIGN "Aggregator", ingest: "bad signature", "unknown or revoked key", "malformed", "too
-/// large", "time in the future", and the limits an aggregator on the Internet adds).
+/// (README.md, "Upload protocol" and the route `POST /api/v1/measurements`: "bad signature",
+/// "unknown key", "revoked key", "malformed", "too large", "time in the future", and the
+/// limits an aggregator on the Internet adds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
     /// About the bytes themselves ("bad signature", "malformed: ..."): sending the same bytes
@@ -545,7 +546,7 @@ fn read_answer(
 
 /// Sends a signed "I am alive" (`POST /api/v1/heartbeat`): an envelope of a minimal OONI-format
 /// measurement with `test_name: heartbeat`, so the aggregator can tell a network that went dark
-/// from a probe that was switched off (DESIGN "Tests the probe runs").
+/// from a probe that was switched off (README.md, "Unattended: `vantage daemon`").
 pub async fn heartbeat(
     identity: &crate::envelope::Identity,
     config: &UploadConfig,

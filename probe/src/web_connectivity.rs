@@ -6,7 +6,8 @@
 //! host as SNI; GET over the first connection that worked; then follow redirects one by one
 //! (ts-017 E002), each hop with its own DNS, connect and handshake, tagged `depth=N`.
 //!
-//! Scoring against a control is not done here: the aggregator scores (DESIGN "Scoring"). With no
+//! Scoring against a control is not done here: the aggregator scores (docs/architecture.md, "What
+//! probe and aggregator agree on"). With no
 //! test helper configured, `control` is `null` and `control_failure` says so. When the helper
 //! refused or failed (`th::call`), `control_failure` says why; when it answered but measured
 //! nothing of the site (`th::unusable`), its answer is kept in `control` and `control_failure`

@@ -1,7 +1,7 @@
 //! What crosses the wire between the probe and the aggregator, defined once for both: the
 //! aggregator builds its answers with these types and the probe reads them with the same ones,
-//! so the two cannot drift apart (DESIGN "Aggregator": ingest, geolocation; DESIGN "Tests the
-//! probe runs" for the throughput server).
+//! so the two cannot drift apart (README.md: "Upload protocol", the aggregator's routes, and
+//! "Throttling" for the throughput server).
 //!
 //! The JSON is the one both sides have always spoken: field names, field order and the
 //! omission of absent fields are part of the contract, and the tests at the bottom hold the
@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ooni::{Asn, CountryCode};
 
-/// The answer to `POST /api/v1/measurements` (DESIGN "Aggregator", ingest): one outcome per
+/// The answer to `POST /api/v1/measurements` (README.md, "Upload protocol"): one outcome per
 /// line read, in line order, and why the request stopped early when it did.
 ///
 /// ```text
@@ -40,8 +40,8 @@ pub struct IngestAnswer {
     pub incomplete: Option<String>,
 }
 
-/// What the aggregator did with one line of an upload (DESIGN "Aggregator", ingest: "accepted,
-/// duplicate, or rejected with a reason").
+/// What the aggregator did with one line of an upload (README.md, "Upload protocol"): accepted,
+/// duplicate, or rejected with a reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct LineOutcome {
@@ -131,7 +131,7 @@ impl fmt::Display for Status {
     }
 }
 
-/// What `GET /api/v1/whoami` answers (DESIGN "Aggregator", geolocation): the caller's network
+/// What `GET /api/v1/whoami` answers (README.md, the aggregator's routes): the caller's network
 /// and country, which the aggregator looks up from the connection's address and then forgets.
 /// `AS0` and `ZZ` when it does not know.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,8 +146,7 @@ pub struct WhoAmI {
 }
 
 /// What `GET /api/v1/throughput` answers: the throughput server's port (on the aggregator's
-/// host) and the certificate the probe pins for the throttling test (DESIGN "Tests the probe
-/// runs").
+/// host) and the certificate the probe pins for the throttling test (README.md, "Throttling").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct ServerInfo {

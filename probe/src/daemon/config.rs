@@ -319,9 +319,11 @@ impl Default for ListsSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScheduleSection {
-    /// Canary rounds. DESIGN: "every minute in the daemon".
+    /// Canary rounds, every minute by default (README.md, "Unattended: `vantage daemon`"), so a
+    /// shutdown's start and end are known to the minute.
     pub canary_seconds: u64,
-    /// Heartbeats. DESIGN: "every minute when online"; the aggregator's shutdown detector
+    /// Heartbeats, every minute by default while online (README.md, the same table); the
+    /// aggregator's shutdown detector
     /// counts a probe as silent after two and a half of these.
     pub heartbeat_seconds: u64,
     /// List runs; 0 switches them off (canaries and heartbeats only).

@@ -1,4 +1,4 @@
-//! `vantage daemon`: the unattended probe (DESIGN "Probe"; issue 7).
+//! `vantage daemon`: the unattended probe (README.md, "Unattended: `vantage daemon`").
 //!
 //! Nine tasks share one signing key and one local store, each with its own connection to it
 //! (SQLite in WAL mode serialises their short writes):

@@ -1,5 +1,6 @@
 //! The measurement engine: every network step observed on its own, with its own deadline and
-//! timestamps relative to the start of the measurement (DESIGN "Measurement engine").
+//! timestamps relative to the start of the measurement (README.md, "Looking at one site:
+//! `vantage measure`").
 //!
 //! Nothing here is inferred from a library's combined error: DNS messages are built and read with
 //! hickory-proto over our own sockets, TCP connects are ours, TLS runs over our TCP stream, and

@@ -396,7 +396,7 @@ pub struct HttpResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub x_title: Option<String>,
     /// How the response arrived over time, a Vantage extension: the passive throttling
-    /// signal (issue 8).
+    /// signal (README.md, "Throttling").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub x_transfer: Option<Transfer>,
     /// Other fields, kept as they came.

@@ -253,8 +253,9 @@ pub struct ControlHttpRequest {
     pub headers: Option<BTreeMap<String, String>>,
     /// Status, `-1` on failure.
     pub status_code: i64,
-    /// How the helper's own download arrived (a Vantage extension, `x_` as DESIGN asks): the
-    /// uncensored speed of the same page, to compare the probe's with.
+    /// How the helper's own download arrived (a Vantage extension, hence `x_`:
+    /// docs/architecture.md, "What probe and aggregator agree on"): the uncensored speed of the
+    /// same page, to compare the probe's with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub x_transfer: Option<super::Transfer>,
 }

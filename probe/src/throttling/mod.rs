@@ -1,7 +1,7 @@
 //! The `throttling` test: the same payload downloaded from the aggregator's throughput server
 //! with a target's SNI and with a control SNI, interleaved and repeated, with goodput recorded
-//! over time for each download (the method of "Throttling Twitter", IMC 2021; research notes
-//! section 9, and DESIGN "Tests the probe runs").
+//! over time for each download (the method of "Throttling Twitter", Xue et al., IMC 2021;
+//! README.md, "Throttling").
 //!
 //! A reachability test sees a throttled site load, eventually, and calls it accessible. Here
 //! the only difference between two downloads is the name in the ClientHello, so a device that
@@ -63,7 +63,8 @@ pub struct Settings {
     pub repetitions: u32,
     /// A download stops after this long, complete or not.
     pub max_download: Duration,
-    /// Most bytes one run may download (issue 8: "default at most 2 MB").
+    /// Most bytes one run may download: 2 MB by default, so a volunteer on a metered link pays
+    /// little for it (README.md, "Throttling").
     pub budget_bytes: u64,
     /// Scoring thresholds.
     pub rules: Rules,

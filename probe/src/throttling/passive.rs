@@ -1,5 +1,6 @@
 //! The passive throttling signal: how fast web_connectivity's final page arrived at the probe,
-//! against how fast the same page arrived at the test helper (issue 8, items 1 and 3).
+//! against how fast the same page arrived at the test helper (README.md, "Throttling", the
+//! passive signal).
 //!
 //! OONI records only that a throttled page loaded; its speed samples were left to a pipeline
 //! that does not exist (ooni/probe#1680). Every web_connectivity response here carries
@@ -21,7 +22,7 @@ use crate::ooni::{Transfer, WebConnectivityMeasurement};
 #[serde(default, deny_unknown_fields)]
 pub struct PassiveRules {
     /// The probe's rate is "far below the control's" under this fraction of it: the same
-    /// default as the active test's ratio (issue 8: 0.3).
+    /// default as the active test's ratio, 0.3.
     pub ratio: f64,
     /// Smaller bodies arrive within TCP's first round trips, so their "rate" measures latency,
     /// not a ceiling. 32 KiB takes 1.7 s at Twitter's 2021 ceiling of 150 kbit/s.

@@ -1,7 +1,7 @@
 //! Scoring a throttling measurement: is a target's goodput held at a flat ceiling far below the
 //! control's, repetition after repetition?
 //!
-//! The method is that of "Throttling Twitter" (Xue et al., IMC 2021; research notes section 9):
+//! The method is that of "Throttling Twitter" (Xue et al., IMC 2021):
 //! the same payload is downloaded from a server we control once with the target's SNI and once
 //! with a control SNI. A policer keyed on the SNI holds the target to a near-constant rate (about
 //! 130-150 kbit/s in Russia, 2021) while the control fills the link. Three properties together
@@ -25,8 +25,9 @@ use super::Download;
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Rules {
-    /// A target slower than this fraction of the control is suspect. Issue 8: "configurable
-    /// ratio, default 0.3"; Twitter's 150 kbit/s against a multi-megabit control is far below.
+    /// A target slower than this fraction of the control is suspect: 0.3 by default, `--ratio`
+    /// (README.md, "Throttling"); Twitter's 150 kbit/s against a multi-megabit control is far
+    /// below.
     pub ratio: f64,
     /// Largest coefficient of variation of the windowed rates for a flat ceiling. A shaper or a
     /// policer gives well under 0.2 over half-second windows; congestion and Wi-Fi swing more.

@@ -1,6 +1,7 @@
 //! Verdicts: is a measured URL blocked, how, and how sure are we?
 //!
-//! Scoring is authoritative on the aggregator (DESIGN "Scoring"); the probe uses the same code
+//! Scoring is authoritative on the aggregator (docs/architecture.md, "What probe and aggregator
+//! agree on"); the probe uses the same code
 //! only to show a volunteer what it saw. Rules are data ([`rules`]), fingerprints are data
 //! ([`fingerprints`]), and every verdict names the rule set version that produced it.
 
@@ -71,7 +72,7 @@ pub struct Verdict {
     pub input_verdict: InputVerdict,
     /// How fast the final page arrived at the probe and at the helper, when its body was large
     /// enough to tell: the passive throttling signal, judged against the target's baseline by
-    /// the aggregator (issue 8).
+    /// the aggregator (README.md, "Throttling").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub goodput: Option<Goodput>,
 }
