@@ -1,4 +1,5 @@
-//! Query benchmark (BENCHMARKS.md, issue 5 (b)): search latency with millions of stored
+//! Query benchmark (BENCHMARKS.md, "Aggregator queries with 10 million stored measurements"):
+//! search latency with millions of stored
 //! measurements.
 //!
 //! `fill STORE COUNT FIXTURE_DIR` (STORE: a file, `sqlite:FILE` or `clickhouse://HOST:PORT/DB`)

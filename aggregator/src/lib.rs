@@ -2,7 +2,8 @@
 //! the shutdown and blocking timeline, and the researcher API.
 //!
 //! It builds on the probe library: its test helper measures with the probe's engine, as OONI's
-//! helper uses OONI's engine, and it scores with the probe library's rules (DESIGN "Aggregator").
+//! helper uses OONI's engine, and it scores with the probe library's rules (docs/architecture.md,
+//! "What probe and aggregator agree on").
 
 #![warn(missing_docs)]
 

@@ -8,7 +8,7 @@
 //! yet, which is told to close; only when every connection is busy with a request is the new one
 //! refused. So sockets opened and left silent, from however many sources, cannot lock out a
 //! client that asks for something at once. Counts live in memory for as long as a connection is
-//! open; no address is logged or kept (DESIGN "Privacy and safety").
+//! open; no address is logged or kept (SECURITY.md, "What we protect").
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv6Addr};

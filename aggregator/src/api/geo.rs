@@ -1,5 +1,6 @@
 //! Geolocation for whoami: the caller's address is looked up, answered as `AS<n>` and a
-//! country, and dropped (DESIGN "Aggregator": no table or log holds a client IP).
+//! country, and dropped: no table or log holds a client IP (SECURITY.md, "A measurement cannot
+//! carry a volunteer's address into the public record").
 //!
 //! Two sources, as operators have them:
 //! - MaxMind DB files (`--geoip`, repeatable): an ASN database (GeoLite2-ASN, DB-IP ASN Lite:

@@ -75,7 +75,7 @@ pub struct SignalsAnswer {
     pub bins: Vec<SignalBin>,
 }
 
-/// `GET /api/v1/timeline` as JSON (DESIGN "Events").
+/// `GET /api/v1/timeline` as JSON (README.md, "Timeline: shutdowns, blocking and throttling").
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TimelineAnswer {
     /// The country asked for; `null` for every country.

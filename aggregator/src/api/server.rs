@@ -864,7 +864,7 @@ async fn by_id(State(state): State<AppState>, Path(id): Path<String>) -> Respons
     }
 }
 
-/// The web page: one file, no external resources, so it works offline (issue 6, step 5).
+/// The web page: one file, no external resources, so it works offline (README.md, "Timeline").
 pub const INDEX_HTML: &str = include_str!("../web/index.html");
 
 /// The timeline web page: one self-contained HTML file that works offline.
@@ -941,7 +941,7 @@ impl TimelineParams {
 }
 
 /// Shutdown, blocking and throttling events with the ids of their evidence, as JSON or CSV
-/// (DESIGN "Events").
+/// (README.md, "Timeline: shutdowns, blocking and throttling").
 #[utoipa::path(get, path = "/api/v1/timeline", tag = "research",
     params(TimelineParams),
     responses(

@@ -1,7 +1,7 @@
 //! The throughput server for the probe's `throttling` test (`serve --throughput-listen ADDR`).
 //!
 //! A probe downloads the same payload from here twice, once with a target's SNI and once with a
-//! control SNI (IMC 2021, "Throttling Twitter"; DESIGN "Tests the probe runs"). The server must
+//! control SNI (IMC 2021, "Throttling Twitter"; README.md, "Throttling"). The server must
 //! therefore answer whatever name is asked for with its one certificate; probes pin that
 //! certificate (its SHA-256, published by `GET /api/v1/throughput`) instead of checking names.
 //!

@@ -1,4 +1,4 @@
-//! Blocking detection from web_connectivity verdicts (DESIGN "Events"; issue 6, step 3), and
+//! Blocking detection from web_connectivity verdicts (README.md, "Timeline"), and
 //! from the verdicts of OONI's service tests (`vantage_probe::verdict::services`), whose target
 //! is the service (`whatsapp`, `telegram`, `tor`, ...) or their input's host: a run of
 //! anomalous WhatsApp measurements in one network is an event "whatsapp blocked" on its layer,
@@ -31,7 +31,8 @@ pub use crate::store::model::Layer;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BlockingConfig {
-    /// Width of the ratio's bins. A list runs every few hours per probe (DESIGN "Probe"), so a
+    /// Width of the ratio's bins. A list runs every few hours per probe (6 h in the daemon by
+    /// default, README.md "Unattended: `vantage daemon`"), so a
     /// target sees a handful of measurements an hour per network: hours, not five minutes.
     pub bin_seconds: i64,
     /// The ratio is pooled over this many bins ending at each bin, so that sparse targets

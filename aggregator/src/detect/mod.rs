@@ -1,5 +1,5 @@
 //! The timeline: events built by the detectors from the signals, stored, and served
-//! (DESIGN "Events"; issue 6, steps 3 and 4).
+//! (README.md, "Timeline: shutdowns, blocking and throttling").
 //!
 //! Detection runs per country over a lookback window ([`DetectConfig::lookback_hours`]): the
 //! shutdown detector (`outage.rs`) per network, then networks that went dark together are

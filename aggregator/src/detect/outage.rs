@@ -1,4 +1,5 @@
-//! Shutdown detection from probe contact (DESIGN "Events"; issue 6, step 3).
+//! Shutdown detection from probe contact (README.md, "Timeline: shutdowns, blocking and
+//! throttling").
 //!
 //! A probe shows it is connected whenever it reaches us: a heartbeat, or a canary round in
 //! which most targets answered (recorded even when it cannot upload). It shows it is cut off when a
@@ -40,8 +41,9 @@ pub use crate::store::model::{Contact, ProbeContacts};
 #[serde(default, deny_unknown_fields)]
 pub struct OutageConfig {
     /// A probe silent this long after its last contact counts as disconnected while the
-    /// silence lasts. 150 s is two and a half heartbeat intervals (heartbeats every 60 s,
-    /// DESIGN "Tests the probe runs"): two lost heartbeats in a row, not one.
+    /// silence lasts. 150 s is two and a half heartbeat intervals (the daemon's default is one
+    /// every 60 s, README.md "Unattended: `vantage daemon`"): two lost heartbeats in a row, not
+    /// one.
     pub silence_seconds: i64,
     /// A gap that closed sooner than this is dropped: Disco ignores disconnections followed by
     /// a reconnection within 300 s (`discoProbesWindow = 300`, `shutdown-detection.md` §3).
@@ -127,7 +129,7 @@ const NOISY_BIN_SECONDS: i64 = 8 * 3600;
 /// Where each probe key showed connectivity, in every network loaded: so that a probe silent
 /// in one network but heard from in another is seen to have moved rather than gone dark.
 ///
-/// A key is one probe (DESIGN "Probe identity"), and it cannot be in two places at once: an up
+/// A key is one probe (docs/detection.md), and it cannot be in two places at once: an up
 /// contact elsewhere during its silence means it reached us from there. Only up contacts
 /// count (a failed canary recorded offline says where the probe believed it was, not that it
 /// was connected), and only those the caller admitted for their network, so a key claiming a

@@ -1,6 +1,6 @@
-//! The signals per network in 5-minute bins (DESIGN "Signals"): probes heard from, heartbeats,
-//! canary success, and web_connectivity anomalies by layer, computed from the rows the store
-//! keeps per probe key and bin (`store::model::ProbeBin`).
+//! The signals per network in 5-minute bins (README.md, `GET /api/v1/signals`): probes heard
+//! from, heartbeats, canary success, and web_connectivity anomalies by layer, computed from the
+//! rows the store keeps per probe key and bin (`store::model::ProbeBin`).
 //!
 //! A network's signal is read as a vote of its probes: one key counts at most once per bin as
 //! heard from or online, and gives at most one vote to the bin's canary success and to each

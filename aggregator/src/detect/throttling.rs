@@ -1,5 +1,5 @@
 //! The throttling detector: a target held to a flat low ceiling in one network, measurement
-//! after measurement (issue 8; the verdicts come from `ingest::apply_throttling`).
+//! after measurement (README.md, "Throttling"; the verdicts come from `ingest::apply_throttling`).
 //!
 //! One throttling measurement already compares the target with a control several times over,
 //! so a single throttled verdict is strong evidence. The detector still asks for
@@ -39,7 +39,7 @@ pub use crate::store::model::{RateSample, ThrottlingObservation as Observation};
 use crate::store::{DbError, Storage};
 
 /// A probe's verdicts of one target within this long are one vote. The daemon tests every few
-/// hours (DESIGN "Tests the probe runs"), so an honest probe casts one anyway.
+/// hours (README.md, "Unattended: `vantage daemon`"), so an honest probe casts one anyway.
 pub const VOTE_SECONDS: i64 = 3600;
 
 /// Thresholds of the throttling detector.

@@ -1,4 +1,4 @@
-//! One-time enrolment tokens for `serve --require-enrolment` (DESIGN "Aggregator", probe keys).
+//! One-time enrolment tokens for `serve --require-enrolment` (README.md, "Upload protocol").
 //!
 //! Trust on first use suits an open network of volunteers; an operator who knows its probes can
 //! instead hand each one a token. `vantage-aggregator keys token` makes tokens and stores only

@@ -11,7 +11,7 @@
 //! - [`Turns`]: uploads doing processor work (signatures, verdicts) at once, as many as there
 //!   are cores, so that searches and the store keep a share of the machine under any upload.
 //!
-//! Counters live in memory only: they hold keys (pseudonymous, DESIGN "Privacy and safety"),
+//! Counters live in memory only: they hold keys (pseudonymous, SECURITY.md "What we protect"),
 //! never an address, and a restart forgets them.
 
 use std::collections::HashMap;

@@ -1,4 +1,5 @@
-//! Ingest of signed measurements (DESIGN "Aggregator", Ingest).
+//! Ingest of signed measurements (README.md, "Upload protocol" and the route
+//! `POST /api/v1/measurements`).
 //!
 //! Each line of a JSONL body gets one outcome: `accepted`, `duplicate`, or `rejected` with a
 //! reason. The signature is checked on the line's raw bytes before the measurement is parsed at
@@ -92,7 +93,7 @@ impl IngestConfig {
 
 /// Where an upload or heartbeat came from, as far as the aggregator can tell. The connecting
 /// address is looked up in the geolocation source (`--geoip`, `--prefixes`) and dropped; only
-/// the network it belongs to travels on from here (DESIGN "Privacy and safety").
+/// the network it belongs to travels on from here (SECURITY.md, "What we protect").
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Origin {
     /// (country, ASN) of the connecting address; `None` when the aggregator has no
@@ -235,7 +236,8 @@ fn check_head(
     probe_ip: Option<&str>,
     latest: SystemTime,
 ) -> Result<(), String> {
-    // DESIGN "Data format": `probe_ip` is always 127.0.0.1; the probe scrubs its address. A
+    // `probe_ip` is always 127.0.0.1 (docs/architecture.md, "What probe and aggregator agree
+    // on"); the probe scrubs its address. A
     // measurement carrying another one would be stored and republished by the API, so it is
     // refused rather than kept.
     if let Some(ip) = probe_ip
@@ -719,12 +721,12 @@ pub fn apply_verdict(row: &mut Row, m: &WebConnectivityMeasurement, fingerprints
 /// The rule set that scored a throttling measurement, stored with its verdict.
 pub const THROTTLING_RULES: &str = "vantage-throttling-1";
 
-/// Scores a throttling measurement again, here, from its downloads (DESIGN: scoring happens in
-/// the aggregator; the probe's own verdict is for display), with the probe library's rules
-/// (`vantage_probe::throttling::score`). Its input is a bare host name, which is also its
-/// domain. A measurement whose downloads cannot be read is kept unscored; one whose downloads
-/// are more or longer than the test makes is refused (`Err` with the reason), since its rates
-/// would feed throttling events.
+/// Scores a throttling measurement again, here, from its downloads (scoring happens in the
+/// aggregator; the probe's own verdict is for display: docs/architecture.md), with the probe
+/// library's rules (`vantage_probe::throttling::score`). Its input is a bare host name, which is
+/// also its domain. A measurement whose downloads cannot be read is kept unscored; one whose
+/// downloads are more or longer than the test makes is refused (`Err` with the reason), since its
+/// rates would feed throttling events.
 pub fn apply_throttling(row: &mut Row, measurement: &str) -> Result<(), String> {
     #[derive(serde::Deserialize)]
     struct Keys {

@@ -1,4 +1,4 @@
-//! Scoring of the probe's `quic` test on arrival (`docs/quic.md`; DESIGN "Scoring": the
+//! Scoring of the probe's `quic` test on arrival (`docs/quic.md`, "In the aggregator": the
 //! aggregator scores, the probe's own verdict is for display).
 //!
 //! The verdict is made again from the recorded handshakes with the probe library's rules

@@ -1,6 +1,7 @@
-//! The data every store keeps and every layer above reads: times and bins, the signals' rows,
-//! the verified contacts, the detectors' inputs and the events they make (DESIGN "Signals",
-//! "Events"). Plain types and the few rules that define them; no storage and no detection.
+//! The data every store keeps and every layer above reads: times and bins, the signals' rows, the
+//! verified contacts, the detectors' inputs and the events they make (README.md, the route
+//! `GET /api/v1/signals` and "Timeline: shutdowns, blocking and throttling"). Plain types and
+//! the few rules that define them; no storage and no detection.
 
 use std::collections::HashMap;
 
@@ -305,7 +306,7 @@ pub enum Kind {
     Shutdown,
     /// Targets blocked.
     Blocking,
-    /// Targets slowed down (issue 8).
+    /// Targets slowed down (README.md, "Throttling").
     Throttling,
 }
 
@@ -320,9 +321,10 @@ impl Kind {
     }
 }
 
-/// How far an event reached. DESIGN lists `full | partial | service`; the issue asks to tell
-/// regional shutdowns (several networks of a country) from single-network ones, so `partial`
-/// is split into `regional` and `network`.
+/// How far an event reached (README.md, "Timeline"). A shutdown of several networks of a
+/// country (`regional`) and one of a single network (`network`) are told apart rather than
+/// both called `partial`: a region cut off and one ISP's customers cut off are different
+/// events, and a researcher needs to see which it was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
@@ -348,7 +350,7 @@ pub struct Entity {
     pub asns: Vec<String>,
 }
 
-/// One event of the timeline (DESIGN "Events").
+/// One event of the timeline (README.md, "Timeline: shutdowns, blocking and throttling").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     /// Stable id (16 hex digits).

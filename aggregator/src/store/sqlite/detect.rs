@@ -1,5 +1,5 @@
 //! SQLite's side of detection: what the detectors read (contacts per probe and bin, verdicts,
-//! failed canaries, rate samples) and the stored events (DESIGN "Events").
+//! failed canaries, rate samples) and the stored events (README.md, "Timeline").
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,6 @@
 //! SQLite's signals: every stored measurement and heartbeat is added, in the transaction that
 //! stores it, to its probe key's row of its 5-minute bin (`signal_probes`), which is what the
-//! signals API and the shutdown detector read (DESIGN "Signals").
+//! signals API and the shutdown detector read (README.md, `GET /api/v1/signals`).
 //!
 //! Bins are keyed by when a measurement was *made*, not when it arrived, so a probe's offline
 //! backlog, uploaded after a shutdown, lands in the bins of the shutdown itself. Counters
