@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Benchmark of `vantage daemon` (issue 7), release build, everything on loopback, with the real
-# release aggregator (its test helper measures every URL as the control):
+# Benchmark of `vantage daemon` (BENCHMARKS.md), release build, everything on loopback, with the
+# real release aggregator (its test helper measures every URL as the control):
 #   1. idle RSS: default schedule (canary every 60 s, heartbeat every 60 s), list runs off,
 #      after IDLE_SECS (default 60) of running;
 #   2. peak RSS (VmHWM) over a 1,000-URL list run (plus the 26 URLs of the built-in global list,

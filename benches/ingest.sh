@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Ingest benchmark (issue 5, BENCHMARKS.md). Usage: bash benches/ingest.sh [COUNT]
+# Ingest benchmark (BENCHMARKS.md, "Aggregator ingest: pre-signed measurements over HTTP").
+# Usage: bash benches/ingest.sh [COUNT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT="${1:-50000}"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Query benchmark (issue 5 (b), BENCHMARKS.md): search latency over HTTP with millions of
-# stored measurements. Usage: bash benches/query.sh [COUNT] [DB]
+# Query benchmark (BENCHMARKS.md, "Aggregator queries with 10 million stored measurements"):
+# search latency over HTTP with millions of stored measurements.
+# Usage: bash benches/query.sh [COUNT] [DB]
 # The database is filled once (through the aggregator's own ingest and compaction) and reused;
 # 10 million measurements take about 40 GB and half an hour on a 2-core machine.
 set -euo pipefail

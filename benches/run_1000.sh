@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Benchmark of `vantage run` (issue 4): 1,000 loopback URLs, 10% of which accept the connection
-# and never answer, so they run into the HTTP timeout. Reports wall time, CPU time and peak RSS
-# at the default concurrency, and the bound the wall time is judged against:
+# Benchmark of `vantage run` (BENCHMARKS.md): 1,000 loopback URLs, 10% of which accept the
+# connection and never answer, so they run into the HTTP timeout. Reports wall time, CPU time and
+# peak RSS at the default concurrency, and the bound the wall time is judged against:
 #   stalled / concurrency x timeout + the time the other URLs take.
 # Usage: bash benches/run_1000.sh [TIMEOUT_SECS]   (default 10, vantage's default)
 set -euo pipefail

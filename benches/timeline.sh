@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Timeline detection quality (issues 6 and 8, BENCHMARKS.md): simulated fleets through shutdowns,
-# blocking and throttling drawn from outages with the statistics of IODA's investigated outages
-# (tests/data/datasets/generated-outages.csv; `--outages FILE` reads IODA's own list), fed signed
-# to the aggregator's own ingest, and the detected events scored against the truth. Exits non-zero
-# when a target is missed.
+# Timeline detection quality (BENCHMARKS.md, "Timeline detection quality: simulated fleets"):
+# simulated fleets through shutdowns, blocking and throttling drawn from outages with the
+# statistics of IODA's investigated outages (tests/data/datasets/generated-outages.csv;
+# `--outages FILE` reads IODA's own list), fed signed to the aggregator's own ingest, and the
+# detected events scored against the truth. Exits non-zero when a target is missed.
 # Usage: bash benches/timeline.sh [vantage-eval options]   (e.g. --flaps-per-day 6)
 # The default plan (120 shutdowns, 40 blocks, 8 quiet weeks, 40 throttles) takes about 30 minutes on 2 cores.
 # The aggregator checks the probes' network claims, as `serve --prefixes` does; --no-verification

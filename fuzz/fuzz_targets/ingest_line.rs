@@ -6,8 +6,8 @@
 //!
 //! Invariants: never a panic or a database error; exactly one outcome per non-empty line (up to
 //! `IngestConfig::max_lines`), in line order; an accepted or duplicate line has an id and no reason, a rejected one a reason;
-//! and a line accepted once is never accepted again (uploads are idempotent, DESIGN "Data
-//! format").
+//! and a line accepted once is never accepted again (uploads are idempotent on the id:
+//! README.md, "Upload protocol").
 
 #![no_main]
 

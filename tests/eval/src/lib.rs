@@ -1,4 +1,5 @@
-//! Evaluation harness for Vantage's timeline (issue 6, step 6): simulated fleets
+//! Evaluation harness for Vantage's timeline (BENCHMARKS.md, "Timeline detection quality"):
+//! simulated fleets
 //! ([`sim`]), ground truth drawn from IODA's investigated outages ([`truth`]), scenarios and
 //! scores ([`score`]).
 

@@ -426,7 +426,8 @@ impl Report {
         }
     }
 
-    /// The figures, as Markdown, with PASS or FAIL against issue 6's targets.
+    /// The figures, as Markdown, with PASS or FAIL against each measure's target (the table's
+    /// `target` column, which BENCHMARKS.md, "Timeline detection quality", reports).
     pub fn markdown(&self) -> String {
         let ratio = |a: usize, b: usize| {
             if b == 0 {
@@ -606,7 +607,7 @@ impl Report {
         out
     }
 
-    /// Whether every target of issue 6 is met.
+    /// Whether every target of [`Self::markdown`]'s table is met.
     pub fn passes(&self) -> bool {
         !self.markdown().contains("FAIL")
     }
