@@ -11,7 +11,8 @@
 //! - Throttling: `htb` with a `u32` source-address filter on the links towards the probes; and
 //!   for the throughput server a policer, `CONNMARK` on the ClientHello's SNI then `hashlimit`
 //!   in bytes per second, because this kernel has neither the `fw` classifier nor `netem`
-//!   (DESIGN "Testing").
+//!   (checked on the lab's kernel: `CONFIG_NET_ACT_POLICE`, `CONFIG_NET_CLS_FW` and
+//!   `CONFIG_NET_SCH_NETEM` are not set).
 
 use crate::scenario::{SITES, SNI_POLICE_KBPS, Site, THROTTLED_SNI, Technique};
 use crate::topology::{self, AGGREGATOR, ISP_PROXY, NET_RESOLVER, ROUTER};

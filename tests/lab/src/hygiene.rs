@@ -52,7 +52,7 @@ pub fn same_size_filter_page(domain: &str) -> String {
 /// The router's policer for one address: packets from `addr` beyond `kbps` are dropped, per
 /// (source, destination) pair so that each probe has its own bucket. hashlimit counts bytes of
 /// whole IP packets and its unit `b/s` is bytes (iptables-extensions(8)); the kernel has no tc
-/// `police` action here (DESIGN "Testing"). The burst is one second at the rate, the least
+/// `police` action here (`CONFIG_NET_ACT_POLICE` is not set). The burst is one second at the rate, the least
 /// hashlimit accepts: a small one keeps TCP close to the rate instead of a large first gulp.
 pub fn police_rule(addr: &str, kbps: u32) -> Vec<String> {
     let bytes_per_sec = u64::from(kbps) * 1000 / 8;

@@ -169,8 +169,8 @@ pub async fn slow_dns(listen: SocketAddr, upstream: SocketAddr, delay: Duration)
 
 /// The DNS injector: watches UDP queries to `resolver` on a raw socket and, for a name with
 /// [`Technique::DnsInjected`], sends the client a forged answer from the resolver's address
-/// at once, ahead of the resolver's own, as the Great Firewall does (research/ooni.md: OONI
-/// detects it by the duplicate answers).
+/// at once, ahead of the resolver's own, as the Great Firewall does (OONI's
+/// web_connectivity keeps the late answers in `x_dns_duplicate_responses`, spec ts-017).
 pub fn inject(resolver: Ipv4Addr) -> Result<()> {
     let table: Vec<(String, Behaviour)> = SITES
         .iter()
