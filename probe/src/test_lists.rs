@@ -1,4 +1,4 @@
-//! Test lists in the Citizen Lab CSV format (`citizenlab/test-lists`; `research/ooni.md` 6):
+//! Test lists in the Citizen Lab CSV format (`citizenlab/test-lists`, its `lists/*.csv`):
 //! `url,category_code,category_description,date_added,source,notes`.
 //!
 //! The header must be exactly that, so a file of another kind is refused rather than half-read.

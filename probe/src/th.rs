@@ -1,5 +1,5 @@
-//! The control vantage point: OONI's test helper protocol (`research/ooni.md` 3.2;
-//! `ooni/probe-cli` `internal/oohelperd/`), both ends.
+//! The control vantage point: OONI's test helper protocol (`ooni/probe-cli`
+//! `internal/oohelperd/`; the request and answer shapes of ts-017's "control"), both ends.
 //!
 //! [`answer`] is the helper: given a `THRequest` it measures the URL from here with the same
 //! engine the probe uses and answers with a `THResponse`. [`call`] is the probe's client. A

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 pub use dns::{Lookup, Resolver};
 pub use tls::{TlsContext, TlsSetupError};
 
-/// Deadline of each step. Defaults are OONI's v0.5 values (`research/ooni.md` 3.1): 4 s per DNS
+/// Deadline of each step. Defaults are OONI's web_connectivity v0.5 values (`ooni/probe-cli`): 4 s per DNS
 /// lookup, 10 s each for TCP connect, TLS handshake and HTTP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {

@@ -147,7 +147,8 @@ pub struct ControlRequest {
 }
 
 /// OONI's `THResponse`. Failure strings here use the helper's legacy vocabulary
-/// (`dns_name_error`, `dns_server_failure`, `dns_lookup_error`, ...; `research/ooni.md` 2.2).
+/// (`dns_name_error`, `dns_server_failure`, `dns_lookup_error`, ...; `ooni/probe-cli`
+/// `internal/oohelperd/`, which maps its errors to these older names).
 ///
 /// Every part may be missing (a control of `{}`) and the Go engine writes `null` for an empty
 /// `tcp_connect`; [`ControlResponse::http`], [`ControlResponse::dns`] and

@@ -1,7 +1,7 @@
 //! DNS consistency: does what the probe's resolver said agree with the control?
 //!
-//! OONI v0.5 (`minipipeline/analysis.go`, `webconnectivitylte/analysisclassic.go`; research
-//! `ooni.md` 3.3): a successful lookup is *valid* if its addresses intersect the control's or
+//! OONI v0.5 (`minipipeline/analysis.go`, `webconnectivitylte/analysisclassic.go` in
+//! `ooni/probe-cli`): a successful lookup is *valid* if its addresses intersect the control's or
 //! share an ASN with them (ASN 0 ignored). Both sides failing is an *expected* failure, whatever
 //! the exact strings (a helper that answered no address failed too); the probe failing alone is
 //! *unexpected*. A control without a DNS part judges nothing. Any invalid lookup or unexpected
@@ -85,9 +85,9 @@ pub fn dns_consistency(obs: &Observations<'_>, rules: ConsistencyRules) -> Optio
             }
             Some(_) => {
                 // A helper that answered no address failed to resolve as well: OONI's helper
-                // writes its `dns_no_answer` so (research `ooni.md` 2.2), and ooniprobe 2.x's
+                // writes its `dns_no_answer` so (`internal/oohelperd/`), and ooniprobe 2.x's
                 // helper wrote NXDOMAIN so. Both failing is an expected failure, whatever the
-                // strings (research `ooni.md` 3.3).
+                // strings (`analysisclassic.go`).
                 if th_failed || th_addrs.is_empty() {
                     expected_failures += 1;
                 } else {

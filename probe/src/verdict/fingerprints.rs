@@ -1,5 +1,5 @@
-//! Blockpage and DNS-injection fingerprints in OONI's CSV format (`ooni/blocking-fingerprints`;
-//! `research/ooni.md` 5.2): `name,scope,other_names,location_found,pattern_type,pattern,
+//! Blockpage and DNS-injection fingerprints in OONI's CSV format (`ooni/blocking-fingerprints`,
+//! its `fingerprints_http.csv` and `fingerprints_dns.csv`): `name,scope,other_names,location_found,pattern_type,pattern,
 //! confidence_no_fp,expected_countries,source,exp_url,notes`.
 //!
 //! A match of a blocking fingerprint (scope `nat`, `isp`, `prod`, `inst`) from a probe in one of

@@ -1,5 +1,5 @@
 //! Comparing the probe's final page with the control's (OONI `minipipeline/httpdiff.go`,
-//! `webconnectivitylte/analysishttpdiff.go`; research `ooni.md` 3.3).
+//! `webconnectivitylte/analysishttpdiff.go` in `ooni/probe-cli`).
 //!
 //! Every probe generation is compared from what it wrote: ooniprobe 2.x and measurement-kit wrote
 //! no `body_is_truncated` (so the body is whole, df-001-httpt), bodies that are not UTF-8 as

@@ -2,7 +2,7 @@
 //! whose conditions all hold decides. Two versioned sets:
 //!
 //! - [`OONI`] reproduces OONI's classic web_connectivity verdicts (ts-017 v0.5.28,
-//!   `webconnectivitylte/analysisclassic.go`; `research/ooni.md` 3.3), so our numbers can be
+//!   `webconnectivitylte/analysisclassic.go` in `ooni/probe-cli`), so our numbers can be
 //!   compared with theirs.
 //! - [`VANTAGE`] is the same table with Vantage's fixes as separate rules, each named: TLS
 //!   interference is `tls`, not `http-failure`; injected duplicate DNS answers are DNS tampering;
