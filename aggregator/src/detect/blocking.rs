@@ -6,11 +6,11 @@
 //!
 //! A stored verdict names a layer (`dns`, `tcp_ip`, `tls`, `http-*`) only when the test
 //! helper reached the site, so every anomaly counted here already satisfies "while the
-//! control reaches it" (OONI web_connectivity spec, "Assigning blocking"; `ooni.md` §5). What
+//! control reaches it" (OONI web_connectivity spec ts-017, "Assigning blocking"). What
 //! this module adds is time: a target's, or a category's, anomaly ratio on one layer rising
 //! against its own baseline. The baseline is a moving median of hourly ratios over the last
 //! week, with the hours that were themselves evidence held out of it, as IODA inpaints its
-//! history during outages (`shutdown-detection.md` §1.4, `MovingStat`), so a long block does
+//! history during outages (its `MovingStat` in `CAIDA/chocolatine`), so a long block does
 //! not become the new normal.
 //!
 //! Each probe is one vote per bin: a bin's ratio on a layer is the mean of each probe's own

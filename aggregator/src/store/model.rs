@@ -7,9 +7,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-/// Width of a bin. Five minutes: IODA's finest active-probing step is ten, and the research
-/// note (`shutdown-detection.md` §11.11) puts the aggregator's bins at five so that a
-/// shutdown can be opened within two bins of its start.
+/// Width of a bin. Five minutes: IODA's finest active-probing step is ten; half of it lets a
+/// shutdown be opened within two bins of its start (README.md, `GET /api/v1/signals`).
 pub const BIN_SECONDS: i64 = 300;
 
 /// Where every stored counter saturates: 2^40, a trillion submissions of one key in one bin,
