@@ -10,7 +10,7 @@
 //! this module adds is time: a target's, or a category's, anomaly ratio on one layer rising
 //! against its own baseline. The baseline is a moving median of hourly ratios over the last
 //! week, with the hours that were themselves evidence held out of it, as IODA inpaints its
-//! history during outages (its `MovingStat` in `CAIDA/chocolatine`), so a long block does
+//! history during outages (`MovingStat` in `CAIDA/watchtower-sentry`), so a long block does
 //! not become the new normal.
 //!
 //! Each probe is one vote per bin: a bin's ratio on a layer is the mean of each probe's own
