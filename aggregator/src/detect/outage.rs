@@ -9,7 +9,7 @@
 //!
 //! One probe dropping is a flaky home link. Many probes of one network dropping *together* is
 //! an outage: that is Disco's burst of disconnections (Shah et al., PAM 2017;
-//! `shutdown-detection.md` §3), here with a fixed window instead of Kleinberg's automaton,
+//! `InternetHealthReport/disco`), here with a fixed window instead of Kleinberg's automaton,
 //! because our probes report every minute rather than on RIPE Atlas's irregular schedule. The
 //! event opens as *suspected* as soon as the silence is long enough, before any probe can tell
 //! us more, and is *confirmed* when the probes' offline queues arrive with the canaries that
@@ -46,7 +46,8 @@ pub struct OutageConfig {
     /// one.
     pub silence_seconds: i64,
     /// A gap that closed sooner than this is dropped: Disco ignores disconnections followed by
-    /// a reconnection within 300 s (`discoProbesWindow = 300`, `shutdown-detection.md` §3).
+    /// a reconnection within 300 s (`discoProbesWindow = 300` in
+    /// `InternetHealthReport/disco-kafka`).
     pub min_gap_seconds: i64,
     /// Disconnections belong to one burst when they start within this window. In a real cut
     /// every probe's last contact falls within one heartbeat interval of it; three intervals
@@ -56,11 +57,12 @@ pub struct OutageConfig {
     /// probing and Disco both compare against recently active probes, so a laptop switched
     /// off for the night does not count as a probe that went dark at midnight.
     pub live_seconds: i64,
-    /// At least this many live probes in a network for a verdict (`shutdown-detection.md`
-    /// §11.12: "≥ 5 live probes"; disco-kafka's `minimumProbesInUnit` is 5).
+    /// At least this many live probes in a network for a verdict: fewer cannot tell a cut from
+    /// a few home links failing (disco-kafka's `minimumProbesInUnit` is 5).
     pub min_probes: usize,
     /// Share of live probes that must drop together. IODA's critical threshold for active
-    /// probing is a value below 50 % of its baseline (`shutdown-detection.md` §1.4).
+    /// probing is a value below 50 % of its baseline (IODA's documented active-probing
+    /// thresholds: warning below 80 %, critical below 50 %).
     pub min_share: f64,
     /// A probe with disconnections in more than this many of the last [`Self::noisy_bins`]
     /// 8-hour bins is too noisy to count (Disco: "more than 14 of 21", §3).
