@@ -503,6 +503,28 @@ pub fn now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
 }
 
+/// How late a heartbeat may reach us and still be a probe's heartbeat in flight rather than one
+/// from a probe whose clock is off: the daemon gives each heartbeat its upload timeout, capped
+/// at the heartbeat interval (probe/src/daemon/mod.rs; 30 s and 60 s by default), and sends none
+/// later.
+pub const HEARTBEAT_IN_FLIGHT_SECONDS: i64 = 60;
+
+/// The moment heartbeat stamped `sent` (the probe's clock) and received at `received` (ours)
+/// shows its probe connected: when it reached us. A heartbeat signed during a cut whose
+/// connection got through only when the link came back (TCP retries its SYN for seconds)
+/// proves nothing about the cut; stamped with its signing time, it closed the probe's gap
+/// seconds early, so a cut just longer than `min_gap_seconds` lost that probe, and with it
+/// its failed canaries from the shutdown's evidence (docs/detection.md). A heartbeat that
+/// arrives later than [`HEARTBEAT_IN_FLIGHT_SECONDS`] after its stamp, or before it, comes from
+/// a probe whose clock is off (or is copied by `migrate`): its stamp stands, as before.
+pub fn heartbeat_contact(sent: i64, received: i64) -> i64 {
+    if (0..=HEARTBEAT_IN_FLIGHT_SECONDS).contains(&received.saturating_sub(sent)) {
+        received
+    } else {
+        sent
+    }
+}
+
 /// Where the data lives, as `serve --store` and `migrate --from/--to` name it:
 /// `sqlite:FILE` (or a bare file path) or `clickhouse://HOST:PORT/DB`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -564,5 +586,32 @@ impl Location {
                 std::sync::Arc::new(clickhouse::ClickHouse::open_without_log(url)?)
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heartbeat_shows_its_probe_connected_when_it_reached_us_unless_the_clock_is_off() {
+        let sent = 1_767_571_200;
+        // In flight: signed during a cut, through when the link came back.
+        assert_eq!(heartbeat_contact(sent, sent + 7), sent + 7);
+        assert_eq!(heartbeat_contact(sent, sent), sent);
+        assert_eq!(
+            heartbeat_contact(sent, sent + HEARTBEAT_IN_FLIGHT_SECONDS),
+            sent + HEARTBEAT_IN_FLIGHT_SECONDS
+        );
+        // Later than any heartbeat is in flight, or stamped ahead of our clock: the probe's
+        // clock is off, and its stamp stands.
+        assert_eq!(
+            heartbeat_contact(sent, sent + HEARTBEAT_IN_FLIGHT_SECONDS + 1),
+            sent
+        );
+        assert_eq!(heartbeat_contact(sent, sent - 5), sent);
+        // Stamps at the ends of time do not overflow.
+        assert_eq!(heartbeat_contact(i64::MIN, i64::MAX), i64::MIN);
+        assert_eq!(heartbeat_contact(i64::MAX, i64::MIN), i64::MAX);
     }
 }

@@ -59,7 +59,8 @@ use super::model::{
     ThrottlingObservation, TimelineQuery, VerdictRow, Vouches, format_time, parse_time,
 };
 use super::{
-    DbError, Found, ImportedFile, KeyState, Query, Redeemed, Row, Storage, StoredHeartbeat, now,
+    DbError, Found, ImportedFile, KeyState, Query, Redeemed, Row, Storage, StoredHeartbeat,
+    heartbeat_contact, now,
 };
 use client::{CONNECT_TIMEOUT, STATEMENT_TIMEOUT, parse_address, quote};
 use lease::REDEEM_SETTLE;
@@ -788,6 +789,7 @@ impl Storage for ClickHouse {
             network_verified: u8,
             sent_ts: Option<i64>,
         }
+        let received_at = now();
         self.insert_rows(
             "recording a heartbeat",
             "heartbeats",
@@ -796,9 +798,11 @@ impl Storage for ClickHouse {
                 probe_cc: cc,
                 probe_asn: asn,
                 sent_at,
-                received_at: now(),
+                received_at,
                 network_verified: u8::from(verified),
-                sent_ts: parse_time(sent_at),
+                // The moment it shows the key connected, which every reader of `sent_ts`
+                // (signals, vouches, active networks) wants: as SQLite's signals record it.
+                sent_ts: parse_time(sent_at).map(|s| heartbeat_contact(s, received_at)),
             }],
         )?;
         Ok(true)

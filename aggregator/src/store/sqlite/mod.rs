@@ -346,15 +346,16 @@ fn record_heartbeat(
     sent_at: &str,
     verified: bool,
 ) -> rusqlite::Result<bool> {
+    let received = now();
     let new = tx
         .prepare_cached(
             "INSERT OR IGNORE INTO heartbeats (probe_key, probe_cc, probe_asn, sent_at,
              received_at, network_verified) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
-        .execute(params![key, cc, asn, sent_at, now(), verified])?
+        .execute(params![key, cc, asn, sent_at, received, verified])?
         > 0;
     if new {
-        signals::record_heartbeat(tx, key, cc, asn, sent_at, verified)?;
+        signals::record_heartbeat(tx, key, cc, asn, (sent_at, received), verified)?;
     }
     Ok(new)
 }

@@ -293,19 +293,22 @@ pub fn record_row(tx: &Transaction<'_>, row: &Row) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Adds a newly recorded heartbeat to its probe's row of its bin, and, when it came from
-/// inside the network it claims, to its key's verified contacts.
+/// Adds a newly recorded heartbeat, stamped `sent_at` and received at `received` (epoch
+/// seconds), to its probe's row of the bin of the moment it shows the probe connected
+/// ([`crate::store::heartbeat_contact`]), and, when it came from inside the network it claims,
+/// to its key's verified contacts.
 pub fn record_heartbeat(
     tx: &Transaction<'_>,
     key: &str,
     cc: &str,
     asn: u32,
-    sent_at: &str,
+    (sent_at, received): (&str, i64),
     verified: bool,
 ) -> rusqlite::Result<()> {
-    let Some(at) = parse_time(sent_at) else {
+    let Some(sent) = parse_time(sent_at) else {
         return Ok(());
     };
+    let at = crate::store::heartbeat_contact(sent, received);
     let t = Tally {
         reach: Reach::Up(at),
         heartbeats: 1,
