@@ -1317,6 +1317,6 @@ mod tests {
             (theirs.accessible, &theirs.rule),
             (mine.accessible, &mine.rule)
         );
-        assert_eq!(theirs.target, "dns.google");
+        assert_eq!(theirs.target, "dnscheck:dns.google");
     }
 }
