@@ -286,12 +286,7 @@ fn a_relay_queues_checks_caps_and_forwards_with_the_original_signatures() {
     assert_eq!(status, 400, "{answer}");
     assert!(answer.contains("vantage-relay header"), "{answer}");
     // Connections beyond the bound are answered 503 at once while the others idle.
-    let idle: Vec<_> = (0..4)
-        .map(|_| {
-            std::net::TcpStream::connect(relay.base.trim_start_matches("http://")).expect("connect")
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    let idle = hold_every_slot(&relay.base, 4);
     let reply = raw(&relay.base, "GET", &[], b"");
     assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
     assert!(reply.contains("as many connections as it can"), "{reply}");
@@ -351,6 +346,31 @@ fn a_relay_queues_checks_caps_and_forwards_with_the_original_signatures() {
 }
 
 /// A request written by hand; the whole reply, head and body.
+/// Opens `n` connections that send nothing, and keeps them once the relay holds all of them.
+/// An earlier request's connection may still own a slot for a moment after its answer was
+/// read; a connection the relay refused then has a 503 waiting, so the set is opened again.
+fn hold_every_slot(base: &str, n: usize) -> Vec<std::net::TcpStream> {
+    let addr = base.trim_start_matches("http://");
+    for _ in 0..20 {
+        let idle: Vec<_> = (0..n)
+            .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let refused = idle.iter().any(|s| {
+            s.set_nonblocking(true).expect("nonblocking");
+            let mut byte = [0u8; 1];
+            // Data or EOF means the relay answered or closed it: not a held slot.
+            !matches!(s.peek(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        });
+        if !refused {
+            return idle;
+        }
+        drop(idle);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("the relay never held {n} idle connections at once");
+}
+
 fn raw(base: &str, method: &str, headers: &[(&str, &str)], body: &[u8]) -> String {
     raw_declared(base, method, headers, body, None)
 }
