@@ -517,6 +517,7 @@ pub async fn measure(args: MeasureArgs) -> Result<ExitCode> {
 /// The verdict in the words the summary uses.
 fn verdict_word(verdict: &Verdict) -> &'static str {
     match (&verdict.blocking, verdict.accessible) {
+        (Some(Blocking::Kind(k)), _) if k == vantage_probe::verdict::THROTTLING => "throttled",
         (Some(Blocking::Kind(_)), _) => "blocked",
         (Some(Blocking::Flag(false)), Some(true)) => "accessible",
         (Some(Blocking::Flag(_)), _) => "down for everyone",

@@ -540,16 +540,30 @@ fn offline_line(o: Offline) -> &'static str {
 }
 
 /// What `vantage run` prints at the end: the counts, whether the machine seems offline, what is
-/// blocked, why the rest is undetermined, the country and network the results are `tagged`
-/// with, and where they are kept.
+/// blocked, what is throttled, why the rest is undetermined, the country and network the
+/// results are `tagged` with, and where they are kept.
 fn print_summary(finished: &[Finished], took: Duration, dir: &Path, tagged: &str) {
+    for line in summary(finished, took, dir, tagged) {
+        outln!("{line}");
+    }
+}
+
+/// The lines of [`print_summary`]. A throttled page (blocking type
+/// [`vantage_probe::verdict::THROTTLING`]) loads, slowly: it is counted and listed apart from
+/// the pages a layer refused (docs/scoring.md), never under "blocked".
+fn summary(finished: &[Finished], took: Duration, dir: &Path, tagged: &str) -> Vec<String> {
+    let mut lines = Vec::new();
     let mut accessible = 0;
     let mut down = 0;
     let mut blocked = Vec::new();
+    let mut throttled = Vec::new();
     // Undetermined results by why, most first: what the control lacked and what failed here.
     let mut unknown: Vec<(&str, usize)> = Vec::new();
     for f in finished {
         match (&f.verdict.blocking, f.verdict.accessible) {
+            (Some(Blocking::Kind(k)), _) if k == vantage_probe::verdict::THROTTLING => {
+                throttled.push(f);
+            }
             (Some(b @ Blocking::Kind(_)), _) => blocked.push((f, b)),
             (Some(Blocking::Flag(false)), Some(true)) => accessible += 1,
             (Some(Blocking::Flag(_)), _) => down += 1,
@@ -560,25 +574,31 @@ fn print_summary(finished: &[Finished], took: Duration, dir: &Path, tagged: &str
         }
     }
     unknown.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    outln!(
-        "Measured {} URLs in {:.1} s: {} blocked, {} accessible, {} down for everyone, {} undetermined.",
+    // Throttling is counted only when there is some: the line most runs print stays as it was.
+    let throttled_count = match throttled.len() {
+        0 => String::new(),
+        n => format!("{n} throttled, "),
+    };
+    lines.push(format!(
+        "Measured {} URLs in {:.1} s: {} blocked, {throttled_count}{} accessible, {} down for \
+         everyone, {} undetermined.",
         finished.len(),
         took.as_secs_f64(),
         blocked.len(),
         accessible,
         down,
         unknown.iter().map(|(_, n)| n).sum::<usize>()
-    );
+    ));
     let offline = offline(
         finished
             .iter()
             .map(|f| (f.reach, f.control_failure.as_deref())),
     );
     if let Some(o) = offline {
-        outln!("{}", offline_line(o));
+        lines.push(offline_line(o).to_string());
     }
     if !blocked.is_empty() {
-        outln!("Blocked:");
+        lines.push("Blocked:".into());
         blocked.sort_by(|a, b| a.0.verdict.input.cmp(&b.0.verdict.input));
         for (f, b) in blocked {
             let how = layer(b).unwrap_or("?");
@@ -590,27 +610,37 @@ fn print_summary(finished: &[Finished], took: Duration, dir: &Path, tagged: &str
             } else {
                 String::new()
             };
-            outln!(
+            lines.push(format!(
                 "  {}  {how}{confirmed}",
                 f.verdict.input.as_deref().unwrap_or("?")
-            );
+            ));
+        }
+    }
+    if !throttled.is_empty() {
+        lines.push("Throttled (the page loads, held to a low rate):".into());
+        throttled.sort_by(|a, b| a.verdict.input.cmp(&b.verdict.input));
+        for f in throttled {
+            lines.push(format!("  {}", f.verdict.input.as_deref().unwrap_or("?")));
         }
     }
     // Offline, every reason is the same missing network: the line above says it.
     if !unknown.is_empty() && offline.is_none() {
-        outln!("Undetermined, and why:");
+        lines.push("Undetermined, and why:".into());
         for (why, n) in &unknown {
-            outln!("  {n}  {why}");
+            lines.push(format!("  {n}  {why}"));
         }
         if unknown
             .iter()
             .any(|(why, _)| why.starts_with("no control: no test helper"))
         {
-            outln!("A control measurement decides them: use --aggregator URL to get one.");
+            lines.push(
+                "A control measurement decides them: use --aggregator URL to get one.".into(),
+            );
         }
     }
-    outln!("{tagged}");
-    outln!("Results are stored in {}.", dir.display());
+    lines.push(tagged.to_string());
+    lines.push(format!("Results are stored in {}.", dir.display()));
+    lines
 }
 
 #[cfg(test)]
@@ -652,5 +682,86 @@ mod tests {
             "Results are tagged country IR and network AS1 (given with --probe-cc and \
              --probe-asn)."
         );
+    }
+
+    /// A finished measurement of `url` with the verdict `blocking`/`accessible`.
+    fn finished(url: &str, blocking: Option<Blocking>, accessible: Option<bool>) -> Finished {
+        use vantage_probe::verdict::{InputVerdict, Verdict, rules};
+        Finished {
+            id: vantage_probe::envelope::MeasurementId::of(url.as_bytes()),
+            verdict: Verdict {
+                input: Some(url.into()),
+                probe_cc: "ZZ".into(),
+                blocking,
+                accessible,
+                dns_consistency: None,
+                confirmed: false,
+                fingerprints: vec![],
+                rule: "test".into(),
+                rule_set: rules::VANTAGE.version,
+                ooni_rules_blocking: None,
+                control_failure: None,
+                input_verdict: InputVerdict {
+                    blocking: None,
+                    accessible: None,
+                    dns_consistency: None,
+                },
+                goodput: None,
+            },
+            bytes: 0,
+            reach: vantage_probe::run::Reach {
+                looked_up: true,
+                resolved: true,
+                connected: true,
+            },
+            control_failure: None,
+            reason: "test".into(),
+        }
+    }
+
+    #[test]
+    fn a_throttled_page_is_counted_and_listed_apart_from_the_blocked_ones() {
+        let kind = |k: &str| Some(Blocking::Kind(k.into()));
+        let done = [
+            finished("https://slow.example/", kind("throttling"), Some(true)),
+            finished("https://dns.example/", kind("dns"), Some(false)),
+            finished(
+                "https://ok.example/",
+                Some(Blocking::Flag(false)),
+                Some(true),
+            ),
+        ];
+        let lines = summary(
+            &done,
+            Duration::from_millis(1500),
+            Path::new("/data"),
+            "Results are tagged country ZZ.",
+        );
+        assert_eq!(
+            lines,
+            [
+                "Measured 3 URLs in 1.5 s: 1 blocked, 1 throttled, 1 accessible, 0 down for \
+                 everyone, 0 undetermined.",
+                "Blocked:",
+                "  https://dns.example/  DNS",
+                "Throttled (the page loads, held to a low rate):",
+                "  https://slow.example/",
+                "Results are tagged country ZZ.",
+                "Results are stored in /data.",
+            ]
+        );
+        // Without a throttled page the line is the one users know.
+        let lines = summary(&done[1..], Duration::ZERO, Path::new("/data"), "");
+        assert_eq!(
+            lines[0],
+            "Measured 2 URLs in 0.0 s: 1 blocked, 1 accessible, 0 down for everyone, 0 \
+             undetermined."
+        );
+        assert!(
+            !lines.iter().any(|l| l.starts_with("Throttled")),
+            "{lines:?}"
+        );
+        assert_eq!(verdict_word(&done[0].verdict), "throttled");
+        assert_eq!(verdict_word(&done[1].verdict), "blocked");
     }
 }
