@@ -96,6 +96,47 @@ pub fn partial_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// What the manifest says of the lines it comes before: a first pass over them, so that the
+/// manifest can be written first without holding the lines ([`Summary::add`] each, in order).
+#[derive(Clone)]
+pub struct Summary {
+    count: u64,
+    first: Option<String>,
+    last: Option<String>,
+    digest: ring::digest::Context,
+}
+
+impl Default for Summary {
+    fn default() -> Self {
+        Summary {
+            count: 0,
+            first: None,
+            last: None,
+            digest: ring::digest::Context::new(&ring::digest::SHA256),
+        }
+    }
+}
+
+impl Summary {
+    /// Counts one line, in the order the file holds it.
+    pub fn add(&mut self, item: &Item) {
+        self.count += 1;
+        self.digest.update(item.envelope.as_bytes());
+        self.digest.update(b"\n");
+        if self.first.as_ref().is_none_or(|f| item.measured_at < *f) {
+            self.first = Some(item.measured_at.clone());
+        }
+        if self.last.as_ref().is_none_or(|l| item.measured_at > *l) {
+            self.last = Some(item.measured_at.clone());
+        }
+    }
+
+    /// How many lines were counted.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
 /// Writes `items` to `path` (through `path.partial`, renamed when complete and synced) with a
 /// manifest signed by `identity`. On any error the partial file is removed and `path` is left
 /// as it was.
@@ -105,27 +146,51 @@ pub fn write_export(
     items: &[Item],
     created: i64,
 ) -> Result<Manifest, CarryError> {
-    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
-    for item in items {
-        digest.update(item.envelope.as_bytes());
-        digest.update(b"\n");
-    }
+    let mut summary = Summary::default();
+    items.iter().for_each(|i| summary.add(i));
+    write_rows(path, identity, created, summary, &mut |each| {
+        items.iter().try_for_each(&mut *each)
+    })
+}
+
+/// A source of an export's lines: called with a function, it calls that function with each
+/// line in order and stops at the first error.
+pub type Rows<'a, E> = dyn FnMut(&mut dyn FnMut(&Item) -> Result<(), E>) -> Result<(), E> + 'a;
+
+/// Writes an export whose lines `rows` hands, one at a time, to the function it is given:
+/// the same lines, in the same order, as `summary` counted (a second pass over the store, in
+/// the same snapshot). The file is the manifest line then the lines, gzip, through
+/// `path.partial`; on any error, the source's (`E`) or the file's, the partial file is
+/// removed and `path` is left as it was.
+pub fn write_rows<E: From<CarryError>>(
+    path: &Path,
+    identity: &Identity,
+    created: i64,
+    summary: Summary,
+    rows: &mut Rows<'_, E>,
+) -> Result<Manifest, E> {
     let manifest = Manifest {
         test_name: MANIFEST_TEST_NAME.into(),
         format: FORMAT,
         probe_key: identity.public_key(),
-        count: items.len() as u64,
-        first: items.iter().map(|i| i.measured_at.clone()).min(),
-        last: items.iter().map(|i| i.measured_at.clone()).max(),
-        sha256: hex::encode(digest.finish()),
+        count: summary.count,
+        first: summary.first,
+        last: summary.last,
+        sha256: hex::encode(summary.digest.finish()),
         created,
     };
     let json = serde_json::to_string(&manifest)
         .map_err(|e| CarryError::Seal(EnvelopeError::Malformed(e.to_string())))?;
     let (_, sealed) = identity.seal(&json).map_err(CarryError::Seal)?;
     let partial = partial_path(path);
-    let written =
-        write_file(&partial, &sealed, items).and_then(|()| std::fs::rename(&partial, path));
+    let failed = |error| {
+        E::from(CarryError::Write {
+            path: path.display().to_string(),
+            error,
+        })
+    };
+    let written = write_file(&partial, &sealed, rows, &failed)
+        .and_then(|()| std::fs::rename(&partial, path).map_err(&failed));
     match written {
         Ok(()) => {
             // The rename reaches the drive only when its directory is synced (fsync(2),
@@ -139,30 +204,33 @@ pub fn write_export(
             }
             Ok(manifest)
         }
-        Err(error) => {
+        Err(e) => {
             let _ = std::fs::remove_file(&partial);
-            Err(CarryError::Write {
-                path: path.display().to_string(),
-                error,
-            })
+            Err(e)
         }
     }
 }
 
-fn write_file(partial: &Path, manifest: &str, items: &[Item]) -> std::io::Result<()> {
-    let file = std::fs::File::create(partial)?;
+fn write_file<E>(
+    partial: &Path,
+    manifest: &str,
+    rows: &mut Rows<'_, E>,
+    failed: &dyn Fn(std::io::Error) -> E,
+) -> Result<(), E> {
+    let file = std::fs::File::create(partial).map_err(failed)?;
     let mut gz = GzEncoder::new(std::io::BufWriter::new(file), Compression::default());
-    gz.write_all(manifest.as_bytes())?;
-    gz.write_all(b"\n")?;
-    for item in items {
-        gz.write_all(item.envelope.as_bytes())?;
-        gz.write_all(b"\n")?;
-    }
+    gz.write_all(manifest.as_bytes()).map_err(failed)?;
+    gz.write_all(b"\n").map_err(failed)?;
+    rows(&mut |item| {
+        gz.write_all(item.envelope.as_bytes())
+            .and_then(|()| gz.write_all(b"\n"))
+            .map_err(failed)
+    })?;
     let file = gz
-        .finish()?
-        .into_inner()
-        .map_err(std::io::IntoInnerError::into_error)?;
-    file.sync_all()
+        .finish()
+        .and_then(|w| w.into_inner().map_err(std::io::IntoInnerError::into_error))
+        .map_err(failed)?;
+    file.sync_all().map_err(failed)
 }
 
 /// What reading a carried file found.
@@ -402,7 +470,7 @@ pub enum ExportError {
     },
 }
 
-/// Which results an export holds ([`Store::exportable`]).
+/// Which results an export holds ([`Store::each_exportable`]).
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
     /// Every stored result, not only those no export holds yet.
@@ -426,13 +494,30 @@ pub fn export(
     selection: &Selection,
     created: i64,
 ) -> Result<Option<Manifest>, ExportError> {
-    let items = store.exportable(selection.all, selection.since.as_deref())?;
-    if items.is_empty() && selection.skip_empty {
+    let (all, since) = (selection.all, selection.since.as_deref());
+    // Two passes over the same snapshot, one row in memory at a time: the manifest, which
+    // comes first in the file, counts and hashes the lines; then the lines are written. The
+    // snapshot stays open while a slow stick is written; the daemon goes on storing results
+    // meanwhile (WAL), which the next export holds.
+    let written = store.snapshot(|store| {
+        let mut summary = Summary::default();
+        let upto = store.each_exportable(all, since, None, &mut |item| {
+            summary.add(item);
+            Ok::<_, ExportError>(())
+        })?;
+        if summary.count() == 0 && selection.skip_empty {
+            return Ok(None);
+        }
+        let manifest = write_rows::<ExportError>(path, identity, created, summary, &mut |each| {
+            store.each_exportable(all, since, upto, each).map(|_| ())
+        })?;
+        Ok::<_, ExportError>(Some((manifest, upto)))
+    })?;
+    let Some((manifest, upto)) = written else {
         return Ok(None);
-    }
-    let manifest = write_export(path, identity, &items, created)?;
+    };
     let back = read_export(path, &mut |_, _| true)?;
-    if !back.clean() || back.good != items.len() {
+    if !back.clean() || back.good as u64 != manifest.count {
         let _ = std::fs::remove_file(path);
         let problem = back
             .manifest_problems
@@ -440,14 +525,15 @@ pub fn export(
             .cloned()
             .or(back.truncated.clone())
             .or(back.refused.first().map(|(n, r)| format!("line {n}: {r}")))
-            .unwrap_or_else(|| format!("{} of {} lines", back.good, items.len()));
+            .unwrap_or_else(|| format!("{} of {} lines", back.good, manifest.count));
         return Err(ExportError::ReadBack {
             path: path.display().to_string(),
             problem,
         });
     }
-    let ids: Vec<String> = items.into_iter().map(|i| i.id).collect();
-    store.mark_exported(&ids)?;
+    if let Some(upto) = upto {
+        store.mark_exported(all, since, upto)?;
+    }
     Ok(Some(manifest))
 }
 
@@ -518,6 +604,120 @@ mod tests {
         let read = read_export(&cut, &mut |_, _| true).expect("read");
         assert!(read.truncated.is_some(), "{read:?}");
         assert!(!read.clean());
+    }
+
+    /// A store of `n` results from a fixed key, with the outbox states an export skips
+    /// scattered among them: every 7th accepted, every 11th rejected. Their start times are
+    /// out of rowid order, so the manifest's first and last are not the first and last rows.
+    fn store_of(dir: &Path, n: usize) -> (Store, Identity) {
+        let key = dir.join("identity.key");
+        std::fs::write(&key, "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\n").expect("key");
+        let (identity, created) = Identity::load_or_create(&key).expect("identity");
+        assert!(!created);
+        let mut store = Store::open(&dir.join("vantage.db")).expect("store");
+        let batch: Vec<Relayed> = (0..n)
+            .map(|i| {
+                let at = format!(
+                    "2026-11-{:02} {:02}:{:02}:00",
+                    1 + (i * 7919) % 28,
+                    (i * 31) % 24,
+                    i % 60
+                );
+                let body = "x".repeat(i % 300);
+                let (id, envelope) = identity
+                    .seal(&format!(
+                        "{{\"test_name\":\"web_connectivity\",\"measurement_start_time\":\"{at}\",\"input\":\"https://example.org/{i}\",\"body\":\"{body}\"}}"
+                    ))
+                    .expect("seal");
+                Relayed {
+                    id: id.to_string(),
+                    test_name: "web_connectivity".into(),
+                    measured_at: at,
+                    input: Some(format!("https://example.org/{i}")),
+                    envelope,
+                }
+            })
+            .collect();
+        assert_eq!(store.insert_relayed(&batch).expect("insert"), n as u64);
+        let outcomes: Vec<(String, crate::store::Delivery)> = batch
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let d = if i % 7 == 3 {
+                    crate::store::Delivery::Accepted
+                } else if i % 11 == 5 {
+                    crate::store::Delivery::Rejected {
+                        reason: "bad signature".into(),
+                    }
+                } else {
+                    return None;
+                };
+                Some((r.id.clone(), d))
+            })
+            .collect();
+        store.record_outcomes(&outcomes).expect("outcomes");
+        (store, identity)
+    }
+
+    fn sha256_of(path: &Path) -> String {
+        hex::encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            &std::fs::read(path).expect("read"),
+        ))
+    }
+
+    /// The exported file, byte for byte, is the one the export wrote when it held every row in
+    /// memory (the hash below is of that version's file for the same store, key and time), for
+    /// more rows than one page of the store's reading; the next incremental export is empty.
+    #[test]
+    fn an_export_of_many_pages_is_the_same_file_as_before() {
+        let dir = temp("pages");
+        let (mut store, identity) = store_of(&dir, 1000);
+        let path = dir.join("week.jsonl.gz");
+        let manifest = export(
+            &mut store,
+            &identity,
+            &path,
+            &Selection::default(),
+            1_796_000_000,
+        )
+        .expect("export")
+        .expect("written");
+        // 1000 rows, 143 accepted, 78 rejected of which 13 were accepted already.
+        assert_eq!(manifest.count, 1000 - 143 - (91 - 13));
+        assert_eq!(manifest.first.as_deref(), Some("2026-11-01 00:00:00"));
+        assert_eq!(manifest.last.as_deref(), Some("2026-11-27 22:58:00"));
+        assert_eq!(
+            sha256_of(&path),
+            "84d1c49bd2af9a82eda6c0c59d8ba1f9c3782e49b6cb167ceadb1a3f6c893e5f"
+        );
+        let read = read_export(&path, &mut |_, _| true).expect("read");
+        assert!(
+            read.clean() && read.good as u64 == manifest.count,
+            "{read:?}"
+        );
+
+        // Marked exported: nothing new for the next export, and --all still holds them all.
+        let again = Selection {
+            skip_empty: true,
+            ..Selection::default()
+        };
+        let next = dir.join("next.jsonl.gz");
+        assert!(
+            export(&mut store, &identity, &next, &again, 0)
+                .expect("again")
+                .is_none()
+        );
+        assert!(!next.exists());
+        let all = Selection {
+            all: true,
+            ..Selection::default()
+        };
+        let m = export(&mut store, &identity, &next, &all, 0)
+            .expect("all")
+            .expect("written");
+        assert_eq!(m.count, 1000);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -304,6 +304,14 @@ fn now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
+/// The results an export holds, in outbox order ([`Store::each_exportable`]).
+const EXPORTABLE: &str = "SELECT o.rowid, r.id, r.measured_at, r.envelope
+     FROM outbox o JOIN results r ON r.id = o.id
+     WHERE o.rowid <= ?3
+       AND (?1 OR (o.state IN ('pending', 'held') AND o.exported_at IS NULL))
+       AND (?2 IS NULL OR r.measured_at >= ?2)
+     ORDER BY o.rowid";
+
 impl Store {
     /// Opens (creating if needed) the store at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -487,52 +495,92 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// The results an export holds (docs/carry.md), oldest first: every stored one when `all`,
-    /// else those still waiting for the aggregator (pending or held) that no export holds yet;
-    /// only those measured at or after `since` (OONI's `YYYY-MM-DD HH:MM:SS`) when given.
-    pub fn exportable(
+    /// Runs `f` in one read transaction: everything it reads is the same snapshot of the
+    /// store, while the daemon's tasks go on writing on their own connections (WAL: "readers
+    /// do not block writers", <https://sqlite.org/wal.html>). An export reads its results
+    /// twice, once for the manifest and once to write them, and both must see the same rows.
+    pub fn snapshot<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, E>,
+    ) -> Result<T, E> {
+        // Deferred: the snapshot starts at `f`'s first read. Nothing is written in it, so
+        // ending it with a rollback (on an error, by drop) loses nothing.
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        let out = f(self)?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(out)
+    }
+
+    /// Hands `each` the results an export holds (docs/carry.md), oldest first, one row at a
+    /// time, so that an export of any size is read in the memory of one envelope: every stored
+    /// one when `all`, else those still waiting for the aggregator (pending or held) that no
+    /// export holds yet; only those measured at or after `since` (OONI's `YYYY-MM-DD
+    /// HH:MM:SS`) when given, and only those up to outbox row `upto` (the last an earlier pass
+    /// saw) when given. Returns that last row of this pass, `None` when there was none.
+    ///
+    /// The rows come from one statement that walks the outbox in rowid order, with no sort
+    /// to hold them (a test checks the query plan). Run it in [`Store::snapshot`] to read the
+    /// same rows twice.
+    pub fn each_exportable<E: From<StoreError>>(
         &self,
         all: bool,
         since: Option<&str>,
-    ) -> Result<Vec<crate::carry::Item>, StoreError> {
+        upto: Option<i64>,
+        each: &mut dyn FnMut(&crate::carry::Item) -> Result<(), E>,
+    ) -> Result<Option<i64>, E> {
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT r.id, r.measured_at, r.envelope FROM results r JOIN outbox o ON o.id = r.id
-                 WHERE (?1 OR (o.state IN ('pending', 'held') AND o.exported_at IS NULL))
-                   AND (?2 IS NULL OR r.measured_at >= ?2)
-                 ORDER BY o.rowid",
-            )
+            .prepare_cached(EXPORTABLE)
             .map_err(|e| self.err(e))?;
-        stmt.query_map(params![all, since], |r| {
-            Ok(crate::carry::Item {
-                id: r.get(0)?,
-                measured_at: r.get(1)?,
-                envelope: r.get(2)?,
-            })
-        })
-        .and_then(Iterator::collect)
-        .map_err(|e| self.err(e))
+        let mut rows = stmt
+            .query(params![all, since, upto.unwrap_or(i64::MAX)])
+            .map_err(|e| self.err(e))?;
+        let mut last = None;
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let read = |row: &rusqlite::Row<'_>| -> rusqlite::Result<_> {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    crate::carry::Item {
+                        id: row.get(1)?,
+                        measured_at: row.get(2)?,
+                        envelope: row.get(3)?,
+                    },
+                ))
+            };
+            let (rowid, item) = read(row).map_err(|e| self.err(e))?;
+            each(&item)?;
+            last = Some(rowid);
+        }
+        Ok(last)
     }
 
-    /// Remembers that these results are in an export file, in one transaction. Their upload
-    /// state is left alone: a file may never arrive.
-    pub fn mark_exported(&mut self, ids: &[String]) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let err = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let now = now();
-        let tx = self.conn.transaction().map_err(err)?;
-        for id in ids {
-            tx.execute(
-                "UPDATE outbox SET exported_at = ?2 WHERE id = ?1",
-                params![id, now],
+    /// Remembers that the results an export holds are in a file, in one statement: those
+    /// [`Store::each_exportable`] would give for the same `all` and `since`, up to outbox row
+    /// `upto`, the last the export wrote. Their upload state is left alone: a file may never
+    /// arrive.
+    ///
+    /// This is the file's rows without a list of them. Rows after `upto` are newer than the
+    /// export. Of those up to it, a row the file holds is left unmarked only if the aggregator
+    /// answered it meanwhile (no longer pending or held, so never exported again without
+    /// `--all`); and a row the file does not hold cannot be marked, since nothing puts a row
+    /// back to pending or held except from held, clears `exported_at`, or deletes a row.
+    pub fn mark_exported(
+        &mut self,
+        all: bool,
+        since: Option<&str>,
+        upto: i64,
+    ) -> Result<u64, StoreError> {
+        self.conn
+            .execute(
+                "UPDATE outbox SET exported_at = ?4
+                 WHERE rowid <= ?3
+                   AND (?1 OR (state IN ('pending', 'held') AND exported_at IS NULL))
+                   AND (?2 IS NULL OR EXISTS
+                        (SELECT 1 FROM results r WHERE r.id = outbox.id AND r.measured_at >= ?2))",
+                params![all, since, upto, now()],
             )
-            .map_err(err)?;
-        }
-        tx.commit().map_err(err)
+            .map(|n| u64::try_from(n).unwrap_or(u64::MAX))
+            .map_err(|e| self.err(e))
     }
 
     /// Queues envelopes another probe signed, read from a carried file, to be uploaded with
@@ -1279,19 +1327,11 @@ mod tests {
         for id in ["e1", "e2"] {
             store.insert(&result(id)).expect("insert");
         }
-        let ids = |items: Vec<crate::carry::Item>| -> Vec<String> {
-            items.into_iter().map(|i| i.id).collect()
-        };
-        assert_eq!(
-            ids(store.exportable(false, None).expect("new")),
-            ["e1", "e2"]
-        );
-        store.mark_exported(&["e1".to_string()]).expect("mark");
-        assert_eq!(ids(store.exportable(false, None).expect("new")), ["e2"]);
-        assert_eq!(
-            ids(store.exportable(true, None).expect("all")),
-            ["e1", "e2"]
-        );
+        let ids = |store: &Store, all: bool, since: Option<&str>| exportable(store, all, since).0;
+        assert_eq!(ids(&store, false, None), ["e1", "e2"]);
+        assert_eq!(store.mark_exported(false, None, 1).expect("mark"), 1);
+        assert_eq!(ids(&store, false, None), ["e2"]);
+        assert_eq!(ids(&store, true, None), ["e1", "e2"]);
         // Still waiting for upload: export marks nothing sent.
         let pending: Vec<String> = store
             .pending(10)
@@ -1304,14 +1344,9 @@ mod tests {
         store
             .record_outcomes(&[("e2".to_string(), Delivery::Accepted)])
             .expect("outcome");
-        assert!(store.exportable(false, None).expect("new").is_empty());
-        assert_eq!(store.exportable(true, None).expect("all").len(), 2);
-        assert!(
-            store
-                .exportable(true, Some("2100-01-01 00:00:00"))
-                .expect("since")
-                .is_empty()
-        );
+        assert!(ids(&store, false, None).is_empty());
+        assert_eq!(ids(&store, true, None).len(), 2);
+        assert!(ids(&store, true, Some("2100-01-01 00:00:00")).is_empty());
         // A relayed envelope is queued once, and goes out like our own.
         let relayed = Relayed {
             id: "r1".into(),
@@ -1350,5 +1385,79 @@ mod tests {
             .record_outcomes(&[("r1".to_string(), Delivery::Accepted)])
             .expect("outcome");
         assert_eq!(store.relayed_waiting().expect("waiting"), 1);
+    }
+
+    /// The ids [`Store::each_exportable`] gives, and the last outbox row.
+    fn exportable(store: &Store, all: bool, since: Option<&str>) -> (Vec<String>, Option<i64>) {
+        let mut ids = Vec::new();
+        let last = store
+            .each_exportable(all, since, None, &mut |item| {
+                ids.push(item.id.clone());
+                Ok::<_, StoreError>(())
+            })
+            .expect("exportable");
+        (ids, last)
+    }
+
+    /// The export reads its rows from one statement twice; a plan with a sort (`USE TEMP
+    /// B-TREE FOR ORDER BY`) would hold every envelope in SQLite's sorter before the first row.
+    #[test]
+    fn the_export_walks_the_outbox_in_order_without_a_sort() {
+        let store = Store::open(&temp("plan")).expect("open");
+        let mut stmt = store
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {EXPORTABLE}"))
+            .expect("plan");
+        let plan: Vec<String> = stmt
+            .query_map(params![false, None::<String>, i64::MAX], |r| r.get(3))
+            .and_then(Iterator::collect)
+            .expect("rows");
+        assert!(
+            plan.iter().all(|step| !step.contains("TEMP B-TREE")),
+            "{plan:?}"
+        );
+        assert!(
+            plan[0].starts_with("SEARCH o USING INTEGER PRIMARY KEY")
+                || plan[0].starts_with("SCAN o"),
+            "{plan:?}"
+        );
+    }
+
+    /// Two passes in a snapshot see the same rows while another connection stores more, and
+    /// marking up to the last row seen leaves the newer ones for the next export.
+    #[test]
+    fn a_snapshot_keeps_its_rows_while_others_are_stored() {
+        let path = temp("snapshot");
+        let mut store = Store::open(&path).expect("open");
+        let mut other = Store::open(&path).expect("second connection");
+        for id in ["s1", "s2", "s3"] {
+            store.insert(&result(id)).expect("insert");
+        }
+        let (first, second, upto) = store
+            .snapshot(|store| {
+                let (first, upto) = exportable(store, false, None);
+                other.insert(&result("s4"))?;
+                let (second, _) = exportable(store, false, None);
+                Ok::<_, StoreError>((first, second, upto))
+            })
+            .expect("snapshot");
+        assert_eq!(first, ["s1", "s2", "s3"]);
+        assert_eq!(second, first, "the new row is not in the snapshot");
+        assert_eq!(exportable(&store, false, None).0.len(), 4, "it is after");
+        assert_eq!(
+            store
+                .mark_exported(false, None, upto.expect("rows"))
+                .expect("mark"),
+            3
+        );
+        assert_eq!(exportable(&store, false, None).0, ["s4"]);
+        // --since marks only what it selected.
+        assert_eq!(
+            store
+                .mark_exported(true, Some("2100-01-01 00:00:00"), i64::MAX)
+                .expect("mark"),
+            0
+        );
+        assert_eq!(exportable(&store, false, None).0, ["s4"]);
     }
 }
