@@ -15,9 +15,9 @@ use vantage_probe::wire::IngestAnswer;
 
 use super::openapi::ErrorAnswer;
 use super::server::{AppState, UPLOAD_TYPES, busy, content_type, error, origin};
-use crate::ingest::Session;
 use crate::ingest::limits::spawn_upload;
 use crate::ingest::stream::{CHANNEL_CHUNKS, ChunkReader, Ended, StreamError, ingest_lines};
+use crate::ingest::{Session, relay_route};
 use crate::store::Route;
 
 /// Whether an upload is gzip (RFC 9110 section 8.4.1.3); `Err` for an encoding the server
@@ -118,17 +118,17 @@ pub(super) async fn upload(
     let Some(reservation) = state.limits.upload_budget.try_reserve(want) else {
         return busy("uploads");
     };
-    let route = match relay {
-        None => Route::Upload,
+    // The relayer's key, once its proof holds; whether it is recorded depends on its standing,
+    // looked up on the worker thread with the rest of the store's work.
+    let relayer = match relay {
+        None => None,
         Some(proof) => {
             let (bytes, by) = match read_relayed(body, proof, state.limits.body_timeout).await {
                 Ok(read) => read,
                 Err(refused) => return *refused,
             };
             body = axum::body::Body::from(bytes);
-            Route::Relay {
-                by: by.into_string(),
-            }
+            Some(by.into_string())
         }
     };
     let origin = origin(&state.geo, peer);
@@ -138,6 +138,13 @@ pub(super) async fn upload(
     let worker = match spawn_upload(state.limits.upload_niceness, move || {
         let _reservation = reservation;
         let s = &worker_state;
+        let route = match relayer {
+            None => Route::Upload,
+            Some(by) => match relay_route(s.storage.as_ref(), &s.ingest, by) {
+                Ok(route) => route,
+                Err(e) => return (Err(StreamError::Db(e)), Ok(Vec::new())),
+            },
+        };
         let mut session =
             Session::new(s.storage.as_ref(), &s.ingest, &s.fingerprints, &origin).with_route(route);
         let reader = ChunkReader::new(rx);

@@ -565,6 +565,33 @@ pub fn ingest(
     session.finish()
 }
 
+/// The route of an upload whose `vantage-relay` header verified, signed by `by`: `relay` by
+/// that key while the key is in good standing as its own measurements would be (trusted, or
+/// never seen where keys are taken on first use), else `upload`, the route that claims nothing
+/// (docs/carry.md, "The relayer's standing"). Only the attribution depends on it: each envelope
+/// is still judged on its own signature and its own signer's standing, so a good measurement is
+/// never refused for who carried it. A relayer seen first here is not registered: only a
+/// measurement of its own registers a key, within the new-key limit.
+pub fn relay_route(
+    storage: &dyn Storage,
+    config: &IngestConfig,
+    by: String,
+) -> Result<Route, DbError> {
+    let refused = match storage.key_state(&by)? {
+        Some(KeyState::Trusted) => None,
+        None if !config.require_enrolment => None,
+        Some(KeyState::Revoked) => Some("revoked"),
+        None => Some("not enrolled"),
+    };
+    Ok(match refused {
+        None => Route::Relay { by },
+        Some(why) => {
+            tracing::warn!("an upload relayed by {by} is stored as an upload: the key is {why}");
+            Route::Upload
+        }
+    })
+}
+
 /// A signed control message (heartbeat, enrolment) that passed its checks.
 pub struct Control {
     /// The signer's base64 public key.
