@@ -252,7 +252,8 @@ fn a_relay_queues_checks_caps_and_forwards_with_the_original_signatures() {
     let reply = raw_declared(&relay.base, "POST", &[NDJSON], b"", Some(5 << 20));
     assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
     assert!(reply.contains("body larger than 4194304 bytes"), "{reply}");
-    // Not the API's content type, a gzip body, heartbeats and whoami: refused with the reason.
+    // Not the API's content type, an encoding it does not read, heartbeats and whoami: refused
+    // with the reason.
     let (status, _) = http(
         &relay.base,
         "POST",
@@ -261,14 +262,18 @@ fn a_relay_queues_checks_caps_and_forwards_with_the_original_signatures() {
         b"x",
     );
     assert_eq!(status, 415);
-    let (status, _) = http(
+    let (status, answer) = http(
         &relay.base,
         "POST",
         "/api/v1/measurements",
-        &[NDJSON, ("Content-Encoding", "gzip")],
+        &[NDJSON, ("Content-Encoding", "br")],
         b"x",
     );
-    assert_eq!(status, 415);
+    assert_eq!(status, 415, "{answer}");
+    assert!(
+        answer.contains("Content-Encoding must be gzip or none"),
+        "{answer}"
+    );
     let (status, answer) = http(&relay.base, "GET", "/api/v1/whoami", &[], b"");
     assert_eq!(status, 404);
     assert!(
@@ -345,7 +350,289 @@ fn a_relay_queues_checks_caps_and_forwards_with_the_original_signatures() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A request written by hand; the whole reply, head and body.
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).expect("gzip");
+    e.finish().expect("gzip")
+}
+
+#[test]
+fn a_relay_takes_gzip_within_its_bounds_and_refuses_a_bomb_and_broken_gzip() {
+    let dir = tempdir("relay-gzip");
+    let r = dir.join("relay");
+    let agg_port = free_port();
+    let agg = format!("http://127.0.0.1:{agg_port}/");
+    // Limits given as options: 64 KiB of body (inflated too), two lines per request.
+    let relay = start_relay(&r, &agg, &["--max-body-kib", "64", "--max-lines", "2"]);
+    let probe_key = Identity::generate().expect("key");
+    let lines: Vec<String> = (0..3)
+        .map(|i| {
+            signed_in_ir(
+                &probe_key,
+                "canary",
+                unix_now() - 120 + i,
+                0.1,
+                serde_json::json!({"ok": 0, "total": 4, "checks": [], "i": i}),
+            )
+        })
+        .collect();
+    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let gz = [NDJSON, ("Content-Encoding", "gzip")];
+
+    // A gzip upload of three lines: the first two taken, the third left for the next request.
+    let (status, answer) = http(
+        &relay.base,
+        "POST",
+        "/api/v1/measurements",
+        &gz,
+        &gzip(body.as_bytes()),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).expect("json");
+    let statuses: Vec<&str> = answer["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["status"].as_str().expect("status"))
+        .collect();
+    assert_eq!(statuses, ["accepted", "accepted"], "{answer}");
+    assert!(
+        answer["incomplete"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("at most 2 lines are read from one request")),
+        "{answer}"
+    );
+
+    // A bomb: 16 MiB of zeros in a few KiB, refused once 64 KiB are inflated.
+    let bomb = gzip(&vec![b'\n'; 16 << 20]);
+    assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+    let (status, answer) = http(&relay.base, "POST", "/api/v1/measurements", &gz, &bomb);
+    assert_eq!(status, 413, "{answer}");
+    assert!(
+        answer.contains("body larger than 65536 bytes once decompressed"),
+        "{answer}"
+    );
+    // Cut short, or not gzip at all: 400 with the reason, nothing kept.
+    let whole = gzip(format!("{}\n", lines[2]).as_bytes());
+    for (what, bytes) in [
+        ("truncated", &whole[..whole.len() / 2]),
+        ("plain text", lines[2].as_bytes()),
+    ] {
+        let (status, answer) = http(&relay.base, "POST", "/api/v1/measurements", &gz, bytes);
+        assert_eq!(status, 400, "{what}: {answer}");
+        assert!(
+            answer.contains("bad body: not valid gzip (RFC 1952)"),
+            "{what}: {answer}"
+        );
+    }
+    let queued = Store::open(&r.join("vantage.db")).expect("relay store");
+    assert_eq!(
+        queued.list(10).expect("list").len(),
+        2,
+        "only the two taken"
+    );
+    drop(queued);
+
+    // The aggregator comes up: the two taken from gzip arrive, relayed by the relay.
+    let ca = dir.join("ca.pem");
+    vantage_fixtures::tls::TestCa::new("CA").write_pem(&ca);
+    let db = dir.join("agg.db");
+    let server = start_aggregator_on(&format!("127.0.0.1:{agg_port}"), &ca, &db, &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut rows = Vec::new();
+    while Instant::now() < deadline {
+        rows = stored(&db);
+        if rows.len() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(server);
+    let mut want: Vec<(String, String)> = lines[..2]
+        .iter()
+        .map(|l| {
+            (
+                verify(l).expect("sig").id.to_string(),
+                probe_key.public_key(),
+            )
+        })
+        .collect();
+    want.sort();
+    assert_eq!(rows, want);
+    drop(relay);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn relay_limits_are_options_checked_before_anything_is_opened() {
+    let dir = tempdir("relay-options");
+    let data = dir.join("relay");
+    let bad: &[(&str, &str, &str)] = &[
+        (
+            "--max-lines",
+            "0",
+            "--max-lines 0: must be 1 to 100000 (lines)",
+        ),
+        (
+            "--header-seconds",
+            "0",
+            "--header-seconds 0: must be 1 to 600 (seconds)",
+        ),
+        (
+            "--body-seconds",
+            "86400",
+            "--body-seconds 86400: must be 1 to 3600 (seconds)",
+        ),
+        (
+            "--max-body-kib",
+            "0",
+            "--max-body-kib 0: must be 1 to 65536 (KiB)",
+        ),
+        (
+            "--max-queue",
+            "0",
+            "--max-queue 0: must be 1 to 100000000 (envelopes)",
+        ),
+        (
+            "--forward-seconds",
+            "0",
+            "--forward-seconds 0: must be 1 to 86400 (seconds)",
+        ),
+        (
+            "--max-connections",
+            "100000",
+            "--max-connections 100000: must be 1 to 4096 (connections)",
+        ),
+        ("--max-lines", "99999999999999999999999", "invalid value"),
+    ];
+    for (flag, value, want) in bad {
+        let out = Command::new(vantage())
+            .args(["relay", "--listen", "127.0.0.1:0"])
+            .args(["--aggregator", "http://127.0.0.1:9/"])
+            .args([*flag, *value])
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .expect("run vantage relay");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value}");
+        assert!(stderr.contains(want), "{flag} {value}: {stderr}");
+        assert!(!data.exists(), "{flag} {value}: nothing is created first");
+    }
+    // --help names each limit with its unit and default.
+    let out = Command::new(vantage())
+        .args(["relay", "--help"])
+        .output()
+        .expect("help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "--max-lines <N>",
+        "--header-seconds <SECS>",
+        "--body-seconds <SECS>",
+        "--max-body-kib <KIB>",
+        "in KiB",
+        "[default: 1000]",
+        "[default: 10]",
+        "[default: 4096]",
+    ] {
+        assert!(help.contains(want), "{want}: {help}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// (route, relayed_by) of the measurement `id` in an aggregator database, once it is there.
+fn route_of(db: &Path, id: &str) -> Option<(String, Option<String>)> {
+    let conn = rusqlite::Connection::open(db).ok()?;
+    conn.query_row(
+        "SELECT route, relayed_by FROM measurements WHERE id = ?1",
+        [id],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )
+    .ok()
+}
+
+fn keys(db: &Path, args: &[&str]) {
+    let out = Command::new(AGGREGATOR)
+        .arg("keys")
+        .args(args)
+        .arg("--db")
+        .arg(db)
+        .output()
+        .expect("keys");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_relayer_is_recorded_only_while_its_key_stands_and_its_envelopes_always_count() {
+    let dir = tempdir("relay-standing");
+    let r = dir.join("relay");
+    let agg_port = free_port();
+    let agg = format!("http://127.0.0.1:{agg_port}/");
+    let relay = start_relay(&r, &agg, &[]);
+    let (relay_key, _) = Identity::load_or_create(&r.join("identity.key")).expect("relay key");
+    let relay_key = relay_key.public_key();
+    let probe_key = Identity::generate().expect("key");
+    // An aggregator that takes enrolled keys only: the probe's, not (yet) the relay's.
+    let ca = dir.join("ca.pem");
+    vantage_fixtures::tls::TestCa::new("CA").write_pem(&ca);
+    let db = dir.join("agg.db");
+    let server = start_aggregator_on(
+        &format!("127.0.0.1:{agg_port}"),
+        &ca,
+        &db,
+        &["--require-enrolment"],
+    );
+    keys(&db, &["allow", &probe_key.public_key()]);
+
+    // Each step: the relay's standing, then one envelope through the relay and how it is
+    // stored. Relayed by an unenrolled or revoked key, it is stored all the same, as an upload.
+    let steps: [(Option<&str>, Option<&str>); 3] = [
+        (None, None),
+        (Some("allow"), Some(relay_key.as_str())),
+        (Some("revoke"), None),
+    ];
+    for (i, (standing, by)) in steps.into_iter().enumerate() {
+        if let Some(action) = standing {
+            keys(&db, &[action, &relay_key]);
+        }
+        let line = signed_in_ir(
+            &probe_key,
+            "canary",
+            unix_now() - 60 + i as i64,
+            0.1,
+            serde_json::json!({"ok": 0, "total": 4, "checks": [], "i": i}),
+        );
+        let id = verify(&line).expect("sig").id.to_string();
+        let (status, answer) = http(
+            &relay.base,
+            "POST",
+            "/api/v1/measurements",
+            &[NDJSON],
+            format!("{line}\n").as_bytes(),
+        );
+        assert_eq!(status, 200, "{answer}");
+        assert!(answer.contains("\"accepted\""), "{answer}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut found = None;
+        while found.is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(300));
+            found = route_of(&db, &id);
+        }
+        let want = match by {
+            Some(key) => ("relay".to_string(), Some(key.to_string())),
+            None => ("upload".to_string(), None),
+        };
+        assert_eq!(found, Some(want), "after {standing:?}");
+    }
+    drop(server);
+    drop(relay);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Opens `n` connections that send nothing, and keeps them once the relay holds all of them.
 /// An earlier request's connection may still own a slot for a moment after its answer was
 /// read; a connection the relay refused then has a 503 waiting, so the set is opened again.
@@ -371,6 +658,7 @@ fn hold_every_slot(base: &str, n: usize) -> Vec<std::net::TcpStream> {
     panic!("the relay never held {n} idle connections at once");
 }
 
+/// A request written by hand; the whole reply, head and body.
 fn raw(base: &str, method: &str, headers: &[(&str, &str)], body: &[u8]) -> String {
     raw_declared(base, method, headers, body, None)
 }

@@ -15,7 +15,10 @@
 //!
 //! Everything is bounded: the body (bytes and lines), the time to send the head and the body,
 //! the connections open at once, and the queue; a full queue or too many connections is 503
-//! with `Retry-After` (RFC 9110 section 10.2.3), which a probe's uploader obeys.
+//! with `Retry-After` (RFC 9110 section 10.2.3), which a probe's uploader obeys. A body may be
+//! gzip (`Content-Encoding: gzip`, RFC 9110 section 8.4.1.3, as the aggregator takes it): it is
+//! inflated a chunk at a time and refused with 413 the moment it passes the same bound as a
+//! plain body, so a small bomb never grows in memory beyond that bound ([`inflate`]).
 //!
 //! Heartbeats, enrolment and whoami are not relayed: a heartbeat through a relay would tell
 //! the aggregator that the probe's network is up when only the relay's way out is, and whoami
@@ -48,7 +51,7 @@ pub struct RelayConfig {
     /// Where and how it forwards: the aggregator's routes, and its own key for the relay
     /// header.
     pub upload: UploadConfig,
-    /// The largest request body read.
+    /// The largest request body read, and the most a gzip body may inflate to.
     pub max_body_bytes: usize,
     /// The most lines read from one request; the rest are answered `incomplete`.
     pub max_lines: usize,
@@ -88,6 +91,49 @@ pub const MAX_CONNECTIONS: usize = 4096;
 
 /// Seconds a refused client is asked to wait.
 pub const RETRY_AFTER_SECS: u64 = 60;
+
+/// Why a gzip body could not be inflated.
+#[derive(Debug, thiserror::Error)]
+pub enum InflateError {
+    /// It inflates to more than the bound: refused before more is inflated.
+    #[error("body larger than {max} bytes once decompressed")]
+    TooLarge {
+        /// The bound, in bytes.
+        max: usize,
+    },
+    /// Not a gzip stream, or one cut short.
+    #[error("bad body: not valid gzip (RFC 1952): {source}")]
+    Corrupt {
+        /// What the decoder found.
+        source: std::io::Error,
+    },
+}
+
+/// Inflates the gzip body `gz` (RFC 1952, every member) a chunk at a time, never holding more
+/// than `max` inflated bytes: past them it stops with [`InflateError::TooLarge`].
+pub fn inflate(gz: &[u8], max: usize) -> Result<Vec<u8>, InflateError> {
+    use std::io::Read as _;
+    let mut decoder = flate2::read::MultiGzDecoder::new(gz);
+    let mut out = Vec::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        let n = match decoder.read(&mut chunk) {
+            Ok(0) => return Ok(out),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(source) => return Err(InflateError::Corrupt { source }),
+        };
+        if out.len() + n > max {
+            return Err(InflateError::TooLarge { max });
+        }
+        // Grown by doubling, but never past the bound.
+        if out.capacity() < out.len() + n {
+            let want = (out.len() * 2).max(out.len() + n).max(64 << 10).min(max);
+            out.reserve_exact(want - out.len());
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+}
 
 /// Why the relay could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -262,21 +308,26 @@ async fn ingest(req: http::Request<Incoming>, state: Arc<State>) -> Response<Ful
             "Content-Type must be application/x-ndjson, application/jsonl or application/json",
         );
     }
-    if headers
+    let gzip = match headers
         .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+        .map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase())
+        .as_deref()
     {
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "a relay reads uncompressed uploads only (no Content-Encoding)",
-        );
-    }
+        None | Some("identity") => false,
+        Some("gzip") => true,
+        Some(_) => {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Encoding must be gzip or none",
+            );
+        }
+    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > c.max_body_bytes) {
-        return too_large(c.max_body_bytes);
+        return too_large(format!("body larger than {} bytes", c.max_body_bytes));
     }
     let proof = match headers
         .get(crate::relay_proof::RELAY_HEADER)
@@ -306,7 +357,7 @@ async fn ingest(req: http::Request<Incoming>, state: Arc<State>) -> Response<Ful
             );
         }
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return too_large(c.max_body_bytes);
+            return too_large(format!("body larger than {} bytes", c.max_body_bytes));
         }
         Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("bad body: {e}")),
         Ok(Ok(b)) => b.to_bytes(),
@@ -318,14 +369,27 @@ async fn ingest(req: http::Request<Incoming>, state: Arc<State>) -> Response<Ful
     {
         return error(StatusCode::BAD_REQUEST, e.to_string());
     }
-    let max_lines = c.max_lines;
-    let max_queue = c.max_queue;
-    // Signatures and SQLite on a blocking thread: a large body must not stall the others.
+    let (max_lines, max_queue, max_body) = (c.max_lines, c.max_queue, c.max_body_bytes);
+    // Inflating, signatures and SQLite on a blocking thread: a large body must not stall the
+    // others.
     let worker = state.clone();
-    let answered =
-        tokio::task::spawn_blocking(move || take(&body, max_lines, max_queue, &worker.store)).await;
+    let answered = tokio::task::spawn_blocking(move || {
+        let body = if gzip {
+            Bytes::from(inflate(&body, max_body)?)
+        } else {
+            body
+        };
+        Ok(take(&body, max_lines, max_queue, &worker.store))
+    })
+    .await;
     let answered = match answered {
-        Ok(a) => a,
+        Ok(Ok(a)) => a,
+        Ok(Err(InflateError::TooLarge { max })) => {
+            return too_large(format!("body larger than {max} bytes once decompressed"));
+        }
+        Ok(Err(e @ InflateError::Corrupt { .. })) => {
+            return error(StatusCode::BAD_REQUEST, e.to_string());
+        }
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     match answered {
@@ -348,12 +412,13 @@ async fn ingest(req: http::Request<Incoming>, state: Arc<State>) -> Response<Ful
     }
 }
 
-fn too_large(max: usize) -> Response<Full<Bytes>> {
+/// 413 with the reason, in the aggregator's answer.
+fn too_large(reason: String) -> Response<Full<Bytes>> {
     json(
         StatusCode::PAYLOAD_TOO_LARGE,
         &IngestAnswer {
             results: Vec::new(),
-            error: Some(format!("body larger than {max} bytes")),
+            error: Some(reason),
             incomplete: None,
         },
     )
@@ -505,5 +570,57 @@ async fn forward(
             }
             Err(e) => tracing::error!("relay: forwarding stopped by the store: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
+
+    use super::*;
+
+    fn gz(bytes: &[u8]) -> Vec<u8> {
+        let mut e = GzEncoder::new(Vec::new(), Compression::default());
+        e.write_all(bytes).expect("write");
+        e.finish().expect("finish")
+    }
+
+    #[test]
+    fn gzip_bodies_inflate_within_the_bound_and_every_member_is_read() {
+        assert_eq!(inflate(&gz(b"a\nb\n"), 4).expect("inflate"), b"a\nb\n");
+        // Two members, as `cat a.gz b.gz` makes: both are read (RFC 1952 section 2.2).
+        let two = [gz(b"a\n"), gz(b"b\n")].concat();
+        assert_eq!(inflate(&two, 100).expect("inflate"), b"a\nb\n");
+        assert_eq!(inflate(&gz(b""), 1).expect("empty"), b"");
+    }
+
+    #[test]
+    fn a_bomb_stops_at_the_bound_and_broken_gzip_says_why() {
+        // 64 MiB of zeros in about 64 KiB: refused once 1 MiB is inflated.
+        let bomb = gz(&vec![0u8; 64 << 20]);
+        assert!(bomb.len() < 100 << 10, "{}", bomb.len());
+        let e = inflate(&bomb, 1 << 20).expect_err("a bomb");
+        assert_eq!(
+            e.to_string(),
+            "body larger than 1048576 bytes once decompressed"
+        );
+        // One byte over the bound is over it.
+        assert!(matches!(
+            inflate(&gz(b"12345"), 4),
+            Err(InflateError::TooLarge { max: 4 })
+        ));
+        let whole = gz(b"a line\n");
+        let cut = &whole[..whole.len() - 6];
+        let e = inflate(cut, 100).expect_err("truncated");
+        assert!(
+            e.to_string()
+                .starts_with("bad body: not valid gzip (RFC 1952): "),
+            "{e}"
+        );
+        let e = inflate(b"{\"v\":1}\n", 100).expect_err("not gzip");
+        assert!(matches!(e, InflateError::Corrupt { .. }), "{e}");
     }
 }

@@ -30,49 +30,148 @@ pub struct RelayArgs {
     /// Extra trusted CA certificates (PEM) for the aggregator.
     #[arg(long, value_name = "PEM")]
     ca_file: Option<PathBuf>,
-    /// Envelopes held for forwarding at most; beyond it uploads are answered 503 with
-    /// Retry-After.
+    /// Envelopes held for forwarding at most (1 to 100000000); beyond it uploads are answered
+    /// 503 with Retry-After.
     #[arg(long, value_name = "N", default_value_t = 200_000)]
     max_queue: u64,
-    /// Connections served at once; more are answered 503.
+    /// Connections served at once (1 to 4096); more are answered 503.
     #[arg(long, value_name = "N", default_value_t = 64)]
     max_connections: usize,
-    /// The largest upload body read, in KiB.
+    /// The largest upload body read, in KiB (1 to 65536); a gzip body may inflate to as much
+    /// and no more. Larger is answered 413.
     #[arg(long, value_name = "KIB", default_value_t = 4096)]
     max_body_kib: usize,
-    /// How often to try forwarding when nothing new arrives, in seconds.
+    /// Lines read from one upload at most (1 to 100000); the rest are answered `incomplete`,
+    /// and the probe sends them again.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    max_lines: usize,
+    /// Seconds a client has to send a request's head (1 to 600).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    header_seconds: u64,
+    /// Seconds a client has to send a request's body (1 to 3600); a slower one is answered 408.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    body_seconds: u64,
+    /// How often to try forwarding when nothing new arrives, in seconds (1 to 86400).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     forward_seconds: u64,
     #[command(flatten)]
     data: DataArgs,
 }
 
-/// Runs the relay until SIGINT or SIGTERM.
-pub async fn relay(args: RelayArgs) -> Result<ExitCode> {
-    use tokio::signal::unix::{SignalKind, signal};
+/// A numeric option's allowed values and why they stop there: zero would refuse every upload
+/// or spin, and past the top a typo would hold the machine's memory, descriptors or clients.
+struct Bound {
+    flag: &'static str,
+    max: u64,
+    unit: &'static str,
+}
+
+/// The bounds, checked before the data directory, the key or a socket is touched.
+const BOUNDS: &[Bound] = &[
+    Bound {
+        flag: "--max-queue",
+        max: 100_000_000,
+        unit: "envelopes",
+    },
+    Bound {
+        flag: "--max-connections",
+        max: MAX_CONNECTIONS as u64,
+        unit: "connections",
+    },
+    // A body is held whole (and a gzip one inflated) in memory.
+    Bound {
+        flag: "--max-body-kib",
+        max: 65_536,
+        unit: "KiB",
+    },
+    Bound {
+        flag: "--max-lines",
+        max: 100_000,
+        unit: "lines",
+    },
+    Bound {
+        flag: "--header-seconds",
+        max: 600,
+        unit: "seconds",
+    },
+    Bound {
+        flag: "--body-seconds",
+        max: 3_600,
+        unit: "seconds",
+    },
+    Bound {
+        flag: "--forward-seconds",
+        max: 86_400,
+        unit: "seconds",
+    },
+];
+
+/// Refuses a value of `flag` outside 1..=its bound, with the unit and the range.
+fn check(flag: &str, value: u64) -> Result<()> {
+    let Some(b) = BOUNDS.iter().find(|b| b.flag == flag) else {
+        bail!("{flag}: no bound is known for this option");
+    };
+    if !(1..=b.max).contains(&value) {
+        bail!("{flag} {value}: must be 1 to {} ({})", b.max, b.unit);
+    }
+    Ok(())
+}
+
+/// What the relay will do, every option checked: nothing is opened before this succeeds.
+struct Plan {
+    routes: Vec<Route>,
+    every: Duration,
+    max_queue: u64,
+    max_connections: usize,
+    max_body_bytes: usize,
+    max_lines: usize,
+    header_timeout: Duration,
+    body_timeout: Duration,
+}
+
+fn plan(args: &RelayArgs) -> Result<Plan> {
     if args.aggregators.len() > MAX_ROUTES {
         bail!(
             "{} --aggregator routes; at most {MAX_ROUTES} (each failing one costs a timeout)",
             args.aggregators.len()
         );
     }
-    if !(1..=MAX_CONNECTIONS).contains(&args.max_connections) {
-        bail!(
-            "--max-connections {} is outside 1..={MAX_CONNECTIONS}",
-            args.max_connections
-        );
-    }
+    let usize_value = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    check("--max-queue", args.max_queue)?;
+    check("--max-connections", usize_value(args.max_connections))?;
+    check("--max-body-kib", usize_value(args.max_body_kib))?;
+    check("--max-lines", usize_value(args.max_lines))?;
+    check("--header-seconds", args.header_seconds)?;
+    check("--body-seconds", args.body_seconds)?;
+    check("--forward-seconds", args.forward_seconds)?;
     let routes = args
         .aggregators
         .iter()
         .map(|a| Route::parse_spec(a).with_context(|| format!("--aggregator {a:?}")))
         .collect::<Result<Vec<_>>>()?;
+    if routes.is_empty() {
+        bail!("--aggregator is required");
+    }
+    Ok(Plan {
+        routes,
+        every: Duration::from_secs(args.forward_seconds),
+        max_queue: args.max_queue,
+        max_connections: args.max_connections,
+        max_body_bytes: args.max_body_kib * 1024,
+        max_lines: args.max_lines,
+        header_timeout: Duration::from_secs(args.header_seconds),
+        body_timeout: Duration::from_secs(args.body_seconds),
+    })
+}
+
+/// Runs the relay until SIGINT or SIGTERM.
+pub async fn relay(args: RelayArgs) -> Result<ExitCode> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let plan = plan(&args)?;
+    let routes = plan.routes;
     let Some(first) = routes.first() else {
         bail!("--aggregator is required");
     };
-    if !(1..=65_536).contains(&args.max_body_kib) {
-        bail!("--max-body-kib {} is outside 1..=65536", args.max_body_kib);
-    }
     let dir = args.data.dir()?;
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let (identity, _) = Identity::load_or_create(&dir.join("identity.key"))?;
@@ -82,14 +181,17 @@ pub async fn relay(args: RelayArgs) -> Result<ExitCode> {
     upload.relayer = Some(Relayer(Arc::new(identity)));
     // One try per round: the relay's own loop backs off between rounds, from the forwarding
     // interval (at most 5 s) up to ten of them (at most 10 min).
-    let every = Duration::from_secs(args.forward_seconds.clamp(1, 86_400));
+    let every = plan.every;
     upload.max_attempts = 1;
     upload.backoff = every.min(Duration::from_secs(5));
     upload.max_backoff = (every * 10).min(Duration::from_secs(600));
     let mut config = RelayConfig::new(dir.join(STORE_FILE), upload);
-    config.max_queue = args.max_queue;
-    config.max_connections = args.max_connections;
-    config.max_body_bytes = args.max_body_kib * 1024;
+    config.max_queue = plan.max_queue;
+    config.max_connections = plan.max_connections;
+    config.max_body_bytes = plan.max_body_bytes;
+    config.max_lines = plan.max_lines;
+    config.header_timeout = plan.header_timeout;
+    config.body_timeout = plan.body_timeout;
     config.forward_every = every;
     let tls = tls_context(args.ca_file.as_deref())?;
     let listener = tokio::net::TcpListener::bind(args.listen)
