@@ -3,8 +3,8 @@
 //! an upload with a valid `vantage-relay` header as `relay` with the relayer's key, a file
 //! given to `vantage-aggregator ingest` as `file`; a forged, mangled, doubled or huge relay
 //! header refuses the whole request and stores nothing; a duplicate keeps its first route;
-//! and the timeline (`timeline` table and JSON, `GET /api/v1/timeline`) says per route how
-//! much evidence came, when, and whether while the event went on.
+//! and the timeline (`timeline` table, JSON and CSV, `GET /api/v1/timeline` in JSON and CSV)
+//! says per route how much evidence came, when, and whether while the event went on.
 
 mod common;
 
@@ -60,6 +60,28 @@ fn routes(base: &str) -> HashMap<String, (String, Option<String>)> {
                     r["relayed_by"].as_str().map(str::to_string),
                 ),
             )
+        })
+        .collect()
+}
+
+/// The rows of a timeline CSV by event id, each field by its header's name.
+fn csv_rows(text: &str) -> HashMap<String, HashMap<String, String>> {
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let names: Vec<String> = reader
+        .headers()
+        .expect("a header")
+        .iter()
+        .map(str::to_string)
+        .collect();
+    reader
+        .records()
+        .map(|r| {
+            let row: HashMap<String, String> = names
+                .iter()
+                .cloned()
+                .zip(r.expect("a CSV record").iter().map(str::to_string))
+                .collect();
+            (row["id"].clone(), row)
         })
         .collect()
 }
@@ -314,6 +336,53 @@ async fn each_measurement_keeps_the_route_it_came_by() {
     assert!(table.contains("2 relayed by 1 probe ("), "{table}");
     assert!(table.contains("while the shutdown went on)"), "{table}");
 
+    // The CSV carries it in its last columns, the older columns in their places.
+    let out = Command::new(AGGREGATOR)
+        .args([
+            "timeline", "--db", db_arg, "--cc", "IR", "--since", &since, "--csv",
+        ])
+        .output()
+        .expect("timeline");
+    let csv_cli = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{csv_cli}");
+    let rows = csv_rows(&csv_cli);
+    let shutdown_row = &rows["00000000000000aa"];
+    let columns = |row: &HashMap<String, String>| -> Vec<String> {
+        [
+            "arrival_upload",
+            "arrival_relay",
+            "arrival_file",
+            "arrival_import",
+            "arrival_relayers",
+            "arrival_while_ongoing",
+        ]
+        .iter()
+        .map(|c| row[*c].clone())
+        .collect()
+    };
+    assert_eq!(
+        columns(shutdown_row),
+        ["2", "2", "2", "0", "1", "6"],
+        "{csv_cli}"
+    );
+    assert_eq!(shutdown_row["kind"], "shutdown");
+    assert!(
+        shutdown_row["arrival_first"] <= shutdown_row["arrival_last"]
+            && shutdown_row["arrival_first"].len() == 19,
+        "{csv_cli}"
+    );
+    assert_eq!(
+        columns(&rows["00000000000000bb"]),
+        ["0", "0", "2", "0", "0", "0"],
+        "{csv_cli}"
+    );
+    assert!(
+        csv_cli.starts_with(
+            "id,cc,asn,asns,kind,scope,layer,category,targets,start,end,status,suspected,confidence,probes,evidence,rate_kbps,arrival_upload,"
+        ),
+        "{csv_cli}"
+    );
+
     // And so does the API, from a server that runs no detector to replace the events.
     let ca = dir.join("ca.pem");
     let server = serve(&ca, &db, &["--no-detect"]).await;
@@ -328,5 +397,8 @@ async fn each_measurement_keeps_the_route_it_came_by() {
         .find(|e| e["id"] == "00000000000000aa")
         .expect("the shutdown");
     assert_eq!(arrival(api_shutdown), arrival(shutdown));
+    let (status, csv_api) = http(&server.base, "GET", &format!("{path}&format=csv"), &[], b"");
+    assert_eq!(status, 200, "{csv_api}");
+    assert_eq!(csv_api, csv_cli, "the API's CSV is the command's");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,7 +3,8 @@
 //! a client stored, such as a URL with a comma or a quote, can shift another column. Shared by
 //! the exports and the timeline's CSV.
 
-use crate::store::model::Event;
+use crate::store::Route;
+use crate::store::model::{Arrival, TimelineEvent};
 
 /// `fields` as one CSV record, without its line ending.
 pub fn csv_line<S: AsRef<[u8]>>(fields: &[S]) -> String {
@@ -23,11 +24,57 @@ pub fn csv_line<S: AsRef<[u8]>>(fields: &[S]) -> String {
     text
 }
 
-/// The CSV header of [`csv_row`].
-pub const CSV_HEADER: &str = "id,cc,asn,asns,kind,scope,layer,category,targets,start,end,status,suspected,confidence,probes,evidence,rate_kbps";
+/// The CSV header of [`csv_row`]. The `arrival_` columns came last, after the event's own, so
+/// that a reader of the older columns by position reads them as before: how many of its
+/// evidence measurements came by each route ([`Route::NAMES`], in that order), the distinct
+/// probes that relayed them, how many were received before the event ended, and when the first
+/// and the last were received (docs/carry.md, "By which route evidence arrived").
+pub const CSV_HEADER: &str = "id,cc,asn,asns,kind,scope,layer,category,targets,start,end,status,suspected,confidence,probes,evidence,rate_kbps,arrival_upload,arrival_relay,arrival_file,arrival_import,arrival_relayers,arrival_while_ongoing,arrival_first,arrival_last";
 
-/// One event as a CSV line (lists joined with spaces).
-pub fn csv_row(e: &Event) -> String {
+/// The `arrival_` fields of [`CSV_HEADER`]: numbers and times the aggregator wrote, never a
+/// string a client sent, so nothing stored from one client reaches a spreadsheet cell here. A
+/// route name this aggregator does not know (a newer one's row) counts as an upload, the route
+/// that claims nothing, as [`Route::from_columns`] reads it.
+fn arrival_fields(arrival: &[Arrival]) -> [String; 8] {
+    let mut counts = [0u64; Route::NAMES.len()];
+    let (mut relayers, mut while_ongoing) = (0u64, 0u64);
+    let (mut first, mut last): (Option<&str>, Option<&str>) = (None, None);
+    for a in arrival {
+        // `NAMES[0]` is `upload`.
+        let slot = Route::NAMES.iter().position(|n| *n == a.route).unwrap_or(0);
+        counts[slot] = counts[slot].saturating_add(a.count);
+        relayers = relayers.saturating_add(a.relayers);
+        while_ongoing = while_ongoing.saturating_add(a.while_ongoing);
+        // `YYYY-MM-DD HH:MM:SS` orders as text.
+        first = Some(first.map_or(a.first.as_str(), |f| f.min(a.first.as_str())));
+        last = Some(last.map_or(a.last.as_str(), |l| l.max(a.last.as_str())));
+    }
+    let [upload, relay, file, import] = counts.map(|n| n.to_string());
+    [
+        upload,
+        relay,
+        file,
+        import,
+        relayers.to_string(),
+        while_ongoing.to_string(),
+        first.unwrap_or_default().to_string(),
+        last.unwrap_or_default().to_string(),
+    ]
+}
+
+/// One event with how its evidence arrived as a CSV line (lists joined with spaces).
+pub fn csv_row(timed: &TimelineEvent) -> String {
+    let e = &timed.event;
+    let [
+        upload,
+        relay,
+        file,
+        import,
+        relayers,
+        while_ongoing,
+        first,
+        last,
+    ] = arrival_fields(&timed.arrival);
     let fields = [
         e.id.clone(),
         e.entity.cc.clone(),
@@ -49,6 +96,14 @@ pub fn csv_row(e: &Event) -> String {
         e.probes.to_string(),
         e.evidence.join(" "),
         e.rate_kbps.map(|r| r.to_string()).unwrap_or_default(),
+        upload,
+        relay,
+        file,
+        import,
+        relayers,
+        while_ongoing,
+        first,
+        last,
     ];
     csv_line(&fields)
 }
@@ -56,7 +111,7 @@ pub fn csv_row(e: &Event) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::model::{Entity, Kind, Scope};
+    use crate::store::model::{Entity, Event, Kind, Scope};
 
     #[test]
     fn fields_are_quoted_only_when_needed() {
@@ -78,9 +133,8 @@ mod tests {
         assert_eq!(record.iter().collect::<Vec<_>>(), fields);
     }
 
-    #[test]
-    fn csv_fields_with_commas_and_quotes_are_quoted() {
-        let mut e = Event {
+    fn event() -> Event {
+        Event {
             id: "0123456789abcdef".into(),
             entity: Entity {
                 cc: "IR".into(),
@@ -100,10 +154,98 @@ mod tests {
             probes: 5,
             evidence: Vec::new(),
             rate_kbps: None,
-        };
+        }
+    }
+
+    fn arrival(route: &str, count: u64, first: &str, last: &str, while_ongoing: u64) -> Arrival {
+        Arrival {
+            route: route.into(),
+            count,
+            first: first.into(),
+            last: last.into(),
+            while_ongoing,
+            relayers: u64::from(route == "relay"),
+        }
+    }
+
+    /// The fields of `line` as a CSV reader reads them, by the header's names.
+    fn read(line: &str) -> std::collections::HashMap<String, String> {
+        let text = format!("{CSV_HEADER}\n{line}\n");
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        let names: Vec<String> = reader
+            .headers()
+            .expect("header")
+            .iter()
+            .map(str::to_string)
+            .collect();
+        let record = reader.records().next().expect("a record").expect("parses");
+        assert!(reader.records().next().is_none(), "one record: {line}");
+        names
+            .into_iter()
+            .zip(record.iter().map(str::to_string))
+            .collect()
+    }
+
+    #[test]
+    fn csv_fields_with_commas_and_quotes_are_quoted() {
+        let mut e = event();
         e.category = Some("NEWS, \"intl\"".into());
-        let row = csv_row(&e);
+        let row = csv_row(&TimelineEvent::new(e, Vec::new()));
         assert!(row.contains(",\"NEWS, \"\"intl\"\"\","), "{row}");
-        assert_eq!(CSV_HEADER.split(',').count(), 17);
+        assert_eq!(CSV_HEADER.split(',').count(), 25);
+        assert!(
+            CSV_HEADER.starts_with(
+                "id,cc,asn,asns,kind,scope,layer,category,targets,start,end,status,suspected,confidence,probes,evidence,rate_kbps,"
+            ),
+            "the older columns keep their places"
+        );
+        for name in Route::NAMES {
+            assert!(CSV_HEADER.contains(&format!(",arrival_{name},")), "{name}");
+        }
+    }
+
+    /// Per route, how much came; all of it summed; the first and last received; and a route
+    /// name stored by something else (a newer aggregator, an edited database), however
+    /// hostile, counts as an upload and never reaches the line.
+    #[test]
+    fn the_arrival_columns_count_each_route_and_carry_no_stored_string() {
+        let hostile = "=HYPERLINK(\"http://x.example\"),\"\n\r";
+        let timed = TimelineEvent::new(
+            event(),
+            vec![
+                arrival("file", 2, "2026-01-05 00:20:00", "2026-01-05 00:21:00", 2),
+                arrival("relay", 3, "2026-01-05 00:05:00", "2026-01-05 00:30:00", 1),
+                arrival("upload", 4, "2026-01-05 00:10:00", "2026-01-05 02:00:00", 0),
+                arrival(hostile, 1, "2026-01-05 00:01:00", "2026-01-05 00:01:00", 1),
+            ],
+        );
+        let line = csv_row(&timed);
+        assert!(
+            !line.contains("HYPERLINK") && !line.contains('\n'),
+            "{line}"
+        );
+        let f = read(&line);
+        assert_eq!(f["arrival_upload"], "5", "4 and the unknown route's 1");
+        assert_eq!(f["arrival_relay"], "3");
+        assert_eq!(f["arrival_file"], "2");
+        assert_eq!(f["arrival_import"], "0");
+        assert_eq!(f["arrival_relayers"], "1");
+        assert_eq!(f["arrival_while_ongoing"], "4");
+        assert_eq!(f["arrival_first"], "2026-01-05 00:01:00");
+        assert_eq!(f["arrival_last"], "2026-01-05 02:00:00");
+        assert_eq!(f["rate_kbps"], "", "the older columns as before");
+
+        let none = read(&csv_row(&TimelineEvent::new(event(), Vec::new())));
+        assert_eq!(
+            ["upload", "relay", "file", "import"].map(|r| none[&format!("arrival_{r}")].clone()),
+            ["0", "0", "0", "0"].map(String::from)
+        );
+        assert_eq!(
+            (
+                none["arrival_first"].as_str(),
+                none["arrival_last"].as_str()
+            ),
+            ("", "")
+        );
     }
 }

@@ -899,7 +899,8 @@ pub struct TimelineParams {
     /// `shutdown`, `blocking` or `throttling`.
     #[param(pattern = "^(shutdown|blocking|throttling)$")]
     pub kind: Option<String>,
-    /// `json` (default) or `csv`: one line per event, lists joined with spaces.
+    /// `json` (default) or `csv`: one line per event, lists joined with spaces, how its
+    /// evidence arrived in the last columns (`arrival_upload` ... `arrival_last`).
     #[param(pattern = "^(json|csv)$")]
     pub format: Option<String>,
 }
@@ -975,23 +976,14 @@ async fn timeline_route(
         crate::detect::format_time(query.since),
         crate::detect::format_time(query.until),
     );
-    let timeline = move || {
-        if csv {
-            state.storage.timeline(&query).map(|events| {
-                events
-                    .into_iter()
-                    .map(|e| crate::store::model::TimelineEvent::new(e, Vec::new()))
-                    .collect::<Vec<_>>()
-            })
-        } else {
-            crate::store::timeline_with_arrivals(state.storage.as_ref(), &query)
-        }
-    };
+    // JSON and CSV both say how each event's evidence arrived (the CSV in its `arrival_`
+    // columns): one grouped query per event.
+    let timeline = move || crate::store::timeline_with_arrivals(state.storage.as_ref(), &query);
     match tokio::task::spawn_blocking(timeline).await {
         Ok(Ok(events)) if csv => {
             let mut body = format!("{}\n", crate::api::csv_line::CSV_HEADER);
             for e in &events {
-                body.push_str(&crate::api::csv_line::csv_row(&e.event));
+                body.push_str(&crate::api::csv_line::csv_row(e));
                 body.push('\n');
             }
             ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()

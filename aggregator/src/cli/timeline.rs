@@ -44,16 +44,15 @@ pub(super) fn timeline(args: &TimelineArgs) -> Result<ExitCode> {
         .map_err(anyhow::Error::msg)?;
     let db = args.store.open()?;
     let mut out = std::io::stdout().lock();
+    // Each event with how its evidence arrived: one grouped query per event.
+    let events = vantage_aggregator::store::timeline_with_arrivals(db.as_ref(), &q)?;
     if args.csv {
-        let events = db.timeline(&q)?;
         writeln!(out, "{}", vantage_aggregator::api::csv_line::CSV_HEADER)?;
         for e in &events {
             writeln!(out, "{}", vantage_aggregator::api::csv_line::csv_row(e))?;
         }
         return Ok(ExitCode::SUCCESS);
     }
-    // Each event with how its evidence arrived: one grouped query per event.
-    let events = vantage_aggregator::store::timeline_with_arrivals(db.as_ref(), &q)?;
     if args.json {
         for e in &events {
             writeln!(out, "{}", serde_json::to_string(e)?)?;
