@@ -355,7 +355,9 @@ mod tests {
 
     #[test]
     fn a_key_gets_its_lines_per_window_and_new_keys_are_counted() {
-        let limits = KeyLimits::with_window(3, 2, Duration::from_millis(200));
+        // A window of a second: every take below must fall in the first one, which a loaded
+        // machine could stretch past a window of a fraction of a second.
+        let limits = KeyLimits::with_window(3, 2, Duration::from_secs(1));
         for _ in 0..3 {
             limits.take_line("k").expect("within the allowance");
         }
@@ -369,7 +371,7 @@ mod tests {
             Limited::Lines(3).to_string().starts_with("rate limited"),
             "a probe keeps rate-limited lines queued by this prefix"
         );
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(Duration::from_millis(1100));
         limits.take_line("k").expect("a new window");
         limits.take_new_key().expect("a new window");
     }
