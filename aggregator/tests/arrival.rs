@@ -3,8 +3,10 @@
 //! an upload with a valid `vantage-relay` header as `relay` with the relayer's key, a file
 //! given to `vantage-aggregator ingest` as `file`; a forged, mangled, doubled or huge relay
 //! header refuses the whole request and stores nothing; a duplicate keeps its first route;
-//! and the timeline (`timeline` table, JSON and CSV, `GET /api/v1/timeline` in JSON and CSV)
-//! says per route how much evidence came, when, and whether while the event went on.
+//! the timeline (`timeline` table, JSON and CSV, `GET /api/v1/timeline` in JSON and CSV)
+//! says per route how much evidence came, when, and whether while the event went on; and the
+//! event's evidence bundle says each envelope's route (`arrival.json`, the report, a note of
+//! `vantage verify`).
 
 mod common;
 
@@ -251,7 +253,8 @@ async fn each_measurement_keeps_the_route_it_came_by() {
         .map(|e| id(e))
         .collect();
     let filed_ids: Vec<String> = filed.iter().map(|e| id(e)).collect();
-    let start = now() - 3600;
+    // A minute before the first canary, so that the shutdown's bundle below holds it.
+    let start = now() - 3600 - 60;
     {
         let store = vantage_aggregator::store::Sqlite::open(&db).expect("open");
         store
@@ -400,5 +403,111 @@ async fn each_measurement_keeps_the_route_it_came_by() {
     let (status, csv_api) = http(&server.base, "GET", &format!("{path}&format=csv"), &[], b"");
     assert_eq!(status, 200, "{csv_api}");
     assert_eq!(csv_api, csv_cli, "the API's CSV is the command's");
+
+    // The shutdown's evidence bundle says how each envelope arrived, as information: in
+    // arrival.json, the report and a note of `vantage verify`, which still verifies it all.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, body) = http(&server.base, "GET", "/log/checkpoint", &[], b"");
+        let size: u64 = body
+            .lines()
+            .nth(1)
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0);
+        if status == 200 && size >= all.len() as u64 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint: {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let zip = dir.join("shutdown.zip");
+    let out = Command::new(AGGREGATOR)
+        .args(["evidence", "00000000000000aa", "--db", db_arg, "--out"])
+        .arg(&zip)
+        .output()
+        .expect("evidence");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files = unzip(&zip);
+    let arrival_json: serde_json::Value =
+        serde_json::from_slice(&files["evidence-00000000000000aa/arrival.json"]).expect("json");
+    let said: HashMap<String, (String, Option<String>)> = arrival_json["envelopes"]
+        .as_array()
+        .expect("envelopes")
+        .iter()
+        .map(|e| {
+            (
+                e["id"].as_str().expect("id").to_string(),
+                (
+                    e["route"].as_str().expect("route").to_string(),
+                    e["relayed_by"].as_str().map(str::to_string),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(said.len(), 6, "{arrival_json}");
+    for (envelopes, route, by) in [
+        (&uploaded, "upload", None),
+        (&relayed, "relay", Some(relayer.public_key())),
+        (&filed, "file", None),
+    ] {
+        for e in envelopes {
+            assert_eq!(
+                said[&id(e)],
+                (route.to_string(), by.clone()),
+                "{arrival_json}"
+            );
+        }
+    }
+    let report =
+        String::from_utf8_lossy(&files["evidence-00000000000000aa/report.html"]).into_owned();
+    assert!(
+        report.contains(&format!(
+            "<td>relay by <code>{}</code></td>",
+            relayer.public_key()
+        )),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "This bundle holds 6 measurements: 2 uploaded by the probes that made them, 2 relayed by 1 other probe, 2 carried in an export file."
+        ),
+        "{report}"
+    );
+    let out = Command::new(common::vantage())
+        .arg("verify")
+        .arg(&zip)
+        .output()
+        .expect("vantage verify");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(
+            "note arrival: of the 6 envelopes: 2 by upload, 2 relayed by 1 probe, 2 by file (as the aggregator recorded it"
+        ),
+        "{said}"
+    );
+    drop(server);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every file of a zip by name.
+fn unzip(path: &std::path::Path) -> HashMap<String, Vec<u8>> {
+    use std::io::Read as _;
+    let mut archive =
+        zip::ZipArchive::new(std::fs::File::open(path).expect("open")).expect("a zip");
+    (0..archive.len())
+        .map(|i| {
+            let mut f = archive.by_index(i).expect("entry");
+            let mut bytes = Vec::new();
+            f.read_to_end(&mut bytes).expect("read");
+            (f.name().expect("name").to_string(), bytes)
+        })
+        .collect()
 }

@@ -390,6 +390,7 @@ fn a_blocking_events_bundle_verifies_offline_and_names_every_tampering() {
         "proofs.json",
         "checkpoint.txt",
         "aggregator.pub",
+        "arrival.json",
     ] {
         let name = format!("{bundle_dir}/{name}");
         assert_eq!(from_cli[&name], routed[&name], "{name}");
@@ -420,6 +421,39 @@ fn a_blocking_events_bundle_verifies_offline_and_names_every_tampering() {
     );
     assert!(report.contains("<svg"), "an inline chart");
     assert!(report.contains(&format!("vantage verify evidence-{id}.zip --log-key")));
+    // How each envelope arrived, as information: every one uploaded by its probe.
+    let arrival: Value =
+        serde_json::from_slice(&from_cli[&format!("{bundle_dir}/arrival.json")]).expect("json");
+    let routes: BTreeMap<String, String> = arrival["envelopes"]
+        .as_array()
+        .expect("envelopes")
+        .iter()
+        .map(|e| {
+            assert!(e.get("relayed_by").is_none(), "{e}");
+            (
+                e["id"].as_str().expect("id").to_string(),
+                e["route"].as_str().expect("route").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(routes.len(), 36, "{arrival}");
+    assert!(routes.values().all(|r| r == "upload"), "{arrival}");
+    assert!(blocked.iter().all(|m| routes.contains_key(m)));
+    let event_json: Value =
+        serde_json::from_slice(&from_cli[&format!("{bundle_dir}/event.json")]).expect("json");
+    assert_eq!(event_json["arrival"][0]["route"], "upload", "{event_json}");
+    assert_eq!(
+        event_json["arrival"][0]["count"].as_u64(),
+        Some(event_json["evidence"].as_array().expect("evidence").len() as u64),
+        "{event_json}"
+    );
+    assert!(
+        report.contains(
+            "This bundle holds 36 measurements: 36 uploaded by the probes that made them."
+        ),
+        "{report}"
+    );
+    assert!(report.contains("<td>upload</td>"), "{report}");
 
     // vantage verify: everything holds, with the bundle's key or the one given.
     let key = public_key(&db);
@@ -431,6 +465,10 @@ fn a_blocking_events_bundle_verifies_offline_and_names_every_tampering() {
         assert!(!out.contains("FAIL"), "{out}");
         assert_eq!(out.matches("ok   verdict ").count(), 36, "{out}");
         assert_eq!(out.matches("ok   inclusion ").count(), 36, "{out}");
+        assert!(
+            out.contains("note arrival: of the 36 envelopes: 36 by upload (as the aggregator recorded it, in arrival.json; information only"),
+            "{out}"
+        );
         assert!(
             out.contains(
                 ": blocked (dns) on the event's layer dns, recomputed with rule set vantage-3"
@@ -455,6 +493,22 @@ fn a_blocking_events_bundle_verifies_offline_and_names_every_tampering() {
     assert!(out.contains("error: --log-key"), "{out}");
 
     offline(&cli_zip);
+
+    // A bundle made before bundles said how their envelopes arrived: no arrival.json, the
+    // manifest without it, and event.json without `arrival`. It verifies as before.
+    let older = dir.join("older.zip");
+    let mut files = entries(&cli_zip);
+    files.remove(&format!("{bundle_dir}/arrival.json"));
+    set(&mut files, &format!("{bundle_dir}/event.json"), |e| {
+        let e = e.as_object_mut().expect("an object");
+        e.remove("arrival");
+        e.remove("arrived_while_ongoing");
+    });
+    write_zip(&older, files, &bundle_dir, true);
+    let (code, out) = verify(&older, &["--log-key", &key]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("verified: all "), "{out}");
+    assert!(out.contains("note arrival: no arrival.json"), "{out}");
 
     // Damaged files are errors, not checks.
     let truncated = dir.join("truncated.zip");

@@ -17,6 +17,9 @@
 //!   during it;
 //! - every measurement the event lists is in the bundle.
 //!
+//! How each envelope reached the aggregator (`arrival.json`, [`arrival`]) is information the
+//! aggregator recorded and nothing signs: it is shown in a note, never checked.
+//!
 //! A damaged bundle (not a zip, truncated, an entry larger than any bundle holds, too many
 //! entries, not one directory, no manifest) is an error, not a list of checks; reads are
 //! bounded whatever the zip's headers claim.
@@ -37,11 +40,13 @@ use crate::verdict::fingerprints::Fingerprints;
 use crate::verdict::rules::{OONI, RuleSet, VANTAGE};
 use crate::verdict::services::{self, Meta, SERVICE_TESTS};
 
+mod arrival;
+
 /// The bundle format this reader knows, as `MANIFEST.json` names it.
 pub const FORMAT: &str = "vantage-evidence-1";
 
 /// The most entries a bundle may have: the aggregator's cap of 100,000 envelopes and its
-/// eight other files, with room for directory entries.
+/// nine other files, with room for directory entries.
 pub const MAX_ENTRIES: usize = 100_000 + 64;
 
 /// The most bytes one envelope may have uncompressed (an aggregator takes lines of at most a
@@ -930,6 +935,8 @@ pub fn verify(
             ),
         );
     }
+    let routes = zip.read("arrival.json", MAX_FILE_BYTES)?;
+    c.note("arrival", arrival::note(routes.as_deref(), &envelopes));
     Ok(c.summary)
 }
 

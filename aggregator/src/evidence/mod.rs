@@ -13,10 +13,11 @@
 //! This layer reads the store, the log and the detectors' configuration and signals; the API
 //! and the command line call it (`docs/architecture.md`).
 
+pub mod arrival;
 pub mod detector;
 pub mod report;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 
 use base64::Engine as _;
@@ -30,7 +31,8 @@ use crate::detect::signals::{self, SignalBin, SignalQuery};
 use crate::log::{LogError, Reader};
 use crate::store::log::{LogStore, NoLog, StoredCheckpoint};
 use crate::store::model::{
-    BIN_SECONDS, Event, Kind, Layer, Scope, TimelineQuery, Verification, format_time,
+    Arrival, BIN_SECONDS, Event, Kind, Layer, Scope, TimelineEvent, TimelineQuery, Verification,
+    format_time,
 };
 use crate::store::{DbError, Query, Storage};
 
@@ -113,6 +115,8 @@ struct Item {
     leaf: Option<(u64, Vec<u8>)>,
     /// Why it has no leaf, when it has none.
     not_logged: Option<&'static str>,
+    /// How it reached the aggregator, when the store said.
+    routed: Option<arrival::Routed>,
 }
 
 /// A row of the report's evidence table.
@@ -130,6 +134,8 @@ pub struct Described {
     pub verdict: String,
     /// Leaf index, when logged.
     pub leaf_index: Option<u64>,
+    /// How it reached the aggregator (information only, `arrival.json`).
+    pub routed: Option<arrival::Routed>,
 }
 
 /// What goes into a bundle, chosen before anything is written.
@@ -145,6 +151,8 @@ pub struct Plan {
     pub truncated: bool,
     /// Measurements newer than the checkpoint, left out (none of them named by the event).
     pub newer_than_checkpoint: usize,
+    /// How the evidence the event lists arrived, per route, as the timeline says it.
+    pub arrival: Vec<Arrival>,
     context: Context,
 }
 
@@ -251,14 +259,11 @@ fn signer(envelope: &str) -> Option<String> {
 ///   probes (the signers of the canaries it lists), as `detect::failed_canaries` chose them
 ///   before keeping 200.
 /// - A throttling event: the measurements it lists.
-fn choose(
-    storage: &dyn Storage,
-    event: &Event,
-    now: i64,
-) -> Result<(Vec<String>, Vec<Described>, bool), DbError> {
+fn choose(storage: &dyn Storage, event: &Event, now: i64) -> Result<Chosen, DbError> {
     let mut ids: Vec<String> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
     let mut described: Vec<Described> = Vec::new();
+    let mut routes: HashMap<String, arrival::Routed> = HashMap::new();
     let mut truncated = false;
     for id in &event.evidence {
         if seen.insert(id.clone()) {
@@ -278,6 +283,13 @@ fn choose(
                 if described.len() < REPORT_ROWS {
                     described.push(describe(&row));
                 }
+                routes.insert(
+                    row.id.clone(),
+                    arrival::Routed {
+                        route: row.route.clone(),
+                        relayed_by: row.relayed_by.clone(),
+                    },
+                );
                 ids.push(row.id);
             }
             true
@@ -354,8 +366,17 @@ fn choose(
         .map(String::as_str)
         .filter(|id| !described_ids.contains(*id))
         .collect();
-    let room = REPORT_ROWS.saturating_sub(described.len());
-    for row in storage.rows_of(&missing)?.into_iter().take(room) {
+    let mut room = REPORT_ROWS.saturating_sub(described.len());
+    for row in storage.rows_of(&missing)? {
+        let routed = arrival::Routed {
+            route: row.route.name().to_string(),
+            relayed_by: row.route.relayed_by().map(str::to_string),
+        };
+        routes.insert(row.id.clone(), routed.clone());
+        if room == 0 {
+            continue;
+        }
+        room -= 1;
         described.push(Described {
             id: row.id.clone(),
             measured_at: row.measured_at.clone(),
@@ -363,9 +384,24 @@ fn choose(
             input: row.input.clone().or(row.domain.clone()).unwrap_or_default(),
             verdict: verdict_text(row.blocking.as_deref(), &row.test_name, row.accessible),
             leaf_index: None,
+            routed: Some(routed),
         });
     }
-    Ok((ids, described, truncated))
+    Ok(Chosen {
+        ids,
+        described,
+        routes,
+        truncated,
+    })
+}
+
+/// What [`choose`] found: the ids in the bundle's order, the report's rows, each id's route
+/// as the store gave it, and whether [`MAX_ENVELOPES`] cut them short.
+struct Chosen {
+    ids: Vec<String>,
+    described: Vec<Described>,
+    routes: HashMap<String, arrival::Routed>,
+    truncated: bool,
 }
 
 fn verdict_text(blocking: Option<&str>, test_name: &str, accessible: Option<bool>) -> String {
@@ -394,6 +430,10 @@ fn describe(row: &crate::store::Found) -> Described {
         input: row.input.clone().unwrap_or_default(),
         verdict: verdict_text(blocking.as_deref(), &row.test_name, row.accessible),
         leaf_index: None,
+        routed: Some(arrival::Routed {
+            route: row.route.clone(),
+            relayed_by: row.relayed_by.clone(),
+        }),
     }
 }
 
@@ -405,7 +445,12 @@ pub fn plan(storage: &dyn Storage, id: &str, context: Context) -> Result<Plan, E
     let event = find_event(storage, id)?.ok_or_else(|| EvidenceError::UnknownEvent(id.into()))?;
     let log = storage.log().map_err(EvidenceError::NoLog)?;
     let checkpoint = crate::log::check(log)?.ok_or(EvidenceError::NoCheckpoint)?;
-    let (ids, mut described, truncated) = choose(storage, &event, context.now)?;
+    let Chosen {
+        ids,
+        mut described,
+        mut routes,
+        truncated,
+    } = choose(storage, &event, context.now)?;
     let listed: HashSet<&str> = event.evidence.iter().map(String::as_str).collect();
     let mut items = Vec::with_capacity(ids.len());
     let mut newer = 0;
@@ -423,11 +468,13 @@ pub fn plan(storage: &dyn Storage, id: &str, context: Context) -> Result<Plan, E
                 continue;
             }
             Some((leaf_index, leaf)) => Item {
+                routed: routes.remove(&id),
                 id,
                 leaf: Some((leaf_index, leaf)),
                 not_logged: None,
             },
             None => Item {
+                routed: routes.remove(&id),
                 id,
                 leaf: None,
                 not_logged: Some(
@@ -447,6 +494,7 @@ pub fn plan(storage: &dyn Storage, id: &str, context: Context) -> Result<Plan, E
     let kept: HashSet<&str> = items.iter().map(|i| i.id.as_str()).collect();
     described.retain(|d| kept.contains(d.id.as_str()));
     described.sort_by(|x, y| (&x.measured_at, &x.id).cmp(&(&y.measured_at, &y.id)));
+    let arrival = storage.arrivals(&event.evidence, event.end_secs())?;
     Ok(Plan {
         event,
         checkpoint,
@@ -454,6 +502,7 @@ pub fn plan(storage: &dyn Storage, id: &str, context: Context) -> Result<Plan, E
         described,
         truncated,
         newer_than_checkpoint: newer,
+        arrival,
         context,
     })
 }
@@ -642,7 +691,9 @@ pub fn write<W: Write>(
         w.write_all(b"\n")?;
         Ok(())
     };
-    b.file("event.json", |w| pretty(w, event))?;
+    // As `GET /api/v1/timeline` gives it: with how its evidence arrived.
+    let timed = TimelineEvent::new(event.clone(), plan.arrival.clone());
+    b.file("event.json", |w| pretty(w, &timed))?;
     let detector = detector::describe(event, &plan.context.config);
     b.file("detector.json", |w| pretty(w, &detector))?;
     b.file("checkpoint.txt", |w| {
@@ -707,6 +758,20 @@ pub fn write<W: Write>(
         w.write_all(b"\n  ]\n}\n")?;
         Ok(())
     })?;
+    let kept = || {
+        plan.items
+            .iter()
+            .filter(|i| !vanished.contains(i.id.as_str()))
+    };
+    b.file("arrival.json", |w| {
+        arrival::write(w, kept().map(|i| (i.id.as_str(), i.routed.as_ref())))?;
+        Ok(())
+    })?;
+    let arrival_words = format!(
+        "{} This bundle holds {}",
+        timed.arrival_words(),
+        arrival::words(kept().filter_map(|i| i.routed.as_ref()))
+    );
     let (signals_json, bins) = signals_of(storage, event, &plan.context)?;
     b.file("signals.json", |w| pretty(w, &signals_json))?;
     let envelopes = plan.items.len() - vanished.len();
@@ -718,6 +783,7 @@ pub fn write<W: Write>(
         not_logged: plan.not_logged(),
         truncated: plan.truncated,
         newer_than_checkpoint: plan.newer_than_checkpoint,
+        arrival: &arrival_words,
         checkpoint_size: plan.checkpoint.size,
         public_key: &public,
         verifier_key: &verifier,

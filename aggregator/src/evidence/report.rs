@@ -27,6 +27,8 @@ pub struct Report<'a> {
     pub truncated: bool,
     /// Measurements newer than the checkpoint, left out.
     pub newer_than_checkpoint: usize,
+    /// How the evidence arrived, in words (information only: `arrival.json`).
+    pub arrival: &'a str,
     /// The checkpoint's tree size.
     pub checkpoint_size: u64,
     /// The aggregator's key, base64.
@@ -53,6 +55,18 @@ pub fn escape(text: &str) -> String {
         }
     }
     out
+}
+
+/// The "arrived by" cell of a measurement: its route, and for a relay the relaying probe's key
+/// (escaped: the store gave it, the page must not take it as markup).
+fn routed_cell(routed: Option<&super::arrival::Routed>) -> String {
+    match routed {
+        None => String::new(),
+        Some(r) => match &r.relayed_by {
+            Some(key) => format!("{} by <code>{}</code>", escape(&r.route), escape(key)),
+            None => escape(&r.route),
+        },
+    }
 }
 
 /// What a blocking layer means, for someone who does not read packet captures.
@@ -333,10 +347,19 @@ pub fn html(r: &Report<'_>) -> String {
     );
     let _ = write!(
         page,
+        "<h2>How the evidence arrived</h2>\n<p>{}</p>\n<p class=\"note\">As the aggregator \
+         recorded it, for each measurement in <code>arrival.json</code>: uploaded by the probe \
+         that made it, relayed by another probe (named by its key), carried in an export file, \
+         or imported from OONI's data. Information only: no signature in this bundle covers it, \
+         and <code>vantage verify</code> shows it without checking it.</p>\n",
+        escape(r.arrival)
+    );
+    let _ = write!(
+        page,
         "<h2>The evidence</h2>\n<p>{} measurements, each in <code>envelopes/&lt;id&gt;.json</code> \
          exactly as stored, with its inclusion proof in <code>proofs.json</code>.{}</p>\n\
          <table><thead><tr><th>measured (UTC)</th><th>test</th><th>target</th><th>verdict</th>\
-         <th>log entry</th><th>measurement id</th></tr></thead><tbody>\n",
+         <th>arrived by</th><th>log entry</th><th>measurement id</th></tr></thead><tbody>\n",
         r.envelopes,
         if r.envelopes > r.evidence.len() {
             format!(
@@ -350,11 +373,12 @@ pub fn html(r: &Report<'_>) -> String {
     for d in r.evidence {
         let _ = writeln!(
             page,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
             escape(&d.measured_at),
             escape(&d.test_name),
             escape(&d.input),
             escape(&d.verdict),
+            routed_cell(d.routed.as_ref()),
             d.leaf_index
                 .map_or("not logged".to_string(), |i| i.to_string()),
             escape(&d.id)
@@ -413,14 +437,23 @@ mod tests {
     #[test]
     fn the_page_fetches_nothing_and_escapes_what_it_shows() {
         let e = event();
+        let relayed = Described {
+            id: "ab".into(),
+            routed: Some(super::super::arrival::Routed {
+                route: "relay".into(),
+                relayed_by: Some("<i>KEY+/=".into()),
+            }),
+            ..Described::default()
+        };
         let page = html(&Report {
             event: &e,
             bins: &[],
-            evidence: &[],
+            evidence: std::slice::from_ref(&relayed),
             envelopes: 7,
             not_logged: 0,
             truncated: false,
             newer_than_checkpoint: 0,
+            arrival: "Evidence arrived: 2 by <upload>.",
             checkpoint_size: 10,
             public_key: "KEY",
             verifier_key: "VK",
@@ -432,6 +465,11 @@ mod tests {
             "a target is text, not markup"
         );
         assert!(page.contains("&lt;b&gt;x.example was blocked in network AS64500 of IR"));
+        assert!(page.contains("Evidence arrived: 2 by &lt;upload&gt;."));
+        assert!(
+            page.contains("<td>relay by <code>&lt;i&gt;KEY+/=</code></td>"),
+            "a relayer's key is text: {page}"
+        );
         assert!(page.contains("vantage verify evidence-0123456789abcdef.zip --log-key KEY"));
         for fetch in ["src=", "href=", "@import", "url("] {
             assert!(!page.contains(fetch), "{fetch} in the page");
