@@ -150,8 +150,10 @@ pub(super) async fn upload(
         let reader = ChunkReader::new(rx);
         let (max_line, max_body) = (s.ingest.max_line_bytes, s.ingest.max_body_bytes);
         let ended = if gzip {
+            // Every member: a gzip body may hold several (RFC 1952 section 2.2), and reading
+            // only the first would drop the lines of the others without a word.
             ingest_lines(
-                flate2::read::GzDecoder::new(reader),
+                flate2::read::MultiGzDecoder::new(reader),
                 &mut session,
                 max_line,
                 max_body,
