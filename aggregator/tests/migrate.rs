@@ -2,7 +2,8 @@
 //! (signed heartbeats and canaries of five probes, one network dark for an hour, some contacts
 //! from inside their network, a revoked key) and a detection pass, copied by the real binary
 //! into a real ClickHouse server and into another SQLite file; the copies are then read through
-//! the stores as the API reads them. Running it twice, a verdict changed at the source, a
+//! the stores as the API reads them, down to a heartbeat that was in flight across a bin's
+//! start, which keeps its arrival and its bin. Running it twice, a verdict changed at the source, a
 //! tampered copy, and bad locations are each checked for what the user sees.
 
 mod common;
@@ -11,16 +12,20 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{AGGREGATOR, tempdir};
+use vantage_aggregator::detect::format_time;
 use vantage_aggregator::ingest::Origin;
-use vantage_aggregator::store::model::{Event, TimelineQuery};
-use vantage_aggregator::store::{KeyState, Location, Row, Sqlite, Storage};
+use vantage_aggregator::store::model::{BIN_SECONDS, Event, TimelineQuery};
+use vantage_aggregator::store::{KeyState, Location, Row, Sqlite, Storage, StoredHeartbeat};
 use vantage_fixtures::clickhouse::Server;
 use vantage_probe::envelope::Identity;
 
 /// Three hours of five probes of AS64500, dark for the middle hour (the canaries they recorded
 /// offline uploaded when back); the first two probes connect from inside their network. Then
-/// the last probe's key is revoked and the detectors run. Returns the file and the events.
-fn seed(dir: &Path) -> (PathBuf, Vec<Event>) {
+/// the last probe's key is revoked and the detectors run. Last, a sixth probe's heartbeat of
+/// AS64501 that was in flight across a bin's start: signed 3 s before it, received 4 s into
+/// it, so it shows its probe connected in the later bin. Returns the file, the events and that
+/// heartbeat.
+fn seed(dir: &Path) -> (PathBuf, Vec<Event>, StoredHeartbeat) {
     let path = dir.join("source.db");
     let db = Sqlite::open(&path).expect("db");
     let now = vantage_aggregator::store::now();
@@ -46,7 +51,51 @@ fn seed(dir: &Path) -> (PathBuf, Vec<Event>) {
         events.iter().any(|e| e.kind.as_str() == "shutdown"),
         "the seed has a shutdown to copy: {events:?}"
     );
-    (path, events)
+    let bin_start = (now - 900) / BIN_SECONDS * BIN_SECONDS;
+    let late = StoredHeartbeat {
+        key: Identity::generate().expect("key").public_key(),
+        cc: "IR".into(),
+        asn: 64501,
+        sent_at: format_time(bin_start - 3),
+        verified: false,
+        received_at: Some(bin_start + 4),
+    };
+    assert_eq!(
+        db.record_heartbeats(std::slice::from_ref(&late))
+            .expect("record"),
+        1
+    );
+    assert_eq!(
+        late_bins(&db, &late),
+        [bin_start / BIN_SECONDS],
+        "the source counts it at its arrival"
+    );
+    (path, events, late)
+}
+
+/// The bins in which `beat`'s probe shows connected, as the signals read them.
+fn late_bins(db: &dyn Storage, beat: &StoredHeartbeat) -> Vec<i64> {
+    db.probe_bins("IR", Some(beat.asn), 0, 1 << 40)
+        .expect("bins")
+        .into_iter()
+        .filter(|b| b.key == beat.key && b.online)
+        .map(|b| b.bin)
+        .collect()
+}
+
+/// `beat` as `db` holds it (`heartbeats_page`), with when it reached the store.
+fn stored_beat(db: &dyn Storage, beat: &StoredHeartbeat) -> Option<StoredHeartbeat> {
+    let mut after: Option<(String, String)> = None;
+    loop {
+        let page = db
+            .heartbeats_page(after.as_ref().map(|(k, s)| (k.as_str(), s.as_str())), 500)
+            .expect("page");
+        let last = page.last().map(|b| (b.key.clone(), b.sent_at.clone()))?;
+        if let Some(b) = page.into_iter().find(|b| b.key == beat.key) {
+            return Some(b);
+        }
+        after = Some(last);
+    }
 }
 
 fn everything() -> TimelineQuery {
@@ -101,7 +150,7 @@ fn sqlite_to_clickhouse_moves_everything_and_checks_it() {
     let server = Server::start()
         .expect("clickhouse-server (install it with: sudo bash tests/clickhouse.sh)");
     let dir = tempdir("migrate-ch");
-    let (source, events) = seed(&dir);
+    let (source, events, late) = seed(&dir);
     let from = format!("sqlite:{}", source.display());
     let to = server.url("moved");
     let lite = Sqlite::open(&source).expect("source");
@@ -155,6 +204,12 @@ fn sqlite_to_clickhouse_moves_everything_and_checks_it() {
         "{copied_keys:?}"
     );
     assert_eq!(ch.heartbeat_count("IR").expect("beats"), beats);
+    // The heartbeat that was in flight keeps its arrival, and counts in the same bin.
+    assert_eq!(stored_beat(ch.as_ref(), &late).as_ref(), Some(&late));
+    assert_eq!(
+        late_bins(ch.as_ref(), &late),
+        late_bins(&Sqlite::open(&source).expect("source"), &late)
+    );
 
     // Again: nothing new, and still equal.
     let (code, out, err) = migrate(&from, &to, &[]);
@@ -190,7 +245,7 @@ fn sqlite_to_clickhouse_moves_everything_and_checks_it() {
 #[test]
 fn sqlite_to_sqlite_copies_brings_verdicts_up_to_date_and_names_differences() {
     let dir = tempdir("migrate-lite");
-    let (source, events) = seed(&dir);
+    let (source, events, late) = seed(&dir);
     let dest = dir.join("copy.db");
     let (from, to) = (
         format!("sqlite:{}", source.display()),
@@ -217,6 +272,9 @@ fn sqlite_to_sqlite_copies_brings_verdicts_up_to_date_and_names_differences() {
         "the dark hour is in the signals"
     );
     assert_eq!(bins(&copy), source_bins);
+    // The heartbeat that was in flight keeps its arrival, and counts in the same bin.
+    assert_eq!(stored_beat(&copy, &late).as_ref(), Some(&late));
+    assert_eq!(late_bins(&copy, &late), late_bins(&lite, &late));
 
     // A verdict changed at the source after the copy (a rescore) reaches the copy on the next
     // run.

@@ -26,8 +26,13 @@
 //! every country the data touches. Any difference is named on stderr and the command exits
 //! with status 1 (2 is an error that stopped it).
 //!
+//! Each heartbeat keeps when it reached the source (`StoredHeartbeat::received_at`): one that
+//! was in flight counts at its arrival there (docs/detection.md, "When a heartbeat shows a
+//! probe connected"), and so it must here, or its probe's signals, and the shutdowns they
+//! decide, would differ. Each measurement keeps its route (docs/carry.md).
+//!
 //! What is not copied: enrolment tokens (a destination's operator issues new ones), the
-//! detectors' lease, and when each row and key was received (the destination's clock).
+//! detectors' lease, and when each measurement and key was received (the destination's clock).
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -676,6 +676,7 @@ pub fn heartbeat(
         asn: m.probe_asn.0,
         sent_at: m.measurement_start_time.clone(),
         verified: origin.vouches_for(m.probe_cc.as_str(), m.probe_asn.0),
+        received_at: None,
     };
     match storage.log() {
         Ok(log) => {

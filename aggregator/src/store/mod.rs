@@ -403,7 +403,8 @@ pub trait Storage: Send + Sync {
     fn record_imported_file(&self, file: &ImportedFile) -> Result<(), DbError>;
     /// Records heartbeats as [`Storage::heartbeat`] does, each skipped when already recorded;
     /// returns how many were new. For copying a store: a store that answers each statement
-    /// over the network (ClickHouse) does a page in two, instead of two per heartbeat.
+    /// over the network (ClickHouse) does a page in two, instead of two per heartbeat, and both
+    /// stores keep each one's `received_at` (this default, for a store that cannot, does not).
     fn record_heartbeats(&self, beats: &[StoredHeartbeat]) -> Result<usize, DbError> {
         let mut new = 0;
         for b in beats {
@@ -456,6 +457,11 @@ pub struct StoredHeartbeat {
     pub sent_at: String,
     /// It came from an address inside the network it claims.
     pub verified: bool,
+    /// When it reached an aggregator (epoch seconds), as the store recorded it
+    /// ([`Storage::heartbeats_page`]); `None` for one arriving now, which the store stamps with
+    /// its clock. A copy (`migrate`) keeps the source's, so that a heartbeat that reached the
+    /// source in flight counts at its arrival in the copy too ([`heartbeat_contact`]).
+    pub received_at: Option<i64>,
 }
 
 /// What spending an enrolment token did.

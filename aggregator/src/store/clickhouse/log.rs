@@ -846,6 +846,7 @@ mod tests {
             asn: 3269,
             sent_at: "2026-01-01 00:05:00".into(),
             verified: true,
+            received_at: None,
         };
         let beat_id = "ab".repeat(32);
         assert!(

@@ -1122,6 +1122,7 @@ impl Storage for ClickHouse {
             asn: u32,
             sent_at: String,
             verified: u8,
+            received_at: i64,
         }
         let filter = after.map_or(String::new(), |(key, sent_at)| {
             format!(
@@ -1134,7 +1135,7 @@ impl Storage for ClickHouse {
             "paging heartbeats",
             &format!(
                 "SELECT probe_key, any(probe_cc) AS cc, any(probe_asn) AS asn, sent_at,
-                     any(network_verified) AS verified
+                     any(network_verified) AS verified, min(received_at) AS received_at
                  FROM heartbeats{filter} GROUP BY probe_key, sent_at
                  ORDER BY probe_key, sent_at LIMIT {limit}"
             ),
@@ -1147,6 +1148,7 @@ impl Storage for ClickHouse {
                 asn: h.asn,
                 sent_at: h.sent_at,
                 verified: h.verified != 0,
+                received_at: Some(h.received_at),
             })
             .collect())
     }
@@ -1188,19 +1190,24 @@ impl Storage for ClickHouse {
             network_verified: u8,
             sent_ts: Option<i64>,
         }
-        let received_at = now();
+        let now = now();
         let fresh: Vec<H<'_>> = beats
             .iter()
             // Inserting into `seen` also keeps a heartbeat given twice in `beats` once.
             .filter(|b| seen.insert((b.key.clone(), b.sent_at.clone())))
-            .map(|b| H {
-                probe_key: &b.key,
-                probe_cc: &b.cc,
-                probe_asn: b.asn,
-                sent_at: &b.sent_at,
-                received_at,
-                network_verified: u8::from(b.verified),
-                sent_ts: parse_time(&b.sent_at),
+            .map(|b| {
+                // When it reached the store it is copied from, and the moment that shows its
+                // probe connected, as `heartbeat` records one arriving now.
+                let received_at = b.received_at.unwrap_or(now);
+                H {
+                    probe_key: &b.key,
+                    probe_cc: &b.cc,
+                    probe_asn: b.asn,
+                    sent_at: &b.sent_at,
+                    received_at,
+                    network_verified: u8::from(b.verified),
+                    sent_ts: parse_time(&b.sent_at).map(|s| heartbeat_contact(s, received_at)),
+                }
             })
             .collect();
         self.insert_rows("recording heartbeats", "heartbeats", &fresh)?;

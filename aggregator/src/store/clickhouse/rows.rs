@@ -270,9 +270,21 @@ mod tests {
             asn: 7,
             sent_at: at.into(),
             verified,
+            received_at: None,
         };
-        assert_eq!(first, [beat("k1", "2026-01-02 10:00:00", true)]);
-        assert_eq!(rest, [beat("k2", "2026-01-01 10:00:00", false)]);
+        // Each with when it first reached a node: k1 now, k2 at the racing copy's 0.
+        assert!(first[0].received_at.is_some_and(|t| t > 0), "{first:?}");
+        assert_eq!(rest[0].received_at, Some(0), "{rest:?}");
+        let unstamped = |page: Vec<StoredHeartbeat>| -> Vec<StoredHeartbeat> {
+            page.into_iter()
+                .map(|b| StoredHeartbeat {
+                    received_at: None,
+                    ..b
+                })
+                .collect()
+        };
+        assert_eq!(unstamped(first), [beat("k1", "2026-01-02 10:00:00", true)]);
+        assert_eq!(unstamped(rest), [beat("k2", "2026-01-01 10:00:00", false)]);
         // A page recorded at once: the ones already there (and a repeat) are skipped, and
         // what is new counts in the signals as one recorded alone does.
         let page = [

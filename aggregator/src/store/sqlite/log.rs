@@ -373,7 +373,7 @@ impl LogStore for Sqlite {
                 &beat.key,
                 &beat.cc,
                 beat.asn,
-                &beat.sent_at,
+                (&beat.sent_at, beat.received_at),
                 beat.verified,
             )?;
             let leaf_index = if new {
@@ -764,6 +764,7 @@ mod tests {
             asn: 3269,
             sent_at: "2026-01-01 00:00:00".into(),
             verified: false,
+            received_at: None,
         };
         let (hb, en) = ("aa".repeat(32), "bb".repeat(32));
         let first = db.heartbeat_logged(&beat, &hb, "{\"hb\":1}").expect("beat");

@@ -343,10 +343,10 @@ fn record_heartbeat(
     key: &str,
     cc: &str,
     asn: u32,
-    sent_at: &str,
+    (sent_at, received): (&str, Option<i64>),
     verified: bool,
 ) -> rusqlite::Result<bool> {
-    let received = now();
+    let received = received.unwrap_or_else(now);
     let new = tx
         .prepare_cached(
             "INSERT OR IGNORE INTO heartbeats (probe_key, probe_cc, probe_asn, sent_at,
@@ -698,7 +698,7 @@ impl Storage for Sqlite {
     ) -> Result<bool, DbError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let new = record_heartbeat(&tx, key, cc, asn, sent_at, verified)?;
+            let new = record_heartbeat(&tx, key, cc, asn, (sent_at, None), verified)?;
             tx.commit()?;
             Ok(new)
         })
@@ -907,6 +907,23 @@ impl Storage for Sqlite {
         }
     }
 
+    /// A page in one transaction, each heartbeat at the time it reached the store it is copied
+    /// from, so that its signals here are the source's.
+    fn record_heartbeats(&self, beats: &[StoredHeartbeat]) -> Result<usize, DbError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let mut new = 0;
+            for b in beats {
+                let at = (b.sent_at.as_str(), b.received_at);
+                if record_heartbeat(&tx, &b.key, &b.cc, b.asn, at, b.verified)? {
+                    new += 1;
+                }
+            }
+            tx.commit()?;
+            Ok(new)
+        })
+    }
+
     fn heartbeats_page(
         &self,
         after: Option<(&str, &str)>,
@@ -919,8 +936,8 @@ impl Storage for Sqlite {
             None => ("?1 = ?2", "", ""),
         };
         let sql = format!(
-            "SELECT probe_key, probe_cc, probe_asn, sent_at, network_verified FROM heartbeats
-             WHERE {filter} ORDER BY probe_key, sent_at LIMIT ?3"
+            "SELECT probe_key, probe_cc, probe_asn, sent_at, network_verified, received_at
+             FROM heartbeats WHERE {filter} ORDER BY probe_key, sent_at LIMIT ?3"
         );
         self.read(|c| {
             c.prepare_cached(&sql)?
@@ -931,6 +948,7 @@ impl Storage for Sqlite {
                         asn: r.get(2)?,
                         sent_at: r.get(3)?,
                         verified: r.get(4)?,
+                        received_at: r.get(5)?,
                     })
                 })?
                 .collect()
@@ -1453,23 +1471,42 @@ mod tests {
             vec![want[0].clone(), rescored]
         );
 
+        let before = now();
         for (key, at) in [("k2", "2026-01-01 10:00:00"), ("k1", "2026-01-02 10:00:00")] {
             assert!(db.heartbeat(key, "IR", 7, at, key == "k1").expect("beat"));
         }
+        // Each with when it reached us: now, for these.
         let beat = |key: &str, at: &str, verified| StoredHeartbeat {
             key: key.into(),
             cc: "IR".into(),
             asn: 7,
             sent_at: at.into(),
             verified,
+            received_at: None,
+        };
+        let unstamped = |page: Vec<StoredHeartbeat>| -> Vec<StoredHeartbeat> {
+            page.into_iter()
+                .map(|b| {
+                    assert!(
+                        b.received_at.is_some_and(|t| (before..=now()).contains(&t)),
+                        "{b:?}"
+                    );
+                    StoredHeartbeat {
+                        received_at: None,
+                        ..b
+                    }
+                })
+                .collect()
         };
         assert_eq!(
-            db.heartbeats_page(None, 1).expect("page"),
+            unstamped(db.heartbeats_page(None, 1).expect("page")),
             [beat("k1", "2026-01-02 10:00:00", true)]
         );
         assert_eq!(
-            db.heartbeats_page(Some(("k1", "2026-01-02 10:00:00")), 10)
-                .expect("page"),
+            unstamped(
+                db.heartbeats_page(Some(("k1", "2026-01-02 10:00:00")), 10)
+                    .expect("page")
+            ),
             [beat("k2", "2026-01-01 10:00:00", false)]
         );
         std::fs::remove_dir_all(&dir).ok();
