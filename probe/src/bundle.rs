@@ -35,6 +35,7 @@ use serde_json::Value;
 
 use crate::envelope;
 use crate::ooni::{Blocking, WEB_CONNECTIVITY, WebConnectivityMeasurement};
+use crate::printable::printable;
 use crate::tlog::{self, Checkpoint};
 use crate::verdict::fingerprints::Fingerprints;
 use crate::verdict::rules::{OONI, RuleSet, VANTAGE};
@@ -143,7 +144,13 @@ impl std::fmt::Display for Line {
             Status::Fail => "FAIL",
             Status::Note => "note",
         };
-        write!(f, "{status} {}: {}", self.check, self.detail)
+        // Both may hold strings from the bundle: a hostile one must not drive the terminal.
+        write!(
+            f,
+            "{status} {}: {}",
+            printable(&self.check),
+            printable(&self.detail)
+        )
     }
 }
 
@@ -1083,6 +1090,25 @@ mod tests {
             err.to_string()
                 .contains("larger than an evidence bundle holds"),
             "{err}"
+        );
+    }
+
+    /// A line quoting the bundle prints its control characters as visible escapes, and still
+    /// says what failed.
+    #[test]
+    fn a_line_never_prints_a_control_character_from_the_bundle() {
+        let hostile = "\x1b]8;;http://evil\x07click\x1b]8;;\x07\x1b[2J";
+        let line = Line {
+            status: Status::Fail,
+            check: format!("envelope {hostile}"),
+            detail: format!("of event {hostile}, made x"),
+        };
+        let shown = line.to_string();
+        assert!(!shown.contains(['\x1b', '\x07']), "{shown:?}");
+        assert_eq!(
+            shown,
+            "FAIL envelope \\u{1b}]8;;http://evil\\u{7}click\\u{1b}]8;;\\u{7}\\u{1b}[2J: \
+             of event \\u{1b}]8;;http://evil\\u{7}click\\u{1b}]8;;\\u{7}\\u{1b}[2J, made x"
         );
     }
 

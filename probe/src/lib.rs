@@ -18,6 +18,7 @@ pub mod envelope;
 pub mod failure;
 pub mod migrate;
 pub mod ooni;
+pub mod printable;
 pub mod quic;
 pub mod relay;
 pub mod relay_proof;

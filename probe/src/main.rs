@@ -120,6 +120,7 @@ struct VerifyArgs {
 /// Runs `vantage verify`: no network, only the file.
 fn verify(args: &VerifyArgs) -> ExitCode {
     use std::io::Write as _;
+    use vantage_probe::printable::printable;
     // Written, not printed: a reader that stops early (`vantage verify x.zip | head`) ends the
     // output, not the program with a panic.
     let mut stdout = std::io::stdout().lock();
@@ -135,7 +136,7 @@ fn verify(args: &VerifyArgs) -> ExitCode {
                 "verified: all {} checks hold ({} measurements) in {}",
                 s.held,
                 s.envelopes,
-                args.bundle.display()
+                printable(&args.bundle.display().to_string())
             );
             ExitCode::SUCCESS
         }
@@ -146,12 +147,13 @@ fn verify(args: &VerifyArgs) -> ExitCode {
                 s.failed,
                 s.failed + s.held,
                 s.envelopes,
-                args.bundle.display()
+                printable(&args.bundle.display().to_string())
             );
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            // Names an entry or quotes the manifest: strings the bundle chose.
+            eprintln!("error: {}", printable(&e.to_string()));
             ExitCode::from(2)
         }
     }
