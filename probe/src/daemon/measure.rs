@@ -13,6 +13,7 @@ use crate::canary;
 use crate::ooni::{Blocking, CountryCode};
 use crate::run::{RunPlan, run as run_list};
 use crate::store::Store;
+use crate::verdict::Verdict;
 
 /// Connectivity canaries, with or without a network.
 pub(super) async fn canaries(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonError> {
@@ -153,25 +154,17 @@ pub(super) async fn runs(shared: Arc<Shared>, mut ctl: Control) -> Result<(), Da
         tracing::info!("list run: {} URLs", run_plan.entries.len());
         let left = plan.daily_bytes - already;
         let mut used = 0u64;
-        let mut blocked = 0usize;
+        let mut tally = Tally::default();
         let outcome = {
             let on_result = |done: &crate::run::Finished| {
                 let v = &done.verdict;
-                let what = match (&v.blocking, v.accessible) {
-                    (Some(b @ Blocking::Kind(_)), _) => {
-                        format!("blocked ({})", crate::run::layer(b).unwrap_or("?"))
-                    }
-                    (Some(Blocking::Flag(false)), Some(true)) => "accessible".into(),
-                    (Some(Blocking::Flag(_)), _) => "down for everyone".into(),
-                    (None, _) => "undetermined".into(),
-                };
+                let what = tally.count(v);
                 tracing::info!(
                     id = done.id.as_str(),
                     "measured {}: {what}",
                     v.input.as_deref().unwrap_or("?")
                 );
                 used += done.bytes;
-                blocked += usize::from(matches!(done.verdict.blocking, Some(Blocking::Kind(_))));
                 if used >= left {
                     ControlFlow::Break(())
                 } else {
@@ -192,12 +185,7 @@ pub(super) async fn runs(shared: Arc<Shared>, mut ctl: Control) -> Result<(), Da
             None => return Ok(()),
             Some(Err(e)) => tracing::error!("list run stopped: {e}"),
             Some(Ok(done)) => {
-                let summary = format!(
-                    "{} URLs measured, {blocked} blocked, {:.1} MB, {} s",
-                    done.len(),
-                    used as f64 / 1e6,
-                    started.elapsed().as_secs()
-                );
+                let summary = tally.summary(done.len(), used, started.elapsed());
                 if used >= left {
                     tracing::info!("list run stopped at today's traffic budget: {summary}");
                 } else {
@@ -207,6 +195,50 @@ pub(super) async fn runs(shared: Arc<Shared>, mut ctl: Control) -> Result<(), Da
                 shared.results.notify_one();
             }
         }
+    }
+}
+
+/// What a list run found so far, for its log lines and its `last_run` line (which `vantage
+/// status` shows). A throttled page (blocking type [`crate::verdict::THROTTLING`]) loads,
+/// slowly: no layer refuses it, so it is counted apart and never as blocked (docs/scoring.md),
+/// as `vantage run`'s summary does.
+#[derive(Debug, Default)]
+struct Tally {
+    blocked: usize,
+    throttled: usize,
+}
+
+impl Tally {
+    /// Counts one page's verdict and says it in words for the page's log line.
+    fn count(&mut self, v: &Verdict) -> String {
+        match (&v.blocking, v.accessible) {
+            (Some(Blocking::Kind(k)), _) if k == crate::verdict::THROTTLING => {
+                self.throttled += 1;
+                "throttled".into()
+            }
+            (Some(b @ Blocking::Kind(_)), _) => {
+                self.blocked += 1;
+                format!("blocked ({})", crate::run::layer(b).unwrap_or("?"))
+            }
+            (Some(Blocking::Flag(false)), Some(true)) => "accessible".into(),
+            (Some(Blocking::Flag(_)), _) => "down for everyone".into(),
+            (None, _) => "undetermined".into(),
+        }
+    }
+
+    /// The run's line: `measured` pages, `used` bytes, in `took`. Throttled pages are counted
+    /// only when there are some, so the line of most runs stays as it was.
+    fn summary(&self, measured: usize, used: u64, took: Duration) -> String {
+        let throttled = match self.throttled {
+            0 => String::new(),
+            n => format!("{n} throttled, "),
+        };
+        format!(
+            "{measured} URLs measured, {} blocked, {throttled}{:.1} MB, {} s",
+            self.blocked,
+            used as f64 / 1e6,
+            took.as_secs()
+        )
     }
 }
 
@@ -549,5 +581,74 @@ mod tests {
         );
         store.set_meta("budget", "garbage").expect("meta");
         assert_eq!(spent(&store, 20_000), 0);
+    }
+
+    /// A verdict on `url` of `blocking`/`accessible`, the rest as any rule leaves it.
+    fn verdict(url: &str, blocking: Option<Blocking>, accessible: Option<bool>) -> Verdict {
+        use crate::verdict::{InputVerdict, rules};
+        Verdict {
+            input: Some(url.into()),
+            probe_cc: "ZZ".into(),
+            blocking,
+            accessible,
+            dns_consistency: None,
+            confirmed: false,
+            fingerprints: vec![],
+            rule: "test".into(),
+            rule_set: rules::VANTAGE.version,
+            ooni_rules_blocking: None,
+            control_failure: None,
+            input_verdict: InputVerdict {
+                blocking: None,
+                accessible: None,
+                dns_consistency: None,
+            },
+            goodput: None,
+        }
+    }
+
+    #[test]
+    fn a_list_run_counts_a_throttled_page_apart_from_the_blocked_ones() {
+        let kind = |k: &str| Some(Blocking::Kind(k.into()));
+        let mut tally = Tally::default();
+        let words: Vec<String> = [
+            verdict("https://slow.example/", kind("throttling"), Some(true)),
+            verdict("https://dns.example/", kind("dns"), Some(false)),
+            verdict(
+                "https://ok.example/",
+                Some(Blocking::Flag(false)),
+                Some(true),
+            ),
+            verdict(
+                "https://gone.example/",
+                Some(Blocking::Flag(true)),
+                Some(false),
+            ),
+            verdict("https://what.example/", None, None),
+        ]
+        .iter()
+        .map(|v| tally.count(v))
+        .collect();
+        assert_eq!(
+            words,
+            [
+                "throttled",
+                "blocked (DNS)",
+                "accessible",
+                "down for everyone",
+                "undetermined"
+            ]
+        );
+        assert_eq!(
+            tally.summary(5, 1_250_000, Duration::from_millis(12_900)),
+            "5 URLs measured, 1 blocked, 1 throttled, 1.2 MB, 12 s"
+        );
+        // Without a throttled page the line is the one operators know.
+        let mut tally = Tally::default();
+        tally.count(&verdict("https://tls.example/", kind("tls"), Some(false)));
+        assert_eq!(
+            tally.summary(1, 0, Duration::ZERO),
+            "1 URLs measured, 1 blocked, 0.0 MB, 0 s"
+        );
     }
 }
