@@ -3,25 +3,30 @@
 //! from inside their network, a revoked key) and a detection pass, copied by the real binary
 //! into a real ClickHouse server and into another SQLite file; the copies are then read through
 //! the stores as the API reads them, down to a heartbeat that was in flight across a bin's
-//! start, which keeps its arrival and its bin. Running it twice, a verdict changed at the source, a
-//! tampered copy, and bad locations are each checked for what the user sees.
+//! start, which keeps its arrival and its bin, and a shutdown's evidence that came out while
+//! it went on, which keeps its arrival times. Running it twice, a verdict changed at the
+//! source, a tampered copy, and bad locations are each checked for what the user sees.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{AGGREGATOR, tempdir};
 use vantage_aggregator::detect::format_time;
 use vantage_aggregator::ingest::Origin;
-use vantage_aggregator::store::model::{BIN_SECONDS, Event, TimelineQuery};
-use vantage_aggregator::store::{KeyState, Location, Row, Sqlite, Storage, StoredHeartbeat};
+use vantage_aggregator::store::model::{BIN_SECONDS, Event, TimelineEvent, TimelineQuery};
+use vantage_aggregator::store::{
+    KeyState, Location, Row, Sqlite, Storage, StoredHeartbeat, timeline_with_arrivals,
+};
 use vantage_fixtures::clickhouse::Server;
 use vantage_probe::envelope::Identity;
 
 /// Three hours of five probes of AS64500, dark for the middle hour (the canaries they recorded
 /// offline uploaded when back); the first two probes connect from inside their network. Then
-/// the last probe's key is revoked and the detectors run. Last, a sixth probe's heartbeat of
+/// the last probe's key is revoked and the detectors run; the shutdown's evidence is dated as
+/// having reached the store while it went on ([`plant_arrivals`]). Last, a sixth probe's heartbeat of
 /// AS64501 that was in flight across a bin's start: signed 3 s before it, received 4 s into
 /// it, so it shows its probe connected in the later bin. Returns the file, the events and that
 /// heartbeat.
@@ -51,6 +56,7 @@ fn seed(dir: &Path) -> (PathBuf, Vec<Event>, StoredHeartbeat) {
         events.iter().any(|e| e.kind.as_str() == "shutdown"),
         "the seed has a shutdown to copy: {events:?}"
     );
+    plant_arrivals(&path, &events, cut, back);
     let bin_start = (now - 900) / BIN_SECONDS * BIN_SECONDS;
     let late = StoredHeartbeat {
         key: Identity::generate().expect("key").public_key(),
@@ -71,6 +77,53 @@ fn seed(dir: &Path) -> (PathBuf, Vec<Event>, StoredHeartbeat) {
         "the source counts it at its arrival"
     );
     (path, events, late)
+}
+
+/// Dates the shutdown's evidence as if it had come out while the shutdown went on (its first
+/// failed canary received 10 minutes into the cut, the rest 10 minutes after it), hours before
+/// any copy is made. Only waiting through a real cut would make it so through the API, so the
+/// stored column is set in the file; the source's timeline then shows it as a reader would.
+fn plant_arrivals(path: &Path, events: &[Event], cut: i64, back: i64) {
+    let shutdown = events
+        .iter()
+        .find(|e| e.kind.as_str() == "shutdown")
+        .expect("a shutdown");
+    let (first, rest) = shutdown.evidence.split_first().expect("evidence");
+    let c = rusqlite::Connection::open(path).expect("open the file");
+    let mut set = c
+        .prepare("UPDATE measurements SET received_at = ?1 WHERE id = ?2")
+        .expect("statement");
+    assert_eq!(set.execute((cut + 600, first)).expect("date"), 1);
+    for id in rest {
+        assert_eq!(set.execute((back + 600, id)).expect("date"), 1);
+    }
+    drop(set);
+    drop(c);
+    let db = Sqlite::open(path).expect("db");
+    let shown = arrivals(&db);
+    let shown = shown
+        .iter()
+        .find(|e| e.event.id == shutdown.id)
+        .expect("the shutdown");
+    assert!(shown.arrived_while_ongoing, "{shown:?}");
+    assert_eq!(
+        shown.arrival.iter().map(|a| a.first.as_str()).min(),
+        Some(format_time(cut + 600).as_str()),
+        "{shown:?}"
+    );
+}
+
+/// IR's events with how their evidence arrived, as the timeline shows them.
+fn arrivals(db: &dyn Storage) -> Vec<TimelineEvent> {
+    timeline_with_arrivals(db, &everything()).expect("timeline")
+}
+
+/// When each of `rows` reached `db`, as it stored it.
+fn received(db: &dyn Storage, rows: &[Row]) -> BTreeMap<String, i64> {
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    ids.chunks(200)
+        .flat_map(|page| db.received_of(page).expect("received"))
+        .collect()
 }
 
 /// The bins in which `beat`'s probe shows connected, as the signals read them.
@@ -158,6 +211,8 @@ fn sqlite_to_clickhouse_moves_everything_and_checks_it() {
     let n = rows.len();
     let keys = lite.keys().expect("keys");
     let beats = lite.heartbeat_count("IR").expect("beats");
+    let (source_received, source_arrivals) = (received(&lite, &rows), arrivals(&lite));
+    assert_eq!(source_received.len(), n);
     drop(lite);
 
     // A small page, so that the copy and the check take many pages.
@@ -194,6 +249,10 @@ fn sqlite_to_clickhouse_moves_everything_and_checks_it() {
     }
     assert_eq!(all_rows(ch.as_ref()), rows);
     assert_eq!(ch.timeline(&everything()).expect("timeline"), events);
+    // Each measurement keeps when it reached the source, so the shutdown's evidence still
+    // came out while it went on.
+    assert_eq!(arrivals(ch.as_ref()), source_arrivals);
+    assert_eq!(received(ch.as_ref(), &rows), source_received);
     let mut copied_keys = ch.keys().expect("keys");
     let mut source_keys = keys.clone();
     copied_keys.sort();
@@ -260,6 +319,10 @@ fn sqlite_to_sqlite_copies_brings_verdicts_up_to_date_and_names_differences() {
     let copy = Sqlite::open(&dest).expect("copy");
     assert_eq!(all_rows(&copy), rows);
     assert_eq!(copy.timeline(&everything()).expect("timeline"), events);
+    // Each measurement keeps when it reached the source, so the shutdown's evidence still
+    // came out while it went on.
+    assert_eq!(arrivals(&copy), arrivals(&lite));
+    assert_eq!(received(&copy, &rows), received(&lite, &rows));
     // The signals of the dark hour are the source's, bin by bin.
     let bins = |db: &dyn Storage| {
         let mut v = db.probe_bins("IR", None, 0, 1 << 40).expect("bins");

@@ -7,7 +7,7 @@
 //! destination (SQLite to ClickHouse is the move `docs/architecture.md` describes when one
 //! machine is not enough; SQLite to SQLite costs nothing and is how the command is tested
 //! without a server), and no store is ever held in memory: measurements in id order
-//! ([`Storage::rows_page`]) through [`Storage::insert`], heartbeats in (key, time) order through
+//! ([`Storage::rows_page`]) through [`Storage::insert_received`], heartbeats in (key, time) order through
 //! [`Storage::record_heartbeats`], keys with their standing through [`Storage::set_key`], and each
 //! country's events through [`Storage::replace_events`]. The signals are not copied: both
 //! stores derive them from the measurements and heartbeats (SQLite adds them up at insert,
@@ -29,10 +29,13 @@
 //! Each heartbeat keeps when it reached the source (`StoredHeartbeat::received_at`): one that
 //! was in flight counts at its arrival there (docs/detection.md, "When a heartbeat shows a
 //! probe connected"), and so it must here, or its probe's signals, and the shutdowns they
-//! decide, would differ. Each measurement keeps its route (docs/carry.md).
+//! decide, would differ. Each measurement keeps its route and when it reached the source
+//! ([`Storage::received_of`]): an event's timeline says when its evidence arrived and how much
+//! of it while the event went on (docs/carry.md), and a copy stamped with the migrate's clock
+//! would show a shutdown's evidence arriving after it.
 //!
 //! What is not copied: enrolment tokens (a destination's operator issues new ones), the
-//! detectors' lease, and when each measurement and key was received (the destination's clock).
+//! detectors' lease, and when each key was first and last seen (the destination's clock).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -275,8 +278,12 @@ fn copy(
             .context("reading measurements from the source")?;
         let Some(last) = rows.last() else { break };
         after = Some(last.id.clone());
+        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        let received = from
+            .received_of(&ids)
+            .context("reading when the source received its measurements")?;
         let added = to
-            .insert(&rows)
+            .insert_received(&rows, &received)
             .context("writing measurements to the destination")?;
         // Rows the destination already held (a second run): bring their verdicts up to date.
         let old: Vec<&Row> = rows

@@ -5,6 +5,8 @@
 //! (the default: one binary is enough to start). Nothing here uses the detectors, the API or
 //! ingest: the layers above depend on this one, never the other way (`docs/architecture.md`).
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use model::{
@@ -387,6 +389,19 @@ pub trait Storage: Send + Sync {
     /// [`Storage::rows_page`] gives them: how a copy is checked against its source, one page
     /// of the source at a time.
     fn rows_of(&self, ids: &[&str]) -> Result<Vec<Row>, DbError>;
+    /// When each of the stored measurements `ids` (those that exist) first reached this store,
+    /// epoch seconds, as [`Storage::arrivals`] counts it. What a copy (`migrate`) carries with
+    /// each page of [`Storage::rows_page`], so that an event's evidence keeps its arrival
+    /// (docs/carry.md).
+    fn received_of(&self, ids: &[&str]) -> Result<BTreeMap<String, i64>, DbError>;
+    /// Stores rows as [`Storage::insert`] does, each received at `received[&row.id]` instead of
+    /// now (now for one not there): how a copy keeps the source's times of
+    /// [`Storage::received_of`]. A row already stored keeps its own.
+    fn insert_received(
+        &self,
+        rows: &[Row],
+        received: &BTreeMap<String, i64>,
+    ) -> Result<Vec<bool>, DbError>;
     /// How many measurements are stored (each once).
     fn measurement_count(&self) -> Result<u64, DbError>;
     /// Up to `limit` recorded heartbeats after `after` (key, `sent_at`) (all when `None`), in

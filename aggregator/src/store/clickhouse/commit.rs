@@ -10,7 +10,7 @@
 //! adds no latency, and the busier it is, the larger its inserts. Each upload is answered only
 //! once its rows are written (or with the error that stopped them), as before.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use serde::Deserialize;
@@ -113,7 +113,7 @@ impl ClickHouse {
             // The uploads' rows, moved (not copied again) into one batch.
             let counts: Vec<(u64, usize)> = group.iter().map(|(t, r)| (*t, r.len())).collect();
             let all: Vec<Row> = group.into_iter().flat_map(|(_, r)| r).collect();
-            let result = self.insert_now(&all);
+            let result = self.insert_now(&all, &BTreeMap::new());
             drop(all);
             state = commits.lock();
             let mut at = 0;
@@ -151,8 +151,12 @@ impl ClickHouse {
     /// id, within the batch's time range); the measurements are written before their envelopes, so a row whose envelope is
     /// missing (a node that died between the two) counts as new and is written again, and the
     /// copies merge. Two nodes inserting one new id at once both store it; every read shows
-    /// it once.
-    fn insert_now(&self, rows: &[Row]) -> Result<Vec<bool>, DbError> {
+    /// it once. Each new row is received at `received[&row.id]`, or now when absent.
+    pub(super) fn insert_now(
+        &self,
+        rows: &[Row],
+        received: &BTreeMap<String, i64>,
+    ) -> Result<Vec<bool>, DbError> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
@@ -196,20 +200,32 @@ impl ClickHouse {
             .filter(|(_, new)| **new)
             .map(|(r, _)| r)
             .collect();
-        self.store_new(&new_rows)?;
+        self.store_new_received(&new_rows, received)?;
         // Every signed row, new or not, is queued for the transparency log after it is stored
         // (`log`): a row stored by an attempt whose queueing failed is queued by its retry.
         self.queue_rows(rows)?;
         Ok(added)
     }
 
-    /// Writes rows found new: the measurements first, then their envelopes (see
-    /// [`ClickHouse::insert_now`]).
+    /// [`ClickHouse::store_new_received`], each row received now: how the tests write what a
+    /// racing node wrote.
+    #[cfg(test)]
     pub(super) fn store_new(&self, rows: &[&Row]) -> Result<(), DbError> {
-        let received_at = now();
+        self.store_new_received(rows, &BTreeMap::new())
+    }
+
+    /// Writes rows found new: the measurements first, then their envelopes (see
+    /// [`ClickHouse::insert_now`]), each received at `received[&row.id]` (now when absent: a
+    /// copy, `migrate`, keeps when each reached the store it came from).
+    fn store_new_received(
+        &self,
+        rows: &[&Row],
+        received: &BTreeMap<String, i64>,
+    ) -> Result<(), DbError> {
+        let now = now();
         let stored: Vec<StoredRow> = rows
             .iter()
-            .map(|r| StoredRow::new(r, received_at))
+            .map(|r| StoredRow::new(r, received.get(&r.id).copied().unwrap_or(now)))
             .collect();
         self.insert_rows("storing measurements", "measurements", &stored)?;
         let envelopes: Vec<EnvelopeRow<'_>> = rows

@@ -52,6 +52,8 @@ mod signals;
 #[cfg(test)]
 mod test_support;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::model::{
@@ -215,6 +217,16 @@ impl Storage for ClickHouse {
     /// earlier in `rows`). Uploads that arrive together are written together (`commit`).
     fn insert(&self, rows: &[Row]) -> Result<Vec<bool>, DbError> {
         self.insert_grouped(rows)
+    }
+
+    /// Stores rows at once, without waiting to join other uploads (`commit`): a copy
+    /// (`migrate`) is the only writer of its process, and its pages are already large.
+    fn insert_received(
+        &self,
+        rows: &[Row],
+        received: &BTreeMap<String, i64>,
+    ) -> Result<Vec<bool>, DbError> {
+        self.insert_now(rows, received)
     }
 
     /// The stored envelope of `id`, byte for byte.
@@ -962,6 +974,51 @@ impl Storage for ClickHouse {
 
     fn rows_of(&self, ids: &[&str]) -> Result<Vec<Row>, DbError> {
         self.stored_rows(ids)
+    }
+
+    /// The ids' countries and times from `envelopes` (its primary index), then the earliest
+    /// `received_at` of each id's rows by the whole sorting key, as [`Storage::arrivals`]
+    /// reads it.
+    fn received_of(&self, ids: &[&str]) -> Result<BTreeMap<String, i64>, DbError> {
+        let op = "reading when measurements were received";
+        if ids.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        #[derive(Deserialize)]
+        struct K {
+            id: String,
+            cc: String,
+            at: String,
+        }
+        #[derive(Deserialize)]
+        struct R {
+            id: String,
+            received_at: i64,
+        }
+        let list = ids.iter().map(|id| quote(id)).collect::<Vec<_>>().join(",");
+        let keys: Vec<K> = self.rows(
+            op,
+            &format!(
+                "SELECT id, any(probe_cc) AS cc, any(measured_at) AS at
+                 FROM envelopes WHERE id IN ({list}) GROUP BY id"
+            ),
+        )?;
+        if keys.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let keys = keys
+            .iter()
+            .map(|k| format!("({},{},{})", quote(&k.cc), quote(&k.at), quote(&k.id)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let rows: Vec<R> = self.rows(
+            op,
+            &format!(
+                "SELECT id, min(received_at) AS received_at FROM measurements
+                 WHERE (probe_cc, measured_at, id) IN ({keys}) GROUP BY id"
+            ),
+        )?;
+        Ok(rows.into_iter().map(|r| (r.id, r.received_at)).collect())
     }
 
     /// The evidence's routes: the ids' countries and times from `envelopes` (its primary

@@ -24,7 +24,7 @@
 //! those written in the same transaction come from memory, the others from one lookup each.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tlog_tiles::{Hash, HashReader, stored_hash_index, stored_hashes_for_record_hash};
@@ -318,6 +318,16 @@ impl Sqlite {
     /// Stores rows in one transaction, appending each new signed one to the log when this store
     /// keeps it.
     pub(super) fn insert_rows(&self, rows: &[Row]) -> Result<Vec<Stored>, DbError> {
+        self.insert_rows_received(rows, &BTreeMap::new())
+    }
+
+    /// [`Sqlite::insert_rows`], each row received at `received[&row.id]` (now when absent):
+    /// a copy (`migrate`) keeps when each reached the store it came from.
+    pub(super) fn insert_rows_received(
+        &self,
+        rows: &[Row],
+        received: &BTreeMap<String, i64>,
+    ) -> Result<Vec<Stored>, DbError> {
         let logging = self.logging;
         self.with(|c| {
             let tx = c.transaction()?;
@@ -333,7 +343,7 @@ impl Sqlite {
                     // A new signed row is stored naming the leaf it is about to get.
                     let leaf = appender.as_ref().and_then(|_| row_leaf(r));
                     let next = appender.as_ref().map(Appender::next);
-                    let new = insert.row(r, leaf.and(next))?;
+                    let new = insert.row(r, leaf.and(next), received.get(&r.id).copied())?;
                     let leaf_index = match (&mut appender, new, leaf) {
                         (Some(a), true, Some(leaf)) => Some(a.append(&tx, &leaf)?),
                         (Some(_), false, Some(_)) => leaf_index(&tx, &r.id)?,

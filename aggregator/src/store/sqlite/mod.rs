@@ -10,6 +10,7 @@
 //! transaction (<https://sqlite.org/wal.html>, "Concurrency"), so a researcher's search never
 //! waits for an upload's batch to commit.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
@@ -299,8 +300,9 @@ impl<'t> Inserter<'t> {
     }
 
     /// Stores `r` with its envelope and signals, naming its transparency log leaf `leaf`
-    /// (which the caller appends when it is new); false when its id was already stored.
-    fn row(&mut self, r: &Row, leaf: Option<u64>) -> rusqlite::Result<bool> {
+    /// (which the caller appends when it is new), as received at `received` (now when `None`);
+    /// false when its id was already stored.
+    fn row(&mut self, r: &Row, leaf: Option<u64>, received: Option<i64>) -> rusqlite::Result<bool> {
         let leaf = leaf
             .map(i64::try_from)
             .transpose()
@@ -315,7 +317,7 @@ impl<'t> Inserter<'t> {
             r.input,
             r.domain,
             r.measured_at,
-            self.received,
+            received.unwrap_or(self.received),
             r.blocking,
             r.accessible,
             r.confirmed,
@@ -519,6 +521,18 @@ impl Storage for Sqlite {
 
     fn insert(&self, rows: &[Row]) -> Result<Vec<bool>, DbError> {
         Ok(self.insert_rows(rows)?.into_iter().map(|s| s.new).collect())
+    }
+
+    fn insert_received(
+        &self,
+        rows: &[Row],
+        received: &BTreeMap<String, i64>,
+    ) -> Result<Vec<bool>, DbError> {
+        Ok(self
+            .insert_rows_received(rows, received)?
+            .into_iter()
+            .map(|s| s.new)
+            .collect())
     }
 
     fn envelope(&self, id: &str) -> Result<Option<String>, DbError> {
@@ -802,6 +816,21 @@ impl Storage for Sqlite {
                 }
             }
             Ok(rows)
+        })
+    }
+
+    fn received_of(&self, ids: &[&str]) -> Result<BTreeMap<String, i64>, DbError> {
+        self.read(|c| {
+            // `id` is unique and indexed: one lookup per id.
+            let mut stmt =
+                c.prepare_cached("SELECT received_at FROM measurements WHERE id = ?1")?;
+            let mut out = BTreeMap::new();
+            for id in ids {
+                if let Some(at) = stmt.query_row([id], |r| r.get(0)).optional()? {
+                    out.insert((*id).to_string(), at);
+                }
+            }
+            Ok(out)
         })
     }
 
@@ -1092,6 +1121,35 @@ mod tests {
         assert!(
             ongoing.iter().all(|a| a.while_ongoing == a.count),
             "{ongoing:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A copied row keeps the time it reached its source, and so its event's arrival; a row
+    /// already stored keeps its own, and an id never stored has none.
+    #[test]
+    fn a_copied_row_keeps_when_it_was_received() {
+        let dir = std::env::temp_dir().join(format!("vantage-db-received-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let db = Sqlite::open(&dir.join("agg.db")).expect("open");
+        let before = now();
+        db.insert(&[stored("here")]).expect("insert");
+        let times: BTreeMap<String, i64> = [("here".into(), 100), ("copied".into(), 200)].into();
+        assert_eq!(
+            db.insert_received(&[stored("here"), stored("copied")], &times)
+                .expect("copy"),
+            [false, true]
+        );
+        let got = db
+            .received_of(&["here", "copied", "never"])
+            .expect("received");
+        assert!(got["here"] >= before, "{got:?}");
+        assert_eq!((got.get("copied"), got.get("never")), (Some(&200), None));
+        let ids = vec!["copied".to_string()];
+        let arrival = db.arrivals(&ids, Some(201)).expect("arrivals");
+        assert_eq!(
+            (arrival[0].first.as_str(), arrival[0].while_ongoing),
+            ("1970-01-01 00:03:20", 1)
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
