@@ -1,19 +1,71 @@
 //! One CSV record as a line of text, written by the `csv` crate (RFC 4180 quoting: a field
 //! holding a comma, a quote or a line break is quoted, and its quotes doubled), so that no value
 //! a client stored, such as a URL with a comma or a quote, can shift another column. Shared by
-//! the exports and the timeline's CSV.
+//! every CSV this project writes: the measurement export and the timeline's CSV.
+//!
+//! A text cell that a spreadsheet would run as a formula (OWASP "CSV Injection": one starting
+//! with `=`, `+`, `-`, `@`, a tab, a carriage return or a line feed) is written with a single
+//! quote `'` before it, the OWASP advice, so that a target or category any probe can submit
+//! opens as text. Numbers this aggregator formats itself are [`Cell::Number`] and never
+//! prefixed: a negative number is a number. README.md, "Timeline" and the export, says the same.
+
+use std::borrow::Cow;
 
 use crate::store::Route;
 use crate::store::model::{Arrival, TimelineEvent};
 
-/// `fields` as one CSV record, without its line ending.
-pub fn csv_line<S: AsRef<[u8]>>(fields: &[S]) -> String {
+/// One field of a CSV record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cell<'a> {
+    /// Text that came from stored data (or might): guarded by [`formula_guard`].
+    Text(Cow<'a, str>),
+    /// A number or a boolean this aggregator formatted itself: written as it is.
+    Number(String),
+}
+
+impl<'a> Cell<'a> {
+    /// A text cell borrowing `text`.
+    pub fn text(text: &'a str) -> Cell<'a> {
+        Cell::Text(Cow::Borrowed(text))
+    }
+
+    /// A text cell owning `text`.
+    pub fn owned(text: String) -> Cell<'static> {
+        Cell::Text(Cow::Owned(text))
+    }
+
+    /// A number cell.
+    pub fn number(value: impl ToString) -> Cell<'static> {
+        Cell::Number(value.to_string())
+    }
+}
+
+/// The first characters that make a spreadsheet read a cell as a formula (OWASP "CSV
+/// Injection"); a line feed too, which some spreadsheets skip before reading on.
+const FORMULA_STARTS: [char; 7] = ['=', '+', '-', '@', '\t', '\r', '\n'];
+
+/// `text` with a `'` before it when a spreadsheet would run it as a formula; as it is else.
+pub fn formula_guard(text: &str) -> Cow<'_, str> {
+    if text.starts_with(FORMULA_STARTS) {
+        Cow::Owned(format!("'{text}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// `fields` as one CSV record, without its line ending; every [`Cell::Text`] passes through
+/// [`formula_guard`]. The one writer of every CSV line in the project.
+pub fn csv_line(fields: &[Cell<'_>]) -> String {
     let mut writer = csv::WriterBuilder::new()
         .terminator(csv::Terminator::Any(b'\n'))
         .from_writer(Vec::new());
+    let guarded = fields.iter().map(|cell| match cell {
+        Cell::Text(text) => formula_guard(text),
+        Cell::Number(n) => Cow::Borrowed(n.as_str()),
+    });
     // Writing to memory cannot fail, and every record here has its own field count.
     let line = writer
-        .write_record(fields)
+        .write_record(guarded.map(|c| c.into_owned()))
         .ok()
         .and_then(|()| writer.into_inner().ok())
         .unwrap_or_default();
@@ -76,34 +128,36 @@ pub fn csv_row(timed: &TimelineEvent) -> String {
         last,
     ] = arrival_fields(&timed.arrival);
     let fields = [
-        e.id.clone(),
-        e.entity.cc.clone(),
-        e.entity.asn.clone().unwrap_or_default(),
-        e.entity.asns.join(" "),
-        e.kind.as_str().into(),
-        serde_json::to_value(e.scope)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default(),
-        e.layer.map(|l| l.as_str().to_string()).unwrap_or_default(),
-        e.category.clone().unwrap_or_default(),
-        e.targets.join(" "),
-        e.start.clone(),
-        e.end.clone().unwrap_or_default(),
-        e.status.clone(),
-        e.suspected.to_string(),
-        e.confidence.to_string(),
-        e.probes.to_string(),
-        e.evidence.join(" "),
-        e.rate_kbps.map(|r| r.to_string()).unwrap_or_default(),
-        upload,
-        relay,
-        file,
-        import,
-        relayers,
-        while_ongoing,
-        first,
-        last,
+        Cell::text(&e.id),
+        Cell::text(&e.entity.cc),
+        Cell::text(e.entity.asn.as_deref().unwrap_or_default()),
+        Cell::owned(e.entity.asns.join(" ")),
+        Cell::text(e.kind.as_str()),
+        Cell::owned(
+            serde_json::to_value(e.scope)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+        ),
+        Cell::text(e.layer.map(|l| l.as_str()).unwrap_or_default()),
+        Cell::text(e.category.as_deref().unwrap_or_default()),
+        Cell::owned(e.targets.join(" ")),
+        Cell::text(&e.start),
+        Cell::text(e.end.as_deref().unwrap_or_default()),
+        Cell::text(&e.status),
+        Cell::number(e.suspected),
+        Cell::number(e.confidence),
+        Cell::number(e.probes),
+        Cell::owned(e.evidence.join(" ")),
+        Cell::Number(e.rate_kbps.map(|r| r.to_string()).unwrap_or_default()),
+        Cell::Number(upload),
+        Cell::Number(relay),
+        Cell::Number(file),
+        Cell::Number(import),
+        Cell::Number(relayers),
+        Cell::Number(while_ongoing),
+        Cell::owned(first),
+        Cell::owned(last),
     ];
     csv_line(&fields)
 }
@@ -113,24 +167,67 @@ mod tests {
     use super::*;
     use crate::store::model::{Entity, Event, Kind, Scope};
 
+    /// `fields` as text cells, each as a client might have stored it.
+    fn texts(fields: &[&str]) -> String {
+        csv_line(&fields.iter().map(|f| Cell::text(f)).collect::<Vec<_>>())
+    }
+
+    /// The fields of one CSV line as a CSV reader reads them.
+    fn parse(line: &str) -> Vec<String> {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(line.as_bytes());
+        let record = reader.records().next().expect("a record").expect("parses");
+        record.iter().map(str::to_string).collect()
+    }
+
     #[test]
     fn fields_are_quoted_only_when_needed() {
-        assert_eq!(csv_line(&["plain", "", "7"]), "plain,,7");
-        assert_eq!(csv_line(&["a,b"]), "\"a,b\"");
-        assert_eq!(csv_line(&["say \"hi\""]), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_line(&["two\nlines", "x"]), "\"two\nlines\",x");
-        assert_eq!(csv_line(&["cr\rhere"]), "\"cr\rhere\"");
+        assert_eq!(texts(&["plain", "", "7"]), "plain,,7");
+        assert_eq!(texts(&["a,b"]), "\"a,b\"");
+        assert_eq!(texts(&["say \"hi\""]), "\"say \"\"hi\"\"\"");
+        assert_eq!(texts(&["two\nlines", "x"]), "\"two\nlines\",x");
+        assert_eq!(texts(&["cr\rhere"]), "\"cr\rhere\"");
+    }
+
+    /// Every OWASP formula start gets a `'` in a text cell, kept through RFC 4180 quoting;
+    /// the same characters inside a cell, a number (negative ones too) and a `'` already
+    /// there are left alone.
+    #[test]
+    fn a_text_cell_a_spreadsheet_would_run_opens_as_text() {
+        let hostile = [
+            (
+                "=HYPERLINK(\"http://x\",\"y\")",
+                "'=HYPERLINK(\"http://x\",\"y\")",
+            ),
+            ("+1", "'+1"),
+            ("-2+3", "'-2+3"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\t=1", "'\t=1"),
+            ("\r=1", "'\r=1"),
+            ("\n=1", "'\n=1"),
+        ];
+        for (stored, shown) in hostile {
+            let line = texts(&[stored, "next"]);
+            assert_eq!(parse(&line), [shown, "next"], "{stored:?} as {line:?}");
+        }
+        assert_eq!(texts(&["=1"]), "'=1", "no quoting a spreadsheet would need");
+        assert_eq!(
+            texts(&["=a,b"]),
+            "\"'=a,b\"",
+            "the quote is inside RFC 4180's"
+        );
+        for plain in ["a.example", "x=1", "a-b", "'=1", "é=", " =1"] {
+            assert_eq!(texts(&[plain]), plain, "{plain:?} unchanged");
+        }
+        let numbers = csv_line(&[Cell::number(-3), Cell::number(-0.5), Cell::text("-0.5")]);
+        assert_eq!(numbers, "-3,-0.5,'-0.5");
     }
 
     #[test]
     fn a_record_reads_back_as_written() {
         let fields = ["http://x.example/?a=1,b=\"2\"", "", "line\r\nbreak", "é"];
-        let line = csv_line(&fields);
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .from_reader(line.as_bytes());
-        let record = reader.records().next().expect("a record").expect("parses");
-        assert_eq!(record.iter().collect::<Vec<_>>(), fields);
+        assert_eq!(parse(&texts(&fields)), fields);
     }
 
     fn event() -> Event {

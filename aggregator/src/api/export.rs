@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 
-use crate::api::csv_line::csv_line;
+use crate::api::csv_line::{Cell, csv_line};
 use crate::store::{DbError, Query, Storage};
 
 /// Export formats.
@@ -40,7 +40,6 @@ pub enum ExportError {
 /// The CSV header.
 pub const CSV_HEADER: &str = "id,source,probe_cc,probe_asn,test_name,input,measured_at,blocking,accessible,confirmed,rule_set";
 
-/// RFC 4180 quoting where needed.
 /// Rows read from storage at a time: an export holds one page, however many rows it has.
 const PAGE_ROWS: usize = 500;
 
@@ -101,18 +100,19 @@ fn write_rows(
                     .as_ref()
                     .map(|b| b.as_str().map_or(b.to_string(), str::to_string))
                     .unwrap_or_default();
+                // Every string a probe sent is a text cell, guarded against formulas.
                 let line = csv_line(&[
-                    row.id.as_str(),
-                    row.source.as_str(),
-                    row.probe_cc.as_str(),
-                    &row.probe_asn.to_string(),
-                    &row.test_name,
-                    row.input.as_deref().unwrap_or_default(),
-                    &row.measured_at,
-                    &blocking,
-                    &row.accessible.map(|a| a.to_string()).unwrap_or_default(),
-                    &row.confirmed.to_string(),
-                    row.rule_set.as_deref().unwrap_or_default(),
+                    Cell::text(&row.id),
+                    Cell::text(row.source.as_str()),
+                    Cell::text(&row.probe_cc),
+                    Cell::text(&row.probe_asn),
+                    Cell::text(&row.test_name),
+                    Cell::text(row.input.as_deref().unwrap_or_default()),
+                    Cell::text(&row.measured_at),
+                    Cell::owned(blocking),
+                    Cell::Number(row.accessible.map(|a| a.to_string()).unwrap_or_default()),
+                    Cell::number(row.confirmed),
+                    Cell::text(row.rule_set.as_deref().unwrap_or_default()),
                 ]);
                 writeln!(out, "{line}")?;
             }
