@@ -371,6 +371,23 @@ fn sqlite_to_sqlite_copies_brings_verdicts_up_to_date_and_names_differences() {
         .expect("a trusted key");
     copy.set_key(&key, KeyState::Revoked).expect("revoke");
     drop(copy);
+    // And a measurement dated in the copy as received later than it was (as a copy made
+    // before migrate kept arrivals has them all).
+    let late_id = &rows[1].id;
+    let c = rusqlite::Connection::open(&dest).expect("open the copy");
+    let (at,): (i64,) = c
+        .query_row(
+            "SELECT received_at FROM measurements WHERE id = ?1",
+            [late_id],
+            |r| Ok((r.get(0)?,)),
+        )
+        .expect("received");
+    c.execute(
+        "UPDATE measurements SET received_at = ?1 WHERE id = ?2",
+        (at + 3600, late_id),
+    )
+    .expect("date");
+    drop(c);
     let (code, out, err) = migrate(&from, &to, &["--check-only"]);
     assert_eq!(code, Some(1), "{out}\n{err}");
     assert!(
@@ -381,9 +398,17 @@ fn sqlite_to_sqlite_copies_brings_verdicts_up_to_date_and_names_differences() {
         err.contains(&format!("key {key} is revoked, not trusted")),
         "{err}"
     );
+    assert!(
+        err.contains(&format!(
+            "measurement {late_id} was received at {} in the source, {} here",
+            format_time(at),
+            format_time(at + 3600)
+        )),
+        "{err}"
+    );
     // The tampered verdict moved the copy's signals too (an anomaly less in its bin).
     assert!(err.contains("the signals of IR differ from bin"), "{err}");
-    assert!(err.contains("3 difference(s)"), "{err}");
+    assert!(err.contains("4 difference(s)"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -19,8 +19,8 @@
 //!
 //! # How it checks
 //! The destination must answer as the source does: the same number of measurements, each one
-//! equal field by field with its envelope byte for byte (one page of the source, then the same
-//! ids asked of the destination, [`Storage::rows_of`]); the same heartbeats per country; the
+//! equal field by field with its envelope byte for byte and received at the same time (one
+//! page of the source, then the same ids asked of the destination, [`Storage::rows_of`]); the same heartbeats per country; the
 //! same keys and standings; the same events per country; and the same signals
 //! ([`Storage::probe_bins`] and who vouches for whom, [`Storage::vouches`]) on every day of
 //! every country the data touches. Any difference is named on stderr and the command exits
@@ -40,6 +40,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use vantage_aggregator::detect::format_time;
 use vantage_aggregator::store::model::{BIN_SECONDS, Kind, ProbeBin, TimelineQuery, bin_of};
 use vantage_aggregator::store::{Location, Row};
 
@@ -181,7 +182,7 @@ pub(super) fn migrate(args: &MigrateArgs) -> Result<ExitCode> {
     outln!("signals compared on {days} days of {countries} countries")?;
     if diff.count == 0 {
         outln!(
-            "verified: every measurement byte for byte; heartbeats per country, keys, events and signals equal"
+            "verified: every measurement byte for byte with its arrival; heartbeats per country, keys, events and signals equal"
         )?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -486,6 +487,21 @@ fn check(
                     differing_fields(r, c).join(", ")
                 )),
                 Some(_) => {}
+            }
+        }
+        // When each reached its store: what an event's arrival is read from.
+        let [a, b] = [from, to].map(|s| s.received_of(&ids));
+        let (a, b) = (
+            a.context("reading when the source received its measurements")?,
+            b.context("reading when the destination received its measurements")?,
+        );
+        for (id, at) in &a {
+            if let Some(here) = b.get(id).filter(|here| *here != at) {
+                diff.add(format!(
+                    "measurement {id} was received at {} in the source, {} here",
+                    format_time(*at),
+                    format_time(*here)
+                ));
             }
         }
         progress.inc(rows.len() as u64);
