@@ -289,6 +289,10 @@ fn tampered(
         write_zip(&to, files, dir, reseal);
         let (code, out) = verify(&to, &[]);
         assert_eq!(code, 1, "{what} (resealed: {reseal}) must fail:\n{out}");
+        assert!(
+            !out.contains(|c: char| c.is_control() && c != '\n'),
+            "{what} (resealed: {reseal}) printed a control character:\n{out:?}"
+        );
         assert!(out.contains("NOT VERIFIED"), "{what}: {out}");
         for e in expected {
             assert!(
@@ -544,6 +548,26 @@ fn a_blocking_events_bundle_verifies_offline_and_names_every_tampering() {
             format!("FAIL envelope {first}: bad signature"),
         ],
         &[format!("FAIL envelope {first}: bad signature")],
+    );
+    // A manifest naming its event with terminal escapes (an OSC 8 link, a screen clear): each
+    // is printed as a visible escape, and the mismatch with event.json still fails.
+    let hostile = "\x1b]8;;http://evil\x07click\x1b]8;;\x07\x1b[2J";
+    tampered(
+        &cli_zip,
+        &bundle_dir,
+        "manifest event with escapes",
+        |files| {
+            set(files, &format!("{bundle_dir}/MANIFEST.json"), |m| {
+                m["event"] = hostile.into();
+            });
+        },
+        &[
+            format!("FAIL event: event.json is event \"{id}\", the manifest's is"),
+            "of event \\u{1b}]8;;http://evil\\u{7}click\\u{1b}]8;;\\u{7}\\u{1b}[2J, made".into(),
+        ],
+        &[format!(
+            "FAIL event: event.json is event \"{id}\", the manifest's is"
+        )],
     );
     tampered(
         &cli_zip,
