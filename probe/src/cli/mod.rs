@@ -21,7 +21,7 @@ use vantage_probe::upload::{
 };
 use vantage_probe::verdict::fingerprints::Fingerprints;
 use vantage_probe::verdict::rules::VANTAGE;
-use vantage_probe::verdict::{Verdict, score};
+use vantage_probe::verdict::{Finding, Verdict, score};
 use vantage_probe::web_connectivity::{WebConnectivityPlan, measure as measure_one};
 
 /// `println!` for the commands' output: a reader that went away (`vantage results list | head`)
@@ -516,13 +516,7 @@ pub async fn measure(args: MeasureArgs) -> Result<ExitCode> {
 
 /// The verdict in the words the summary uses.
 fn verdict_word(verdict: &Verdict) -> &'static str {
-    match (&verdict.blocking, verdict.accessible) {
-        (Some(Blocking::Kind(k)), _) if k == vantage_probe::verdict::THROTTLING => "throttled",
-        (Some(Blocking::Kind(_)), _) => "blocked",
-        (Some(Blocking::Flag(false)), Some(true)) => "accessible",
-        (Some(Blocking::Flag(_)), _) => "down for everyone",
-        (None, _) => "undetermined",
-    }
+    verdict.finding().word()
 }
 
 pub fn id(args: &DataArgs) -> Result<ExitCode> {

@@ -560,14 +560,12 @@ fn summary(finished: &[Finished], took: Duration, dir: &Path, tagged: &str) -> V
     // Undetermined results by why, most first: what the control lacked and what failed here.
     let mut unknown: Vec<(&str, usize)> = Vec::new();
     for f in finished {
-        match (&f.verdict.blocking, f.verdict.accessible) {
-            (Some(Blocking::Kind(k)), _) if k == vantage_probe::verdict::THROTTLING => {
-                throttled.push(f);
-            }
-            (Some(b @ Blocking::Kind(_)), _) => blocked.push((f, b)),
-            (Some(Blocking::Flag(false)), Some(true)) => accessible += 1,
-            (Some(Blocking::Flag(_)), _) => down += 1,
-            (None, _) => match unknown.iter_mut().find(|(r, _)| *r == f.reason) {
+        match f.verdict.finding() {
+            Finding::Throttled => throttled.push(f),
+            Finding::Blocked(_) => blocked.push(f),
+            Finding::Accessible => accessible += 1,
+            Finding::DownForEveryone => down += 1,
+            Finding::Undetermined => match unknown.iter_mut().find(|(r, _)| *r == f.reason) {
                 Some((_, n)) => *n += 1,
                 None => unknown.push((&f.reason, 1)),
             },
@@ -599,9 +597,9 @@ fn summary(finished: &[Finished], took: Duration, dir: &Path, tagged: &str) -> V
     }
     if !blocked.is_empty() {
         lines.push("Blocked:".into());
-        blocked.sort_by(|a, b| a.0.verdict.input.cmp(&b.0.verdict.input));
-        for (f, b) in blocked {
-            let how = layer(b).unwrap_or("?");
+        blocked.sort_by(|a, b| a.verdict.input.cmp(&b.verdict.input));
+        for f in blocked {
+            let how = f.verdict.blocking.as_ref().and_then(layer).unwrap_or("?");
             let confirmed = if f.verdict.confirmed {
                 format!(
                     ", confirmed blockpage ({})",

@@ -10,10 +10,10 @@ use tokio::time::Instant;
 
 use super::{Control, DaemonError, Shared, Wake, jitter, now_text, unix_now};
 use crate::canary;
-use crate::ooni::{Blocking, CountryCode};
+use crate::ooni::CountryCode;
 use crate::run::{RunPlan, run as run_list};
 use crate::store::Store;
-use crate::verdict::Verdict;
+use crate::verdict::{Finding, Verdict};
 
 /// Connectivity canaries, with or without a network.
 pub(super) async fn canaries(shared: Arc<Shared>, mut ctl: Control) -> Result<(), DaemonError> {
@@ -211,18 +211,20 @@ struct Tally {
 impl Tally {
     /// Counts one page's verdict and says it in words for the page's log line.
     fn count(&mut self, v: &Verdict) -> String {
-        match (&v.blocking, v.accessible) {
-            (Some(Blocking::Kind(k)), _) if k == crate::verdict::THROTTLING => {
-                self.throttled += 1;
-                "throttled".into()
-            }
-            (Some(b @ Blocking::Kind(_)), _) => {
-                self.blocked += 1;
-                format!("blocked ({})", crate::run::layer(b).unwrap_or("?"))
-            }
-            (Some(Blocking::Flag(false)), Some(true)) => "accessible".into(),
-            (Some(Blocking::Flag(_)), _) => "down for everyone".into(),
-            (None, _) => "undetermined".into(),
+        match v.finding() {
+            Finding::Throttled => self.throttled += 1,
+            Finding::Blocked(_) => self.blocked += 1,
+            _ => {}
+        }
+        match v.finding() {
+            Finding::Blocked(_) => format!(
+                "blocked ({})",
+                v.blocking
+                    .as_ref()
+                    .and_then(crate::run::layer)
+                    .unwrap_or("?")
+            ),
+            f => f.word().into(),
         }
     }
 
@@ -535,6 +537,7 @@ pub(super) async fn quic(shared: Arc<Shared>, mut ctl: Control) -> Result<(), Da
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ooni::Blocking;
 
     #[test]
     fn budget_charges_from_many_connections_at_once_all_count() {

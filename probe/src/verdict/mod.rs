@@ -82,6 +82,48 @@ impl Verdict {
     pub fn anomaly(&self) -> bool {
         matches!(self.blocking, Some(Blocking::Kind(_)))
     }
+
+    /// What a volunteer is told of this verdict, the one reading every summary and log line
+    /// counts by: a throttled page loads (slowly), so it is never counted as blocked
+    /// (docs/scoring.md).
+    pub fn finding(&self) -> Finding<'_> {
+        match (&self.blocking, self.accessible) {
+            (Some(Blocking::Kind(k)), _) if k == THROTTLING => Finding::Throttled,
+            (Some(Blocking::Kind(k)), _) => Finding::Blocked(k),
+            (Some(Blocking::Flag(false)), Some(true)) => Finding::Accessible,
+            (Some(Blocking::Flag(_)), _) => Finding::DownForEveryone,
+            (None, _) => Finding::Undetermined,
+        }
+    }
+}
+
+/// A verdict as the volunteer reads it ([`Verdict::finding`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finding<'a> {
+    /// Refused at a layer: OONI's blocking type (`dns`, `tcp_ip`, `tls`, `http-diff`, ...).
+    Blocked(&'a str),
+    /// Loads, held to a low rate ([`THROTTLING`]).
+    Throttled,
+    /// Reachable from the probe.
+    Accessible,
+    /// Unreachable from the control as well: the site is down, not blocked.
+    DownForEveryone,
+    /// Nothing can be said (the control or the probe's own steps failed).
+    Undetermined,
+}
+
+impl Finding<'_> {
+    /// The finding in a word or two, as `vantage measure`, `vantage results` and the daemon's
+    /// log say it.
+    pub fn word(self) -> &'static str {
+        match self {
+            Finding::Blocked(_) => "blocked",
+            Finding::Throttled => "throttled",
+            Finding::Accessible => "accessible",
+            Finding::DownForEveryone => "down for everyone",
+            Finding::Undetermined => "undetermined",
+        }
+    }
 }
 
 /// Scores `m` with `set` and `fingerprints`.
@@ -297,6 +339,72 @@ mod tests {
     use crate::web_connectivity::{NO_TEST_HELPER, WebConnectivityPlan, measure};
 
     const PAGE: &str = "<html><title>The real site</title><p>news</p></html>";
+
+    /// Every summary counts by this reading: throttled apart from blocked, and a site
+    /// unreachable from the control too is down, not blocked.
+    #[test]
+    fn a_verdict_reads_as_one_finding() {
+        let reading = |blocking: Option<Blocking>, accessible: Option<bool>| {
+            let v = Verdict {
+                input: None,
+                probe_cc: "ZZ".into(),
+                blocking,
+                accessible,
+                dns_consistency: None,
+                confirmed: false,
+                fingerprints: vec![],
+                rule: "test".into(),
+                rule_set: rules::VANTAGE.version,
+                ooni_rules_blocking: None,
+                control_failure: None,
+                input_verdict: InputVerdict {
+                    blocking: None,
+                    accessible: None,
+                    dns_consistency: None,
+                },
+                goodput: None,
+            };
+            let f = v.finding();
+            (format!("{f:?}"), f.word())
+        };
+        let kind = |k: &str| Some(Blocking::Kind(k.into()));
+        let table = [
+            (
+                kind("tcp_ip"),
+                Some(false),
+                "Blocked(\"tcp_ip\")",
+                "blocked",
+            ),
+            (kind(THROTTLING), Some(true), "Throttled", "throttled"),
+            (
+                Some(Blocking::Flag(false)),
+                Some(true),
+                "Accessible",
+                "accessible",
+            ),
+            (
+                Some(Blocking::Flag(false)),
+                Some(false),
+                "DownForEveryone",
+                "down for everyone",
+            ),
+            (
+                Some(Blocking::Flag(true)),
+                None,
+                "DownForEveryone",
+                "down for everyone",
+            ),
+            (None, None, "Undetermined", "undetermined"),
+        ];
+        for (blocking, accessible, finding, word) in table {
+            let seen = reading(blocking.clone(), accessible);
+            assert_eq!(
+                seen,
+                (finding.to_string(), word),
+                "{blocking:?} {accessible:?}"
+            );
+        }
+    }
 
     /// A real measurement of `url` on loopback, without a helper.
     async fn measured(url: &str) -> WebConnectivityMeasurement {
