@@ -141,6 +141,39 @@ impl ClickHouse {
         db.migrate()?;
         Ok(db)
     }
+
+    /// The `(probe_cc, measured_at, id)` tuples of the stored ids, as a list for `IN (...)`,
+    /// read from `envelopes` (its primary index) so that the reads of `measurements` after it
+    /// go by that table's whole sorting key; `None` when none of the ids is stored.
+    fn sorting_keys(&self, op: &str, ids: &[impl AsRef<str>]) -> Result<Option<String>, DbError> {
+        #[derive(Deserialize)]
+        struct K {
+            id: String,
+            cc: String,
+            at: String,
+        }
+        let list = ids
+            .iter()
+            .map(|id| quote(id.as_ref()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let keys: Vec<K> = self.rows(
+            op,
+            &format!(
+                "SELECT id, any(probe_cc) AS cc, any(measured_at) AS at
+                 FROM envelopes WHERE id IN ({list}) GROUP BY id"
+            ),
+        )?;
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(
+            keys.iter()
+                .map(|k| format!("({},{},{})", quote(&k.cc), quote(&k.at), quote(&k.id)))
+                .collect::<Vec<_>>()
+                .join(","),
+        ))
+    }
 }
 
 /// A random name for this process in the log's lease.
@@ -985,32 +1018,13 @@ impl Storage for ClickHouse {
             return Ok(BTreeMap::new());
         }
         #[derive(Deserialize)]
-        struct K {
-            id: String,
-            cc: String,
-            at: String,
-        }
-        #[derive(Deserialize)]
         struct R {
             id: String,
             received_at: i64,
         }
-        let list = ids.iter().map(|id| quote(id)).collect::<Vec<_>>().join(",");
-        let keys: Vec<K> = self.rows(
-            op,
-            &format!(
-                "SELECT id, any(probe_cc) AS cc, any(measured_at) AS at
-                 FROM envelopes WHERE id IN ({list}) GROUP BY id"
-            ),
-        )?;
-        if keys.is_empty() {
+        let Some(keys) = self.sorting_keys(op, ids)? else {
             return Ok(BTreeMap::new());
-        }
-        let keys = keys
-            .iter()
-            .map(|k| format!("({},{},{})", quote(&k.cc), quote(&k.at), quote(&k.id)))
-            .collect::<Vec<_>>()
-            .join(",");
+        };
         let rows: Vec<R> = self.rows(
             op,
             &format!(
@@ -1033,28 +1047,9 @@ impl Storage for ClickHouse {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        #[derive(Deserialize)]
-        struct K {
-            id: String,
-            cc: String,
-            at: String,
-        }
-        let list = ids.iter().map(|id| quote(id)).collect::<Vec<_>>().join(",");
-        let keys: Vec<K> = self.rows(
-            op,
-            &format!(
-                "SELECT id, any(probe_cc) AS cc, any(measured_at) AS at
-                 FROM envelopes WHERE id IN ({list}) GROUP BY id"
-            ),
-        )?;
-        if keys.is_empty() {
+        let Some(keys) = self.sorting_keys(op, &ids)? else {
             return Ok(Vec::new());
-        }
-        let keys = keys
-            .iter()
-            .map(|k| format!("({},{},{})", quote(&k.cc), quote(&k.at), quote(&k.id)))
-            .collect::<Vec<_>>()
-            .join(",");
+        };
         #[derive(Deserialize)]
         struct A {
             route: String,
