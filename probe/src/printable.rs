@@ -15,10 +15,24 @@ pub const MAX_PRINTED_CHARS: usize = 4096;
 
 /// Whether `c` is a control character a terminal may act on: C0 (`U+0000`-`U+001F`, tab and
 /// line feed included, since no caller prints a string from outside over several lines), DEL
-/// (`U+007F`) and C1 (`U+0080`-`U+009F`). `char::is_control` is exactly this set (Unicode's
-/// general category Cc).
+/// (`U+007F`) and C1 (`U+0080`-`U+009F`), which `char::is_control` is exactly (Unicode's
+/// general category Cc); and the bidirectional embeddings, overrides and isolates
+/// (`U+202A`-`U+202E`, `U+2066`-`U+2069`, Unicode Standard Annex 9), which make a line read in
+/// another order than it is written (CVE-2021-42574, "Trojan Source").
 fn is_terminal_control(c: char) -> bool {
-    c.is_control()
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` on one line for a stored reason or an error message: every control character a
+/// space, at most `max` characters, trimmed. For text a person reads within a sentence, where
+/// [`printable`]'s escapes would only get in the way.
+pub fn one_line(text: &str, max: usize) -> String {
+    let line: String = text
+        .chars()
+        .map(|c| if is_terminal_control(c) { ' ' } else { c })
+        .take(max)
+        .collect();
+    line.trim().to_string()
 }
 
 /// `text` with every control character written as `\u{..}` and at most
@@ -54,6 +68,17 @@ pub fn printable_within(text: &str, max: usize) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bidi_overrides_are_shown_and_a_line_stays_one_line() {
+        let trojan = "access\u{202e}deliberately\u{2066}";
+        assert_eq!(printable(trojan), "access\\u{202e}deliberately\\u{2066}");
+        assert_eq!(
+            one_line(" refused:\x1b[2J\nnext\u{202e}line\t", 100),
+            "refused: [2J next line"
+        );
+        assert_eq!(one_line("abcdef", 3), "abc");
+    }
 
     #[test]
     fn ordinary_text_is_borrowed_as_it_is() {

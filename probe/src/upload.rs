@@ -197,17 +197,11 @@ const MAX_REASON: usize = 200;
 /// A reason as it is kept and shown: printable characters only (an answer could carry
 /// terminal escapes into `vantage status`), at most [`MAX_REASON`] characters.
 pub(super) fn clean_reason(reason: Option<&str>) -> String {
-    let text: String = reason
-        .unwrap_or("no reason given")
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_REASON)
-        .collect();
-    let text = text.trim();
+    let text = crate::printable::one_line(reason.unwrap_or("no reason given"), MAX_REASON);
     if text.is_empty() {
         "no reason given".into()
     } else {
-        text.to_string()
+        text
     }
 }
 

@@ -282,11 +282,7 @@ impl Witness {
         if reply.status == 200 {
             return Ok(());
         }
-        let said: String = String::from_utf8_lossy(&reply.body)
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .take(300)
-            .collect();
+        let said = vantage_probe::printable::one_line(&String::from_utf8_lossy(&reply.body), 300);
         let hint = if reply.status == 403 {
             format!(
                 " (start the aggregator with --witness {})",

@@ -84,14 +84,7 @@ fn refused_or_failed(status: u16, body: &[u8]) -> String {
     let said = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v.get("error")?.as_str().map(str::to_string))
-        .map(|e| {
-            let line: String = e
-                .chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .take(300)
-                .collect();
-            format!(": {line}")
-        })
+        .map(|e| format!(": {}", crate::printable::one_line(&e, 300)))
         .unwrap_or_default();
     let kind = if status == 429 || status >= 500 {
         FAILED

@@ -165,12 +165,9 @@ impl HttpTiles {
             200 => {}
             404 => {
                 let text = String::from_utf8_lossy(&reply.body);
-                return Ok(ProofAnswer::NotLogged(
-                    text.chars()
-                        .map(|c| if c.is_control() { ' ' } else { c })
-                        .take(200)
-                        .collect(),
-                ));
+                return Ok(ProofAnswer::NotLogged(crate::printable::one_line(
+                    &text, 200,
+                )));
             }
             503 => {
                 let wait = reply
