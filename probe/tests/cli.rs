@@ -396,7 +396,9 @@ async fn relay_and_upload_refuse_unbounded_options_before_doing_anything() {
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{n}: {err}");
         assert!(
-            err.contains(&format!("--max-connections {n} is outside 1..=4096")),
+            err.contains(&format!(
+                "--max-connections {n}: must be 1 to 4096 (connections)"
+            )),
             "{n}: {err}"
         );
         assert!(!err.contains("panicked"), "{err}");
